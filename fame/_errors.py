@@ -1,0 +1,167 @@
+"""Every exception fame raises, in one place.
+
+All of them derive from :class:`FameError`. Errors that describe something
+that happened on the far side of a message (another actor, another node)
+derive from :class:`RemoteError` and travel as an ``Error`` frame; the
+``kind`` string in the frame picks the class on the receiving side, so a
+caller can ``except fame.ActorCrashed`` whether the actor was local or not.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+__all__ = [
+    "ActorCrashed",
+    "AdmissionRefused",
+    "AgentNotStarted",
+    "DeadlineExceeded",
+    "FameError",
+    "InvalidArguments",
+    "MailboxFull",
+    "NoRoute",
+    "NodeClosed",
+    "OperationFailed",
+    "ProtocolError",
+    "RemoteError",
+    "SupervisorGaveUp",
+    "UnknownOperation",
+    "WireError",
+    "remote_error",
+]
+
+
+class FameError(Exception):
+    """Base class of every error raised by fame."""
+
+
+class WireError(FameError, ValueError):
+    """A message that could not be encoded or decoded.
+
+    ``reason`` says what was wrong (too large, not msgpack, wrong shape),
+    in words fit to send back to the peer that sent it.
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class DeadlineExceeded(FameError, TimeoutError):
+    """A call did not complete before its deadline."""
+
+
+class MailboxFull(FameError):
+    """A message could not be put in a bounded mailbox before the deadline."""
+
+
+class NodeClosed(FameError):
+    """The node (or the actor) is shutting down and takes no more messages."""
+
+
+class AgentNotStarted(FameError, RuntimeError):
+    """An agent attribute that exists only once the node started the agent."""
+
+
+class SupervisorGaveUp(FameError):
+    """An actor crashed more often than its restart intensity allows.
+
+    The supervisor stops restarting it and escalates this error to its own
+    parent (for a node: out of ``async with open_node()``).
+    """
+
+
+class AdmissionRefused(FameError):
+    """The sentinel refused to admit this node; ``reason`` says why."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"admission refused: {reason}")
+        self.reason = reason
+
+
+class RemoteError(FameError):
+    """An error reported by another actor or node.
+
+    Attributes:
+        kind: the wire name of the error class.
+        message: the human-readable description from the remote side.
+        actor: the address of the actor that failed, if known.
+        exc_type: the name of the remote exception type, if one was raised.
+    """
+
+    kind: ClassVar[str] = "remote"
+
+    def __init__(
+        self, message: str, *, actor: str | None = None, exc_type: str | None = None
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.actor = actor
+        self.exc_type = exc_type
+
+    def __str__(self) -> str:
+        where = f"{self.actor}: " if self.actor else ""
+        what = f"{self.exc_type}: " if self.exc_type else ""
+        return f"{where}{what}{self.message}"
+
+
+class InvalidArguments(RemoteError):
+    """The arguments of a call did not fit the operation's signature."""
+
+    kind = "invalid_arguments"
+
+
+class UnknownOperation(RemoteError):
+    """The target agent has no operation of that name (or of that kind)."""
+
+    kind = "unknown_operation"
+
+
+class ActorCrashed(RemoteError):
+    """The actor crashed while handling the call; it is being restarted."""
+
+    kind = "actor_crashed"
+
+
+class OperationFailed(RemoteError):
+    """The operation raised an error it declares; the agent keeps running."""
+
+    kind = "operation_failed"
+
+
+class NoRoute(RemoteError):
+    """No actor is bound at the address."""
+
+    kind = "no_route"
+
+
+class ProtocolError(RemoteError):
+    """A peer broke the wire protocol (malformed, oversized, out of order)."""
+
+    kind = "protocol"
+
+
+_KINDS: dict[str, type[RemoteError]] = {
+    cls.kind: cls
+    for cls in (
+        RemoteError,
+        InvalidArguments,
+        UnknownOperation,
+        ActorCrashed,
+        OperationFailed,
+        NoRoute,
+        ProtocolError,
+    )
+}
+
+
+def remote_error(
+    kind: str, message: str, *, actor: str | None = None, exc_type: str | None = None
+) -> RemoteError:
+    """Build the :class:`RemoteError` subclass named by ``kind``.
+
+    ``deadline`` is mapped to :class:`DeadlineExceeded` by callers, not here,
+    because it is not a remote error: the deadline belongs to the caller.
+    """
+    cls = _KINDS.get(kind, RemoteError)
+    return cls(message, actor=actor, exc_type=exc_type)

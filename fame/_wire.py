@@ -1,0 +1,323 @@
+"""The wire schema: every message fame sends, as tagged ``msgspec.Struct`` s.
+
+One websocket message carries one :data:`LinkMessage`: either an
+:class:`Envelope` (routed by address between actors) or a link frame that
+only concerns the two ends of one connection (handshake, binding,
+heartbeat). Envelopes carry one :data:`Frame` (request, reply, stream item,
+...).
+
+All structs are ``array_like``: a message is a msgpack array whose first
+element is the tag. This keeps messages small and lets a router read the
+routing header (:class:`RoutingHeader`) without decoding the frame, and
+bump the hop count in place (:func:`bump_hops`) without re-encoding:
+element 1 of an envelope is the hop count, a msgpack positive fixint at
+byte offset 3 (``0x9N 0xa1 'e' hops``), because hops never exceed
+:data:`MAX_HOPS`.
+
+The same structs are used in-process without encoding, so a local call and
+a remote one go through exactly the same code.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+import msgspec
+
+from ._errors import WireError
+
+__all__ = [
+    "DEFAULT_MAX_MESSAGE_SIZE",
+    "MAX_HOPS",
+    "Attach",
+    "Bind",
+    "BindRefused",
+    "Bound",
+    "Cancel",
+    "Challenge",
+    "Codec",
+    "Credit",
+    "Envelope",
+    "Error",
+    "Frame",
+    "LinkError",
+    "LinkMessage",
+    "Ping",
+    "Pong",
+    "Refused",
+    "Reply",
+    "Request",
+    "RoutingHeader",
+    "StreamEnd",
+    "StreamItem",
+    "Unbind",
+    "Welcome",
+    "bump_hops",
+]
+
+DEFAULT_MAX_MESSAGE_SIZE: Final = 1 << 20
+"""Largest encoded message accepted by default (1 MiB)."""
+
+MAX_HOPS: Final = 16
+"""Routers drop an envelope that has been forwarded this many times."""
+
+
+class _Msg(msgspec.Struct, array_like=True, omit_defaults=False):
+    pass
+
+
+# --- frames carried inside an envelope ------------------------------------------------
+
+
+class Request(_Msg, tag="req"):
+    """Call operation ``op`` with keyword ``args``.
+
+    ``stream`` asks for a streaming operation; ``credit`` is then the number
+    of items the caller is ready to receive before it sends more
+    :class:`Credit`. ``timeout_ms`` is the caller's remaining deadline, so
+    the callee can give up on work nobody waits for.
+    """
+
+    op: str
+    args: dict[str, Any]
+    stream: bool = False
+    credit: int = 0
+    timeout_ms: int | None = None
+
+
+class Reply(_Msg, tag="rep"):
+    """The result of a plain request."""
+
+    result: Any
+
+
+class StreamItem(_Msg, tag="item"):
+    """One item of a streaming operation, consuming one credit."""
+
+    item: Any
+
+
+class StreamEnd(_Msg, tag="end"):
+    """The streaming operation finished normally."""
+
+
+class Credit(_Msg, tag="credit"):
+    """The consumer of a stream is ready for ``n`` more items."""
+
+    n: int
+
+
+class Cancel(_Msg, tag="cancel"):
+    """The caller gave up on a request or stream; the callee stops it."""
+
+    reason: str = ""
+
+
+class Error(_Msg, tag="err"):
+    """A request failed. ``kind`` names the :class:`fame.RemoteError` subclass."""
+
+    kind: str
+    message: str
+    actor: str | None = None
+    exc_type: str | None = None
+
+
+Frame = Request | Reply | StreamItem | StreamEnd | Credit | Cancel | Error
+
+
+class Envelope(_Msg, tag="e"):
+    """A routed message: ``frame`` for the actor at address ``to``.
+
+    ``id`` is unique per sending node and only serves tracing. Replies to
+    a request go to ``reply_to`` and carry the request's ``corr``; stream
+    items, credits and cancels of one stream share the request's ``corr``.
+    """
+
+    hops: int
+    to: str
+    id: int
+    frame: Frame
+    reply_to: str | None = None
+    corr: int | None = None
+
+
+class RoutingHeader(_Msg, tag="e"):
+    """The first fields of an :class:`Envelope`: all a router decodes."""
+
+    hops: int
+    to: str
+    id: int
+
+
+# --- link frames: between the two ends of one connection ------------------------------
+
+
+class Challenge(_Msg, tag="challenge"):
+    """Sentinel to node, first message on a connection: sign ``nonce``."""
+
+    nonce: bytes
+    sentinel_id: str
+
+
+class Attach(_Msg, tag="attach"):
+    """Node to sentinel: who I am, my admission token, and proof of my key.
+
+    ``signature`` is the Ed25519 signature by ``public_key`` over
+    ``attach_proof_payload(nonce, sentinel_id, node_id)``.
+    """
+
+    node_id: str
+    public_key: bytes
+    token: str
+    signature: bytes
+    ephemeral: bool = False
+
+
+class Welcome(_Msg, tag="welcome"):
+    """Sentinel to node: admitted; ``path`` is the node's own path."""
+
+    node_id: str
+    path: str
+
+
+class Refused(_Msg, tag="refused"):
+    """Sentinel to node: not admitted, with the reason. The link closes."""
+
+    reason: str
+
+
+class Bind(_Msg, tag="bind"):
+    """Node to sentinel: route ``addresses`` to me (``pool``: shared)."""
+
+    addresses: list[str]
+    pool: bool = False
+
+
+class Bound(_Msg, tag="bound"):
+    """Sentinel to node: ``address`` now routes to the node."""
+
+    address: str
+
+
+class BindRefused(_Msg, tag="bind_refused"):
+    """Sentinel to node: ``address`` was not bound, and why."""
+
+    address: str
+    reason: str
+
+
+class Unbind(_Msg, tag="unbind"):
+    """Node to sentinel: stop routing ``addresses`` to me."""
+
+    addresses: list[str]
+
+
+class Ping(_Msg, tag="ping"):
+    """Heartbeat; the peer answers with a :class:`Pong` of the same nonce."""
+
+    nonce: int
+
+
+class Pong(_Msg, tag="pong"):
+    nonce: int
+
+
+class LinkError(_Msg, tag="link_error"):
+    """The peer sent something the protocol does not allow; ``reason`` says what."""
+
+    reason: str
+
+
+_LinkFrame = (
+    Challenge
+    | Attach
+    | Welcome
+    | Refused
+    | Bind
+    | Bound
+    | BindRefused
+    | Unbind
+    | Ping
+    | Pong
+    | LinkError
+)
+LinkMessage = Envelope | _LinkFrame
+
+_HOPS_OFFSET: Final = 3
+
+
+def _enc_hook(obj: Any) -> Any:
+    raise NotImplementedError(f"cannot encode objects of type {type(obj).__name__}")
+
+
+class Codec:
+    """Encode and decode link messages with a maximum size.
+
+    Every failure, whether the message is too large, not msgpack, or of the
+    wrong shape, raises :class:`fame.WireError` with a reason fit to send
+    back to the peer.
+    """
+
+    def __init__(self, max_size: int = DEFAULT_MAX_MESSAGE_SIZE) -> None:
+        if max_size < 64:
+            raise ValueError("max_size must be at least 64 bytes")
+        self.max_size = max_size
+        self._encoder = msgspec.msgpack.Encoder(enc_hook=_enc_hook)
+        self._decoder = msgspec.msgpack.Decoder(LinkMessage)
+        self._header_decoder = msgspec.msgpack.Decoder(RoutingHeader | _LinkFrame)
+
+    def encode(self, message: LinkMessage) -> bytes:
+        try:
+            data = self._encoder.encode(message)
+        except (TypeError, NotImplementedError, OverflowError) as exc:
+            raise WireError(f"cannot encode {type(message).__name__}: {exc}") from None
+        if len(data) > self.max_size:
+            raise WireError(
+                f"message of {len(data)} bytes exceeds the limit of {self.max_size} bytes"
+            )
+        return data
+
+    def decode(self, data: bytes) -> LinkMessage:
+        self._check_size(data)
+        try:
+            return self._decoder.decode(data)
+        except msgspec.DecodeError as exc:
+            raise WireError(f"malformed message: {exc}") from None
+
+    def decode_header(self, data: bytes) -> RoutingHeader | LinkMessage:
+        """Decode just enough to route: the header of an envelope, or a link frame whole."""
+        self._check_size(data)
+        try:
+            message = self._header_decoder.decode(data)
+        except msgspec.DecodeError as exc:
+            raise WireError(f"malformed message: {exc}") from None
+        if isinstance(message, RoutingHeader) and not 0 <= message.hops <= MAX_HOPS:
+            raise WireError(f"hop count {message.hops} is outside 0..{MAX_HOPS}")
+        return message
+
+    def _check_size(self, data: bytes) -> None:
+        if not isinstance(data, bytes | bytearray | memoryview):
+            raise WireError(f"expected a binary message, got {type(data).__name__}")
+        if len(data) > self.max_size:
+            raise WireError(
+                f"message of {len(data)} bytes exceeds the limit of {self.max_size} bytes"
+            )
+
+
+def bump_hops(data: bytes) -> bytes:
+    """Return the encoded envelope ``data`` with its hop count raised by one.
+
+    Raises :class:`fame.WireError` if the envelope already made
+    :data:`MAX_HOPS` hops (a routing loop) or is not an encoded envelope.
+    """
+    if len(data) <= _HOPS_OFFSET or data[1:3] != b"\xa1e" or (data[0] & 0xF0) != 0x90:
+        raise WireError("not an encoded envelope")
+    hops = data[_HOPS_OFFSET]
+    if hops >= MAX_HOPS:
+        raise WireError(f"envelope exceeded the hop limit of {MAX_HOPS} (routing loop?)")
+    return b"".join((data[:_HOPS_OFFSET], bytes((hops + 1,)), data[_HOPS_OFFSET + 1 :]))
+
+
+def attach_proof_payload(nonce: bytes, sentinel_id: str, node_id: str) -> bytes:
+    """The bytes a node signs to prove it holds the key of ``node_id``."""
+    return b"fame/attach/v1\x00" + nonce + b"\x00" + sentinel_id.encode() + b"\x00" + node_id.encode()
