@@ -51,10 +51,6 @@ class DeadlineExceeded(FameError, TimeoutError):
     """A call did not complete before its deadline."""
 
 
-class MailboxFull(FameError):
-    """A message could not be put in a bounded mailbox before the deadline."""
-
-
 class NodeClosed(FameError):
     """The node (or the actor) is shutting down and takes no more messages."""
 
@@ -122,11 +118,21 @@ class ActorCrashed(RemoteError):
 
     kind = "actor_crashed"
 
+    def __str__(self) -> str:
+        what = f"{self.exc_type}: " if self.exc_type else ""
+        return f"{self.actor or 'actor'} crashed: {what}{self.message}"
+
 
 class OperationFailed(RemoteError):
     """The operation raised an error it declares; the agent keeps running."""
 
     kind = "operation_failed"
+
+
+class MailboxFull(RemoteError):
+    """A message could not be put in a bounded mailbox before the deadline."""
+
+    kind = "mailbox_full"
 
 
 class NoRoute(RemoteError):
@@ -149,6 +155,7 @@ _KINDS: dict[str, type[RemoteError]] = {
         UnknownOperation,
         ActorCrashed,
         OperationFailed,
+        MailboxFull,
         NoRoute,
         ProtocolError,
     )

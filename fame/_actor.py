@@ -1,0 +1,162 @@
+"""Actors: an object, a bounded mailbox, and one task that handles messages.
+
+An :class:`Actor` handles one message at a time, so its own state needs no
+locks. Other code talks to it only through an :class:`ActorRef`:
+``tell`` puts a message in the mailbox, ``ask`` also waits for the answer
+(the value ``handle`` returns). The mailbox is a bounded trio memory
+channel: a sender waits while it is full, and fails with
+:class:`fame.MailboxFull` when its deadline passes first, so a slow actor
+slows its senders instead of growing memory.
+
+An actor that wants to work on several messages at once (the storage actor
+commits many writes in one transaction) sets ``max_batch`` and overrides
+``handle_batch``: the runtime then drains up to that many queued messages
+without waiting and hands them over together.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, ClassVar
+
+import trio
+
+from ._errors import ActorCrashed, DeadlineExceeded, MailboxFull, NodeClosed
+from ._reply import ReplySlot
+
+__all__ = ["Actor", "ActorRef", "Delivery"]
+
+DEFAULT_MAILBOX_SIZE = 1024
+DEFAULT_ASK_TIMEOUT = 30.0
+
+
+class Delivery:
+    """One message taken from a mailbox, with the means to answer it."""
+
+    __slots__ = ("_slot", "message")
+
+    def __init__(self, message: Any, slot: ReplySlot | None) -> None:
+        self.message = message
+        self._slot = slot
+
+    @property
+    def wants_reply(self) -> bool:
+        """True if the sender asked and still waits for the answer."""
+        return self._slot is not None and not self._slot.settled
+
+    @property
+    def answered(self) -> bool:
+        return self._slot is None or self._slot.settled
+
+    def reply(self, value: Any) -> None:
+        """Answer an ``ask``; does nothing for a ``tell`` or an abandoned ask."""
+        if self._slot is not None:
+            self._slot.set(value)
+
+    def fail(self, exc: BaseException) -> None:
+        """Make the sender's ``ask`` raise ``exc``."""
+        if self._slot is not None:
+            self._slot.fail(exc)
+
+
+class Actor:
+    """Base class of everything with a mailbox.
+
+    Override :meth:`handle` (or :meth:`handle_batch`) and, if needed, the
+    :meth:`on_start` / :meth:`on_stop` hooks. An exception escaping
+    ``handle`` is a crash: the sender of the message being handled gets
+    :class:`fame.ActorCrashed`, and the supervisor restarts the actor
+    (``on_start`` runs again) while its mailbox, and every message waiting
+    in it, survives.
+    """
+
+    max_batch: ClassVar[int] = 1
+    """How many queued messages :meth:`handle_batch` may get at once."""
+
+    address: str = "<unspawned>"
+    """The name the actor was spawned under; set by the supervisor."""
+
+    async def on_start(self) -> None:
+        """Called before the first message and after every restart."""
+
+    async def on_stop(self) -> None:
+        """Called once when the actor stops (also on cancellation)."""
+
+    async def handle(self, message: Any) -> Any:
+        """Handle one message; the return value answers an ``ask``."""
+        raise NotImplementedError(f"{type(self).__name__} does not handle messages")
+
+    async def handle_batch(self, deliveries: list[Delivery]) -> None:
+        """Handle several messages; answer each with ``reply`` or ``fail``."""
+        for delivery in deliveries:
+            delivery.reply(await self.handle(delivery.message))
+
+
+class ActorRef:
+    """The handle other code uses to send messages to an actor."""
+
+    __slots__ = ("_send", "address")
+
+    def __init__(self, address: str, send: trio.MemorySendChannel[Delivery]) -> None:
+        self.address = address
+        self._send = send
+
+    def __repr__(self) -> str:
+        return f"<ActorRef {self.address}>"
+
+    async def tell(self, message: Any, *, timeout: float | None = None) -> None:
+        """Put ``message`` in the mailbox, waiting while it is full.
+
+        Raises :class:`fame.MailboxFull` if ``timeout`` seconds pass first
+        and :class:`fame.NodeClosed` if the actor no longer takes messages.
+        """
+        await self._put(Delivery(message, None), timeout)
+
+    def tell_nowait(self, message: Any) -> None:
+        """Put ``message`` in the mailbox or raise :class:`fame.MailboxFull` at once."""
+        try:
+            self._send.send_nowait(Delivery(message, None))
+        except trio.WouldBlock:
+            raise MailboxFull(f"mailbox of {self.address} is full", actor=self.address) from None
+        except (trio.ClosedResourceError, trio.BrokenResourceError):
+            raise NodeClosed(f"{self.address} is stopped") from None
+
+    async def ask(self, message: Any, *, timeout: float | None = DEFAULT_ASK_TIMEOUT) -> Any:
+        """Send ``message`` and wait for the answer.
+
+        ``timeout`` bounds the whole call, waiting for mailbox room
+        included; past it :class:`fame.DeadlineExceeded` is raised and a
+        late answer is dropped. If the actor crashes on the message,
+        :class:`fame.ActorCrashed` is raised.
+        """
+        slot = ReplySlot()
+        deadline = trio.current_time() + timeout if timeout is not None else math.inf
+        await self._put(Delivery(message, slot), timeout)
+        with trio.move_on_at(deadline):
+            return await slot.wait()
+        raise DeadlineExceeded(f"{self.address} did not answer within {timeout} s")
+
+    async def _put(self, delivery: Delivery, timeout: float | None) -> None:
+        try:
+            self._send.send_nowait(delivery)
+            return
+        except trio.WouldBlock:
+            pass
+        except (trio.ClosedResourceError, trio.BrokenResourceError):
+            raise NodeClosed(f"{self.address} is stopped") from None
+        try:
+            with trio.fail_after(math.inf if timeout is None else timeout):
+                await self._send.send(delivery)
+        except trio.TooSlowError:
+            raise MailboxFull(
+                f"mailbox of {self.address} stayed full for {timeout} s", actor=self.address
+            ) from None
+        except (trio.ClosedResourceError, trio.BrokenResourceError):
+            raise NodeClosed(f"{self.address} is stopped") from None
+
+
+def crash_error(address: str, exc: BaseException) -> ActorCrashed:
+    """The error a caller gets when ``address`` crashed handling its message."""
+    return ActorCrashed(
+        str(exc), actor=address, exc_type=type(exc).__name__
+    )

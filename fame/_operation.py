@@ -1,0 +1,196 @@
+"""``@operation``: how an agent method becomes callable by message.
+
+The decorator only marks the function. When a :class:`fame.BaseAgent`
+subclass is created, every marked method is turned into an
+:class:`OperationSpec`: a msgspec ``Struct`` type built from the method's
+signature validates and converts the keyword arguments of each call, and
+the return (or, for streams, the item) annotation validates results. A bad
+argument gives the caller :class:`fame.InvalidArguments` naming the
+parameter, before the method runs.
+"""
+
+from __future__ import annotations
+
+import collections.abc
+import inspect
+import re
+import typing
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import attrs
+import msgspec
+
+from ._errors import InvalidArguments
+
+__all__ = ["OperationSpec", "operation"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+_MARK = "__fame_operation__"
+
+
+@attrs.frozen
+class _Mark:
+    streaming: bool
+    errors: tuple[type[BaseException], ...]
+    name: str | None
+
+
+@typing.overload
+def operation(fn: F, /) -> F: ...
+@typing.overload
+def operation(
+    *,
+    streaming: bool = False,
+    errors: tuple[type[BaseException], ...] = (),
+    name: str | None = None,
+) -> Callable[[F], F]: ...
+
+
+def operation(
+    fn: Any = None,
+    /,
+    *,
+    streaming: bool = False,
+    errors: tuple[type[BaseException], ...] = (),
+    name: str | None = None,
+) -> Any:
+    """Mark an agent method as an operation callable by message.
+
+    ``@operation`` for an ``async def`` returning a value;
+    ``@operation(streaming=True)`` for an async generator whose items are
+    streamed to the caller. ``errors`` lists exception types that are part
+    of the operation's contract: the caller gets them as
+    :class:`fame.OperationFailed` and the agent keeps running. Any other
+    exception is a crash: the caller gets :class:`fame.ActorCrashed` and the
+    agent is restarted by its supervisor. ``name`` overrides the wire name.
+    """
+    mark = _Mark(streaming=streaming, errors=tuple(errors), name=name)
+
+    def decorate(func: F) -> F:
+        if streaming and not inspect.isasyncgenfunction(func):
+            raise TypeError(f"@operation(streaming=True) needs an async generator: {func!r}")
+        if not streaming and not inspect.iscoroutinefunction(func):
+            kind = "an async generator" if inspect.isasyncgenfunction(func) else "not async"
+            raise TypeError(
+                f"@operation needs an 'async def' method, {func.__qualname__} is {kind}"
+                + (" (use @operation(streaming=True))" if kind.startswith("an") else "")
+            )
+        setattr(func, _MARK, mark)
+        return func
+
+    return decorate(fn) if fn is not None else decorate
+
+
+_MSGSPEC_PATH = re.compile(r"at `\$\.([A-Za-z_][A-Za-z0-9_]*)")
+_MISSING = re.compile(r"missing required field `([^`]+)`")
+_UNKNOWN = re.compile(r"unknown field `([^`]+)`")
+
+
+@attrs.frozen
+class OperationSpec:
+    """Everything needed to call one operation with untrusted arguments."""
+
+    name: str
+    function: Callable[..., Any]
+    streaming: bool
+    errors: tuple[type[BaseException], ...]
+    params: tuple[str, ...]
+    args_type: type[msgspec.Struct]
+    result_type: Any
+
+    @classmethod
+    def from_function(cls, attr_name: str, func: Callable[..., Any], owner: type) -> OperationSpec:
+        mark: _Mark = getattr(func, _MARK)
+        hints = typing.get_type_hints(func, include_extras=True)
+        signature = inspect.signature(func)
+        fields: list[Any] = []
+        params: list[str] = []
+        for index, param in enumerate(signature.parameters.values()):
+            if index == 0:
+                continue  # self
+            if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+                raise TypeError(f"operation {func.__qualname__} may not take *args or **kwargs")
+            annotation = hints.get(param.name, Any)
+            if param.default is inspect.Parameter.empty:
+                fields.append((param.name, annotation))
+            else:
+                fields.append((param.name, annotation, param.default))
+            params.append(param.name)
+        args_type = msgspec.defstruct(
+            f"{owner.__name__}.{attr_name}.args", fields, forbid_unknown_fields=True, kw_only=True
+        )
+        result = hints.get("return", Any)
+        if mark.streaming:
+            result = _item_type(result)
+        return cls(
+            name=mark.name or attr_name,
+            function=func,
+            streaming=mark.streaming,
+            errors=mark.errors,
+            params=tuple(params),
+            args_type=args_type,
+            result_type=result,
+        )
+
+    def bind(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+        """Turn a proxy call's positional and keyword arguments into keywords."""
+        if len(args) > len(self.params):
+            raise TypeError(
+                f"{self.name}() takes {len(self.params)} arguments but {len(args)} were given"
+            )
+        bound = dict(zip(self.params, args, strict=False))
+        for key, value in kwargs.items():
+            if key in bound:
+                raise TypeError(f"{self.name}() got multiple values for argument {key!r}")
+            bound[key] = value
+        return bound
+
+    def convert_args(self, args: dict[str, Any]) -> dict[str, Any]:
+        """Validate and convert call arguments; raise :class:`fame.InvalidArguments`."""
+        try:
+            converted = msgspec.convert(args, self.args_type, strict=False)
+        except msgspec.ValidationError as exc:
+            raise InvalidArguments(self._explain(str(exc))) from None
+        return {name: getattr(converted, name) for name in self.params}
+
+    def convert_result(self, value: Any) -> Any:
+        """Validate a result (or stream item) against the annotation."""
+        if self.result_type is Any:
+            return value
+        return msgspec.convert(value, self.result_type, strict=False)
+
+    def _explain(self, detail: str) -> str:
+        if m := _MISSING.search(detail):
+            return f"{self.name}(): missing required argument {m.group(1)!r}"
+        if m := _UNKNOWN.search(detail):
+            return f"{self.name}(): unexpected argument {m.group(1)!r}"
+        if m := _MSGSPEC_PATH.search(detail):
+            reason = detail.split(" - at ")[0]
+            return f"{self.name}(): invalid argument {m.group(1)!r}: {reason}"
+        return f"{self.name}(): invalid arguments: {detail}"
+
+
+def _item_type(annotation: Any) -> Any:
+    """``AsyncIterator[T]`` / ``AsyncGenerator[T, None]`` -> ``T``."""
+    origin = typing.get_origin(annotation)
+    if origin in (
+        collections.abc.AsyncIterator,
+        collections.abc.AsyncGenerator,
+        collections.abc.AsyncIterable,
+    ):
+        args = typing.get_args(annotation)
+        return args[0] if args else Any
+    return Any
+
+
+def collect_operations(owner: type) -> dict[str, OperationSpec]:
+    """Every operation of an agent class, by wire name, inherited ones included."""
+    specs: dict[str, OperationSpec] = {}
+    for klass in reversed(owner.__mro__):
+        for attr_name, value in vars(klass).items():
+            if hasattr(value, _MARK):
+                spec = OperationSpec.from_function(attr_name, value, owner)
+                specs[spec.name] = spec
+    return specs

@@ -1,0 +1,106 @@
+"""Storage configuration, read from the environment.
+
+=============================  ===========================================
+``FAME_STORAGE_PROFILE``       ``memory`` (default), ``sqlite``,
+                               ``encrypted-sqlite``, the name of a provider
+                               registered in the ``fame.storage_providers``
+                               entry point group, or ``module:Class``
+``FAME_STORAGE_DB_DIRECTORY``  where the database files live (created if
+                               missing); required by the file profiles
+``FAME_STORAGE_MASTER_KEY``    >= 32 random bytes, base64url or hex;
+                               required by ``encrypted-sqlite``
+``FAME_STORAGE_DURABILITY``    ``full`` (default) or ``normal``
+=============================  ===========================================
+
+Every problem is reported as one :class:`StorageConfigError` line naming the
+variable and what is expected, so the node runner can print it and exit.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+import attrs
+
+from ._errors import StorageConfigError
+from ._keys import MasterKey, parse_master_key
+
+__all__ = ["BUILTIN_PROFILES", "Durability", "StorageConfig", "storage_config_from_env"]
+
+BUILTIN_PROFILES = ("memory", "sqlite", "encrypted-sqlite")
+Durability = str  # "full" | "normal"
+_DURABILITIES = ("full", "normal")
+
+
+@attrs.frozen
+class StorageConfig:
+    """Everything a storage provider is opened with.
+
+    ``durability`` is ``"full"`` (SQLite ``synchronous=FULL``: an
+    acknowledged write survives power loss) or ``"normal"``
+    (``synchronous=NORMAL``: it survives a crash of the process, the last
+    transactions may be lost on power loss). ``env`` keeps the variables a
+    custom provider may want to read. The master key hides itself in reprs.
+    """
+
+    profile: str = "memory"
+    directory: Path | None = None
+    master_key: MasterKey | None = None
+    durability: Durability = "full"
+    env: Mapping[str, str] = attrs.field(factory=dict, repr=False)
+
+    def __attrs_post_init__(self) -> None:
+        if self.durability not in _DURABILITIES:
+            raise StorageConfigError(
+                "FAME_STORAGE_DURABILITY", f"expected 'full' or 'normal', got {self.durability!r}"
+            )
+        if self.profile in ("sqlite", "encrypted-sqlite") and self.directory is None:
+            raise StorageConfigError(
+                "FAME_STORAGE_DB_DIRECTORY",
+                f"is required by the {self.profile} profile: the directory of the database files",
+            )
+        if self.profile == "encrypted-sqlite" and self.master_key is None:
+            raise StorageConfigError(
+                "FAME_STORAGE_MASTER_KEY", "is required by the encrypted-sqlite profile"
+            )
+
+
+def storage_config_from_env(env: Mapping[str, str] | None = None) -> StorageConfig:
+    """Build a :class:`StorageConfig` from ``env`` (default: ``os.environ``).
+
+    Only syntax is checked here; whether the profile names a known provider
+    and whether the directory is usable is checked when the provider opens.
+    """
+    env = dict(os.environ if env is None else env)
+    profile = env.get("FAME_STORAGE_PROFILE", "").strip() or "memory"
+    directory_text = env.get("FAME_STORAGE_DB_DIRECTORY", "").strip()
+    key_text = env.get("FAME_STORAGE_MASTER_KEY", "")
+    durability = env.get("FAME_STORAGE_DURABILITY", "").strip().lower() or "full"
+    master_key = parse_master_key(key_text) if key_text.strip() else None
+    return StorageConfig(
+        profile=profile,
+        directory=Path(directory_text) if directory_text else None,
+        master_key=master_key,
+        durability=durability,
+        env=env,
+    )
+
+
+def prepare_directory(directory: Path) -> Path:
+    """Create ``directory`` if needed and check that files can be created in it."""
+    variable = "FAME_STORAGE_DB_DIRECTORY"
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise StorageConfigError(variable, f"{directory} exists and is not a directory") from None
+    except OSError as exc:
+        raise StorageConfigError(
+            variable, f"cannot create directory {directory}: {exc.strerror}"
+        ) from None
+    if not directory.is_dir():
+        raise StorageConfigError(variable, f"{directory} exists and is not a directory")
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise StorageConfigError(variable, f"directory {directory} is not writable")
+    return directory.resolve()

@@ -1,0 +1,122 @@
+"""The errors of the storage layer.
+
+Each failure a user can act on has its own class, so a node can tell a wrong
+master key (fix the configuration) from a damaged file (restore a backup)
+from a record that no longer fits its model (migrate). Every message names
+what failed: the variable, the directory and file, or the namespace and key.
+None of them ever contains key material.
+"""
+
+from __future__ import annotations
+
+from .._errors import FameError
+
+__all__ = [
+    "DamagedDatabase",
+    "EncryptionMismatch",
+    "InvalidNamespace",
+    "KeyMissing",
+    "RecordInvalid",
+    "StorageConfigError",
+    "StorageError",
+    "StorageWriteFailed",
+    "VersionConflict",
+    "WrongMasterKey",
+]
+
+
+class StorageError(FameError):
+    """Base class of every storage error."""
+
+
+class StorageConfigError(StorageError, ValueError):
+    """A storage setting is missing or malformed.
+
+    ``variable`` names the environment variable (or setting) at fault; the
+    message says what is expected and never repeats a secret value.
+    """
+
+    def __init__(self, variable: str, problem: str) -> None:
+        super().__init__(f"{variable}: {problem}")
+        self.variable = variable
+
+
+class InvalidNamespace(StorageError, ValueError):
+    """A namespace that is malformed, reserved, or would leave the directory."""
+
+
+class WrongMasterKey(StorageError):
+    """The master key does not open the encrypted files in the directory."""
+
+    def __init__(self, directory: str, file: str) -> None:
+        super().__init__(
+            f"wrong master key for the encrypted storage in {directory}: {file} cannot be"
+            " decrypted with it (FAME_STORAGE_MASTER_KEY must be the key these files were"
+            " created with); no file was changed"
+        )
+        self.directory = directory
+        self.file = file
+
+
+class DamagedDatabase(StorageError):
+    """A database file that is damaged or not a database at all."""
+
+    def __init__(self, path: str, detail: str) -> None:
+        super().__init__(f"damaged database file {path}: {detail}; the file was left unchanged")
+        self.path = path
+        self.detail = detail
+
+
+class EncryptionMismatch(StorageError):
+    """An unencrypted file opened as encrypted, or the reverse."""
+
+    def __init__(self, path: str, detail: str) -> None:
+        super().__init__(f"{path}: {detail}; the file was left unchanged")
+        self.path = path
+
+
+class RecordInvalid(StorageError, ValueError):
+    """A value that does not fit the store's model, on write or on read."""
+
+    def __init__(self, namespace: str, key: str, model: str, detail: str, *, stored: bool) -> None:
+        where = "stored record" if stored else "value"
+        super().__init__(
+            f"{where} for key {key!r} in namespace {namespace!r} does not fit model"
+            f" {model}: {detail}"
+        )
+        self.namespace = namespace
+        self.key = key
+
+
+class KeyMissing(StorageError, KeyError):
+    """``update`` of a key that does not exist (or has expired)."""
+
+    def __init__(self, namespace: str, key: str) -> None:
+        super().__init__(f"no key {key!r} in namespace {namespace!r}")
+        self.namespace = namespace
+        self.key = key
+
+    def __str__(self) -> str:
+        # KeyError.__str__ would show the repr of the message.
+        return str(self.args[0])
+
+
+class VersionConflict(StorageError):
+    """A conditional ``set`` whose ``if_version`` no longer matches.
+
+    ``actual`` is the current version, 0 when the key does not exist.
+    """
+
+    def __init__(self, namespace: str, key: str, expected: int, actual: int) -> None:
+        super().__init__(
+            f"version conflict on key {key!r} in namespace {namespace!r}: expected version"
+            f" {expected}, found {actual}"
+        )
+        self.namespace = namespace
+        self.key = key
+        self.expected = expected
+        self.actual = actual
+
+
+class StorageWriteFailed(StorageError):
+    """A transaction could not be committed; none of its writes took effect."""

@@ -1,0 +1,306 @@
+"""Supervision: run actors in a nursery and restart the ones that crash.
+
+A :class:`Supervisor` owns one Trio nursery and a task per actor. The
+strategy is one-for-one (a crash restarts only the actor that crashed)
+with an OTP-style restart intensity: at most ``max_restarts`` restarts
+within ``within`` seconds, each after an exponential backoff. One crash
+more and the supervisor gives up on that actor and escalates
+:class:`fame.SupervisorGaveUp` to its parent, which cancels its siblings
+(whose ``on_stop`` hooks run) and leaves the ``async with`` block.
+
+Closing a supervisor is graceful: every mailbox stops taking messages,
+each actor handles what is already queued, then its ``on_stop`` runs.
+Past ``stop_timeout`` the remaining actors are cancelled; their
+``on_stop`` still runs, shielded and bounded by the same timeout.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import attrs
+import trio
+
+from ._actor import DEFAULT_MAILBOX_SIZE, Actor, ActorRef, Delivery, crash_error
+from ._errors import NodeClosed, SupervisorGaveUp
+
+__all__ = ["RestartPolicy", "Supervisor", "open_supervisor", "unwrap_exception_group"]
+
+log = logging.getLogger("fame.supervisor")
+
+ActorFactory = Callable[[], Actor]
+
+
+@attrs.frozen
+class RestartPolicy:
+    """How a supervisor restarts a crashed actor.
+
+    ``max_restarts`` restarts are allowed within any ``within`` seconds;
+    the n-th consecutive restart in that window waits
+    ``min(backoff_initial * backoff_factor ** (n - 1), backoff_max)``.
+    """
+
+    max_restarts: int = attrs.field(default=5, validator=attrs.validators.ge(0))
+    within: float = attrs.field(default=10.0, validator=attrs.validators.gt(0))
+    backoff_initial: float = attrs.field(default=0.05, validator=attrs.validators.ge(0))
+    backoff_factor: float = attrs.field(default=2.0, validator=attrs.validators.ge(1))
+    backoff_max: float = attrs.field(default=5.0, validator=attrs.validators.ge(0))
+
+    def backoff(self, attempt: int) -> float:
+        return min(self.backoff_initial * self.backoff_factor ** (attempt - 1), self.backoff_max)
+
+
+class _Cell:
+    """One supervised actor: its mailbox, its current instance, its crash record."""
+
+    def __init__(
+        self,
+        address: str,
+        make: ActorFactory,
+        mailbox_size: int,
+        policy: RestartPolicy,
+        stop_timeout: float,
+    ) -> None:
+        self.address = address
+        self.make = make
+        self.policy = policy
+        self.stop_timeout = stop_timeout
+        self.send, self.receive = trio.open_memory_channel[Delivery](mailbox_size)
+        self.ref = ActorRef(address, self.send)
+        self.restarts: collections.deque[float] = collections.deque()
+        self.inflight: list[Delivery] = []
+        self.stopped = trio.Event()
+        self.restart_count = 0
+
+    async def run(self, task_status: trio.TaskStatus[ActorRef]) -> None:
+        actor = self._new_actor()
+        try:
+            try:
+                await actor.on_start()
+            except BaseException:
+                self._close()
+                raise
+            task_status.started(self.ref)
+            while True:
+                try:
+                    await self._loop(actor)
+                    return
+                except Exception as exc:
+                    actor = await self._restart(actor, exc)
+        finally:
+            self._close()
+            self._fail_queued(NodeClosed(f"{self.address} stopped"))
+            with trio.CancelScope(shield=True), trio.move_on_after(self.stop_timeout):
+                try:
+                    await actor.on_stop()
+                except Exception:
+                    log.exception("on_stop of %s failed", self.address)
+            self.stopped.set()
+
+    def _new_actor(self) -> Actor:
+        actor = self.make()
+        actor.address = self.address
+        return actor
+
+    async def _restart(self, actor: Actor, exc: Exception) -> Actor:
+        """Answer the victims of a crash, then start a fresh actor after a backoff."""
+        error = crash_error(self.address, exc)
+        for delivery in self.inflight:
+            delivery.fail(error)
+        self.inflight = []
+        while True:
+            now = trio.current_time()
+            while self.restarts and self.restarts[0] <= now - self.policy.within:
+                self.restarts.popleft()
+            if len(self.restarts) >= self.policy.max_restarts:
+                gave_up = SupervisorGaveUp(
+                    f"{self.address} crashed {len(self.restarts) + 1} times within"
+                    f" {self.policy.within} s (limit {self.policy.max_restarts} restarts);"
+                    f" last error: {type(exc).__name__}: {exc}"
+                )
+                self._close()
+                self._fail_queued(crash_error(self.address, exc))
+                raise gave_up from exc
+            self.restarts.append(now)
+            self.restart_count += 1
+            log.warning(
+                "%s crashed (%s: %s); restart %d", self.address, type(exc).__name__, exc,
+                len(self.restarts),
+            )
+            await trio.sleep(self.policy.backoff(len(self.restarts)))
+            actor = self._new_actor()
+            try:
+                await actor.on_start()
+                return actor
+            except Exception as start_exc:
+                exc = start_exc
+
+    async def _loop(self, actor: Actor) -> None:
+        receive = self.receive
+        if actor.max_batch <= 1 and type(actor).handle_batch is Actor.handle_batch:
+            handle = actor.handle
+            async for delivery in receive:
+                self.inflight = [delivery]
+                delivery.reply(await handle(delivery.message))
+                self.inflight = []
+            return
+        limit = actor.max_batch
+        while True:
+            try:
+                first = await receive.receive()
+            except trio.EndOfChannel:
+                return
+            batch = [first]
+            while len(batch) < limit:
+                try:
+                    batch.append(receive.receive_nowait())
+                except (trio.WouldBlock, trio.EndOfChannel):
+                    break
+            self.inflight = batch
+            await actor.handle_batch(batch)
+            for delivery in batch:
+                if not delivery.answered:
+                    delivery.fail(
+                        RuntimeError(f"{self.address} left a message unanswered")
+                    )
+            self.inflight = []
+
+    def _close(self) -> None:
+        self.send.close()
+
+    def _fail_queued(self, error: BaseException) -> None:
+        for delivery in self.inflight:
+            delivery.fail(error)
+        self.inflight = []
+        while True:
+            try:
+                self.receive.receive_nowait().fail(error)
+            except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
+                break
+        self.receive.close()
+
+
+class Supervisor:
+    """Runs actors one-for-one in a nursery. Make one with :func:`open_supervisor`."""
+
+    def __init__(
+        self, nursery: trio.Nursery, policy: RestartPolicy, stop_timeout: float
+    ) -> None:
+        self._nursery = nursery
+        self.policy = policy
+        self.stop_timeout = stop_timeout
+        self._cells: dict[str, _Cell] = {}
+        self._closing = False
+
+    def __contains__(self, address: str) -> bool:
+        return address in self._cells
+
+    def ref(self, address: str) -> ActorRef | None:
+        cell = self._cells.get(address)
+        return cell.ref if cell is not None else None
+
+    def restart_count(self, address: str) -> int:
+        """How many times the actor at ``address`` has been restarted so far."""
+        return self._cells[address].restart_count
+
+    async def spawn(
+        self,
+        actor: Actor | ActorFactory,
+        address: str,
+        *,
+        mailbox_size: int = DEFAULT_MAILBOX_SIZE,
+        policy: RestartPolicy | None = None,
+    ) -> ActorRef:
+        """Start an actor and return its ref once ``on_start`` completed.
+
+        ``actor`` is an instance (restarted in place: ``on_start`` runs again
+        on the same object) or a zero-argument factory (each restart gets a
+        fresh instance, the OTP way). If the first ``on_start`` raises, the
+        error propagates here and nothing is left running.
+        """
+        if self._closing:
+            raise NodeClosed("the supervisor is shutting down")
+        if address in self._cells:
+            raise ValueError(f"an actor is already spawned at {address}")
+        if mailbox_size < 1:
+            raise ValueError("mailbox_size must be at least 1")
+        make: ActorFactory = (lambda: actor) if isinstance(actor, Actor) else actor
+        cell = _Cell(address, make, mailbox_size, policy or self.policy, self.stop_timeout)
+        self._cells[address] = cell
+        try:
+            ref: ActorRef = await self._nursery.start(self._run_cell, cell)
+        except BaseException:
+            self._cells.pop(address, None)
+            raise
+        return ref
+
+    async def _run_cell(self, cell: _Cell, *, task_status: trio.TaskStatus[ActorRef]) -> None:
+        try:
+            await cell.run(task_status)
+        finally:
+            if self._cells.get(cell.address) is cell:
+                del self._cells[cell.address]
+
+    async def stop(self, address: str) -> None:
+        """Stop one actor gracefully: it handles what is queued, then ``on_stop`` runs."""
+        cell = self._cells.get(address)
+        if cell is None:
+            return
+        cell.send.close()
+        with trio.move_on_after(self.stop_timeout):
+            await cell.stopped.wait()
+
+    def close(self) -> None:
+        """Stop taking messages everywhere; actors drain their mailboxes and stop."""
+        self._closing = True
+        for cell in list(self._cells.values()):
+            cell.send.close()
+
+
+@asynccontextmanager
+async def open_supervisor(
+    policy: RestartPolicy | None = None, *, stop_timeout: float = 10.0
+) -> AsyncIterator[Supervisor]:
+    """Run a :class:`Supervisor` for the duration of the block."""
+    async with unwrap_exception_group(), trio.open_nursery() as nursery:
+        supervisor = Supervisor(nursery, policy or RestartPolicy(), stop_timeout)
+        yield supervisor
+        supervisor.close()
+        nursery.cancel_scope.deadline = min(
+            nursery.cancel_scope.deadline, trio.current_time() + stop_timeout
+        )
+
+
+@asynccontextmanager
+async def unwrap_exception_group() -> AsyncIterator[None]:
+    """Re-raise a nursery's exception group as its one real exception.
+
+    A caller of ``async with open_node()`` wants the ``ValueError`` its own
+    block raised, or the ``SupervisorGaveUp`` that stopped the node, not an
+    ``ExceptionGroup`` around it. Groups holding several real errors are
+    left alone; ``Cancelled`` leaves do not count as real errors.
+    """
+    try:
+        yield
+    except BaseExceptionGroup as group:
+        leaves = list(_leaves(group))
+        real = [exc for exc in leaves if not isinstance(exc, trio.Cancelled)]
+        if len(real) == 1:
+            raise real[0] from group.__cause__
+        if not real and leaves:
+            raise leaves[0] from None
+        raise
+
+
+def _leaves(group: BaseExceptionGroup[Any]) -> Any:
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            yield from _leaves(exc)
+        else:
+            yield exc
+
+
