@@ -14,6 +14,7 @@ from .._errors import FameError
 __all__ = [
     "DamagedDatabase",
     "EncryptionMismatch",
+    "InvalidKey",
     "InvalidNamespace",
     "KeyMissing",
     "RecordInvalid",
@@ -43,6 +44,10 @@ class StorageConfigError(StorageError, ValueError):
 
 class InvalidNamespace(StorageError, ValueError):
     """A namespace that is malformed, reserved, or would leave the directory."""
+
+
+class InvalidKey(StorageError, ValueError):
+    """A record key that is not a non-empty str of at most 1024 characters without NUL."""
 
 
 class WrongMasterKey(StorageError):

@@ -1,0 +1,112 @@
+"""The ``memory`` profile: the same records, versions and TTLs, kept in a dict.
+
+It follows the file backends rule for rule (the hypothesis state machine
+runs the same operations against all three), so code tested against it
+behaves the same on disk. Data lives as long as the provider that holds it.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Sequence
+
+from ._errors import StorageError
+from ._ops import Count, Get, GetMany, ReadOp, Row, Scan, WriteOp, apply_writes
+
+__all__ = ["MemoryBackend"]
+
+_Entry = tuple[bytes, int, float | None]
+
+
+class MemoryBackend:
+    """A namespace in memory. See :class:`fame._storage._ops.Backend`."""
+
+    def __init__(self, namespace: str) -> None:
+        self.namespace = namespace
+        self._entries: dict[str, _Entry] = {}
+        self._sorted: list[str] = []  # keys in order, for scans
+        self._seq = 0
+        self._undo: list[tuple[str, _Entry | None]] | None = None
+
+    def _live(self, key: str, now: float) -> _Entry | None:
+        entry = self._entries.get(key)
+        if entry is None or (entry[2] is not None and entry[2] <= now):
+            return None
+        return entry
+
+    def read(self, op: ReadOp, now: float) -> object:
+        if isinstance(op, Get):
+            entry = self._live(op.key, now)
+            return None if entry is None else (entry[0], entry[1])
+        if isinstance(op, GetMany):
+            found: dict[str, Row] = {}
+            for key in op.keys:
+                entry = self._live(key, now)
+                if entry is not None:
+                    found[key] = (entry[0], entry[1])
+            return found
+        if isinstance(op, Scan):
+            if op.after is not None and op.after >= op.prefix:
+                start = bisect.bisect_right(self._sorted, op.after)
+            else:
+                start = bisect.bisect_left(self._sorted, op.prefix)
+            rows: list[tuple[object, ...]] = []
+            for key in self._sorted[start:]:
+                if len(rows) >= op.limit or not key.startswith(op.prefix):
+                    break
+                entry = self._live(key, now)
+                if entry is not None:
+                    rows.append((key, entry[0], entry[1]) if op.values else (key,))
+            return rows
+        if isinstance(op, Count):
+            return sum(1 for key in self._entries if self._live(key, now) is not None)
+        raise StorageError(f"not a read operation: {op!r}")
+
+    def write(self, ops: Sequence[WriteOp], now: float) -> list[object]:
+        undo: list[tuple[str, _Entry | None]] = []
+        self._undo = undo
+        try:
+            results, seq = apply_writes(self, self.namespace, ops, self._seq, now)
+        except BaseException:
+            self._undo = None
+            for key, previous in reversed(undo):
+                self._set_entry(key, previous)
+            raise
+        finally:
+            self._undo = None
+        self._seq = seq
+        return results
+
+    def _set_entry(self, key: str, entry: _Entry | None) -> None:
+        if self._undo is not None:
+            self._undo.append((key, self._entries.get(key)))
+        exists = key in self._entries
+        if entry is None:
+            if exists:
+                del self._entries[key]
+                del self._sorted[bisect.bisect_left(self._sorted, key)]
+        else:
+            self._entries[key] = entry
+            if not exists:
+                bisect.insort(self._sorted, key)
+
+    # Transaction protocol, used by apply_writes inside write().
+
+    def live_version(self, key: str, now: float) -> int:
+        entry = self._live(key, now)
+        return 0 if entry is None else entry[1]
+
+    def put(self, key: str, value: bytes, version: int, expires_at: float | None) -> None:
+        self._set_entry(key, (value, version, expires_at))
+
+    def remove(self, key: str) -> None:
+        self._set_entry(key, None)
+
+    def purge(self, now: float, limit: int) -> int:
+        expired = [k for k, e in self._entries.items() if e[2] is not None and e[2] <= now]
+        for key in expired[:limit]:
+            self._set_entry(key, None)
+        return min(len(expired), limit)
+
+    def close(self) -> None:
+        """Nothing to release; the data stays with the provider until it closes."""

@@ -1,0 +1,194 @@
+"""SQLite and SQLCipher database files: the only module that imports ``sqlcipher3``.
+
+Both file profiles use the ``sqlcipher3`` binding (SQLCipher 4 statically
+linked): ``encrypted-sqlite`` keys the connection, ``sqlite`` does not, which
+gives a plain SQLite file. One engine for both keeps their behaviour and
+SQLite version identical.
+
+Layout of every file (format ``fame/kv/v1``)::
+
+    kv(key TEXT PRIMARY KEY, value BLOB, version INTEGER, expires_at REAL)
+    fame_meta(name TEXT PRIMARY KEY, value)   -- 'format', 'seq'
+
+WAL journal; ``synchronous=FULL`` by default, ``NORMAL`` on request.
+A backend is used by its storage actor only, from one thread at a time
+(hence ``check_same_thread=False``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import sqlcipher3
+
+from ._errors import DamagedDatabase, StorageError
+from ._ops import (
+    Count,
+    Get,
+    GetMany,
+    ReadOp,
+    Scan,
+    WriteOp,
+    apply_writes,
+    prefix_upper_bound,
+)
+from ._probe import PAGE_SIZE
+
+__all__ = ["SqliteBackend", "open_sqlite"]
+
+FORMAT = "fame/kv/v1"
+_LIVE = "(expires_at IS NULL OR expires_at > ?)"
+_SCHEMA = (
+    "CREATE TABLE kv (key TEXT PRIMARY KEY NOT NULL, value BLOB NOT NULL,"
+    " version INTEGER NOT NULL, expires_at REAL) WITHOUT ROWID",
+    "CREATE INDEX kv_expires ON kv (expires_at) WHERE expires_at IS NOT NULL",
+    "CREATE TABLE fame_meta (name TEXT PRIMARY KEY NOT NULL, value) WITHOUT ROWID",
+)
+_GET = f"SELECT value, version FROM kv WHERE key = ? AND {_LIVE}"
+_VERSION = f"SELECT version FROM kv WHERE key = ? AND {_LIVE}"
+_PUT = (
+    "INSERT INTO kv (key, value, version, expires_at) VALUES (?, ?, ?, ?)"
+    " ON CONFLICT (key) DO UPDATE SET value = excluded.value, version = excluded.version,"
+    " expires_at = excluded.expires_at"
+)
+_DELETE = "DELETE FROM kv WHERE key = ?"
+_PURGE = (
+    "DELETE FROM kv WHERE key IN (SELECT key FROM kv WHERE expires_at IS NOT NULL"
+    " AND expires_at <= ? LIMIT ?)"
+)
+_COUNT = f"SELECT count(*) FROM kv WHERE {_LIVE}"
+
+
+def open_sqlite(
+    path: Path,
+    namespace: str,
+    key: bytes | None,
+    *,
+    durability: str = "full",
+    max_file_bytes: int | None = None,
+) -> SqliteBackend:
+    """Open (creating if needed) the database at ``path``; blocking.
+
+    The caller has already probed the file (see ``_probe``). Reading
+    ``sqlite_master`` right after keying makes a bad key or a damaged file
+    fail here, before anything is written.
+    """
+    conn = sqlcipher3.connect(str(path), isolation_level=None, check_same_thread=False)
+    try:
+        conn.execute("PRAGMA cipher_log_level = NONE")
+        if key is not None:
+            conn.execute(f"PRAGMA key = \"x'{key.hex()}'\"")
+        try:
+            tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
+        except sqlcipher3.DatabaseError as exc:
+            raise DamagedDatabase(str(path), f"SQLite cannot read it ({exc})") from None
+        if tables and not {"kv", "fame_meta"} <= tables:
+            raise DamagedDatabase(
+                str(path), f"not a fame key-value database (tables: {', '.join(sorted(tables))})"
+            )
+        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if mode != "wal":
+            raise StorageError(f"{path}: cannot switch to WAL journal mode (got {mode!r})")
+        conn.execute(f"PRAGMA synchronous = {'FULL' if durability == 'full' else 'NORMAL'}")
+        if max_file_bytes is not None:
+            conn.execute(f"PRAGMA max_page_count = {max(1, max_file_bytes // PAGE_SIZE)}")
+        if not tables:
+            conn.execute("BEGIN IMMEDIATE")
+            for statement in _SCHEMA:
+                conn.execute(statement)
+            conn.execute("INSERT INTO fame_meta VALUES ('format', ?), ('seq', 0)", (FORMAT,))
+            conn.execute("COMMIT")
+        meta = dict(conn.execute("SELECT name, value FROM fame_meta").fetchall())
+        if meta.get("format") != FORMAT:
+            raise DamagedDatabase(
+                str(path), f"unknown format {meta.get('format')!r}, expected {FORMAT!r}"
+            )
+        return SqliteBackend(conn, path, namespace, int(meta["seq"]))
+    except BaseException:
+        conn.close()
+        raise
+
+
+class SqliteBackend:
+    """An open database file. See :class:`fame._storage._ops.Backend`."""
+
+    def __init__(
+        self, conn: sqlcipher3.Connection, path: Path, namespace: str, seq: int
+    ) -> None:
+        self._conn = conn
+        self.path = path
+        self.namespace = namespace
+        self._seq = seq
+        self._now = 0.0
+
+    def read(self, op: ReadOp, now: float) -> object:
+        try:
+            return self._read(op, now)
+        except sqlcipher3.DatabaseError as exc:
+            raise DamagedDatabase(str(self.path), f"read failed ({exc})") from None
+
+    def _read(self, op: ReadOp, now: float) -> object:
+        execute = self._conn.execute
+        if isinstance(op, Get):
+            return execute(_GET, (op.key, now)).fetchone()
+        if isinstance(op, GetMany):
+            found = {}
+            for key in op.keys:
+                row = execute(_GET, (key, now)).fetchone()
+                if row is not None:
+                    found[key] = row
+            return found
+        if isinstance(op, Scan):
+            sql = "SELECT key" + (", value, version" if op.values else "") + " FROM kv WHERE "
+            args: list[object] = []
+            low = max(op.prefix, op.after) if op.after is not None else op.prefix
+            sql += "key > ?" if op.after is not None and op.after >= op.prefix else "key >= ?"
+            args.append(low)
+            upper = prefix_upper_bound(op.prefix)
+            if upper is not None:
+                sql += " AND key < ?"
+                args.append(upper)
+            sql += f" AND {_LIVE} ORDER BY key LIMIT ?"
+            args += [now, op.limit]
+            return execute(sql, args).fetchall()
+        if isinstance(op, Count):
+            return execute(_COUNT, (now,)).fetchone()[0]
+        raise StorageError(f"not a read operation: {op!r}")
+
+    def write(self, ops: Sequence[WriteOp], now: float) -> list[object]:
+        conn = self._conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            results, seq = apply_writes(self, self.namespace, ops, self._seq, now)
+            if seq != self._seq:
+                conn.execute("UPDATE fame_meta SET value = ? WHERE name = 'seq'", (seq,))
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        self._seq = seq
+        return results
+
+    # Transaction protocol, used by apply_writes inside write().
+
+    def live_version(self, key: str, now: float) -> int:
+        row = self._conn.execute(_VERSION, (key, now)).fetchone()
+        return 0 if row is None else int(row[0])
+
+    def put(self, key: str, value: bytes, version: int, expires_at: float | None) -> None:
+        self._conn.execute(_PUT, (key, value, version, expires_at))
+
+    def remove(self, key: str) -> None:
+        self._conn.execute(_DELETE, (key,))
+
+    def purge(self, now: float, limit: int) -> int:
+        return int(self._conn.execute(_PURGE, (now, limit)).rowcount)
+
+    def close(self) -> None:
+        """Checkpoint the WAL into the main file and close, leaving no ``-wal`` behind."""
+        try:
+            self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        finally:
+            self._conn.close()
