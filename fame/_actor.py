@@ -157,6 +157,4 @@ class ActorRef:
 
 def crash_error(address: str, exc: BaseException) -> ActorCrashed:
     """The error a caller gets when ``address`` crashed handling its message."""
-    return ActorCrashed(
-        str(exc), actor=address, exc_type=type(exc).__name__
-    )
+    return ActorCrashed(str(exc), actor=address, exc_type=type(exc).__name__)

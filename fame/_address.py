@@ -35,6 +35,7 @@ class Address:
 
     name: str
     path: str
+    _text: str
 
     def __init__(self, name: str, path: str) -> None:
         _check_name(name)

@@ -12,12 +12,19 @@ example because all their state lives in a store) set ``max_concurrency``.
 
 from __future__ import annotations
 
+import contextlib
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import trio
 
 from ._actor import Actor, crash_error
-from ._errors import AgentNotStarted, InvalidArguments, OperationFailed, UnknownOperation
+from ._errors import (
+    AgentNotStarted,
+    InvalidArguments,
+    NodeClosed,
+    OperationFailed,
+    UnknownOperation,
+)
 from ._operation import OperationSpec, collect_operations
 from ._wire import Envelope, Reply, Request
 
@@ -111,6 +118,13 @@ class AgentActor(Actor):
         await self.agent.start()
 
     async def on_stop(self) -> None:
+        if self.concurrency > 1:
+            # Calls still running in other tasks may finish before stop(): a graceful
+            # close answers them instead of cutting them off. Half the stop timeout at
+            # most, so that stop() itself always gets its turn.
+            with trio.move_on_after(self.node.supervisor.stop_timeout / 2):
+                for _ in range(self.concurrency):
+                    await self._limiter.acquire_on_behalf_of(object())
         await self.agent.stop()
 
     async def handle(self, message: Any) -> None:
@@ -184,4 +198,6 @@ class AgentActor(Actor):
         """Crash the agent from a task other than its own: via its mailbox."""
         ref = self.node.supervisor.ref(self.address)
         if ref is not None:
-            await ref.tell(_Crash(exc))
+            # A stopping agent takes no more messages; the caller already has its error.
+            with contextlib.suppress(NodeClosed):
+                await ref.tell(_Crash(exc))

@@ -20,7 +20,7 @@ import itertools
 import logging
 import math
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import AsyncExitStack, aclosing, asynccontextmanager
+from contextlib import AsyncExitStack, aclosing, asynccontextmanager, suppress
 from typing import Any, Protocol
 
 import msgspec
@@ -188,9 +188,7 @@ class Node:
             raise NoRoute(f"no actor at {address} on this node", actor=str(address))
         return ref
 
-    def proxy(
-        self, address: str | Address, agent_type: type[BaseAgent] | None = None
-    ) -> Proxy:
+    def proxy(self, address: str | Address, agent_type: type[BaseAgent] | None = None) -> Proxy:
         """A proxy to call the agent at ``address``, here or anywhere in the fabric.
 
         With ``agent_type`` the proxy knows the operations: it checks names
@@ -260,9 +258,8 @@ class Node:
             self._on_reply(envelope)
             return
         frame_type = type(envelope.frame)
-        if frame_type is Credit or frame_type is Cancel:
-            if self._control_stream(envelope):
-                return
+        if (frame_type is Credit or frame_type is Cancel) and self._control_stream(envelope):
+            return
         ref = self.supervisor.ref(to)
         if ref is not None:
             if frame_type is Request:
@@ -444,7 +441,12 @@ class Stream:
     async def __anext__(self) -> Any:
         if self._corr is None:
             await self._open()
-        item, grant = await self._consumer.next(self._timeout)
+        try:
+            item, grant = await self._consumer.next(self._timeout)
+        except BaseException:
+            if self._consumer.finished:
+                self._forget()  # ended (normally or not): nothing more will arrive
+            raise
         if grant:
             await self._send(Credit(grant))
         if self._item_type is not Any:
@@ -455,7 +457,9 @@ class Stream:
         node = self._node
         self._corr = corr = next(node._corr)
         node._consumers[corr] = self._consumer
-        request = Request(self._op, self._args, True, self._consumer.window.window, _ms(self._timeout))
+        request = Request(
+            self._op, self._args, True, self._consumer.window.window, _ms(self._timeout)
+        )
         envelope = Envelope(0, self._address, next(node._ids), request, self._reply_to, corr)
         try:
             with trio.fail_after(self._timeout):
@@ -470,10 +474,8 @@ class Stream:
     async def _send(self, frame: Frame) -> None:
         node = self._node
         envelope = Envelope(0, self._address, next(node._ids), frame, self._reply_to, self._corr)
-        try:
+        with suppress(NoRoute, NodeClosed):
             await node.route(envelope)
-        except (NoRoute, NodeClosed):
-            pass
 
     def _forget(self) -> None:
         if self._corr is not None:
@@ -593,7 +595,10 @@ class _Call:
             proxy = self._proxy
             item_type = self._spec.result_type if self._spec is not None else Any
             self._stream = proxy._node.open_stream(
-                proxy._address, self._name, self._args, timeout=proxy._timeout,
+                proxy._address,
+                self._name,
+                self._args,
+                timeout=proxy._timeout,
                 item_type=item_type,
             )
         return self._stream

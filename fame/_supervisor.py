@@ -75,6 +75,7 @@ class _Cell:
         self.inflight: list[Delivery] = []
         self.stopped = trio.Event()
         self.restart_count = 0
+        self.scope = trio.CancelScope()
 
     async def run(self, task_status: trio.TaskStatus[ActorRef]) -> None:
         actor = self._new_actor()
@@ -128,7 +129,10 @@ class _Cell:
             self.restarts.append(now)
             self.restart_count += 1
             log.warning(
-                "%s crashed (%s: %s); restart %d", self.address, type(exc).__name__, exc,
+                "%s crashed (%s: %s); restart %d",
+                self.address,
+                type(exc).__name__,
+                exc,
                 len(self.restarts),
             )
             await trio.sleep(self.policy.backoff(len(self.restarts)))
@@ -164,9 +168,7 @@ class _Cell:
             await actor.handle_batch(batch)
             for delivery in batch:
                 if not delivery.answered:
-                    delivery.fail(
-                        RuntimeError(f"{self.address} left a message unanswered")
-                    )
+                    delivery.fail(RuntimeError(f"{self.address} left a message unanswered"))
             self.inflight = []
 
     def _close(self) -> None:
@@ -187,9 +189,7 @@ class _Cell:
 class Supervisor:
     """Runs actors one-for-one in a nursery. Make one with :func:`open_supervisor`."""
 
-    def __init__(
-        self, nursery: trio.Nursery, policy: RestartPolicy, stop_timeout: float
-    ) -> None:
+    def __init__(self, nursery: trio.Nursery, policy: RestartPolicy, stop_timeout: float) -> None:
         self._nursery = nursery
         self.policy = policy
         self.stop_timeout = stop_timeout
@@ -240,7 +240,8 @@ class Supervisor:
 
     async def _run_cell(self, cell: _Cell, *, task_status: trio.TaskStatus[ActorRef]) -> None:
         try:
-            await cell.run(task_status)
+            with cell.scope:
+                await cell.run(task_status)
         finally:
             if self._cells.get(cell.address) is cell:
                 del self._cells[cell.address]
@@ -253,6 +254,10 @@ class Supervisor:
         cell.send.close()
         with trio.move_on_after(self.stop_timeout):
             await cell.stopped.wait()
+            return
+        # Past the timeout: cancel it; its on_stop still runs (shielded, bounded).
+        cell.scope.cancel()
+        await cell.stopped.wait()
 
     def close(self) -> None:
         """Stop taking messages everywhere; actors drain their mailboxes and stop."""
@@ -290,7 +295,8 @@ async def unwrap_exception_group() -> AsyncIterator[None]:
         leaves = list(_leaves(group))
         real = [exc for exc in leaves if not isinstance(exc, trio.Cancelled)]
         if len(real) == 1:
-            raise real[0] from group.__cause__
+            # Keep the error's own cause (SupervisorGaveUp from the crash).
+            raise real[0] from real[0].__cause__
         if not real and leaves:
             raise leaves[0] from None
         raise
@@ -302,5 +308,3 @@ def _leaves(group: BaseExceptionGroup[Any]) -> Any:
             yield from _leaves(exc)
         else:
             yield exc
-
-

@@ -174,10 +174,16 @@ class Attach(_Msg, tag="attach"):
 
 
 class Welcome(_Msg, tag="welcome"):
-    """Sentinel to node: admitted; ``path`` is the node's own path."""
+    """Sentinel to node: admitted; ``path`` is the node's own path.
+
+    ``heartbeat_ms`` is the sentinel's heartbeat interval: the node pings at
+    this rate, and each side declares the other dead after three silent
+    intervals.
+    """
 
     node_id: str
     path: str
+    heartbeat_ms: int = 5000
 
 
 class Refused(_Msg, tag="refused"):
@@ -269,7 +275,7 @@ class Codec:
     def encode(self, message: LinkMessage) -> bytes:
         try:
             data = self._encoder.encode(message)
-        except (TypeError, NotImplementedError, OverflowError) as exc:
+        except (TypeError, NotImplementedError, OverflowError, RecursionError) as exc:
             raise WireError(f"cannot encode {type(message).__name__}: {exc}") from None
         if len(data) > self.max_size:
             raise WireError(
@@ -281,7 +287,7 @@ class Codec:
         self._check_size(data)
         try:
             return self._decoder.decode(data)
-        except msgspec.DecodeError as exc:
+        except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
             raise WireError(f"malformed message: {exc}") from None
 
     def decode_header(self, data: bytes) -> RoutingHeader | LinkMessage:
@@ -289,7 +295,7 @@ class Codec:
         self._check_size(data)
         try:
             message = self._header_decoder.decode(data)
-        except msgspec.DecodeError as exc:
+        except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
             raise WireError(f"malformed message: {exc}") from None
         if isinstance(message, RoutingHeader) and not 0 <= message.hops <= MAX_HOPS:
             raise WireError(f"hop count {message.hops} is outside 0..{MAX_HOPS}")
@@ -320,4 +326,4 @@ def bump_hops(data: bytes) -> bytes:
 
 def attach_proof_payload(nonce: bytes, sentinel_id: str, node_id: str) -> bytes:
     """The bytes a node signs to prove it holds the key of ``node_id``."""
-    return b"fame/attach/v1\x00" + nonce + b"\x00" + sentinel_id.encode() + b"\x00" + node_id.encode()
+    return b"\x00".join((b"fame/attach/v1", nonce, sentinel_id.encode(), node_id.encode()))
