@@ -80,11 +80,14 @@ class _Cell:
     async def run(self, task_status: trio.TaskStatus[ActorRef]) -> None:
         actor = self._new_actor()
         try:
-            try:
-                await actor.on_start()
-            except BaseException:
-                self._close()
-                raise
+            await actor.on_start()
+        except BaseException:
+            # Never started, so nothing to stop: on_stop only undoes a completed on_start.
+            self._close()
+            self._fail_queued(NodeClosed(f"{self.address} failed to start"))
+            self.stopped.set()
+            raise
+        try:
             task_status.started(self.ref)
             while True:
                 try:

@@ -376,3 +376,21 @@ async def test_stopping_a_stuck_actor_cancels_it_after_the_stop_timeout(
         # The address is free at once.
         again = await sup.spawn(Gated(), "gated@local")
         assert await again.ask("hello") == "hello"
+
+
+async def test_on_stop_does_not_run_when_the_first_on_start_failed() -> None:
+    calls: list[str] = []
+
+    class FailsToStart(fame.Actor):
+        async def on_start(self) -> None:
+            calls.append("start")
+            raise OSError("no such device")
+
+        async def on_stop(self) -> None:
+            calls.append("stop")
+
+    async with fame.open_supervisor() as supervisor:
+        with pytest.raises(OSError, match="no such device"):
+            await supervisor.spawn(FailsToStart(), "fails@local")
+        assert "fails@local" not in supervisor
+    assert calls == ["start"]
