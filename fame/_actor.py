@@ -143,6 +143,9 @@ class ActorRef:
         except trio.WouldBlock:
             pass
         except (trio.ClosedResourceError, trio.BrokenResourceError):
+            # A caller whose scope is cancelled (often the very shutdown that closed
+            # this mailbox) must see Cancelled, not an error it would try to handle.
+            await trio.lowlevel.checkpoint_if_cancelled()
             raise NodeClosed(f"{self.address} is stopped") from None
         try:
             with trio.fail_after(math.inf if timeout is None else timeout):

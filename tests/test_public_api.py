@@ -20,10 +20,17 @@ EXPECTED = [
     "AdmissionRefused",
     "AgentNotStarted",
     "BaseAgent",
+    "DamagedDatabase",
+    "DatabaseInUse",
     "DeadlineExceeded",
     "Delivery",
+    "EncryptionMismatch",
     "FameError",
     "InvalidArguments",
+    "InvalidKey",
+    "InvalidNamespace",
+    "KeyMissing",
+    "KeyValueStore",
     "MailboxFull",
     "NoRoute",
     "Node",
@@ -31,16 +38,30 @@ EXPECTED = [
     "OperationFailed",
     "ProtocolError",
     "Proxy",
+    "RecordInvalid",
     "RemoteError",
     "RestartPolicy",
+    "StorageActor",
+    "StorageConfig",
+    "StorageConfigError",
+    "StorageError",
+    "StorageProvider",
+    "StorageProviderFactory",
+    "StorageWriteFailed",
     "Stream",
     "Supervisor",
     "SupervisorGaveUp",
     "UnknownOperation",
+    "VersionConflict",
+    "Versioned",
     "WireError",
+    "WrongMasterKey",
     "open_node",
+    "open_storage",
+    "open_storage_from_env",
     "open_supervisor",
     "operation",
+    "storage_config_from_env",
 ]
 
 
@@ -64,7 +85,7 @@ def test_every_public_exception_is_a_fame_error() -> None:
         for obj in (getattr(fame, name) for name in EXPECTED)
         if isinstance(obj, type) and issubclass(obj, BaseException)
     ]
-    assert len(exceptions) == 16
+    assert len(exceptions) == 28
     for exception in exceptions:
         assert issubclass(exception, fame.FameError), exception
 

@@ -10,6 +10,8 @@
 ``FAME_STORAGE_MASTER_KEY``    >= 32 random bytes, base64url or hex;
                                required by ``encrypted-sqlite``
 ``FAME_STORAGE_DURABILITY``    ``full`` (default) or ``normal``
+``FAME_STORAGE_MAX_FILE_BYTES``  optional cap on each database file; a
+                               write past it fails and changes nothing
 =============================  ===========================================
 
 Every problem is reported as one :class:`StorageConfigError` line naming the
@@ -19,6 +21,7 @@ variable and what is expected, so the node runner can print it and exit.
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -46,9 +49,10 @@ class StorageConfig:
     """
 
     profile: str = "memory"
-    directory: Path | None = None
+    directory: Path | None = attrs.field(default=None, converter=attrs.converters.optional(Path))
     master_key: MasterKey | None = None
     durability: Durability = "full"
+    max_file_bytes: int | None = None
     env: Mapping[str, str] = attrs.field(factory=dict, repr=False)
 
     def __attrs_post_init__(self) -> None:
@@ -79,11 +83,20 @@ def storage_config_from_env(env: Mapping[str, str] | None = None) -> StorageConf
     key_text = env.get("FAME_STORAGE_MASTER_KEY", "")
     durability = env.get("FAME_STORAGE_DURABILITY", "").strip().lower() or "full"
     master_key = parse_master_key(key_text) if key_text.strip() else None
+    max_text = env.get("FAME_STORAGE_MAX_FILE_BYTES", "").strip()
+    max_file_bytes = None
+    if max_text:
+        if not max_text.isdigit() or int(max_text) < 65536:
+            raise StorageConfigError(
+                "FAME_STORAGE_MAX_FILE_BYTES", "expected a whole number of bytes, at least 65536"
+            )
+        max_file_bytes = int(max_text)
     return StorageConfig(
         profile=profile,
         directory=Path(directory_text) if directory_text else None,
         master_key=master_key,
         durability=durability,
+        max_file_bytes=max_file_bytes,
         env=env,
     )
 
@@ -92,7 +105,7 @@ def prepare_directory(directory: Path) -> Path:
     """Create ``directory`` if needed and check that files can be created in it."""
     variable = "FAME_STORAGE_DB_DIRECTORY"
     try:
-        directory.mkdir(parents=True, exist_ok=True)
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     except FileExistsError:
         raise StorageConfigError(variable, f"{directory} exists and is not a directory") from None
     except OSError as exc:
@@ -101,6 +114,12 @@ def prepare_directory(directory: Path) -> Path:
         ) from None
     if not directory.is_dir():
         raise StorageConfigError(variable, f"{directory} exists and is not a directory")
-    if not os.access(directory, os.W_OK | os.X_OK):
-        raise StorageConfigError(variable, f"directory {directory} is not writable")
+    try:
+        # A real write, not os.access: it also catches read-only mounts,
+        # where root passes os.access.
+        tempfile.TemporaryFile(dir=directory).close()
+    except OSError as exc:
+        raise StorageConfigError(
+            variable, f"directory {directory} is not writable: {exc.strerror}"
+        ) from None
     return directory.resolve()

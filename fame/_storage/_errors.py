@@ -13,6 +13,7 @@ from .._errors import FameError
 
 __all__ = [
     "DamagedDatabase",
+    "DatabaseInUse",
     "EncryptionMismatch",
     "InvalidKey",
     "InvalidNamespace",
@@ -70,6 +71,17 @@ class DamagedDatabase(StorageError):
         super().__init__(f"damaged database file {path}: {detail}; the file was left unchanged")
         self.path = path
         self.detail = detail
+
+
+class DatabaseInUse(StorageError):
+    """Another process (another node on the same directory?) holds the file open."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(
+            f"database file {path} is in use by another process; each storage directory"
+            " belongs to one node at a time"
+        )
+        self.path = path
 
 
 class EncryptionMismatch(StorageError):

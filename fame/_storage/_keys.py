@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hmac
 import re
 import zlib
 
@@ -46,7 +47,7 @@ class MasterKey:
     __str__ = __repr__
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, MasterKey) and other._material == self._material
+        return isinstance(other, MasterKey) and hmac.compare_digest(other._material, self._material)
 
     def __hash__(self) -> int:
         return hash(self._material)
@@ -77,16 +78,20 @@ def parse_master_key(text: str, variable: str = "FAME_STORAGE_MASTER_KEY") -> Ma
         except (binascii.Error, ValueError):
             raise StorageConfigError(variable, f"is not valid base64url; {_EXPECTED}") from None
         classes = _classes(
-            text.rstrip("="), ("abcdefghijklmnopqrstuvwxyz", "ABCDEFGHIJKLMNOPQRSTUVWXYZ", "0123456789-_")
+            text.rstrip("="),
+            ("abcdefghijklmnopqrstuvwxyz", "ABCDEFGHIJKLMNOPQRSTUVWXYZ", "0123456789-_"),
         )
     else:
         raise StorageConfigError(variable, f"is neither hex nor base64url; {_EXPECTED}")
     if len(material) < MIN_MASTER_KEY_BYTES:
         raise StorageConfigError(
-            variable, f"decodes to {len(material)} bytes, fewer than {MIN_MASTER_KEY_BYTES}; {_EXPECTED}"
+            variable,
+            f"decodes to {len(material)} bytes, fewer than {MIN_MASTER_KEY_BYTES}; {_EXPECTED}",
         )
     if classes < 2 or len(set(material)) < 16 or len(zlib.compress(material, 9)) < len(material):
-        raise StorageConfigError(variable, f"does not look random (a word or a pattern?); {_EXPECTED}")
+        raise StorageConfigError(
+            variable, f"does not look random (a word or a pattern?); {_EXPECTED}"
+        )
     return MasterKey(material)
 
 

@@ -35,8 +35,6 @@ SQLITE_MAGIC = b"SQLite format 3\x00"
 PAGE_SIZE = 4096
 _SALT_SIZE = 16
 _HMAC_SIZE = 64
-_WAL_HEADER = 32
-_WAL_FRAME_HEADER = 24
 _MAX_PAGES_CHECKED = 4096  # bounds the time spent classifying a large bad file
 
 
@@ -70,7 +68,9 @@ def probe_encrypted(path: Path, key: bytes) -> KeyCheck:
     or that is only partly authentic.
     """
     head = _read_head(path)
-    if head is None:
+    # A file fame creates gets page 1 when it switches to WAL, before its
+    # first record; an empty file has never been written.
+    if not head:
         return KeyCheck.EMPTY
     if head.startswith(SQLITE_MAGIC):
         raise EncryptionMismatch(
@@ -78,16 +78,16 @@ def probe_encrypted(path: Path, key: bytes) -> KeyCheck:
             "is an unencrypted SQLite database, but the encrypted-sqlite profile expects an"
             " encrypted one (was it written by the sqlite profile?)",
         )
-    data = _read_pages(path)
-    if not data:
-        return _probe_wal_only(path, key)
-    if len(data) % PAGE_SIZE:
+    size = path.stat().st_size
+    if size % PAGE_SIZE:
         raise DamagedDatabase(
             str(path), f"its size is not a whole number of {PAGE_SIZE}-byte SQLCipher pages"
         )
-    hmac_key = _hmac_key(key, data[:_SALT_SIZE])
-    if _page_verifies(hmac_key, data[:PAGE_SIZE], 1):
+    hmac_key = _hmac_key(key, head[:_SALT_SIZE])
+    if _page_verifies(hmac_key, head, 1):
         return KeyCheck.VERIFIED
+    # Only a file that fails is read further, to tell a wrong key from damage.
+    data = _read_pages(path)
     pages = len(data) // PAGE_SIZE
     for number in range(2, pages + 1):
         offset = (number - 1) * PAGE_SIZE
@@ -96,23 +96,6 @@ def probe_encrypted(path: Path, key: bytes) -> KeyCheck:
                 str(path), "page 1 fails authentication while other pages decrypt with this key"
             )
     return KeyCheck.NO_PAGE_VERIFIES
-
-
-def _probe_wal_only(path: Path, key: bytes) -> KeyCheck:
-    """An empty main file whose pages are still in the WAL (after a crash)."""
-    wal = Path(str(path) + "-wal")
-    try:
-        data = wal.read_bytes()
-    except FileNotFoundError:
-        return KeyCheck.EMPTY
-    frame = _WAL_FRAME_HEADER + PAGE_SIZE
-    for offset in range(_WAL_HEADER, len(data) - frame + 1, frame):
-        if int.from_bytes(data[offset : offset + 4], "big") == 1:
-            page = data[offset + _WAL_FRAME_HEADER : offset + frame]
-            if _page_verifies(_hmac_key(key, page[:_SALT_SIZE]), page, 1):
-                return KeyCheck.VERIFIED
-            return KeyCheck.NO_PAGE_VERIFIES
-    return KeyCheck.EMPTY
 
 
 def _read_head(path: Path) -> bytes | None:

@@ -8,7 +8,7 @@ SQLite version identical.
 Layout of every file (format ``fame/kv/v1``)::
 
     kv(key TEXT PRIMARY KEY, value BLOB, version INTEGER, expires_at REAL)
-    fame_meta(name TEXT PRIMARY KEY, value)   -- 'format', 'seq'
+    fame_meta(name TEXT PRIMARY KEY, value)   -- 'format'; 'seq': versions reserved so far
 
 WAL journal; ``synchronous=FULL`` by default, ``NORMAL`` on request.
 A backend is used by its storage actor only, from one thread at a time
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import sqlcipher3
 
-from ._errors import DamagedDatabase, StorageError
+from ._errors import DamagedDatabase, DatabaseInUse, StorageError
 from ._ops import (
     Count,
     Get,
@@ -38,6 +38,10 @@ from ._probe import PAGE_SIZE
 __all__ = ["SqliteBackend", "open_sqlite"]
 
 FORMAT = "fame/kv/v1"
+LOCK_WAIT = 2.0
+"""Seconds to wait for another process's lock on a file before giving up."""
+SEQ_BLOCK = 1000
+"""Versions reserved per write of the counter (see :meth:`SqliteBackend.write`)."""
 _LIVE = "(expires_at IS NULL OR expires_at > ?)"
 _SCHEMA = (
     "CREATE TABLE kv (key TEXT PRIMARY KEY NOT NULL, value BLOB NOT NULL,"
@@ -74,15 +78,24 @@ def open_sqlite(
     ``sqlite_master`` right after keying makes a bad key or a damaged file
     fail here, before anything is written.
     """
-    conn = sqlcipher3.connect(str(path), isolation_level=None, check_same_thread=False)
+    conn = sqlcipher3.connect(
+        str(path), timeout=LOCK_WAIT, isolation_level=None, check_same_thread=False
+    )
     try:
         conn.execute("PRAGMA cipher_log_level = NONE")
         if key is not None:
             conn.execute(f"PRAGMA key = \"x'{key.hex()}'\"")
+        # The connection holds its lock until it closes: no other process can
+        # open the file meanwhile, which keeps the version counter cached
+        # here true. It also keeps the WAL index in memory (no -shm file).
+        conn.execute("PRAGMA locking_mode = EXCLUSIVE")
         try:
             tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
+            # Take the write lock now rather than on the first write.
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute("COMMIT")
         except sqlcipher3.DatabaseError as exc:
-            raise DamagedDatabase(str(path), f"SQLite cannot read it ({exc})") from None
+            raise _database_error(path, exc, "SQLite cannot read it") from None
         if tables and not {"kv", "fame_meta"} <= tables:
             raise DamagedDatabase(
                 str(path), f"not a fame key-value database (tables: {', '.join(sorted(tables))})"
@@ -110,23 +123,34 @@ def open_sqlite(
         raise
 
 
+def _database_error(path: Path, exc: Exception, what: str) -> StorageError:
+    """Name a SQLite error: another process's lock, damage, or something else."""
+    text = str(exc)
+    if "locked" in text or "busy" in text:
+        return DatabaseInUse(str(path))
+    if "not a database" in text or "malformed" in text or "corrupt" in text:
+        return DamagedDatabase(str(path), f"{what} ({text})")
+    return StorageError(f"{path}: {what} ({type(exc).__name__}: {text})")
+
+
 class SqliteBackend:
     """An open database file. See :class:`fame._storage._ops.Backend`."""
 
     def __init__(
-        self, conn: sqlcipher3.Connection, path: Path, namespace: str, seq: int
+        self, conn: sqlcipher3.Connection, path: Path, namespace: str, reserved: int
     ) -> None:
         self._conn = conn
         self.path = path
         self.namespace = namespace
-        self._seq = seq
-        self._now = 0.0
+        # Versions up to ``reserved`` may have been handed out before the
+        # file was last closed (or crashed): continue above it.
+        self._seq = self._reserved = reserved
 
     def read(self, op: ReadOp, now: float) -> object:
         try:
             return self._read(op, now)
         except sqlcipher3.DatabaseError as exc:
-            raise DamagedDatabase(str(self.path), f"read failed ({exc})") from None
+            raise _database_error(self.path, exc, "read failed") from None
 
     def _read(self, op: ReadOp, now: float) -> object:
         execute = self._conn.execute
@@ -161,14 +185,19 @@ class SqliteBackend:
         conn.execute("BEGIN IMMEDIATE")
         try:
             results, seq = apply_writes(self, self.namespace, ops, self._seq, now)
-            if seq != self._seq:
-                conn.execute("UPDATE fame_meta SET value = ? WHERE name = 'seq'", (seq,))
+            reserved = self._reserved
+            if seq > reserved:
+                # Persisting the counter on every commit would write a second
+                # page per transaction; reserving a block keeps versions unique
+                # across restarts for one extra write per SEQ_BLOCK versions.
+                reserved = seq + SEQ_BLOCK
+                conn.execute("UPDATE fame_meta SET value = ? WHERE name = 'seq'", (reserved,))
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
-        self._seq = seq
+        self._seq, self._reserved = seq, reserved
         return results
 
     # Transaction protocol, used by apply_writes inside write().

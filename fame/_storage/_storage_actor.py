@@ -4,14 +4,15 @@ Every key-value call is a message to it. The runtime hands it up to
 ``max_batch`` queued messages at once, and it handles them in two steps:
 
 1. reads, answered at once on the event loop from committed state. A cached
-   point read costs a few microseconds, far less than the ~125 us hop to a
-   worker thread, so reads stay inline (``bench/bench_storage.py`` measures
+   point read costs a few microseconds, far less than a hop to a worker
+   thread, so reads stay inline (``bench/bench_storage.py`` measures
    both);
-2. writes, all of them in one transaction run in a worker thread (a commit
-   with ``synchronous=FULL`` waits for the disk and must not stall the
-   event loop). Each writer is answered only after the commit. If it fails,
-   every writer of the batch gets :class:`StorageWriteFailed`, the backend
-   rolled back and no cached state (the version counter) changed.
+2. writes, all of them in one transaction run on the database's worker
+   thread (a commit with ``synchronous=FULL`` waits for the disk and must
+   not stall the event loop; see ``_worker``). Each writer is answered only
+   after the commit. If it fails, every writer of the batch gets
+   :class:`StorageWriteFailed`, the backend rolled back and no cached state
+   (the version counter) changed.
 
 Answering the reads of a batch before its writes is linearizable: the
 messages of one batch were all in flight at the same time, and a caller of
@@ -23,11 +24,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import trio
-
 from .._actor import Actor, Delivery
 from ._errors import StorageError, StorageWriteFailed
 from ._ops import Backend, Delete, DeleteMany, Purge, Put, PutMany
+from ._worker import Worker
 
 __all__ = ["StorageActor"]
 
@@ -54,18 +54,35 @@ class StorageActor(Actor):
         # worker thread. The memory backend never blocks.
         self._blocking = blocking
         self._backend: Backend | None = None
+        self._worker: Worker | None = None
 
     async def on_start(self) -> None:
-        if self._backend is None:
-            if self._blocking:
-                self._backend = await trio.to_thread.run_sync(self._open_backend)
-            else:
-                self._backend = self._open_backend()
+        if self._backend is not None:
+            return  # a restart after a crash: the open database is still good
+        if not self._blocking:
+            self._backend = self._open_backend()
+            return
+        worker = Worker(f"fame-storage-{self.namespace}")
+        worker.start()
+        try:
+            self._backend = await worker.run(self._open_backend)
+        except BaseException:
+            worker.stop()
+            raise
+        self._worker = worker
 
     async def on_stop(self) -> None:
         backend, self._backend = self._backend, None
-        if backend is not None:
-            await trio.to_thread.run_sync(backend.close)
+        worker, self._worker = self._worker, None
+        try:
+            if backend is not None:
+                if worker is not None:
+                    await worker.run(backend.close)
+                else:
+                    backend.close()
+        finally:
+            if worker is not None:
+                worker.stop()
 
     async def handle_batch(self, deliveries: list[Delivery]) -> None:
         backend = self._backend
@@ -88,17 +105,19 @@ class StorageActor(Actor):
         ops = [delivery.message for delivery in writes]
         now = self._clock()
         try:
-            if self._blocking:
-                results = await trio.to_thread.run_sync(backend.write, ops, now)
+            if self._worker is not None:
+                results = await self._worker.run(backend.write, ops, now)
             else:
                 results = backend.write(ops, now)
         except Exception as exc:
-            error = StorageWriteFailed(
-                f"commit to namespace {self.namespace!r} failed; none of the {len(ops)}"
-                f" writes in the transaction took effect: {type(exc).__name__}: {exc}"
-            )
-            error.__cause__ = exc
+            detail = f"{type(exc).__name__}: {exc}"
             for delivery in writes:
+                # One error object per caller: each raise gets its own traceback.
+                error = StorageWriteFailed(
+                    f"commit to namespace {self.namespace!r} failed; none of the {len(ops)}"
+                    f" writes in the transaction took effect: {detail}"
+                )
+                error.__cause__ = exc
                 delivery.fail(error)
             return
         for delivery, result in zip(writes, results, strict=True):

@@ -384,7 +384,7 @@ async def test_a_default_node_opens_storage_from_the_environment(
         assert await keeper.keep(key="answer", value=42) == 42
         provider = node.storage_provider
     # The node opened the provider, so it closed it too.
-    with pytest.raises(trio.ClosedResourceError):
+    with pytest.raises(fame.NodeClosed, match="storage provider is closed"):
         await provider.get_kv_store(int, "numbers")
 
 

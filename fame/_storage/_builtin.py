@@ -1,0 +1,229 @@
+"""The built-in provider: the ``memory``, ``sqlite`` and ``encrypted-sqlite`` profiles.
+
+One :class:`StorageActor` per namespace, spawned on first use. When the
+provider opens, it creates the directory and probes every existing file of
+its profile (see ``_probe``), so a wrong master key stops the node at start
+instead of at the first read.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
+from typing import TypeVar
+
+import trio
+
+from .._actor import ActorRef
+from .._errors import NodeClosed
+from .._supervisor import Supervisor, open_supervisor
+from ._config import StorageConfig, prepare_directory
+from ._errors import DamagedDatabase, WrongMasterKey
+from ._keys import derive_file_key
+from ._kv import KeyValueStore
+from ._memory import MemoryBackend
+from ._namespace import (
+    ENCRYPTED_SUFFIX,
+    PLAIN_SUFFIX,
+    check_agent_namespace,
+    check_internal_namespace,
+    database_path,
+)
+from ._ops import Backend, Purge
+from ._probe import KeyCheck, probe_encrypted, probe_plain
+from ._sqlcipher_backend import open_sqlite
+from ._storage_actor import StorageActor
+
+__all__ = ["BuiltinStorageProvider", "open_builtin_storage"]
+
+M = TypeVar("M")
+
+
+@asynccontextmanager
+async def open_builtin_storage(
+    config: StorageConfig,
+    *,
+    clock: Callable[[], float] = time.time,
+    purge_interval: float = 60.0,
+    supervisor: Supervisor | None = None,
+) -> AsyncIterator[BuiltinStorageProvider]:
+    """Run a :class:`BuiltinStorageProvider` for the duration of the block."""
+    async with AsyncExitStack() as stack:
+        if supervisor is None:
+            supervisor = await stack.enter_async_context(open_supervisor())
+        provider = BuiltinStorageProvider(config, supervisor, clock)
+        await provider._check_directory()
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(provider._purge_loop, purge_interval)
+                try:
+                    yield provider
+                finally:
+                    nursery.cancel_scope.cancel()
+        finally:
+            # Outside the cancelled purge nursery, so closing neither raises
+            # Cancelled over the block's own exception nor stops half-way.
+            with trio.CancelScope(shield=True):
+                await provider._aclose()
+
+
+def _create_private(path: Path) -> None:
+    """Create a new database file readable by its owner only (SQLite would use 0644)."""
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+
+
+class BuiltinStorageProvider:
+    """The ``memory``, ``sqlite`` and ``encrypted-sqlite`` profiles.
+
+    One :class:`StorageActor` per namespace, spawned on first use; the
+    actor opens (or creates) the namespace's file and owns it until the
+    provider closes.
+    """
+
+    def __init__(
+        self, config: StorageConfig, supervisor: Supervisor, clock: Callable[[], float]
+    ) -> None:
+        self.config = config
+        self._supervisor = supervisor
+        self._clock = clock
+        self._encrypted = config.profile == "encrypted-sqlite"
+        self._directory: Path | None = None
+        self._refs: dict[str, ActorRef] = {}
+        self._memory: dict[str, MemoryBackend] = {}
+        self._spawn_lock = trio.Lock()
+        self._key_confirmed = False
+        self._closed = False
+
+    def __repr__(self) -> str:
+        where = f" {self._directory}" if self._directory else ""
+        return f"<BuiltinStorageProvider {self.config.profile}{where}>"
+
+    async def get_kv_store(self, model: type[M], namespace: str) -> KeyValueStore[M]:
+        """A store of ``model`` records in the agent namespace ``namespace``."""
+        ref = await self._actor(check_agent_namespace(namespace))
+        return KeyValueStore(model, namespace, ref, self._clock)
+
+    async def get_internal_kv_store(self, model: type[M], namespace: str) -> KeyValueStore[M]:
+        """A store in one of the node's reserved ``__`` namespaces."""
+        ref = await self._actor(check_internal_namespace(namespace))
+        return KeyValueStore(model, namespace, ref, self._clock)
+
+    async def purge_expired(self) -> int:
+        """Remove expired records from every open namespace now; return how many."""
+        total = 0
+        for ref in list(self._refs.values()):
+            total += await ref.ask(Purge(), timeout=None)
+        return total
+
+    # -- opening ----------------------------------------------------------
+
+    async def _check_directory(self) -> None:
+        """Create the directory, then check every existing file against the profile and key.
+
+        This is where a wrong master key shows: no page of any file
+        authenticates with it. A file that fails while another verifies
+        is damaged instead.
+        """
+        if self.config.profile == "memory":
+            return
+        assert self.config.directory is not None
+        self._directory = await trio.to_thread.run_sync(prepare_directory, self.config.directory)
+        await trio.to_thread.run_sync(self._probe_all)
+
+    def _probe_all(self) -> None:
+        assert self._directory is not None
+        directory = self._directory
+        suffix = ENCRYPTED_SUFFIX if self._encrypted else PLAIN_SUFFIX
+        files = sorted(p for p in directory.iterdir() if p.name.endswith(suffix))
+        if not self._encrypted:
+            for path in files:
+                probe_plain(path)
+            return
+        unverified: list[Path] = []
+        for path in files:
+            check = probe_encrypted(path, self._file_key(path.name))
+            if check is KeyCheck.VERIFIED:
+                self._key_confirmed = True
+            elif check is KeyCheck.NO_PAGE_VERIFIES:
+                unverified.append(path)
+        if unverified:
+            self._raise_unverified(unverified[0])
+
+    def _raise_unverified(self, path: Path) -> None:
+        assert self._directory is not None
+        if self._key_confirmed:
+            raise DamagedDatabase(
+                str(path),
+                "no page authenticates with the master key, which does open other files"
+                " in the directory",
+            )
+        raise WrongMasterKey(str(self._directory), path.name)
+
+    def _file_key(self, file_name: str) -> bytes:
+        assert self.config.master_key is not None
+        return derive_file_key(self.config.master_key, file_name)
+
+    def _open_backend(self, namespace: str) -> Backend:
+        """Open the backend of ``namespace``; blocking for file profiles."""
+        if self.config.profile == "memory":
+            return self._memory.setdefault(namespace, MemoryBackend(namespace))
+        assert self._directory is not None
+        path = database_path(self._directory, namespace, encrypted=self._encrypted)
+        key = None
+        if self._encrypted:
+            key = self._file_key(path.name)
+            check = probe_encrypted(path, key)
+            if check is KeyCheck.NO_PAGE_VERIFIES:
+                self._raise_unverified(path)
+            if check is KeyCheck.VERIFIED:
+                self._key_confirmed = True
+        else:
+            probe_plain(path)
+        _create_private(path)
+        return open_sqlite(
+            path,
+            namespace,
+            key,
+            durability=self.config.durability,
+            max_file_bytes=self.config.max_file_bytes,
+        )
+
+    async def _actor(self, namespace: str) -> ActorRef:
+        if self._closed:
+            raise NodeClosed("the storage provider is closed")
+        ref = self._refs.get(namespace)
+        if ref is not None:
+            return ref
+        async with self._spawn_lock:
+            ref = self._refs.get(namespace)
+            if ref is None:
+                actor = StorageActor(
+                    namespace,
+                    lambda: self._open_backend(namespace),
+                    self._clock,
+                    blocking=self.config.profile != "memory",
+                )
+                ref = await self._supervisor.spawn(actor, f"storage/{namespace}")
+                self._refs[namespace] = ref
+        return ref
+
+    # -- background and closing ------------------------------------------
+
+    async def _purge_loop(self, interval: float) -> None:
+        while True:
+            await trio.sleep(interval)
+            for ref in list(self._refs.values()):
+                with contextlib.suppress(NodeClosed):
+                    await ref.tell(Purge())
+
+    async def _aclose(self) -> None:
+        """Stop every storage actor: each drains its mailbox, then closes its file."""
+        self._closed = True
+        refs, self._refs = self._refs, {}
+        for ref in refs.values():
+            await self._supervisor.stop(ref.address)

@@ -1,0 +1,230 @@
+"""``KeyValueStore[Model]``: the typed face of one namespace.
+
+It validates and encodes in the caller's task (msgpack via msgspec) and
+sends bytes to the namespace's storage actor, so the actor does no per-value
+work. Models may be ``msgspec.Struct``, attrs classes or dataclasses (or any
+type msgspec can decode). A value is checked on ``set`` by a full
+encode/decode round trip, and a stored record is checked again on every
+read: one that no longer fits the model raises :class:`RecordInvalid`
+naming the namespace and key; it is never skipped.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from typing import Any, Generic, TypeVar
+
+import attrs
+import msgspec
+
+from .._actor import ActorRef
+from ._errors import InvalidKey, RecordInvalid
+from ._ops import Count, Delete, DeleteMany, Get, GetMany, Put, PutMany, Row, Scan
+
+__all__ = ["KeyValueStore", "Versioned"]
+
+M = TypeVar("M")
+
+MAX_KEY_LENGTH = 1024
+PAGE_SIZE = 500
+"""Rows fetched per message by ``keys``, ``scan`` and ``list``."""
+
+
+@attrs.frozen
+class Versioned(Generic[M]):
+    """A value with its version, for ``set(..., if_version=version)``."""
+
+    value: M
+    version: int
+
+
+def check_prefix(prefix: object, what: str = "prefix") -> str:
+    if not isinstance(prefix, str):
+        raise InvalidKey(f"a {what} must be a str, not {type(prefix).__name__}")
+    try:
+        prefix.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidKey(f"invalid {what} {prefix[:80]!r}: not encodable as UTF-8") from None
+    return prefix
+
+
+def check_key(key: object) -> str:
+    if not isinstance(key, str):
+        raise InvalidKey(f"a key must be a str, not {type(key).__name__}")
+    if not 0 < len(key) <= MAX_KEY_LENGTH or "\x00" in key:
+        raise InvalidKey(
+            f"invalid key {key[:80]!r}: expected 1 to {MAX_KEY_LENGTH} characters, no NUL"
+        )
+    try:
+        key.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidKey(f"invalid key {key[:80]!r}: not encodable as UTF-8") from None
+    return key
+
+
+class KeyValueStore(Generic[M]):
+    """A namespace of records of one model. Get one from ``provider.get_kv_store``.
+
+    Every method is one message to the storage actor (``keys``, ``scan`` and
+    ``list`` one per page of :data:`PAGE_SIZE` rows), and every write is
+    acknowledged only once committed. Paging reads see writes committed
+    between pages, like a cursor: they never load a namespace whole.
+    """
+
+    def __init__(
+        self, model: type[M], namespace: str, ref: ActorRef, clock: Callable[[], float]
+    ) -> None:
+        self.model = model
+        self.namespace = namespace
+        self._ref = ref
+        self._clock = clock
+        self._model_name = getattr(model, "__qualname__", repr(model))
+        self._encoder = msgspec.msgpack.Encoder()
+        self._decoder: msgspec.msgpack.Decoder[M] = msgspec.msgpack.Decoder(model)
+
+    def __repr__(self) -> str:
+        return f"<KeyValueStore[{self._model_name}] {self.namespace!r}>"
+
+    # -- encoding -------------------------------------------------------
+
+    def _encode(self, key: str, value: M) -> bytes:
+        if isinstance(self.model, type) and not isinstance(value, self.model):
+            raise RecordInvalid(
+                self.namespace,
+                key,
+                self._model_name,
+                f"expected an instance of it, got {type(value).__name__}",
+                stored=False,
+            )
+        try:
+            data = self._encoder.encode(value)
+            self._decoder.decode(data)
+        except (msgspec.ValidationError, msgspec.EncodeError, TypeError) as exc:
+            raise RecordInvalid(
+                self.namespace, key, self._model_name, str(exc), stored=False
+            ) from None
+        return data
+
+    def _decode(self, key: str, data: bytes) -> M:
+        try:
+            return self._decoder.decode(data)
+        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+            raise RecordInvalid(
+                self.namespace, key, self._model_name, str(exc), stored=True
+            ) from None
+
+    def _expires_at(self, ttl: float | None) -> float | None:
+        if ttl is None:
+            return None
+        if not (isinstance(ttl, int | float) and ttl > 0 and math.isfinite(ttl)):
+            raise ValueError(f"ttl must be a positive number of seconds, got {ttl!r}")
+        return self._clock() + ttl
+
+    async def _ask(self, message: object) -> Any:
+        return await self._ref.ask(message, timeout=None)
+
+    # -- the seed's API -------------------------------------------------
+
+    async def set(
+        self, key: str, value: M, *, ttl: float | None = None, if_version: int | None = None
+    ) -> int:
+        """Store ``value`` under ``key``; return its new version.
+
+        ``ttl`` (seconds) makes the key expire; without it the key never
+        does. ``if_version`` makes the write conditional: it must equal the
+        key's current version (0: the key must not exist), else
+        :class:`VersionConflict` is raised and nothing is written.
+        """
+        check_key(key)
+        if if_version is not None and (not isinstance(if_version, int) or if_version < 0):
+            raise ValueError(f"if_version must be an int >= 0, got {if_version!r}")
+        data = self._encode(key, value)
+        version: int = await self._ask(Put(key, data, self._expires_at(ttl), if_version))
+        return version
+
+    async def get(self, key: str) -> M | None:
+        """The value under ``key``, or ``None`` if it is missing or expired."""
+        row: Row | None = await self._ask(Get(check_key(key)))
+        return None if row is None else self._decode(key, row[0])
+
+    async def delete(self, key: str) -> bool:
+        """Remove ``key``; idempotent. True if a live key was removed."""
+        existed: bool = await self._ask(Delete(check_key(key)))
+        return existed
+
+    async def list(self) -> dict[str, M]:
+        """Every live record, in key order (fetched page by page)."""
+        return {key: value async for key, value in self.scan()}
+
+    async def update(self, key: str, value: M, *, ttl: float | None = None) -> int:
+        """Like ``set``, but raise :class:`KeyMissing` (a ``KeyError``) if ``key`` is missing."""
+        check_key(key)
+        data = self._encode(key, value)
+        version: int = await self._ask(Put(key, data, self._expires_at(ttl), must_exist=True))
+        return version
+
+    # -- beyond the seed ------------------------------------------------
+
+    async def get_versioned(self, key: str) -> Versioned[M] | None:
+        row: Row | None = await self._ask(Get(check_key(key)))
+        return None if row is None else Versioned(self._decode(key, row[0]), row[1])
+
+    async def set_many(
+        self, items: Mapping[str, M] | Iterable[tuple[str, M]], *, ttl: float | None = None
+    ) -> None:
+        """Store several records in one transaction: all of them or none."""
+        pairs = items.items() if isinstance(items, Mapping) else items
+        encoded = tuple((check_key(k), self._encode(k, v)) for k, v in pairs)
+        if encoded:
+            await self._ask(PutMany(encoded, self._expires_at(ttl)))
+
+    async def get_many(self, keys: Iterable[str]) -> dict[str, M]:
+        """The live records among ``keys``; missing ones are left out."""
+        wanted = tuple(dict.fromkeys(check_key(k) for k in keys))
+        rows: dict[str, Row] = await self._ask(GetMany(wanted)) if wanted else {}
+        return {key: self._decode(key, row[0]) for key, row in rows.items()}
+
+    async def delete_many(self, keys: Iterable[str]) -> int:
+        """Remove several keys in one transaction; return how many were live."""
+        wanted = tuple(dict.fromkeys(check_key(k) for k in keys))
+        removed: int = await self._ask(DeleteMany(wanted)) if wanted else 0
+        return removed
+
+    async def count(self) -> int:
+        """How many live records the namespace holds."""
+        total: int = await self._ask(Count())
+        return total
+
+    async def keys(self, prefix: str = "") -> AsyncIterator[str]:
+        """The live keys starting with ``prefix``, in order, page by page."""
+        check_prefix(prefix)
+        after: str | None = None
+        while True:
+            rows = await self._ask(Scan(prefix, after, PAGE_SIZE, values=False))
+            for (key,) in rows:
+                yield key
+            if len(rows) < PAGE_SIZE:
+                return
+            after = rows[-1][0]
+
+    async def scan(
+        self, prefix: str = "", *, limit: int | None = None, after: str | None = None
+    ) -> AsyncIterator[tuple[str, M]]:
+        """Live ``(key, value)`` pairs with keys starting with ``prefix`` and greater
+        than ``after``, in key order, at most ``limit`` of them, page by page."""
+        check_prefix(prefix)
+        if after is not None:
+            check_prefix(after, "after")
+        if limit is not None and limit < 0:
+            raise ValueError(f"limit must be >= 0, got {limit!r}")
+        left = math.inf if limit is None else limit
+        while left > 0:
+            page = int(min(PAGE_SIZE, left))
+            rows = await self._ask(Scan(prefix, after, page, values=True))
+            for key, data, _version in rows:
+                yield key, self._decode(key, data)
+            left -= len(rows)
+            if len(rows) < page:
+                return
+            after = rows[-1][0]
