@@ -1,12 +1,66 @@
 # fame — recipes. `just help` lists them with one line each.
+# Services run from this directory: conf/ (settings, secrets), data/ (stores), run/ (pids, logs).
+# Environment variables override conf/*.env, e.g. `FAME_SENTINEL_PORT=8100 just up`.
 
 set shell := ["bash", "-euo", "pipefail", "-c"]
 
 python := env_var_or_default("FAME_PYTHON", "python3")
+fame := python + " -m fame._cli.fame"
 
 # List every recipe with what it does
 help:
-    @just --list --unsorted
+    @just --justfile {{justfile()}} --list --unsorted
+
+# Write conf/secrets.env (master key, admission token; mode 0600) unless it exists
+[no-exit-message]
+init:
+    @{{fame}} init
+
+# Start the sentinel and the storage agent in the background; wait until it answers
+[no-exit-message]
+up:
+    @{{fame}} up
+
+alias start := up
+
+# Stop the services gracefully (stores closed cleanly); kill only our own pids on timeout
+[no-exit-message]
+stop:
+    @{{fame}} stop
+
+alias down := stop
+
+# Show whether the sentinel and the storage agent are running
+[no-exit-message]
+status:
+    @{{fame}} status
+
+# Print the end of the sentinel's and the agent's logs (run/*.log)
+[no-exit-message]
+logs:
+    @{{fame}} logs
+
+# Run the client: store, retrieve and list values through the sentinel
+[no-exit-message]
+run *args:
+    @{{python}} -m fame._cli.client {{args}}
+
+# Run the client printing every envelope sent and received
+[no-exit-message]
+run-verbose *args:
+    @{{python}} -m fame._cli.client --verbose {{args}}
+
+# Check the install (imports, console scripts) and byte-compile the sources
+[no-exit-message]
+build:
+    @{{python}} -c "import fame, fame._cli.fame, fame._cli.client, agents.storage_agent, sqlcipher3, trio_websocket; print('fame', fame.__version__, 'imports ok')"
+    @command -v fame >/dev/null && command -v fame-client >/dev/null && echo "console scripts ok: $(command -v fame) $(command -v fame-client)" || { echo "console scripts missing: run python3 -m pip install -e '.[dev]'"; exit 1; }
+    @{{python}} -m compileall -q fame agents bin/fame bin/fame-client && echo "byte-compiled fame/ agents/ bin/"
+
+# Stop the services, then remove conf/secrets.env, data/ and run/
+[no-exit-message]
+clean:
+    @{{fame}} clean
 
 # Run the embedded example: agents inside your own trio.run, no network
 demo:
@@ -27,3 +81,4 @@ bench:
     {{python}} bench/bench_runtime.py
     {{python}} bench/bench_storage.py
     {{python}} bench/bench_fabric.py
+    {{python}} bench/bench_e2e.py

@@ -11,6 +11,7 @@ with an underscore are private.
 from ._actor import Actor, ActorRef, Delivery
 from ._address import Address, AddressError
 from ._agent import BaseAgent
+from ._client import connect
 from ._errors import (
     ActorCrashed,
     AdmissionRefused,
@@ -30,6 +31,7 @@ from ._errors import (
 )
 from ._node import Node, Proxy, Stream, open_node
 from ._operation import operation
+from ._sentinel import Sentinel, SentinelConfigError, open_sentinel, serve_sentinel
 from ._storage import (
     DamagedDatabase,
     DatabaseInUse,
@@ -54,6 +56,8 @@ from ._storage import (
     storage_config_from_env,
 )
 from ._supervisor import RestartPolicy, Supervisor, open_supervisor
+from ._transport import SentinelUnreachable, client_ssl_context, server_ssl_context
+from ._uplink import attach
 
 __version__ = "0.1.0"
 
@@ -87,6 +91,9 @@ __all__ = [
     "RecordInvalid",
     "RemoteError",
     "RestartPolicy",
+    "Sentinel",
+    "SentinelConfigError",
+    "SentinelUnreachable",
     "StorageActor",
     "StorageConfig",
     "StorageConfigError",
@@ -102,10 +109,16 @@ __all__ = [
     "Versioned",
     "WireError",
     "WrongMasterKey",
+    "attach",
+    "client_ssl_context",
+    "connect",
     "open_node",
+    "open_sentinel",
     "open_storage",
     "open_storage_from_env",
     "open_supervisor",
     "operation",
+    "serve_sentinel",
+    "server_ssl_context",
     "storage_config_from_env",
 ]

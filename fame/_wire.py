@@ -1,6 +1,7 @@
 """The wire schema: every message fame sends, as tagged ``msgspec.Struct`` s.
 
-One websocket message carries one :data:`LinkMessage`: either an
+One websocket message carries one :data:`LinkMessage` (or a :class:`Batch`
+of them, each encoded on its own): either an
 :class:`Envelope` (routed by address between actors) or a link frame that
 only concerns the two ends of one connection (handshake, binding,
 heartbeat). Envelopes carry one :data:`Frame` (request, reply, stream item,
@@ -30,6 +31,7 @@ __all__ = [
     "DEFAULT_MAX_MESSAGE_SIZE",
     "MAX_HOPS",
     "Attach",
+    "Batch",
     "Bind",
     "BindRefused",
     "Bound",
@@ -228,6 +230,19 @@ class Pong(_Msg, tag="pong"):
     nonce: int
 
 
+class Batch(_Msg, tag="batch"):
+    """Several encoded link messages in one websocket message.
+
+    A link's writer sends what queued up while it was busy as one batch, so
+    a stream of small items costs one websocket frame (and one system call)
+    per batch rather than per item. Each element is the encoded message
+    exactly as it would have been sent alone, so a router forwards elements
+    without re-encoding them. Batches do not nest.
+    """
+
+    messages: list[bytes]
+
+
 class LinkError(_Msg, tag="link_error"):
     """The peer sent something the protocol does not allow; ``reason`` says what."""
 
@@ -245,6 +260,7 @@ _LinkFrame = (
     | Unbind
     | Ping
     | Pong
+    | Batch
     | LinkError
 )
 LinkMessage = Envelope | _LinkFrame

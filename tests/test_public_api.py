@@ -41,6 +41,9 @@ EXPECTED = [
     "RecordInvalid",
     "RemoteError",
     "RestartPolicy",
+    "Sentinel",
+    "SentinelConfigError",
+    "SentinelUnreachable",
     "StorageActor",
     "StorageConfig",
     "StorageConfigError",
@@ -56,11 +59,17 @@ EXPECTED = [
     "Versioned",
     "WireError",
     "WrongMasterKey",
+    "attach",
+    "client_ssl_context",
+    "connect",
     "open_node",
+    "open_sentinel",
     "open_storage",
     "open_storage_from_env",
     "open_supervisor",
     "operation",
+    "serve_sentinel",
+    "server_ssl_context",
     "storage_config_from_env",
 ]
 
@@ -85,7 +94,7 @@ def test_every_public_exception_is_a_fame_error() -> None:
         for obj in (getattr(fame, name) for name in EXPECTED)
         if isinstance(obj, type) and issubclass(obj, BaseException)
     ]
-    assert len(exceptions) == 28
+    assert len(exceptions) == 30
     for exception in exceptions:
         assert issubclass(exception, fame.FameError), exception
 

@@ -1,0 +1,155 @@
+"""Offline inspection of a storage directory: ``fame inspect``, ``dump``, ``check``.
+
+These open the files through the storage provider with the master key from
+the environment or ``conf/`` (never through SQLite directly: only the
+storage backend module touches the driver), so the same key checks apply:
+a wrong key is refused before any file is opened by SQLite, and nothing is
+ever created, as a namespace is opened only if its file exists.
+
+``check`` verifies, for every encrypted file, the HMAC-SHA512 of every page
+with the file's key (what SQLCipher's ``cipher_integrity_check`` does), then
+reads and decodes every live record. Run it with the services stopped: a
+running node keeps recent pages in its ``-wal`` file, which is not checked.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import trio
+
+from fame._storage import open_storage, storage_config_from_env
+from fame._storage._keys import derive_file_key
+from fame._storage._namespace import ENCRYPTED_SUFFIX, PLAIN_SUFFIX
+from fame._storage._probe import PAGE_SIZE, _hmac_key, _page_verifies
+
+__all__ = ["check", "dump", "namespaces"]
+
+
+def _settings_for(directory: Path, settings: Mapping[str, str]) -> dict[str, str]:
+    merged = dict(settings)
+    merged["FAME_STORAGE_DB_DIRECTORY"] = str(directory)
+    if not merged.get("FAME_STORAGE_PROFILE"):
+        merged["FAME_STORAGE_PROFILE"] = "encrypted-sqlite"
+    return merged
+
+
+def namespaces(directory: Path, settings: Mapping[str, str]) -> list[tuple[str, Path]]:
+    """The namespaces stored in ``directory`` for the configured profile, with their files."""
+    if not directory.is_dir():
+        raise FileNotFoundError(f"{directory} is not a directory")
+    encrypted = _settings_for(directory, settings)["FAME_STORAGE_PROFILE"] == "encrypted-sqlite"
+    suffix = ENCRYPTED_SUFFIX if encrypted else PLAIN_SUFFIX
+    found = []
+    for path in sorted(directory.iterdir()):
+        name = path.name
+        if not name.endswith(suffix) or (not encrypted and name.endswith(ENCRYPTED_SUFFIX)):
+            continue
+        found.append((name[: -len(suffix)], path))
+    return found
+
+
+async def _records(
+    directory: Path, settings: Mapping[str, str], wanted: list[str]
+) -> dict[str, list[tuple[str, Any]]]:
+    config = storage_config_from_env(_settings_for(directory, settings))
+    result: dict[str, list[tuple[str, Any]]] = {}
+    async with open_storage(config, purge_interval=3600) as provider:
+        for namespace in wanted:
+            if namespace.startswith("__"):
+                store = await provider.get_internal_kv_store(Any, namespace)
+            else:
+                store = await provider.get_kv_store(Any, namespace)
+            result[namespace] = [pair async for pair in store.scan()]
+    return result
+
+
+def _jsonable(value: Any) -> Any:
+    return msgspec.to_builtins(value)
+
+
+def inspect(directory: Path, settings: Mapping[str, str]) -> int:
+    """Print each namespace with its record count and file size."""
+    found = namespaces(directory, settings)
+    if not found:
+        print(f"no namespaces in {directory}")
+        return 0
+    counts = trio.run(_records, directory, settings, [name for name, _ in found])
+    for name, path in found:
+        kind = "node" if name.startswith("__") else "agent"
+        size = path.stat().st_size
+        print(f"{name:<28} {kind:<5} {len(counts[name]):>8} records {size:>10} bytes  {path.name}")
+    return 0
+
+
+def dump(directory: Path, namespace: str, settings: Mapping[str, str]) -> int:
+    """Print every record of ``namespace`` as one JSON object per line."""
+    names = {name for name, _ in namespaces(directory, settings)}
+    if namespace not in names:
+        listed = ", ".join(sorted(names)) or "none"
+        print(
+            f"fame dump: no namespace {namespace!r} in {directory} (it has: {listed})",
+            file=sys.stderr,
+        )
+        return 1
+    records = trio.run(_records, directory, settings, [namespace])[namespace]
+    out = sys.stdout.buffer
+    for key, value in records:
+        out.write(msgspec.json.encode({"key": key, "value": _jsonable(value)}) + b"\n")
+    out.flush()
+    return 0
+
+
+def _bad_pages(path: Path, key: bytes) -> list[int]:
+    data = path.read_bytes()
+    if not data:
+        return []
+    if len(data) % PAGE_SIZE:
+        return [len(data) // PAGE_SIZE + 1]
+    hmac_key = _hmac_key(key, data[:16])
+    return [
+        number
+        for number in range(1, len(data) // PAGE_SIZE + 1)
+        if not _page_verifies(hmac_key, data[(number - 1) * PAGE_SIZE : number * PAGE_SIZE], number)
+    ]
+
+
+def check(directory: Path, settings: Mapping[str, str]) -> int:
+    """Verify every page and every record; print one line per file and a verdict."""
+    found = namespaces(directory, settings)
+    config = storage_config_from_env(_settings_for(directory, settings))
+    # Opening reads the key check first: a wrong key is reported before anything else.
+    records = trio.run(_records, directory, settings, [name for name, _ in found])
+    failures = 0
+    for name, path in found:
+        pages = path.stat().st_size // PAGE_SIZE
+        if config.master_key is not None and config.profile == "encrypted-sqlite":
+            bad = _bad_pages(path, derive_file_key(config.master_key, path.name))
+        else:
+            bad = []
+        wal = Path(str(path) + "-wal")
+        note = (
+            " (has a -wal file: stop the services for a full check)"
+            if wal.exists() and wal.stat().st_size
+            else ""
+        )
+        if bad:
+            failures += 1
+            print(
+                f"{path.name}: DAMAGED: pages {', '.join(map(str, bad[:10]))} fail authentication"
+            )
+        else:
+            count = len(records[name])
+            print(f"{path.name}: ok: {pages} pages authentic, {count} records readable{note}")
+    if failures:
+        print(
+            f"fame check: {failures} of {len(found)} files in {directory} are damaged",
+            file=sys.stderr,
+        )
+        return 1
+    print(f"fame check: {directory}: all {len(found)} files ok")
+    return 0

@@ -1,0 +1,248 @@
+"""``fame sentinel`` and ``fame node``: run one node in the foreground.
+
+The process opens its storage from the config (a wrong master key or a
+damaged file is refused here, before anything listens or attaches), starts
+the node, serves or attaches, writes its ready file, and runs until SIGTERM
+or SIGINT. Then it leaves its blocks normally: agents finish what they
+were handling, every storage actor commits and closes its file (the WAL is
+checkpointed), and the process exits 0. A startup failure is one line on
+stderr and exit status 1.
+"""
+
+from __future__ import annotations
+
+import importlib
+import signal
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from pathlib import Path
+
+import trio
+
+import fame
+from fame._storage import open_storage, storage_config_from_env
+
+from . import _fabric
+from ._errors import describe, leaf, shown_path
+from ._settings import DEFAULT_HOST, DEFAULT_PORT, sentinel_url
+
+__all__ = ["AgentSpec", "parse_agent_spec", "run_node", "run_sentinel"]
+
+
+class StartupError(Exception):
+    """A problem found before the node runs, phrased for the user."""
+
+
+class AgentSpec:
+    """``module:Class@address``: which agent class to spawn, and where."""
+
+    def __init__(self, target: str, address: str) -> None:
+        self.target = target
+        self.address = address
+
+    def load(self) -> type[fame.BaseAgent]:
+        module_name, _, attr = self.target.partition(":")
+        try:
+            obj: object = importlib.import_module(module_name)
+            for part in attr.split("."):
+                obj = getattr(obj, part)
+        except (ImportError, AttributeError) as exc:
+            raise StartupError(f"cannot load agent {self.target}: {exc}") from None
+        if not (isinstance(obj, type) and issubclass(obj, fame.BaseAgent)):
+            raise StartupError(f"{self.target} is not a fame.BaseAgent subclass")
+        return obj
+
+
+def parse_agent_spec(text: str) -> AgentSpec:
+    """Parse ``module:Class@name@path`` (the address is everything after the first ``@``)."""
+    target, sep, address = text.strip().partition("@")
+    if not sep or ":" not in target or not address:
+        raise StartupError(
+            f"bad agent {text!r}: expected module:Class@address, for example"
+            " agents.storage_agent:StorageAgent@storage@fame.fabric"
+        )
+    try:
+        fame.Address.parse(address)
+    except fame.AddressError as exc:
+        raise StartupError(f"bad agent address {address!r}: {exc}") from None
+    return AgentSpec(target, address)
+
+
+def _port(settings: Mapping[str, str]) -> int:
+    text = settings.get("FAME_SENTINEL_PORT", "").strip() or str(DEFAULT_PORT)
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535:
+        raise StartupError(f"FAME_SENTINEL_PORT: expected a port number, got {text!r}")
+    return port
+
+
+def _token(settings: Mapping[str, str]) -> tuple[str | None, bool]:
+    token = settings.get("FAME_ADMISSION_TOKEN", "").strip() or None
+    open_admission = settings.get("FAME_OPEN_ADMISSION", "").strip().lower() in ("1", "yes", "true")
+    if token is None and not open_admission:
+        raise StartupError(
+            "FAME_ADMISSION_TOKEN is not set (run: just init, which writes conf/secrets.env),"
+            " and open admission was not asked for (FAME_OPEN_ADMISSION=1)"
+        )
+    return token, open_admission
+
+
+def _describe_storage(settings: Mapping[str, str]) -> str:
+    profile = settings.get("FAME_STORAGE_PROFILE", "").strip() or "memory"
+    directory = settings.get("FAME_STORAGE_DB_DIRECTORY", "").strip()
+    return f"{profile} in {shown_path(directory)}" if directory else profile
+
+
+class _Ready:
+    """The ready file ``fame up`` waits for: written once serving, removed on exit."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+
+    def set(self, text: str) -> None:
+        if self.path is not None:
+            self.path.write_text(text + "\n", encoding="utf-8")
+
+    def clear(self) -> None:
+        if self.path is not None:
+            self.path.unlink(missing_ok=True)
+
+
+async def _until_signal(signals: AsyncIterator[int], name: str) -> None:
+    async for signum in signals:
+        print(f"fame {name}: {signal.Signals(signum).name} received, stopping", flush=True)
+        return
+
+
+async def _sentinel_main(settings: Mapping[str, str], ready: _Ready) -> None:
+    _port(settings)
+    _token(settings)
+    config = storage_config_from_env(settings)
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async with open_storage(config) as provider:
+            failure = await _guarded(_serve, provider, signals, settings, ready)
+    if failure is not None:
+        raise failure
+    print("fame sentinel: stopped, storage closed", flush=True)
+
+
+async def _serve(
+    provider: object, signals: AsyncIterator[int], settings: Mapping[str, str], ready: _Ready
+) -> None:
+    host = settings.get("FAME_SENTINEL_HOST", "").strip() or DEFAULT_HOST
+    port = _port(settings)
+    token, open_admission = _token(settings)
+    async with (
+        fame.open_node(path="sentinel", storage_provider=provider) as node,
+        _fabric.serve_sentinel(
+            node, host=host, port=port, token=token, open_admission=open_admission
+        ),
+    ):
+        line = f"listening on ws://{host}:{port} (storage: {_describe_storage(settings)})"
+        print(f"fame sentinel: {line}", flush=True)
+        ready.set(line)
+        await _until_signal(signals, "sentinel")
+
+
+async def _guarded(fn: Callable[..., Awaitable[None]], *args: object) -> Exception | None:
+    """Run ``fn`` and return its error instead of raising it.
+
+    The error is re-raised by the caller once the storage block has exited,
+    so it reaches the user whatever the storage provider does on unwinding.
+    """
+    try:
+        await fn(*args)
+    except Exception as exc:
+        return exc
+    return None
+
+
+async def _node_main(
+    settings: Mapping[str, str], agents: Sequence[AgentSpec], ready: _Ready
+) -> None:
+    url = sentinel_url(settings)
+    token = settings.get("FAME_ADMISSION_TOKEN", "").strip() or None
+    classes = [(spec.load(), spec.address) for spec in agents]
+    config = storage_config_from_env(settings)
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async with open_storage(config) as provider:
+            failure = await _guarded(
+                _attach, provider, signals, classes, url, token, settings, ready
+            )
+    if failure is not None:
+        raise failure
+    print("fame node: stopped, storage closed", flush=True)
+
+
+async def _attach(
+    provider: object,
+    signals: AsyncIterator[int],
+    classes: Sequence[tuple[type[fame.BaseAgent], str]],
+    url: str,
+    token: str | None,
+    settings: Mapping[str, str],
+    ready: _Ready,
+) -> None:
+    async with (
+        fame.open_node(storage_provider=provider) as node,
+        _fabric.attach_node(node, url, token),
+    ):
+        for cls, address in classes:
+            await node.spawn(cls, address)
+        names = ", ".join(address for _, address in classes) or "no agents"
+        line = f"serving {names} via {url} (storage: {_describe_storage(settings)})"
+        print(f"fame node: {line}", flush=True)
+        ready.set(line)
+        await _until_signal(signals, "node")
+
+
+def _run(name: str, main: object, *args: object) -> int:
+    try:
+        trio.run(main, *args)  # type: ignore[arg-type]
+    except StartupError as exc:
+        print(f"fame {name}: {exc}", file=sys.stderr, flush=True)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except BaseException as exc:
+        error = leaf(exc)
+        if isinstance(error, StartupError):
+            print(f"fame {name}: {error}", file=sys.stderr, flush=True)
+            return 1
+        text = describe(error)
+        if text is None:
+            text = f"{type(error).__name__}: {error}"
+        print(f"fame {name}: {text}", file=sys.stderr, flush=True)
+        return 1
+    return 0
+
+
+def run_sentinel(settings: Mapping[str, str], ready_file: Path | None) -> int:
+    """Run the sentinel until a signal; return the exit status."""
+    ready = _Ready(ready_file)
+    ready.clear()
+    try:
+        return _run("sentinel", _sentinel_main, settings, ready)
+    finally:
+        ready.clear()
+
+
+def run_node(settings: Mapping[str, str], agents: Sequence[str], ready_file: Path | None) -> int:
+    """Run a node hosting ``agents`` (``module:Class@address``) until a signal."""
+    ready = _Ready(ready_file)
+    ready.clear()
+    try:
+        texts = list(agents) or [
+            a for a in settings.get("FAME_AGENTS", "").replace(",", " ").split() if a
+        ]
+        specs = [parse_agent_spec(text) for text in texts]
+    except StartupError as exc:
+        print(f"fame node: {exc}", file=sys.stderr, flush=True)
+        return 1
+    try:
+        return _run("node", _node_main, settings, specs, ready)
+    finally:
+        ready.clear()

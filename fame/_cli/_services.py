@@ -1,0 +1,347 @@
+"""``fame init|up|stop|status|logs|clean``: the local sentinel and storage agent.
+
+These are what ``just init``, ``just up`` and friends run. Services are
+plain background processes (``fame sentinel`` and ``fame node``) started
+from the project root, each with a pid file, a ready file and a log under
+``run/``:
+
+=====================  =================================================
+``run/<name>.pid``     the process id, written when it is started
+``run/<name>.ready``   written by the process once it serves, removed on exit
+``run/<name>.log``     its stdout and stderr, appended
+=====================  =================================================
+
+A pid file is trusted only if that process is still alive and its command
+line is the one started here, so a stale file never makes ``stop`` signal a
+stranger. ``up`` is idempotent: running services are left alone.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import attrs
+import trio
+
+from agents.storage_agent import STORAGE_AGENT_ADDRESS, StorageAgent
+
+from . import _fabric
+from ._errors import leaf
+from ._settings import (
+    AGENT_CONF,
+    CONF_DIR,
+    SECRETS_FILE,
+    SENTINEL_CONF,
+    load_settings,
+    read_env_file,
+    sentinel_url,
+)
+
+__all__ = ["SERVICES", "clean", "init", "logs", "status", "stop", "up"]
+
+RUN_DIR = Path("run")
+START_TIMEOUT = 30.0
+STOP_TIMEOUT = 15.0
+
+
+def _say(text: str) -> None:
+    print(text, flush=True)
+
+
+def _fail(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+@attrs.frozen
+class Service:
+    """One background process: its name, config file and ``fame`` arguments."""
+
+    name: str
+    config: Path
+    args: tuple[str, ...]
+
+    @property
+    def pid_file(self) -> Path:
+        return RUN_DIR / f"{self.name}.pid"
+
+    @property
+    def ready_file(self) -> Path:
+        return RUN_DIR / f"{self.name}.ready"
+
+    @property
+    def log_file(self) -> Path:
+        return RUN_DIR / f"{self.name}.log"
+
+    def command(self) -> list[str]:
+        return [
+            sys.executable, "-m", "fame._cli.fame", *self.args,
+            "--config", str(self.config), "--config", str(SECRETS_FILE),
+            "--ready-file", str(self.ready_file),
+        ]  # fmt: skip
+
+    def pid(self) -> int | None:
+        """The pid of this service if it is running (and really is this service)."""
+        try:
+            pid = int(self.pid_file.read_text().strip())
+        except (FileNotFoundError, ValueError):
+            return None
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            return None if not _alive(pid) else pid
+        ours = b"fame._cli.fame" in cmdline and self.args[0].encode() in cmdline
+        return pid if ours and _alive(pid) else None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie (exited, not yet reaped) is not running
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat.rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+SERVICES = (
+    Service("sentinel", SENTINEL_CONF, ("sentinel",)),
+    Service("agent", AGENT_CONF, ("node",)),  # its agents: FAME_AGENTS in conf/agent.env
+)
+
+
+# -- init and clean ------------------------------------------------------------
+
+
+def init() -> int:
+    """Write ``conf/secrets.env`` (master key, admission token) unless it exists."""
+    if SECRETS_FILE.exists():
+        values = read_env_file(SECRETS_FILE)
+        missing = [
+            name
+            for name in ("FAME_STORAGE_MASTER_KEY", "FAME_ADMISSION_TOKEN")
+            if not values.get(name)
+        ]
+        if missing:
+            _fail(
+                f"fame init: {SECRETS_FILE} exists but lacks {', '.join(missing)}; it was left"
+                " unchanged (add the missing line, or remove the file if no data depends on it)"
+            )
+            return 1
+        _say(f"fame init: {SECRETS_FILE} exists: keeping its master key and admission token")
+        return 0
+    CONF_DIR.mkdir(exist_ok=True)
+    text = (
+        "# Written by `just init`. Keep it secret; it is ignored by git.\n"
+        "# The master key encrypts data/; losing or changing it makes the data unreadable.\n"
+        f"FAME_STORAGE_MASTER_KEY={secrets.token_urlsafe(32)}\n"
+        f"FAME_ADMISSION_TOKEN={secrets.token_urlsafe(32)}\n"
+    )
+    fd = os.open(SECRETS_FILE, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.chmod(SECRETS_FILE, 0o600)
+    _say(f"fame init: wrote {SECRETS_FILE} (mode 0600): a new master key and admission token")
+    return 0
+
+
+def clean() -> int:
+    """Stop the services, then remove the secrets, ``data/`` and ``run/``."""
+    status = stop()
+    if status != 0:
+        _fail("fame clean: services did not stop; nothing was removed")
+        return status
+    import shutil
+
+    for path in (Path("data"), RUN_DIR):
+        if path.exists():
+            shutil.rmtree(path)
+            _say(f"fame clean: removed {path}/")
+    if SECRETS_FILE.exists():
+        SECRETS_FILE.unlink()
+        _say(f"fame clean: removed {SECRETS_FILE}")
+    return 0
+
+
+# -- up ------------------------------------------------------------------------
+
+
+def _reason(service: Service) -> str:
+    """The last line the failed service logged (its one-line error)."""
+    try:
+        lines = [
+            ln for ln in service.log_file.read_text(errors="replace").splitlines() if ln.strip()
+        ]
+    except FileNotFoundError:
+        lines = []
+    if not lines:
+        return f"it exited without a message (see {service.log_file})"
+    prefix = f"fame {service.args[0]}: "
+    last = lines[-1]
+    return last[len(prefix) :] if last.startswith(prefix) else f"{last} (see {service.log_file})"
+
+
+def _start(service: Service) -> subprocess.Popen[bytes]:
+    RUN_DIR.mkdir(exist_ok=True)
+    service.ready_file.unlink(missing_ok=True)
+    with service.log_file.open("ab") as log:
+        process = subprocess.Popen(
+            service.command(),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    service.pid_file.write_text(f"{process.pid}\n")
+    return process
+
+
+def _wait_ready(service: Service, process: subprocess.Popen[bytes], deadline: float) -> str | None:
+    """Wait for the ready file; return the failure reason, or None when ready."""
+    while True:
+        if process.poll() is not None:
+            service.pid_file.unlink(missing_ok=True)
+            return _reason(service)
+        if service.ready_file.exists():
+            return None
+        if time.monotonic() > deadline:
+            return f"not ready after {START_TIMEOUT:.0f} s (see {service.log_file})"
+        time.sleep(0.05)
+
+
+async def _probe_agent(url: str, token: str | None) -> None:
+    async with _fabric.connect(url, token) as node:
+        agent = node.proxy(STORAGE_AGENT_ADDRESS, StorageAgent).with_timeout(5)
+        await agent.retrieve_value(key="fame-up-probe")
+
+
+def _wait_answers(
+    url: str, token: str | None, alive: Callable[[], bool], deadline: float
+) -> str | None:
+    """Call the agent until it answers; return the last error if it never does."""
+    last = "no answer"
+    while time.monotonic() < deadline:
+        if not alive():
+            return None  # the caller reports the dead process
+        try:
+            trio.run(_probe_agent, url, token)
+            return None
+        except Exception as exc:
+            error = leaf(exc)
+            last = f"{type(error).__name__}: {error}"
+        time.sleep(0.1)
+    return f"{STORAGE_AGENT_ADDRESS} did not answer within {START_TIMEOUT:.0f} s: {last}"
+
+
+def up() -> int:
+    """Start whatever is not running, wait until the storage agent answers."""
+    if not SECRETS_FILE.exists() and init() != 0:
+        return 1
+    for service in SERVICES:
+        if not service.config.exists():
+            _fail(f"fame up: {service.config} is missing (it is part of the checkout)")
+            return 1
+    started: list[Service] = []
+    deadline = time.monotonic() + START_TIMEOUT
+    for service in SERVICES:
+        pid = service.pid()
+        if pid is not None:
+            _say(f"fame up: {service.name} already running (pid {pid})")
+            continue
+        process = _start(service)
+        reason = _wait_ready(service, process, deadline)
+        if reason is not None:
+            _fail(f"fame up: the {service.name} failed to start: {reason}")
+            for other in reversed(started):
+                _stop_one(other)
+            return 1
+        started.append(service)
+        _say(f"fame up: {service.name} started (pid {process.pid}), log in {service.log_file}")
+    settings = load_settings([SENTINEL_CONF, SECRETS_FILE], optional=True)
+    url = sentinel_url(settings)
+    token = settings.get("FAME_ADMISSION_TOKEN") or None
+    agent = SERVICES[1]
+    problem = _wait_answers(url, token, lambda: agent.pid() is not None, deadline)
+    if agent.pid() is None:
+        problem = _reason(agent)
+    if problem is not None:
+        _fail(f"fame up: {problem}")
+        for other in reversed(started):
+            _stop_one(other)
+        return 1
+    _say(f"fame up: {STORAGE_AGENT_ADDRESS} answers via {url}")
+    return 0
+
+
+# -- stop, status, logs ----------------------------------------------------------
+
+
+def _stop_one(service: Service) -> bool:
+    """SIGTERM, wait, then SIGKILL; only the pid this service recorded. True if stopped."""
+    pid = service.pid()
+    if pid is None:
+        service.pid_file.unlink(missing_ok=True)
+        service.ready_file.unlink(missing_ok=True)
+        return False
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + STOP_TIMEOUT
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if _alive(pid):
+        _fail(f"fame stop: {service.name} (pid {pid}) did not stop in {STOP_TIMEOUT:.0f} s: killed")
+        os.kill(pid, signal.SIGKILL)
+        while _alive(pid):
+            time.sleep(0.05)
+    service.pid_file.unlink(missing_ok=True)
+    service.ready_file.unlink(missing_ok=True)
+    return True
+
+
+def stop() -> int:
+    """Stop the agent, then the sentinel, gracefully."""
+    for service in reversed(SERVICES):
+        pid = service.pid()
+        if _stop_one(service):
+            _say(f"fame stop: {service.name} stopped (pid {pid})")
+        else:
+            _say(f"fame stop: {service.name} is not running")
+    return 0
+
+
+def status() -> int:
+    """Print each service's state; exit 0 only if all run."""
+    running = 0
+    for service in SERVICES:
+        pid = service.pid()
+        if pid is None:
+            _say(f"{service.name:<9} stopped")
+            continue
+        running += 1
+        state = "ready" if service.ready_file.exists() else "starting"
+        detail = service.ready_file.read_text().strip() if state == "ready" else ""
+        _say(f"{service.name:<9} running (pid {pid}, {state}) {detail}".rstrip())
+    return 0 if running == len(SERVICES) else 3
+
+
+def logs(lines: int = 40) -> int:
+    """Print the end of each service's log."""
+    for service in SERVICES:
+        _say(f"==> {service.log_file} <==")
+        try:
+            text = service.log_file.read_text(errors="replace").splitlines()
+        except FileNotFoundError:
+            _say("(no log yet)")
+            continue
+        for line in text[-lines:]:
+            _say(line)
+    return 0

@@ -1,0 +1,225 @@
+"""``fame-client``: the storage example's client.
+
+With no arguments it does what the seed's client does: store
+``Hello, World!`` under ``key_<epoch-ms>``, read it back, stream every
+stored pair and count them. ``store KEY VALUE``, ``get KEY`` and ``list`` do
+one step each; ``--json`` prints machine-readable output and ``--verbose``
+prints every envelope (``FAME_SHOW_ENVELOPES=1``).
+
+It attaches to the sentinel as a small ephemeral node and calls
+``storage@fame.fabric`` through a typed proxy. Every failure (sentinel
+unreachable, no agent, admission refused, timeout) is one line on stderr
+and exit status 1; usage errors exit with 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import trio
+
+import fame
+from agents.storage_agent import STORAGE_AGENT_ADDRESS, RecordModel, StorageAgent
+
+from . import _fabric
+from ._errors import describe, leaf
+from ._settings import SECRETS_FILE, SENTINEL_CONF, load_settings, sentinel_url
+
+__all__ = ["main", "record_json"]
+
+PROG = "fame-client"
+
+
+class ClientError(Exception):
+    """A failure already phrased for the user."""
+
+
+def _iso(created: datetime) -> str:
+    created = created.astimezone(UTC) if created.tzinfo else created.replace(tzinfo=UTC)
+    return created.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def record_dict(record: RecordModel) -> dict[str, Any]:
+    """A record as plain JSON data, ``created`` in ISO 8601 UTC with ``Z``."""
+    return {"value": record.value, "created": _iso(record.created)}
+
+
+def record_json(record: RecordModel | None) -> str:
+    """A record as compact JSON, as the seed's client prints it."""
+    if record is None:
+        return "null"
+    return json.dumps(record_dict(record), separators=(",", ":"), ensure_ascii=False)
+
+
+def _pair_json(key: str, record: RecordModel) -> str:
+    return json.dumps([key, record_dict(record)], separators=(",", ":"), ensure_ascii=False)
+
+
+def _add_options(parser: argparse.ArgumentParser, default: object) -> None:
+    """The options, accepted before and after the command (``list --json``)."""
+
+    def pick(value: object) -> object:
+        return value if default is None else default
+
+    parser.add_argument(
+        "--url",
+        default=pick(None),
+        help="sentinel URL (default: from conf/sentinel.env, ws://127.0.0.1:8000)",
+    )
+    parser.add_argument(
+        "--token",
+        default=pick(None),
+        help="admission token (default: FAME_ADMISSION_TOKEN or conf/secrets.env)",
+    )
+    parser.add_argument(
+        "--verbose",
+        "-v",
+        action="store_true",
+        default=pick(False),
+        help="print every envelope sent and received",
+    )
+    parser.add_argument(
+        "--json", action="store_true", default=pick(False), help="machine-readable output"
+    )
+    parser.add_argument(
+        "--timeout", type=float, default=pick(10.0), help="seconds per call (default 10)"
+    )
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Call the storage agent (storage@fame.fabric) through the sentinel."
+        " Without a command: store, retrieve and list, as the seed's client does.",
+    )
+    common = argparse.ArgumentParser(add_help=False)
+    _add_options(common, argparse.SUPPRESS)
+    _add_options(parser, None)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    store = commands.add_parser("store", parents=[common], help="store VALUE under KEY")
+    store.add_argument("key")
+    store.add_argument("value")
+    get = commands.add_parser("get", parents=[common], help="print the record under KEY")
+    get.add_argument("key")
+    commands.add_parser("list", parents=[common], help="print every stored key and record")
+    return parser
+
+
+async def _run(args: argparse.Namespace, url: str, token: str | None) -> int:
+    out = sys.stdout
+    try:
+        async with _fabric.connect(url, token) as node:
+            agent = node.proxy(STORAGE_AGENT_ADDRESS, StorageAgent).with_timeout(args.timeout)
+            if args.command is None:
+                key = f"key_{time.time_ns() // 1_000_000}"
+                stored: RecordModel = await agent.store_value(key=key, value="Hello, World!")
+                retrieved: RecordModel | None = await agent.retrieve_value(key=key)
+                pairs = [(k, r) async for k, r in agent.retrieve_all_values()]
+                if args.json:
+                    document = {
+                        "key": key,
+                        "stored": record_dict(stored),
+                        "retrieved": None if retrieved is None else record_dict(retrieved),
+                        "all": {k: record_dict(r) for k, r in pairs},
+                        "total": len(pairs),
+                    }
+                    print(json.dumps(document, separators=(",", ":")), file=out)
+                    return 0
+                print(f"Stored value: {record_json(stored)}\n", file=out)
+                print(f"Retrieved value: {record_json(retrieved)}\n", file=out)
+                print("All stored key-values:", file=out)
+                for k, r in pairs:
+                    print(_pair_json(k, r), file=out)
+                print(f"\nTotal stored values: {len(pairs)}", file=out)
+            elif args.command == "store":
+                stored = await agent.store_value(key=args.key, value=args.value)
+                text = record_json(stored)
+                print(text if args.json else f"Stored value: {text}", file=out)
+            elif args.command == "get":
+                retrieved = await agent.retrieve_value(key=args.key)
+                if args.json:
+                    print(record_json(retrieved), file=out)
+                elif retrieved is None:
+                    raise ClientError(f"no record under key {args.key!r}")
+                else:
+                    print(f"Retrieved value: {record_json(retrieved)}", file=out)
+                return 0 if retrieved is not None else 1
+            else:
+                count = 0
+                async for k, r in agent.retrieve_all_values():
+                    count += 1
+                    if args.json:
+                        line = json.dumps({"key": k, **record_dict(r)}, separators=(",", ":"))
+                        print(line, file=out)
+                    else:
+                        print(_pair_json(k, r), file=out)
+                if not args.json:
+                    print(f"\nTotal stored values: {count}", file=out)
+    except ClientError:
+        raise
+    except BaseException as exc:
+        raise ClientError(_explain(leaf(exc), url)) from None
+    return 0
+
+
+def _explain(exc: BaseException, url: str) -> str:
+    hint = "is it running? start it with: just up"
+    if isinstance(exc, fame.NoRoute):
+        return f"no storage agent at {STORAGE_AGENT_ADDRESS} behind {url}: {exc} ({hint})"
+    if isinstance(exc, fame.AdmissionRefused):
+        return (
+            f"the sentinel at {url} refused admission: {exc} (check --token or"
+            f" FAME_ADMISSION_TOKEN; just init wrote it to {SECRETS_FILE})"
+        )
+    if isinstance(exc, fame.DeadlineExceeded):
+        return f"no answer in time from {STORAGE_AGENT_ADDRESS} via {url}: {exc}"
+    if isinstance(exc, fame.FameError) and isinstance(exc, ConnectionError):
+        text = str(exc)  # the fabric's SentinelUnreachable names the URL
+        if text.endswith(": HandshakeError()"):
+            text = text.removesuffix(": HandshakeError()") + ": no websocket handshake"
+        return f"{text} ({hint})"
+    if isinstance(exc, OSError):
+        reason = exc.strerror or str(exc) or type(exc).__name__
+        return f"cannot reach the sentinel at {url}: {reason} ({hint})"
+    if isinstance(exc, KeyboardInterrupt):
+        return "interrupted"
+    known = describe(exc)
+    if known is not None:
+        return known
+    name = type(exc).__name__
+    if "Handshake" in name or "Connection" in name or "Rejected" in name:
+        return f"cannot reach the sentinel at {url}: {exc or name} ({hint})"
+    return f"{name}: {exc}"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``fame-client``; returns the exit status."""
+    args = _parser().parse_args(argv)
+    try:
+        settings = load_settings([SENTINEL_CONF, SECRETS_FILE], optional=True)
+    except Exception as exc:
+        print(f"{PROG}: {exc}", file=sys.stderr)
+        return 1
+    url = args.url or sentinel_url(settings)
+    token = args.token if args.token is not None else settings.get("FAME_ADMISSION_TOKEN") or None
+    if args.verbose:
+        os.environ["FAME_SHOW_ENVELOPES"] = "1"
+    try:
+        return trio.run(_run, args, url, token)
+    except ClientError as exc:
+        print(f"{PROG}: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,64 @@
+"""``fame.connect``: a client is a small ephemeral node attached to a sentinel.
+
+It hosts no agents and binds nothing: the sentinel routes its reply
+address (``_reply@<node id>``) by the path it assigned. Calls go through
+the same :class:`fame.Proxy` as in-process ones::
+
+    async with fame.connect("ws://127.0.0.1:8000/", token=t) as node:
+        echo = node.proxy("echo@fame.fabric", Echo)
+        print(await echo.say(text="hi"))
+        async for n in echo.count(up_to=10):
+            ...
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from ._errors import FameError
+from ._node import DEFAULT_TIMEOUT, Node, open_node
+from ._uplink import DEFAULT_HEARTBEAT, HANDSHAKE_TIMEOUT, attach
+
+__all__ = ["connect"]
+
+
+class _NoStorage:
+    """A client node hosts no agents, so it opens no storage."""
+
+    def __getattr__(self, name: str) -> object:
+        raise FameError("a client node (fame.connect) has no storage; agents run on nodes")
+
+
+@asynccontextmanager
+async def connect(
+    url: str,
+    *,
+    token: str | None = None,
+    ssl_context: ssl.SSLContext | None = None,
+    default_timeout: float = DEFAULT_TIMEOUT,
+    heartbeat: float = DEFAULT_HEARTBEAT,
+    connect_timeout: float = HANDSHAKE_TIMEOUT,
+) -> AsyncIterator[Node]:
+    """Attach an ephemeral node to the sentinel at ``url`` and yield it.
+
+    ``token`` defaults to ``FAME_ADMISSION_TOKEN``. Raises
+    :class:`fame.AdmissionRefused` for a wrong token and
+    ``SentinelUnreachable`` when nothing answers at ``url``.
+    """
+    async with (
+        open_node(
+            path="client", storage_provider=_NoStorage(), default_timeout=default_timeout
+        ) as node,
+        attach(
+            node,
+            url,
+            token=token,
+            ssl_context=ssl_context,
+            heartbeat=heartbeat,
+            ephemeral=True,
+            connect_timeout=connect_timeout,
+        ),
+    ):
+        yield node

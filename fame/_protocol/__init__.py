@@ -1,0 +1,37 @@
+"""Sans-IO state machines of the fabric link: the attach handshake and binding.
+
+Both ends of a link are plain objects: feed them the frames the peer sent,
+get back the frames to send and the events that happened. No sockets, no
+clocks, no trio: the websocket layer (``fame._uplink``, ``fame._sentinel``)
+only moves bytes, and every protocol rule is tested without a network.
+
+The attach handshake::
+
+    sentinel                               node
+       | -- Challenge(nonce, sentinel_id) --> |
+       | <-- Attach(node_id, key, token, sig) |   sig = Ed25519(proof payload)
+       | -- Welcome(node_id, path)  -------->  |   or Refused(reason), then close
+       | <-- Bind(addresses) ----------------  |
+       | -- Bound(a) / BindRefused(a, why) --> |   one per address
+
+After ``Welcome`` envelopes flow both ways; ``Bind`` / ``Unbind`` and
+``Ping`` / ``Pong`` may come at any time.
+"""
+
+from ._attach import (
+    Admitted,
+    BindingTracker,
+    NodeHandshake,
+    RoutesChanged,
+    SentinelLink,
+    SentinelPolicy,
+)
+
+__all__ = [
+    "Admitted",
+    "BindingTracker",
+    "NodeHandshake",
+    "RoutesChanged",
+    "SentinelLink",
+    "SentinelPolicy",
+]

@@ -1,0 +1,304 @@
+"""The two ends of a fabric link as state machines (see the package docstring)."""
+
+from __future__ import annotations
+
+from collections.abc import MutableMapping
+from typing import Any
+
+import attrs
+
+from .._errors import AdmissionRefused, ProtocolError
+from .._identity import Identity, verify_signature
+from .._route_table import RouteTable
+from .._wire import (
+    Attach,
+    Bind,
+    BindRefused,
+    Bound,
+    Challenge,
+    LinkError,
+    Ping,
+    Pong,
+    Refused,
+    Unbind,
+    Welcome,
+    attach_proof_payload,
+)
+
+__all__ = ["Admitted", "BindingTracker", "NodeHandshake", "SentinelLink", "SentinelPolicy"]
+
+MAX_BIND_PER_FRAME = 1024
+
+
+@attrs.frozen
+class Admitted:
+    """Event: the sentinel admitted ``node_id`` at ``path``.
+
+    ``new_pin`` is true the first time this id attached: the sentinel then
+    persists the pin. Ephemeral nodes (clients) are never pinned.
+    """
+
+    node_id: str
+    public_key: bytes
+    path: str
+    ephemeral: bool
+    new_pin: bool
+
+
+@attrs.frozen
+class RoutesChanged:
+    """Event: bindings of this link changed; persist ``bound`` and forget ``unbound``."""
+
+    bound: tuple[str, ...]
+    unbound: tuple[str, ...]
+
+
+@attrs.define
+class SentinelPolicy:
+    """What the sentinel admits, shared by all its links.
+
+    ``token`` None means open admission (only when configured explicitly).
+    ``pins`` maps node id -> public key, updated on first admission.
+    """
+
+    sentinel_id: str
+    token: str | None
+    pins: MutableMapping[str, bytes]
+    routes: RouteTable[Any]
+    heartbeat_ms: int = 5000
+
+
+def _valid_label(text: str) -> bool:
+    return (
+        0 < len(text) <= 63
+        and text[0] != "-"
+        and all(c.isascii() and (c.isalnum() or c in "_-") for c in text)
+    )
+
+
+class SentinelLink:
+    """The sentinel's end of one link.
+
+    Call :meth:`start` for the challenge, then :meth:`receive` with every
+    link frame; each returns the frames to send back. Events (admission,
+    route changes) accumulate in :attr:`events`. After too many violations
+    :attr:`should_close` turns true: the caller closes the connection.
+    """
+
+    def __init__(self, policy: SentinelPolicy, nonce: bytes, *, max_strikes: int = 3) -> None:
+        self.policy = policy
+        self.nonce = nonce
+        self.state = "new"
+        self.node_id: str | None = None
+        self.path: str | None = None
+        self.ephemeral = False
+        self.events: list[Admitted | RoutesChanged] = []
+        self.strikes = 0
+        self.max_strikes = max_strikes
+
+    @property
+    def attached(self) -> bool:
+        return self.state == "attached"
+
+    @property
+    def should_close(self) -> bool:
+        return self.state in ("refused", "closed") or self.strikes >= self.max_strikes
+
+    def start(self) -> Challenge:
+        if self.state != "new":
+            raise RuntimeError("start() called twice")
+        self.state = "challenged"
+        return Challenge(self.nonce, self.policy.sentinel_id)
+
+    def violation(self, reason: str) -> LinkError:
+        """Count a protocol violation (also for bad bytes the caller saw) and answer it."""
+        self.strikes += 1
+        return LinkError(reason)
+
+    def receive(self, frame: object) -> list[Any]:
+        if self.state == "challenged":
+            if type(frame) is Attach:
+                return [self._admit(frame)]
+            return [self.violation(f"expected attach, got {type(frame).__name__}")]
+        if self.state != "attached":
+            return [self.violation(f"link is {self.state}")]
+        kind = type(frame)
+        if kind is Ping:
+            return [Pong(frame.nonce)]  # type: ignore[attr-defined]
+        if kind is Pong:
+            return []
+        if kind is Bind:
+            return self._bind(frame)  # type: ignore[arg-type]
+        if kind is Unbind:
+            return self._unbind(frame)  # type: ignore[arg-type]
+        return [self.violation(f"unexpected {kind.__name__} on an attached link")]
+
+    def _refuse(self, reason: str) -> Refused:
+        self.state = "refused"
+        return Refused(reason)
+
+    def _admit(self, attach: Attach) -> Welcome | Refused:
+        policy = self.policy
+        if policy.token is not None and attach.token != policy.token:
+            return self._refuse("wrong admission token")
+        if not _valid_label(attach.node_id):
+            return self._refuse(f"invalid node id {attach.node_id[:80]!r}")
+        payload = attach_proof_payload(self.nonce, policy.sentinel_id, attach.node_id)
+        if not verify_signature(attach.public_key, attach.signature, payload):
+            return self._refuse("bad signature: the attach proof does not verify")
+        pinned = policy.pins.get(attach.node_id)
+        if pinned is not None and pinned != attach.public_key:
+            return self._refuse(
+                f"node id {attach.node_id} is pinned to another key; refusing the takeover"
+            )
+        new_pin = pinned is None and not attach.ephemeral
+        if new_pin:
+            policy.pins[attach.node_id] = attach.public_key
+        self.state = "attached"
+        self.node_id = attach.node_id
+        self.path = attach.node_id
+        self.ephemeral = attach.ephemeral
+        self.events.append(
+            Admitted(attach.node_id, attach.public_key, self.path, attach.ephemeral, new_pin)
+        )
+        return Welcome(attach.node_id, self.path, policy.heartbeat_ms)
+
+    def _bind(self, frame: Bind) -> list[Any]:
+        assert self.node_id is not None
+        if len(frame.addresses) > MAX_BIND_PER_FRAME:
+            return [self.violation(f"more than {MAX_BIND_PER_FRAME} addresses in one bind")]
+        if frame.pool:
+            return [BindRefused(a, "pools are not supported") for a in frame.addresses]
+        from .._address import Address, AddressError
+
+        out: list[Any] = []
+        changed: list[str] = []
+        for address in frame.addresses:
+            try:
+                Address.parse(address)
+            except AddressError as exc:
+                out.append(BindRefused(address[:300], str(exc)))
+                continue
+            if self.ephemeral:
+                out.append(BindRefused(address, "ephemeral nodes bind only their reply address"))
+                continue
+            result = self.policy.routes.bind(address, self.node_id)
+            if result.ok:
+                out.append(Bound(address))
+                if result.changed:
+                    changed.append(address)
+            else:
+                out.append(BindRefused(address, result.reason))
+        if changed:
+            self.events.append(RoutesChanged(tuple(changed), ()))
+        return out
+
+    def _unbind(self, frame: Unbind) -> list[Any]:
+        assert self.node_id is not None
+        removed = tuple(a for a in frame.addresses if self.policy.routes.unbind(a, self.node_id))
+        if removed:
+            self.events.append(RoutesChanged((), removed))
+        return []
+
+    def close(self) -> None:
+        self.state = "closed"
+
+
+class NodeHandshake:
+    """The node's end of the attach handshake.
+
+    :meth:`receive` takes the sentinel's frames: a ``Challenge`` gives the
+    ``Attach`` to send, a ``Welcome`` sets :attr:`path`, a ``Refused``
+    raises :class:`fame.AdmissionRefused`; anything else before the
+    welcome raises :class:`fame.ProtocolError`.
+    """
+
+    def __init__(self, identity: Identity, token: str, *, ephemeral: bool = False) -> None:
+        self.identity = identity
+        self.token = token
+        self.ephemeral = ephemeral
+        self.state = "waiting"
+        self.path: str | None = None
+        self.heartbeat_ms = 5000
+
+    @property
+    def attached(self) -> bool:
+        return self.state == "attached"
+
+    def receive(self, frame: object) -> Attach | None:
+        kind = type(frame)
+        if kind is Refused:
+            self.state = "refused"
+            raise AdmissionRefused(frame.reason)  # type: ignore[attr-defined]
+        if self.state == "waiting" and kind is Challenge:
+            ident = self.identity
+            payload = attach_proof_payload(
+                frame.nonce,  # type: ignore[attr-defined]
+                frame.sentinel_id,  # type: ignore[attr-defined]
+                ident.node_id,
+            )
+            self.state = "challenged"
+            return Attach(
+                ident.node_id, ident.public_key, self.token, ident.sign(payload), self.ephemeral
+            )
+        if self.state == "challenged" and kind is Welcome:
+            if frame.node_id != self.identity.node_id:  # type: ignore[attr-defined]
+                raise ProtocolError("the sentinel welcomed another node id")
+            self.state = "attached"
+            self.path = frame.path  # type: ignore[attr-defined]
+            self.heartbeat_ms = frame.heartbeat_ms  # type: ignore[attr-defined]
+            return None
+        raise ProtocolError(f"unexpected {kind.__name__} during the attach handshake")
+
+
+class BindingTracker:
+    """The node's view of its bindings: wanted, confirmed, refused, pending.
+
+    Addresses are wanted whether or not the link is up; on every (re)attach
+    :meth:`on_attached` gives one ``Bind`` for all of them.
+    """
+
+    def __init__(self) -> None:
+        self.wanted: set[str] = set()
+        self.bound: set[str] = set()
+        self.refused: dict[str, str] = {}
+        self.pending: set[str] = set()
+        self.attached = False
+
+    def on_attached(self) -> Bind | None:
+        self.attached = True
+        self.bound.clear()
+        self.refused.clear()
+        self.pending = set(self.wanted)
+        return Bind(sorted(self.wanted)) if self.wanted else None
+
+    def on_detached(self) -> None:
+        self.attached = False
+        self.pending.clear()
+        self.bound.clear()
+
+    def want(self, address: str) -> Bind | None:
+        self.wanted.add(address)
+        self.refused.pop(address, None)
+        if not self.attached or address in self.bound:
+            return None
+        self.pending.add(address)
+        return Bind([address])
+
+    def drop(self, address: str) -> Unbind | None:
+        self.wanted.discard(address)
+        self.pending.discard(address)
+        self.bound.discard(address)
+        return Unbind([address]) if self.attached else None
+
+    def receive(self, frame: Bound | BindRefused) -> None:
+        self.pending.discard(frame.address)
+        if type(frame) is Bound:
+            if frame.address in self.wanted:
+                self.bound.add(frame.address)
+        else:
+            self.refused[frame.address] = frame.reason  # type: ignore[union-attr]
+
+    @property
+    def settled(self) -> bool:
+        return not self.pending

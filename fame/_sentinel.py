@@ -1,0 +1,531 @@
+"""The sentinel: a node that also serves the fabric over websockets.
+
+Nodes and clients attach to it (``fame._protocol`` decides who is
+admitted and which bindings are accepted); it routes envelopes between
+them by address. Routing decodes only the :class:`RoutingHeader` and
+forwards the original bytes with the hop count patched in place, so the
+payload is never re-encoded. An envelope for an address nobody serves is
+answered at once with a ``no_route`` error naming the address.
+
+Robustness rules: a bad frame costs its connection a ``LinkError``;
+after a few it is closed. Nothing a peer sends can raise out of its
+connection handler, so the sentinel and the other links are unaffected.
+Each connection has a bounded outgoing queue; a forwarder waits for room
+(with a limit), so a slow consumer slows its producers, it does not grow
+memory.
+
+Persistent state, in the sentinel node's own stores: its node id and key
+(``__node_meta``, ``__keystore``), the pinned public key of every node id
+it admitted (``__keystore``, key ``pin:<node id>``) and the route bindings
+(``__route_store``, key = address, value = node id), and the addresses of its own
+agents (``__binding_store``, like any node).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import secrets
+import ssl
+import sys
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager, suppress
+from pathlib import Path
+from typing import Any
+
+import trio
+from trio_websocket import WebSocketConnection, WebSocketRequest, serve_websocket
+
+from ._errors import FameError, NoRoute, WireError
+from ._identity import (
+    BINDING_STORE,
+    KEYSTORE,
+    ROUTE_STORE,
+    NodeStores,
+    load_or_create_identity,
+)
+from ._node import Node, open_node
+from ._protocol import Admitted, RoutesChanged, SentinelLink, SentinelPolicy
+from ._route_table import RouteTable
+from ._supervisor import unwrap_exception_group
+from ._transport import (
+    LINK_ERRORS,
+    WS_MAX_MESSAGE,
+    WS_QUEUE,
+    WS_RECEIVE_BUFFER,
+    server_ssl_context,
+    write_batched,
+)
+from ._wire import (
+    MAX_HOPS,
+    Batch,
+    Codec,
+    Envelope,
+    Error,
+    Request,
+    RoutingHeader,
+    bump_hops,
+)
+
+__all__ = ["Sentinel", "SentinelConfigError", "open_sentinel", "serve_sentinel"]
+
+log = logging.getLogger("fame.sentinel")
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8000
+DEFAULT_QUEUE = 256
+FORWARD_TIMEOUT = 10.0
+HANDSHAKE_TIMEOUT = 10.0
+PIN_PREFIX = "pin:"
+
+
+class SentinelConfigError(FameError, ValueError):
+    """The sentinel cannot start as configured (no token, port taken, bad TLS files)."""
+
+
+class _Conn:
+    """One attached (or attaching) websocket."""
+
+    __slots__ = ("link", "out", "out_recv", "seen", "ws")
+
+    def __init__(self, ws: WebSocketConnection, link: SentinelLink, queue: int) -> None:
+        self.ws = ws
+        self.link = link
+        self.out, self.out_recv = trio.open_memory_channel[bytes](queue)
+        self.seen = trio.current_time()
+
+    def __repr__(self) -> str:
+        return f"<link {self.link.node_id or '(attaching)'}>"
+
+
+class _SentinelUplink:
+    """The sentinel node's own uplink: its agents reach the fabric directly."""
+
+    def __init__(self, sentinel: Sentinel) -> None:
+        self._sentinel = sentinel
+        # bind() is called from sync code (Node.spawn); a task persists in order.
+        # Unbounded, but it holds at most one item per spawn or stop.
+        self._changes, self._changes_recv = trio.open_memory_channel[tuple[bool, str]](math.inf)
+
+    async def send(self, envelope: Envelope) -> None:
+        sentinel = self._sentinel
+        data = sentinel.codec.encode(envelope)
+        conn, owner = sentinel.routes.lookup(envelope.to)
+        if conn is None:
+            raise NoRoute(sentinel.no_route_reason(envelope.to, owner), actor=envelope.to)
+        await conn.out.send(data)
+
+    def send_nowait(self, envelope: Envelope) -> None:
+        conn, _ = self._sentinel.routes.lookup(envelope.to)
+        if conn is not None:
+            with suppress(trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError):
+                conn.out.send_nowait(self._sentinel.codec.encode(envelope))
+
+    def bind(self, address: str) -> None:
+        """Claim ``address`` for the sentinel's own node and remember it.
+
+        Local agents are found in the node's supervisor before the route
+        table anyway; the claim keeps other nodes from binding the address,
+        also while the sentinel restarts its agent.
+        """
+        self._sentinel.claim(address)
+        self._changes.send_nowait((True, address))
+
+    def unbind(self, address: str) -> None:
+        self._sentinel.routes.unbind(address, self._sentinel.sentinel_id)
+        self._changes.send_nowait((False, address))
+
+    async def persist(self) -> None:
+        """Keep the sentinel node's ``__binding_store`` in step with bind/unbind."""
+        stores = self._sentinel.stores
+        async for bound, address in self._changes_recv:
+            if bound:
+                await stores.set(BINDING_STORE, address, b"1")
+            else:
+                await stores.delete(BINDING_STORE, address)
+
+
+class Sentinel:
+    """A running sentinel. Get one from :func:`open_sentinel`."""
+
+    def __init__(
+        self,
+        node: Node,
+        stores: NodeStores,
+        *,
+        sentinel_id: str,
+        token: str | None,
+        url_path: str,
+        heartbeat: float,
+        queue_size: int,
+        codec: Codec,
+    ) -> None:
+        self.node = node
+        self.stores = stores
+        self.codec = codec
+        self.url_path = url_path
+        self.heartbeat = heartbeat
+        self.queue_size = queue_size
+        self.routes: RouteTable[_Conn] = RouteTable()
+        self.pins: dict[str, bytes] = {}
+        self.policy = SentinelPolicy(
+            sentinel_id, token, self.pins, self.routes, max(1, int(heartbeat * 1000))
+        )
+        self.port = 0
+        self.host = ""
+        self.violations = 0
+
+    @property
+    def sentinel_id(self) -> str:
+        return self.policy.sentinel_id
+
+    async def restore(self) -> None:
+        """Load pins and route bindings from the sentinel's stores."""
+        for key, value in (await self.stores.items(KEYSTORE)).items():
+            if key.startswith(PIN_PREFIX):
+                self.pins[key[len(PIN_PREFIX) :]] = value
+        self.routes.restore(
+            {
+                address: node_id.decode()
+                for address, node_id in (await self.stores.items(ROUTE_STORE)).items()
+            }
+        )
+        # The sentinel's own agents' addresses: claimed again before anyone attaches.
+        for address in await self.stores.items(BINDING_STORE):
+            self.claim(address)
+        if self.routes.bindings():
+            log.info("restored %d routes from %s", len(self.routes.bindings()), ROUTE_STORE)
+
+    def claim(self, address: str) -> None:
+        result = self.routes.bind(address, self.sentinel_id)
+        if not result.ok:
+            log.warning("sentinel agent at %s shadows a remote binding: %s", address, result.reason)
+
+    def no_route_reason(self, address: str, owner: str | None) -> str:
+        if owner is not None and owner == self.sentinel_id:
+            return f"no route to {address}: the sentinel's agent there is not running"
+        if owner is None:
+            return f"no route to {address}: no node bound it"
+        return f"no route to {address}: its node {owner} is not attached"
+
+    # --- connections --------------------------------------------------------------
+
+    async def handle(self, request: WebSocketRequest) -> None:
+        """Serve one websocket; never raises (input cannot kill the sentinel)."""
+        if request.path.split("?", 1)[0] != self.url_path:
+            await request.reject(404, body=b"not a fame sentinel path")
+            return
+        try:
+            ws = await request.accept()
+        except LINK_ERRORS:
+            return
+        conn = _Conn(ws, SentinelLink(self.policy, secrets.token_bytes(32)), self.queue_size)
+        try:
+            async with unwrap_exception_group(), trio.open_nursery() as tasks:
+                written = trio.Event()
+                tasks.start_soon(self._writer, conn, written)
+                tasks.start_soon(self._watchdog, conn)
+                await conn.out.send(self.codec.encode(conn.link.start()))
+                await self._reader(conn)
+                # Let the writer flush what is queued (a Refused, a last LinkError).
+                conn.out.close()
+                with trio.move_on_after(1):
+                    await written.wait()
+                tasks.cancel_scope.cancel()
+        except LINK_ERRORS:
+            pass
+        except Exception:
+            log.exception("link %r failed", conn)  # a bug, but never fatal to the sentinel
+        finally:
+            node_id = conn.link.node_id
+            if node_id is not None and self.routes.unlink(node_id, conn):
+                log.info("node %s detached", node_id)
+            conn.link.close()
+            with trio.CancelScope(shield=True), trio.move_on_after(1):
+                await ws.aclose()
+
+    async def _writer(self, conn: _Conn, written: trio.Event) -> None:
+        try:
+            await write_batched(conn.ws, conn.out_recv, self.codec)
+        finally:
+            written.set()
+
+    async def _watchdog(self, conn: _Conn) -> None:
+        """Close links that stay silent (dead peer) or never finish attaching."""
+        started = trio.current_time()
+        while True:
+            await trio.sleep(min(self.heartbeat, HANDSHAKE_TIMEOUT))
+            now = trio.current_time()
+            if not conn.link.attached and now - started > HANDSHAKE_TIMEOUT:
+                break
+            if now - conn.seen > 3 * self.heartbeat:
+                log.info("%r silent for %.1f s: closing", conn, now - conn.seen)
+                break
+        await conn.ws.aclose()
+
+    async def _violation(self, conn: _Conn, reason: str) -> None:
+        self.violations += 1
+        frame = conn.link.violation(reason)
+        with suppress(trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError):
+            conn.out.send_nowait(self.codec.encode(frame))
+        if conn.link.should_close:
+            log.info("%r: closing after %d protocol violations", conn, conn.link.strikes)
+
+    async def _reader(self, conn: _Conn) -> None:
+        link = conn.link
+        ws = conn.ws
+        while not link.should_close:
+            try:
+                data = await ws.get_message()
+            except LINK_ERRORS:
+                return
+            conn.seen = trio.current_time()
+            if isinstance(data, str):
+                await self._violation(conn, "text message: fame speaks binary msgpack")
+                continue
+            await self._on_message(conn, data, in_batch=False)
+
+    async def _on_message(self, conn: _Conn, data: bytes, *, in_batch: bool) -> None:
+        """Handle one message (or each message of a batch) from ``conn``."""
+        link = conn.link
+        try:
+            head = self.codec.decode_header(data)
+        except WireError as exc:
+            await self._violation(conn, exc.reason)
+            return
+        if type(head) is RoutingHeader:
+            if not link.attached:
+                await self._violation(conn, "envelope before attach")
+                return
+            await self._route(conn, head, data)
+            return
+        if type(head) is Batch:
+            if in_batch or not link.attached:
+                await self._violation(conn, "batches do not nest or precede attach")
+                return
+            for item in head.messages:
+                if link.should_close:
+                    return
+                await self._on_message(conn, item, in_batch=True)
+            return
+        for frame in link.receive(head):
+            await self._apply_events(conn)
+            await conn.out.send(self.codec.encode(frame))
+        await self._apply_events(conn)
+
+    async def _apply_events(self, conn: _Conn) -> None:
+        link = conn.link
+        while link.events:
+            event = link.events.pop(0)
+            if type(event) is Admitted:
+                if event.new_pin:
+                    await self.stores.set(KEYSTORE, PIN_PREFIX + event.node_id, event.public_key)
+                previous = self.routes.link(event.node_id, event.path, conn)
+                if previous is not None and previous is not conn:
+                    log.info("node %s re-attached: closing its old link", event.node_id)
+                    await previous.ws.aclose(1000, "superseded by a new link")
+                log.info(
+                    "node %s attached%s", event.node_id, " (ephemeral)" if event.ephemeral else ""
+                )
+            elif type(event) is RoutesChanged:
+                assert link.node_id is not None
+                for address in event.bound:
+                    await self.stores.set(ROUTE_STORE, address, link.node_id.encode())
+                for address in event.unbound:
+                    await self.stores.delete(ROUTE_STORE, address)
+
+    async def _route(self, conn: _Conn, head: RoutingHeader, data: bytes) -> None:
+        to = head.to
+        node = self.node
+        if to == node.reply_address or node.supervisor.ref(to) is not None:
+            try:
+                envelope = self.codec.decode(data)
+            except WireError as exc:
+                await self._violation(conn, exc.reason)
+                return
+            await node.deliver(envelope)  # type: ignore[arg-type]
+            return
+        target, owner = self.routes.lookup(to)
+        if target is None:
+            await self._reply_error(conn, data, "no_route", self.no_route_reason(to, owner))
+            return
+        if head.hops >= MAX_HOPS:
+            await self._reply_error(
+                conn, data, "protocol", f"envelope to {to} exceeded {MAX_HOPS} hops"
+            )
+            return
+        forwarded = bump_hops(data)
+        try:
+            # Fast path: room in the target's queue. No checkpoint per message:
+            # the reader checkpoints on every websocket message anyway.
+            target.out.send_nowait(forwarded)
+            return
+        except trio.WouldBlock:
+            pass
+        except (trio.ClosedResourceError, trio.BrokenResourceError):
+            await self._reply_error(conn, data, "no_route", self.no_route_reason(to, owner))
+            return
+        with trio.move_on_after(FORWARD_TIMEOUT) as waited:
+            try:
+                await target.out.send(forwarded)
+            except (trio.ClosedResourceError, trio.BrokenResourceError):
+                # The target's link closed while we waited: it is offline now.
+                await self._reply_error(conn, data, "no_route", self.no_route_reason(to, owner))
+                return
+        if waited.cancelled_caught:
+            await self._reply_error(
+                conn,
+                data,
+                "mailbox_full",
+                f"{to}: its node's link stayed full for {FORWARD_TIMEOUT:g} s",
+            )
+
+    async def _reply_error(self, conn: _Conn, data: bytes, kind: str, message: str) -> None:
+        """Answer a request that cannot be routed; other frames are dropped."""
+        try:
+            envelope = self.codec.decode(data)
+        except WireError as exc:
+            await self._violation(conn, exc.reason)
+            return
+        assert type(envelope) is Envelope
+        if type(envelope.frame) is not Request or envelope.reply_to is None:
+            return
+        error = Envelope(
+            0, envelope.reply_to, 0, Error(kind, message, envelope.to), None, envelope.corr
+        )
+        reply_to = envelope.reply_to
+        if reply_to == self.node.reply_address:
+            await self.node.deliver(error)
+            return
+        target, _ = self.routes.lookup(reply_to)
+        if target is not None:
+            # The caller may be gone too (closed link): then there is nobody to tell.
+            closed = (trio.ClosedResourceError, trio.BrokenResourceError)
+            with trio.move_on_after(FORWARD_TIMEOUT), contextlib.suppress(*closed):
+                await target.out.send(self.codec.encode(error))
+
+
+def _resolve_token(token: str | None, open_admission: bool) -> str | None:
+    if open_admission:
+        if token:
+            raise SentinelConfigError("give either an admission token or open_admission, not both")
+        return None
+    token = token if token is not None else os.environ.get("FAME_ADMISSION_TOKEN")
+    if not token:
+        raise SentinelConfigError(
+            "no admission token: set FAME_ADMISSION_TOKEN (made by `just init`) or pass"
+            " token=...; open admission needs open_admission=True"
+        )
+    return token
+
+
+@asynccontextmanager
+async def open_sentinel(
+    *,
+    host: str = DEFAULT_HOST,
+    port: int = DEFAULT_PORT,
+    path: str = "/",
+    token: str | None = None,
+    open_admission: bool = False,
+    node: Node | None = None,
+    storage_provider: Any = None,
+    certfile: str | Path | None = None,
+    keyfile: str | Path | None = None,
+    heartbeat: float = 5.0,
+    queue_size: int = DEFAULT_QUEUE,
+    max_message_size: int | None = None,
+) -> AsyncIterator[Sentinel]:
+    """Run a sentinel for the duration of the block; yields the :class:`Sentinel`.
+
+    ``token`` defaults to ``FAME_ADMISSION_TOKEN``; without one the
+    sentinel does not start unless ``open_admission`` (then it says so
+    loudly). ``port=0`` picks a free port (see ``sentinel.port``). With
+    ``certfile`` and ``keyfile`` it serves ``wss://``. Without ``node`` the
+    sentinel runs its own (``open_node(storage_provider=...)``); either
+    way that node can host agents.
+    """
+    admission = _resolve_token(token, open_admission)
+    if (certfile is None) != (keyfile is None):
+        raise SentinelConfigError("TLS needs both certfile and keyfile")
+    ssl_context: ssl.SSLContext | None = None
+    if certfile is not None and keyfile is not None:
+        try:
+            ssl_context = server_ssl_context(certfile, keyfile)
+        except (OSError, ssl.SSLError) as exc:
+            raise SentinelConfigError(f"cannot load the TLS certificate/key: {exc}") from None
+    if admission is None:
+        message = (
+            "WARNING: fame sentinel runs with OPEN ADMISSION: any process that can reach"
+            f" {host}:{port} may attach and bind addresses"
+        )
+        log.warning(message)
+        print(message, file=sys.stderr, flush=True)
+    async with AsyncExitStack() as stack:
+        if node is None:
+            node = await stack.enter_async_context(open_node(storage_provider=storage_provider))
+        stores = NodeStores(node.storage_provider)
+        identity = await load_or_create_identity(stores)
+        node.set_path(identity.node_id)
+        codec = Codec(max_message_size) if max_message_size else Codec()
+        sentinel = Sentinel(
+            node,
+            stores,
+            sentinel_id=identity.node_id,
+            token=admission,
+            url_path=path,
+            heartbeat=heartbeat,
+            queue_size=queue_size,
+            codec=codec,
+        )
+        await sentinel.restore()
+        uplink = _SentinelUplink(sentinel)
+        node.uplink = uplink
+        for address in node.local_addresses():
+            uplink.bind(address)
+        try:
+            async with trio.open_nursery() as tasks:
+                tasks.start_soon(uplink.persist)
+                try:
+                    server = await tasks.start(
+                        lambda task_status: serve_websocket(
+                            sentinel.handle,
+                            host,
+                            port,
+                            ssl_context,
+                            message_queue_size=WS_QUEUE,
+                            max_message_size=WS_MAX_MESSAGE,
+                            receive_buffer_size=WS_RECEIVE_BUFFER,
+                            connect_timeout=HANDSHAKE_TIMEOUT,
+                            disconnect_timeout=2,
+                            task_status=task_status,
+                        )
+                    )
+                except OSError as exc:
+                    raise SentinelConfigError(
+                        f"cannot listen on {host}:{port}: {exc.strerror or exc}"
+                    ) from None
+                sentinel.host = host
+                sentinel.port = server.port
+                scheme = "wss" if ssl_context else "ws"
+                log.info(
+                    "sentinel %s listening on %s://%s:%d%s",
+                    identity.node_id,
+                    scheme,
+                    host,
+                    server.port,
+                    path,
+                )
+                try:
+                    yield sentinel
+                finally:
+                    tasks.cancel_scope.cancel()
+        finally:
+            node.uplink = None
+
+
+async def serve_sentinel(**kwargs: Any) -> None:
+    """Run a sentinel until cancelled (the ``fame sentinel`` command); see :func:`open_sentinel`."""
+    async with open_sentinel(**kwargs):
+        await trio.sleep_forever()

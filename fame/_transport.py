@@ -1,0 +1,195 @@
+"""The thin websocket layer under the fabric: connect, serve, back off, TLS.
+
+Only bytes move here; the protocol is in ``fame._protocol``. One websocket
+message carries one encoded :data:`fame._wire.LinkMessage`.
+
+trio-websocket stops answering websocket pings when its receive queue is
+full, so every link keeps one task that does nothing but drain
+``get_message`` (see ``_uplink`` and ``_sentinel``); heavy work never runs
+in that task.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import ssl
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import trio
+from trio_websocket import (
+    ConnectionClosed,
+    HandshakeError,
+    WebSocketConnection,
+    open_websocket_url,
+)
+
+from ._errors import FameError
+from ._wire import DEFAULT_MAX_MESSAGE_SIZE, Batch, Codec
+
+__all__ = [
+    "SentinelUnreachable",
+    "backoff_delays",
+    "client_ssl_context",
+    "open_link",
+    "server_ssl_context",
+]
+
+# Let trio-websocket accept somewhat more than the codec does, so that an
+# oversized message gets the codec's readable error instead of a bare close.
+WS_MAX_MESSAGE = 2 * DEFAULT_MAX_MESSAGE_SIZE + 1024
+WS_QUEUE = 64
+WS_RECEIVE_BUFFER = 1 << 16
+
+LINK_ERRORS = (ConnectionClosed, HandshakeError, OSError, trio.BrokenResourceError)
+
+
+class SentinelUnreachable(FameError, ConnectionError):
+    """The sentinel could not be reached (refused, unresolvable, timed out, bad TLS)."""
+
+
+def backoff_delays(
+    base: float = 0.1, cap: float = 10.0, rng: random.Random | None = None
+) -> Iterator[float]:
+    """Reconnect delays: exponential growth to ``cap`` with full jitter.
+
+    Full jitter (uniform in ``[0, min(cap, base * 2**n)]``) spreads the
+    nodes that lost the same sentinel, so they do not all come back at the
+    same instant after it restarts.
+    """
+    rng = rng or random.Random()
+    attempt = 0
+    while True:
+        ceiling = min(cap, base * (2**attempt))
+        yield rng.uniform(ceiling / 2, ceiling) if attempt == 0 else rng.uniform(0, ceiling)
+        attempt = min(attempt + 1, 30)
+
+
+def server_ssl_context(certfile: str | Path, keyfile: str | Path) -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(str(certfile), str(keyfile))
+    return context
+
+
+def client_ssl_context(cafile: str | Path | None = None) -> ssl.SSLContext:
+    """Verify the sentinel against ``cafile`` (or the system roots)."""
+    return ssl.create_default_context(cafile=str(cafile) if cafile else None)
+
+
+async def _check_tls(url: str, ssl_context: ssl.SSLContext, timeout: float) -> None:
+    """Do one TLS handshake first, so a certificate problem is reported as such.
+
+    trio-websocket reports a failed TLS handshake only as a connect timeout;
+    the extra handshake costs one round trip per (re)connect, not per message.
+    """
+    parts = urlsplit(url)
+    host = parts.hostname or "127.0.0.1"
+    port = parts.port or 443
+    try:
+        with trio.fail_after(timeout):
+            stream = await trio.open_ssl_over_tcp_stream(
+                host, port, ssl_context=ssl_context, https_compatible=True
+            )
+            try:
+                await stream.do_handshake()
+            finally:
+                await trio.aclose_forcefully(stream)
+    except trio.TooSlowError:
+        raise SentinelUnreachable(f"cannot reach the sentinel at {url}: timed out") from None
+    except (ssl.SSLError, trio.BrokenResourceError) as exc:
+        # trio reports TLS failures as BrokenResourceError caused by the SSLError.
+        reason = exc.__cause__ if isinstance(exc.__cause__, ssl.SSLError) else exc
+        raise SentinelUnreachable(f"TLS with the sentinel at {url} failed: {reason!r}") from None
+    except OSError as exc:
+        raise SentinelUnreachable(f"cannot reach the sentinel at {url}: {exc!r}") from None
+
+
+BATCH_LIMIT = 128
+"""Most messages a writer puts in one :class:`fame._wire.Batch`."""
+
+
+async def write_batched(
+    ws: WebSocketConnection,
+    out: trio.MemoryReceiveChannel[bytes],
+    codec: Codec,
+    on_marker: Callable[[], None] | None = None,
+) -> None:
+    """Send everything from ``out`` to ``ws``, batching what queued up meanwhile.
+
+    A lone message goes as is (no added latency or bytes); when more are
+    waiting they go as one ``Batch`` of at most :data:`BATCH_LIMIT` messages
+    and half the size limit. An empty message is a flush marker: it is not
+    sent, and ``on_marker`` is called once everything before it was written.
+    """
+    budget = codec.max_size // 2
+    held: bytes | None = None
+    while True:
+        if held is None:
+            try:
+                data = await out.receive()
+            except trio.EndOfChannel:
+                return
+        else:
+            data, held = held, None
+        # One scheduling round lets the tasks that are producing right now (a
+        # stream, many callers) queue more, so they share this websocket frame.
+        await trio.lowlevel.checkpoint()
+        batch = [data]
+        size = len(data)
+        while len(batch) < BATCH_LIMIT:
+            try:
+                more = out.receive_nowait()
+            except (trio.WouldBlock, trio.EndOfChannel):
+                break
+            if size + len(more) > budget:
+                held = more
+                break
+            batch.append(more)
+            size += len(more)
+        markers = batch.count(b"")
+        if markers:
+            batch = [m for m in batch if m]
+        if len(batch) == 1:
+            await ws.send_message(batch[0])
+        elif batch:
+            await ws.send_message(codec.encode(Batch(batch)))
+        if markers and on_marker is not None:
+            on_marker()
+
+
+@asynccontextmanager
+async def open_link(
+    url: str, *, ssl_context: ssl.SSLContext | None = None, connect_timeout: float = 10.0
+) -> AsyncIterator[WebSocketConnection]:
+    """Open a websocket to ``url``; failure to connect is :class:`SentinelUnreachable`."""
+    if url.startswith("wss://"):
+        if ssl_context is None:
+            ssl_context = client_ssl_context()
+        await _check_tls(url, ssl_context, connect_timeout)
+    opened = False
+    # trio-websocket's own connect timeout does not cover every stall (a TLS port
+    # answered in plain text), so a deadline covers the whole opening; it is lifted
+    # once the link is up.
+    with trio.CancelScope(deadline=trio.current_time() + connect_timeout) as opening:
+        try:
+            async with open_websocket_url(
+                url,
+                ssl_context,
+                message_queue_size=WS_QUEUE,
+                max_message_size=WS_MAX_MESSAGE,
+                connect_timeout=connect_timeout,
+                disconnect_timeout=2,
+                receive_buffer_size=WS_RECEIVE_BUFFER,
+            ) as ws:
+                opening.deadline = math.inf
+                opened = True
+                yield ws
+        except (*LINK_ERRORS, trio.TooSlowError, ssl.SSLError, ValueError) as exc:
+            if opened:
+                raise
+            raise SentinelUnreachable(f"cannot reach the sentinel at {url}: {exc!r}") from None
+    if opening.cancelled_caught and not opened:
+        raise SentinelUnreachable(f"cannot reach the sentinel at {url}: timed out")

@@ -1,0 +1,427 @@
+"""A node's link to a sentinel: attach, bind, heartbeat, reconnect.
+
+:func:`attach` runs the uplink of an existing node for the duration of an
+``async with`` block::
+
+    async with fame.open_node() as node, fame.attach(node, url, token=t):
+        await node.spawn(Echo(), "echo@fame.fabric")
+        await trio.sleep_forever()
+
+The first attach happens before the block is entered and its failures
+raise (:class:`fame.AdmissionRefused`, :class:`SentinelUnreachable`), so a
+CLI can say what is wrong. After that a lost link is re-established for
+ever, with exponential backoff and jitter, and every wanted address is
+bound again (they are kept in the node's ``__binding_store``).
+
+Per link the uplink runs a reader that only drains and dispatches (so
+websocket pings keep being answered), a writer that owns sending, and a
+heartbeat. The outgoing queue is bounded: a sender waits when the
+sentinel is slow, memory does not grow.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import ssl
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import trio
+
+from ._errors import AdmissionRefused, NoRoute, ProtocolError, WireError
+from ._identity import BINDING_STORE, Identity, NodeStores, load_or_create_identity
+from ._node import Node
+from ._protocol import BindingTracker, NodeHandshake
+from ._supervisor import unwrap_exception_group
+from ._transport import (
+    LINK_ERRORS,
+    SentinelUnreachable,
+    backoff_delays,
+    open_link,
+    write_batched,
+)
+from ._wire import (
+    Batch,
+    BindRefused,
+    Bound,
+    Codec,
+    Envelope,
+    LinkError,
+    LinkMessage,
+    Ping,
+    Pong,
+    Refused,
+)
+
+__all__ = ["FabricUplink", "attach"]
+
+log = logging.getLogger("fame.uplink")
+
+DEFAULT_HEARTBEAT = 5.0
+DEFAULT_QUEUE = 256
+HANDSHAKE_TIMEOUT = 10.0
+
+
+class _LinkLost(Exception):
+    pass
+
+
+def show_envelope(direction: str, envelope: Envelope, size: int) -> None:
+    """One line per envelope for ``FAME_SHOW_ENVELOPES=1``."""
+    frame = envelope.frame
+    kind = type(frame).__name__
+    if kind == "Request":
+        kind = f"Request {frame.op}{' stream' if frame.stream else ''}"  # type: ignore[union-attr]
+    print(
+        f"fame {direction} id={envelope.id} corr={envelope.corr} "
+        f"from={envelope.reply_to or '-'} to={envelope.to} {kind} {size}B",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
+class FabricUplink:
+    """The :class:`fame._node.Uplink` of a node attached to a sentinel."""
+
+    def __init__(
+        self,
+        node: Node,
+        url: str,
+        token: str,
+        identity: Identity,
+        stores: NodeStores,
+        *,
+        ephemeral: bool = False,
+        ssl_context: ssl.SSLContext | None = None,
+        heartbeat: float = DEFAULT_HEARTBEAT,
+        queue_size: int = DEFAULT_QUEUE,
+        codec: Codec | None = None,
+        connect_timeout: float = HANDSHAKE_TIMEOUT,
+    ) -> None:
+        self.node = node
+        self.url = url
+        self.identity = identity
+        self.stores = stores
+        self.ephemeral = ephemeral
+        self.heartbeat = heartbeat
+        self.queue_size = queue_size
+        self._token = token
+        self._ssl = ssl_context
+        self.connect_timeout = connect_timeout
+        self._codec = codec or Codec()
+        self.bindings = BindingTracker()
+        self._out: trio.MemorySendChannel[bytes] | None = None
+        self._show = os.environ.get("FAME_SHOW_ENVELOPES", "") not in ("", "0")
+        # Bind/unbind come from sync code (Node.spawn); a task persists and sends
+        # them in order. Unbounded, but it only ever holds one item per spawn.
+        self._control_send, self._control_recv = trio.open_memory_channel[tuple[str, str]](math.inf)
+        self._settled = trio.Event()
+        self.attached = trio.Event()
+        self.attach_count = 0
+        self.started = False
+        self._flushed = trio.Event()
+
+    # --- Uplink protocol (called by the node) -------------------------------------
+
+    async def send(self, envelope: Envelope) -> None:
+        out = self._out
+        if out is None:
+            raise NoRoute(
+                f"no route to {envelope.to}: this node is not attached to {self.url}",
+                actor=envelope.to,
+            )
+        data = self._codec.encode(envelope)
+        if self._show:
+            show_envelope("send", envelope, len(data))
+        try:
+            try:
+                out.send_nowait(data)  # the common case: room in the queue
+                await trio.lowlevel.checkpoint_if_cancelled()
+                return
+            except trio.WouldBlock:
+                pass
+            await out.send(data)
+        except (trio.ClosedResourceError, trio.BrokenResourceError):
+            raise NoRoute(
+                f"no route to {envelope.to}: the link to {self.url} was lost", actor=envelope.to
+            ) from None
+
+    def send_nowait(self, envelope: Envelope) -> None:
+        out = self._out
+        if out is None:
+            return
+        try:
+            data = self._codec.encode(envelope)
+            if self._show:
+                show_envelope("send", envelope, len(data))
+            out.send_nowait(data)
+        except (trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError, WireError):
+            pass  # best effort: used from __del__ to cancel a dropped stream
+
+    def bind(self, address: str) -> None:
+        self._control_send.send_nowait(("bind", address))
+
+    def unbind(self, address: str) -> None:
+        self._control_send.send_nowait(("unbind", address))
+
+    # --- running ------------------------------------------------------------------
+
+    async def _control(self) -> None:
+        async for op, address in self._control_recv:
+            if op == "bind":
+                if not self.ephemeral:
+                    await self.stores.set(BINDING_STORE, address, b"1")
+                frame: Any = self.bindings.want(address)
+            else:
+                if not self.ephemeral:
+                    await self.stores.delete(BINDING_STORE, address)
+                frame = self.bindings.drop(address)
+            if frame is not None and self._out is not None:
+                self._settled = trio.Event() if self.bindings.pending else self._settled
+                # A link that just closed is fine: the next attach sends every binding.
+                with contextlib.suppress(trio.ClosedResourceError, trio.BrokenResourceError):
+                    await self._out.send(self._codec.encode(frame))
+
+    async def wait_bound(self) -> None:
+        """Wait until every wanted address got its ``Bound`` (or ``BindRefused``)."""
+        while not (self.bindings.attached and self.bindings.settled):
+            await self._settled.wait()
+            if not self.bindings.settled:
+                self._settled = trio.Event()
+
+    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        """Attach, serve, and re-attach for ever; the first failure raises."""
+        if not self.ephemeral:
+            # Bindings of earlier runs first: a restarted node takes its routes
+            # back even before (or without) spawning the agents again.
+            stored = await self.stores.items(BINDING_STORE)
+            self.bindings.wanted.update(stored)
+            for address in self.node.local_addresses():
+                if address not in stored:
+                    await self.stores.set(BINDING_STORE, address, b"1")
+        self.bindings.wanted.update(self.node.local_addresses())
+        delays = backoff_delays()
+        async with unwrap_exception_group(), trio.open_nursery() as tasks:
+            tasks.start_soon(self._control)
+            while True:
+                count = self.attach_count
+                try:
+                    await self._connect_once(None if self.started else task_status)
+                except AdmissionRefused:
+                    if not self.started:
+                        raise
+                    log.error("sentinel %s refused this node; retrying", self.url)
+                except (SentinelUnreachable, ProtocolError, _LinkLost, *LINK_ERRORS) as exc:
+                    if not self.started:
+                        if isinstance(exc, SentinelUnreachable | AdmissionRefused):
+                            raise
+                        raise SentinelUnreachable(f"attach to {self.url} failed: {exc}") from None
+                    log.warning("link to %s lost: %s", self.url, exc)
+                if self.attach_count != count:
+                    delays = backoff_delays()  # a link that came up resets the backoff
+                await trio.sleep(next(delays))
+
+    async def _connect_once(self, task_status: Any) -> None:
+        codec = self._codec
+        async with open_link(
+            self.url, ssl_context=self._ssl, connect_timeout=self.connect_timeout
+        ) as ws:
+            handshake = NodeHandshake(self.identity, self._token, ephemeral=self.ephemeral)
+            try:
+                with trio.fail_after(HANDSHAKE_TIMEOUT):
+                    while not handshake.attached:
+                        data = await ws.get_message()
+                        if isinstance(data, str):
+                            raise ProtocolError("text message from the sentinel")
+                        message = codec.decode(data)
+                        answer = handshake.receive(message)
+                        if answer is not None:
+                            await ws.send_message(codec.encode(answer))
+            except trio.TooSlowError:
+                raise SentinelUnreachable(f"{self.url} did not complete the handshake") from None
+            except WireError as exc:
+                raise ProtocolError(f"bad frame from the sentinel: {exc.reason}") from None
+            assert handshake.path is not None
+            self.node.set_path(handshake.path)
+            out_send, out_recv = trio.open_memory_channel[bytes](self.queue_size)
+            state = {"seen": trio.current_time()}
+            # The sentinel sets the pace: we ping at its interval, so neither side
+            # declares the other dead while both are fine.
+            self.heartbeat = handshake.heartbeat_ms / 1000
+            try:
+                async with unwrap_exception_group(), trio.open_nursery() as tasks:
+                    tasks.start_soon(self._writer, ws, out_recv)
+                    tasks.start_soon(self._heartbeat, out_send, state)
+                    bind = self.bindings.on_attached()
+                    self._settled = trio.Event()
+                    if self.bindings.settled:
+                        self._settled.set()
+                    self._out = out_send
+                    if bind is not None:
+                        await out_send.send(codec.encode(bind))
+                    self.attach_count += 1
+                    self.attached.set()
+                    if task_status is not None:
+                        tasks.start_soon(self._report_started, task_status)
+                    await self._reader(ws, state)
+                    raise _LinkLost("the sentinel closed the link")
+            finally:
+                self._out = None
+                self.bindings.on_detached()
+                self.attached = trio.Event()
+                out_send.close()
+
+    async def _report_started(self, task_status: Any) -> None:
+        await self.wait_bound()
+        self.started = True
+        task_status.started(self)
+
+    async def _writer(self, ws: Any, out: trio.MemoryReceiveChannel[bytes]) -> None:
+        await write_batched(ws, out, self._codec, lambda: self._flushed.set())
+
+    async def flush(self, limit: float = 1.0) -> None:
+        """Wait (up to ``limit`` s) until everything queued so far was written.
+
+        Called when the block of :func:`attach` ends normally, so that last
+        frames (the ``Cancel`` of a stream dropped just before) are not lost.
+        An empty message is the marker: no encoded message is empty.
+        """
+        out = self._out
+        if out is None:
+            return
+        self._flushed = trio.Event()
+        with trio.move_on_after(limit):
+            try:
+                await out.send(b"")
+            except (trio.ClosedResourceError, trio.BrokenResourceError):
+                return
+            await self._flushed.wait()
+
+    async def _heartbeat(self, out: trio.MemorySendChannel[bytes], state: dict[str, float]) -> None:
+        nonce = 0
+        ping_timeout = 3 * self.heartbeat
+        while True:
+            await trio.sleep(self.heartbeat)
+            if trio.current_time() - state["seen"] > ping_timeout:
+                raise _LinkLost(f"no sign of life from the sentinel for {ping_timeout:g} s")
+            nonce += 1
+            with trio.move_on_after(self.heartbeat):
+                await out.send(self._codec.encode(Ping(nonce)))
+
+    async def _reader(self, ws: Any, state: dict[str, float]) -> None:
+        codec = self._codec
+        while True:
+            try:
+                data = await ws.get_message()
+            except LINK_ERRORS:
+                return
+            state["seen"] = trio.current_time()
+            try:
+                message: LinkMessage = codec.decode(data)
+            except WireError as exc:
+                log.warning("bad frame from the sentinel: %s", exc.reason)
+                continue
+            if type(message) is Batch:
+                for item in message.messages:
+                    try:
+                        inner = codec.decode(item)
+                    except WireError as exc:
+                        log.warning("bad frame in a batch from the sentinel: %s", exc.reason)
+                        continue
+                    await self._dispatch(inner, len(item))
+            else:
+                await self._dispatch(message, len(data))
+
+    async def _dispatch(self, message: LinkMessage, size: int) -> None:
+        """Act on one message from the sentinel."""
+        codec = self._codec
+        node = self.node
+        kind = type(message)
+        if kind is Envelope:
+            if self._show:
+                show_envelope("recv", message, size)  # type: ignore[arg-type]
+            await node.deliver(message)  # type: ignore[arg-type]
+        elif kind is Bound or kind is BindRefused:
+            self.bindings.receive(message)  # type: ignore[arg-type]
+            if kind is BindRefused:
+                log.warning(
+                    "sentinel refused to bind %s: %s",
+                    message.address,  # type: ignore[union-attr]
+                    message.reason,  # type: ignore[union-attr]
+                )
+            if self.bindings.settled:
+                self._settled.set()
+        elif isinstance(message, Ping):
+            if self._out is not None:
+                with contextlib.suppress(trio.WouldBlock):  # the sentinel's heartbeat
+                    self._out.send_nowait(codec.encode(Pong(message.nonce)))
+        elif kind is Pong:
+            pass
+        elif kind is LinkError:
+            log.warning("sentinel reports: %s", message.reason)  # type: ignore[union-attr]
+        elif kind is Refused:
+            raise AdmissionRefused(message.reason)  # type: ignore[union-attr]
+        else:
+            log.warning("unexpected %s from the sentinel", kind.__name__)
+
+
+def _token(token: str | None) -> str:
+    if token is None:
+        token = os.environ.get("FAME_ADMISSION_TOKEN", "")
+    return token
+
+
+@asynccontextmanager
+async def attach(
+    node: Node,
+    url: str,
+    *,
+    token: str | None = None,
+    ssl_context: ssl.SSLContext | None = None,
+    heartbeat: float = DEFAULT_HEARTBEAT,
+    ephemeral: bool = False,
+    identity: Identity | None = None,
+    connect_timeout: float = HANDSHAKE_TIMEOUT,
+) -> AsyncIterator[FabricUplink]:
+    """Attach ``node`` to the sentinel at ``url`` for the duration of the block.
+
+    ``token`` defaults to ``FAME_ADMISSION_TOKEN``. The node's id and key
+    come from its ``__node_meta`` / ``__keystore`` stores (created on first
+    use) unless ``ephemeral``. ``connect_timeout`` bounds each connection
+    attempt including the handshake. Entering returns once attached and every
+    address of the node is bound. Raises :class:`fame.AdmissionRefused` or
+    :class:`SentinelUnreachable` if the first attach fails.
+    """
+    if node.uplink is not None:
+        raise RuntimeError("this node already has an uplink")
+    stores = NodeStores(None if ephemeral else node.storage_provider)
+    if identity is None:
+        identity = Identity.generate() if ephemeral else await load_or_create_identity(stores)
+    uplink = FabricUplink(
+        node,
+        url,
+        _token(token),
+        identity,
+        stores,
+        ephemeral=ephemeral,
+        ssl_context=ssl_context,
+        heartbeat=heartbeat,
+        connect_timeout=connect_timeout,
+    )
+    node.uplink = uplink
+    try:
+        async with unwrap_exception_group(), trio.open_nursery() as tasks:
+            await tasks.start(uplink.run)
+            try:
+                yield uplink
+                with trio.CancelScope(shield=True):
+                    await uplink.flush()
+            finally:
+                tasks.cancel_scope.cancel()
+    finally:
+        node.uplink = None

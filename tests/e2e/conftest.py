@@ -1,0 +1,107 @@
+"""Fixtures for the end-to-end tests: a throwaway project root and a free port.
+
+Every test runs ``just`` against the repository's justfile with the working
+directory set to a temporary root holding a copy of the committed
+``conf/*.env``, and ``FAME_SENTINEL_PORT`` set to a free port, so it never
+touches the checkout's ``data/``, ``run/`` or port 8000. Teardown stops the
+services through their pid files and kills any that remain (only those
+pids).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+JUST = shutil.which("just", path=str(Path(sys.executable).parent) + os.pathsep + os.environ["PATH"])
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+class Project:
+    """A temporary project root driven through ``just``."""
+
+    def __init__(self, root: Path, port: int) -> None:
+        self.root = root
+        self.port = port
+        self.env = {
+            **os.environ,
+            "FAME_SENTINEL_PORT": str(port),
+            "FAME_PYTHON": sys.executable,
+            "PATH": str(Path(sys.executable).parent) + os.pathsep + os.environ["PATH"],
+        }
+        for name in ("FAME_STORAGE_MASTER_KEY", "FAME_ADMISSION_TOKEN", "FAME_SENTINEL_URL"):
+            self.env.pop(name, None)
+
+    def just(self, *args: str, timeout: float = 90) -> subprocess.CompletedProcess[str]:
+        assert JUST is not None, "just is not installed (pip install rust-just)"
+        return subprocess.run(
+            [
+                JUST,
+                "--justfile",
+                str(REPO / "justfile"),
+                "--working-directory",
+                str(self.root),
+                *args,
+            ],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+
+    def pids(self) -> list[int]:
+        found = []
+        for path in (self.root / "run").glob("*.pid"):
+            with contextlib.suppress(ValueError):
+                found.append(int(path.read_text().strip()))
+        return found
+
+
+def _alive(pid: int) -> bool:
+    """True while ``pid`` runs (a zombie waiting to be reaped does not count)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Iterator[Project]:
+    root = tmp_path / "project"
+    (root / "conf").mkdir(parents=True)
+    for name in ("sentinel.env", "agent.env"):
+        shutil.copy(REPO / "conf" / name, root / "conf" / name)
+    proj = Project(root, free_port())
+    try:
+        yield proj
+    finally:
+        pids = proj.pids()
+        proj.just("stop", timeout=60)
+        for pid in pids:
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
+            time.sleep(0.05)

@@ -1,0 +1,154 @@
+"""Real processes on 127.0.0.1 for the fabric tests.
+
+Children run the small scripts in this directory with ``sys.executable``;
+every child is killed at teardown. Ports are picked free by binding port 0.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).parent
+STARTUP_LIMIT = 30.0  # seconds a child may take to print its ready line
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Child:
+    """A child process whose stdout lines are collected by a reader thread."""
+
+    def __init__(self, args: list[str], env: dict[str, str]) -> None:
+        self.args = args
+        self.proc = subprocess.Popen(
+            [sys.executable, *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=env,
+            text=True,
+            cwd=HERE,
+        )
+        self.lines: list[str] = []
+        self.err: list[str] = []
+        self._cond = threading.Condition()
+        threading.Thread(
+            target=self._read, args=(self.proc.stdout, self.lines), daemon=True
+        ).start()
+        threading.Thread(target=self._read, args=(self.proc.stderr, self.err), daemon=True).start()
+
+    def _read(self, stream: object, into: list[str]) -> None:
+        for line in stream:  # type: ignore[attr-defined]
+            with self._cond:
+                into.append(line.rstrip("\n"))
+                self._cond.notify_all()
+
+    def wait_line(self, prefix: str) -> str:
+        """Block until the child prints a line starting with ``prefix``; return it."""
+        with self._cond:
+            ok = self._cond.wait_for(
+                lambda: (
+                    any(line.startswith(prefix) for line in self.lines)
+                    or self.proc.poll() is not None
+                ),
+                timeout=STARTUP_LIMIT,
+            )
+            for line in self.lines:
+                if line.startswith(prefix):
+                    return line
+        stderr = "\n".join(self.err[-40:])
+        raise AssertionError(
+            f"{self.args} did not print {prefix!r} (ok={ok}, rc={self.proc.poll()}):\n{stderr}"
+        )
+
+    def wait_err(self, prefix: str) -> str:
+        """Block until the child writes a stderr line starting with ``prefix``."""
+        with self._cond:
+            self._cond.wait_for(
+                lambda: any(line.startswith(prefix) for line in self.err), timeout=STARTUP_LIMIT
+            )
+            for line in self.err:
+                if line.startswith(prefix):
+                    return line
+        raise AssertionError(f"no stderr line starting with {prefix!r}: {self.err[-20:]}")
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+
+    def rss_kib(self) -> int:
+        with open(f"/proc/{self.proc.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+        raise AssertionError("no VmRSS")
+
+
+class Fabric:
+    """Starts sentinels and nodes as children; kills them all at the end."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.token = secrets.token_urlsafe(24)
+        self.children: list[Child] = []
+
+    def env(self, store: str | None = None, **extra: str) -> dict[str, str]:
+        env = dict(os.environ)
+        env["FAME_ADMISSION_TOKEN"] = self.token
+        env.pop("FAME_SHOW_ENVELOPES", None)
+        if store is None:
+            env["FAME_STORAGE_PROFILE"] = "memory"
+        else:
+            directory = self.tmp / store
+            directory.mkdir(exist_ok=True)
+            env["FAME_STORAGE_PROFILE"] = "sqlite"
+            env["FAME_STORAGE_DB_DIRECTORY"] = str(directory)
+        env.update(extra)
+        return env
+
+    def start(self, script: str, *args: str, env: dict[str, str]) -> Child:
+        child = Child([str(HERE / script), *args], env)
+        self.children.append(child)
+        return child
+
+    def sentinel(
+        self, port: int | None = None, *args: str, store: str = "sentinel", **env: str
+    ) -> tuple[Child, str]:
+        port = port or free_port()
+        child = self.start("fabric_sentinel.py", str(port), *args, env=self.env(store, **env))
+        line = child.wait_line("LISTENING")
+        return child, f"ws://127.0.0.1:{line.split()[1]}/"
+
+    def node(
+        self, url: str, *args: str, store: str | None = None, **env: str
+    ) -> tuple[Child, str, str]:
+        """Start a node; return it, its node id and its bound addresses (comma-separated)."""
+        child = self.start("fabric_node.py", url, *args, env=self.env(store, **env))
+        line = child.wait_line("READY")
+        _, node_id, bound = line.split()
+        return child, node_id, bound
+
+    def close(self) -> None:
+        for child in self.children:
+            child.kill()
+
+
+@pytest.fixture
+def fabric(tmp_path: Path) -> Iterator[Fabric]:
+    f = Fabric(tmp_path)
+    try:
+        yield f
+    finally:
+        f.close()

@@ -1,0 +1,49 @@
+"""A child process for the fabric tests: a node hosting test agents, attached to a sentinel.
+
+usage: fabric_node.py URL [--no-spawn] [--steal NODE_ID] [--cafile CA]
+
+Prints ``READY <node id> <bound addresses>`` once attached and bound, or
+``REFUSED <reason>`` if the sentinel refuses it. Token from
+FAME_ADMISSION_TOKEN, storage from FAME_STORAGE_*.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import trio
+
+import fame
+from fame._identity import Identity
+from fame._transport import client_ssl_context
+from fame._uplink import attach
+
+sys.path.insert(0, __file__.rsplit("/", 1)[0])
+from fabric_agents import Echo
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("url")
+    parser.add_argument("--no-spawn", action="store_true")
+    parser.add_argument("--steal", help="attach as this node id with a fresh key")
+    parser.add_argument("--cafile")
+    args = parser.parse_args()
+    identity = Identity.generate(args.steal) if args.steal else None
+    ssl_context = client_ssl_context(args.cafile) if args.cafile else None
+    async with fame.open_node() as node:
+        if not args.no_spawn:
+            await node.spawn(Echo, "echo@fame.fabric")
+            await node.spawn(Echo, "sleepy@fame.fabric")
+        try:
+            async with attach(node, args.url, identity=identity, ssl_context=ssl_context) as uplink:
+                bound = ",".join(sorted(uplink.bindings.bound)) or "-"
+                print("READY", uplink.identity.node_id, bound, flush=True)
+                await trio.sleep_forever()
+        except fame.AdmissionRefused as exc:
+            print("REFUSED", exc.reason, flush=True)
+
+
+if __name__ == "__main__":
+    trio.run(main)

@@ -1,0 +1,140 @@
+"""Identity, pinning and restarts, with real processes and persistent (sqlite) stores."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import pytest
+import trio
+
+import fame
+from fame._client import connect
+from fame._transport import SentinelUnreachable
+
+from .conftest import Fabric, free_port
+from .fabric_agents import Echo
+
+# A safety net so a broken reconnect fails the test instead of hanging it;
+# nothing is asserted about how long recovery takes.
+RECOVERY_LIMIT = 60
+
+
+async def call_until_routed(url: str, token: str) -> str:
+    """Call echo, retrying while its route is not back yet; return the reply."""
+    with trio.fail_after(RECOVERY_LIMIT):
+        while True:
+            try:
+                async with connect(url, token=token) as client:
+                    return await client.proxy("echo@fame.fabric", Echo).say(text="back")
+            except (fame.NoRoute, SentinelUnreachable):
+                await trio.sleep(0.1)
+
+
+async def test_stolen_node_id_is_refused(fabric: Fabric) -> None:
+    _, url = fabric.sentinel()
+    _, node_id, _ = fabric.node(url, store="owner")
+    thief = fabric.start("fabric_node.py", url, "--steal", node_id, env=fabric.env("thief"))
+    line = thief.wait_line("REFUSED")
+    assert "pinned" in line
+    async with connect(url, token=fabric.token) as client:
+        assert await client.proxy("echo@fame.fabric", Echo).say(text="mine") == "mine"
+
+
+async def test_wrong_token_node_binds_nothing(fabric: Fabric) -> None:
+    _, url = fabric.sentinel()
+    intruder = fabric.start(
+        "fabric_node.py", url, env=fabric.env("intruder", FAME_ADMISSION_TOKEN="wrong")
+    )
+    assert "token" in intruder.wait_line("REFUSED")
+    async with connect(url, token=fabric.token) as client:
+        with pytest.raises(fame.NoRoute, match="no node bound it"):
+            await client.proxy("echo@fame.fabric", Echo).say(text="x")
+
+
+async def test_node_restart_keeps_its_id_and_rebinds_from_binding_store(fabric: Fabric) -> None:
+    _, url = fabric.sentinel()
+    first, node_id, bound = fabric.node(url, store="node")
+    assert bound == "echo@fame.fabric,sleepy@fame.fabric"
+    first.kill()
+    # Restarted without spawning anything: the addresses come from __binding_store.
+    _, again, bound = fabric.node(url, "--no-spawn", store="node")
+    assert again == node_id
+    assert bound == "echo@fame.fabric,sleepy@fame.fabric"
+    async with connect(url, token=fabric.token) as client:
+        # Routed to the node, which answers at once that the agent is not running.
+        with pytest.raises(fame.NoRoute, match=r"no actor at echo@fame\.fabric"):
+            await client.proxy("echo@fame.fabric", Echo).say(text="x")
+
+
+async def test_sentinel_restart_restores_routes_and_nodes_reattach(fabric: Fabric) -> None:
+    port = free_port()
+    sentinel, url = fabric.sentinel(port)
+    node, node_id, _ = fabric.node(url, store="node")
+    async with connect(url, token=fabric.token) as client:
+        assert await client.proxy("echo@fame.fabric", Echo).say(text="before") == "before"
+    # Freeze the node so the new sentinel starts with routes from its store only.
+    os.kill(node.proc.pid, signal.SIGSTOP)
+    try:
+        sentinel.kill()
+        fabric.sentinel(port)
+        async with connect(url, token=fabric.token) as client:
+            with pytest.raises(fame.NoRoute, match=f"its node {node_id} is not attached"):
+                await client.proxy("echo@fame.fabric", Echo).say(text="x")
+    finally:
+        os.kill(node.proc.pid, signal.SIGCONT)
+    try:
+        assert await call_until_routed(url, fabric.token) == "back"
+    except BaseException:
+        print("\n".join(node.err[-60:]))
+        raise
+
+
+async def test_dead_node_is_unrouted_by_heartbeat_then_comes_back(fabric: Fabric) -> None:
+    _, url = fabric.sentinel()  # heartbeat 0.5 s: a silent link dies after 1.5 s
+    node, node_id, _ = fabric.node(url, store="node")
+    async with connect(url, token=fabric.token) as client:
+        echo = client.proxy("echo@fame.fabric", Echo).with_timeout(1)
+        assert await echo.say(text="alive") == "alive"
+        os.kill(node.proc.pid, signal.SIGSTOP)  # alive TCP, silent peer
+        try:
+            with trio.fail_after(RECOVERY_LIMIT):
+                while True:
+                    try:
+                        await echo.say(text="anyone?")
+                    except fame.DeadlineExceeded:
+                        continue  # not yet declared dead: the call went to the frozen node
+                    except fame.NoRoute as exc:
+                        assert f"its node {node_id} is not attached" in str(exc)
+                        break
+        finally:
+            os.kill(node.proc.pid, signal.SIGCONT)
+    assert await call_until_routed(url, fabric.token) == "back"
+
+
+async def test_a_busy_agent_does_not_get_its_node_declared_dead(fabric: Fabric) -> None:
+    sentinel, url = fabric.sentinel()  # heartbeat 0.5 s: dead after 1.5 s of silence
+    _, node_id, _ = fabric.node(url)
+    async with connect(url, token=fabric.token) as client:
+        sleepy = client.proxy("sleepy@fame.fabric", Echo)
+        echo = client.proxy("echo@fame.fabric", Echo)
+        naps: list[str] = []
+
+        async def nap() -> None:
+            naps.append(await sleepy.nap(seconds=4))
+
+        async def pile_up(i: int) -> None:
+            assert await sleepy.say(text=str(i)) == str(i)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(nap)
+            # Requests pile up behind the busy agent while the link must stay alive.
+            for i in range(200):
+                nursery.start_soon(pile_up, i)
+            while not naps:
+                assert await echo.say(text="meanwhile") == "meanwhile"
+        assert naps == ["woke"]
+    # The node's link was never declared dead nor replaced.
+    assert not [line for line in sentinel.err if node_id in line and "detached" in line]
+    assert not [line for line in sentinel.err if "silent" in line]
+    assert len([line for line in sentinel.err if f"node {node_id} attached" in line]) == 1

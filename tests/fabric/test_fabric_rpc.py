@@ -1,0 +1,121 @@
+"""Client -> sentinel -> agent over real websockets, each in its own process."""
+
+from __future__ import annotations
+
+import pytest
+import trio
+
+import fame
+from fame._client import connect
+from fame._sentinel import open_sentinel
+from fame._transport import SentinelUnreachable
+
+from .conftest import Fabric, free_port
+from .fabric_agents import Echo
+
+
+async def test_call_and_stream_through_sentinel(fabric: Fabric) -> None:
+    _, url = fabric.sentinel()
+    fabric.node(url)
+    async with connect(url, token=fabric.token) as client:
+        echo = client.proxy("echo@fame.fabric", Echo)
+        assert await echo.say(text="hello") == "hello"
+        assert await echo.say("positional") == "positional"
+        items = [item async for item in echo.count(up_to=200)]
+        assert [item["i"] for item in items] == list(range(200))
+        # many concurrent calls share the link
+        results: list[str] = []
+
+        async def one(i: int) -> None:
+            results.append(await echo.say(text=str(i)))
+
+        async with trio.open_nursery() as nursery:
+            for i in range(50):
+                nursery.start_soon(one, i)
+        assert sorted(results, key=int) == [str(i) for i in range(50)]
+
+
+async def test_remote_errors_are_typed(fabric: Fabric) -> None:
+    _, url = fabric.sentinel()
+    fabric.node(url)
+    async with connect(url, token=fabric.token) as client:
+        echo = client.proxy("echo@fame.fabric", Echo)
+        with pytest.raises(fame.OperationFailed) as info:
+            await echo.fail(why="on purpose")
+        assert info.value.message == "on purpose"
+        assert info.value.exc_type == "Boom"
+        untyped = client.proxy("echo@fame.fabric")
+        with pytest.raises(fame.UnknownOperation):
+            await untyped.nope()
+
+
+async def test_no_route_is_immediate_and_names_the_address(fabric: Fabric) -> None:
+    _, url = fabric.sentinel()
+    async with connect(url, token=fabric.token) as client:
+        # A deadline far beyond the test: the error must come from the sentinel, not a timeout.
+        ghost = client.proxy("ghost@fame.fabric").with_timeout(3600)
+        with pytest.raises(fame.NoRoute) as info:
+            await ghost.anything()
+        assert "ghost@fame.fabric" in str(info.value)
+        with pytest.raises(fame.NoRoute):
+            async for _ in ghost.stream():
+                pass
+
+
+async def test_deadline(fabric: Fabric) -> None:
+    _, url = fabric.sentinel()
+    fabric.node(url)
+    async with connect(url, token=fabric.token) as client:
+        sleepy = client.proxy("sleepy@fame.fabric", Echo)
+        with pytest.raises(fame.DeadlineExceeded):
+            await sleepy.with_timeout(0.2).nap(seconds=30)
+        # The link and the other agents are unaffected by the abandoned call.
+        echo = client.proxy("echo@fame.fabric", Echo)
+        assert await echo.say(text="still fine") == "still fine"
+
+
+async def test_wrong_token_is_refused(fabric: Fabric) -> None:
+    _, url = fabric.sentinel()
+    with pytest.raises(fame.AdmissionRefused) as info:
+        async with connect(url, token="not-the-token"):
+            pass
+    assert "token" in info.value.reason
+
+
+async def test_unreachable_sentinel() -> None:
+    with pytest.raises(SentinelUnreachable):
+        async with connect(f"ws://127.0.0.1:{free_port()}/", token="x"):
+            pass
+
+
+async def test_show_envelopes_prints_one_line_per_envelope(fabric: Fabric) -> None:
+    _, url = fabric.sentinel()
+    node, _, _ = fabric.node(url, FAME_SHOW_ENVELOPES="1")
+    async with connect(url, token=fabric.token) as client:
+        assert await client.proxy("echo@fame.fabric", Echo).say(text="look") == "look"
+    received = node.wait_err("fame recv")
+    assert "to=echo@fame.fabric Request say" in received and "from=_reply@" in received
+    sent = node.wait_err("fame send")
+    assert " Reply " in sent and sent.endswith("B")
+
+
+async def test_the_sentinel_is_a_node_hosting_agents(fabric: Fabric) -> None:
+    """Agents on the sentinel's own node are called from clients and call remote agents."""
+    async with (
+        fame.open_node() as node,
+        open_sentinel(port=0, token=fabric.token, node=node) as sentinel,
+    ):
+        await node.spawn(Echo, "local@fame.fabric")
+        url = f"ws://127.0.0.1:{sentinel.port}/"
+        # The sentinel runs in this process: wait for the child off the event loop.
+        await trio.to_thread.run_sync(fabric.node, url)
+        async with connect(url, token=fabric.token) as client:
+            local = client.proxy("local@fame.fabric", Echo)
+            assert await local.say(text="from the sentinel") == "from the sentinel"
+            assert [i["i"] async for i in local.count(up_to=5)] == list(range(5))
+        # From the sentinel's node to an agent on another process.
+        remote = node.proxy("echo@fame.fabric", Echo)
+        assert await remote.say(text="outbound") == "outbound"
+        assert [i["i"] async for i in remote.count(up_to=5)] == list(range(5))
+        # Another node cannot take the sentinel agent's address.
+        assert sentinel.routes.owner("local@fame.fabric") == sentinel.sentinel_id

@@ -1,0 +1,75 @@
+"""Flow control and cancellation of streams across processes."""
+
+from __future__ import annotations
+
+import trio
+
+from fame._client import connect
+from fame._stream import DEFAULT_WINDOW
+
+from .conftest import Fabric
+from .fabric_agents import Echo
+
+ITEM_SIZE = 16 * 1024  # 16 KiB per item
+ITEMS = 100_000  # ~1.6 GB if nothing held the producer back
+
+
+async def test_slow_consumer_stalls_producer_with_bounded_memory(fabric: Fabric) -> None:
+    sentinel, url = fabric.sentinel()
+    node, _, _ = fabric.node(url)
+    async with connect(url, token=fabric.token) as client:
+        echo = client.proxy("echo@fame.fabric", Echo)
+        rss_before = {"sentinel": sentinel.rss_kib(), "node": node.rss_kib()}
+        async with echo.count(up_to=ITEMS, size=ITEM_SIZE) as stream:
+            consumed = 0
+            async for item in stream:
+                assert item["i"] == consumed
+                consumed += 1
+                if consumed == 10:
+                    break
+            # The consumer stopped reading. Give the producer every chance to run
+            # ahead (many round trips through both links), then count what it made.
+            for _ in range(50):
+                stats = await echo.stats()
+                await trio.sleep(0.01)
+            # Credits: at most one window beyond what was consumed (+1 item in hand).
+            assert stats["produced"] <= consumed + DEFAULT_WINDOW + 1
+            # The client holds at most one window, in a bounded channel.
+            consumer = client._consumers[stream._corr]  # type: ignore[index]
+            buffered = consumer._receive.statistics().current_buffer_used
+            assert buffered <= DEFAULT_WINDOW + 1
+            growth = {
+                "sentinel": sentinel.rss_kib() - rss_before["sentinel"],
+                "node": node.rss_kib() - rss_before["node"],
+            }
+            # A window of 64 x 16 KiB is 1 MiB; allow generous slack, far below 1.6 GB.
+            assert growth["sentinel"] < 32 * 1024, growth
+            assert growth["node"] < 32 * 1024, growth
+            # Reading on resumes the stream where it stopped.
+            async for item in stream:
+                assert item["i"] == consumed
+                consumed += 1
+                if consumed == 500:
+                    break
+        # Leaving the block cancels the stream: the agent's generator is closed.
+        with trio.fail_after(30):
+            while (await echo.stats())["closed"] < 1:  # noqa: ASYNC110 (polls another process)
+                await trio.sleep(0.01)
+        stats = await echo.stats()
+        assert stats["produced"] <= 500 + DEFAULT_WINDOW + 1
+
+
+async def test_dropping_a_stream_with_the_client_closes_the_generator(fabric: Fabric) -> None:
+    _, url = fabric.sentinel()
+    fabric.node(url)
+    async with connect(url, token=fabric.token) as client:
+        echo = client.proxy("echo@fame.fabric", Echo)
+        async for item in echo.count(up_to=10**9):
+            if item["i"] == 3:
+                break
+    # The client is gone entirely; its stream must not keep the agent busy.
+    async with connect(url, token=fabric.token) as client:
+        echo = client.proxy("echo@fame.fabric", Echo)
+        with trio.fail_after(30):
+            while (await echo.stats())["closed"] < 1:  # noqa: ASYNC110 (polls another process)
+                await trio.sleep(0.01)
