@@ -98,6 +98,9 @@ class Node:
         self._corr = itertools.count(1)
         self._pending: dict[int, ReplySlot] = {}
         self._consumers: dict[int, StreamConsumer] = {}
+        # Calls and streams whose request left through the uplink, by corr: what
+        # link_lost() must fail, since their answers can no longer arrive.
+        self._remote: dict[int, str] = {}
         self._producers: dict[tuple[str | None, int | None], StreamProducer] = {}
         self._agent_types: dict[str, type[BaseAgent]] = {}
         self.set_path(path)
@@ -227,7 +230,8 @@ class Node:
         )
         try:
             with trio.move_on_after(timeout):
-                await self.route(envelope, timeout=timeout)
+                if await self.route(envelope, timeout=timeout):
+                    self._remote[corr] = address
                 frame = await slot.wait()
                 if type(frame) is Reply:
                     return frame.result
@@ -235,6 +239,7 @@ class Node:
             raise DeadlineExceeded(f"{address} did not answer {op}() within {timeout} s")
         finally:
             del self._pending[corr]
+            self._remote.pop(corr, None)
 
     def open_stream(
         self,
@@ -251,23 +256,26 @@ class Node:
 
     # --- routing ------------------------------------------------------------------
 
-    async def route(self, envelope: Envelope, *, timeout: float | None = None) -> None:
-        """Send an envelope from this node: to a local actor, to a caller, or uplink."""
+    async def route(self, envelope: Envelope, *, timeout: float | None = None) -> bool:
+        """Send an envelope from this node: to a local actor, to a caller, or uplink.
+
+        Returns True if the envelope left through the uplink.
+        """
         to = envelope.to
         if to == self.reply_address:
             self._on_reply(envelope)
-            return
+            return False
         frame_type = type(envelope.frame)
         if (frame_type is Credit or frame_type is Cancel) and self._control_stream(envelope):
-            return
+            return False
         ref = self.supervisor.ref(to)
         if ref is not None:
             if frame_type is Request:
                 await ref.tell(envelope, timeout=timeout)
-            return
+            return False
         if self.uplink is not None:
             await self.uplink.send(envelope)
-            return
+            return True
         raise NoRoute(f"no route to {to}: no such actor on this node", actor=to)
 
     async def deliver(self, envelope: Envelope) -> None:
@@ -322,6 +330,31 @@ class Node:
     ) -> None:
         await self.reply(request, Error(kind, message, actor, exc_type))
 
+    def link_lost(self, reason: str) -> None:
+        """Fail every call and stream waiting on an answer through the lost uplink.
+
+        Called by the uplink when its connection drops: the answers of those
+        requests can no longer arrive, so their callers get
+        :class:`fame.NoRoute` now instead of waiting out their deadlines.
+        """
+        remote, self._remote = self._remote, {}
+        for corr, address in remote.items():
+            error = NoRoute(f"no answer from {address}: {reason}", actor=address)
+            slot = self._pending.get(corr)
+            if slot is not None:
+                slot.set(Error(error.kind, error.message, address, None))
+                continue
+            consumer = self._consumers.get(corr)
+            if consumer is not None:
+                consumer.fail(error)
+
+    def close_pending(self) -> None:
+        """Fail every call still waiting on this node: it is closing."""
+        for corr, slot in list(self._pending.items()):
+            slot.fail(NodeClosed(f"the node closed while call {corr} was waiting"))
+        for consumer in list(self._consumers.values()):
+            consumer.fail(NodeClosed("the node closed while the stream was open"))
+
     def _on_reply(self, envelope: Envelope) -> None:
         corr = envelope.corr
         if corr is None:
@@ -368,11 +401,12 @@ class Node:
                 async with aclosing(spec.function(actor.agent, **kwargs)) as items:
                     async for item in items:
                         value = spec.convert_result(item)
-                        with trio.move_on_after(self.stream_idle_timeout) as idle:
-                            await producer.credit.take()
-                        if idle.cancelled_caught:
-                            log.info("stream %s of %s idle: closed", spec.name, actor.address)
-                            return
+                        if not producer.credit.try_take():
+                            with trio.move_on_after(self.stream_idle_timeout) as idle:
+                                await producer.credit.take()
+                            if idle.cancelled_caught:
+                                log.info("stream %s of %s idle: closed", spec.name, actor.address)
+                                return
                         await self.reply(request, StreamItem(value))
                 await self.reply(request, StreamEnd())
         except spec.errors as exc:
@@ -463,7 +497,8 @@ class Stream:
         envelope = Envelope(0, self._address, next(node._ids), request, self._reply_to, corr)
         try:
             with trio.fail_after(self._timeout):
-                await node.route(envelope, timeout=self._timeout)
+                if await node.route(envelope, timeout=self._timeout):
+                    node._remote[corr] = self._address
         except trio.TooSlowError:
             self._forget()
             raise DeadlineExceeded(f"{self._address} did not take {self._op}()") from None
@@ -480,6 +515,7 @@ class Stream:
     def _forget(self) -> None:
         if self._corr is not None:
             self._node._consumers.pop(self._corr, None)
+            self._node._remote.pop(self._corr, None)
 
     async def aclose(self) -> None:
         """Stop the stream; the agent's generator is closed."""
@@ -648,5 +684,8 @@ async def open_node(
                     storage_provider=storage_provider,
                     default_timeout=default_timeout,
                 )
-                yield node
+                try:
+                    yield node
+                finally:
+                    node.close_pending()
             tasks.cancel_scope.cancel()

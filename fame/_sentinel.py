@@ -55,6 +55,7 @@ from ._transport import (
     WS_MAX_MESSAGE,
     WS_QUEUE,
     WS_RECEIVE_BUFFER,
+    is_link_failure,
     server_ssl_context,
     write_batched,
 )
@@ -234,10 +235,9 @@ class Sentinel:
                 with trio.move_on_after(1):
                     await written.wait()
                 tasks.cancel_scope.cancel()
-        except LINK_ERRORS:
-            pass
-        except Exception:
-            log.exception("link %r failed", conn)  # a bug, but never fatal to the sentinel
+        except Exception as exc:
+            if not is_link_failure(exc):
+                log.exception("link %r failed", conn)  # a bug, but never fatal to the sentinel
         finally:
             node_id = conn.link.node_id
             if node_id is not None and self.routes.unlink(node_id, conn):

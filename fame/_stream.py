@@ -68,6 +68,13 @@ class CreditBalance:
             self.available += n
             self._changed.set()
 
+    def try_take(self) -> bool:
+        """Spend one credit if there is one, without waiting."""
+        if self.available > 0:
+            self.available -= 1
+            return True
+        return False
+
     async def take(self) -> None:
         """Wait for one credit and spend it."""
         while self.available <= 0:
@@ -120,21 +127,33 @@ class StreamConsumer:
 
     async def next(self, timeout: float | None) -> tuple[Any, int]:
         """The next item and the credit to grant; raise StopAsyncIteration at the end."""
+        try:
+            # Items usually wait in the buffer already: take one without paying for
+            # a cancel scope. The periodic credit sends keep the reader cooperative.
+            await trio.lowlevel.checkpoint_if_cancelled()
+            frame = self._receive.receive_nowait()
+        except trio.WouldBlock:
+            frame = await self._wait(timeout)
+        except (trio.EndOfChannel, trio.ClosedResourceError):
+            self.finished = True
+            raise self._error or NodeClosed("stream closed") from None
+        if type(frame) is StreamItem:
+            return frame.item, self.window.on_consumed()
+        self.finished = True
+        if type(frame) is StreamEnd:
+            raise StopAsyncIteration
+        if type(frame) is Error:
+            raise remote_error(
+                frame.kind, frame.message, actor=frame.actor, exc_type=frame.exc_type
+            )
+        raise ProtocolError(f"unexpected {type(frame).__name__} in a stream")
+
+    async def _wait(self, timeout: float | None) -> Frame:
         deadline = math.inf if timeout is None else trio.current_time() + timeout
         with trio.move_on_at(deadline):
             try:
-                frame = await self._receive.receive()
+                return await self._receive.receive()
             except (trio.EndOfChannel, trio.ClosedResourceError):
                 self.finished = True
                 raise self._error or NodeClosed("stream closed") from None
-            if type(frame) is StreamItem:
-                return frame.item, self.window.on_consumed()
-            self.finished = True
-            if type(frame) is StreamEnd:
-                raise StopAsyncIteration
-            if type(frame) is Error:
-                raise remote_error(
-                    frame.kind, frame.message, actor=frame.actor, exc_type=frame.exc_type
-                )
-            raise ProtocolError(f"unexpected {type(frame).__name__} in a stream")
         raise DeadlineExceeded(f"{self.address} sent no stream item within {timeout} s")

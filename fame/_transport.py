@@ -47,6 +47,18 @@ WS_RECEIVE_BUFFER = 1 << 16
 LINK_ERRORS = (ConnectionClosed, HandshakeError, OSError, trio.BrokenResourceError)
 
 
+def is_link_failure(exc: BaseException, also: tuple[type[BaseException], ...] = ()) -> bool:
+    """True if ``exc`` is a lost or broken link, or a group of nothing else.
+
+    A link's reader and writer usually fail together when the peer goes
+    away, so the nursery around them raises a group of two link errors:
+    that is still just a lost link, not a bug.
+    """
+    if isinstance(exc, BaseExceptionGroup):
+        return all(is_link_failure(inner, also) for inner in exc.exceptions)
+    return isinstance(exc, (*LINK_ERRORS, *also))
+
+
 class SentinelUnreachable(FameError, ConnectionError):
     """The sentinel could not be reached (refused, unresolvable, timed out, bad TLS)."""
 

@@ -42,6 +42,7 @@ from ._transport import (
     LINK_ERRORS,
     SentinelUnreachable,
     backoff_delays,
+    is_link_failure,
     open_link,
     write_batched,
 )
@@ -270,8 +271,13 @@ class FabricUplink:
                         tasks.start_soon(self._report_started, task_status)
                     await self._reader(ws, state)
                     raise _LinkLost("the sentinel closed the link")
+            except BaseExceptionGroup as group:
+                if is_link_failure(group, (_LinkLost,)):
+                    raise _LinkLost(f"the link failed: {group.exceptions[0]}") from None
+                raise
             finally:
                 self._out = None
+                self.node.link_lost(f"the link to {self.url} was lost")
                 self.bindings.on_detached()
                 self.attached = trio.Event()
                 out_send.close()

@@ -138,3 +138,33 @@ async def test_a_busy_agent_does_not_get_its_node_declared_dead(fabric: Fabric) 
     assert not [line for line in sentinel.err if node_id in line and "detached" in line]
     assert not [line for line in sentinel.err if "silent" in line]
     assert len([line for line in sentinel.err if f"node {node_id} attached" in line]) == 1
+
+
+async def test_calls_in_flight_fail_at_once_when_the_link_drops(fabric: Fabric) -> None:
+    sentinel, url = fabric.sentinel()
+    fabric.node(url)
+    async with connect(url, token=fabric.token) as client:
+        # Deadlines of an hour: the errors below must come from the lost link.
+        echo = client.proxy("echo@fame.fabric", Echo).with_timeout(3600)
+        outcomes: list[str] = []
+
+        async def nap() -> None:
+            with pytest.raises(fame.NoRoute, match="was lost"):
+                await echo.nap(seconds=3600)
+            outcomes.append("call failed")
+
+        with trio.fail_after(120):  # a guard against hanging, not a measurement
+            async with trio.open_nursery() as nursery:
+                stream = echo.count(up_to=10**9).__aiter__()
+                assert (await stream.__anext__())["i"] == 0
+                nursery.start_soon(nap)
+                # Both requests have left the node (it offers no event for that: poll).
+                while len(client._remote) < 2:  # noqa: ASYNC110
+                    await trio.sleep(0.01)
+                sentinel.kill()
+                with pytest.raises(fame.NoRoute, match="was lost"):
+                    while True:
+                        await stream.__anext__()
+                outcomes.append("stream failed")
+        assert sorted(outcomes) == ["call failed", "stream failed"]
+        assert client._remote == {}
