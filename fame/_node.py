@@ -676,16 +676,19 @@ async def open_node(
 
             storage_provider = await stack.enter_async_context(open_storage_from_env())
         async with unwrap_exception_group(), trio.open_nursery() as tasks:
-            async with open_supervisor(restart_policy, stop_timeout=stop_timeout) as supervisor:
-                node = Node(
-                    tasks,
-                    supervisor,
-                    path=path,
-                    storage_provider=storage_provider,
-                    default_timeout=default_timeout,
-                )
-                try:
+            node: Node | None = None
+            try:
+                async with open_supervisor(restart_policy, stop_timeout=stop_timeout) as sup:
+                    node = Node(
+                        tasks,
+                        sup,
+                        path=path,
+                        storage_provider=storage_provider,
+                        default_timeout=default_timeout,
+                    )
                     yield node
-                finally:
+            finally:
+                # Only now: a graceful close first lets queued calls be answered.
+                if node is not None:
                     node.close_pending()
             tasks.cancel_scope.cancel()

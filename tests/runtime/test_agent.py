@@ -487,3 +487,28 @@ async def test_a_concurrent_call_that_never_ends_does_not_skip_stop(autojump_clo
         await trio.testing.wait_all_tasks_blocked()
     # Half the stop timeout for the call to finish, then stop(), then the call is cancelled.
     assert agent.log == ["stop at 2", "cancelled at 2"]
+
+
+async def test_a_caller_outside_a_closing_node_gets_node_closed_not_a_hang() -> None:
+    class Sleeper(fame.BaseAgent):
+        @fame.operation
+        async def sleep(self) -> None:
+            await trio.sleep_forever()
+
+    outcome: list[BaseException] = []
+
+    async def call(proxy: fame.Proxy) -> None:
+        try:
+            await proxy.with_timeout(3600).sleep()
+        except fame.NodeClosed as exc:
+            outcome.append(exc)
+
+    async with trio.open_nursery() as callers:
+        with trio.CancelScope() as node_scope:
+            async with fame.open_node(storage_provider=PROVIDER, stop_timeout=1) as node:
+                proxy = await node.spawn(Sleeper(), "sleeper@local")
+                callers.start_soon(call, proxy)
+                await trio.testing.wait_all_tasks_blocked()
+                node_scope.cancel()
+    assert len(outcome) == 1
+    assert "node closed" in str(outcome[0])
