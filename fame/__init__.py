@@ -29,8 +29,9 @@ from ._errors import (
     UnknownOperation,
     WireError,
 )
-from ._node import Node, Proxy, Stream, open_node
+from ._node import Node, open_node
 from ._operation import operation
+from ._proxy import Proxy
 from ._sentinel import Sentinel, SentinelConfigError, open_sentinel, serve_sentinel
 from ._storage import (
     DamagedDatabase,
@@ -55,6 +56,7 @@ from ._storage import (
     open_storage_from_env,
     storage_config_from_env,
 )
+from ._stream import Stream
 from ._supervisor import RestartPolicy, Supervisor, open_supervisor
 from ._transport import SentinelUnreachable, client_ssl_context, server_ssl_context
 from ._uplink import attach

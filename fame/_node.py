@@ -18,12 +18,10 @@ from __future__ import annotations
 
 import itertools
 import logging
-import math
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, aclosing, asynccontextmanager, suppress
 from typing import Any, Protocol
 
-import msgspec
 import trio
 
 from ._actor import Actor, ActorRef
@@ -38,8 +36,9 @@ from ._errors import (
     remote_error,
 )
 from ._operation import OperationSpec
+from ._proxy import Proxy
 from ._reply import ReplySlot
-from ._stream import DEFAULT_WINDOW, StreamConsumer, StreamProducer
+from ._stream import DEFAULT_WINDOW, Stream, StreamConsumer, StreamProducer, timeout_ms
 from ._supervisor import RestartPolicy, Supervisor, open_supervisor, unwrap_exception_group
 from ._wire import (
     Cancel,
@@ -224,7 +223,7 @@ class Node:
             0,
             address,
             next(self._ids),
-            Request(op, args, False, 0, _ms(timeout)),
+            Request(op, args, False, 0, timeout_ms(timeout)),
             self.reply_address,
             corr,
         )
@@ -252,6 +251,7 @@ class Node:
         item_type: Any = Any,
     ) -> Stream:
         """Call streaming operation ``op``; iterate the returned :class:`Stream`."""
+        timeout = self.default_timeout if timeout is None else timeout
         return Stream(self, address, op, args, timeout, window, item_type)
 
     # --- routing ------------------------------------------------------------------
@@ -329,6 +329,47 @@ class Node:
         exc_type: str | None = None,
     ) -> None:
         await self.reply(request, Error(kind, message, actor, exc_type))
+
+    # --- streams, consumer side (used by Stream) -------------------------------------
+
+    async def send_stream_request(
+        self, address: str, request: Request, consumer: StreamConsumer, timeout: float
+    ) -> int:
+        """Send a streaming request whose frames ``consumer`` will receive; return its corr."""
+        corr = next(self._corr)
+        self._consumers[corr] = consumer
+        envelope = Envelope(0, address, next(self._ids), request, self.reply_address, corr)
+        try:
+            with trio.fail_after(timeout):
+                if await self.route(envelope, timeout=timeout):
+                    self._remote[corr] = address
+        except trio.TooSlowError:
+            self.forget_stream(corr)
+            raise DeadlineExceeded(f"{address} did not take {request.op}()") from None
+        except BaseException:
+            self.forget_stream(corr)
+            raise
+        return corr
+
+    async def send_stream_control(self, address: str, corr: int, frame: Credit | Cancel) -> None:
+        """Send credit or a cancel to the producer of stream ``corr``; lost links are ignored."""
+        envelope = Envelope(0, address, next(self._ids), frame, self.reply_address, corr)
+        with suppress(NoRoute, NodeClosed):
+            await self.route(envelope)
+
+    def cancel_stream_nowait(self, address: str, corr: int) -> None:
+        """Best-effort cancel of stream ``corr`` from synchronous code (``__del__``)."""
+        self.forget_stream(corr)
+        envelope = Envelope(0, address, 0, Cancel("stream dropped"), self.reply_address, corr)
+        if not self._control_stream(envelope) and self.uplink is not None:
+            send_nowait = getattr(self.uplink, "send_nowait", None)
+            if send_nowait is not None:
+                send_nowait(envelope)
+
+    def forget_stream(self, corr: int) -> None:
+        """Stop delivering frames of stream ``corr``: it ended or was closed."""
+        self._consumers.pop(corr, None)
+        self._remote.pop(corr, None)
 
     def link_lost(self, reason: str) -> None:
         """Fail every call and stream waiting on an answer through the lost uplink.
@@ -424,230 +465,10 @@ class Node:
             self._producers.pop(key, None)
 
 
-def _ms(timeout: float) -> int | None:
-    return None if math.isinf(timeout) else max(0, int(timeout * 1000))
-
-
 def _error_from(frame: Frame) -> Exception:
     if type(frame) is Error:
         return remote_error(frame.kind, frame.message, actor=frame.actor, exc_type=frame.exc_type)
     return ProtocolError(f"unexpected {type(frame).__name__} in reply to a call")
-
-
-class Stream:
-    """The results of a streaming call: ``async for item in stream``.
-
-    Use it as ``async with`` (or call :meth:`aclose`) to stop early: the
-    agent's generator is then closed. A stream dropped unfinished is
-    cancelled the same way when it is garbage collected. ``timeout`` bounds
-    the wait for each item.
-    """
-
-    def __init__(
-        self,
-        node: Node,
-        address: str,
-        op: str,
-        args: dict[str, Any],
-        timeout: float | None,
-        window: int,
-        item_type: Any,
-    ) -> None:
-        self._node = node
-        self._address = address
-        self._op = op
-        self._args = args
-        self._timeout = node.default_timeout if timeout is None else timeout
-        self._item_type = item_type
-        self._consumer = StreamConsumer(address, window)
-        self._corr: int | None = None
-        self._reply_to = node.reply_address
-
-    async def __aenter__(self) -> Stream:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.aclose()
-
-    def __aiter__(self) -> Stream:
-        return self
-
-    async def __anext__(self) -> Any:
-        if self._corr is None:
-            await self._open()
-        try:
-            item, grant = await self._consumer.next(self._timeout)
-        except BaseException:
-            if self._consumer.finished:
-                self._forget()  # ended (normally or not): nothing more will arrive
-            raise
-        if grant:
-            await self._send(Credit(grant))
-        if self._item_type is not Any:
-            item = msgspec.convert(item, self._item_type, strict=False)
-        return item
-
-    async def _open(self) -> None:
-        node = self._node
-        self._corr = corr = next(node._corr)
-        node._consumers[corr] = self._consumer
-        request = Request(
-            self._op, self._args, True, self._consumer.window.window, _ms(self._timeout)
-        )
-        envelope = Envelope(0, self._address, next(node._ids), request, self._reply_to, corr)
-        try:
-            with trio.fail_after(self._timeout):
-                if await node.route(envelope, timeout=self._timeout):
-                    node._remote[corr] = self._address
-        except trio.TooSlowError:
-            self._forget()
-            raise DeadlineExceeded(f"{self._address} did not take {self._op}()") from None
-        except BaseException:
-            self._forget()
-            raise
-
-    async def _send(self, frame: Frame) -> None:
-        node = self._node
-        envelope = Envelope(0, self._address, next(node._ids), frame, self._reply_to, self._corr)
-        with suppress(NoRoute, NodeClosed):
-            await node.route(envelope)
-
-    def _forget(self) -> None:
-        if self._corr is not None:
-            self._node._consumers.pop(self._corr, None)
-            self._node._remote.pop(self._corr, None)
-
-    async def aclose(self) -> None:
-        """Stop the stream; the agent's generator is closed."""
-        if self._corr is None or self._consumer.finished:
-            self._forget()
-            self._consumer.finished = True
-            return
-        self._consumer.finished = True
-        self._forget()
-        with trio.CancelScope(shield=True), trio.move_on_after(5):
-            await self._send(Cancel("consumer closed the stream"))
-
-    def __del__(self) -> None:
-        if self._corr is not None and not self._consumer.finished:
-            self._forget()
-            node = self._node
-            envelope = Envelope(
-                0, self._address, 0, Cancel("stream dropped"), self._reply_to, self._corr
-            )
-            if not node._control_stream(envelope) and node.uplink is not None:
-                send_nowait = getattr(node.uplink, "send_nowait", None)
-                if send_nowait is not None:
-                    send_nowait(envelope)
-
-
-class Proxy:
-    """Calls an agent's operations as methods: ``await proxy.op(x=1)``.
-
-    Every attribute is an operation. A plain one is awaited; a streaming
-    one is iterated (``async for item in proxy.op()``). Without an agent
-    type the proxy cannot tell which is which, so the returned call object
-    supports both.
-    """
-
-    def __init__(
-        self,
-        node: Node,
-        address: str,
-        agent_type: type[BaseAgent] | None = None,
-        *,
-        timeout: float | None = None,
-    ) -> None:
-        self._node = node
-        self._address = address
-        self._agent_type = agent_type
-        self._timeout = timeout
-
-    @property
-    def address(self) -> str:
-        return self._address
-
-    def __repr__(self) -> str:
-        kind = self._agent_type.__name__ if self._agent_type else "agent"
-        return f"<Proxy {kind} at {self._address}>"
-
-    def with_timeout(self, timeout: float) -> Proxy:
-        """A proxy to the same agent whose calls have this deadline (seconds)."""
-        return Proxy(self._node, self._address, self._agent_type, timeout=timeout)
-
-    def __getattr__(self, name: str) -> Callable[..., _Call]:
-        if name.startswith("_"):
-            raise AttributeError(name)
-        spec: OperationSpec | None = None
-        if self._agent_type is not None and self._agent_type is not BaseAgent:
-            spec = self._agent_type.operations.get(name)
-            if spec is None:
-                raise AttributeError(
-                    f"{self._agent_type.__name__} at {self._address} has no operation {name!r}"
-                )
-
-        def call(*args: Any, **kwargs: Any) -> _Call:
-            if spec is not None:
-                kwargs = spec.bind(args, kwargs)
-            elif args:
-                raise TypeError(
-                    f"{name}(): pass keyword arguments (this proxy does not know the signature)"
-                )
-            return _Call(self, name, kwargs, spec)
-
-        call.__name__ = name
-        return call
-
-
-class _Call:
-    """One call through a proxy: awaitable (plain) and async-iterable (streaming)."""
-
-    __slots__ = ("_args", "_name", "_proxy", "_spec", "_stream")
-
-    def __init__(
-        self, proxy: Proxy, name: str, args: dict[str, Any], spec: OperationSpec | None
-    ) -> None:
-        self._proxy = proxy
-        self._name = name
-        self._args = args
-        self._spec = spec
-        self._stream: Stream | None = None
-
-    def __await__(self) -> Any:
-        return self._result().__await__()
-
-    async def _result(self) -> Any:
-        proxy = self._proxy
-        result = await proxy._node.call(
-            proxy._address, self._name, self._args, timeout=proxy._timeout
-        )
-        spec = self._spec
-        if spec is not None and spec.result_type is not Any:
-            return msgspec.convert(result, spec.result_type, strict=False)
-        return result
-
-    def _open(self) -> Stream:
-        if self._stream is None:
-            proxy = self._proxy
-            item_type = self._spec.result_type if self._spec is not None else Any
-            self._stream = proxy._node.open_stream(
-                proxy._address,
-                self._name,
-                self._args,
-                timeout=proxy._timeout,
-                item_type=item_type,
-            )
-        return self._stream
-
-    def __aiter__(self) -> Stream:
-        return self._open()
-
-    async def __aenter__(self) -> Stream:
-        return self._open()
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        if self._stream is not None:
-            await self._stream.aclose()
 
 
 @asynccontextmanager

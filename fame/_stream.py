@@ -14,14 +14,25 @@ router in between, holds more than a window of items per stream.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import msgspec
 import trio
 
 from ._errors import DeadlineExceeded, NodeClosed, ProtocolError, remote_error
-from ._wire import Cancel, Credit, Error, Frame, StreamEnd, StreamItem
+from ._wire import Cancel, Credit, Error, Frame, Request, StreamEnd, StreamItem
 
-__all__ = ["CreditBalance", "CreditWindow", "StreamConsumer", "StreamProducer"]
+if TYPE_CHECKING:
+    from ._node import Node
+
+__all__ = [
+    "CreditBalance",
+    "CreditWindow",
+    "Stream",
+    "StreamConsumer",
+    "StreamProducer",
+    "timeout_ms",
+]
 
 DEFAULT_WINDOW = 64
 
@@ -157,3 +168,82 @@ class StreamConsumer:
                 self.finished = True
                 raise self._error or NodeClosed("stream closed") from None
         raise DeadlineExceeded(f"{self.address} sent no stream item within {timeout} s")
+
+
+class Stream:
+    """The results of a streaming call: ``async for item in stream``.
+
+    Use it as ``async with`` (or call :meth:`aclose`) to stop early: the
+    agent's generator is then closed. A stream dropped unfinished is
+    cancelled the same way when it is garbage collected. ``timeout`` bounds
+    the wait for each item.
+    """
+
+    def __init__(
+        self,
+        node: Node,
+        address: str,
+        op: str,
+        args: dict[str, Any],
+        timeout: float,
+        window: int,
+        item_type: Any,
+    ) -> None:
+        self._node = node
+        self._address = address
+        self._op = op
+        self._args = args
+        self._timeout = timeout
+        self._item_type = item_type
+        self._consumer = StreamConsumer(address, window)
+        self._corr: int | None = None
+
+    async def __aenter__(self) -> Stream:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    def __aiter__(self) -> Stream:
+        return self
+
+    async def __anext__(self) -> Any:
+        if self._corr is None:
+            request = Request(
+                self._op, self._args, True, self._consumer.window.window, timeout_ms(self._timeout)
+            )
+            self._corr = await self._node.send_stream_request(
+                self._address, request, self._consumer, self._timeout
+            )
+        try:
+            item, grant = await self._consumer.next(self._timeout)
+        except BaseException:
+            if self._consumer.finished:
+                self._node.forget_stream(self._corr)  # ended: nothing more will arrive
+            raise
+        if grant:
+            await self._node.send_stream_control(self._address, self._corr, Credit(grant))
+        if self._item_type is not Any:
+            item = msgspec.convert(item, self._item_type, strict=False)
+        return item
+
+    async def aclose(self) -> None:
+        """Stop the stream; the agent's generator is closed."""
+        finished, self._consumer.finished = self._consumer.finished, True
+        if self._corr is None:
+            return
+        self._node.forget_stream(self._corr)
+        if not finished:
+            with trio.CancelScope(shield=True), trio.move_on_after(5):
+                await self._node.send_stream_control(
+                    self._address, self._corr, Cancel("consumer closed the stream")
+                )
+
+    def __del__(self) -> None:
+        if self._corr is not None and not self._consumer.finished:
+            self._node.cancel_stream_nowait(self._address, self._corr)
+
+
+def timeout_ms(timeout: float) -> int | None:
+    """A deadline in seconds as the wire's milliseconds (``None``: no deadline)."""
+    return None if math.isinf(timeout) else max(0, int(timeout * 1000))
