@@ -6,14 +6,16 @@ storage backend module touches the driver), so the same key checks apply:
 a wrong key is refused before any file is opened by SQLite, and nothing is
 ever created, as a namespace is opened only if its file exists.
 
-``check`` verifies, for every encrypted file, the HMAC-SHA512 of every page
-with the file's key (what SQLCipher's ``cipher_integrity_check`` does), then
-reads and decodes every live record. Run it with the services stopped: a
-running node keeps recent pages in its ``-wal`` file, which is not checked.
+``check`` runs SQLCipher's ``cipher_integrity_check`` (every page
+authenticated with the file's key) and SQLite's ``integrity_check`` on
+every file, read-only, then reads and decodes every live record of the
+sound ones. Run it with the services stopped: a running node keeps recent
+pages in its ``-wal`` file, which is not checked.
 """
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -22,10 +24,9 @@ from typing import Any
 import msgspec
 import trio
 
-from fame._storage import open_storage, storage_config_from_env
-from fame._storage._keys import derive_file_key
+from fame._storage import DamagedDatabase, open_storage, storage_config_from_env
+from fame._storage._integrity import check_files
 from fame._storage._namespace import ENCRYPTED_SUFFIX, PLAIN_SUFFIX
-from fame._storage._probe import PAGE_SIZE, _hmac_key, _page_verifies
 
 __all__ = ["check", "dump", "namespaces"]
 
@@ -104,47 +105,35 @@ def dump(directory: Path, namespace: str, settings: Mapping[str, str]) -> int:
     return 0
 
 
-def _bad_pages(path: Path, key: bytes) -> list[int]:
-    data = path.read_bytes()
-    if not data:
-        return []
-    if len(data) % PAGE_SIZE:
-        return [len(data) // PAGE_SIZE + 1]
-    hmac_key = _hmac_key(key, data[:16])
-    return [
-        number
-        for number in range(1, len(data) // PAGE_SIZE + 1)
-        if not _page_verifies(hmac_key, data[(number - 1) * PAGE_SIZE : number * PAGE_SIZE], number)
-    ]
-
-
 def check(directory: Path, settings: Mapping[str, str]) -> int:
-    """Verify every page and every record; print one line per file and a verdict."""
+    """Check every file and every record; print one line per file and a verdict.
+
+    Opening the stores first reports a wrong master key before anything
+    else and decodes every record against nothing but msgpack; then each
+    file gets SQLCipher's page authentication and SQLite's integrity check.
+    """
     found = namespaces(directory, settings)
     config = storage_config_from_env(_settings_for(directory, settings))
-    # Opening reads the key check first: a wrong key is reported before anything else.
-    records = trio.run(_records, directory, settings, [name for name, _ in found])
+    results = check_files(config)
+    if results and not any(result.ok for result in results):
+        # Nothing authenticates: opening names the cause when it is a wrong key.
+        with contextlib.suppress(DamagedDatabase):
+            trio.run(_records, directory, settings, [result.namespace for result in results])
+    sound = [result.namespace for result in results if result.ok]
+    records = trio.run(_records, directory, settings, sound)
     failures = 0
-    for name, path in found:
-        pages = path.stat().st_size // PAGE_SIZE
-        if config.master_key is not None and config.profile == "encrypted-sqlite":
-            bad = _bad_pages(path, derive_file_key(config.master_key, path.name))
-        else:
-            bad = []
-        wal = Path(str(path) + "-wal")
-        note = (
-            " (has a -wal file: stop the services for a full check)"
-            if wal.exists() and wal.stat().st_size
-            else ""
-        )
-        if bad:
-            failures += 1
+    for result in results:
+        note = " (has a -wal file: stop the services for a full check)" if result.has_wal else ""
+        if result.ok:
+            count = len(records.get(result.namespace, []))
             print(
-                f"{path.name}: DAMAGED: pages {', '.join(map(str, bad[:10]))} fail authentication"
+                f"{result.file_name}: ok: integrity checks passed, {count} records readable{note}"
             )
-        else:
-            count = len(records[name])
-            print(f"{path.name}: ok: {pages} pages authentic, {count} records readable{note}")
+            continue
+        failures += 1
+        shown = "; ".join(result.problems[:5])
+        more = f" (and {len(result.problems) - 5} more)" if len(result.problems) > 5 else ""
+        print(f"{result.file_name}: DAMAGED: {shown}{more}")
     if failures:
         print(
             f"fame check: {failures} of {len(found)} files in {directory} are damaged",

@@ -137,3 +137,22 @@ async def test_normal_durability_works(tmp_path: Path) -> None:
         store = await provider.get_kv_store(dict, "ns")
         await store.set("k", {"a": 1})
         assert await store.get("k") == {"a": 1}
+
+
+@pytest.mark.parametrize(
+    ("directory", "expected"),
+    [
+        # sysfs refuses new files even to root, so this holds whoever runs the tests.
+        ("/sys/kernel", "directory /sys/kernel is not writable"),
+        ("/proc/fame-data", "cannot create directory /proc/fame-data"),
+    ],
+)
+async def test_directory_that_cannot_be_written(directory: str, expected: str) -> None:
+    env = {"FAME_STORAGE_PROFILE": "sqlite", "FAME_STORAGE_DB_DIRECTORY": directory}
+    with pytest.raises(StorageConfigError) as info:
+        async with open_storage_from_env(env):
+            pass
+    message = str(info.value)
+    assert message.startswith("FAME_STORAGE_DB_DIRECTORY: ")
+    assert expected in message
+    assert "\n" not in message
