@@ -50,6 +50,7 @@ from ._node import Node, open_node
 from ._protocol import Admitted, RoutesChanged, SentinelLink, SentinelPolicy
 from ._route_table import RouteTable
 from ._supervisor import unwrap_exception_group
+from ._trace import show_envelope, tracing_enabled
 from ._transport import (
     LINK_ERRORS,
     WS_MAX_MESSAGE,
@@ -177,6 +178,7 @@ class Sentinel:
         self.port = 0
         self.host = ""
         self.violations = 0
+        self._show = tracing_enabled()
 
     @property
     def sentinel_id(self) -> str:
@@ -210,6 +212,14 @@ class Sentinel:
         if owner is None:
             return f"no route to {address}: no node bound it"
         return f"no route to {address}: its node {owner} is not attached"
+
+    def _trace(self, data: bytes) -> None:
+        # Routing needs only the header; the trace line wants the frame type, so
+        # decode the rest here, where it costs only when tracing is on.
+        with suppress(WireError):
+            envelope = self.codec.decode(data)
+            if isinstance(envelope, Envelope):
+                show_envelope("route", envelope, len(data))
 
     # --- connections --------------------------------------------------------------
 
@@ -339,6 +349,8 @@ class Sentinel:
     async def _route(self, conn: _Conn, head: RoutingHeader, data: bytes) -> None:
         to = head.to
         node = self.node
+        if self._show:
+            self._trace(data)
         if to == node.reply_address or node.supervisor.ref(to) is not None:
             try:
                 envelope = self.codec.decode(data)

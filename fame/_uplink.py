@@ -26,7 +26,6 @@ import logging
 import math
 import os
 import ssl
-import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -38,6 +37,7 @@ from ._identity import BINDING_STORE, Identity, NodeStores, load_or_create_ident
 from ._node import Node
 from ._protocol import BindingTracker, NodeHandshake
 from ._supervisor import unwrap_exception_group
+from ._trace import show_envelope, tracing_enabled
 from ._transport import (
     LINK_ERRORS,
     SentinelUnreachable,
@@ -72,20 +72,6 @@ class _LinkLost(Exception):
     pass
 
 
-def show_envelope(direction: str, envelope: Envelope, size: int) -> None:
-    """One line per envelope for ``FAME_SHOW_ENVELOPES=1``."""
-    frame = envelope.frame
-    kind = type(frame).__name__
-    if kind == "Request":
-        kind = f"Request {frame.op}{' stream' if frame.stream else ''}"  # type: ignore[union-attr]
-    print(
-        f"fame {direction} id={envelope.id} corr={envelope.corr} "
-        f"from={envelope.reply_to or '-'} to={envelope.to} {kind} {size}B",
-        file=sys.stderr,
-        flush=True,
-    )
-
-
 class FabricUplink:
     """The :class:`fame._node.Uplink` of a node attached to a sentinel."""
 
@@ -117,7 +103,7 @@ class FabricUplink:
         self._codec = codec or Codec()
         self.bindings = BindingTracker()
         self._out: trio.MemorySendChannel[bytes] | None = None
-        self._show = os.environ.get("FAME_SHOW_ENVELOPES", "") not in ("", "0")
+        self._show = tracing_enabled()
         # Bind/unbind come from sync code (Node.spawn); a task persists and sends
         # them in order. Unbounded, but it only ever holds one item per spawn.
         self._control_send, self._control_recv = trio.open_memory_channel[tuple[str, str]](math.inf)

@@ -72,16 +72,23 @@ class Child:
             f"{self.args} did not print {prefix!r} (ok={ok}, rc={self.proc.poll()}):\n{stderr}"
         )
 
-    def wait_err(self, prefix: str) -> str:
-        """Block until the child writes a stderr line starting with ``prefix``."""
+    def wait_err(self, prefix: str, contains: str = "") -> str:
+        """Block until the child writes a stderr line starting with ``prefix``.
+
+        With ``contains``, the line must also contain that text.
+        """
+
+        def match(line: str) -> bool:
+            return line.startswith(prefix) and contains in line
+
         with self._cond:
-            self._cond.wait_for(
-                lambda: any(line.startswith(prefix) for line in self.err), timeout=STARTUP_LIMIT
-            )
+            self._cond.wait_for(lambda: any(map(match, self.err)), timeout=STARTUP_LIMIT)
             for line in self.err:
-                if line.startswith(prefix):
+                if match(line):
                     return line
-        raise AssertionError(f"no stderr line starting with {prefix!r}: {self.err[-20:]}")
+        raise AssertionError(
+            f"no stderr line starting with {prefix!r} containing {contains!r}: {self.err[-20:]}"
+        )
 
     def kill(self) -> None:
         if self.proc.poll() is None:

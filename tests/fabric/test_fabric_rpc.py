@@ -89,7 +89,7 @@ async def test_unreachable_sentinel() -> None:
 
 
 async def test_show_envelopes_prints_one_line_per_envelope(fabric: Fabric) -> None:
-    _, url = fabric.sentinel()
+    sentinel, url = fabric.sentinel(FAME_SHOW_ENVELOPES="1")
     node, _, _ = fabric.node(url, FAME_SHOW_ENVELOPES="1")
     async with connect(url, token=fabric.token) as client:
         assert await client.proxy("echo@fame.fabric", Echo).say(text="look") == "look"
@@ -97,6 +97,21 @@ async def test_show_envelopes_prints_one_line_per_envelope(fabric: Fabric) -> No
     assert "to=echo@fame.fabric Request say" in received and "from=_reply@" in received
     sent = node.wait_err("fame send")
     assert " Reply " in sent and sent.endswith("B")
+    # The sentinel is a node too: it traces what it routes, request and reply.
+    routed = sentinel.wait_err("fame route")
+    assert "to=echo@fame.fabric Request say" in routed
+    reply = sentinel.wait_err("fame route", contains=" Reply ")
+    assert "to=_reply@" in reply
+
+
+async def test_envelope_lines_are_off_by_default(fabric: Fabric) -> None:
+    sentinel, url = fabric.sentinel()
+    node, _, _ = fabric.node(url)
+    async with connect(url, token=fabric.token) as client:
+        assert await client.proxy("echo@fame.fabric", Echo).say(text="quiet") == "quiet"
+    node.kill()
+    sentinel.kill()
+    assert not [line for line in node.err + sentinel.err if line.startswith("fame ")]
 
 
 async def test_the_sentinel_is_a_node_hosting_agents(fabric: Fabric) -> None:
