@@ -46,6 +46,7 @@ from ._identity import (
     NodeStores,
     load_or_create_identity,
 )
+from ._inflight import InflightRequests
 from ._node import Node, open_node
 from ._protocol import Admitted, RoutesChanged, SentinelLink, SentinelPolicy
 from ._route_table import RouteTable
@@ -61,14 +62,17 @@ from ._transport import (
     write_batched,
 )
 from ._wire import (
+    FINAL_FRAME_TAGS,
     MAX_HOPS,
     Batch,
+    Cancel,
     Codec,
     Envelope,
     Error,
     Request,
     RoutingHeader,
     bump_hops,
+    frame_tag,
 )
 
 __all__ = ["Sentinel", "SentinelConfigError", "open_sentinel", "serve_sentinel"]
@@ -117,6 +121,11 @@ class _SentinelUplink:
         conn, owner = sentinel.routes.lookup(envelope.to)
         if conn is None:
             raise NoRoute(sentinel.no_route_reason(envelope.to, owner), actor=envelope.to)
+        if envelope.reply_to is not None and envelope.corr is not None:
+            if type(envelope.frame) is Cancel:
+                sentinel.inflight.finished(conn, envelope.reply_to, envelope.corr)
+            else:
+                sentinel.inflight.forwarded(conn, envelope.reply_to, envelope.corr)
         await conn.out.send(data)
 
     def send_nowait(self, envelope: Envelope) -> None:
@@ -171,6 +180,7 @@ class Sentinel:
         self.heartbeat = heartbeat
         self.queue_size = queue_size
         self.routes: RouteTable[_Conn] = RouteTable()
+        self.inflight: InflightRequests[_Conn] = InflightRequests()
         self.pins: dict[str, bytes] = {}
         self.policy = SentinelPolicy(
             sentinel_id, token, self.pins, self.routes, max(1, int(heartbeat * 1000))
@@ -253,6 +263,10 @@ class Sentinel:
             if node_id is not None and self.routes.unlink(node_id, conn):
                 log.info("node %s detached", node_id)
             conn.link.close()
+            unanswered = self.inflight.lost(conn)
+            if unanswered:
+                with trio.CancelScope(shield=True), trio.move_on_after(1):
+                    await self._answer_lost(unanswered, node_id)
             with trio.CancelScope(shield=True), trio.move_on_after(1):
                 await ws.aclose()
 
@@ -351,6 +365,14 @@ class Sentinel:
         node = self.node
         if self._show:
             self._trace(data)
+        if head.reply_to is None and head.corr is not None:
+            # An answer travelling back: a final one settles the request at conn.
+            try:
+                if frame_tag(head.frame) in FINAL_FRAME_TAGS:
+                    self.inflight.finished(conn, to, head.corr)
+            except WireError as exc:
+                await self._violation(conn, exc.reason)
+                return
         if to == node.reply_address or node.supervisor.ref(to) is not None:
             try:
                 envelope = self.codec.decode(data)
@@ -368,6 +390,18 @@ class Sentinel:
                 conn, data, "protocol", f"envelope to {to} exceeded {MAX_HOPS} hops"
             )
             return
+        if head.reply_to is not None and head.corr is not None:
+            # No await since lookup(): target is still linked, so lost(target)
+            # has not run yet and will see this entry.
+            try:
+                cancel = frame_tag(head.frame) == "cancel"
+            except WireError as exc:
+                await self._violation(conn, exc.reason)
+                return
+            if cancel:
+                self.inflight.finished(target, head.reply_to, head.corr)
+            else:
+                self.inflight.forwarded(target, head.reply_to, head.corr)
         forwarded = bump_hops(data)
         try:
             # Fast path: room in the target's queue. No checkpoint per message:
@@ -393,6 +427,23 @@ class Sentinel:
                 "mailbox_full",
                 f"{to}: its node's link stayed full for {FORWARD_TIMEOUT:g} s",
             )
+
+    async def _answer_lost(self, unanswered: list[tuple[str, int]], node_id: str | None) -> None:
+        """Tell the callers of requests a lost link will never answer, at once.
+
+        Best effort, never waiting for room: a caller whose queue is full
+        falls back to its own deadline.
+        """
+        message = f"node {node_id or '(attaching)'} went away before answering"
+        for reply_to, corr in unanswered:
+            error = Envelope(0, reply_to, 0, Error("no_route", message, None), None, corr)
+            if reply_to == self.node.reply_address:
+                await self.node.deliver(error)
+                continue
+            caller, _ = self.routes.lookup(reply_to)
+            if caller is not None:
+                with suppress(trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError):
+                    caller.out.send_nowait(self.codec.encode(error))
 
     async def _reply_error(self, conn: _Conn, data: bytes, kind: str, message: str) -> None:
         """Answer a request that cannot be routed; other frames are dropped."""

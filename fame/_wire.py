@@ -29,6 +29,7 @@ from ._errors import WireError
 
 __all__ = [
     "DEFAULT_MAX_MESSAGE_SIZE",
+    "FINAL_FRAME_TAGS",
     "MAX_HOPS",
     "Attach",
     "Batch",
@@ -55,6 +56,7 @@ __all__ = [
     "Unbind",
     "Welcome",
     "bump_hops",
+    "frame_tag",
 ]
 
 DEFAULT_MAX_MESSAGE_SIZE: Final = 1 << 20
@@ -144,11 +146,36 @@ class Envelope(_Msg, tag="e"):
 
 
 class RoutingHeader(_Msg, tag="e"):
-    """The first fields of an :class:`Envelope`: all a router decodes."""
+    """An :class:`Envelope` as a router decodes it: the frame stays raw bytes.
+
+    ``frame`` is the undecoded frame (see :func:`frame_tag`); ``reply_to``
+    and ``corr`` let a router answer requests whose target went away.
+    """
 
     hops: int
     to: str
     id: int
+    frame: msgspec.Raw
+    reply_to: str | None = None
+    corr: int | None = None
+
+
+class _FrameTag(msgspec.Struct, array_like=True):
+    tag: str
+
+
+_frame_tag_decoder = msgspec.msgpack.Decoder(_FrameTag)
+
+FINAL_FRAME_TAGS: Final = frozenset({"rep", "end", "err"})
+"""Tags of the frames that end a request: after one, nothing more answers it."""
+
+
+def frame_tag(frame: msgspec.Raw) -> str:
+    """The tag of an undecoded frame (``"req"``, ``"rep"``, ...), decoding nothing else."""
+    try:
+        return _frame_tag_decoder.decode(frame).tag
+    except msgspec.DecodeError as exc:
+        raise WireError(f"malformed frame: {exc}") from None
 
 
 # --- link frames: between the two ends of one connection ------------------------------

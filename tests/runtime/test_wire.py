@@ -105,7 +105,17 @@ def test_link_frame_round_trip(frame: Any) -> None:
 @given(envelopes)
 def test_routing_header_reads_only_the_head(envelope: wire.Envelope) -> None:
     header = codec.decode_header(codec.encode(envelope))
-    assert header == wire.RoutingHeader(envelope.hops, envelope.to, envelope.id)
+    assert isinstance(header, wire.RoutingHeader)
+    assert (header.hops, header.to, header.id, header.reply_to, header.corr) == (
+        envelope.hops,
+        envelope.to,
+        envelope.id,
+        envelope.reply_to,
+        envelope.corr,
+    )
+    # The frame stays undecoded bytes, exactly the frame's own encoding.
+    assert bytes(header.frame) == msgspec.msgpack.encode(envelope.frame)
+    assert wire.frame_tag(header.frame) == type(envelope.frame).__struct_config__.tag
 
 
 @settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow])

@@ -1,0 +1,54 @@
+"""Requests a sentinel forwarded and that are not answered yet, per link.
+
+When a node's link drops, the requests the sentinel already forwarded to it
+can never be answered. Without this table their callers would wait out
+their deadlines (30 s by default); with it, the sentinel answers each of
+them at once with a ``no_route`` error that says the node went away.
+
+A request is keyed by the caller's ``(reply_to, corr)``. It is recorded
+when a request (or a stream credit) goes to a link, and forgotten when a
+final frame (reply, stream end, error) comes back from that link or when
+the caller cancels. The table is bounded per link: past ``limit`` the
+oldest entries are dropped, which only means those callers fall back to
+their own deadlines. Pure data structure: no I/O, no clock.
+"""
+
+from __future__ import annotations
+
+from typing import Generic, TypeVar
+
+__all__ = ["InflightRequests"]
+
+L = TypeVar("L")
+Key = tuple[str, int]
+
+
+class InflightRequests(Generic[L]):
+    """Per link, the ``(reply_to, corr)`` of requests waiting for an answer from it."""
+
+    def __init__(self, limit: int = 65_536) -> None:
+        if limit < 1:
+            raise ValueError("limit must be at least 1")
+        self.limit = limit
+        self._by_link: dict[L, dict[Key, None]] = {}
+
+    def forwarded(self, link: L, reply_to: str, corr: int) -> None:
+        """A request (or stream credit) from ``reply_to`` went to ``link``."""
+        waiting = self._by_link.setdefault(link, {})
+        waiting[reply_to, corr] = None
+        if len(waiting) > self.limit:
+            del waiting[next(iter(waiting))]  # dicts keep insertion order: the oldest
+
+    def finished(self, link: L, reply_to: str, corr: int) -> None:
+        """``link`` sent the final answer to ``(reply_to, corr)``, or the caller cancelled."""
+        waiting = self._by_link.get(link)
+        if waiting is not None:
+            waiting.pop((reply_to, corr), None)
+
+    def lost(self, link: L) -> list[Key]:
+        """``link`` closed: forget it and return the requests it left unanswered."""
+        return list(self._by_link.pop(link, {}))
+
+    def waiting(self, link: L) -> int:
+        """How many requests wait for an answer from ``link``."""
+        return len(self._by_link.get(link, {}))
