@@ -1,5 +1,7 @@
 """Requests a sentinel forwarded and that are not answered yet, per link.
 
+(It also tells which link serves a request: see :meth:`InflightRequests.link_of`.)
+
 When a node's link drops, the requests the sentinel already forwarded to it
 can never be answered. Without this table their callers would wait out
 their deadlines (30 s by default); with it, the sentinel answers each of
@@ -31,23 +33,41 @@ class InflightRequests(Generic[L]):
             raise ValueError("limit must be at least 1")
         self.limit = limit
         self._by_link: dict[L, dict[Key, None]] = {}
+        self._link_of: dict[Key, L] = {}
 
     def forwarded(self, link: L, reply_to: str, corr: int) -> None:
         """A request (or stream credit) from ``reply_to`` went to ``link``."""
         waiting = self._by_link.setdefault(link, {})
-        waiting[reply_to, corr] = None
+        key = (reply_to, corr)
+        waiting[key] = None
+        self._link_of[key] = link
         if len(waiting) > self.limit:
-            del waiting[next(iter(waiting))]  # dicts keep insertion order: the oldest
+            oldest = next(iter(waiting))  # dicts keep insertion order
+            del waiting[oldest]
+            self._link_of.pop(oldest, None)
 
     def finished(self, link: L, reply_to: str, corr: int) -> None:
         """``link`` sent the final answer to ``(reply_to, corr)``, or the caller cancelled."""
+        key = (reply_to, corr)
         waiting = self._by_link.get(link)
-        if waiting is not None:
-            waiting.pop((reply_to, corr), None)
+        if waiting is not None and key in waiting:
+            del waiting[key]
+            self._link_of.pop(key, None)
 
     def lost(self, link: L) -> list[Key]:
         """``link`` closed: forget it and return the requests it left unanswered."""
-        return list(self._by_link.pop(link, {}))
+        keys = list(self._by_link.pop(link, {}))
+        for key in keys:
+            self._link_of.pop(key, None)
+        return keys
+
+    def link_of(self, reply_to: str, corr: int) -> L | None:
+        """The link serving the caller's request ``corr``, while it is unanswered.
+
+        Stream credits and cancels to a pool follow their stream this way:
+        round-robin would send them to another member, which has no such stream.
+        """
+        return self._link_of.get((reply_to, corr))
 
     def waiting(self, link: L) -> int:
         """How many requests wait for an answer from ``link``."""

@@ -67,8 +67,11 @@ class Uplink(Protocol):
     async def send(self, envelope: Envelope) -> None:
         """Send an envelope towards the fabric; raise :class:`fame.NoRoute` if offline."""
 
-    def bind(self, address: str) -> None:
-        """Ask the sentinel to route ``address`` to this node (asynchronously)."""
+    def bind(self, address: str, *, pool: bool = False) -> None:
+        """Ask the sentinel to route ``address`` to this node (asynchronously).
+
+        With ``pool``, the node joins the pool of nodes serving ``address``.
+        """
 
     def unbind(self, address: str) -> None:
         """Ask the sentinel to stop routing ``address`` to this node."""
@@ -102,6 +105,7 @@ class Node:
         self._remote: dict[int, str] = {}
         self._producers: dict[tuple[str | None, int | None], StreamProducer] = {}
         self._agent_types: dict[str, type[BaseAgent]] = {}
+        self._pools: set[str] = set()
         self.set_path(path)
 
     # --- identity -----------------------------------------------------------------
@@ -115,6 +119,10 @@ class Node:
         """The addresses of the actors and agents hosted here."""
         return [a for a in self._agent_types if a in self.supervisor]
 
+    def is_pool(self, address: str) -> bool:
+        """Whether this node serves ``address`` as one member of a pool."""
+        return address in self._pools
+
     # --- spawning -----------------------------------------------------------------
 
     async def spawn(
@@ -124,6 +132,7 @@ class Node:
         *,
         mailbox_size: int = 1024,
         restart_policy: RestartPolicy | None = None,
+        pool: bool = False,
     ) -> Proxy:
         """Start ``agent`` at ``address`` and return a proxy to it.
 
@@ -131,8 +140,15 @@ class Node:
         ``start()`` runs again) or a zero-argument factory such as the class
         itself (every restart gets a fresh instance). Returns once the
         agent's ``start()`` completed; if it raises, so does ``spawn``.
+
+        With ``pool=True`` the address is bound as one member of a pool:
+        several nodes may serve it, and the sentinel spreads calls over the
+        attached members round-robin. Without it, a second node binding the
+        same address is refused.
         """
         text = str(Address.parse(address))
+        if pool and self.uplink is not None and not getattr(self.uplink, "pools", True):
+            raise ValueError(f"{text}: agents on this node cannot be pooled (a sentinel's own)")
         agent_type: type[BaseAgent] | None = None
         if isinstance(agent, BaseAgent):
             instance = agent
@@ -171,8 +187,10 @@ class Node:
         except BaseException:
             del self._agent_types[text]
             raise
+        if pool:
+            self._pools.add(text)
         if self.uplink is not None:
-            self.uplink.bind(text)
+            self.uplink.bind(text, pool=pool)
         return Proxy(self, text, agent_type)
 
     async def stop_agent(self, address: str | Address) -> None:
@@ -182,6 +200,7 @@ class Node:
             self.uplink.unbind(text)
         await self.supervisor.stop(text)
         self._agent_types.pop(text, None)
+        self._pools.discard(text)
 
     def ref(self, address: str | Address) -> ActorRef:
         """The :class:`ActorRef` of a local actor, for ``tell`` / ``ask``."""

@@ -8,8 +8,13 @@ address is routable when its node is linked; when it is not, a caller gets
 a no-route error that says the node is offline, and the route comes back by
 itself when the node re-attaches.
 
+An address belongs either to one node, or to a *pool*: several nodes that
+each bound it with ``pool=True``. A pool's requests go round-robin to its
+attached members. Exclusive and pooled binding of one address exclude each
+other, so a node can never silently join (or take over) another's address.
+
 Pure data structure: no I/O, no clock. The sentinel persists the changes
-:meth:`bind` and :meth:`unbind` report.
+:meth:`bind` and :meth:`unbind` report, as :meth:`record` gives them.
 """
 
 from __future__ import annotations
@@ -37,20 +42,55 @@ class RouteTable(Generic[L]):
 
     def __init__(self) -> None:
         self._owner: dict[str, str] = {}
+        self._pools: dict[str, list[str]] = {}  # address -> member node ids, in join order
+        self._cursor: dict[str, int] = {}  # address -> index of the next member to try
         self._links: dict[str, L] = {}
         self._paths: dict[str, str] = {}  # node path -> node id (reply addresses)
 
     # --- bindings ---------------------------------------------------------------
 
-    def restore(self, bindings: dict[str, str]) -> None:
-        """Load persisted address -> node id bindings (at sentinel start)."""
-        self._owner.update(bindings)
+    def restore(self, records: dict[str, str]) -> None:
+        """Load persisted bindings, as :meth:`record` wrote them (at sentinel start)."""
+        for address, value in records.items():
+            if value.startswith(_POOL_PREFIX):
+                members = [m for m in value[len(_POOL_PREFIX) :].split(",") if m]
+                if members:
+                    self._pools[address] = members
+            else:
+                self._owner[address] = value
+
+    def record(self, address: str) -> str | None:
+        """What to persist for ``address``: its owner, ``pool:<ids>``, or None (unbound)."""
+        members = self._pools.get(address)
+        if members:
+            return _POOL_PREFIX + ",".join(members)
+        return self._owner.get(address)
 
     def bindings(self) -> dict[str, str]:
-        return dict(self._owner)
+        """Every binding as :meth:`record` gives it."""
+        records = dict(self._owner)
+        records.update((address, _POOL_PREFIX + ",".join(m)) for address, m in self._pools.items())
+        return records
 
-    def bind(self, address: str, node_id: str) -> BindResult:
+    def bind(self, address: str, node_id: str, *, pool: bool = False) -> BindResult:
         owner = self._owner.get(address)
+        members = self._pools.get(address)
+        if pool:
+            if owner is not None:
+                return BindResult(
+                    False, reason=f"{address} is bound to node {owner} alone, not as a pool"
+                )
+            if members is None:
+                self._pools[address] = [node_id]
+                return BindResult(True, changed=True)
+            if node_id in members:
+                return BindResult(True)
+            members.append(node_id)
+            return BindResult(True, changed=True)
+        if members is not None:
+            return BindResult(
+                False, reason=f"{address} is a pool of {len(members)} nodes: bind it with pool=True"
+            )
         if owner is None:
             self._owner[address] = node_id
             return BindResult(True, changed=True)
@@ -59,14 +99,27 @@ class RouteTable(Generic[L]):
         return BindResult(False, reason=f"{address} is already bound to node {owner}")
 
     def unbind(self, address: str, node_id: str) -> bool:
-        """Remove ``address`` if ``node_id`` owns it; True if something changed."""
+        """Remove ``node_id``'s binding of ``address``; True if something changed."""
         if self._owner.get(address) == node_id:
             del self._owner[address]
+            return True
+        members = self._pools.get(address)
+        if members is not None and node_id in members:
+            members.remove(node_id)
+            if not members:
+                del self._pools[address]
+                self._cursor.pop(address, None)
             return True
         return False
 
     def owner(self, address: str) -> str | None:
+        """The node that bound ``address`` alone (None for pools and unbound addresses)."""
         return self._owner.get(address)
+
+    def pool(self, address: str) -> list[str] | None:
+        """The member node ids of the pool at ``address``, or None if it is no pool."""
+        members = self._pools.get(address)
+        return list(members) if members is not None else None
 
     # --- links ------------------------------------------------------------------
 
@@ -99,8 +152,13 @@ class RouteTable(Generic[L]):
         """``(link, node_id)`` for ``address``.
 
         ``(None, None)``: nobody bound it. ``(None, node_id)``: bound to a
-        node that is not attached now.
+        node that is not attached now. For a pool, the next attached member
+        in round-robin order (each call moves on), or ``(None, first
+        member)`` when none is attached.
         """
+        members = self._pools.get(address)
+        if members is not None:
+            return self._next_member(address, members)
         node_id = self._owner.get(address)
         if node_id is None:
             _, _, path = address.partition("@")
@@ -108,3 +166,17 @@ class RouteTable(Generic[L]):
             if node_id is None:
                 return None, None
         return self._links.get(node_id), node_id
+
+    def _next_member(self, address: str, members: list[str]) -> tuple[L | None, str | None]:
+        count = len(members)
+        start = self._cursor.get(address, 0) % count
+        for step in range(count):
+            node_id = members[(start + step) % count]
+            link = self._links.get(node_id)
+            if link is not None:
+                self._cursor[address] = (start + step + 1) % count
+                return link, node_id
+        return None, members[0]
+
+
+_POOL_PREFIX = "pool:"

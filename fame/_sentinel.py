@@ -67,6 +67,7 @@ from ._wire import (
     Batch,
     Cancel,
     Codec,
+    Credit,
     Envelope,
     Error,
     Request,
@@ -118,7 +119,11 @@ class _SentinelUplink:
     async def send(self, envelope: Envelope) -> None:
         sentinel = self._sentinel
         data = sentinel.codec.encode(envelope)
-        conn, owner = sentinel.routes.lookup(envelope.to)
+        control = type(envelope.frame) in (Credit, Cancel)
+        if control and envelope.reply_to is not None and envelope.corr is not None:
+            conn, owner = sentinel.stream_link(envelope.to, envelope.reply_to, envelope.corr)
+        else:
+            conn, owner = sentinel.routes.lookup(envelope.to)
         if conn is None:
             raise NoRoute(sentinel.no_route_reason(envelope.to, owner), actor=envelope.to)
         if envelope.reply_to is not None and envelope.corr is not None:
@@ -134,7 +139,10 @@ class _SentinelUplink:
             with suppress(trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError):
                 conn.out.send_nowait(self._sentinel.codec.encode(envelope))
 
-    def bind(self, address: str) -> None:
+    pools = False
+    """The sentinel's own agents answer locally before any route: they cannot be pooled."""
+
+    def bind(self, address: str, *, pool: bool = False) -> None:
         """Claim ``address`` for the sentinel's own node and remember it.
 
         Local agents are found in the node's supervisor before the route
@@ -201,8 +209,8 @@ class Sentinel:
                 self.pins[key[len(PIN_PREFIX) :]] = value
         self.routes.restore(
             {
-                address: node_id.decode()
-                for address, node_id in (await self.stores.items(ROUTE_STORE)).items()
+                address: record.decode()
+                for address, record in (await self.stores.items(ROUTE_STORE)).items()
             }
         )
         # The sentinel's own agents' addresses: claimed again before anyone attaches.
@@ -216,7 +224,24 @@ class Sentinel:
         if not result.ok:
             log.warning("sentinel agent at %s shadows a remote binding: %s", address, result.reason)
 
+    def stream_link(
+        self, address: str, reply_to: str, corr: int
+    ) -> tuple[_Conn | None, str | None]:
+        """Where the credit or cancel of stream ``(reply_to, corr)`` must go.
+
+        To the link serving the stream: for a pool, round-robin would pick
+        another member, which has no such stream.
+        """
+        if self.routes.pool(address) is None:
+            return self.routes.lookup(address)
+        return self.inflight.link_of(reply_to, corr), None
+
     def no_route_reason(self, address: str, owner: str | None) -> str:
+        members = self.routes.pool(address)
+        if members is not None:
+            return (
+                f"no route to {address}: none of the {len(members)} nodes of its pool is attached"
+            )
         if owner is not None and owner == self.sentinel_id:
             return f"no route to {address}: the sentinel's agent there is not running"
         if owner is None:
@@ -354,11 +379,14 @@ class Sentinel:
                     "node %s attached%s", event.node_id, " (ephemeral)" if event.ephemeral else ""
                 )
             elif type(event) is RoutesChanged:
-                assert link.node_id is not None
-                for address in event.bound:
-                    await self.stores.set(ROUTE_STORE, address, link.node_id.encode())
-                for address in event.unbound:
-                    await self.stores.delete(ROUTE_STORE, address)
+                # Persist each changed address as the table now has it: a pool's
+                # record lists all its members, so one member leaving rewrites it.
+                for address in (*event.bound, *event.unbound):
+                    record = self.routes.record(address)
+                    if record is None:
+                        await self.stores.delete(ROUTE_STORE, address)
+                    else:
+                        await self.stores.set(ROUTE_STORE, address, record.encode())
 
     async def _route(self, conn: _Conn, head: RoutingHeader, data: bytes) -> None:
         to = head.to
@@ -381,7 +409,18 @@ class Sentinel:
                 return
             await node.deliver(envelope)  # type: ignore[arg-type]
             return
-        target, owner = self.routes.lookup(to)
+        tag: str | None = None
+        if head.reply_to is not None and head.corr is not None:
+            try:
+                tag = frame_tag(head.frame)
+            except WireError as exc:
+                await self._violation(conn, exc.reason)
+                return
+        if tag == "credit" or tag == "cancel":
+            assert head.reply_to is not None and head.corr is not None
+            target, owner = self.stream_link(to, head.reply_to, head.corr)
+        else:
+            target, owner = self.routes.lookup(to)
         if target is None:
             await self._reply_error(conn, data, "no_route", self.no_route_reason(to, owner))
             return
@@ -390,15 +429,11 @@ class Sentinel:
                 conn, data, "protocol", f"envelope to {to} exceeded {MAX_HOPS} hops"
             )
             return
-        if head.reply_to is not None and head.corr is not None:
+        if tag is not None:
+            assert head.reply_to is not None and head.corr is not None
             # No await since lookup(): target is still linked, so lost(target)
             # has not run yet and will see this entry.
-            try:
-                cancel = frame_tag(head.frame) == "cancel"
-            except WireError as exc:
-                await self._violation(conn, exc.reason)
-                return
-            if cancel:
+            if tag == "cancel":
                 self.inflight.finished(target, head.reply_to, head.corr)
             else:
                 self.inflight.forwarded(target, head.reply_to, head.corr)

@@ -72,6 +72,15 @@ class _LinkLost(Exception):
     pass
 
 
+# What __binding_store keeps per address: b"1" for an address bound alone,
+# b"pool" for one this node serves as a pool member.
+_POOL_RECORD = b"pool"
+
+
+def _binding_record(pool: bool) -> bytes:
+    return _POOL_RECORD if pool else b"1"
+
+
 class FabricUplink:
     """The :class:`fame._node.Uplink` of a node attached to a sentinel."""
 
@@ -106,7 +115,9 @@ class FabricUplink:
         self._show = tracing_enabled()
         # Bind/unbind come from sync code (Node.spawn); a task persists and sends
         # them in order. Unbounded, but it only ever holds one item per spawn.
-        self._control_send, self._control_recv = trio.open_memory_channel[tuple[str, str]](math.inf)
+        self._control_send, self._control_recv = trio.open_memory_channel[tuple[str, str, bool]](
+            math.inf
+        )
         self._settled = trio.Event()
         self.attached = trio.Event()
         self.attach_count = 0
@@ -150,20 +161,20 @@ class FabricUplink:
         except (trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError, WireError):
             pass  # best effort: used from __del__ to cancel a dropped stream
 
-    def bind(self, address: str) -> None:
-        self._control_send.send_nowait(("bind", address))
+    def bind(self, address: str, *, pool: bool = False) -> None:
+        self._control_send.send_nowait(("bind", address, pool))
 
     def unbind(self, address: str) -> None:
-        self._control_send.send_nowait(("unbind", address))
+        self._control_send.send_nowait(("unbind", address, False))
 
     # --- running ------------------------------------------------------------------
 
     async def _control(self) -> None:
-        async for op, address in self._control_recv:
+        async for op, address, pool in self._control_recv:
             if op == "bind":
                 if not self.ephemeral:
-                    await self.stores.set(BINDING_STORE, address, b"1")
-                frame: Any = self.bindings.want(address)
+                    await self.stores.set(BINDING_STORE, address, _binding_record(pool))
+                frame: Any = self.bindings.want(address, pool=pool)
             else:
                 if not self.ephemeral:
                     await self.stores.delete(BINDING_STORE, address)
@@ -187,11 +198,14 @@ class FabricUplink:
             # Bindings of earlier runs first: a restarted node takes its routes
             # back even before (or without) spawning the agents again.
             stored = await self.stores.items(BINDING_STORE)
-            self.bindings.wanted.update(stored)
+            for address, record in stored.items():
+                self.bindings.want(address, pool=record == _POOL_RECORD)
             for address in self.node.local_addresses():
                 if address not in stored:
-                    await self.stores.set(BINDING_STORE, address, b"1")
-        self.bindings.wanted.update(self.node.local_addresses())
+                    pool = self.node.is_pool(address)
+                    await self.stores.set(BINDING_STORE, address, _binding_record(pool))
+        for address in self.node.local_addresses():
+            self.bindings.want(address, pool=self.node.is_pool(address))
         delays = backoff_delays()
         async with unwrap_exception_group(), trio.open_nursery() as tasks:
             tasks.start_soon(self._control)
@@ -244,12 +258,12 @@ class FabricUplink:
                 async with unwrap_exception_group(), trio.open_nursery() as tasks:
                     tasks.start_soon(self._writer, ws, out_recv)
                     tasks.start_soon(self._heartbeat, out_send, state)
-                    bind = self.bindings.on_attached()
+                    binds = self.bindings.on_attached()
                     self._settled = trio.Event()
                     if self.bindings.settled:
                         self._settled.set()
                     self._out = out_send
-                    if bind is not None:
+                    for bind in binds:
                         await out_send.send(codec.encode(bind))
                     self.attach_count += 1
                     self.attached.set()

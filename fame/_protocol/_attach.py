@@ -167,8 +167,6 @@ class SentinelLink:
         assert self.node_id is not None
         if len(frame.addresses) > MAX_BIND_PER_FRAME:
             return [self.violation(f"more than {MAX_BIND_PER_FRAME} addresses in one bind")]
-        if frame.pool:
-            return [BindRefused(a, "pools are not supported") for a in frame.addresses]
         from .._address import Address, AddressError
 
         out: list[Any] = []
@@ -182,7 +180,7 @@ class SentinelLink:
             if self.ephemeral:
                 out.append(BindRefused(address, "ephemeral nodes bind only their reply address"))
                 continue
-            result = self.policy.routes.bind(address, self.node_id)
+            result = self.policy.routes.bind(address, self.node_id, pool=frame.pool)
             if result.ok:
                 out.append(Bound(address))
                 if result.changed:
@@ -260,33 +258,42 @@ class BindingTracker:
 
     def __init__(self) -> None:
         self.wanted: set[str] = set()
+        self.pools: set[str] = set()  # the wanted addresses bound as pool members
         self.bound: set[str] = set()
         self.refused: dict[str, str] = {}
         self.pending: set[str] = set()
         self.attached = False
 
-    def on_attached(self) -> Bind | None:
+    def on_attached(self) -> list[Bind]:
+        """The binds to send on a new link: one for exclusive addresses, one for pools."""
         self.attached = True
         self.bound.clear()
         self.refused.clear()
         self.pending = set(self.wanted)
-        return Bind(sorted(self.wanted)) if self.wanted else None
+        alone = sorted(self.wanted - self.pools)
+        pooled = sorted(self.wanted & self.pools)
+        return [Bind(alone)] * bool(alone) + [Bind(pooled, pool=True)] * bool(pooled)
 
     def on_detached(self) -> None:
         self.attached = False
         self.pending.clear()
         self.bound.clear()
 
-    def want(self, address: str) -> Bind | None:
+    def want(self, address: str, *, pool: bool = False) -> Bind | None:
         self.wanted.add(address)
+        if pool:
+            self.pools.add(address)
+        else:
+            self.pools.discard(address)
         self.refused.pop(address, None)
         if not self.attached or address in self.bound:
             return None
         self.pending.add(address)
-        return Bind([address])
+        return Bind([address], pool=pool)
 
     def drop(self, address: str) -> Unbind | None:
         self.wanted.discard(address)
+        self.pools.discard(address)
         self.pending.discard(address)
         self.bound.discard(address)
         return Unbind([address]) if self.attached else None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 
 import trio
@@ -26,6 +27,11 @@ class Echo(fame.BaseAgent):
     @fame.operation
     async def say(self, text: str) -> str:
         return text
+
+    @fame.operation
+    async def pid(self) -> int:
+        """Which process answered (pools spread calls over several)."""
+        return os.getpid()
 
     @fame.operation
     async def nap(self, seconds: float) -> str:

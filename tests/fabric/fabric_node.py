@@ -1,6 +1,6 @@
 """A child process for the fabric tests: a node hosting test agents, attached to a sentinel.
 
-usage: fabric_node.py URL [--no-spawn] [--steal NODE_ID] [--cafile CA]
+usage: fabric_node.py URL [--no-spawn] [--steal NODE_ID] [--cafile CA] [--pool ADDRESS]
 
 Prints ``READY <node id> <bound addresses>`` once attached and bound, or
 ``REFUSED <reason>`` if the sentinel refuses it. Token from
@@ -29,6 +29,7 @@ async def main() -> None:
     parser.add_argument("--no-spawn", action="store_true")
     parser.add_argument("--steal", help="attach as this node id with a fresh key")
     parser.add_argument("--cafile")
+    parser.add_argument("--pool", help="also serve Echo at this address as a pool member")
     args = parser.parse_args()
     identity = Identity.generate(args.steal) if args.steal else None
     ssl_context = client_ssl_context(args.cafile) if args.cafile else None
@@ -36,6 +37,8 @@ async def main() -> None:
         if not args.no_spawn:
             await node.spawn(Echo, "echo@fame.fabric")
             await node.spawn(Echo, "sleepy@fame.fabric")
+        if args.pool:
+            await node.spawn(Echo, args.pool, pool=True)
         try:
             async with attach(node, args.url, identity=identity, ssl_context=ssl_context) as uplink:
                 bound = ",".join(sorted(uplink.bindings.bound)) or "-"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 import trio
 
@@ -134,3 +136,44 @@ async def test_the_sentinel_is_a_node_hosting_agents(fabric: Fabric) -> None:
         assert [i["i"] async for i in remote.count(up_to=5)] == list(range(5))
         # Another node cannot take the sentinel agent's address.
         assert sentinel.routes.owner("local@fame.fabric") == sentinel.sentinel_id
+
+
+async def test_a_pool_spreads_calls_and_keeps_each_stream_on_its_member(fabric: Fabric) -> None:
+    _, url = fabric.sentinel()
+    first, _, _ = fabric.node(url, "--no-spawn", "--pool", "work@fame.fabric")
+    second, _, _ = fabric.node(url, "--no-spawn", "--pool", "work@fame.fabric")
+    members = {first.proc.pid, second.proc.pid}
+    async with connect(url, token=fabric.token) as client:
+        work = client.proxy("work@fame.fabric", Echo)
+        answered = [await work.pid() for _ in range(10)]
+        assert set(answered) == members
+        # Round-robin over two members: they take turns.
+        assert all(a != b for a, b in itertools.pairwise(answered))
+        # Streams longer than a window need credits; those must reach the member that
+        # holds the stream, not the next one in the round-robin.
+        for _ in range(4):
+            items = [item["i"] async for item in work.count(up_to=500)]
+            assert items == list(range(500))
+        # Once an address is a pool, no node can take it for itself.
+        _, _, bound = fabric.node(url, "--no-spawn", "--pool", "echo@fame.fabric")
+        assert bound == "echo@fame.fabric"  # a pool of one member
+        _, _, bound = fabric.node(url)  # wants echo@ and sleepy@, each alone
+        assert bound == "sleepy@fame.fabric"
+
+
+async def test_a_pool_with_no_member_attached_says_so(fabric: Fabric) -> None:
+    _, url = fabric.sentinel()
+    member, _, _ = fabric.node(url, "--no-spawn", "--pool", "work@fame.fabric")
+    async with connect(url, token=fabric.token) as client:
+        work = client.proxy("work@fame.fabric", Echo).with_timeout(3600)
+        assert await work.pid() == member.proc.pid
+        member.kill()
+        with trio.fail_after(60):  # the sentinel notices the closed link at once
+            while True:
+                try:
+                    await work.pid()
+                except fame.NoRoute as exc:
+                    if "none of the 1 nodes of its pool is attached" in str(exc):
+                        break
+                    # In flight when the node died: answered by the sentinel.
+                    assert "went away before answering" in str(exc), str(exc)

@@ -180,7 +180,7 @@ def test_node_handshake_rejects_frames_out_of_order() -> None:
 def test_binding_tracker_rebinds_everything_on_each_attach() -> None:
     tracker = BindingTracker()
     assert tracker.want("a@x") is None  # not attached: remembered only
-    assert tracker.on_attached() == Bind(["a@x"])
+    assert tracker.on_attached() == [Bind(["a@x"])]
     assert not tracker.settled
     tracker.receive(Bound("a@x"))
     assert tracker.settled and tracker.bound == {"a@x"}
@@ -190,7 +190,59 @@ def test_binding_tracker_rebinds_everything_on_each_attach() -> None:
     assert tracker.drop("a@x") == Unbind(["a@x"])
     tracker.on_detached()
     assert tracker.bound == set()
-    assert tracker.on_attached() == Bind(["b@x"])
+    assert tracker.on_attached() == [Bind(["b@x"])]
+
+
+def test_binding_tracker_binds_pools_apart() -> None:
+    tracker = BindingTracker()
+    tracker.want("solo@x")
+    tracker.want("work@x", pool=True)
+    assert tracker.on_attached() == [Bind(["solo@x"]), Bind(["work@x"], pool=True)]
+    assert tracker.want("more@x", pool=True) == Bind(["more@x"], pool=True)
+    tracker.drop("work@x")
+    assert tracker.pools == {"more@x"}
+
+
+def test_route_table_pools_round_robin_over_attached_members() -> None:
+    table: RouteTable[str] = RouteTable()
+    assert table.bind("work@x", "n1", pool=True).changed
+    assert table.bind("work@x", "n2", pool=True).changed
+    assert table.bind("work@x", "n3", pool=True).changed
+    assert not table.bind("work@x", "n1", pool=True).changed  # already a member
+    table.link("n1", "n1", "c1")
+    table.link("n3", "n3", "c3")
+    # n2 is not attached: skipped, the others take turns.
+    assert [table.lookup("work@x")[0] for _ in range(4)] == ["c1", "c3", "c1", "c3"]
+    table.unlink("n1", "c1")
+    assert [table.lookup("work@x")[0] for _ in range(2)] == ["c3", "c3"]
+    table.unlink("n3", "c3")
+    assert table.lookup("work@x") == (None, "n1")
+
+
+def test_route_table_keeps_pools_and_exclusive_addresses_apart() -> None:
+    table: RouteTable[str] = RouteTable()
+    table.bind("solo@x", "n1")
+    refused = table.bind("solo@x", "n2", pool=True)
+    assert not refused.ok and "bound to node n1 alone" in refused.reason
+    table.bind("work@x", "n1", pool=True)
+    refused = table.bind("work@x", "n2")
+    assert not refused.ok and "is a pool of 1 nodes" in refused.reason
+
+
+def test_route_table_pool_records_survive_a_restart() -> None:
+    table: RouteTable[str] = RouteTable()
+    table.bind("solo@x", "n1")
+    table.bind("work@x", "n1", pool=True)
+    table.bind("work@x", "n2", pool=True)
+    records = {address: table.record(address) for address in ("solo@x", "work@x")}
+    assert records == {"solo@x": "n1", "work@x": "pool:n1,n2"}
+    restored: RouteTable[str] = RouteTable()
+    restored.restore({a: r for a, r in records.items() if r is not None})
+    assert restored.bindings() == table.bindings()
+    assert restored.pool("work@x") == ["n1", "n2"] and restored.owner("solo@x") == "n1"
+    # The last member leaving removes the pool.
+    assert restored.unbind("work@x", "n1") and restored.record("work@x") == "pool:n2"
+    assert restored.unbind("work@x", "n2") and restored.record("work@x") is None
 
 
 def test_route_table_links_and_offline_owner() -> None:
