@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.metadata
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -71,19 +72,21 @@ async def test_module_class() -> None:
         assert provider.config.env["X_SETTING"] == "y"  # type: ignore[attr-defined]
 
 
-async def test_entry_point(monkeypatch: pytest.MonkeyPatch) -> None:
-    entry = importlib.metadata.EntryPoint(
-        name="prefixing", value=f"{__name__}:PrefixingProvider", group=ENTRY_POINT_GROUP
+async def test_entry_point(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A real installed distribution, as pip would leave it: a .dist-info folder
+    # on sys.path whose entry_points.txt registers the provider. importlib.metadata
+    # finds it the same way it finds any installed package's entry points.
+    dist_info = tmp_path / "fame_test_prefixing-1.0.dist-info"
+    dist_info.mkdir()
+    (dist_info / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: fame-test-prefixing\nVersion: 1.0\n"
     )
-    real = importlib.metadata.entry_points
-
-    def entry_points(**params: Any) -> Any:
-        if params.get("group") == ENTRY_POINT_GROUP:
-            found = [entry] if params.get("name") in (None, entry.name) else []
-            return importlib.metadata.EntryPoints(found)
-        return real(**params)
-
-    monkeypatch.setattr(importlib.metadata, "entry_points", entry_points)
+    (dist_info / "entry_points.txt").write_text(
+        f"[{ENTRY_POINT_GROUP}]\nprefixing = {__name__}:PrefixingProvider\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    found = importlib.metadata.entry_points(group=ENTRY_POINT_GROUP, name="prefixing")
+    assert [ep.value for ep in found] == [f"{__name__}:PrefixingProvider"]
     async with open_storage_from_env({"FAME_STORAGE_PROFILE": "prefixing"}) as provider:
         await use(provider)
 
