@@ -206,3 +206,17 @@ async def test_requests_in_flight_to_a_node_that_dies_fail_at_once(fabric: Fabri
         # The client's own link is fine: a later call gets an immediate no-route.
         with pytest.raises(fame.NoRoute, match="not attached"):
             await echo.say(text="anyone?")
+
+
+async def test_open_admission_is_explicit_and_loud(fabric: Fabric) -> None:
+    sentinel, url = fabric.sentinel(None, "--open")
+    warning = sentinel.wait_err("WARNING: fame sentinel runs with OPEN ADMISSION")
+    assert "any process that can reach" in warning and "may attach" in warning
+    # Any token is admitted: the node's and the client's differ from each other.
+    fabric.node(url, FAME_ADMISSION_TOKEN="the-node-says-this")
+    async with connect(url, token="the-client-says-that") as client:
+        assert await client.proxy("echo@fame.fabric", Echo).say(text="open") == "open"
+    # The pin still holds: open admission does not let a node id change hands.
+    _, node_id, _ = fabric.node(url, "--no-spawn")
+    thief = fabric.start("fabric_node.py", url, "--steal", node_id, env=fabric.env())
+    assert "pinned to another key" in thief.wait_line("REFUSED")
