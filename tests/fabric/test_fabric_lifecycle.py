@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+from collections.abc import Callable
 
 import pytest
 import trio
@@ -146,33 +147,44 @@ async def test_a_busy_agent_does_not_get_its_node_declared_dead(fabric: Fabric) 
     assert len([line for line in sentinel.err if f"node {node_id} attached" in line]) == 1
 
 
+async def _a_call_and_a_stream_fail_when(
+    client: fame.Node, kill: Callable[[], None], reason: str
+) -> fame.Proxy:
+    """Start a long call and a stream, ``kill()`` a process, see both fail with ``reason``.
+
+    Deadlines are an hour, so the ``NoRoute`` errors must come from the lost
+    link, not from a timeout. Returns the proxy used, for further checks.
+    """
+    echo = client.proxy("echo@fame.fabric", Echo).with_timeout(3600)
+    outcomes: list[str] = []
+
+    async def nap() -> None:
+        with pytest.raises(fame.NoRoute, match=reason):
+            await echo.nap(seconds=3600)
+        outcomes.append("call failed")
+
+    with trio.fail_after(120):  # a guard against hanging, not a measurement
+        async with trio.open_nursery() as nursery:
+            stream = echo.count(up_to=10**9).__aiter__()
+            assert (await stream.__anext__())["i"] == 0
+            nursery.start_soon(nap)
+            # Both requests have left the client (it offers no event for that: poll).
+            while len(client._remote) < 2:  # noqa: ASYNC110
+                await trio.sleep(0.01)
+            kill()
+            with pytest.raises(fame.NoRoute, match=reason):
+                while True:
+                    await stream.__anext__()
+            outcomes.append("stream failed")
+    assert sorted(outcomes) == ["call failed", "stream failed"]
+    return echo
+
+
 async def test_calls_in_flight_fail_at_once_when_the_link_drops(fabric: Fabric) -> None:
     sentinel, url = fabric.sentinel()
     fabric.node(url)
     async with connect(url, token=fabric.token) as client:
-        # Deadlines of an hour: the errors below must come from the lost link.
-        echo = client.proxy("echo@fame.fabric", Echo).with_timeout(3600)
-        outcomes: list[str] = []
-
-        async def nap() -> None:
-            with pytest.raises(fame.NoRoute, match="was lost"):
-                await echo.nap(seconds=3600)
-            outcomes.append("call failed")
-
-        with trio.fail_after(120):  # a guard against hanging, not a measurement
-            async with trio.open_nursery() as nursery:
-                stream = echo.count(up_to=10**9).__aiter__()
-                assert (await stream.__anext__())["i"] == 0
-                nursery.start_soon(nap)
-                # Both requests have left the node (it offers no event for that: poll).
-                while len(client._remote) < 2:  # noqa: ASYNC110
-                    await trio.sleep(0.01)
-                sentinel.kill()
-                with pytest.raises(fame.NoRoute, match="was lost"):
-                    while True:
-                        await stream.__anext__()
-                outcomes.append("stream failed")
-        assert sorted(outcomes) == ["call failed", "stream failed"]
+        await _a_call_and_a_stream_fail_when(client, sentinel.kill, "was lost")
         assert client._remote == {}
 
 
@@ -180,29 +192,9 @@ async def test_requests_in_flight_to_a_node_that_dies_fail_at_once(fabric: Fabri
     _, url = fabric.sentinel()
     node, node_id, _ = fabric.node(url)
     async with connect(url, token=fabric.token) as client:
-        # Deadlines of an hour: the errors must come from the sentinel seeing the node go.
-        echo = client.proxy("echo@fame.fabric", Echo).with_timeout(3600)
-        outcomes: list[str] = []
-
-        async def nap() -> None:
-            with pytest.raises(fame.NoRoute, match=f"node {node_id} went away"):
-                await echo.nap(seconds=3600)
-            outcomes.append("call failed")
-
-        with trio.fail_after(120):  # a guard against hanging, not a measurement
-            async with trio.open_nursery() as nursery:
-                stream = echo.count(up_to=10**9).__aiter__()
-                assert (await stream.__anext__())["i"] == 0
-                nursery.start_soon(nap)
-                # The nap request has left the client (it offers no event for that: poll).
-                while len(client._remote) < 2:  # noqa: ASYNC110
-                    await trio.sleep(0.01)
-                node.kill()
-                with pytest.raises(fame.NoRoute, match="went away"):
-                    while True:
-                        await stream.__anext__()
-                outcomes.append("stream failed")
-        assert sorted(outcomes) == ["call failed", "stream failed"]
+        echo = await _a_call_and_a_stream_fail_when(
+            client, node.kill, f"node {node_id} went away before answering"
+        )
         # The client's own link is fine: a later call gets an immediate no-route.
         with pytest.raises(fame.NoRoute, match="not attached"):
             await echo.say(text="anyone?")
