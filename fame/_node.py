@@ -64,6 +64,9 @@ REPLY_NAME = "_reply"
 class Uplink(Protocol):
     """What a node needs from its link to a sentinel (see ``fame._uplink``)."""
 
+    pools: bool
+    """Whether this node's agents may join pools (``spawn(..., pool=True)``)."""
+
     async def send(self, envelope: Envelope) -> None:
         """Send an envelope towards the fabric; raise :class:`fame.NoRoute` if offline."""
 
@@ -147,7 +150,7 @@ class Node:
         same address is refused.
         """
         text = str(Address.parse(address))
-        if pool and self.uplink is not None and not getattr(self.uplink, "pools", True):
+        if pool and self.uplink is not None and not self.uplink.pools:
             raise ValueError(f"{text}: agents on this node cannot be pooled (a sentinel's own)")
         agent_type: type[BaseAgent] | None = None
         if isinstance(agent, BaseAgent):

@@ -84,6 +84,8 @@ def _binding_record(pool: bool) -> bytes:
 class FabricUplink:
     """The :class:`fame._node.Uplink` of a node attached to a sentinel."""
 
+    pools = True
+
     def __init__(
         self,
         node: Node,
