@@ -26,7 +26,7 @@ import trio
 
 from fame._storage import DamagedDatabase, open_storage, storage_config_from_env
 from fame._storage._integrity import check_files
-from fame._storage._namespace import ENCRYPTED_SUFFIX, PLAIN_SUFFIX
+from fame._storage._namespace import namespace_files
 
 __all__ = ["check", "dump", "namespaces"]
 
@@ -39,19 +39,16 @@ def _settings_for(directory: Path, settings: Mapping[str, str]) -> dict[str, str
     return merged
 
 
-def namespaces(directory: Path, settings: Mapping[str, str]) -> list[tuple[str, Path]]:
-    """The namespaces stored in ``directory`` for the configured profile, with their files."""
+def _require_directory(directory: Path) -> None:
     if not directory.is_dir():
         raise FileNotFoundError(f"{directory} is not a directory")
+
+
+def namespaces(directory: Path, settings: Mapping[str, str]) -> list[tuple[str, Path]]:
+    """The namespaces stored in ``directory`` for the configured profile, with their files."""
+    _require_directory(directory)
     encrypted = _settings_for(directory, settings)["FAME_STORAGE_PROFILE"] == "encrypted-sqlite"
-    suffix = ENCRYPTED_SUFFIX if encrypted else PLAIN_SUFFIX
-    found = []
-    for path in sorted(directory.iterdir()):
-        name = path.name
-        if not name.endswith(suffix) or (not encrypted and name.endswith(ENCRYPTED_SUFFIX)):
-            continue
-        found.append((name[: -len(suffix)], path))
-    return found
+    return namespace_files(directory, encrypted=encrypted)
 
 
 async def _records(
@@ -112,7 +109,7 @@ def check(directory: Path, settings: Mapping[str, str]) -> int:
     else and decodes every record against nothing but msgpack; then each
     file gets SQLCipher's page authentication and SQLite's integrity check.
     """
-    found = namespaces(directory, settings)
+    _require_directory(directory)
     config = storage_config_from_env(_settings_for(directory, settings))
     results = check_files(config)
     if results and not any(result.ok for result in results):
@@ -136,9 +133,9 @@ def check(directory: Path, settings: Mapping[str, str]) -> int:
         print(f"{result.file_name}: DAMAGED: {shown}{more}")
     if failures:
         print(
-            f"fame check: {failures} of {len(found)} files in {directory} are damaged",
+            f"fame check: {failures} of {len(results)} files in {directory} are damaged",
             file=sys.stderr,
         )
         return 1
-    print(f"fame check: {directory}: all {len(found)} files ok")
+    print(f"fame check: {directory}: all {len(results)} files ok")
     return 0

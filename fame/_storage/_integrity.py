@@ -12,7 +12,7 @@ import attrs
 
 from ._config import StorageConfig
 from ._keys import derive_file_key
-from ._namespace import ENCRYPTED_SUFFIX, PLAIN_SUFFIX
+from ._namespace import namespace_files
 from ._sqlcipher_backend import integrity_check
 
 __all__ = ["FileCheck", "check_files"]
@@ -37,9 +37,8 @@ def check_files(config: StorageConfig) -> list[FileCheck]:
     if config.profile not in ("sqlite", "encrypted-sqlite") or config.directory is None:
         raise ValueError(f"profile {config.profile!r} keeps no database files to check")
     encrypted = config.profile == "encrypted-sqlite"
-    suffix = ENCRYPTED_SUFFIX if encrypted else PLAIN_SUFFIX
     checks = []
-    for path in sorted(config.directory.glob(f"*{suffix}")):
+    for namespace, path in namespace_files(config.directory, encrypted=encrypted):
         key = None
         if encrypted:
             assert config.master_key is not None
@@ -47,7 +46,7 @@ def check_files(config: StorageConfig) -> list[FileCheck]:
         wal = path.with_name(path.name + "-wal")
         checks.append(
             FileCheck(
-                namespace=path.name.removesuffix(suffix),
+                namespace=namespace,
                 file_name=path.name,
                 problems=integrity_check(path, key),
                 has_wal=wal.exists() and wal.stat().st_size > 0,

@@ -20,6 +20,7 @@ __all__ = [
     "check_agent_namespace",
     "check_internal_namespace",
     "database_path",
+    "namespace_files",
 ]
 
 ENCRYPTED_SUFFIX = "_encrypted_value.db"
@@ -64,3 +65,17 @@ def database_path(directory: Path, namespace: str, *, encrypted: bool) -> Path:
     if path.name != name or path.resolve().parent != directory.resolve():
         raise InvalidNamespace(f"namespace {namespace!r} would leave the storage directory")
     return path
+
+
+def namespace_files(directory: Path, *, encrypted: bool) -> list[tuple[str, Path]]:
+    """The namespaces that have a file of this profile in ``directory``, with the files.
+
+    ``_value.db`` is also the end of ``_encrypted_value.db``: the plain
+    profile does not count the encrypted profile's files as its own.
+    """
+    suffix = ENCRYPTED_SUFFIX if encrypted else PLAIN_SUFFIX
+    return [
+        (path.name.removesuffix(suffix), path)
+        for path in sorted(directory.iterdir())
+        if path.name.endswith(suffix) and (encrypted or not path.name.endswith(ENCRYPTED_SUFFIX))
+    ]

@@ -130,3 +130,19 @@ async def test_fame_check_with_the_wrong_key_says_so(tmp_path: Path) -> None:
     assert "master key does not match" in wrong.stderr + wrong.stdout
     assert "Traceback" not in wrong.stderr
     assert hashes(directory) == before
+
+
+async def test_the_plain_profile_does_not_take_encrypted_files_for_its_own(tmp_path: Path) -> None:
+    # "_value.db" also ends "_encrypted_value.db": the listing must tell them apart.
+    plain_dir = tmp_path / "plain"
+    await _fill(make_config("sqlite", plain_dir), ("alpha",))
+    encrypted_dir = tmp_path / "encrypted"
+    await _fill(make_config("encrypted-sqlite", encrypted_dir), ("beta",))
+    stray = encrypted_dir / "beta_encrypted_value.db"
+    (plain_dir / stray.name).write_bytes(stray.read_bytes())
+
+    results = check_files(make_config("sqlite", plain_dir))
+
+    assert [(r.namespace, r.file_name, r.ok) for r in results] == [
+        ("alpha", "alpha_value.db", True)
+    ]
