@@ -30,8 +30,8 @@ import trio
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+import fame  # noqa: E402
 from agents.storage_agent import STORAGE_AGENT_ADDRESS, StorageAgent  # noqa: E402
-from fame._cli import _fabric  # noqa: E402
 
 
 def _free_port() -> int:
@@ -67,7 +67,7 @@ def _rss_mib(root: Path, name: str) -> float:
 
 
 async def _load(url: str, token: str, records: int, callers: int) -> tuple[float, float, int]:
-    async with _fabric.connect(url, token) as node:
+    async with fame.connect(url, token=token) as node:
         agent = node.proxy(STORAGE_AGENT_ADDRESS, StorageAgent)
         next_index = iter(range(records))
 

@@ -13,9 +13,6 @@ from pathlib import Path
 
 import fame
 from fame._storage import (
-    DamagedDatabase,
-    EncryptionMismatch,
-    StorageConfigError,
     WrongMasterKey,
 )
 
@@ -49,9 +46,7 @@ def describe(exc: BaseException) -> str | None:
             f" ({exc.file} cannot be decrypted with FAME_STORAGE_MASTER_KEY); no file was"
             " changed. Use the key these files were created with, or start over with: just clean"
         )
-    if isinstance(exc, StorageConfigError | ConfigFileError | DamagedDatabase | EncryptionMismatch):
-        return str(exc)
-    if isinstance(exc, fame.FameError):
+    if isinstance(exc, ConfigFileError | fame.FameError):
         return str(exc)
     if isinstance(exc, OSError) and exc.errno == errno.EADDRINUSE:
         return f"address already in use: {exc.strerror or exc}"

@@ -22,7 +22,6 @@ import trio
 import fame
 from fame._storage import open_storage, storage_config_from_env
 
-from . import _fabric
 from ._errors import describe, leaf, shown_path
 from ._settings import DEFAULT_HOST, DEFAULT_PORT, sentinel_url
 
@@ -137,8 +136,8 @@ async def _serve(
     token, open_admission = _token(settings)
     async with (
         fame.open_node(path="sentinel", storage_provider=provider) as node,
-        _fabric.serve_sentinel(
-            node, host=host, port=port, token=token, open_admission=open_admission
+        fame.open_sentinel(
+            node=node, host=host, port=port, token=token, open_admission=open_admission
         ),
     ):
         line = f"listening on ws://{host}:{port} (storage: {_describe_storage(settings)})"
@@ -188,7 +187,7 @@ async def _attach(
 ) -> None:
     async with (
         fame.open_node(storage_provider=provider) as node,
-        _fabric.attach_node(node, url, token),
+        fame.attach(node, url, token=token),
     ):
         for cls, address in classes:
             await node.spawn(cls, address)

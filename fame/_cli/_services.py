@@ -30,9 +30,9 @@ from pathlib import Path
 import attrs
 import trio
 
+import fame
 from agents.storage_agent import STORAGE_AGENT_ADDRESS, StorageAgent
 
-from . import _fabric
 from ._errors import leaf
 from ._settings import (
     AGENT_CONF,
@@ -220,7 +220,7 @@ def _wait_ready(service: Service, process: subprocess.Popen[bytes], deadline: fl
 
 
 async def _probe_agent(url: str, token: str | None) -> None:
-    async with _fabric.connect(url, token) as node:
+    async with fame.connect(url, token=token) as node:
         agent = node.proxy(STORAGE_AGENT_ADDRESS, StorageAgent).with_timeout(5)
         await agent.retrieve_value(key="fame-up-probe")
 

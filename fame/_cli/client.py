@@ -28,7 +28,6 @@ import trio
 import fame
 from agents.storage_agent import STORAGE_AGENT_ADDRESS, RecordModel, StorageAgent
 
-from . import _fabric
 from ._errors import describe, leaf
 from ._settings import SECRETS_FILE, SENTINEL_CONF, load_settings, sentinel_url
 
@@ -115,7 +114,7 @@ def _parser() -> argparse.ArgumentParser:
 async def _run(args: argparse.Namespace, url: str, token: str | None) -> int:
     out = sys.stdout
     try:
-        async with _fabric.connect(url, token) as node:
+        async with fame.connect(url, token=token) as node:
             agent = node.proxy(STORAGE_AGENT_ADDRESS, StorageAgent).with_timeout(args.timeout)
             if args.command is None:
                 key = f"key_{time.time_ns() // 1_000_000}"
