@@ -144,15 +144,18 @@ class BuiltinStorageProvider:
             for path in files:
                 probe_plain(path)
             return
-        unverified: list[Path] = []
-        for path in files:
-            check = probe_encrypted(path, self._file_key(path.name))
-            if check is KeyCheck.VERIFIED:
-                self._key_confirmed = True
-            elif check is KeyCheck.NO_PAGE_VERIFIES:
-                unverified.append(path)
+        # Probe every file before judging any: a later file that verifies shows
+        # that an earlier failure is damage, not a wrong key.
+        unverified = [path for path in files if self._unverified(path, self._file_key(path.name))]
         if unverified:
             self._raise_unverified(unverified[0])
+
+    def _unverified(self, path: Path, key: bytes) -> bool:
+        """Probe an encrypted file; True if no page authenticates with ``key``."""
+        check = probe_encrypted(path, key)
+        if check is KeyCheck.VERIFIED:
+            self._key_confirmed = True
+        return check is KeyCheck.NO_PAGE_VERIFIES
 
     def _raise_unverified(self, path: Path) -> None:
         assert self._directory is not None
@@ -177,11 +180,8 @@ class BuiltinStorageProvider:
         key = None
         if self._encrypted:
             key = self._file_key(path.name)
-            check = probe_encrypted(path, key)
-            if check is KeyCheck.NO_PAGE_VERIFIES:
+            if self._unverified(path, key):
                 self._raise_unverified(path)
-            if check is KeyCheck.VERIFIED:
-                self._key_confirmed = True
         else:
             probe_plain(path)
         _create_private(path)

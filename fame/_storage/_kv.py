@@ -40,6 +40,7 @@ class Versioned(Generic[M]):
 
 
 def check_prefix(prefix: object, what: str = "prefix") -> str:
+    """``prefix`` if it is a str encodable as UTF-8, else :class:`InvalidKey`."""
     if not isinstance(prefix, str):
         raise InvalidKey(f"a {what} must be a str, not {type(prefix).__name__}")
     try:
@@ -50,16 +51,11 @@ def check_prefix(prefix: object, what: str = "prefix") -> str:
 
 
 def check_key(key: object) -> str:
-    if not isinstance(key, str):
-        raise InvalidKey(f"a key must be a str, not {type(key).__name__}")
+    key = check_prefix(key, "key")
     if not 0 < len(key) <= MAX_KEY_LENGTH or "\x00" in key:
         raise InvalidKey(
             f"invalid key {key[:80]!r}: expected 1 to {MAX_KEY_LENGTH} characters, no NUL"
         )
-    try:
-        key.encode("utf-8")
-    except UnicodeEncodeError:
-        raise InvalidKey(f"invalid key {key[:80]!r}: not encodable as UTF-8") from None
     return key
 
 
