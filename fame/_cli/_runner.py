@@ -11,7 +11,7 @@ stderr and exit status 1.
 
 from __future__ import annotations
 
-import importlib
+import pkgutil
 import signal
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
@@ -40,12 +40,9 @@ class AgentSpec:
         self.address = address
 
     def load(self) -> type[fame.BaseAgent]:
-        module_name, _, attr = self.target.partition(":")
         try:
-            obj: object = importlib.import_module(module_name)
-            for part in attr.split("."):
-                obj = getattr(obj, part)
-        except (ImportError, AttributeError) as exc:
+            obj = pkgutil.resolve_name(self.target)
+        except (ImportError, AttributeError, ValueError) as exc:
             raise StartupError(f"cannot load agent {self.target}: {exc}") from None
         if not (isinstance(obj, type) and issubclass(obj, fame.BaseAgent)):
             raise StartupError(f"{self.target} is not a fame.BaseAgent subclass")

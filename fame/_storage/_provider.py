@@ -21,12 +21,13 @@ is the usual shape).
 from __future__ import annotations
 
 import functools
-import importlib
 import importlib.metadata
+import pkgutil
 import time
+import types
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import Any, Protocol, TypeVar, cast, runtime_checkable
+from typing import Protocol, TypeVar, cast, runtime_checkable
 
 from .._supervisor import Supervisor
 from ._builtin import open_builtin_storage
@@ -77,15 +78,16 @@ def resolve_provider(profile: str) -> StorageProviderFactory | None:
     if profile in BUILTIN_PROFILES:
         return None
     if ":" in profile:
-        module_name, _, attr = profile.partition(":")
         try:
-            obj: Any = importlib.import_module(module_name)
-            for part in attr.split("."):
-                obj = getattr(obj, part)
+            obj = pkgutil.resolve_name(profile)
         except (ImportError, AttributeError, ValueError) as exc:
             raise StorageConfigError(
                 variable, f"cannot load storage provider {profile!r}: {exc}"
             ) from None
+        if isinstance(obj, types.ModuleType) or not callable(obj):
+            raise StorageConfigError(
+                variable, f"cannot load storage provider {profile!r}: not a class or factory"
+            )
         return cast(StorageProviderFactory, obj)
     found = importlib.metadata.entry_points(group=ENTRY_POINT_GROUP, name=profile)
     for entry_point in found:

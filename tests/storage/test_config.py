@@ -106,9 +106,18 @@ async def test_unknown_profile() -> None:
     assert "fame.storage_providers" in str(info.value)
 
 
-async def test_unloadable_module_class() -> None:
+@pytest.mark.parametrize(
+    "profile",
+    [
+        "no_such_module_x:Provider",
+        "fame._storage._config:NoSuchProvider",
+        "fame._storage._config:",  # names the module itself, not a factory
+        "fame._storage._config:BUILTIN_PROFILES",  # a tuple, not callable
+    ],
+)
+async def test_unloadable_module_class(profile: str) -> None:
     with pytest.raises(StorageConfigError, match="FAME_STORAGE_PROFILE: cannot load"):
-        async with open_storage_from_env({"FAME_STORAGE_PROFILE": "no_such_module_x:Provider"}):
+        async with open_storage_from_env({"FAME_STORAGE_PROFILE": profile}):
             pass
 
 
