@@ -119,6 +119,15 @@ async def _check_tls(url: str, ssl_context: ssl.SSLContext, timeout: float) -> N
         raise SentinelUnreachable(f"cannot reach the sentinel at {url}: {exc!r}") from None
 
 
+def _unreachable_reason(exc: BaseException) -> str:
+    """Why opening a link failed, in words: trio-websocket's errors often have none."""
+    if type(exc) is HandshakeError:
+        return "no websocket handshake"
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return repr(exc)
+
+
 BATCH_LIMIT = 128
 """Most messages a writer puts in one :class:`fame._wire.Batch`."""
 
@@ -202,6 +211,8 @@ async def open_link(
         except (*LINK_ERRORS, trio.TooSlowError, ssl.SSLError, ValueError) as exc:
             if opened:
                 raise
-            raise SentinelUnreachable(f"cannot reach the sentinel at {url}: {exc!r}") from None
+            raise SentinelUnreachable(
+                f"cannot reach the sentinel at {url}: {_unreachable_reason(exc)}"
+            ) from None
     if opening.cancelled_caught and not opened:
         raise SentinelUnreachable(f"cannot reach the sentinel at {url}: timed out")

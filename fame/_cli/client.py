@@ -179,11 +179,8 @@ def _explain(exc: BaseException, url: str) -> str:
         )
     if isinstance(exc, fame.DeadlineExceeded):
         return f"no answer in time from {STORAGE_AGENT_ADDRESS} via {url}: {exc}"
-    if isinstance(exc, fame.FameError) and isinstance(exc, ConnectionError):
-        text = str(exc)  # the fabric's SentinelUnreachable names the URL
-        if text.endswith(": HandshakeError()"):
-            text = text.removesuffix(": HandshakeError()") + ": no websocket handshake"
-        return f"{text} ({hint})"
+    if isinstance(exc, fame.SentinelUnreachable):
+        return f"{exc} ({hint})"  # it names the URL and the reason
     if isinstance(exc, OSError):
         reason = exc.strerror or str(exc) or type(exc).__name__
         return f"cannot reach the sentinel at {url}: {reason} ({hint})"

@@ -187,7 +187,8 @@ def test_client_without_sentinel_says_so(project: Project) -> None:
     assert project.just("init").returncode == 0
     result = project.just("run")
     line = one_error_line(result, "fame-client")
-    assert f"127.0.0.1:{project.port}" in line
+    url = f"ws://127.0.0.1:{project.port}"
+    assert f"cannot reach the sentinel at {url}: no websocket handshake" in line
 
 
 def test_port_taken_is_reported(project: Project) -> None:
