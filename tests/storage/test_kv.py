@@ -249,11 +249,16 @@ async def test_an_error_in_the_block_propagates_and_closes_cleanly(
 
 
 async def test_cancelling_the_block_still_closes_cleanly(opener, profile, tmp_path: Path) -> None:
-    with trio.move_on_after(0.05):
+    # The deadline starts after the first commit, so the cancel always lands
+    # among writes in flight rather than, on a slow machine, before any.
+    with trio.CancelScope() as scope:
         async with opener() as provider:
             store = await provider.get_kv_store(Record, "cancelled")
+            await store.set("k", rec("v"))
+            scope.deadline = trio.current_time() + 0.05
             while True:
                 await store.set("k", rec("v"))
+    assert scope.cancelled_caught
     if profile != "memory":
         assert not [p for p in (tmp_path / "db").iterdir() if p.name.endswith("-wal")]
         async with opener() as provider:
