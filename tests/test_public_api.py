@@ -48,6 +48,7 @@ EXPECTED = [
     "StorageConfig",
     "StorageConfigError",
     "StorageError",
+    "StorageFull",
     "StorageProvider",
     "StorageProviderFactory",
     "StorageWriteFailed",
@@ -94,7 +95,7 @@ def test_every_public_exception_is_a_fame_error() -> None:
         for obj in (getattr(fame, name) for name in EXPECTED)
         if isinstance(obj, type) and issubclass(obj, BaseException)
     ]
-    assert len(exceptions) == 30
+    assert len(exceptions) == 31
     for exception in exceptions:
         assert issubclass(exception, fame.FameError), exception
 

@@ -3,7 +3,9 @@
 One :class:`StorageActor` per namespace, spawned on first use. When the
 provider opens, it creates the directory and probes every existing file of
 its profile (see ``_probe``), so a wrong master key stops the node at start
-instead of at the first read.
+instead of at the first read. A damaged file does not: it is reported with
+:class:`DamagedDatabase` when its namespace is opened, and the node's other
+namespaces keep working.
 """
 
 from __future__ import annotations
@@ -72,9 +74,19 @@ async def open_builtin_storage(
 
 
 def _create_private(path: Path) -> None:
-    """Create a new database file readable by its owner only (SQLite would use 0644)."""
-    with contextlib.suppress(FileExistsError):
-        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    """Create a new database file readable by its owner only (SQLite would use 0644).
+
+    SQLite gives the ``-wal`` file the mode of the database file, so it is
+    private too. ``fchmod`` makes the mode exactly 0600 whatever the umask.
+    """
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return
+    try:
+        os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
 
 
 class BuiltinStorageProvider:
@@ -140,15 +152,25 @@ class BuiltinStorageProvider:
         directory = self._directory
         suffix = ENCRYPTED_SUFFIX if self._encrypted else PLAIN_SUFFIX
         files = sorted(p for p in directory.iterdir() if p.name.endswith(suffix))
+        # A damaged file is skipped here and reported when its namespace is
+        # opened (``_open_backend`` probes again): one damaged namespace must
+        # not keep the node, and its other namespaces, from starting. A wrong
+        # key or a file of the other profile is a configuration error and
+        # stops the start.
         if not self._encrypted:
             for path in files:
-                probe_plain(path)
+                with contextlib.suppress(DamagedDatabase):
+                    probe_plain(path)
             return
         # Probe every file before judging any: a later file that verifies shows
         # that an earlier failure is damage, not a wrong key.
-        unverified = [path for path in files if self._unverified(path, self._file_key(path.name))]
-        if unverified:
-            self._raise_unverified(unverified[0])
+        unverified = []
+        for path in files:
+            with contextlib.suppress(DamagedDatabase):
+                if self._unverified(path, self._file_key(path.name)):
+                    unverified.append(path)
+        if unverified and not self._key_confirmed:
+            raise WrongMasterKey(str(directory), unverified[0].name)
 
     def _unverified(self, path: Path, key: bytes) -> bool:
         """Probe an encrypted file; True if no page authenticates with ``key``."""

@@ -101,11 +101,31 @@ def storage_config_from_env(env: Mapping[str, str] | None = None) -> StorageConf
     )
 
 
+def _make_private_dirs(directory: Path) -> None:
+    """Create ``directory`` and its missing parents, each exactly 0700.
+
+    ``mkdir(parents=True)`` would give the parents the umask's mode (often
+    0755) and the mode argument is itself masked; a directory made here is
+    for the owner only, whatever the umask. Existing ones are left alone.
+    """
+    missing = []
+    for path in (directory, *directory.parents):
+        if path.exists() or path.is_symlink():
+            break
+        missing.append(path)
+    for path in reversed(missing):
+        try:
+            path.mkdir(mode=0o700)
+        except FileExistsError:
+            continue  # made meanwhile by someone else: not ours to change
+        path.chmod(0o700)
+
+
 def prepare_directory(directory: Path) -> Path:
     """Create ``directory`` if needed and check that files can be created in it."""
     variable = "FAME_STORAGE_DB_DIRECTORY"
     try:
-        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        _make_private_dirs(directory)
     except FileExistsError:
         raise StorageConfigError(variable, f"{directory} exists and is not a directory") from None
     except OSError as exc:

@@ -9,6 +9,8 @@ None of them ever contains key material.
 
 from __future__ import annotations
 
+import os
+
 from .._errors import FameError
 
 __all__ = [
@@ -21,6 +23,7 @@ __all__ = [
     "RecordInvalid",
     "StorageConfigError",
     "StorageError",
+    "StorageFull",
     "StorageWriteFailed",
     "VersionConflict",
     "WrongMasterKey",
@@ -137,3 +140,37 @@ class VersionConflict(StorageError):
 
 class StorageWriteFailed(StorageError):
     """A transaction could not be committed; none of its writes took effect."""
+
+
+class StorageFull(StorageWriteFailed):
+    """A transaction needed more room than its file may take; none of it took effect.
+
+    ``limit`` is the ``FAME_STORAGE_MAX_FILE_BYTES`` cap the file reached, or
+    ``None`` when the disk itself is full (SQLite reports both as
+    ``SQLITE_FULL``; the backend tells them apart by the free space left).
+    Reads keep working. Writes work again once room returns: records were
+    deleted (their pages are reused), the limit was raised and the namespace
+    reopened, or disk space was freed. ``writes`` is how many writes the
+    failed transaction held (0 when a new namespace could not be created).
+    The message names the file only, not its directory, as it may travel
+    to a remote caller.
+    """
+
+    def __init__(self, namespace: str, path: str, writes: int, limit: int | None) -> None:
+        file = os.path.basename(path)
+        if limit is None:
+            reason = f"the disk holding its file {file} is full; free disk space"
+        else:
+            reason = (
+                f"its file {file} reached the limit of {limit} bytes"
+                " (FAME_STORAGE_MAX_FILE_BYTES); delete records or raise the limit"
+            )
+        if writes:
+            outcome = f"none of the {writes} writes in the transaction took effect"
+        else:
+            outcome = "the namespace could not be created"
+        super().__init__(f"namespace {namespace!r} is full: {reason}; {outcome}")
+        self.namespace = namespace
+        self.path = path
+        self.writes = writes
+        self.limit = limit

@@ -53,9 +53,8 @@ def check_prefix(prefix: object, what: str = "prefix") -> str:
 def check_key(key: object) -> str:
     key = check_prefix(key, "key")
     if not 0 < len(key) <= MAX_KEY_LENGTH or "\x00" in key:
-        raise InvalidKey(
-            f"invalid key {key[:80]!r}: expected 1 to {MAX_KEY_LENGTH} characters, no NUL"
-        )
+        shown = f"{key[:80]!r}... ({len(key)} characters)" if len(key) > 80 else repr(key)
+        raise InvalidKey(f"invalid key {shown}: expected 1 to {MAX_KEY_LENGTH} characters, no NUL")
     return key
 
 

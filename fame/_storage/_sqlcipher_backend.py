@@ -11,18 +11,23 @@ Layout of every file (format ``fame/kv/v1``)::
     fame_meta(name TEXT PRIMARY KEY, value)   -- 'format'; 'seq': versions reserved so far
 
 WAL journal; ``synchronous=FULL`` by default, ``NORMAL`` on request.
+``FAME_STORAGE_MAX_FILE_BYTES`` becomes ``PRAGMA max_page_count``; a
+transaction that would grow the file past it, or that meets a full disk,
+fails with ``SQLITE_FULL``, which is raised as :class:`StorageFull`.
 A backend is used by its storage actor only, from one thread at a time
 (hence ``check_same_thread=False``).
 """
 
 from __future__ import annotations
 
+import logging
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
 import sqlcipher3
 
-from ._errors import DamagedDatabase, DatabaseInUse, StorageError
+from ._errors import DamagedDatabase, DatabaseInUse, StorageError, StorageFull
 from ._ops import (
     Count,
     Get,
@@ -36,6 +41,8 @@ from ._ops import (
 from ._probe import PAGE_SIZE
 
 __all__ = ["SqliteBackend", "open_sqlite"]
+
+log = logging.getLogger("fame.storage")
 
 FORMAT = "fame/kv/v1"
 LOCK_WAIT = 2.0
@@ -62,6 +69,7 @@ _PURGE = (
     " AND expires_at <= ? LIMIT ?)"
 )
 _COUNT = f"SELECT count(*) FROM kv WHERE {_LIVE}"
+_SQLITE_FULL = 13
 
 
 def open_sqlite(
@@ -95,6 +103,8 @@ def open_sqlite(
             conn.execute("BEGIN IMMEDIATE")
             conn.execute("COMMIT")
         except sqlcipher3.DatabaseError as exc:
+            if _is_full(exc):
+                raise _full(conn, path, namespace, 0, max_file_bytes) from None
             raise _database_error(path, exc, "SQLite cannot read it") from None
         if tables and not {"kv", "fame_meta"} <= tables:
             raise DamagedDatabase(
@@ -117,10 +127,46 @@ def open_sqlite(
             raise DamagedDatabase(
                 str(path), f"unknown format {meta.get('format')!r}, expected {FORMAT!r}"
             )
-        return SqliteBackend(conn, path, namespace, int(meta["seq"]))
+        return SqliteBackend(conn, path, namespace, int(meta["seq"]), max_file_bytes)
+    except sqlcipher3.DatabaseError as exc:
+        # Switching a new file to WAL and creating the schema write pages.
+        error = (
+            _full(conn, path, namespace, 0, max_file_bytes)
+            if _is_full(exc)
+            else _database_error(path, exc, "cannot set it up")
+        )
+        conn.close()
+        raise error from None
     except BaseException:
         conn.close()
         raise
+
+
+def _is_full(exc: BaseException) -> bool:
+    """True for ``SQLITE_FULL``: the page limit was reached, or the disk is full."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return isinstance(exc, sqlcipher3.DatabaseError) and (code or 0) & 0xFF == _SQLITE_FULL
+
+
+def _full(
+    conn: sqlcipher3.Connection, path: Path, namespace: str, writes: int, limit: int | None
+) -> StorageFull:
+    """Name what ran out: the file's page limit or the disk.
+
+    ``SQLITE_FULL`` does not say which, so blame the disk when it has less
+    free space than the limit would still allow the file to grow.
+    """
+    if limit is None:
+        return StorageFull(namespace, str(path), writes, None)
+    try:
+        pages = conn.execute("PRAGMA page_count").fetchone()[0]
+        allowed = conn.execute("PRAGMA max_page_count").fetchone()[0]
+        stat = os.statvfs(path.parent)
+    except (sqlcipher3.DatabaseError, OSError):
+        return StorageFull(namespace, str(path), writes, limit)
+    room = max(0, allowed - pages) * PAGE_SIZE
+    disk_free = stat.f_bavail * stat.f_frsize
+    return StorageFull(namespace, str(path), writes, None if disk_free < room else limit)
 
 
 def _database_error(path: Path, exc: Exception, what: str) -> StorageError:
@@ -137,11 +183,21 @@ class SqliteBackend:
     """An open database file. See :class:`fame._storage._ops.Backend`."""
 
     def __init__(
-        self, conn: sqlcipher3.Connection, path: Path, namespace: str, reserved: int
+        self,
+        conn: sqlcipher3.Connection,
+        path: Path,
+        namespace: str,
+        reserved: int,
+        max_file_bytes: int | None = None,
     ) -> None:
         self._conn = conn
         self.path = path
         self.namespace = namespace
+        self.max_file_bytes = max_file_bytes
+        # Set once a read or write met a damaged page. SQLCipher then refuses
+        # writes anyway ("readonly database"); refusing them here names the
+        # cause, and the damaged file is never written again.
+        self._damage: DamagedDatabase | None = None
         # Versions up to ``reserved`` may have been handed out before the
         # file was last closed (or crashed): continue above it.
         self._seq = self._reserved = reserved
@@ -150,7 +206,10 @@ class SqliteBackend:
         try:
             return self._read(op, now)
         except sqlcipher3.DatabaseError as exc:
-            raise _database_error(self.path, exc, "read failed") from None
+            error = _database_error(self.path, exc, "read failed")
+            if isinstance(error, DamagedDatabase):
+                self._damage = error
+            raise error from None
 
     def _read(self, op: ReadOp, now: float) -> object:
         execute = self._conn.execute
@@ -181,6 +240,8 @@ class SqliteBackend:
         raise StorageError(f"not a read operation: {op!r}")
 
     def write(self, ops: Sequence[WriteOp], now: float) -> list[object]:
+        if self._damage is not None:
+            raise DamagedDatabase(str(self.path), f"writes are refused: {self._damage.detail}")
         conn = self._conn
         conn.execute("BEGIN IMMEDIATE")
         try:
@@ -193,9 +254,16 @@ class SqliteBackend:
                 reserved = seq + SEQ_BLOCK
                 conn.execute("UPDATE fame_meta SET value = ? WHERE name = 'seq'", (reserved,))
             conn.execute("COMMIT")
-        except BaseException:
+        except BaseException as exc:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
+            if _is_full(exc):
+                raise _full(conn, self.path, self.namespace, len(ops), self.max_file_bytes) from exc
+            if isinstance(exc, sqlcipher3.DatabaseError):
+                error = _database_error(self.path, exc, "write failed")
+                if isinstance(error, DamagedDatabase):
+                    self._damage = error
+                raise error from exc
             raise
         self._seq, self._reserved = seq, reserved
         return results
@@ -216,9 +284,21 @@ class SqliteBackend:
         return int(self._conn.execute(_PURGE, (now, limit)).rowcount)
 
     def close(self) -> None:
-        """Checkpoint the WAL into the main file and close, leaving no ``-wal`` behind."""
+        """Checkpoint the WAL into the main file and close, leaving no ``-wal`` behind.
+
+        On a full disk the checkpoint cannot grow the main file: the ``-wal``
+        is kept (every committed transaction is in it) and is replayed when
+        the file is next opened, so closing still succeeds.
+        """
         try:
             self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlcipher3.DatabaseError as exc:
+            if not _is_full(exc):
+                raise
+            log.warning(
+                "%s: the disk is full; its -wal file is kept and replayed at the next open",
+                self.path.name,
+            )
         finally:
             self._conn.close()
 

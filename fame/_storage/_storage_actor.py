@@ -11,8 +11,9 @@ Every key-value call is a message to it. The runtime hands it up to
    thread (a commit with ``synchronous=FULL`` waits for the disk and must
    not stall the event loop; see ``_worker``). Each writer is answered only
    after the commit. If it fails, every writer of the batch gets
-   :class:`StorageWriteFailed`, the backend rolled back and no cached state
-   (the version counter) changed.
+   :class:`StorageWriteFailed` (:class:`StorageFull` when the file reached
+   its size limit or the disk is full), the backend rolled back and no
+   cached state (the version counter) changed.
 
 Answering the reads of a batch before its writes is linearizable: the
 messages of one batch were all in flight at the same time, and a caller of
@@ -25,7 +26,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from .._actor import Actor, Delivery
-from ._errors import StorageError, StorageWriteFailed
+from ._errors import StorageError, StorageFull, StorageWriteFailed
 from ._ops import Backend, Delete, DeleteMany, Purge, Put, PutMany
 from ._worker import Worker
 
@@ -113,10 +114,14 @@ class StorageActor(Actor):
             detail = f"{type(exc).__name__}: {exc}"
             for delivery in writes:
                 # One error object per caller: each raise gets its own traceback.
-                error = StorageWriteFailed(
-                    f"commit to namespace {self.namespace!r} failed; none of the {len(ops)}"
-                    f" writes in the transaction took effect: {detail}"
-                )
+                error: StorageWriteFailed
+                if isinstance(exc, StorageFull):
+                    error = StorageFull(exc.namespace, exc.path, exc.writes, exc.limit)
+                else:
+                    error = StorageWriteFailed(
+                        f"commit to namespace {self.namespace!r} failed; none of the {len(ops)}"
+                        f" writes in the transaction took effect: {detail}"
+                    )
                 error.__cause__ = exc
                 delivery.fail(error)
             return
