@@ -76,6 +76,10 @@ lint:
     {{python}} -m ruff format --check .
     {{python}} -m mypy
 
+# Torture run: kill -9 the storage agent and the sentinel under load for many cycles, print cycles/acknowledged/verified/lost
+soak *args:
+    {{python}} tests/reliability/soak.py {{args}}
+
 # Run every benchmark and print figures with their same-run baselines
 bench:
     {{python}} bench/bench_runtime.py

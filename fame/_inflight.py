@@ -13,6 +13,13 @@ final frame (reply, stream end, error) comes back from that link or when
 the caller cancels. The table is bounded per link: past ``limit`` the
 oldest entries are dropped, which only means those callers fall back to
 their own deadlines. Pure data structure: no I/O, no clock.
+
+Each entry also remembers the link the request came *from* (its caller's
+link) and the address it was sent to. When a caller's link closes, its
+streams still open at other links would otherwise stall their producers
+until the idle timeout (a client killed while reading a stream sends no
+``Cancel``); :meth:`InflightRequests.abandoned` hands them to the sentinel,
+which cancels each at the link serving it.
 """
 
 from __future__ import annotations
@@ -34,17 +41,35 @@ class InflightRequests(Generic[L]):
         self.limit = limit
         self._by_link: dict[L, dict[Key, None]] = {}
         self._link_of: dict[Key, L] = {}
+        # The caller's side: per caller link, its requests and where they went.
+        self._by_caller: dict[L, dict[Key, str]] = {}
+        self._caller_of: dict[Key, L] = {}
 
-    def forwarded(self, link: L, reply_to: str, corr: int) -> None:
-        """A request (or stream credit) from ``reply_to`` went to ``link``."""
+    def forwarded(
+        self,
+        link: L,
+        reply_to: str,
+        corr: int,
+        *,
+        caller: L | None = None,
+        to: str = "",
+    ) -> None:
+        """A request (or stream credit) from ``reply_to`` went to ``link``.
+
+        ``caller`` is the link it came from (``None``: the sentinel's own
+        node) and ``to`` the address it was sent to, for :meth:`abandoned`.
+        """
         waiting = self._by_link.setdefault(link, {})
         key = (reply_to, corr)
         waiting[key] = None
         self._link_of[key] = link
+        if caller is not None:
+            self._by_caller.setdefault(caller, {})[key] = to
+            self._caller_of[key] = caller
         if len(waiting) > self.limit:
             oldest = next(iter(waiting))  # dicts keep insertion order
             del waiting[oldest]
-            self._link_of.pop(oldest, None)
+            self._forget(oldest)
 
     def finished(self, link: L, reply_to: str, corr: int) -> None:
         """``link`` sent the final answer to ``(reply_to, corr)``, or the caller cancelled."""
@@ -52,14 +77,43 @@ class InflightRequests(Generic[L]):
         waiting = self._by_link.get(link)
         if waiting is not None and key in waiting:
             del waiting[key]
-            self._link_of.pop(key, None)
+            self._forget(key)
 
     def lost(self, link: L) -> list[Key]:
         """``link`` closed: forget it and return the requests it left unanswered."""
         keys = list(self._by_link.pop(link, {}))
         for key in keys:
-            self._link_of.pop(key, None)
+            self._forget(key)
         return keys
+
+    def abandoned(self, caller: L) -> list[tuple[L, str, Key]]:
+        """``caller``'s link closed: forget the requests it still waits on elsewhere.
+
+        Returns ``(serving link, address, (reply_to, corr))`` for each, so that
+        the producers of its open streams can be cancelled: nobody will read
+        or grant credit any more.
+        """
+        orphans: list[tuple[L, str, Key]] = []
+        for key, to in self._by_caller.pop(caller, {}).items():
+            self._caller_of.pop(key, None)
+            link = self._link_of.pop(key, None)
+            if link is None:
+                continue
+            waiting = self._by_link.get(link)
+            if waiting is not None:
+                waiting.pop(key, None)
+            orphans.append((link, to, key))
+        return orphans
+
+    def _forget(self, key: Key) -> None:
+        self._link_of.pop(key, None)
+        caller = self._caller_of.pop(key, None)
+        if caller is not None:
+            calls = self._by_caller.get(caller)
+            if calls is not None:
+                calls.pop(key, None)
+                if not calls:
+                    del self._by_caller[caller]
 
     def link_of(self, reply_to: str, corr: int) -> L | None:
         """The link serving the caller's request ``corr``, while it is unanswered.

@@ -33,12 +33,21 @@ from ._errors import (
     NodeClosed,
     NoRoute,
     ProtocolError,
+    WireError,
     remote_error,
 )
 from ._operation import OperationSpec
 from ._proxy import Proxy
 from ._reply import ReplySlot
-from ._stream import DEFAULT_WINDOW, Stream, StreamConsumer, StreamProducer, timeout_ms
+from ._stream import (
+    DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_WINDOW,
+    Stream,
+    StreamConsumer,
+    StreamProducer,
+    idle_timeout_from_env,
+    timeout_ms,
+)
 from ._supervisor import RestartPolicy, Supervisor, open_supervisor, unwrap_exception_group
 from ._wire import (
     Cancel,
@@ -57,7 +66,7 @@ __all__ = ["Node", "Uplink", "open_node"]
 log = logging.getLogger("fame.node")
 
 DEFAULT_TIMEOUT = 30.0
-STREAM_IDLE_TIMEOUT = 300.0
+STREAM_IDLE_TIMEOUT = DEFAULT_IDLE_TIMEOUT
 REPLY_NAME = "_reply"
 
 
@@ -148,6 +157,11 @@ class Node:
         several nodes may serve it, and the sentinel spreads calls over the
         attached members round-robin. Without it, a second node binding the
         same address is refused.
+
+        On a node already attached to a sentinel the address is bound in the
+        background: other nodes may get ``NoRoute`` for a moment after
+        ``spawn`` returns. Agents spawned before ``fame.attach`` are bound
+        by the time entering ``attach`` returns.
         """
         text = str(Address.parse(address))
         if pool and self.uplink is not None and not self.uplink.pools:
@@ -340,6 +354,14 @@ class Node:
             await self.route(envelope)
         except (NoRoute, NodeClosed, MailboxFull) as exc:
             log.debug("reply to %s dropped: %s", request.reply_to, exc)
+        except WireError as exc:
+            # The result does not fit on the wire (over the size limit): the
+            # caller hears so at once rather than waiting out its deadline. A
+            # stream's item raises on, so that its producer stops.
+            if type(frame) is not Reply:
+                raise
+            message = _unsendable(request, exc)
+            await self.reply_error(request, ProtocolError.kind, message, actor=request.to)
 
     async def reply_error(
         self,
@@ -411,6 +433,18 @@ class Node:
             if consumer is not None:
                 consumer.fail(error)
 
+    def cancel_streams_to(self, reply_address: str, reason: str) -> int:
+        """Cancel every stream this node produces for callers at ``reply_address``.
+
+        For a sentinel whose link to those callers closed: nobody will read
+        or grant credit any more, so the producers stop now rather than at
+        the idle timeout. Returns how many were cancelled.
+        """
+        doomed = [p for (reply_to, _), p in self._producers.items() if reply_to == reply_address]
+        for producer in doomed:
+            producer.control(Cancel(reason))
+        return len(doomed)
+
     def close_pending(self) -> None:
         """Fail every call still waiting on this node: it is closing."""
         for corr, slot in list(self._pending.items()):
@@ -468,9 +502,18 @@ class Node:
                             with trio.move_on_after(self.stream_idle_timeout) as idle:
                                 await producer.credit.take()
                             if idle.cancelled_caught:
-                                log.info("stream %s of %s idle: closed", spec.name, actor.address)
+                                await self._give_up_idle_stream(actor, spec, request)
                                 return
-                        await self.reply(request, StreamItem(value))
+                        try:
+                            await self.reply(request, StreamItem(value))
+                        except WireError as exc:
+                            # An item too big for the wire ends the stream with a
+                            # clear error; the agent did nothing wrong: no restart.
+                            message = _unsendable(request, exc)
+                            await self.reply_error(
+                                request, ProtocolError.kind, message, actor=actor.address
+                            )
+                            return
                 await self.reply(request, StreamEnd())
         except spec.errors as exc:
             await self.reply_error(
@@ -485,6 +528,28 @@ class Node:
             await actor.crash(exc)
         finally:
             self._producers.pop(key, None)
+
+    async def _give_up_idle_stream(
+        self, actor: AgentActor, spec: OperationSpec, request: Envelope
+    ) -> None:
+        """End a stream whose consumer granted no credit for the idle timeout.
+
+        The generator is closed by the caller; the consumer is told why, in
+        case it reads on (the final frame needs no credit). Bounded: a
+        consumer whose path is full gets nothing, as it reads nothing.
+        """
+        message = (
+            f"{actor.address} closed stream {spec.name}(): the consumer granted no credit for"
+            f" {self.stream_idle_timeout:g} s (stream idle timeout)"
+        )
+        log.info("%s", message)
+        with trio.move_on_after(min(5.0, self.stream_idle_timeout)):
+            await self.reply_error(request, "remote", message, actor=actor.address)
+
+
+def _unsendable(request: Envelope, exc: WireError) -> str:
+    op = request.frame.op if type(request.frame) is Request else "the request"
+    return f"the result of {op}() cannot be sent to {request.reply_to}: {exc.reason}"
 
 
 def _error_from(frame: Frame) -> Exception:
@@ -501,6 +566,7 @@ async def open_node(
     restart_policy: RestartPolicy | None = None,
     default_timeout: float = DEFAULT_TIMEOUT,
     stop_timeout: float = 10.0,
+    stream_idle_timeout: float | None = None,
 ) -> AsyncIterator[Node]:
     """Run a node for the duration of the ``async with`` block.
 
@@ -512,7 +578,15 @@ async def open_node(
     ``stop()`` still running. An agent that crashes more often than
     ``restart_policy`` allows ends the block with
     :class:`fame.SupervisorGaveUp`.
+
+    ``stream_idle_timeout`` is how long a streaming operation waits for
+    credit from a consumer that stopped reading before it gives up (its
+    generator is closed); ``None`` reads ``FAME_STREAM_IDLE_TIMEOUT``
+    (300 s when unset).
     """
+    idle_timeout = idle_timeout_from_env() if stream_idle_timeout is None else stream_idle_timeout
+    if not idle_timeout > 0:
+        raise ValueError(f"stream_idle_timeout must be > 0 seconds, got {stream_idle_timeout!r}")
     async with AsyncExitStack() as stack:
         if storage_provider is None:
             from ._storage import open_storage_from_env
@@ -528,6 +602,7 @@ async def open_node(
                         path=path,
                         storage_provider=storage_provider,
                         default_timeout=default_timeout,
+                        stream_idle_timeout=idle_timeout,
                     )
                     yield node
             finally:

@@ -12,7 +12,9 @@ after a few it is closed. Nothing a peer sends can raise out of its
 connection handler, so the sentinel and the other links are unaffected.
 Each connection has a bounded outgoing queue; a forwarder waits for room
 (with a limit), so a slow consumer slows its producers, it does not grow
-memory.
+memory. At most ``max_connections`` websockets are served at once (more get
+HTTP 503 and the reason), each must attach within ``handshake_timeout``,
+and an error in the websocket library ends only its own connection.
 
 Persistent state, in the sentinel node's own stores: its node id and key
 (``__node_meta``, ``__keystore``), the pinned public key of every node id
@@ -33,7 +35,7 @@ import sys
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager, suppress
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import trio
 from trio_websocket import WebSocketConnection, WebSocketRequest, serve_websocket
@@ -47,7 +49,7 @@ from ._identity import (
     load_or_create_identity,
 )
 from ._inflight import InflightRequests
-from ._node import Node, open_node
+from ._node import REPLY_NAME, Node, open_node
 from ._protocol import Admitted, RoutesChanged, SentinelLink, SentinelPolicy
 from ._route_table import RouteTable
 from ._supervisor import unwrap_exception_group
@@ -85,6 +87,7 @@ DEFAULT_PORT = 8000
 DEFAULT_QUEUE = 256
 FORWARD_TIMEOUT = 10.0
 HANDSHAKE_TIMEOUT = 10.0
+DEFAULT_MAX_CONNECTIONS = 1024
 PIN_PREFIX = "pin:"
 
 
@@ -105,6 +108,36 @@ class _Conn:
 
     def __repr__(self) -> str:
         return f"<link {self.link.node_id or '(attaching)'}>"
+
+
+class _ConnectionNursery:
+    """Where the websocket server starts each connection: one failure ends one connection.
+
+    trio-websocket runs a connection's reader task in the server's nursery,
+    so an exception there stops the whole server. A peer can cause one:
+    a message over the websocket limit, sent while the sentinel is closing
+    that link, makes wsproto raise ``LocalProtocolError`` in the reader
+    (trio-websocket issue #175). ``trio.serve_listeners`` accepts any
+    object with ``start_soon`` for this purpose; this one contains such
+    errors to their connection, whose socket trio then closes.
+    """
+
+    def __init__(self, nursery: trio.Nursery) -> None:
+        self._nursery = nursery
+
+    def start_soon(self, fn: Any, *args: Any, name: object = None) -> None:
+        self._nursery.start_soon(_contained, fn, *args, name=name or fn)
+
+
+async def _contained(fn: Any, *args: Any) -> None:
+    try:
+        await fn(*args)
+    except Exception as exc:
+        # Handlers catch what fame can cause; what is left is the websocket
+        # layer failing on a peer's input. One line, as for any lost link.
+        while isinstance(exc, ExceptionGroup) and len(exc.exceptions) == 1:
+            exc = exc.exceptions[0]
+        log.warning("a connection failed in the websocket layer: %r", exc)
 
 
 class _SentinelUplink:
@@ -180,6 +213,8 @@ class Sentinel:
         heartbeat: float,
         queue_size: int,
         codec: Codec,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        handshake_timeout: float = HANDSHAKE_TIMEOUT,
     ) -> None:
         self.node = node
         self.stores = stores
@@ -196,6 +231,10 @@ class Sentinel:
         self.port = 0
         self.host = ""
         self.violations = 0
+        self.max_connections = max_connections
+        self.handshake_timeout = handshake_timeout
+        self.connections = 0  # websockets being served, attaching or attached
+        self.refused_connections = 0
         self._show = tracing_enabled()
 
     @property
@@ -261,8 +300,43 @@ class Sentinel:
     async def handle(self, request: WebSocketRequest) -> None:
         """Serve one websocket; never raises (input cannot kill the sentinel)."""
         if request.path.split("?", 1)[0] != self.url_path:
-            await request.reject(404, body=b"not a fame sentinel path")
+            # The peer may be gone already; an error here must not reach the server.
+            with suppress(*LINK_ERRORS), trio.move_on_after(self.handshake_timeout):
+                await request.reject(404, body=b"not a fame sentinel path")
             return
+        if self.connections >= self.max_connections:
+            await self._refuse_connection(request)
+            return
+        # Counted from here, before any checkpoint, until the handler returns.
+        self.connections += 1
+        try:
+            await self._serve(request)
+        except Exception:
+            # _serve handles what a peer can cause; this is the last resort against
+            # a bug, which would otherwise stop the whole server.
+            log.exception("connection handler failed")
+        finally:
+            self.connections -= 1
+
+    async def _refuse_connection(self, request: WebSocketRequest) -> None:
+        """Turn away a connection past ``max_connections`` with a reason, quickly.
+
+        An HTTP 503 before the upgrade: the peer's open fails with the
+        reason, and the attached peers do not notice anything.
+        """
+        self.refused_connections += 1
+        if self.refused_connections == 1 or self.refused_connections % 1000 == 0:
+            log.warning(
+                "refusing connections: %d open, the limit is %d (%d refused so far)",
+                self.connections,
+                self.max_connections,
+                self.refused_connections,
+            )
+        reason = f"too many connections: this sentinel serves at most {self.max_connections}"
+        with suppress(*LINK_ERRORS), trio.move_on_after(self.handshake_timeout):
+            await request.reject(503, body=reason.encode())
+
+    async def _serve(self, request: WebSocketRequest) -> None:
         try:
             ws = await request.accept()
         except LINK_ERRORS:
@@ -287,11 +361,18 @@ class Sentinel:
             node_id = conn.link.node_id
             if node_id is not None and self.routes.unlink(node_id, conn):
                 log.info("node %s detached", node_id)
+                # Streams our own agents serve to it have no reader any more. (Only
+                # when no newer link of the same node took over its reply address.)
+                self.node.cancel_streams_to(
+                    f"{REPLY_NAME}@{conn.link.path}", f"the caller's link ({node_id}) closed"
+                )
             conn.link.close()
             unanswered = self.inflight.lost(conn)
-            if unanswered:
+            abandoned = self.inflight.abandoned(conn)
+            if unanswered or abandoned:
                 with trio.CancelScope(shield=True), trio.move_on_after(1):
                     await self._answer_lost(unanswered, node_id)
+                    self._cancel_abandoned(abandoned, node_id)
             with trio.CancelScope(shield=True), trio.move_on_after(1):
                 await ws.aclose()
 
@@ -305,14 +386,19 @@ class Sentinel:
         """Close links that stay silent (dead peer) or never finish attaching."""
         started = trio.current_time()
         while True:
-            await trio.sleep(min(self.heartbeat, HANDSHAKE_TIMEOUT))
+            await trio.sleep(min(self.heartbeat, self.handshake_timeout))
             now = trio.current_time()
-            if not conn.link.attached and now - started > HANDSHAKE_TIMEOUT:
+            if not conn.link.attached and now - started > self.handshake_timeout:
+                log.info("%r did not attach within %g s: closing", conn, self.handshake_timeout)
                 break
             if now - conn.seen > 3 * self.heartbeat:
                 log.info("%r silent for %.1f s: closing", conn, now - conn.seen)
                 break
-        await conn.ws.aclose()
+        # A frozen peer reads nothing: once its TCP window is full our writer holds
+        # the socket and the close frame never goes out. Bounded, the close then
+        # drops the socket instead, which ends the reader and the writer.
+        with trio.move_on_after(self.heartbeat):
+            await conn.ws.aclose()
 
     async def _violation(self, conn: _Conn, reason: str) -> None:
         self.violations += 1
@@ -359,25 +445,35 @@ class Sentinel:
                     return
                 await self._on_message(conn, item, in_batch=True)
             return
-        for frame in link.receive(head):
-            await self._apply_events(conn)
+        frames = link.receive(head)
+        # What the frames confirm (a pin, a route) is on disk before they are
+        # queued. A new link becomes routable only after its Welcome is queued:
+        # the routes a restarted node left in __route_store are live at once,
+        # and an envelope for them must never reach the node before its Welcome.
+        admitted = await self._apply_events(conn)
+        for frame in frames:
             await conn.out.send(self.codec.encode(frame))
-        await self._apply_events(conn)
+        for event in admitted:
+            await self._link(conn, event)
 
-    async def _apply_events(self, conn: _Conn) -> None:
+    async def _link(self, conn: _Conn, event: Admitted) -> None:
+        """Route ``event.node_id`` through ``conn``, closing the link it replaces."""
+        previous = self.routes.link(event.node_id, event.path, conn)
+        if previous is not None and previous is not conn:
+            log.info("node %s re-attached: closing its old link", event.node_id)
+            await previous.ws.aclose(1000, "superseded by a new link")
+        log.info("node %s attached%s", event.node_id, " (ephemeral)" if event.ephemeral else "")
+
+    async def _apply_events(self, conn: _Conn) -> list[Admitted]:
+        """Persist what the link's events changed; return the admissions still to link."""
         link = conn.link
+        admitted: list[Admitted] = []
         while link.events:
             event = link.events.pop(0)
             if type(event) is Admitted:
                 if event.new_pin:
                     await self.stores.set(KEYSTORE, PIN_PREFIX + event.node_id, event.public_key)
-                previous = self.routes.link(event.node_id, event.path, conn)
-                if previous is not None and previous is not conn:
-                    log.info("node %s re-attached: closing its old link", event.node_id)
-                    await previous.ws.aclose(1000, "superseded by a new link")
-                log.info(
-                    "node %s attached%s", event.node_id, " (ephemeral)" if event.ephemeral else ""
-                )
+                admitted.append(event)
             elif type(event) is RoutesChanged:
                 # Persist each changed address as the table now has it: a pool's
                 # record lists all its members, so one member leaving rewrites it.
@@ -387,6 +483,7 @@ class Sentinel:
                         await self.stores.delete(ROUTE_STORE, address)
                     else:
                         await self.stores.set(ROUTE_STORE, address, record.encode())
+        return admitted
 
     async def _route(self, conn: _Conn, head: RoutingHeader, data: bytes) -> None:
         to = head.to
@@ -436,7 +533,7 @@ class Sentinel:
             if tag == "cancel":
                 self.inflight.finished(target, head.reply_to, head.corr)
             else:
-                self.inflight.forwarded(target, head.reply_to, head.corr)
+                self.inflight.forwarded(target, head.reply_to, head.corr, caller=conn, to=to)
         forwarded = bump_hops(data)
         try:
             # Fast path: room in the target's queue. No checkpoint per message:
@@ -479,6 +576,22 @@ class Sentinel:
             if caller is not None:
                 with suppress(trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError):
                     caller.out.send_nowait(self.codec.encode(error))
+
+    def _cancel_abandoned(
+        self, abandoned: list[tuple[_Conn, str, tuple[str, int]]], node_id: str | None
+    ) -> None:
+        """Cancel the requests a lost link was still waiting on at other links.
+
+        A caller that dies (a client killed while reading a stream) sends no
+        ``Cancel``; without this its producers would stay stalled until their
+        idle timeout. Best effort, never waiting for room: a producer whose
+        link is full falls back to that timeout.
+        """
+        reason = f"the caller's link ({node_id or 'attaching'}) closed"
+        for target, to, (reply_to, corr) in abandoned:
+            cancel = Envelope(0, to, 0, Cancel(reason), reply_to, corr)
+            with suppress(trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError):
+                target.out.send_nowait(self.codec.encode(cancel))
 
     async def _reply_error(self, conn: _Conn, data: bytes, kind: str, message: str) -> None:
         """Answer a request that cannot be routed; other frames are dropped."""
@@ -534,6 +647,8 @@ async def open_sentinel(
     heartbeat: float = 5.0,
     queue_size: int = DEFAULT_QUEUE,
     max_message_size: int | None = None,
+    max_connections: int = DEFAULT_MAX_CONNECTIONS,
+    handshake_timeout: float = HANDSHAKE_TIMEOUT,
 ) -> AsyncIterator[Sentinel]:
     """Run a sentinel for the duration of the block; yields the :class:`Sentinel`.
 
@@ -543,8 +658,17 @@ async def open_sentinel(
     ``certfile`` and ``keyfile`` it serves ``wss://``. Without ``node`` the
     sentinel runs its own (``open_node(storage_provider=...)``); either
     way that node can host agents.
+
+    At most ``max_connections`` websockets are served at once (attaching or
+    attached); past that a new one is refused with HTTP 503 and a reason.
+    A connection must finish the websocket handshake, and then attach,
+    within ``handshake_timeout`` seconds each, or it is closed.
     """
     admission = _resolve_token(token, open_admission)
+    if max_connections < 1:
+        raise SentinelConfigError(f"max_connections must be at least 1, got {max_connections}")
+    if not handshake_timeout > 0:
+        raise SentinelConfigError(f"handshake_timeout must be positive, got {handshake_timeout}")
     if (certfile is None) != (keyfile is None):
         raise SentinelConfigError("TLS needs both certfile and keyfile")
     ssl_context: ssl.SSLContext | None = None
@@ -576,6 +700,8 @@ async def open_sentinel(
             heartbeat=heartbeat,
             queue_size=queue_size,
             codec=codec,
+            max_connections=max_connections,
+            handshake_timeout=handshake_timeout,
         )
         await sentinel.restore()
         uplink = _SentinelUplink(sentinel)
@@ -595,8 +721,10 @@ async def open_sentinel(
                             message_queue_size=WS_QUEUE,
                             max_message_size=WS_MAX_MESSAGE,
                             receive_buffer_size=WS_RECEIVE_BUFFER,
-                            connect_timeout=HANDSHAKE_TIMEOUT,
+                            connect_timeout=handshake_timeout,
                             disconnect_timeout=2,
+                            # Duck-typed: serve_listeners only calls start_soon.
+                            handler_nursery=cast(trio.Nursery, _ConnectionNursery(tasks)),
                             task_status=task_status,
                         )
                     )

@@ -7,6 +7,12 @@ it has *consumed* half of its window. So a consumer that stops reading
 stalls the producer after at most one window, and neither side, nor any
 router in between, holds more than a window of items per stream.
 
+A producer whose consumer grants no credit for the *idle timeout* (300 s,
+``FAME_STREAM_IDLE_TIMEOUT`` or ``open_node(stream_idle_timeout=...)``)
+gives up: its generator is closed and the consumer, if it ever reads on,
+gets an error saying so. That is the last resort for a consumer that
+stopped reading without cancelling.
+
 :class:`CreditWindow` (consumer side) and :class:`CreditBalance`
 (producer side) are the bookkeeping, free of I/O.
 """
@@ -14,6 +20,8 @@ router in between, holds more than a window of items per stream.
 from __future__ import annotations
 
 import math
+import os
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -26,15 +34,40 @@ if TYPE_CHECKING:
     from ._node import Node
 
 __all__ = [
+    "DEFAULT_IDLE_TIMEOUT",
+    "IDLE_TIMEOUT_VARIABLE",
     "CreditBalance",
     "CreditWindow",
     "Stream",
     "StreamConsumer",
     "StreamProducer",
+    "idle_timeout_from_env",
     "timeout_ms",
 ]
 
 DEFAULT_WINDOW = 64
+DEFAULT_IDLE_TIMEOUT = 300.0
+IDLE_TIMEOUT_VARIABLE = "FAME_STREAM_IDLE_TIMEOUT"
+
+
+def idle_timeout_from_env(environ: Mapping[str, str] | None = None) -> float:
+    """The producer idle timeout in seconds: ``FAME_STREAM_IDLE_TIMEOUT``, else 300.
+
+    Raises :class:`ValueError` naming the variable for anything but a
+    positive number of seconds.
+    """
+    text = (os.environ if environ is None else environ).get(IDLE_TIMEOUT_VARIABLE, "").strip()
+    if not text:
+        return DEFAULT_IDLE_TIMEOUT
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    if not (0 < seconds < math.inf):
+        raise ValueError(
+            f"{IDLE_TIMEOUT_VARIABLE}: expected a number of seconds greater than 0, got {text!r}"
+        )
+    return seconds
 
 
 class CreditWindow:

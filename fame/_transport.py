@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 import trio
 from trio_websocket import (
     ConnectionClosed,
+    ConnectionRejected,
     HandshakeError,
     WebSocketConnection,
     open_websocket_url,
@@ -122,7 +123,16 @@ async def _check_tls(url: str, ssl_context: ssl.SSLContext, timeout: float) -> N
 def _unreachable_reason(exc: BaseException) -> str:
     """Why opening a link failed, in words: trio-websocket's errors often have none."""
     if type(exc) is HandshakeError:
+        # trio-websocket wraps the socket's error (connection refused...) in it.
+        cause = exc.__cause__
+        if isinstance(cause, OSError) and cause.strerror:
+            return cause.strerror
         return "no websocket handshake"
+    if isinstance(exc, ConnectionRejected):
+        # The sentinel's reason (too many connections, wrong path) is in the body.
+        body = (exc.body or b"").decode("utf-8", "replace").strip()
+        reason = " ".join(body.split())[:200] or "no reason given"
+        return f"it refused the connection (HTTP {exc.status_code}): {reason}"
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror
     return repr(exc)

@@ -235,6 +235,10 @@ class FabricUplink:
             self.url, ssl_context=self._ssl, connect_timeout=self.connect_timeout
         ) as ws:
             handshake = NodeHandshake(self.identity, self._token, ephemeral=self.ephemeral)
+            # The sentinel's writer may batch the Welcome with the first envelopes
+            # for this node (its routes survive in __route_store, so callers reach
+            # it at once): those are handled once the link runs, in order.
+            early: list[tuple[LinkMessage, int]] = []
             try:
                 with trio.fail_after(HANDSHAKE_TIMEOUT):
                     while not handshake.attached:
@@ -242,9 +246,15 @@ class FabricUplink:
                         if isinstance(data, str):
                             raise ProtocolError("text message from the sentinel")
                         message = codec.decode(data)
-                        answer = handshake.receive(message)
-                        if answer is not None:
-                            await ws.send_message(codec.encode(answer))
+                        items = message.messages if type(message) is Batch else [data]
+                        for item in items:
+                            frame = message if item is data else codec.decode(item)
+                            if handshake.attached:
+                                early.append((frame, len(item)))
+                                continue
+                            answer = handshake.receive(frame)
+                            if answer is not None:
+                                await ws.send_message(codec.encode(answer))
             except trio.TooSlowError:
                 raise SentinelUnreachable(f"{self.url} did not complete the handshake") from None
             except WireError as exc:
@@ -271,6 +281,8 @@ class FabricUplink:
                     self.attached.set()
                     if task_status is not None:
                         tasks.start_soon(self._report_started, task_status)
+                    for frame, size in early:
+                        await self._dispatch(frame, size)
                     await self._reader(ws, state)
                     raise _LinkLost("the sentinel closed the link")
             except BaseExceptionGroup as group:

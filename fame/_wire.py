@@ -174,7 +174,8 @@ def frame_tag(frame: msgspec.Raw) -> str:
     """The tag of an undecoded frame (``"req"``, ``"rep"``, ...), decoding nothing else."""
     try:
         return _frame_tag_decoder.decode(frame).tag
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
+        # msgspec reports a tag that is not UTF-8 as UnicodeDecodeError, not DecodeError.
         raise WireError(f"malformed frame: {exc}") from None
 
 

@@ -20,10 +20,12 @@ from pathlib import Path
 import trio
 
 import fame
+from fame._sentinel import DEFAULT_MAX_CONNECTIONS, HANDSHAKE_TIMEOUT
 from fame._storage import open_storage, storage_config_from_env
+from fame._stream import idle_timeout_from_env
 
 from ._errors import describe, leaf, shown_path
-from ._settings import DEFAULT_HOST, DEFAULT_PORT, sentinel_url
+from ._settings import DEFAULT_HOST, DEFAULT_PORT, positive_setting, sentinel_url
 
 __all__ = ["AgentSpec", "parse_agent_spec", "run_node", "run_sentinel"]
 
@@ -86,6 +88,21 @@ def _token(settings: Mapping[str, str]) -> tuple[str | None, bool]:
     return token, open_admission
 
 
+def _idle_timeout(settings: Mapping[str, str]) -> float:
+    try:
+        return idle_timeout_from_env(settings)
+    except ValueError as exc:
+        raise StartupError(str(exc)) from None
+
+
+def _sentinel_limits(settings: Mapping[str, str]) -> tuple[int, float]:
+    """The sentinel's connection limit and handshake timeout (a bad value: SettingError)."""
+    return (
+        positive_setting(settings, "FAME_SENTINEL_MAX_CONNECTIONS", DEFAULT_MAX_CONNECTIONS, int),
+        positive_setting(settings, "FAME_SENTINEL_HANDSHAKE_TIMEOUT", HANDSHAKE_TIMEOUT, float),
+    )
+
+
 def _describe_storage(settings: Mapping[str, str]) -> str:
     profile = settings.get("FAME_STORAGE_PROFILE", "").strip() or "memory"
     directory = settings.get("FAME_STORAGE_DB_DIRECTORY", "").strip()
@@ -116,6 +133,8 @@ async def _until_signal(signals: AsyncIterator[int], name: str) -> None:
 async def _sentinel_main(settings: Mapping[str, str], ready: _Ready) -> None:
     _port(settings)
     _token(settings)
+    _idle_timeout(settings)
+    _sentinel_limits(settings)
     config = storage_config_from_env(settings)
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async with open_storage(config) as provider:
@@ -131,10 +150,21 @@ async def _serve(
     host = settings.get("FAME_SENTINEL_HOST", "").strip() or DEFAULT_HOST
     port = _port(settings)
     token, open_admission = _token(settings)
+    max_connections, handshake_timeout = _sentinel_limits(settings)
     async with (
-        fame.open_node(path="sentinel", storage_provider=provider) as node,
+        fame.open_node(
+            path="sentinel",
+            storage_provider=provider,
+            stream_idle_timeout=_idle_timeout(settings),
+        ) as node,
         fame.open_sentinel(
-            node=node, host=host, port=port, token=token, open_admission=open_admission
+            node=node,
+            host=host,
+            port=port,
+            token=token,
+            open_admission=open_admission,
+            max_connections=max_connections,
+            handshake_timeout=handshake_timeout,
         ),
     ):
         line = f"listening on ws://{host}:{port} (storage: {_describe_storage(settings)})"
@@ -162,6 +192,7 @@ async def _node_main(
     url = sentinel_url(settings)
     token = settings.get("FAME_ADMISSION_TOKEN", "").strip() or None
     classes = [(spec.load(), spec.address) for spec in agents]
+    _idle_timeout(settings)
     config = storage_config_from_env(settings)
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async with open_storage(config) as provider:
@@ -183,7 +214,9 @@ async def _attach(
     ready: _Ready,
 ) -> None:
     async with (
-        fame.open_node(storage_provider=provider) as node,
+        fame.open_node(
+            storage_provider=provider, stream_idle_timeout=_idle_timeout(settings)
+        ) as node,
         fame.attach(node, url, token=token),
     ):
         for cls, address in classes:

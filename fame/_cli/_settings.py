@@ -13,9 +13,11 @@ token) to ``conf/secrets.env``, mode 0600, ignored by git.
 
 from __future__ import annotations
 
+import math
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
+from typing import TypeVar
 
 __all__ = [
     "CONF_DIR",
@@ -23,7 +25,9 @@ __all__ = [
     "DEFAULT_PORT",
     "SECRETS_FILE",
     "ConfigFileError",
+    "SettingError",
     "load_settings",
+    "positive_setting",
     "read_env_file",
     "sentinel_url",
 ]
@@ -38,6 +42,34 @@ DEFAULT_PORT = 8000
 
 class ConfigFileError(Exception):
     """A config file that is missing or has a line that is not ``NAME=value``."""
+
+
+class SettingError(ConfigFileError):
+    """A setting whose value is not valid; the message names the variable."""
+
+
+N = TypeVar("N", int, float)
+
+
+def positive_setting(
+    settings: Mapping[str, str], name: str, default: N, convert: Callable[[str], N]
+) -> N:
+    """The positive number in setting ``name`` (``default`` if unset), else :class:`SettingError`.
+
+    ``convert`` is ``int`` for counts (``FAME_SENTINEL_MAX_CONNECTIONS``)
+    and ``float`` for durations in seconds (``FAME_SENTINEL_HANDSHAKE_TIMEOUT``).
+    """
+    text = settings.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        value = convert(text)
+    except ValueError:
+        value = None
+    if value is None or not (value > 0 and math.isfinite(value)):
+        kind = "whole number" if convert is int else "number"
+        raise SettingError(f"{name}: expected a positive {kind}, got {text[:40]!r}")
+    return value
 
 
 def read_env_file(path: Path) -> dict[str, str]:

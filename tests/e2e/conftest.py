@@ -6,6 +6,12 @@ directory set to a temporary root holding a copy of the committed
 touches the checkout's ``data/``, ``run/`` or port 8000. Teardown stops the
 services through their pid files and kills any that remain (only those
 pids).
+
+For the leak check at the end of the run (``tests/reliability/test_secrets.py``)
+the output of every ``just`` call is appended to ``<tmp_path>/logs/just.log``,
+the services' ``run/*.log`` are copied to ``<tmp_path>/logs/`` before ``just
+clean`` removes them, and the secrets in ``conf/secrets.env``
+are registered with ``suite_secrets`` after every call.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -37,9 +44,12 @@ def free_port() -> int:
 class Project:
     """A temporary project root driven through ``just``."""
 
-    def __init__(self, root: Path, port: int) -> None:
+    def __init__(self, root: Path, port: int, registry: Any = None) -> None:
         self.root = root
         self.port = port
+        self.registry = registry
+        self.logs = root.parent / "logs"
+        self._snapshots = 0
         self.env = {
             **os.environ,
             "FAME_SENTINEL_PORT": str(port),
@@ -51,7 +61,9 @@ class Project:
 
     def just(self, *args: str, timeout: float = 90) -> subprocess.CompletedProcess[str]:
         assert JUST is not None, "just is not installed (pip install rust-just)"
-        return subprocess.run(
+        if args[:1] == ("clean",):
+            self.keep_logs()
+        result = subprocess.run(
             [
                 JUST,
                 "--justfile",
@@ -66,6 +78,19 @@ class Project:
             timeout=timeout,
             check=False,
         )
+        self.logs.mkdir(exist_ok=True)
+        with (self.logs / "just.log").open("a", encoding="utf-8") as log:
+            log.write(f"$ just {' '.join(args)}\n{result.stdout}{result.stderr}")
+        if self.registry is not None:
+            self.registry.add_env_file(self.root / "conf" / "secrets.env")
+        return result
+
+    def keep_logs(self) -> None:
+        """Copy ``run/*.log`` to ``logs/`` (``just clean`` deletes them)."""
+        self._snapshots += 1
+        self.logs.mkdir(exist_ok=True)
+        for path in (self.root / "run").glob("*.log"):
+            shutil.copy(path, self.logs / f"{self._snapshots}-{path.name}")
 
     def pids(self) -> list[int]:
         found = []
@@ -88,12 +113,12 @@ def _alive(pid: int) -> bool:
 
 
 @pytest.fixture
-def project(tmp_path: Path) -> Iterator[Project]:
+def project(tmp_path: Path, suite_secrets: Any) -> Iterator[Project]:
     root = tmp_path / "project"
     (root / "conf").mkdir(parents=True)
     for name in ("sentinel.env", "agent.env"):
         shutil.copy(REPO / "conf" / name, root / "conf" / name)
-    proj = Project(root, free_port())
+    proj = Project(root, free_port(), suite_secrets)
     try:
         yield proj
     finally:

@@ -2,10 +2,14 @@
 
 Children run the small scripts in this directory with ``sys.executable``;
 every child is killed at teardown. Ports are picked free by binding port 0.
+Each child's stdout and stderr are also kept in ``<tmp_path>/logs/`` and the
+admission token is registered with ``suite_secrets``, so the leak check at
+the end of the run (``tests/reliability/test_secrets.py``) greps them.
 """
 
 from __future__ import annotations
 
+import itertools
 import os
 import secrets
 import socket
@@ -14,6 +18,7 @@ import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import IO, Any
 
 import pytest
 
@@ -30,7 +35,9 @@ def free_port() -> int:
 class Child:
     """A child process whose stdout lines are collected by a reader thread."""
 
-    def __init__(self, args: list[str], env: dict[str, str]) -> None:
+    _numbers = itertools.count(1)
+
+    def __init__(self, args: list[str], env: dict[str, str], log_dir: Path | None = None) -> None:
         self.args = args
         self.proc = subprocess.Popen(
             [sys.executable, *args],
@@ -43,16 +50,30 @@ class Child:
         self.lines: list[str] = []
         self.err: list[str] = []
         self._cond = threading.Condition()
+        logs: list[IO[str] | None] = [None, None]
+        if log_dir is not None:
+            log_dir.mkdir(parents=True, exist_ok=True)
+            stem = f"{Path(args[0]).stem}-{next(self._numbers)}-{self.proc.pid}"
+            logs = [open(log_dir / f"{stem}.{name}.log", "w") for name in ("stdout", "stderr")]  # noqa: SIM115
         threading.Thread(
-            target=self._read, args=(self.proc.stdout, self.lines), daemon=True
+            target=self._read, args=(self.proc.stdout, self.lines, logs[0]), daemon=True
         ).start()
-        threading.Thread(target=self._read, args=(self.proc.stderr, self.err), daemon=True).start()
+        threading.Thread(
+            target=self._read, args=(self.proc.stderr, self.err, logs[1]), daemon=True
+        ).start()
 
-    def _read(self, stream: object, into: list[str]) -> None:
-        for line in stream:  # type: ignore[attr-defined]
-            with self._cond:
-                into.append(line.rstrip("\n"))
-                self._cond.notify_all()
+    def _read(self, stream: object, into: list[str], log: IO[str] | None) -> None:
+        try:
+            for line in stream:  # type: ignore[attr-defined]
+                if log is not None:
+                    log.write(line)
+                    log.flush()
+                with self._cond:
+                    into.append(line.rstrip("\n"))
+                    self._cond.notify_all()
+        finally:
+            if log is not None:
+                log.close()
 
     def wait_line(self, prefix: str) -> str:
         """Block until the child prints a line starting with ``prefix``; return it."""
@@ -106,9 +127,11 @@ class Child:
 class Fabric:
     """Starts sentinels and nodes as children; kills them all at the end."""
 
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, registry: Any = None) -> None:
         self.tmp = tmp
         self.token = secrets.token_urlsafe(24)
+        if registry is not None:
+            registry.add("token", self.token)
         self.children: list[Child] = []
 
     def env(self, store: str | None = None, **extra: str) -> dict[str, str]:
@@ -126,7 +149,7 @@ class Fabric:
         return env
 
     def start(self, script: str, *args: str, env: dict[str, str]) -> Child:
-        child = Child([str(HERE / script), *args], env)
+        child = Child([str(HERE / script), *args], env, self.tmp / "logs")
         self.children.append(child)
         return child
 
@@ -153,8 +176,8 @@ class Fabric:
 
 
 @pytest.fixture
-def fabric(tmp_path: Path) -> Iterator[Fabric]:
-    f = Fabric(tmp_path)
+def fabric(tmp_path: Path, suite_secrets: Any) -> Iterator[Fabric]:
+    f = Fabric(tmp_path, suite_secrets)
     try:
         yield f
     finally:

@@ -1,0 +1,156 @@
+"""A node re-attaching while callers already call it: the first frames are served.
+
+Found by the agent crash loop (``soak.py``): a restarted storage agent
+could not attach while the client kept writing. The sentinel keeps the
+node's routes in ``__route_store``, so the moment it admits the node,
+requests for it are routed to the new link; its writer batched them with
+the ``Welcome`` into one message, and the node's handshake refused the
+``Batch`` ("unexpected Batch during the attach handshake") and exited.
+
+The first test has a scripted sentinel send exactly that batch. The second
+checks the sentinel's side: it queues the ``Welcome`` before the new link
+becomes routable. It used to link first and then close the node's previous
+link, awaiting the close handshake: requests routed meanwhile went out
+ahead of the ``Welcome``.
+"""
+
+from __future__ import annotations
+
+import secrets
+from contextlib import suppress
+from typing import Any
+
+import trio
+from trio_websocket import WebSocketRequest, open_websocket_url, serve_websocket
+
+import fame
+from fame._identity import Identity
+from fame._sentinel import open_sentinel
+from fame._wire import (
+    Attach,
+    Batch,
+    Bind,
+    Bound,
+    Challenge,
+    Codec,
+    Envelope,
+    LinkMessage,
+    Reply,
+    Request,
+    Welcome,
+    attach_proof_payload,
+)
+
+
+class Echo(fame.BaseAgent):
+    @fame.operation
+    async def say(self, text: str) -> str:
+        return f"echo: {text}"
+
+
+async def test_node_serves_envelopes_batched_with_its_welcome() -> None:
+    codec = Codec()
+    token = secrets.token_urlsafe(16)
+    answers: list[LinkMessage] = []
+    done = trio.Event()
+
+    async def fake_sentinel(request: WebSocketRequest) -> None:
+        ws = await request.accept()
+        await ws.send_message(codec.encode(Challenge(secrets.token_bytes(32), "fake-sentinel")))
+        data = await ws.get_message()
+        assert isinstance(data, bytes)
+        attach = codec.decode(data)
+        assert type(attach) is Attach
+        call = Envelope(0, "echo@fame.fabric", 1, Request("say", {"text": "hi"}), "_reply@x", 7)
+        welcome = Welcome(attach.node_id, attach.node_id)
+        # What the real sentinel's writer does when requests queue up behind the Welcome.
+        first = Batch([codec.encode(welcome), codec.encode(call)])
+        await ws.send_message(codec.encode(first))
+        while not done.is_set():
+            data = await ws.get_message()
+            assert isinstance(data, bytes)
+            message = codec.decode(data)
+            frames = (
+                [codec.decode(m) for m in message.messages] if type(message) is Batch else [message]
+            )
+            for frame in frames:
+                if type(frame) is Bind:
+                    for address in frame.addresses:
+                        await ws.send_message(codec.encode(Bound(address)))
+                elif type(frame) is Envelope:
+                    answers.append(frame)
+                    done.set()
+        await trio.sleep_forever()
+
+    async with trio.open_nursery() as tasks:
+        server = await tasks.start(serve_websocket, fake_sentinel, "127.0.0.1", 0, None)
+        url = f"ws://127.0.0.1:{server.port}/"
+        with trio.fail_after(20):
+            async with fame.open_node() as node:
+                await node.spawn(Echo, "echo@fame.fabric")
+                async with fame.attach(node, url, token=token) as uplink:
+                    await done.wait()
+                    assert uplink.attach_count == 1
+        tasks.cancel_scope.cancel()
+    [answer] = answers
+    assert type(answer) is Envelope
+    assert answer.to == "_reply@x" and answer.corr == 7
+    assert answer.frame == Reply("echo: hi")
+
+
+def frames_of(codec: Codec, data: Any) -> list[LinkMessage]:
+    assert isinstance(data, bytes)
+    message = codec.decode(data)
+    if type(message) is Batch:
+        return [codec.decode(item) for item in message.messages]
+    return [message]
+
+
+async def attach_raw(ws: Any, codec: Codec, identity: Identity, token: str) -> list[LinkMessage]:
+    """Attach over ``ws`` as ``identity``; the frames of the first message after the attach."""
+    [challenge] = frames_of(codec, await ws.get_message())
+    assert type(challenge) is Challenge
+    proof = identity.sign(
+        attach_proof_payload(challenge.nonce, challenge.sentinel_id, identity.node_id)
+    )
+    attach = Attach(identity.node_id, identity.public_key, token, proof)
+    await ws.send_message(codec.encode(attach))
+    return frames_of(codec, await ws.get_message())
+
+
+async def test_sentinel_queues_the_welcome_before_routing_to_the_new_link() -> None:
+    codec = Codec()
+    token = secrets.token_urlsafe(16)
+    identity = Identity.generate()
+    async with (
+        fame.open_node() as sentinel_node,
+        open_sentinel(port=0, token=token, node=sentinel_node) as sentinel,
+    ):
+        url = f"ws://127.0.0.1:{sentinel.port}/"
+        # The node's first link. Its queue holds one message and it reads no more,
+        # so it stops answering: the sentinel's close handshake with it will stall.
+        async with open_websocket_url(url, message_queue_size=1) as old:
+            [welcome] = await attach_raw(old, codec, identity, token)
+            assert type(welcome) is Welcome
+            await old.send_message(codec.encode(Bind(["echo@fame.fabric"])))
+            assert frames_of(codec, await old.get_message()) == [Bound("echo@fame.fabric")]
+            async with fame.connect(url, token=token) as client, trio.open_nursery() as callers:
+                echo = client.proxy("echo@fame.fabric").with_timeout(0.05)
+
+                async def keep_calling() -> None:
+                    while True:
+                        with suppress(fame.FameError):
+                            await echo.say(text="hi")
+                        await trio.sleep(0.005)
+
+                for _ in range(4):
+                    callers.start_soon(keep_calling)
+                # Calls time out and come again: messages pile up at the old link,
+                # which reads nothing.
+                await trio.sleep(0.5)
+                # The node comes back on a new link while callers keep calling.
+                with trio.fail_after(15):
+                    async with open_websocket_url(url) as new:
+                        first = await attach_raw(new, codec, identity, token)
+                callers.cancel_scope.cancel()
+    assert type(first[0]) is Welcome, f"{type(first[0]).__name__} came before the Welcome"

@@ -1,0 +1,427 @@
+"""Secrets never leak: not in a log line, an error message or a repr; secrets.env is 0600.
+
+:func:`test_no_secret_in_any_log_of_the_suite` runs last (``runs_last``,
+see ``tests/conftest.py``). First it runs its own scenario through the error
+paths that could leak: a sentinel and the storage agent with a fresh master
+key and token, clients with a wrong token (in process and ``fame-client``),
+``fame check``/``dump``/``inspect`` and ``fame node`` with a wrong master key,
+bad settings, and ``repr``/``str``/tracebacks of the config, key and error
+objects, with fame's loggers at DEBUG. Then it gathers every secret of the
+session (registered by the fixtures, and every ``*.env`` file under pytest's
+base temporary directory), derives the per-file key of every encrypted
+database file name found there for every master key, and greps, in every
+encoding a secret could take (as given, hex, base64 and base64url with and
+without padding, the repr of its bytes, the raw bytes):
+
+- every file under the base temporary directory except the databases and
+  the ``*.env`` files that hold the secrets on purpose: the children's
+  stdout/stderr, ``run/*.log``, the output of ``just`` and ``fame`` calls;
+- pytest's captured output of every test that ran before (stdout, stderr,
+  log records, failure reports).
+
+It fails if it scanned too little to mean anything, and reports how many
+files, bytes and secrets it checked.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import os
+import re
+import secrets
+import stat
+import subprocess
+import sys
+import traceback
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+import fame
+from agents.storage_agent import StorageAgent
+from fame._storage import open_storage, parse_master_key, storage_config_from_env
+from fame._storage._keys import derive_file_key
+from fame._storage._namespace import ENCRYPTED_SUFFIX
+
+from .fame_services import FameServices, fame_env, run_fame
+
+AGENT = "agents.storage_agent:StorageAgent@storage@fame.fabric"
+SKIPPED_SUFFIXES = (".db", ".db-wal", ".db-shm", ".db-journal", ".env", ".pyc")
+# A run of characters every text encoding of a secret is made of (hex, base64, base64url).
+TOKEN_CHARS = re.compile(rb"[A-Za-z0-9+/=_-]{16,}")
+# Floors that keep the check from passing vacuously (the scenario alone exceeds them).
+MIN_LOG_FILES = 5
+MIN_BYTES = 4096
+
+
+@dataclass
+class Needles:
+    """Every secret in every encoding, split by how they are searched."""
+
+    words: dict[bytes, str] = field(default_factory=dict)  # text encodings -> what
+    raw: dict[bytes, str] = field(default_factory=dict)  # raw bytes and repr forms -> what
+    counts: dict[str, int] = field(default_factory=dict)
+
+    def add_bytes(self, material: bytes, what: str) -> None:
+        for text in (
+            material.hex(),
+            material.hex().upper(),
+            base64.b64encode(material).decode(),
+            base64.urlsafe_b64encode(material).decode(),
+        ):
+            self.add_word(text, what)
+            self.add_word(text.rstrip("="), what)
+        self.raw[material] = what
+        self.raw[repr(material)[2:-1].encode()] = what
+
+    def add_word(self, text: str, what: str) -> None:
+        assert TOKEN_CHARS.fullmatch(text.encode()), f"{what}: not a token-like secret"
+        self.words[text.encode()] = what
+
+    def add_text(self, text: str, what: str) -> None:
+        """A secret given as text (token, master key as written): itself and its bytes."""
+        if TOKEN_CHARS.fullmatch(text.encode()):
+            self.add_word(text, what)
+        else:
+            self.raw[text.encode()] = what
+        self.add_bytes(text.encode(), what)
+
+    def find(self, data: bytes) -> set[str]:
+        """What secrets ``data`` contains, in any encoding."""
+        found = set()
+        lengths = {len(word) for word in self.words}
+        for match in TOKEN_CHARS.finditer(data):
+            run = match.group()
+            for size in lengths:
+                for start in range(len(run) - size + 1):
+                    what = self.words.get(run[start : start + size])
+                    if what is not None:
+                        found.add(what)
+        found.update(what for needle, what in self.raw.items() if needle in data)
+        return found
+
+
+def build_needles(master_keys: Iterable[str], tokens: Iterable[str], files: set[str]) -> Needles:
+    needles = Needles()
+    masters = sorted(set(master_keys))
+    for number, text in enumerate(masters):
+        needles.add_text(text, f"master key #{number}")
+        try:
+            key = parse_master_key(text)
+        except fame.FameError:
+            continue  # a deliberately bad key: only its text can leak
+        needles.add_bytes(key._material, f"master key #{number} (decoded)")
+        for name in sorted(files):
+            needles.add_bytes(derive_file_key(key, name), f"file key of {name} (master #{number})")
+            needles.counts["derived_keys"] = needles.counts.get("derived_keys", 0) + 1
+    for number, text in enumerate(sorted(set(tokens))):
+        needles.add_text(text, f"admission token #{number}")
+    needles.counts["master_keys"] = len(masters)
+    needles.counts["tokens"] = len(set(tokens))
+    return needles
+
+
+def test_the_grep_finds_a_secret_in_every_encoding() -> None:
+    """The scanner itself works: a planted key is found however it is written."""
+    text = secrets.token_urlsafe(32)
+    key = parse_master_key(text)
+    file_key = derive_file_key(key, "ns" + ENCRYPTED_SUFFIX)
+    needles = build_needles([text], ["tok-" + secrets.token_urlsafe(24)], {"ns" + ENCRYPTED_SUFFIX})
+    assert needles.counts == {"derived_keys": 1, "master_keys": 1, "tokens": 1}
+    token = next(t for t in (w.decode() for w in needles.words) if t.startswith("tok-"))
+    planted = [
+        f"FAME_STORAGE_MASTER_KEY={text}\n".encode(),
+        f"PRAGMA key = \"x'{file_key.hex()}'\"".encode(),
+        f"key={file_key.hex().upper()};".encode(),
+        b"blob " + base64.b64encode(file_key) + b" end",
+        base64.urlsafe_b64encode(key._material).rstrip(b"=") + b"!",
+        f"MasterKey({key._material!r})".encode(),
+        b"\x00raw" + file_key + b"\x00",
+        f'{{"token": "{token}"}}'.encode(),
+    ]
+    for data in planted:
+        assert needles.find(data), data
+    assert not needles.find(b"nothing to see here " + secrets.token_hex(32).encode())
+
+
+# --- the scenario ------------------------------------------------------------------
+
+
+def _write(log: Any, title: str, text: str) -> None:
+    log.write(f"--- {title}\n{text}\n")
+
+
+async def _exercise(services: FameServices, log: Any) -> None:
+    """Calls and client errors against the running services, every outcome logged."""
+    async with fame.connect(services.url, token=services.token) as client:
+        agent = client.proxy("storage@fame.fabric")
+        _write(log, "store", repr(await agent.store_value(key="k", value="v")))
+        _write(log, "list", repr([pair async for pair in agent.retrieve_all_values()]))
+        for op, args in (("store_value", {"key": 1}), ("no_such_op", {})):
+            try:
+                await getattr(agent, op)(**args)
+            except fame.FameError as exc:
+                _write(log, f"{op} error", f"{exc!s} | {exc!r}\n{traceback.format_exc()}")
+    try:
+        async with fame.connect(services.url, token=secrets.token_urlsafe(32)):
+            pass
+    except fame.AdmissionRefused as exc:
+        _write(log, "wrong token", f"{exc!s} | {exc!r}\n{traceback.format_exc()}")
+
+
+async def _fabric_in_process(root: Path, registry: Any, log: Any) -> None:
+    """A sentinel and a storage node in this process, fame's loggers at DEBUG.
+
+    Every log line fame writes on these paths (attach, bind, refusals, a
+    dropped stream, detach, a node stopping) goes to ``run/in-process.log``.
+    """
+    token = secrets.token_urlsafe(32)
+    registry.add("token", token)
+    keys = {name: secrets.token_urlsafe(32) for name in ("sentinel", "node")}
+    for key in keys.values():
+        registry.add("master_key", key)
+
+    def config(name: str) -> fame.StorageConfig:
+        return fame.StorageConfig(
+            profile="encrypted-sqlite",
+            directory=root / "data" / f"in-process-{name}",
+            master_key=parse_master_key(keys[name]),
+        )
+
+    async with (
+        open_storage(config("sentinel")) as sentinel_storage,
+        fame.open_sentinel(port=0, token=token, storage_provider=sentinel_storage) as sentinel,
+    ):
+        url = f"ws://127.0.0.1:{sentinel.port}/"
+        async with (
+            open_storage(config("node")) as node_storage,
+            fame.open_node(storage_provider=node_storage) as node,
+        ):
+            # Spawned before attaching, so entering attach() waits until the
+            # sentinel confirmed the binding (a later spawn binds asynchronously).
+            await node.spawn(StorageAgent, "storage@in.process")
+            async with fame.attach(node, url, token=token):
+                async with fame.connect(url, token=token) as client:
+                    agent = client.proxy("storage@in.process", StorageAgent)
+                    for i in range(100):
+                        await agent.store_value(key=f"k{i}", value="v")
+                    async for _ in agent.retrieve_all_values():
+                        break  # dropped mid-stream: cancelled
+                    _write(log, "in-process provider", f"{node_storage!r} | {config('node')!r}")
+                for wrong in (secrets.token_urlsafe(32), ""):
+                    try:
+                        async with fame.connect(url, token=wrong):
+                            pass
+                    except fame.AdmissionRefused as exc:
+                        _write(log, "in-process wrong token", f"{exc!r}\n{traceback.format_exc()}")
+                await node.stop_agent("storage@in.process")
+
+
+async def _wrong_key_in_process(directory: Path, wrong: str, log: Any) -> None:
+    env = {
+        "FAME_STORAGE_PROFILE": "encrypted-sqlite",
+        "FAME_STORAGE_DB_DIRECTORY": str(directory),
+        "FAME_STORAGE_MASTER_KEY": wrong,
+    }
+    config = storage_config_from_env(env)
+    _write(log, "config", f"{config!r} | {config!s} | {config.master_key!r} | {config.master_key}")
+    try:
+        async with open_storage(config) as provider:
+            await provider.get_kv_store(dict, "storage_agent_namespace")
+    except fame.FameError as exc:
+        _write(log, "wrong key", f"{exc!s} | {exc!r}\n{traceback.format_exc()}")
+    for bad in (secrets.token_urlsafe(16), "not a key at all"):
+        try:
+            storage_config_from_env({**env, "FAME_STORAGE_MASTER_KEY": bad})
+        except fame.FameError as exc:
+            _write(log, "bad key", f"{exc!s} | {exc!r}\n{traceback.format_exc()}")
+
+
+def run_leak_scenario(root: Path, registry: Any) -> None:
+    """Drive the error paths that could leak a secret; everything lands under ``root``."""
+    services = FameServices(root, registry, AGENT)
+    run = root / "run"
+    handler = logging.FileHandler(run / "in-process.log")
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s %(message)s"))
+    fame_log = logging.getLogger("fame")
+    level = fame_log.level
+    fame_log.addHandler(handler)
+    fame_log.setLevel(logging.DEBUG)
+    try:
+        with open(run / "scenario.log", "w", encoding="utf-8") as log:
+            services.up()
+            try:
+                trio.run(_exercise, services, log)  # a scenario of its own, in its own loop
+                trio.run(_fabric_in_process, root, registry, log)
+                client = [sys.executable, "-m", "fame._cli.client", "--url", services.url]
+                for args in (["list"], ["--token", secrets.token_urlsafe(32)], ["get", "nope"]):
+                    done = subprocess.run(
+                        [*client, *args],
+                        cwd=root,
+                        env=fame_env(),
+                        capture_output=True,
+                        text=True,
+                        timeout=60,
+                        check=False,
+                    )
+                    _write(log, f"fame-client {args[0]}", done.stdout + done.stderr)
+            finally:
+                services.close()
+            wrong = secrets.token_urlsafe(32)
+            registry.add("master_key", wrong)
+            (root / "conf" / "wrong.env").write_text(f"FAME_STORAGE_MASTER_KEY={wrong}\n")
+            right = ["--config", "conf/agent.env", "--config", "conf/secrets.env"]
+            bad = ["--config", "conf/agent.env", "--config", "conf/wrong.env"]
+            outcomes = {
+                "check": run_fame(root, "check", "data/agent", *right),
+                "check wrong key": run_fame(root, "check", "data/agent", *bad),
+                "dump wrong key": run_fame(
+                    root, "dump", "data/agent", "storage_agent_namespace", *bad
+                ),
+                "inspect wrong key": run_fame(root, "inspect", "data/agent", *bad),
+                "node wrong key": run_fame(root, "node", *bad, "--agent", AGENT),
+            }
+            assert outcomes["check"].returncode == 0, outcomes["check"].stderr
+            for name, done in outcomes.items():
+                if name != "check":
+                    assert done.returncode != 0, (name, done.stdout)
+                    assert "master key" in done.stderr, (name, done.stderr)
+            weak = secrets.token_urlsafe(16)  # too short: refused, and never echoed
+            registry.add("master_key", weak)
+            for setting in (f"FAME_STORAGE_MASTER_KEY={weak}", "FAME_STORAGE_PROFILE=bogus"):
+                (root / "conf" / "bad.env").write_text(setting + "\n")
+                done = run_fame(
+                    root, "sentinel", "--config", "conf/sentinel.env",
+                    "--config", "conf/secrets.env", "--config", "conf/bad.env",
+                )  # fmt: skip
+                assert done.returncode == 1, done.stdout
+            trio.run(_wrong_key_in_process, root / "data" / "agent", wrong, log)
+    finally:
+        fame_log.removeHandler(handler)
+        fame_log.setLevel(level)
+        handler.close()
+
+
+# --- the check ---------------------------------------------------------------------
+
+
+def _scanned_files(base: Path) -> Iterator[Path]:
+    for path in sorted(base.rglob("*")):
+        if path.is_file() and not path.is_symlink() and not path.name.endswith(SKIPPED_SUFFIXES):
+            yield path
+
+
+@pytest.mark.runs_last
+def test_no_secret_in_any_log_of_the_suite(
+    tmp_path_factory: pytest.TempPathFactory, suite_secrets: Any, reliability_report: Any
+) -> None:
+    base = tmp_path_factory.getbasetemp()
+    run_leak_scenario(tmp_path_factory.mktemp("leak-scenario"), suite_secrets)
+
+    for path in base.rglob("*.env"):
+        suite_secrets.add_env_file(path)
+    encrypted_files = {path.name for path in base.rglob("*" + ENCRYPTED_SUFFIX)}
+    needles = build_needles(
+        suite_secrets.secrets["master_key"], suite_secrets.secrets["token"], encrypted_files
+    )
+    leaks: list[str] = []
+    files = log_files = scanned_bytes = 0
+    for path in _scanned_files(base):
+        data = path.read_bytes()
+        files += 1
+        log_files += path.suffix == ".log"
+        scanned_bytes += len(data)
+        leaks += [f"{path.relative_to(base)}: {what}" for what in sorted(needles.find(data))]
+    texts = list(suite_secrets.texts)
+    for where, text in texts:
+        data = text.encode("utf-8", "surrogateescape")
+        scanned_bytes += len(data)
+        leaks += [f"{where}: {what}" for what in sorted(needles.find(data))]
+
+    counts = needles.counts
+    assert counts["master_keys"] >= 1 and counts["tokens"] >= 1, counts
+    assert counts.get("derived_keys", 0) >= 1, (counts, encrypted_files)
+    assert log_files >= MIN_LOG_FILES and scanned_bytes >= MIN_BYTES, (log_files, scanned_bytes)
+    assert not leaks, "secrets found:\n" + "\n".join(leaks[:50])
+    reliability_report(
+        files_scanned=files,
+        log_files_scanned=log_files,
+        captured_sections_scanned=len(texts),
+        bytes_scanned=scanned_bytes,
+        master_keys=counts["master_keys"],
+        derived_file_keys=counts.get("derived_keys", 0),
+        tokens=counts["tokens"],
+        encodings_searched=len(needles.words) + len(needles.raw),
+    )
+
+
+# --- secrets.env modes ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o000, 0o077])
+def test_fame_init_writes_secrets_env_mode_0600_whatever_the_umask(
+    tmp_path: Path, umask: int, suite_secrets: Any
+) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "fame._cli.fame", "init"],
+        cwd=tmp_path,
+        env=fame_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        umask=umask,
+    )
+    assert done.returncode == 0, done.stderr
+    secrets_file = tmp_path / "conf" / "secrets.env"
+    suite_secrets.add_env_file(secrets_file)
+    assert stat.S_IMODE(secrets_file.stat().st_mode) == 0o600
+    values = dict(
+        line.split("=", 1) for line in secrets_file.read_text().splitlines() if "=" in line
+    )
+    assert set(values) == {"FAME_STORAGE_MASTER_KEY", "FAME_ADMISSION_TOKEN"}
+    for value in values.values():
+        assert value not in done.stdout + done.stderr
+
+
+def test_just_init_writes_secrets_env_mode_0600_under_umask_022(
+    tmp_path: Path, suite_secrets: Any
+) -> None:
+    just = _just()
+    done = subprocess.run(
+        [just, "--justfile", str(Path(__file__).resolve().parents[2] / "justfile"),
+         "--working-directory", str(tmp_path), "init"],
+        env={**fame_env(), "FAME_PYTHON": sys.executable},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        umask=0o022,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    secrets_file = tmp_path / "conf" / "secrets.env"
+    suite_secrets.add_env_file(secrets_file)
+    assert stat.S_IMODE(secrets_file.stat().st_mode) == 0o600
+    # A second init keeps the file, and its mode.
+    again = subprocess.run(
+        [sys.executable, "-m", "fame._cli.fame", "init"],
+        cwd=tmp_path, env=fame_env(), capture_output=True, text=True, timeout=60, check=False,
+        umask=0o022,
+    )  # fmt: skip
+    assert again.returncode == 0 and "keeping" in again.stdout
+    assert stat.S_IMODE(secrets_file.stat().st_mode) == 0o600
+
+
+def _just() -> str:
+    import shutil
+
+    found = shutil.which(
+        "just", path=os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]])
+    )
+    assert found is not None, "just is not installed (pip install rust-just)"
+    return found
