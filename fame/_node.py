@@ -19,7 +19,7 @@ from __future__ import annotations
 import itertools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import AsyncExitStack, aclosing, asynccontextmanager, suppress
+from contextlib import AsyncExitStack, asynccontextmanager, suppress
 from typing import Any, Protocol
 
 import trio
@@ -48,6 +48,7 @@ from ._stream import (
     idle_timeout_from_env,
     timeout_ms,
 )
+from ._stream_serving import serve_stream, unsendable
 from ._supervisor import RestartPolicy, Supervisor, open_supervisor, unwrap_exception_group
 from ._wire import (
     Cancel,
@@ -57,8 +58,6 @@ from ._wire import (
     Frame,
     Reply,
     Request,
-    StreamEnd,
-    StreamItem,
 )
 
 __all__ = ["Node", "Uplink", "open_node"]
@@ -360,7 +359,7 @@ class Node:
             # stream's item raises on, so that its producer stops.
             if type(frame) is not Reply:
                 raise
-            message = _unsendable(request, exc)
+            message = unsendable(request, exc)
             await self.reply_error(request, ProtocolError.kind, message, actor=request.to)
 
     async def reply_error(
@@ -477,6 +476,7 @@ class Node:
     def start_stream(
         self, actor: AgentActor, spec: OperationSpec, kwargs: dict[str, Any], request: Envelope
     ) -> None:
+        """Serve streaming ``request`` in a task (see ``fame._stream_serving``)."""
         frame = request.frame
         assert type(frame) is Request
         producer = StreamProducer(frame.credit)
@@ -494,62 +494,9 @@ class Node:
         key: tuple[str | None, int | None],
     ) -> None:
         try:
-            with producer.cancel_scope:
-                async with aclosing(spec.function(actor.agent, **kwargs)) as items:
-                    async for item in items:
-                        value = spec.convert_result(item)
-                        if not producer.credit.try_take():
-                            with trio.move_on_after(self.stream_idle_timeout) as idle:
-                                await producer.credit.take()
-                            if idle.cancelled_caught:
-                                await self._give_up_idle_stream(actor, spec, request)
-                                return
-                        try:
-                            await self.reply(request, StreamItem(value))
-                        except WireError as exc:
-                            # An item too big for the wire ends the stream with a
-                            # clear error; the agent did nothing wrong: no restart.
-                            message = _unsendable(request, exc)
-                            await self.reply_error(
-                                request, ProtocolError.kind, message, actor=actor.address
-                            )
-                            return
-                await self.reply(request, StreamEnd())
-        except spec.errors as exc:
-            await self.reply_error(
-                request,
-                "operation_failed",
-                str(exc),
-                actor=actor.address,
-                exc_type=type(exc).__name__,
-            )
-        except Exception as exc:
-            await actor.reply_crash(request, exc)
-            await actor.crash(exc)
+            await serve_stream(self, actor, spec, kwargs, request, producer)
         finally:
             self._producers.pop(key, None)
-
-    async def _give_up_idle_stream(
-        self, actor: AgentActor, spec: OperationSpec, request: Envelope
-    ) -> None:
-        """End a stream whose consumer granted no credit for the idle timeout.
-
-        The generator is closed by the caller; the consumer is told why, in
-        case it reads on (the final frame needs no credit). Bounded: a
-        consumer whose path is full gets nothing, as it reads nothing.
-        """
-        message = (
-            f"{actor.address} closed stream {spec.name}(): the consumer granted no credit for"
-            f" {self.stream_idle_timeout:g} s (stream idle timeout)"
-        )
-        log.info("%s", message)
-        with trio.move_on_after(min(5.0, self.stream_idle_timeout)):
-            await self.reply_error(request, "remote", message, actor=actor.address)
-
-
-def _unsendable(request: Envelope, exc: WireError) -> str:
-    op = request.frame.op if type(request.frame) is Request else "the request"
-    return f"the result of {op}() cannot be sent to {request.reply_to}: {exc.reason}"
 
 
 def _error_from(frame: Frame) -> Exception:

@@ -1,0 +1,264 @@
+"""How a sentinel serves each websocket, from the door to the close.
+
+A :class:`ConnectionHandler` admits at most ``max_connections`` websockets
+at once (more get HTTP 503 and the reason). Each one it accepts gets a
+reader (frames in: control frames to the attach state machine in
+``fame._protocol``, envelopes to the :class:`Router`), a writer (its
+bounded outgoing queue to the socket) and a watchdog (it must attach
+within ``handshake_timeout`` and then never stay silent for three
+heartbeats).
+
+Robustness rules: a bad frame costs its connection a ``LinkError``; after
+a few it is closed. Nothing a peer sends can raise out of its connection
+handler, so the sentinel and the other links are unaffected, and an error
+in the websocket library ends only its own connection
+(:class:`ConnectionNursery`).
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from contextlib import suppress
+from typing import Any
+
+import trio
+from trio_websocket import WebSocketRequest
+
+from ._errors import WireError
+from ._identity import KEYSTORE, ROUTE_STORE, NodeStores
+from ._protocol import Admitted, RoutesChanged, SentinelLink, SentinelPolicy
+from ._sentinel_routing import Conn, Router
+from ._supervisor import unwrap_exception_group
+from ._transport import LINK_ERRORS, is_link_failure, write_batched
+from ._wire import Batch, RoutingHeader
+
+__all__ = ["PIN_PREFIX", "ConnectionHandler", "ConnectionNursery"]
+
+log = logging.getLogger("fame.sentinel")
+
+PIN_PREFIX = "pin:"
+
+
+class ConnectionNursery:
+    """Where the websocket server starts each connection: one failure ends one connection.
+
+    trio-websocket runs a connection's reader task in the server's nursery,
+    so an exception there stops the whole server. A peer can cause one:
+    a message over the websocket limit, sent while the sentinel is closing
+    that link, makes wsproto raise ``LocalProtocolError`` in the reader
+    (trio-websocket issue #175). ``trio.serve_listeners`` accepts any
+    object with ``start_soon`` for this purpose; this one contains such
+    errors to their connection, whose socket trio then closes.
+    """
+
+    def __init__(self, nursery: trio.Nursery) -> None:
+        self._nursery = nursery
+
+    def start_soon(self, fn: Any, *args: Any, name: object = None) -> None:
+        self._nursery.start_soon(_contained, fn, *args, name=name or fn)
+
+
+async def _contained(fn: Any, *args: Any) -> None:
+    try:
+        await fn(*args)
+    except Exception as exc:
+        # Handlers catch what fame can cause; what is left is the websocket
+        # layer failing on a peer's input. One line, as for any lost link.
+        while isinstance(exc, ExceptionGroup) and len(exc.exceptions) == 1:
+            exc = exc.exceptions[0]
+        log.warning("a connection failed in the websocket layer: %r", exc)
+
+
+class ConnectionHandler:
+    """The sentinel's websocket handler: :meth:`handle` serves one connection."""
+
+    def __init__(
+        self,
+        router: Router,
+        stores: NodeStores,
+        policy: SentinelPolicy,
+        *,
+        url_path: str,
+        heartbeat: float,
+        queue_size: int,
+        max_connections: int,
+        handshake_timeout: float,
+    ) -> None:
+        self.router = router
+        self.stores = stores
+        self.policy = policy
+        self.codec = router.codec
+        self.url_path = url_path
+        self.heartbeat = heartbeat
+        self.queue_size = queue_size
+        self.max_connections = max_connections
+        self.handshake_timeout = handshake_timeout
+        self.connections = 0  # websockets being served, attaching or attached
+        self.refused_connections = 0
+
+    async def handle(self, request: WebSocketRequest) -> None:
+        """Serve one websocket; never raises (input cannot kill the sentinel)."""
+        if request.path.split("?", 1)[0] != self.url_path:
+            # The peer may be gone already; an error here must not reach the server.
+            with suppress(*LINK_ERRORS), trio.move_on_after(self.handshake_timeout):
+                await request.reject(404, body=b"not a fame sentinel path")
+            return
+        if self.connections >= self.max_connections:
+            await self._refuse_connection(request)
+            return
+        # Counted from here, before any checkpoint, until the handler returns.
+        self.connections += 1
+        try:
+            await self._serve(request)
+        except Exception:
+            # _serve handles what a peer can cause; this is the last resort against
+            # a bug, which would otherwise stop the whole server.
+            log.exception("connection handler failed")
+        finally:
+            self.connections -= 1
+
+    async def _refuse_connection(self, request: WebSocketRequest) -> None:
+        """Turn away a connection past ``max_connections`` with a reason, quickly.
+
+        An HTTP 503 before the upgrade: the peer's open fails with the
+        reason, and the attached peers do not notice anything.
+        """
+        self.refused_connections += 1
+        if self.refused_connections == 1 or self.refused_connections % 1000 == 0:
+            log.warning(
+                "refusing connections: %d open, the limit is %d (%d refused so far)",
+                self.connections,
+                self.max_connections,
+                self.refused_connections,
+            )
+        reason = f"too many connections: this sentinel serves at most {self.max_connections}"
+        with suppress(*LINK_ERRORS), trio.move_on_after(self.handshake_timeout):
+            await request.reject(503, body=reason.encode())
+
+    async def _serve(self, request: WebSocketRequest) -> None:
+        try:
+            ws = await request.accept()
+        except LINK_ERRORS:
+            return
+        conn = Conn(ws, SentinelLink(self.policy, secrets.token_bytes(32)), self.queue_size)
+        try:
+            async with unwrap_exception_group(), trio.open_nursery() as tasks:
+                written = trio.Event()
+                tasks.start_soon(self._writer, conn, written)
+                tasks.start_soon(self._watchdog, conn)
+                await conn.out.send(self.codec.encode(conn.link.start()))
+                await self._reader(conn)
+                # Let the writer flush what is queued (a Refused, a last LinkError).
+                conn.out.close()
+                with trio.move_on_after(1):
+                    await written.wait()
+                tasks.cancel_scope.cancel()
+        except Exception as exc:
+            if not is_link_failure(exc):
+                log.exception("link %r failed", conn)  # a bug, but never fatal to the sentinel
+        finally:
+            await self.router.detach(conn)
+            with trio.CancelScope(shield=True), trio.move_on_after(1):
+                await ws.aclose()
+
+    async def _writer(self, conn: Conn, written: trio.Event) -> None:
+        try:
+            await write_batched(conn.ws, conn.out_recv, self.codec)
+        finally:
+            written.set()
+
+    async def _watchdog(self, conn: Conn) -> None:
+        """Close links that stay silent (dead peer) or never finish attaching."""
+        started = trio.current_time()
+        while True:
+            await trio.sleep(min(self.heartbeat, self.handshake_timeout))
+            now = trio.current_time()
+            if not conn.link.attached and now - started > self.handshake_timeout:
+                log.info("%r did not attach within %g s: closing", conn, self.handshake_timeout)
+                break
+            if now - conn.seen > 3 * self.heartbeat:
+                log.info("%r silent for %.1f s: closing", conn, now - conn.seen)
+                break
+        # A frozen peer reads nothing: once its TCP window is full our writer holds
+        # the socket and the close frame never goes out. Bounded, the close then
+        # drops the socket instead, which ends the reader and the writer.
+        with trio.move_on_after(self.heartbeat):
+            await conn.ws.aclose()
+
+    async def _reader(self, conn: Conn) -> None:
+        link = conn.link
+        ws = conn.ws
+        while not link.should_close:
+            try:
+                data = await ws.get_message()
+            except LINK_ERRORS:
+                return
+            conn.seen = trio.current_time()
+            if isinstance(data, str):
+                await self.router.violation(conn, "text message: fame speaks binary msgpack")
+                continue
+            await self._on_message(conn, data, in_batch=False)
+
+    async def _on_message(self, conn: Conn, data: bytes, *, in_batch: bool) -> None:
+        """Handle one message (or each message of a batch) from ``conn``."""
+        link = conn.link
+        try:
+            head = self.codec.decode_header(data)
+        except WireError as exc:
+            await self.router.violation(conn, exc.reason)
+            return
+        if type(head) is RoutingHeader:
+            if not link.attached:
+                await self.router.violation(conn, "envelope before attach")
+                return
+            await self.router.route(conn, head, data)
+            return
+        if type(head) is Batch:
+            if in_batch or not link.attached:
+                await self.router.violation(conn, "batches do not nest or precede attach")
+                return
+            for item in head.messages:
+                if link.should_close:
+                    return
+                await self._on_message(conn, item, in_batch=True)
+            return
+        frames = link.receive(head)
+        # What the frames confirm (a pin, a route) is on disk before they are
+        # queued. A new link becomes routable only after its Welcome is queued:
+        # the routes a restarted node left in __route_store are live at once,
+        # and an envelope for them must never reach the node before its Welcome.
+        admitted = await self._apply_events(conn)
+        for frame in frames:
+            await conn.out.send(self.codec.encode(frame))
+        for event in admitted:
+            await self._link(conn, event)
+
+    async def _link(self, conn: Conn, event: Admitted) -> None:
+        """Route ``event.node_id`` through ``conn``, closing the link it replaces."""
+        previous = self.router.routes.link(event.node_id, event.path, conn)
+        if previous is not None and previous is not conn:
+            log.info("node %s re-attached: closing its old link", event.node_id)
+            await previous.ws.aclose(1000, "superseded by a new link")
+        log.info("node %s attached%s", event.node_id, " (ephemeral)" if event.ephemeral else "")
+
+    async def _apply_events(self, conn: Conn) -> list[Admitted]:
+        """Persist what the link's events changed; return the admissions still to link."""
+        link = conn.link
+        admitted: list[Admitted] = []
+        while link.events:
+            event = link.events.pop(0)
+            if type(event) is Admitted:
+                if event.new_pin:
+                    await self.stores.set(KEYSTORE, PIN_PREFIX + event.node_id, event.public_key)
+                admitted.append(event)
+            elif type(event) is RoutesChanged:
+                # Persist each changed address as the table now has it: a pool's
+                # record lists all its members, so one member leaving rewrites it.
+                for address in (*event.bound, *event.unbound):
+                    record = self.router.routes.record(address)
+                    if record is None:
+                        await self.stores.delete(ROUTE_STORE, address)
+                    else:
+                        await self.stores.set(ROUTE_STORE, address, record.encode())
+        return admitted
