@@ -17,7 +17,7 @@ The only errors allowed out are the declared ones (``WireError`` from the
 codec, ``AdmissionRefused``/``ProtocolError`` from the node's handshake),
 and every frame a ``SentinelLink`` answers with must encode within the size
 limit. Anything else is a crash: atheris prints it and exits non-zero.
-``tests/reliability/test_hostile_input.py`` runs this for a bounded number
+``tests/reliability/test_fuzz_frames.py`` runs this for a bounded number
 of inputs.
 """
 

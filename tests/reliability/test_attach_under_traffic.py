@@ -1,6 +1,6 @@
 """A node re-attaching while callers already call it: the first frames are served.
 
-Found by the agent crash loop (``soak.py``): a restarted storage agent
+Found by the agent crash loop (``crash_loop.py``): a restarted storage agent
 could not attach while the client kept writing. The sentinel keeps the
 node's routes in ``__route_store``, so the moment it admits the node,
 requests for it are routed to the new link; its writer batched them with

@@ -1,6 +1,6 @@
 """Short crash loops: SIGKILL the storage agent, then the sentinel, under write load.
 
-The scenarios are in ``soak.py`` (``just soak`` runs the long ones); here
+The scenarios are in ``crash_loop.py`` (``just soak`` runs the long ones); here
 they run a few cycles each on real processes, websockets and SQLCipher
 files, and every figure they measured goes to the reliability report.
 """
@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from .conftest import Report
-from .soak import CALL_DEADLINE, Figures, run_scenario
+from .crash_loop import CALL_DEADLINE, Figures, run_scenario
 
 pytestmark = pytest.mark.slow
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import trio
 
 import fame
 from agents.storage_agent import NAMESPACE, STORAGE_AGENT_ADDRESS, RecordModel, StorageAgent
@@ -33,7 +34,8 @@ from fame._storage import (
 )
 
 from .conftest import Report
-from .soak import Services, checksum_value
+from .crash_loop import checksum_value
+from .fame_services import STORAGE_AGENT, FameServices
 
 pytestmark = pytest.mark.slow
 
@@ -45,10 +47,11 @@ SYNCHRONOUS = {"NORMAL": 1, "FULL": 2}
 async def test_write_acknowledged_before_sigkill_is_on_disk(
     tmp_path: Path, durability: str | None, reliability_report: Report
 ) -> None:
-    services = Services(tmp_path, durability=durability)
+    settings = {"FAME_STORAGE_DURABILITY": durability} if durability else {}
+    services = FameServices(tmp_path, STORAGE_AGENT, **settings)
     acked: dict[str, str] = {}
     try:
-        await services.up()
+        await trio.to_thread.run_sync(services.up)
         async with fame.connect(services.url, token=services.token) as client:
             agent = client.proxy(STORAGE_AGENT_ADDRESS, StorageAgent).with_timeout(10)
             for i in range(40):
@@ -56,17 +59,17 @@ async def test_write_acknowledged_before_sigkill_is_on_disk(
                 value = checksum_value(hashlib.sha256(key.encode()).hexdigest() * (i + 1))
                 await agent.store_value(key=key, value=value)
                 acked[key] = value  # the call returned: acknowledged
-            await services.agent.kill()  # right after the last acknowledgement
+            services.node.kill()  # right after the last acknowledgement
     finally:
-        services.close()
-    wal = services.agent_data / f"{NAMESPACE}_encrypted_value.db-wal"
+        services.abort()
+    wal = services.node_data / f"{NAMESPACE}_encrypted_value.db-wal"
     # Never checkpointed: the records are in the WAL only.
     wal_bytes = wal.stat().st_size if wal.exists() else 0
     assert wal_bytes > 0
 
     config = StorageConfig(
         profile="encrypted-sqlite",
-        directory=services.agent_data,
+        directory=services.node_data,
         master_key=parse_master_key(services.master_key),
         durability=durability or "full",
     )

@@ -20,19 +20,16 @@ without padding, the repr of its bytes, the raw bytes):
   log records, failure reports).
 
 It fails if it scanned too little to mean anything, and reports how many
-files, bytes and secrets it checked.
+files, bytes and secrets it checked. (``test_secrets_env_modes.py``
+checks that the file holding them is private.)
 """
 
 from __future__ import annotations
 
 import base64
 import logging
-import os
 import re
 import secrets
-import stat
-import subprocess
-import sys
 import traceback
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -48,9 +45,8 @@ from fame._storage import open_storage, parse_master_key, storage_config_from_en
 from fame._storage._keys import derive_file_key
 from fame._storage._namespace import ENCRYPTED_SUFFIX
 
-from .fame_services import FameServices, fame_env, run_fame
+from .fame_services import STORAGE_AGENT, FameServices, run_cli, run_fame
 
-AGENT = "agents.storage_agent:StorageAgent@storage@fame.fabric"
 SKIPPED_SUFFIXES = (".db", ".db-wal", ".db-shm", ".db-journal", ".env", ".pyc")
 # A run of characters every text encoding of a secret is made of (hex, base64, base64url).
 TOKEN_CHARS = re.compile(rb"[A-Za-z0-9+/=_-]{16,}")
@@ -244,7 +240,7 @@ async def _wrong_key_in_process(directory: Path, wrong: str, log: Any) -> None:
 
 def run_leak_scenario(root: Path, registry: Any) -> None:
     """Drive the error paths that could leak a secret; everything lands under ``root``."""
-    services = FameServices(root, registry, AGENT)
+    services = FameServices(root, STORAGE_AGENT, registry=registry, fame_init=True)
     run = root / "run"
     handler = logging.FileHandler(run / "in-process.log")
     handler.setFormatter(logging.Formatter("%(levelname)s %(name)s %(message)s"))
@@ -258,17 +254,8 @@ def run_leak_scenario(root: Path, registry: Any) -> None:
             try:
                 trio.run(_exercise, services, log)  # a scenario of its own, in its own loop
                 trio.run(_fabric_in_process, root, registry, log)
-                client = [sys.executable, "-m", "fame._cli.client", "--url", services.url]
                 for args in (["list"], ["--token", secrets.token_urlsafe(32)], ["get", "nope"]):
-                    done = subprocess.run(
-                        [*client, *args],
-                        cwd=root,
-                        env=fame_env(),
-                        capture_output=True,
-                        text=True,
-                        timeout=60,
-                        check=False,
-                    )
+                    done = run_cli(root, "fame._cli.client", "--url", services.url, *args)
                     _write(log, f"fame-client {args[0]}", done.stdout + done.stderr)
             finally:
                 services.close()
@@ -284,7 +271,7 @@ def run_leak_scenario(root: Path, registry: Any) -> None:
                     root, "dump", "data/agent", "storage_agent_namespace", *bad
                 ),
                 "inspect wrong key": run_fame(root, "inspect", "data/agent", *bad),
-                "node wrong key": run_fame(root, "node", *bad, "--agent", AGENT),
+                "node wrong key": run_fame(root, "node", *bad, "--agent", STORAGE_AGENT),
             }
             assert outcomes["check"].returncode == 0, outcomes["check"].stderr
             for name, done in outcomes.items():
@@ -358,70 +345,3 @@ def test_no_secret_in_any_log_of_the_suite(
         tokens=counts["tokens"],
         encodings_searched=len(needles.words) + len(needles.raw),
     )
-
-
-# --- secrets.env modes ---------------------------------------------------------------
-
-
-@pytest.mark.parametrize("umask", [0o022, 0o000, 0o077])
-def test_fame_init_writes_secrets_env_mode_0600_whatever_the_umask(
-    tmp_path: Path, umask: int, suite_secrets: Any
-) -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "fame._cli.fame", "init"],
-        cwd=tmp_path,
-        env=fame_env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        umask=umask,
-    )
-    assert done.returncode == 0, done.stderr
-    secrets_file = tmp_path / "conf" / "secrets.env"
-    suite_secrets.add_env_file(secrets_file)
-    assert stat.S_IMODE(secrets_file.stat().st_mode) == 0o600
-    values = dict(
-        line.split("=", 1) for line in secrets_file.read_text().splitlines() if "=" in line
-    )
-    assert set(values) == {"FAME_STORAGE_MASTER_KEY", "FAME_ADMISSION_TOKEN"}
-    for value in values.values():
-        assert value not in done.stdout + done.stderr
-
-
-def test_just_init_writes_secrets_env_mode_0600_under_umask_022(
-    tmp_path: Path, suite_secrets: Any
-) -> None:
-    just = _just()
-    done = subprocess.run(
-        [just, "--justfile", str(Path(__file__).resolve().parents[2] / "justfile"),
-         "--working-directory", str(tmp_path), "init"],
-        env={**fame_env(), "FAME_PYTHON": sys.executable},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        umask=0o022,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr
-    secrets_file = tmp_path / "conf" / "secrets.env"
-    suite_secrets.add_env_file(secrets_file)
-    assert stat.S_IMODE(secrets_file.stat().st_mode) == 0o600
-    # A second init keeps the file, and its mode.
-    again = subprocess.run(
-        [sys.executable, "-m", "fame._cli.fame", "init"],
-        cwd=tmp_path, env=fame_env(), capture_output=True, text=True, timeout=60, check=False,
-        umask=0o022,
-    )  # fmt: skip
-    assert again.returncode == 0 and "keeping" in again.stdout
-    assert stat.S_IMODE(secrets_file.stat().st_mode) == 0o600
-
-
-def _just() -> str:
-    import shutil
-
-    found = shutil.which(
-        "just", path=os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]])
-    )
-    assert found is not None, "just is not installed (pip install rust-just)"
-    return found

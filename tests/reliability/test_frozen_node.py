@@ -1,0 +1,199 @@
+"""A frozen node: declared dead by the heartbeat, unrouted, and back after SIGCONT.
+
+Real processes (the fabric suite's sentinel script with a 0.5 s heartbeat
+and its Echo nodes, :class:`fabric.conftest.Fabric`), real websockets on
+127.0.0.1. The sentinel's resident memory is sampled every 20 ms while
+callers flood the frozen node, and reported beside what they sent.
+Deadlines here are guards against hanging, never measurements.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+# The fabric suite's child processes (a sentinel with a 0.5 s heartbeat, Echo nodes).
+from fabric.conftest import Fabric
+from fabric.fabric_agents import Echo
+
+import fame
+from fame._client import connect
+from fame._sentinel import DEFAULT_QUEUE
+from fame._transport import SentinelUnreachable
+
+from .fame_services import sampling_rss, wait_until
+
+GUARD = 60.0  # a broken recovery fails the test instead of hanging it
+MIB = 1024
+
+FLOODERS = 32
+FLOOD_PAYLOAD = 256 * 1024  # bytes per request sent towards the frozen node
+FLOOD_AFTER_DETECTION = 2.0  # seconds callers keep sending once the node is unrouted
+NAPS = 4
+
+
+async def test_a_frozen_node_is_declared_dead_unrouted_and_comes_back(
+    tmp_path: Path, suite_secrets: Any, reliability_report: Any
+) -> None:
+    """SIGSTOP a node: its TCP connection stays open but it answers nothing.
+
+    ``tests/fabric/test_fabric_lifecycle.py::test_dead_node_is_unrouted_by_heartbeat_then_comes_back``
+    shows the node is unrouted and comes back. Here, with figures: requests in
+    flight fail at once when it is declared dead, callers flooding it get
+    ``NoRoute`` right away afterwards, the sentinel's memory stays flat while
+    they do, and traffic to another node never notices.
+    """
+    fabric = Fabric(tmp_path, suite_secrets)
+    try:
+        sentinel, url = fabric.sentinel()  # heartbeat 0.5 s: dead after 3 silent beats
+        frozen, node_id, _ = fabric.node(url)
+        fabric.node(url, "--no-spawn", "--pool", "other@fame.fabric")
+        async with (
+            connect(url, token=fabric.token) as client,
+            connect(url, token=fabric.token) as flooder,
+            connect(url, token=fabric.token) as bystander_client,
+        ):
+            echo = client.proxy("echo@fame.fabric", Echo).with_timeout(3600)
+            # One call at a time per agent: the naps queue at sleepy, the stream runs at echo.
+            sleepy = client.proxy("sleepy@fame.fabric", Echo).with_timeout(3600)
+            other = bystander_client.proxy("other@fame.fabric", Echo).with_timeout(GUARD)
+            assert await echo.say(text="alive") == "alive"
+            base = sentinel.rss_kib()
+            outcomes: Counter[str] = Counter()
+            in_flight: list[float] = []
+            stopped = trio.Event()
+            streaming = trio.Event()
+            stop_flood = trio.Event()
+            unrouted_at: list[float] = []
+            late_deadlines: list[float] = []
+            payload = "x" * FLOOD_PAYLOAD
+
+            async def nap() -> None:
+                with pytest.raises(fame.NoRoute, match=f"node {node_id} went away"):
+                    await sleepy.nap(seconds=3600)  # deadline an hour: the lost link must end it
+                in_flight.append(trio.current_time() - frozen_at)
+
+            async def stream() -> None:
+                values = echo.count(up_to=10**9).__aiter__()
+                await values.__anext__()
+                streaming.set()
+                await stopped.wait()
+                with pytest.raises(fame.NoRoute, match=f"node {node_id} went away"):
+                    while True:
+                        await values.__anext__()
+                in_flight.append(trio.current_time() - frozen_at)
+
+            async def flood() -> None:
+                await stopped.wait()
+                caller = flooder.proxy("echo@fame.fabric", Echo).with_timeout(1)
+                while not stop_flood.is_set():
+                    started = trio.current_time()
+                    try:
+                        await caller.say(text=payload)
+                        outcomes["answered"] += 1  # impossible from a stopped process
+                    except fame.DeadlineExceeded:
+                        outcomes["deadline"] += 1
+                        if unrouted_at and started > unrouted_at[0]:
+                            late_deadlines.append(started)
+                    except fame.NoRoute as exc:
+                        if "is not attached" in str(exc):
+                            outcomes["no_route"] += 1
+                            if not unrouted_at:
+                                unrouted_at.append(trio.current_time())
+                        elif "went away" in str(exc):
+                            outcomes["no_route_in_flight"] += 1
+                        else:
+                            outcomes[f"unexpected: {exc}"] += 1
+                    except fame.MailboxFull:
+                        outcomes["mailbox_full"] += 1
+                    outcomes["bytes" if unrouted_at else "bytes_before"] += FLOOD_PAYLOAD
+                    await trio.sleep(0.05)  # a steady flood, not a CPU hog on a shared machine
+
+            async def bystander() -> None:
+                while not stop_flood.is_set():
+                    try:
+                        assert await other.say(text="meanwhile") == "meanwhile"
+                        outcomes["others_ok"] += 1
+                    except fame.FameError:
+                        outcomes["others_failed"] += 1
+                    await trio.sleep(0.01)
+
+            with trio.fail_after(GUARD):
+                async with (
+                    sampling_rss({"sentinel": sentinel.proc.pid}) as peaks,
+                    trio.open_nursery() as nursery,
+                ):
+                    for _ in range(NAPS):
+                        nursery.start_soon(nap)
+                    nursery.start_soon(stream)
+                    nursery.start_soon(bystander)
+                    for _ in range(FLOODERS):
+                        nursery.start_soon(flood)
+                    # Every request has left the client before the node freezes.
+                    await streaming.wait()
+                    while len(client._remote) < NAPS + 1:  # noqa: ASYNC110
+                        await trio.sleep(0.01)
+                    os.kill(frozen.proc.pid, signal.SIGSTOP)
+                    frozen_at = trio.current_time()
+                    try:
+                        stopped.set()
+                        while not unrouted_at or len(in_flight) < NAPS + 1:  # noqa: ASYNC110
+                            await trio.sleep(0.01)
+                        await trio.sleep(FLOOD_AFTER_DETECTION)
+                        stop_flood.set()
+                    finally:
+                        if not stop_flood.is_set():
+                            os.kill(frozen.proc.pid, signal.SIGCONT)
+            os.kill(frozen.proc.pid, signal.SIGCONT)
+            reattached_after = await wait_until(
+                lambda: routed(url, fabric.token), "the node did not come back"
+            )
+    finally:
+        fabric.close()
+    assert outcomes["answered"] == 0
+    # Declared dead by the heartbeat watchdog (3 silent beats), not by anything else.
+    assert [line for line in sentinel.err if f"<link {node_id}> silent for" in line], sentinel.err
+    # The flooder's own link never dropped: the sentinel held its reader back while
+    # the frozen node's queue was full, which is back-pressure, not silence.
+    assert not [kind for kind in outcomes if kind.startswith("unexpected")], outcomes
+    assert not late_deadlines, "a call sent after the node was unrouted waited out its deadline"
+    assert outcomes["others_failed"] == 0 and outcomes["others_ok"] > 0, outcomes
+    assert len(in_flight) == NAPS + 1
+    growth_mib = (peaks["sentinel"] - base) / MIB
+    sent_mib = (outcomes["bytes_before"] + outcomes["bytes"]) / MIB / MIB
+    # What the sentinel may hold for the frozen link: its queue (DEFAULT_QUEUE messages),
+    # plus slack for the interpreter (what was sent at it is reported beside).
+    bound_mib = DEFAULT_QUEUE * FLOOD_PAYLOAD / MIB / MIB + 32
+    assert growth_mib < bound_mib, (growth_mib, bound_mib, sent_mib)
+    reliability_report(
+        heartbeat_s=0.5,
+        time_to_no_route_s=round(unrouted_at[0] - frozen_at, 2),
+        in_flight_failed=len(in_flight),
+        in_flight_failed_after_s=round(max(in_flight), 2),
+        calls_to_frozen_node=sum(outcomes[k] for k in ("deadline", "no_route", "mailbox_full")),
+        no_route=outcomes["no_route"],
+        deadline=outcomes["deadline"],
+        mailbox_full=outcomes["mailbox_full"],
+        mib_sent_to_frozen_node=round(sent_mib, 1),
+        mib_sent_before_unrouted=round(outcomes["bytes_before"] / MIB / MIB, 1),
+        peak_rss_sentinel_mib=round(peaks["sentinel"] / MIB, 1),
+        rss_growth_sentinel_mib=round(growth_mib, 1),
+        calls_by_others_ok=outcomes["others_ok"],
+        calls_by_others_failed=outcomes["others_failed"],
+        reattached_after_sigcont_s=round(reattached_after, 2),
+    )
+
+
+async def routed(url: str, token: str) -> bool:
+    """Whether echo answers through the sentinel now."""
+    try:
+        async with connect(url, token=token) as client:
+            return bool(await client.proxy("echo@fame.fabric", Echo).say(text="back") == "back")
+    except (fame.NoRoute, fame.DeadlineExceeded, SentinelUnreachable):
+        return False
