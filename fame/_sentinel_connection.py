@@ -38,6 +38,8 @@ __all__ = ["PIN_PREFIX", "ConnectionHandler", "ConnectionNursery"]
 log = logging.getLogger("fame.sentinel")
 
 PIN_PREFIX = "pin:"
+SUPERSEDED_CLOSE_TIMEOUT = 2.0
+"""Seconds a superseded link gets to close cleanly before its socket is dropped."""
 
 
 class ConnectionNursery:
@@ -239,7 +241,10 @@ class ConnectionHandler:
         previous = self.router.routes.link(event.node_id, event.path, conn)
         if previous is not None and previous is not conn:
             log.info("node %s re-attached: closing its old link", event.node_id)
-            await previous.ws.aclose(1000, "superseded by a new link")
+            # Bounded like the watchdog's close: an old link that reads nothing any
+            # more (a half-dead TCP connection) would hold this new link's reader.
+            with trio.move_on_after(SUPERSEDED_CLOSE_TIMEOUT):
+                await previous.ws.aclose(1000, "superseded by a new link")
         log.info("node %s attached%s", event.node_id, " (ephemeral)" if event.ephemeral else "")
 
     async def _apply_events(self, conn: Conn) -> list[Admitted]:

@@ -154,3 +154,50 @@ async def test_sentinel_queues_the_welcome_before_routing_to_the_new_link() -> N
                         first = await attach_raw(new, codec, identity, token)
                 callers.cancel_scope.cancel()
     assert type(first[0]) is Welcome, f"{type(first[0]).__name__} came before the Welcome"
+
+
+async def test_a_node_reattaches_while_its_old_link_is_wedged_on_a_full_socket() -> None:
+    # The old link reads nothing while callers push large requests at it, until
+    # the sentinel's writer for it is stuck on a full TCP window. Closing that
+    # link must not hold the new link's reader: the new link's Bind is answered.
+    codec = Codec()
+    token = secrets.token_urlsafe(16)
+    identity = Identity.generate()
+    heartbeat = 30.0  # the old link must not be closed as silent meanwhile
+    async with (
+        fame.open_node() as sentinel_node,
+        open_sentinel(port=0, token=token, node=sentinel_node, heartbeat=heartbeat) as sentinel,
+    ):
+        url = f"ws://127.0.0.1:{sentinel.port}/"
+        async with open_websocket_url(url, message_queue_size=1) as old:
+            [welcome] = await attach_raw(old, codec, identity, token)
+            assert type(welcome) is Welcome
+            await old.send_message(codec.encode(Bind(["echo@fame.fabric"])))
+            assert frames_of(codec, await old.get_message()) == [Bound("echo@fame.fabric")]
+            async with fame.connect(url, token=token) as client, trio.open_nursery() as callers:
+                echo = client.proxy("echo@fame.fabric").with_timeout(0.1)
+                payload = "x" * 500_000
+                sent = 0
+
+                async def keep_calling() -> None:
+                    nonlocal sent
+                    while True:
+                        sent += 1
+                        with suppress(fame.FameError):
+                            await echo.say(text=payload)
+
+                for _ in range(32):
+                    callers.start_soon(keep_calling)
+                # Well past any loopback socket buffer: the writer is wedged.
+                while sent < 200:
+                    await trio.sleep(0.05)
+                with trio.fail_after(10):
+                    async with open_websocket_url(url) as new:
+                        first = await attach_raw(new, codec, identity, token)
+                        assert type(first[0]) is Welcome
+                        await new.send_message(codec.encode(Bind(["late@fame.fabric"])))
+                        answers: list[LinkMessage] = []
+                        while Bound("late@fame.fabric") not in answers:
+                            answers += frames_of(codec, await new.get_message())
+                callers.cancel_scope.cancel()
+    assert sent >= 200
