@@ -178,19 +178,20 @@ async def test_a_node_reattaches_while_its_old_link_is_wedged_on_a_full_socket()
                 echo = client.proxy("echo@fame.fabric").with_timeout(0.1)
                 payload = "x" * 500_000
                 sent = 0
+                wedged = trio.Event()
 
                 async def keep_calling() -> None:
                     nonlocal sent
                     while True:
                         sent += 1
+                        if sent >= 200:  # well past any loopback socket buffer
+                            wedged.set()
                         with suppress(fame.FameError):
                             await echo.say(text=payload)
 
                 for _ in range(32):
                     callers.start_soon(keep_calling)
-                # Well past any loopback socket buffer: the writer is wedged.
-                while sent < 200:
-                    await trio.sleep(0.05)
+                await wedged.wait()
                 with trio.fail_after(10):
                     async with open_websocket_url(url) as new:
                         first = await attach_raw(new, codec, identity, token)
