@@ -27,6 +27,7 @@ from trio_websocket import WebSocketRequest
 
 from ._errors import WireError
 from ._identity import KEYSTORE, ROUTE_STORE, NodeStores
+from ._node import REPLY_NAME
 from ._protocol import Admitted, RoutesChanged, SentinelLink, SentinelPolicy
 from ._sentinel_routing import Conn, Router
 from ._supervisor import unwrap_exception_group
@@ -238,6 +239,7 @@ class ConnectionHandler:
 
     async def _link(self, conn: Conn, event: Admitted) -> None:
         """Route ``event.node_id`` through ``conn``, closing the link it replaces."""
+        conn.reply_address = f"{REPLY_NAME}@{event.path}"
         previous = self.router.routes.link(event.node_id, event.path, conn)
         if previous is not None and previous is not conn:
             log.info("node %s re-attached: closing its old link", event.node_id)

@@ -53,13 +53,15 @@ FORWARD_TIMEOUT = 10.0
 class Conn:
     """One attached (or attaching) websocket."""
 
-    __slots__ = ("link", "out", "out_recv", "seen", "ws")
+    __slots__ = ("link", "out", "out_recv", "reply_address", "seen", "ws")
 
     def __init__(self, ws: WebSocketConnection, link: SentinelLink, queue: int) -> None:
         self.ws = ws
         self.link = link
         self.out, self.out_recv = trio.open_memory_channel[bytes](queue)
         self.seen = trio.current_time()
+        # The only address this link's requests may ask answers to; set on attach.
+        self.reply_address = ""
 
     def __repr__(self) -> str:
         return f"<link {self.link.node_id or '(attaching)'}>"
@@ -75,6 +77,7 @@ class Router:
         self.routes: RouteTable[Conn] = RouteTable()
         self.inflight: InflightRequests[Conn] = InflightRequests()
         self.violations = 0
+        self.unexpected_answers = 0  # answers from a link no open request went to
         self._show = tracing_enabled()
 
     def claim(self, address: str) -> None:
@@ -130,8 +133,20 @@ class Router:
         node = self.node
         if self._show:
             self._trace(data)
-        if head.reply_to is None and head.corr is not None:
-            # An answer travelling back: a final one settles the request at conn.
+        if head.reply_to is not None:
+            # A request, credit or cancel. Its answers go to reply_to, so that must
+            # be the sender's own: else a peer could aim an agent's answers at
+            # another caller's pending call.
+            if head.reply_to != conn.reply_address:
+                await self.violation(conn, "reply_to is not this link's own reply address")
+                return
+        elif head.corr is not None:
+            # An answer travelling back. Only the link its request went to may
+            # send it (no peer can forge another's results); anything else is a
+            # late answer (cancelled, or its caller's link closed) and is dropped.
+            if self.inflight.link_of(to, head.corr) is not conn:
+                self.unexpected_answers += 1
+                return
             try:
                 if frame_tag(head.frame) in FINAL_FRAME_TAGS:
                     self.inflight.finished(conn, to, head.corr)
