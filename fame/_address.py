@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from typing import Final
 
-from ._errors import FameError
+from ._errors import FameError, quoted
 
 __all__ = ["Address", "AddressError"]
 
@@ -53,12 +53,12 @@ class Address:
             raise AddressError(f"an address must be a string, not {type(text).__name__}")
         if text.count("@") != 1:
             what = "has no '@'" if "@" not in text else "has more than one '@'"
-            raise AddressError(f"invalid address {_shown(text)}: it {what}; expected 'name@path'")
+            raise AddressError(f"invalid address {quoted(text)}: it {what}; expected 'name@path'")
         name, path = text.split("@")
         try:
             return cls(name, path)
         except AddressError as exc:
-            raise AddressError(f"invalid address {_shown(text)}: {exc}") from None
+            raise AddressError(f"invalid address {quoted(text)}: {exc}") from None
 
     def __setattr__(self, key: str, value: object) -> None:
         raise AttributeError("Address is immutable")
@@ -78,26 +78,12 @@ class Address:
         return hash(self._text)
 
 
-_SHOWN_LENGTH: Final = 80
-
-
-def _shown(text: str) -> str:
-    """``text`` quoted for an error message, cut short if long.
-
-    Addresses come from peers too: a megabyte of them must not come back
-    as a megabyte of error message (it would not even fit in a frame).
-    """
-    if len(text) <= _SHOWN_LENGTH:
-        return repr(text)
-    return f"{text[:_SHOWN_LENGTH]!r}... ({len(text)} characters)"
-
-
 def _check_name(name: str) -> None:
     if not name:
         raise AddressError("the name before '@' is empty")
     if not _NAME_RE.fullmatch(name):
         raise AddressError(
-            f"name {_shown(name)} must be 1-64 characters of letters, digits, '_', '.' or '-',"
+            f"name {quoted(name)} must be 1-64 characters of letters, digits, '_', '.' or '-',"
             " not starting with '.' or '-'"
         )
 

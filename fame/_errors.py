@@ -5,6 +5,7 @@ that happened on the far side of a message (another actor, another node)
 derive from :class:`RemoteError` and travel as an ``Error`` frame; the
 ``kind`` string in the frame picks the class on the receiving side, so a
 caller can ``except fame.ActorCrashed`` whether the actor was local or not.
+:func:`quoted` is how every error text shows input that may be hostile.
 """
 
 from __future__ import annotations
@@ -27,8 +28,23 @@ __all__ = [
     "SupervisorGaveUp",
     "UnknownOperation",
     "WireError",
+    "quoted",
     "remote_error",
 ]
+
+QUOTED_LENGTH = 80
+
+
+def quoted(text: str) -> str:
+    """``text`` quoted for an error message, cut to its first 80 characters and length.
+
+    Names, keys and addresses often come from peers: a megabyte of one must
+    not come back as a megabyte of error message (it would not even fit in
+    a frame).
+    """
+    if len(text) <= QUOTED_LENGTH:
+        return repr(text)
+    return f"{text[:QUOTED_LENGTH]!r}... ({len(text)} characters)"
 
 
 class FameError(Exception):

@@ -65,7 +65,6 @@ __all__ = ["Node", "Uplink", "open_node"]
 log = logging.getLogger("fame.node")
 
 DEFAULT_TIMEOUT = 30.0
-STREAM_IDLE_TIMEOUT = DEFAULT_IDLE_TIMEOUT
 REPLY_NAME = "_reply"
 
 
@@ -99,7 +98,7 @@ class Node:
         path: str,
         storage_provider: Any,
         default_timeout: float,
-        stream_idle_timeout: float = STREAM_IDLE_TIMEOUT,
+        stream_idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
     ) -> None:
         self._tasks = tasks
         self.supervisor = supervisor

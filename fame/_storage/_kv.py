@@ -19,6 +19,7 @@ import attrs
 import msgspec
 
 from .._actor import ActorRef
+from .._errors import quoted
 from ._errors import InvalidKey, RecordInvalid
 from ._ops import Count, Delete, DeleteMany, Get, GetMany, Put, PutMany, Row, Scan
 
@@ -53,8 +54,9 @@ def check_prefix(prefix: object, what: str = "prefix") -> str:
 def check_key(key: object) -> str:
     key = check_prefix(key, "key")
     if not 0 < len(key) <= MAX_KEY_LENGTH or "\x00" in key:
-        shown = f"{key[:80]!r}... ({len(key)} characters)" if len(key) > 80 else repr(key)
-        raise InvalidKey(f"invalid key {shown}: expected 1 to {MAX_KEY_LENGTH} characters, no NUL")
+        raise InvalidKey(
+            f"invalid key {quoted(key)}: expected 1 to {MAX_KEY_LENGTH} characters, no NUL"
+        )
     return key
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from .._errors import quoted
 from ._errors import InvalidNamespace
 
 __all__ = [
@@ -28,14 +29,6 @@ PLAIN_SUFFIX = "_value.db"
 
 _AGENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 _INTERNAL = re.compile(r"__[A-Za-z0-9][A-Za-z0-9_.-]{0,125}")
-_SHOWN = 80
-
-
-def _shown(namespace: str) -> str:
-    """``namespace`` for an error message: a hostile name may be megabytes long."""
-    if len(namespace) <= _SHOWN:
-        return repr(namespace)
-    return f"{namespace[:_SHOWN]!r}... ({len(namespace)} characters)"
 
 
 def check_agent_namespace(namespace: object) -> str:
@@ -44,12 +37,12 @@ def check_agent_namespace(namespace: object) -> str:
         raise InvalidNamespace(f"a namespace must be a str, not {type(namespace).__name__}")
     if namespace.startswith("__"):
         raise InvalidNamespace(
-            f"namespace {_shown(namespace)} is reserved: names starting with '__' belong to"
+            f"namespace {quoted(namespace)} is reserved: names starting with '__' belong to"
             " the node"
         )
     if not _AGENT.fullmatch(namespace):
         raise InvalidNamespace(
-            f"invalid namespace {_shown(namespace)}: expected 1 to 128 characters from"
+            f"invalid namespace {quoted(namespace)}: expected 1 to 128 characters from"
             " [A-Za-z0-9_.-], starting with a letter or digit"
         )
     return namespace
@@ -58,7 +51,7 @@ def check_agent_namespace(namespace: object) -> str:
 def check_internal_namespace(namespace: object) -> str:
     """Return ``namespace`` if it is a valid node-reserved (``__``) namespace."""
     if not isinstance(namespace, str) or not _INTERNAL.fullmatch(namespace):
-        shown = _shown(namespace) if isinstance(namespace, str) else repr(namespace)
+        shown = quoted(namespace) if isinstance(namespace, str) else repr(namespace)
         raise InvalidNamespace(
             f"invalid internal namespace {shown}: expected '__' followed by a letter"
             " or digit and up to 125 characters from [A-Za-z0-9_.-]"
@@ -73,7 +66,7 @@ def database_path(directory: Path, namespace: str, *, encrypted: bool) -> Path:
     # The regexes already forbid separators; this guards against a future
     # change to them and against a directory that is itself a symlink trick.
     if path.name != name or path.resolve().parent != directory.resolve():
-        raise InvalidNamespace(f"namespace {_shown(namespace)} would leave the storage directory")
+        raise InvalidNamespace(f"namespace {quoted(namespace)} would leave the storage directory")
     return path
 
 
