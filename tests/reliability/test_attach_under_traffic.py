@@ -11,17 +11,25 @@ The first test has a scripted sentinel send exactly that batch. The second
 checks the sentinel's side: it queues the ``Welcome`` before the new link
 becomes routable. It used to link first and then close the node's previous
 link, awaiting the close handshake: requests routed meanwhile went out
-ahead of the ``Welcome``.
+ahead of the ``Welcome``. The third wedges the old link on a full socket
+and checks that closing it no longer holds up the new link's ``Bind``.
 """
 
 from __future__ import annotations
 
 import secrets
-from contextlib import suppress
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, suppress
+from dataclasses import dataclass
 from typing import Any
 
 import trio
-from trio_websocket import WebSocketRequest, open_websocket_url, serve_websocket
+from trio_websocket import (
+    WebSocketConnection,
+    WebSocketRequest,
+    open_websocket_url,
+    serve_websocket,
+)
 
 import fame
 from fame._identity import Identity
@@ -118,41 +126,67 @@ async def attach_raw(ws: Any, codec: Codec, identity: Identity, token: str) -> l
     return frames_of(codec, await ws.get_message())
 
 
-async def test_sentinel_queues_the_welcome_before_routing_to_the_new_link() -> None:
-    codec = Codec()
+CODEC = Codec()
+
+
+@dataclass
+class SilentNode:
+    """A sentinel, a hand-attached node serving ``echo@fame.fabric`` and a client.
+
+    The node's first link holds one message in its queue and reads no more,
+    so it stops answering: the sentinel's close handshake with it stalls.
+    """
+
+    url: str
+    token: str
+    identity: Identity
+    client: fame.Node
+
+    @asynccontextmanager
+    async def reattach(self) -> AsyncIterator[tuple[WebSocketConnection, list[LinkMessage]]]:
+        """The node's new link, attached, and the frames of its first message."""
+        async with open_websocket_url(self.url) as new:
+            yield new, await attach_raw(new, CODEC, self.identity, self.token)
+
+
+@asynccontextmanager
+async def silent_node(heartbeat: float = 5.0) -> AsyncIterator[SilentNode]:
     token = secrets.token_urlsafe(16)
     identity = Identity.generate()
     async with (
         fame.open_node() as sentinel_node,
-        open_sentinel(port=0, token=token, node=sentinel_node) as sentinel,
+        open_sentinel(port=0, token=token, node=sentinel_node, heartbeat=heartbeat) as sentinel,
     ):
         url = f"ws://127.0.0.1:{sentinel.port}/"
-        # The node's first link. Its queue holds one message and it reads no more,
-        # so it stops answering: the sentinel's close handshake with it will stall.
         async with open_websocket_url(url, message_queue_size=1) as old:
-            [welcome] = await attach_raw(old, codec, identity, token)
+            [welcome] = await attach_raw(old, CODEC, identity, token)
             assert type(welcome) is Welcome
-            await old.send_message(codec.encode(Bind(["echo@fame.fabric"])))
-            assert frames_of(codec, await old.get_message()) == [Bound("echo@fame.fabric")]
-            async with fame.connect(url, token=token) as client, trio.open_nursery() as callers:
-                echo = client.proxy("echo@fame.fabric").with_timeout(0.05)
+            await old.send_message(CODEC.encode(Bind(["echo@fame.fabric"])))
+            assert frames_of(CODEC, await old.get_message()) == [Bound("echo@fame.fabric")]
+            async with fame.connect(url, token=token) as client:
+                yield SilentNode(url, token, identity, client)
 
-                async def keep_calling() -> None:
-                    while True:
-                        with suppress(fame.FameError):
-                            await echo.say(text="hi")
-                        await trio.sleep(0.005)
 
-                for _ in range(4):
-                    callers.start_soon(keep_calling)
-                # Calls time out and come again: messages pile up at the old link,
-                # which reads nothing.
-                await trio.sleep(0.5)
-                # The node comes back on a new link while callers keep calling.
-                with trio.fail_after(15):
-                    async with open_websocket_url(url) as new:
-                        first = await attach_raw(new, codec, identity, token)
-                callers.cancel_scope.cancel()
+async def test_sentinel_queues_the_welcome_before_routing_to_the_new_link() -> None:
+    async with silent_node() as node, trio.open_nursery() as callers:
+        echo = node.client.proxy("echo@fame.fabric").with_timeout(0.05)
+
+        async def keep_calling() -> None:
+            while True:
+                with suppress(fame.FameError):
+                    await echo.say(text="hi")
+                await trio.sleep(0.005)
+
+        for _ in range(4):
+            callers.start_soon(keep_calling)
+        # Calls time out and come again: messages pile up at the old link,
+        # which reads nothing.
+        await trio.sleep(0.5)
+        # The node comes back on a new link while callers keep calling.
+        with trio.fail_after(15):
+            async with node.reattach() as (_, first):
+                pass
+        callers.cancel_scope.cancel()
     assert type(first[0]) is Welcome, f"{type(first[0]).__name__} came before the Welcome"
 
 
@@ -160,45 +194,31 @@ async def test_a_node_reattaches_while_its_old_link_is_wedged_on_a_full_socket()
     # The old link reads nothing while callers push large requests at it, until
     # the sentinel's writer for it is stuck on a full TCP window. Closing that
     # link must not hold the new link's reader: the new link's Bind is answered.
-    codec = Codec()
-    token = secrets.token_urlsafe(16)
-    identity = Identity.generate()
-    heartbeat = 30.0  # the old link must not be closed as silent meanwhile
-    async with (
-        fame.open_node() as sentinel_node,
-        open_sentinel(port=0, token=token, node=sentinel_node, heartbeat=heartbeat) as sentinel,
-    ):
-        url = f"ws://127.0.0.1:{sentinel.port}/"
-        async with open_websocket_url(url, message_queue_size=1) as old:
-            [welcome] = await attach_raw(old, codec, identity, token)
-            assert type(welcome) is Welcome
-            await old.send_message(codec.encode(Bind(["echo@fame.fabric"])))
-            assert frames_of(codec, await old.get_message()) == [Bound("echo@fame.fabric")]
-            async with fame.connect(url, token=token) as client, trio.open_nursery() as callers:
-                echo = client.proxy("echo@fame.fabric").with_timeout(0.1)
-                payload = "x" * 500_000
-                sent = 0
-                wedged = trio.Event()
+    # A long heartbeat: the old link must not be closed as silent meanwhile.
+    async with silent_node(heartbeat=30.0) as node, trio.open_nursery() as callers:
+        echo = node.client.proxy("echo@fame.fabric").with_timeout(0.1)
+        payload = "x" * 500_000
+        sent = 0
+        wedged = trio.Event()
 
-                async def keep_calling() -> None:
-                    nonlocal sent
-                    while True:
-                        sent += 1
-                        if sent >= 200:  # well past any loopback socket buffer
-                            wedged.set()
-                        with suppress(fame.FameError):
-                            await echo.say(text=payload)
+        async def keep_calling() -> None:
+            nonlocal sent
+            while True:
+                sent += 1
+                if sent >= 200:  # well past any loopback socket buffer
+                    wedged.set()
+                with suppress(fame.FameError):
+                    await echo.say(text=payload)
 
-                for _ in range(32):
-                    callers.start_soon(keep_calling)
-                await wedged.wait()
-                with trio.fail_after(10):
-                    async with open_websocket_url(url) as new:
-                        first = await attach_raw(new, codec, identity, token)
-                        assert type(first[0]) is Welcome
-                        await new.send_message(codec.encode(Bind(["late@fame.fabric"])))
-                        answers: list[LinkMessage] = []
-                        while Bound("late@fame.fabric") not in answers:
-                            answers += frames_of(codec, await new.get_message())
-                callers.cancel_scope.cancel()
+        for _ in range(32):
+            callers.start_soon(keep_calling)
+        await wedged.wait()
+        with trio.fail_after(10):
+            async with node.reattach() as (new, first):
+                assert type(first[0]) is Welcome
+                await new.send_message(CODEC.encode(Bind(["late@fame.fabric"])))
+                answers: list[LinkMessage] = []
+                while Bound("late@fame.fabric") not in answers:
+                    answers += frames_of(CODEC, await new.get_message())
+        callers.cancel_scope.cancel()
     assert sent >= 200
