@@ -27,9 +27,9 @@ import trio
 from trio_websocket import ConnectionClosed, WebSocketRequest, open_websocket_url, serve_websocket
 
 import fame
-from fame._client import connect
-from fame._sentinel import open_sentinel
-from fame._uplink import attach
+from fame._fabric._client import connect
+from fame._fabric._uplink import attach
+from fame._fabric.sentinel._server import open_sentinel
 
 SEQUENTIAL = 3000
 WARMUP = 300

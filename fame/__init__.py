@@ -8,11 +8,14 @@ Everything importable from here is public API; modules whose names start
 with an underscore are private.
 """
 
-from ._actor import Actor, ActorRef, Delivery
-from ._address import Address, AddressError
-from ._agent import BaseAgent
-from ._client import connect
-from ._errors import (
+from ._agents._agent import BaseAgent
+from ._agents._node import Node, open_node
+from ._agents._operation import operation
+from ._agents._proxy import Proxy
+from ._agents._stream import Stream
+from ._core._actor import Actor, ActorRef, Delivery
+from ._core._address import Address, AddressError
+from ._core._errors import (
     ActorCrashed,
     AdmissionRefused,
     AgentNotStarted,
@@ -29,10 +32,11 @@ from ._errors import (
     UnknownOperation,
     WireError,
 )
-from ._node import Node, open_node
-from ._operation import operation
-from ._proxy import Proxy
-from ._sentinel import Sentinel, SentinelConfigError, open_sentinel, serve_sentinel
+from ._core._supervisor import RestartPolicy, Supervisor, open_supervisor
+from ._fabric._client import connect
+from ._fabric._transport import SentinelUnreachable, client_ssl_context, server_ssl_context
+from ._fabric._uplink import attach
+from ._fabric.sentinel._server import Sentinel, SentinelConfigError, open_sentinel, serve_sentinel
 from ._storage import (
     DamagedDatabase,
     DatabaseInUse,
@@ -57,10 +61,6 @@ from ._storage import (
     open_storage_from_env,
     storage_config_from_env,
 )
-from ._stream import Stream
-from ._supervisor import RestartPolicy, Supervisor, open_supervisor
-from ._transport import SentinelUnreachable, client_ssl_context, server_ssl_context
-from ._uplink import attach
 
 __version__ = "0.1.0"
 

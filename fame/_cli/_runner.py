@@ -20,9 +20,9 @@ from pathlib import Path
 import trio
 
 import fame
-from fame._sentinel import DEFAULT_MAX_CONNECTIONS, HANDSHAKE_TIMEOUT
+from fame._agents._stream import idle_timeout_from_env
+from fame._fabric.sentinel._server import DEFAULT_MAX_CONNECTIONS, HANDSHAKE_TIMEOUT
 from fame._storage import open_storage, storage_config_from_env
-from fame._stream import idle_timeout_from_env
 
 from ._errors import describe, leaf, shown_path
 from ._settings import DEFAULT_HOST, DEFAULT_PORT, positive_setting, sentinel_url

@@ -2,7 +2,7 @@
 
 Both ends of a link are plain objects: feed them the frames the peer sent,
 get back the frames to send and the events that happened. No sockets, no
-clocks, no trio: the websocket layer (``fame._uplink``, ``fame._sentinel``)
+clocks, no trio: the websocket layer (``fame._fabric._uplink``, ``fame._fabric.sentinel._server``)
 only moves bytes, and every protocol rule is tested without a network.
 
 The attach handshake::

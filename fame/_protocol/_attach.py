@@ -7,10 +7,9 @@ from typing import Any
 
 import attrs
 
-from .._errors import AdmissionRefused, ProtocolError
-from .._identity import Identity, verify_signature
-from .._route_table import RouteTable
-from .._wire import (
+from .._core._errors import AdmissionRefused, ProtocolError
+from .._fabric._identity import Identity, verify_signature
+from .._wire._schema import (
     Attach,
     Bind,
     BindRefused,
@@ -24,6 +23,7 @@ from .._wire import (
     Welcome,
     attach_proof_payload,
 )
+from ._route_table import RouteTable
 
 __all__ = ["Admitted", "BindingTracker", "NodeHandshake", "SentinelLink", "SentinelPolicy"]
 
@@ -167,7 +167,7 @@ class SentinelLink:
         assert self.node_id is not None
         if len(frame.addresses) > MAX_BIND_PER_FRAME:
             return [self.violation(f"more than {MAX_BIND_PER_FRAME} addresses in one bind")]
-        from .._address import Address, AddressError
+        from .._core._address import Address, AddressError
 
         out: list[Any] = []
         changed: list[str] = []

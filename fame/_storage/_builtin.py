@@ -20,9 +20,9 @@ from typing import TypeVar
 
 import trio
 
-from .._actor import ActorRef
-from .._errors import NodeClosed
-from .._supervisor import Supervisor, open_supervisor
+from .._core._actor import ActorRef
+from .._core._errors import NodeClosed
+from .._core._supervisor import Supervisor, open_supervisor
 from ._config import StorageConfig, prepare_directory
 from ._errors import DamagedDatabase, WrongMasterKey
 from ._keys import derive_file_key

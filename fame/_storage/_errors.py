@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 
-from .._errors import FameError
+from .._core._errors import FameError
 
 __all__ = [
     "DamagedDatabase",

@@ -18,8 +18,8 @@ from typing import Any, Generic, TypeVar
 import attrs
 import msgspec
 
-from .._actor import ActorRef
-from .._errors import quoted
+from .._core._actor import ActorRef
+from .._core._errors import quoted
 from ._errors import InvalidKey, RecordInvalid
 from ._ops import Count, Delete, DeleteMany, Get, GetMany, Put, PutMany, Row, Scan
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from .._errors import quoted
+from .._core._errors import quoted
 from ._errors import InvalidNamespace
 
 __all__ = [

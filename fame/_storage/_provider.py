@@ -29,7 +29,7 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Protocol, TypeVar, cast, runtime_checkable
 
-from .._supervisor import Supervisor
+from .._core._supervisor import Supervisor
 from ._builtin import open_builtin_storage
 from ._config import BUILTIN_PROFILES, StorageConfig, storage_config_from_env
 from ._errors import StorageConfigError

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from .._actor import Actor, Delivery
+from .._core._actor import Actor, Delivery
 from ._errors import StorageError, StorageFull, StorageWriteFailed
 from ._ops import Backend, Delete, DeleteMany, Purge, Put, PutMany
 from ._worker import Worker

@@ -15,9 +15,9 @@ import sys
 import trio
 
 import fame
-from fame._identity import Identity
-from fame._transport import client_ssl_context
-from fame._uplink import attach
+from fame._fabric._identity import Identity
+from fame._fabric._transport import client_ssl_context
+from fame._fabric._uplink import attach
 
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
 from fabric_agents import Echo

@@ -14,7 +14,7 @@ import logging
 
 import trio
 
-from fame._sentinel import open_sentinel
+from fame._fabric.sentinel._server import open_sentinel
 
 
 async def main() -> None:

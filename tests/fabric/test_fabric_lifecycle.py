@@ -10,8 +10,8 @@ import pytest
 import trio
 
 import fame
-from fame._client import connect
-from fame._transport import SentinelUnreachable
+from fame._fabric._client import connect
+from fame._fabric._transport import SentinelUnreachable
 
 from .conftest import Fabric, free_port
 from .fabric_agents import Echo

@@ -8,10 +8,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from trio_websocket import ConnectionClosed, open_websocket_url
 
-from fame._client import connect
-from fame._identity import Identity
+from fame._fabric._client import connect
+from fame._fabric._identity import Identity
 from fame._protocol import NodeHandshake
-from fame._wire import (
+from fame._wire._schema import (
     MAX_HOPS,
     Attach,
     Batch,

@@ -8,9 +8,9 @@ import pytest
 import trio
 
 import fame
-from fame._client import connect
-from fame._sentinel import open_sentinel
-from fame._transport import SentinelUnreachable
+from fame._fabric._client import connect
+from fame._fabric._transport import SentinelUnreachable
+from fame._fabric.sentinel._server import open_sentinel
 
 from .conftest import Fabric, free_port
 from .fabric_agents import Echo

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import trio
 
-from fame._client import connect
-from fame._stream import DEFAULT_WINDOW
+from fame._agents._stream import DEFAULT_WINDOW
+from fame._fabric._client import connect
 
 from .conftest import Fabric
 from .fabric_agents import Echo

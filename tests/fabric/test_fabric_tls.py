@@ -12,8 +12,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from fame._client import connect
-from fame._transport import SentinelUnreachable, client_ssl_context
+from fame._fabric._client import connect
+from fame._fabric._transport import SentinelUnreachable, client_ssl_context
 
 from .conftest import Fabric, free_port
 from .fabric_agents import Echo

@@ -5,8 +5,8 @@ from __future__ import annotations
 import msgspec
 import pytest
 
-from fame._inflight import InflightRequests
-from fame._wire import (
+from fame._protocol._inflight import InflightRequests
+from fame._wire._schema import (
     FINAL_FRAME_TAGS,
     Cancel,
     Codec,

@@ -7,7 +7,8 @@ import random
 import pytest
 
 from fame import AdmissionRefused, ProtocolError
-from fame._identity import Identity
+from fame._fabric._identity import Identity
+from fame._fabric._transport import backoff_delays
 from fame._protocol import (
     Admitted,
     BindingTracker,
@@ -16,9 +17,8 @@ from fame._protocol import (
     SentinelLink,
     SentinelPolicy,
 )
-from fame._route_table import RouteTable
-from fame._transport import backoff_delays
-from fame._wire import (
+from fame._protocol._route_table import RouteTable
+from fame._wire._schema import (
     Attach,
     Bind,
     BindRefused,

@@ -32,11 +32,11 @@ import atheris
 with atheris.instrument_imports(include=["fame"]):
     import msgspec
 
-    from fame._errors import AdmissionRefused, ProtocolError, WireError
-    from fame._identity import Identity
+    from fame._core._errors import AdmissionRefused, ProtocolError, WireError
+    from fame._fabric._identity import Identity
     from fame._protocol import NodeHandshake, SentinelLink, SentinelPolicy
-    from fame._route_table import RouteTable
-    from fame._wire import (
+    from fame._protocol._route_table import RouteTable
+    from fame._wire._schema import (
         Attach,
         Batch,
         Bind,

@@ -15,7 +15,7 @@ from typing import Any
 
 import msgspec
 
-from fame._wire import (
+from fame._wire._schema import (
     MAX_HOPS,
     Attach,
     Batch,

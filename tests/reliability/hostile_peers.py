@@ -28,9 +28,9 @@ from trio_websocket import (
 )
 
 import fame
-from fame._identity import Identity
+from fame._fabric._identity import Identity
 from fame._protocol import NodeHandshake
-from fame._wire import Challenge, Welcome
+from fame._wire._schema import Challenge, Welcome
 
 from .fame_services import ECHO_AGENT, STORAGE_AGENT, FameServices
 from .hostile_frames import codec, hostile

@@ -32,9 +32,9 @@ from trio_websocket import (
 )
 
 import fame
-from fame._identity import Identity
-from fame._sentinel import open_sentinel
-from fame._wire import (
+from fame._fabric._identity import Identity
+from fame._fabric.sentinel._server import open_sentinel
+from fame._wire._schema import (
     Attach,
     Batch,
     Bind,

@@ -25,8 +25,8 @@ from trio_websocket import (
 )
 
 from fame._cli._settings import SettingError, positive_setting
-from fame._client import connect
-from fame._transport import SentinelUnreachable
+from fame._fabric._client import connect
+from fame._fabric._transport import SentinelUnreachable
 
 from .conftest import Report
 from .fame_services import FameServices, fame_env, run_fame

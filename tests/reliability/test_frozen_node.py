@@ -23,9 +23,9 @@ from fabric.conftest import Fabric
 from fabric.fabric_agents import Echo
 
 import fame
-from fame._client import connect
-from fame._sentinel import DEFAULT_QUEUE
-from fame._transport import SentinelUnreachable
+from fame._fabric._client import connect
+from fame._fabric._transport import SentinelUnreachable
+from fame._fabric.sentinel._server import DEFAULT_QUEUE
 
 from .fame_services import sampling_rss, wait_until
 

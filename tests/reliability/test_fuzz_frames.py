@@ -28,10 +28,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import fame
-from fame._identity import Identity
+from fame._fabric._identity import Identity
 from fame._protocol import NodeHandshake, SentinelLink, SentinelPolicy
-from fame._route_table import RouteTable
-from fame._wire import (
+from fame._protocol._route_table import RouteTable
+from fame._wire._schema import (
     Attach,
     Batch,
     Bind,

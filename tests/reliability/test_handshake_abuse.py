@@ -17,10 +17,20 @@ import msgspec
 import trio
 from trio_websocket import open_websocket_url
 
-from fame._client import connect
-from fame._identity import Identity
+from fame._fabric._client import connect
+from fame._fabric._identity import Identity
 from fame._protocol import NodeHandshake
-from fame._wire import Attach, Bind, BindRefused, Challenge, LinkError, Ping, Pong, Refused, Welcome
+from fame._wire._schema import (
+    Attach,
+    Bind,
+    BindRefused,
+    Challenge,
+    LinkError,
+    Ping,
+    Pong,
+    Refused,
+    Welcome,
+)
 
 from .conftest import Report
 from .fame_services import FameServices

@@ -20,7 +20,7 @@ from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, BytesMessage, CloseConnection
 from wsproto.events import Request as WsRequest
 
-from fame._client import connect
+from fame._fabric._client import connect
 
 from .conftest import Report
 from .fame_services import FameServices, sampling_rss

@@ -17,8 +17,8 @@ import trio
 
 import fame
 from agents.storage_agent import StorageAgent
-from fame._client import connect
-from fame._sentinel import open_sentinel
+from fame._fabric._client import connect
+from fame._fabric.sentinel._server import open_sentinel
 
 from .conftest import Report
 from .fame_services import FameServices

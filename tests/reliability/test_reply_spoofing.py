@@ -16,8 +16,8 @@ import trio
 from trio_websocket import open_websocket_url
 
 import fame
-from fame._sentinel import open_sentinel
-from fame._wire import Envelope, LinkError, Reply, Request
+from fame._fabric.sentinel._server import open_sentinel
+from fame._wire._schema import Envelope, LinkError, Reply, Request
 
 from .conftest import Report
 from .hostile_frames import codec

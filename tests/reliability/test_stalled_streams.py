@@ -25,8 +25,8 @@ import pytest
 import trio
 
 import fame
-from fame._inflight import InflightRequests
-from fame._stream import DEFAULT_WINDOW, idle_timeout_from_env
+from fame._agents._stream import DEFAULT_WINDOW, idle_timeout_from_env
+from fame._protocol._inflight import InflightRequests
 
 from .fame_services import FameServices, fame_env, run_fame, sampling_rss, wait_until
 from .stuck_agents import ObservedStorageAgent

@@ -482,7 +482,9 @@ async def test_a_concurrent_call_that_never_ends_does_not_skip_stop(autojump_clo
     async with fame.open_node(storage_provider=PROVIDER, stop_timeout=4) as node:
         await node.spawn(agent, "hanging@local")
         await node.ref("hanging@local").tell(  # a request nobody waits for
-            fame._wire.Envelope(0, "hanging@local", 1, fame._wire.Request("hang", {}))
+            fame._wire._schema.Envelope(
+                0, "hanging@local", 1, fame._wire._schema.Request("hang", {})
+            )
         )
         await trio.testing.wait_all_tasks_blocked()
     # Half the stop timeout for the call to finish, then stop(), then the call is cancelled.

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 import fame
 from fame import ActorCrashed, DeadlineExceeded, InvalidArguments, OperationFailed, ProtocolError
-from fame._stream import CreditBalance, CreditWindow
+from fame._agents._stream import CreditBalance, CreditWindow
 
 from ._helpers import all_tasks, assert_no_new_tasks
 
@@ -129,7 +129,7 @@ async def test_default_window_bounds_an_unread_proxy_stream() -> None:
         async with counter.count(n=10_000) as items:
             assert await items.__anext__() == 0
             await trio.testing.wait_all_tasks_blocked()
-            assert agent.produced == fame._stream.DEFAULT_WINDOW + 1
+            assert agent.produced == fame._agents._stream.DEFAULT_WINDOW + 1
         await trio.testing.wait_all_tasks_blocked()
         assert agent.closed == 1
 

@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fame import WireError
-from fame import _wire as wire
+from fame._wire import _schema as wire
 
 # Values msgpack carries unchanged (lists, not tuples; no NaN, which is != itself).
 scalars = (

@@ -34,6 +34,7 @@ def test_default_is_memory() -> None:
         secrets.token_hex(32).upper(),
         base64.urlsafe_b64encode(os.urandom(32)).decode(),  # with '=' padding
     ],
+    ids=["base64url-32", "base64url-48", "hex", "hex-upper", "base64url-padded"],  # stable for xdist
 )
 def test_good_master_keys(text: str) -> None:
     key = parse_master_key(text)
@@ -52,6 +53,7 @@ def test_good_master_keys(text: str) -> None:
         ("a" * 64, "does not look random"),
         ("not a key, it has spaces and commas!", "neither hex nor base64url"),
     ],
+    ids=["empty", "password", "short", "words", "pattern", "repeated", "not-encoded"],
 )
 def test_bad_master_keys(text: str, why: str) -> None:
     with pytest.raises(StorageConfigError, match=why) as info:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import sys
 
-from ._wire import Envelope
+from .._wire._schema import Envelope
 
 __all__ = ["show_envelope", "tracing_enabled"]
 

@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 import attrs
 import msgspec
 
-from ._errors import InvalidArguments
+from .._core._errors import InvalidArguments
 
 __all__ = ["OperationSpec", "operation"]
 

@@ -25,14 +25,14 @@ from typing import Any
 import trio
 from trio_websocket import WebSocketRequest
 
-from ._errors import WireError
-from ._identity import KEYSTORE, ROUTE_STORE, NodeStores
-from ._node import REPLY_NAME
-from ._protocol import Admitted, RoutesChanged, SentinelLink, SentinelPolicy
-from ._sentinel_routing import Conn, Router
-from ._supervisor import unwrap_exception_group
-from ._transport import LINK_ERRORS, is_link_failure, write_batched
-from ._wire import Batch, RoutingHeader
+from ..._agents._node import REPLY_NAME
+from ..._core._errors import WireError
+from ..._core._supervisor import unwrap_exception_group
+from ..._protocol import Admitted, RoutesChanged, SentinelLink, SentinelPolicy
+from ..._wire._schema import Batch, RoutingHeader
+from .._identity import KEYSTORE, ROUTE_STORE, NodeStores
+from .._transport import LINK_ERRORS, is_link_failure, write_batched
+from ._routing import Conn, Router
 
 __all__ = ["PIN_PREFIX", "ConnectionHandler", "ConnectionNursery"]
 

@@ -27,8 +27,8 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 import trio
 
-from ._errors import DeadlineExceeded, NodeClosed, ProtocolError, remote_error
-from ._wire import Cancel, Credit, Error, Frame, Request, StreamEnd, StreamItem
+from .._core._errors import DeadlineExceeded, NodeClosed, ProtocolError, remote_error
+from .._wire._schema import Cancel, Credit, Error, Frame, Request, StreamEnd, StreamItem
 
 if TYPE_CHECKING:
     from ._node import Node

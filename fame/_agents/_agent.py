@@ -17,16 +17,16 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import trio
 
-from ._actor import Actor, crash_error
-from ._errors import (
+from .._core._actor import Actor, crash_error
+from .._core._errors import (
     AgentNotStarted,
     InvalidArguments,
     NodeClosed,
     OperationFailed,
     UnknownOperation,
 )
+from .._wire._schema import Envelope, Reply, Request
 from ._operation import OperationSpec, collect_operations
-from ._wire import Envelope, Reply, Request
 
 if TYPE_CHECKING:
     from ._node import Node

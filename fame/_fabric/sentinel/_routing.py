@@ -13,7 +13,7 @@ answer get a ``no_route`` error at once, and the streams it was reading at
 other links are cancelled.
 
 A bad frame costs its link a ``LinkError`` (:meth:`Router.violation`);
-after a few the link is closed (see ``fame._sentinel_connection``).
+after a few the link is closed (see ``fame._fabric.sentinel._connection``).
 """
 
 from __future__ import annotations
@@ -24,13 +24,12 @@ from contextlib import suppress
 import trio
 from trio_websocket import WebSocketConnection
 
-from ._errors import WireError
-from ._inflight import InflightRequests
-from ._node import REPLY_NAME, Node
-from ._protocol import SentinelLink
-from ._route_table import RouteTable
-from ._trace import show_envelope, tracing_enabled
-from ._wire import (
+from ..._agents._node import REPLY_NAME, Node
+from ..._core._errors import WireError
+from ..._protocol import SentinelLink
+from ..._protocol._inflight import InflightRequests
+from ..._protocol._route_table import RouteTable
+from ..._wire._schema import (
     FINAL_FRAME_TAGS,
     MAX_HOPS,
     Cancel,
@@ -42,6 +41,7 @@ from ._wire import (
     bump_hops,
     frame_tag,
 )
+from .._trace import show_envelope, tracing_enabled
 
 __all__ = ["FORWARD_TIMEOUT", "Conn", "Router"]
 

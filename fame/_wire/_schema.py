@@ -25,7 +25,7 @@ from typing import Any, Final
 
 import msgspec
 
-from ._errors import WireError
+from .._core._errors import WireError
 
 __all__ = [
     "DEFAULT_MAX_MESSAGE_SIZE",

@@ -32,21 +32,11 @@ from typing import Any
 
 import trio
 
-from ._errors import AdmissionRefused, NoRoute, ProtocolError, WireError
-from ._identity import BINDING_STORE, Identity, NodeStores, load_or_create_identity
-from ._node import Node
-from ._protocol import BindingTracker, NodeHandshake
-from ._supervisor import unwrap_exception_group
-from ._trace import show_envelope, tracing_enabled
-from ._transport import (
-    LINK_ERRORS,
-    SentinelUnreachable,
-    backoff_delays,
-    is_link_failure,
-    open_link,
-    write_batched,
-)
-from ._wire import (
+from .._agents._node import Node
+from .._core._errors import AdmissionRefused, NoRoute, ProtocolError, WireError
+from .._core._supervisor import unwrap_exception_group
+from .._protocol import BindingTracker, NodeHandshake
+from .._wire._schema import (
     Batch,
     BindRefused,
     Bound,
@@ -57,6 +47,16 @@ from ._wire import (
     Ping,
     Pong,
     Refused,
+)
+from ._identity import BINDING_STORE, Identity, NodeStores, load_or_create_identity
+from ._trace import show_envelope, tracing_enabled
+from ._transport import (
+    LINK_ERRORS,
+    SentinelUnreachable,
+    backoff_delays,
+    is_link_failure,
+    open_link,
+    write_batched,
 )
 
 __all__ = ["FabricUplink", "attach"]
@@ -82,7 +82,7 @@ def _binding_record(pool: bool) -> bytes:
 
 
 class FabricUplink:
-    """The :class:`fame._node.Uplink` of a node attached to a sentinel."""
+    """The :class:`fame._agents._node.Uplink` of a node attached to a sentinel."""
 
     pools = True
 

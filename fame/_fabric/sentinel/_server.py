@@ -5,13 +5,13 @@ admitted and which bindings are accepted); it routes envelopes between
 them by address. This module starts one (:func:`open_sentinel`) and
 restores its state; the work is done by its parts, each in its module:
 
-- ``fame._sentinel_connection``: serving each websocket (the connection
+- ``fame._fabric.sentinel._connection``: serving each websocket (the connection
   limit, the handshake deadline, reader, writer and watchdog), so that
   nothing a peer sends can hurt the sentinel or the other links;
-- ``fame._sentinel_routing``: forwarding envelopes between links by their
+- ``fame._fabric.sentinel._routing``: forwarding envelopes between links by their
   routing header, answering what cannot be forwarded, and cleaning up
   the requests of a lost link;
-- ``fame._sentinel_uplink``: how the agents of the sentinel's own node
+- ``fame._fabric.sentinel._local_uplink``: how the agents of the sentinel's own node
   reach the fabric.
 
 Persistent state, in the sentinel node's own stores: its node id and key
@@ -35,21 +35,21 @@ from typing import Any, cast
 import trio
 from trio_websocket import serve_websocket
 
-from ._errors import FameError
-from ._identity import (
+from ..._agents._node import Node, open_node
+from ..._core._errors import FameError
+from ..._protocol import SentinelPolicy
+from ..._wire._schema import Codec
+from .._identity import (
     BINDING_STORE,
     KEYSTORE,
     ROUTE_STORE,
     NodeStores,
     load_or_create_identity,
 )
-from ._node import Node, open_node
-from ._protocol import SentinelPolicy
-from ._sentinel_connection import PIN_PREFIX, ConnectionHandler, ConnectionNursery
-from ._sentinel_routing import Router
-from ._sentinel_uplink import SentinelUplink
-from ._transport import WS_MAX_MESSAGE, WS_QUEUE, WS_RECEIVE_BUFFER, server_ssl_context
-from ._wire import Codec
+from .._transport import WS_MAX_MESSAGE, WS_QUEUE, WS_RECEIVE_BUFFER, server_ssl_context
+from ._connection import PIN_PREFIX, ConnectionHandler, ConnectionNursery
+from ._local_uplink import SentinelUplink
+from ._routing import Router
 
 __all__ = ["Sentinel", "SentinelConfigError", "open_sentinel", "serve_sentinel"]
 

@@ -1,7 +1,7 @@
 """The sentinel node's own uplink: its agents reach the fabric directly.
 
 A node hands what it does not host to its uplink (``Node.uplink``). On an
-ordinary node that is a websocket to a sentinel (``fame._uplink``); on the
+ordinary node that is a websocket to a sentinel (``fame._fabric._uplink``); on the
 sentinel's own node it is this :class:`SentinelUplink`, which puts the
 envelope on the target link's queue through the sentinel's
 :class:`Router`, and binds the node's agents in the sentinel's own route
@@ -15,10 +15,10 @@ from contextlib import suppress
 
 import trio
 
-from ._errors import NoRoute
-from ._identity import BINDING_STORE, NodeStores
-from ._sentinel_routing import Router
-from ._wire import Cancel, Credit, Envelope
+from ..._core._errors import NoRoute
+from ..._wire._schema import Cancel, Credit, Envelope
+from .._identity import BINDING_STORE, NodeStores
+from ._routing import Router
 
 __all__ = ["SentinelUplink"]
 

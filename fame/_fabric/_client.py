@@ -17,8 +17,8 @@ import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from ._errors import FameError
-from ._node import DEFAULT_TIMEOUT, Node, open_node
+from .._agents._node import DEFAULT_TIMEOUT, Node, open_node
+from .._core._errors import FameError
 from ._uplink import DEFAULT_HEARTBEAT, HANDSHAKE_TIMEOUT, attach
 
 __all__ = ["connect"]

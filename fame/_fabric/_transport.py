@@ -1,7 +1,7 @@
 """The thin websocket layer under the fabric: connect, serve, back off, TLS.
 
 Only bytes move here; the protocol is in ``fame._protocol``. One websocket
-message carries one encoded :data:`fame._wire.LinkMessage`.
+message carries one encoded :data:`fame._wire._schema.LinkMessage`.
 
 trio-websocket stops answering websocket pings when its receive queue is
 full, so every link keeps one task that does nothing but drain
@@ -28,8 +28,8 @@ from trio_websocket import (
     open_websocket_url,
 )
 
-from ._errors import FameError
-from ._wire import DEFAULT_MAX_MESSAGE_SIZE, Batch, Codec
+from .._core._errors import FameError
+from .._wire._schema import DEFAULT_MAX_MESSAGE_SIZE, Batch, Codec
 
 __all__ = [
     "SentinelUnreachable",
@@ -139,7 +139,7 @@ def _unreachable_reason(exc: BaseException) -> str:
 
 
 BATCH_LIMIT = 128
-"""Most messages a writer puts in one :class:`fame._wire.Batch`."""
+"""Most messages a writer puts in one :class:`fame._wire._schema.Batch`."""
 
 
 async def write_batched(

@@ -26,10 +26,10 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from ._errors import ProtocolError, WireError
+from .._core._errors import ProtocolError, WireError
+from .._wire._schema import Envelope, Request, StreamEnd, StreamItem
 from ._operation import OperationSpec
 from ._stream import StreamProducer
-from ._wire import Envelope, Request, StreamEnd, StreamItem
 
 if TYPE_CHECKING:
     from ._agent import AgentActor

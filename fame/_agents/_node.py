@@ -24,10 +24,9 @@ from typing import Any, Protocol
 
 import trio
 
-from ._actor import Actor, ActorRef
-from ._address import Address
-from ._agent import AgentActor, BaseAgent
-from ._errors import (
+from .._core._actor import Actor, ActorRef
+from .._core._address import Address
+from .._core._errors import (
     DeadlineExceeded,
     MailboxFull,
     NodeClosed,
@@ -36,9 +35,20 @@ from ._errors import (
     WireError,
     remote_error,
 )
+from .._core._reply import ReplySlot
+from .._core._supervisor import RestartPolicy, Supervisor, open_supervisor, unwrap_exception_group
+from .._wire._schema import (
+    Cancel,
+    Credit,
+    Envelope,
+    Error,
+    Frame,
+    Reply,
+    Request,
+)
+from ._agent import AgentActor, BaseAgent
 from ._operation import OperationSpec
 from ._proxy import Proxy
-from ._reply import ReplySlot
 from ._stream import (
     DEFAULT_IDLE_TIMEOUT,
     DEFAULT_WINDOW,
@@ -49,16 +59,6 @@ from ._stream import (
     timeout_ms,
 )
 from ._stream_serving import serve_stream, unsendable
-from ._supervisor import RestartPolicy, Supervisor, open_supervisor, unwrap_exception_group
-from ._wire import (
-    Cancel,
-    Credit,
-    Envelope,
-    Error,
-    Frame,
-    Reply,
-    Request,
-)
 
 __all__ = ["Node", "Uplink", "open_node"]
 
@@ -69,7 +69,7 @@ REPLY_NAME = "_reply"
 
 
 class Uplink(Protocol):
-    """What a node needs from its link to a sentinel (see ``fame._uplink``)."""
+    """What a node needs from its link to a sentinel (see ``fame._fabric._uplink``)."""
 
     pools: bool
     """Whether this node's agents may join pools (``spawn(..., pool=True)``)."""
@@ -475,7 +475,7 @@ class Node:
     def start_stream(
         self, actor: AgentActor, spec: OperationSpec, kwargs: dict[str, Any], request: Envelope
     ) -> None:
-        """Serve streaming ``request`` in a task (see ``fame._stream_serving``)."""
+        """Serve streaming ``request`` in a task (see ``fame._agents._stream_serving``)."""
         frame = request.frame
         assert type(frame) is Request
         producer = StreamProducer(frame.credit)
@@ -535,7 +535,7 @@ async def open_node(
         raise ValueError(f"stream_idle_timeout must be > 0 seconds, got {stream_idle_timeout!r}")
     async with AsyncExitStack() as stack:
         if storage_provider is None:
-            from ._storage import open_storage_from_env
+            from .._storage import open_storage_from_env
 
             storage_provider = await stack.enter_async_context(open_storage_from_env())
         async with unwrap_exception_group(), trio.open_nursery() as tasks:

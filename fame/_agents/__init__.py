@@ -1,0 +1,1 @@
+"""Agents: @operation, BaseAgent, the node, proxies, calls and streams."""

@@ -1,0 +1,1 @@
+"""Actors, mailboxes, reply slots, supervision, addresses and errors: the runtime's core."""

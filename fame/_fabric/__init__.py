@@ -1,0 +1,1 @@
+"""The fabric's IO: websocket transport, uplink, client, identity, the sentinel."""

@@ -1,0 +1,1 @@
+"""The sentinel: a node that accepts other nodes and routes between them."""

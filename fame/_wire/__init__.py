@@ -1,0 +1,1 @@
+"""The wire schema: every message as a tagged msgspec Struct, and the codec."""
