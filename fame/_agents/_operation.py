@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import collections.abc
 import inspect
-import re
 import typing
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -21,7 +20,7 @@ from typing import Any, TypeVar
 import attrs
 import msgspec
 
-from .._core._errors import InvalidArguments
+from .._core._errors import InvalidArguments, quoted
 
 __all__ = ["OperationSpec", "operation"]
 
@@ -83,11 +82,6 @@ def operation(
     return decorate(fn) if fn is not None else decorate
 
 
-_MSGSPEC_PATH = re.compile(r"at `\$\.([A-Za-z_][A-Za-z0-9_]*)")
-_MISSING = re.compile(r"missing required field `([^`]+)`")
-_UNKNOWN = re.compile(r"unknown field `([^`]+)`")
-
-
 @attrs.frozen
 class OperationSpec:
     """Everything needed to call one operation with untrusted arguments."""
@@ -97,6 +91,8 @@ class OperationSpec:
     streaming: bool
     errors: tuple[type[BaseException], ...]
     params: tuple[str, ...]
+    required: frozenset[str]
+    param_types: dict[str, Any]
     args_type: type[msgspec.Struct]
     result_type: Any
 
@@ -107,14 +103,18 @@ class OperationSpec:
         signature = inspect.signature(func)
         fields: list[Any] = []
         params: list[str] = []
+        required: set[str] = set()
+        param_types: dict[str, Any] = {}
         for index, param in enumerate(signature.parameters.values()):
             if index == 0:
                 continue  # self
             if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
                 raise TypeError(f"operation {func.__qualname__} may not take *args or **kwargs")
             annotation = hints.get(param.name, Any)
+            param_types[param.name] = annotation
             if param.default is inspect.Parameter.empty:
                 fields.append((param.name, annotation))
+                required.add(param.name)
             else:
                 fields.append((param.name, annotation, param.default))
             params.append(param.name)
@@ -130,6 +130,8 @@ class OperationSpec:
             streaming=mark.streaming,
             errors=mark.errors,
             params=tuple(params),
+            required=frozenset(required),
+            param_types=param_types,
             args_type=args_type,
             result_type=result,
         )
@@ -151,8 +153,8 @@ class OperationSpec:
         """Validate and convert call arguments; raise :class:`fame.InvalidArguments`."""
         try:
             converted = msgspec.convert(args, self.args_type, strict=False)
-        except msgspec.ValidationError as exc:
-            raise InvalidArguments(self._explain(str(exc))) from None
+        except msgspec.ValidationError:
+            raise InvalidArguments(self._explain(args)) from None
         return {name: getattr(converted, name) for name in self.params}
 
     def convert_result(self, value: Any) -> Any:
@@ -161,15 +163,37 @@ class OperationSpec:
             return value
         return msgspec.convert(value, self.result_type, strict=False)
 
-    def _explain(self, detail: str) -> str:
-        if m := _MISSING.search(detail):
-            return f"{self.name}(): missing required argument {m.group(1)!r}"
-        if m := _UNKNOWN.search(detail):
-            return f"{self.name}(): unexpected argument {m.group(1)!r}"
-        if m := _MSGSPEC_PATH.search(detail):
-            reason = detail.split(" - at ")[0]
-            return f"{self.name}(): invalid argument {m.group(1)!r}: {reason}"
-        return f"{self.name}(): invalid arguments: {detail}"
+    def _explain(self, args: Any) -> str:
+        """Say which argument is wrong, from fame's own checks.
+
+        The failed conversion is redone one parameter at a time, so the
+        message never depends on the wording of msgspec's errors.
+        """
+        if not isinstance(args, dict) or not all(isinstance(k, str) for k in args):
+            return f"{self.name}(): arguments must be a map of parameter names to values"
+        if unknown := sorted(set(args) - set(self.params)):
+            return f"{self.name}(): unexpected argument {quoted(unknown[0])}"
+        if missing := [name for name in self.params if name in self.required - set(args)]:
+            return f"{self.name}(): missing required argument {missing[0]!r}"
+        for name in self.params:
+            if name not in args:
+                continue
+            expected = self.param_types[name]
+            try:
+                msgspec.convert(args[name], expected, strict=False)
+            except msgspec.ValidationError:
+                return (
+                    f"{self.name}(): invalid argument {name!r}: expected {_type_name(expected)},"
+                    f" got {type(args[name]).__name__}"
+                )
+        return f"{self.name}(): invalid arguments"
+
+
+def _type_name(annotation: Any) -> str:
+    """A short, readable name of a type annotation for an error message."""
+    if isinstance(annotation, type):
+        return annotation.__name__
+    return repr(annotation).replace("typing.", "")
 
 
 def _item_type(annotation: Any) -> Any:

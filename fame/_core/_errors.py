@@ -10,7 +10,7 @@ caller can ``except fame.ActorCrashed`` whether the actor was local or not.
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 __all__ = [
     "ActorCrashed",
@@ -28,6 +28,7 @@ __all__ = [
     "SupervisorGaveUp",
     "UnknownOperation",
     "WireError",
+    "WireErrorCode",
     "quoted",
     "remote_error",
 ]
@@ -51,16 +52,26 @@ class FameError(Exception):
     """Base class of every error raised by fame."""
 
 
+WireErrorCode = Literal[
+    "too_large", "not_binary", "malformed", "unencodable", "hop_limit", "not_an_envelope"
+]
+
+
 class WireError(FameError, ValueError):
     """A message that could not be encoded or decoded.
 
-    ``reason`` says what was wrong (too large, not msgpack, wrong shape),
-    in words fit to send back to the peer that sent it.
+    ``code`` says what was wrong in fame's own terms, for programs (and
+    tests) to branch on: ``"too_large"``, ``"not_binary"``, ``"malformed"``
+    (not msgpack, or the wrong shape), ``"unencodable"``, ``"hop_limit"``,
+    ``"not_an_envelope"``. ``reason`` says the same in words fit to send back
+    to the peer; it may quote the decoder's own detail, whose wording is the
+    decoder library's and can change with its version.
     """
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, *, code: WireErrorCode = "malformed") -> None:
         super().__init__(reason)
         self.reason = reason
+        self.code: WireErrorCode = code
 
 
 class DeadlineExceeded(FameError, TimeoutError):

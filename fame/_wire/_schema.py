@@ -320,10 +320,13 @@ class Codec:
         try:
             data = self._encoder.encode(message)
         except (TypeError, NotImplementedError, OverflowError, RecursionError) as exc:
-            raise WireError(f"cannot encode {type(message).__name__}: {exc}") from None
+            raise WireError(
+                f"cannot encode {type(message).__name__}: {exc}", code="unencodable"
+            ) from None
         if len(data) > self.max_size:
             raise WireError(
-                f"message of {len(data)} bytes exceeds the limit of {self.max_size} bytes"
+                f"message of {len(data)} bytes exceeds the limit of {self.max_size} bytes",
+                code="too_large",
             )
         return data
 
@@ -342,15 +345,18 @@ class Codec:
         except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
             raise WireError(f"malformed message: {exc}") from None
         if isinstance(message, RoutingHeader) and not 0 <= message.hops <= MAX_HOPS:
-            raise WireError(f"hop count {message.hops} is outside 0..{MAX_HOPS}")
+            raise WireError(f"hop count {message.hops} is outside 0..{MAX_HOPS}", code="hop_limit")
         return message
 
     def _check_size(self, data: bytes) -> None:
         if not isinstance(data, bytes | bytearray | memoryview):
-            raise WireError(f"expected a binary message, got {type(data).__name__}")
+            raise WireError(
+                f"expected a binary message, got {type(data).__name__}", code="not_binary"
+            )
         if len(data) > self.max_size:
             raise WireError(
-                f"message of {len(data)} bytes exceeds the limit of {self.max_size} bytes"
+                f"message of {len(data)} bytes exceeds the limit of {self.max_size} bytes",
+                code="too_large",
             )
 
 
@@ -361,10 +367,12 @@ def bump_hops(data: bytes) -> bytes:
     :data:`MAX_HOPS` hops (a routing loop) or is not an encoded envelope.
     """
     if len(data) <= _HOPS_OFFSET or data[1:3] != b"\xa1e" or (data[0] & 0xF0) != 0x90:
-        raise WireError("not an encoded envelope")
+        raise WireError("not an encoded envelope", code="not_an_envelope")
     hops = data[_HOPS_OFFSET]
     if hops >= MAX_HOPS:
-        raise WireError(f"envelope exceeded the hop limit of {MAX_HOPS} (routing loop?)")
+        raise WireError(
+            f"envelope exceeded the hop limit of {MAX_HOPS} (routing loop?)", code="hop_limit"
+        )
     return b"".join((data[:_HOPS_OFFSET], bytes((hops + 1,)), data[_HOPS_OFFSET + 1 :]))
 
 

@@ -189,8 +189,11 @@ def test_a_frame_tag_that_is_not_utf8_is_a_wire_error() -> None:
     data = header + b"\x91\xa3r\xf0\x81" + b"\xaa_reply@x.y\x05"  # the tag: "r", then not UTF-8
     head = codec.decode_header(data)
     assert type(head) is RoutingHeader
-    with pytest.raises(fame.WireError, match="malformed frame: 'utf-8' codec can't decode"):
+    with pytest.raises(fame.WireError) as info:
         frame_tag(head.frame)
+    # fame's own code and words; the decoder's detail after them is msgspec's to change.
+    assert info.value.code == "malformed"
+    assert info.value.reason.startswith("malformed frame: ")
 
 
 # --- atheris ------------------------------------------------------------------------------

@@ -97,7 +97,7 @@ async def test_bad_arguments_name_the_parameter_and_the_agent_keeps_running() ->
     async with fame.open_node(storage_provider=PROVIDER) as node:
         agent, calc = await spawn_calculator(node)
         cases: dict[str, dict[str, Any]] = {
-            "add(): invalid argument 'a': Expected `int`, got `str`": {"a": "seven"},
+            "add(): invalid argument 'a': expected int, got str": {"a": "seven"},
             "add(): missing required argument 'a'": {"b": 1},
             "add(): unexpected argument 'c'": {"a": 1, "c": 2},
         }

@@ -34,7 +34,13 @@ def test_default_is_memory() -> None:
         secrets.token_hex(32).upper(),
         base64.urlsafe_b64encode(os.urandom(32)).decode(),  # with '=' padding
     ],
-    ids=["base64url-32", "base64url-48", "hex", "hex-upper", "base64url-padded"],  # stable for xdist
+    ids=[
+        "base64url-32",
+        "base64url-48",
+        "hex",
+        "hex-upper",
+        "base64url-padded",
+    ],  # stable for xdist
 )
 def test_good_master_keys(text: str) -> None:
     key = parse_master_key(text)
