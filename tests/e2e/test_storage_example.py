@@ -13,10 +13,10 @@ import hashlib
 import json
 import os
 import re
+import select
 import signal
 import socket
 import stat
-import time
 from pathlib import Path
 
 import pytest
@@ -43,6 +43,22 @@ RUN_OUTPUT = re.compile(
     r"(?P<pairs>(?:\[\"[^\"]+\",\{[^\n]*\}\]\n)*)"
     r"\nTotal stored values: (?P<total>\d+)\n\Z"
 )
+
+
+def wait_exited(pid: int, limit: float) -> None:
+    """Block until process ``pid`` has exited (an event: its pidfd turns readable).
+
+    ``limit`` is a guard against hanging: past it, AssertionError.
+    """
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return
+    try:
+        exited, _, _ = select.select([fd], [], [], limit)
+    finally:
+        os.close(fd)
+    assert exited, f"process {pid} still runs {limit:g} s after SIGTERM"
 
 
 def data_files(root: Path) -> set[str]:
@@ -131,8 +147,7 @@ def test_storage_example_end_to_end(project: Project) -> None:
     # The agent gone: one line naming the missing agent.
     agent_pid = int((root / "run" / "agent.pid").read_text())
     os.kill(agent_pid, signal.SIGTERM)
-    while _alive(agent_pid):
-        time.sleep(0.02)
+    wait_exited(agent_pid, limit=30.0)
     missing = project.just("run")
     assert "storage@fame.fabric" in one_error_line(missing, "fame-client")
 

@@ -4,10 +4,22 @@ from __future__ import annotations
 
 import os
 from collections.abc import AsyncIterator
+from typing import Any
 
 import trio
 
 import fame
+
+
+def producers_waiting_for_credit(node: Any) -> int:
+    """How many of ``node``'s stream producers are blocked waiting for credit.
+
+    A test sees "the producer stalls" as this event, not by sleeping and
+    counting: a producer blocked here runs no further until credit comes.
+    """
+    if node is None:
+        return -1
+    return sum(p.credit._changed.statistics().tasks_waiting > 0 for p in node._producers.values())
 
 
 class Boom(Exception):
@@ -22,7 +34,11 @@ class Echo(fame.BaseAgent):
 
     @fame.operation
     async def stats(self) -> dict:
-        return {"produced": Echo.produced, "closed": Echo.closed}
+        return {
+            "produced": Echo.produced,
+            "closed": Echo.closed,
+            "waiting_for_credit": producers_waiting_for_credit(self._fame_node),
+        }
 
     @fame.operation
     async def say(self, text: str) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import trio
 
 from fame._agents._stream import DEFAULT_WINDOW
@@ -12,6 +14,15 @@ from .fabric_agents import Echo
 
 ITEM_SIZE = 16 * 1024  # 16 KiB per item
 ITEMS = 100_000  # ~1.6 GB if nothing held the producer back
+GUARD = 30.0  # a broken flow control fails the test instead of hanging it
+
+
+async def producer_stalled(echo: Any) -> dict[str, int]:
+    """Echo's stats once its one stream producer is blocked waiting for credit."""
+    with trio.fail_after(GUARD):
+        while (stats := await echo.stats())["waiting_for_credit"] != 1:  # noqa: ASYNC110 (polls another process)
+            await trio.sleep(0.01)
+    return stats  # type: ignore[no-any-return]
 
 
 async def test_slow_consumer_stalls_producer_with_bounded_memory(fabric: Fabric) -> None:
@@ -27,15 +38,19 @@ async def test_slow_consumer_stalls_producer_with_bounded_memory(fabric: Fabric)
                 consumed += 1
                 if consumed == 10:
                     break
-            # The consumer stopped reading. Give the producer every chance to run
-            # ahead (many round trips through both links), then count what it made.
-            for _ in range(50):
-                stats = await echo.stats()
-                await trio.sleep(0.01)
-            # Credits: at most one window beyond what was consumed (+1 item in hand).
-            assert stats["produced"] <= consumed + DEFAULT_WINDOW + 1
-            # The client holds at most one window, in a bounded channel.
+            # The consumer stopped reading. Wait for the event "the producer blocks on
+            # credit": only then has it run as far ahead as it ever will.
+            stats = await producer_stalled(echo)
+            # Credits: at most one window beyond what was consumed (+1 item in hand),
+            # and it did use its whole window: the bound was tested, not idle.
+            assert DEFAULT_WINDOW < stats["produced"] <= consumed + DEFAULT_WINDOW + 1, stats
+            # The client holds at most one window, in a bounded channel: wait until
+            # every item the producer sent (all but the one in hand) has arrived.
             consumer = client._consumers[stream._corr]  # type: ignore[index]
+            sent = stats["produced"] - 1
+            with trio.fail_after(GUARD):
+                while consumed + consumer._receive.statistics().current_buffer_used < sent:  # noqa: ASYNC110 (frames arrive from another process)
+                    await trio.sleep(0.01)
             buffered = consumer._receive.statistics().current_buffer_used
             assert buffered <= DEFAULT_WINDOW + 1
             growth = {
@@ -52,7 +67,7 @@ async def test_slow_consumer_stalls_producer_with_bounded_memory(fabric: Fabric)
                 if consumed == 500:
                     break
         # Leaving the block cancels the stream: the agent's generator is closed.
-        with trio.fail_after(30):
+        with trio.fail_after(GUARD):
             while (await echo.stats())["closed"] < 1:  # noqa: ASYNC110 (polls another process)
                 await trio.sleep(0.01)
         stats = await echo.stats()
@@ -70,6 +85,6 @@ async def test_dropping_a_stream_with_the_client_closes_the_generator(fabric: Fa
     # The client is gone entirely; its stream must not keep the agent busy.
     async with connect(url, token=fabric.token) as client:
         echo = client.proxy("echo@fame.fabric", Echo)
-        with trio.fail_after(30):
+        with trio.fail_after(GUARD):
             while (await echo.stats())["closed"] < 1:  # noqa: ASYNC110 (polls another process)
                 await trio.sleep(0.01)

@@ -134,11 +134,17 @@ async def test_a_client_that_stops_reading_holds_no_memory_and_is_timed_out(
                 key, _ = await stream.__anext__()
                 assert key == f"r{i:07d}"
             stalled_at = trio.current_time()
-            # The reader stopped without cancelling. Give the producer every chance to
-            # run ahead (many round trips through both links), then count.
-            for _ in range(20):
+
+            # The reader stopped without cancelling. Wait for the event "the producer
+            # blocks on credit": only then has it run as far ahead as it ever will.
+            stats: dict[str, int] = {}
+
+            async def waiting_for_credit() -> bool:
+                nonlocal stats
                 stats = await agent.stats()
-                await trio.sleep(0.02)
+                return bool(stats["waiting_for_credit"] == 1)
+
+            await wait_until(waiting_for_credit, "the producer never waited for credit", GUARD)
             held_back = stats["produced"]
             assert held_back <= DEFAULT_WINDOW + 1, stats
             assert (stats["open_scans"], stats["producers"]) == (1, 1), stats
