@@ -119,7 +119,7 @@ class ActorRef:
         except trio.WouldBlock:
             raise MailboxFull(f"mailbox of {self.address} is full", actor=self.address) from None
         except (trio.ClosedResourceError, trio.BrokenResourceError):
-            raise NodeClosed(f"{self.address} is stopped") from None
+            raise self._closed() from None
 
     async def ask(self, message: Any, *, timeout: float | None = DEFAULT_ASK_TIMEOUT) -> Any:
         """Send ``message`` and wait for the answer.
@@ -137,16 +137,20 @@ class ActorRef:
         raise DeadlineExceeded(f"{self.address} did not answer within {timeout} s")
 
     async def _put(self, delivery: Delivery, timeout: float | None) -> None:
+        # Trio's channel discipline: a cancelled caller raises before the message
+        # is queued (so Cancelled means "not sent"), and one that was not
+        # cancelled still yields to the scheduler after queueing it.
+        await trio.lowlevel.checkpoint_if_cancelled()
         try:
             self._send.send_nowait(delivery)
-            return
         except trio.WouldBlock:
             pass
         except (trio.ClosedResourceError, trio.BrokenResourceError):
-            # A caller whose scope is cancelled (often the very shutdown that closed
-            # this mailbox) must see Cancelled, not an error it would try to handle.
-            await trio.lowlevel.checkpoint_if_cancelled()
-            raise NodeClosed(f"{self.address} is stopped") from None
+            await trio.lowlevel.cancel_shielded_checkpoint()
+            raise self._closed() from None
+        else:
+            await trio.lowlevel.cancel_shielded_checkpoint()
+            return
         try:
             with trio.fail_after(math.inf if timeout is None else timeout):
                 await self._send.send(delivery)
@@ -155,7 +159,10 @@ class ActorRef:
                 f"mailbox of {self.address} stayed full for {timeout} s", actor=self.address
             ) from None
         except (trio.ClosedResourceError, trio.BrokenResourceError):
-            raise NodeClosed(f"{self.address} is stopped") from None
+            raise self._closed() from None
+
+    def _closed(self) -> NodeClosed:
+        return NodeClosed(f"{self.address} is stopped")
 
 
 def crash_error(address: str, exc: BaseException) -> ActorCrashed:

@@ -52,8 +52,13 @@ class ReplySlot:
 
     async def wait(self) -> Any:
         if self._outcome is not None:
-            await trio.lowlevel.checkpoint()
-            return self._outcome.unwrap()
+            # Answered before the waiter came: the answer wins over a pending
+            # cancellation, exactly as when it arrives while the waiter is parked
+            # (reschedule beats abort). The call already passed its cancel point
+            # when it sent its message; here it only yields.
+            result, self._outcome = self._outcome, None
+            await trio.lowlevel.cancel_shielded_checkpoint()
+            return result.unwrap()
         if self._settled:
             raise RuntimeError("reply slot was abandoned")
         self._task = trio.lowlevel.current_task()

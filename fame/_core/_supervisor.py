@@ -253,6 +253,7 @@ class Supervisor:
         """Stop one actor gracefully: it handles what is queued, then ``on_stop`` runs."""
         cell = self._cells.get(address)
         if cell is None:
+            await trio.lowlevel.checkpoint()
             return
         cell.send.close()
         with trio.move_on_after(self.stop_timeout):

@@ -24,7 +24,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import os
 import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -51,6 +50,7 @@ from .._wire._schema import (
 from ._identity import BINDING_STORE, Identity, NodeStores, load_or_create_identity
 from ._trace import show_envelope, tracing_enabled
 from ._transport import (
+    HANDSHAKE_TIMEOUT,
     LINK_ERRORS,
     SentinelUnreachable,
     backoff_delays,
@@ -65,7 +65,6 @@ log = logging.getLogger("fame.uplink")
 
 DEFAULT_HEARTBEAT = 5.0
 DEFAULT_QUEUE = 256
-HANDSHAKE_TIMEOUT = 10.0
 
 
 class _LinkLost(Exception):
@@ -139,13 +138,14 @@ class FabricUplink:
         if self._show:
             show_envelope("send", envelope, len(data))
         try:
+            # Trio's channel discipline: Cancelled only ever means "not sent".
+            await trio.lowlevel.checkpoint_if_cancelled()
             try:
                 out.send_nowait(data)  # the common case: room in the queue
-                await trio.lowlevel.checkpoint_if_cancelled()
-                return
             except trio.WouldBlock:
-                pass
-            await out.send(data)
+                await out.send(data)
+            else:
+                await trio.lowlevel.cancel_shielded_checkpoint()
         except (trio.ClosedResourceError, trio.BrokenResourceError):
             raise NoRoute(
                 f"no route to {envelope.to}: the link to {self.url} was lost", actor=envelope.to
@@ -390,12 +390,6 @@ class FabricUplink:
             log.warning("unexpected %s from the sentinel", kind.__name__)
 
 
-def _token(token: str | None) -> str:
-    if token is None:
-        token = os.environ.get("FAME_ADMISSION_TOKEN", "")
-    return token
-
-
 @asynccontextmanager
 async def attach(
     node: Node,
@@ -410,7 +404,9 @@ async def attach(
 ) -> AsyncIterator[FabricUplink]:
     """Attach ``node`` to the sentinel at ``url`` for the duration of the block.
 
-    ``token`` defaults to ``FAME_ADMISSION_TOKEN``. The node's id and key
+    ``token`` is the sentinel's admission token (none suits only a sentinel
+    with open admission; the command-line programs read
+    ``FAME_ADMISSION_TOKEN``). The node's id and key
     come from its ``__node_meta`` / ``__keystore`` stores (created on first
     use) unless ``ephemeral``. ``connect_timeout`` bounds each connection
     attempt including the handshake. Entering returns once attached and every
@@ -425,7 +421,7 @@ async def attach(
     uplink = FabricUplink(
         node,
         url,
-        _token(token),
+        token or "",
         identity,
         stores,
         ephemeral=ephemeral,
