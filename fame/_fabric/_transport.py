@@ -32,6 +32,7 @@ from .._core._errors import FameError
 from .._wire._schema import DEFAULT_MAX_MESSAGE_SIZE, Batch, Codec
 
 __all__ = [
+    "HANDSHAKE_TIMEOUT",
     "SentinelUnreachable",
     "backoff_delays",
     "client_ssl_context",
@@ -44,6 +45,9 @@ __all__ = [
 WS_MAX_MESSAGE = 2 * DEFAULT_MAX_MESSAGE_SIZE + 1024
 WS_QUEUE = 64
 WS_RECEIVE_BUFFER = 1 << 16
+# Seconds for a websocket upgrade and then for the attach handshake, each;
+# both ends of a link default to the same bound.
+HANDSHAKE_TIMEOUT = 10.0
 
 LINK_ERRORS = (ConnectionClosed, HandshakeError, OSError, trio.BrokenResourceError)
 
