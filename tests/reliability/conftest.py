@@ -1,10 +1,11 @@
-"""Shared scaffolding of the reliability suite: the figures report, real services.
+"""Shared scaffolding of the reliability suite: real services.
 
 Every scenario hands its figures (cycles, writes acknowledged, inputs
-tried, peak memory...) to the ``reliability_report`` fixture; at the end of
-the session pytest prints one table of them, so every run, CI included,
-shows what was measured and not only that it passed. ``docs/reliability.md``
-quotes that table.
+tried, peak memory...) to the ``reliability_report`` fixture of
+``tests/conftest.py``; at the end of the session pytest prints one table of
+them (on the controller of an xdist run too), so every run, CI included,
+shows what was measured and not only that it passed.
+``docs/reliability.md`` quotes that table.
 
 ``fame_services`` starts a sentinel and a node as real processes
 (:class:`~fame_services.FameServices`) in the test's temporary directory,
@@ -20,29 +21,6 @@ from typing import Any
 import pytest
 
 from .fame_services import FameServices
-
-_FIGURES: list[tuple[str, dict[str, Any]]] = []
-
-Report = Callable[..., None]
-
-
-@pytest.fixture
-def reliability_report(request: pytest.FixtureRequest) -> Report:
-    """``reliability_report(**figures)`` records the figures of this test's scenario."""
-
-    def record(**figures: Any) -> None:
-        _FIGURES.append((request.node.name, figures))
-
-    return record
-
-
-def pytest_terminal_summary(terminalreporter: Any) -> None:
-    if not _FIGURES:
-        return
-    terminalreporter.section("reliability figures")
-    for name, figures in _FIGURES:
-        shown = ", ".join(f"{key}={value}" for key, value in figures.items())
-        terminalreporter.write_line(f"{name}: {shown}")
 
 
 @pytest.fixture

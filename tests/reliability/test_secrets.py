@@ -1,43 +1,31 @@
 """Secrets never leak: not in a log line, an error message or a repr; secrets.env is 0600.
 
-:func:`test_no_secret_in_any_log_of_the_suite` runs last (``runs_last``,
-see ``tests/conftest.py``). First it runs its own scenario through the error
-paths that could leak: a sentinel and the storage agent with a fresh master
-key and token, clients with a wrong token (in process and ``fame-client``),
-``fame check``/``dump``/``inspect`` and ``fame node`` with a wrong master key,
-bad settings, and ``repr``/``str``/tracebacks of the config, key and error
-objects, with fame's loggers at DEBUG. Then it gathers every secret of the
-session (registered by the fixtures, and every ``*.env`` file under pytest's
-base temporary directory), derives the per-file key of every encrypted
-database file name found there for every master key, and greps, in every
-encoding a secret could take (as given, hex, base64 and base64url with and
-without padding, the repr of its bytes, the raw bytes):
-
-- every file under the base temporary directory except the databases and
-  the ``*.env`` files that hold the secrets on purpose: the children's
-  stdout/stderr, ``run/*.log``, the output of ``just`` and ``fame`` calls;
-- pytest's captured output of every test that ran before (stdout, stderr,
-  log records, failure reports).
-
-It fails if it scanned too little to mean anything, and reports how many
-files, bytes and secrets it checked. (``test_secrets_env_modes.py``
-checks that the file holding them is private.)
+The whole run is scanned at its end, over every worker's files and every
+captured output, by ``tests/conftest.py`` (:mod:`secret_scan`): a secret
+found there fails the run. Here :func:`test_no_secret_in_the_logs_of_the_error_paths`
+drives the error paths that could leak and scans what they wrote itself,
+so the check means something whatever else ran: a sentinel and the
+storage agent with a fresh master key and token, clients with a wrong
+token (in process and ``fame-client``), ``fame check``/``dump``/``inspect``
+and ``fame node`` with a wrong master key, bad settings, and
+``repr``/``str``/tracebacks of the config, key and error objects, with
+fame's loggers at DEBUG. It fails if it scanned too little to mean
+anything, and reports how many files, bytes and secrets it checked.
+(``test_secrets_env_modes.py`` checks that the file holding them is
+private.)
 """
 
 from __future__ import annotations
 
 import base64
 import logging
-import re
 import secrets
 import traceback
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pytest
 import trio
+from secret_scan import build_needles, scan
 
 import fame
 from agents.storage_agent import StorageAgent
@@ -47,79 +35,9 @@ from fame._storage._namespace import ENCRYPTED_SUFFIX
 
 from .fame_services import STORAGE_AGENT, FameServices, run_cli, run_fame
 
-SKIPPED_SUFFIXES = (".db", ".db-wal", ".db-shm", ".db-journal", ".env", ".pyc")
-# A run of characters every text encoding of a secret is made of (hex, base64, base64url).
-TOKEN_CHARS = re.compile(rb"[A-Za-z0-9+/=_-]{16,}")
 # Floors that keep the check from passing vacuously (the scenario alone exceeds them).
 MIN_LOG_FILES = 5
 MIN_BYTES = 4096
-
-
-@dataclass
-class Needles:
-    """Every secret in every encoding, split by how they are searched."""
-
-    words: dict[bytes, str] = field(default_factory=dict)  # text encodings -> what
-    raw: dict[bytes, str] = field(default_factory=dict)  # raw bytes and repr forms -> what
-    counts: dict[str, int] = field(default_factory=dict)
-
-    def add_bytes(self, material: bytes, what: str) -> None:
-        for text in (
-            material.hex(),
-            material.hex().upper(),
-            base64.b64encode(material).decode(),
-            base64.urlsafe_b64encode(material).decode(),
-        ):
-            self.add_word(text, what)
-            self.add_word(text.rstrip("="), what)
-        self.raw[material] = what
-        self.raw[repr(material)[2:-1].encode()] = what
-
-    def add_word(self, text: str, what: str) -> None:
-        assert TOKEN_CHARS.fullmatch(text.encode()), f"{what}: not a token-like secret"
-        self.words[text.encode()] = what
-
-    def add_text(self, text: str, what: str) -> None:
-        """A secret given as text (token, master key as written): itself and its bytes."""
-        if TOKEN_CHARS.fullmatch(text.encode()):
-            self.add_word(text, what)
-        else:
-            self.raw[text.encode()] = what
-        self.add_bytes(text.encode(), what)
-
-    def find(self, data: bytes) -> set[str]:
-        """What secrets ``data`` contains, in any encoding."""
-        found = set()
-        lengths = {len(word) for word in self.words}
-        for match in TOKEN_CHARS.finditer(data):
-            run = match.group()
-            for size in lengths:
-                for start in range(len(run) - size + 1):
-                    what = self.words.get(run[start : start + size])
-                    if what is not None:
-                        found.add(what)
-        found.update(what for needle, what in self.raw.items() if needle in data)
-        return found
-
-
-def build_needles(master_keys: Iterable[str], tokens: Iterable[str], files: set[str]) -> Needles:
-    needles = Needles()
-    masters = sorted(set(master_keys))
-    for number, text in enumerate(masters):
-        needles.add_text(text, f"master key #{number}")
-        try:
-            key = parse_master_key(text)
-        except fame.FameError:
-            continue  # a deliberately bad key: only its text can leak
-        needles.add_bytes(key._material, f"master key #{number} (decoded)")
-        for name in sorted(files):
-            needles.add_bytes(derive_file_key(key, name), f"file key of {name} (master #{number})")
-            needles.counts["derived_keys"] = needles.counts.get("derived_keys", 0) + 1
-    for number, text in enumerate(sorted(set(tokens))):
-        needles.add_text(text, f"admission token #{number}")
-    needles.counts["master_keys"] = len(masters)
-    needles.counts["tokens"] = len(set(tokens))
-    return needles
 
 
 def test_the_grep_finds_a_secret_in_every_encoding() -> None:
@@ -297,51 +215,15 @@ def run_leak_scenario(root: Path, registry: Any) -> None:
 # --- the check ---------------------------------------------------------------------
 
 
-def _scanned_files(base: Path) -> Iterator[Path]:
-    for path in sorted(base.rglob("*")):
-        if path.is_file() and not path.is_symlink() and not path.name.endswith(SKIPPED_SUFFIXES):
-            yield path
-
-
-@pytest.mark.runs_last
-def test_no_secret_in_any_log_of_the_suite(
-    tmp_path_factory: pytest.TempPathFactory, suite_secrets: Any, reliability_report: Any
+def test_no_secret_in_the_logs_of_the_error_paths(
+    tmp_path: Path, suite_secrets: Any, reliability_report: Any
 ) -> None:
-    base = tmp_path_factory.getbasetemp()
-    run_leak_scenario(tmp_path_factory.mktemp("leak-scenario"), suite_secrets)
-
-    for path in base.rglob("*.env"):
-        suite_secrets.add_env_file(path)
-    encrypted_files = {path.name for path in base.rglob("*" + ENCRYPTED_SUFFIX)}
-    needles = build_needles(
-        suite_secrets.secrets["master_key"], suite_secrets.secrets["token"], encrypted_files
-    )
-    leaks: list[str] = []
-    files = log_files = scanned_bytes = 0
-    for path in _scanned_files(base):
-        data = path.read_bytes()
-        files += 1
-        log_files += path.suffix == ".log"
-        scanned_bytes += len(data)
-        leaks += [f"{path.relative_to(base)}: {what}" for what in sorted(needles.find(data))]
-    texts = list(suite_secrets.texts)
-    for where, text in texts:
-        data = text.encode("utf-8", "surrogateescape")
-        scanned_bytes += len(data)
-        leaks += [f"{where}: {what}" for what in sorted(needles.find(data))]
-
-    counts = needles.counts
+    """The scenario's own files and logs hold no secret (the whole run's: ``tests/conftest.py``)."""
+    run_leak_scenario(tmp_path, suite_secrets)
+    result = scan(tmp_path, suite_secrets)
+    counts = result.counts
     assert counts["master_keys"] >= 1 and counts["tokens"] >= 1, counts
-    assert counts.get("derived_keys", 0) >= 1, (counts, encrypted_files)
-    assert log_files >= MIN_LOG_FILES and scanned_bytes >= MIN_BYTES, (log_files, scanned_bytes)
-    assert not leaks, "secrets found:\n" + "\n".join(leaks[:50])
-    reliability_report(
-        files_scanned=files,
-        log_files_scanned=log_files,
-        captured_sections_scanned=len(texts),
-        bytes_scanned=scanned_bytes,
-        master_keys=counts["master_keys"],
-        derived_file_keys=counts.get("derived_keys", 0),
-        tokens=counts["tokens"],
-        encodings_searched=len(needles.words) + len(needles.raw),
-    )
+    assert counts.get("derived_keys", 0) >= 1, counts
+    assert result.log_files >= MIN_LOG_FILES and result.scanned_bytes >= MIN_BYTES, result
+    assert not result.leaks, "secrets found:\n" + "\n".join(result.leaks[:50])
+    reliability_report(**result.figures())
