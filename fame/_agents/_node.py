@@ -35,8 +35,9 @@ from .._core._errors import (
     WireError,
     remote_error,
 )
+from .._core._groups import unwrap_exception_group
 from .._core._reply import ReplySlot
-from .._core._supervisor import RestartPolicy, Supervisor, open_supervisor, unwrap_exception_group
+from .._core._supervisor import RestartPolicy, Supervisor, open_supervisor
 from .._wire._schema import (
     Cancel,
     Credit,

@@ -1,8 +1,9 @@
 """Turn failures into the one line a user reads, instead of a traceback.
 
 Both programs catch everything at the top and print ``<program>: <line>``
-on stderr with a non-zero exit; the helpers here find the cause worth
-naming inside exception groups and wrapped errors.
+on stderr, one line per error, with a non-zero exit; the helpers here find
+the errors inside exception groups (all of them: a group of several is
+several failures to report) and phrase the known ones.
 """
 
 from __future__ import annotations
@@ -12,20 +13,24 @@ import os
 from pathlib import Path
 
 import fame
+from fame._core._groups import collapse, leaves
 from fame._storage import (
     WrongMasterKey,
 )
 
 from ._settings import ConfigFileError
 
-__all__ = ["describe", "leaf", "shown_path"]
+__all__ = ["describe", "errors", "one_line", "shown_path"]
 
 
-def leaf(exc: BaseException) -> BaseException:
-    """The first non-group exception inside ``exc`` (Trio wraps errors in groups)."""
-    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
-        exc = exc.exceptions[0]
-    return exc
+def errors(exc: BaseException) -> list[BaseException]:
+    """Every error inside ``exc``, which Trio may have wrapped in (nested) groups."""
+    return leaves(exc)
+
+
+def one_line(error: BaseException) -> str:
+    """What to print for one error: its phrasing if known, else its type and text."""
+    return describe(error) or f"{type(error).__name__}: {error}"
 
 
 def shown_path(path: str | os.PathLike[str]) -> str:
@@ -39,7 +44,7 @@ def shown_path(path: str | os.PathLike[str]) -> str:
 
 def describe(exc: BaseException) -> str | None:
     """The user-facing line for a configuration or storage error; ``None`` if not one."""
-    exc = leaf(exc)
+    exc = collapse(exc)
     if isinstance(exc, WrongMasterKey):
         return (
             f"the master key does not match the databases in {shown_path(exc.directory)}"

@@ -24,7 +24,7 @@ from fame._agents._stream import idle_timeout_from_env
 from fame._fabric.sentinel._server import DEFAULT_MAX_CONNECTIONS, HANDSHAKE_TIMEOUT
 from fame._storage import open_storage, storage_config_from_env
 
-from ._errors import describe, leaf, shown_path
+from ._errors import errors, one_line, shown_path
 from ._settings import DEFAULT_HOST, DEFAULT_PORT, positive_setting, sentinel_url
 
 __all__ = ["AgentSpec", "parse_agent_spec", "run_node", "run_sentinel"]
@@ -237,14 +237,9 @@ def _run(name: str, main: object, *args: object) -> int:
     except KeyboardInterrupt:
         return 130
     except BaseException as exc:
-        error = leaf(exc)
-        if isinstance(error, StartupError):
-            print(f"fame {name}: {error}", file=sys.stderr, flush=True)
-            return 1
-        text = describe(error)
-        if text is None:
-            text = f"{type(error).__name__}: {error}"
-        print(f"fame {name}: {text}", file=sys.stderr, flush=True)
+        for error in errors(exc):
+            text = str(error) if isinstance(error, StartupError) else one_line(error)
+            print(f"fame {name}: {text}", file=sys.stderr, flush=True)
         return 1
     return 0
 

@@ -34,7 +34,7 @@ import trio
 import fame
 from agents.storage_agent import STORAGE_AGENT_ADDRESS, StorageAgent
 
-from ._errors import leaf
+from ._errors import errors
 from ._settings import (
     AGENT_CONF,
     CONF_DIR,
@@ -237,8 +237,7 @@ def _wait_answers(
             trio.run(_probe_agent, url, token)
             return None
         except Exception as exc:
-            error = leaf(exc)
-            last = f"{type(error).__name__}: {error}"
+            last = "; ".join(f"{type(error).__name__}: {error}" for error in errors(exc))
         time.sleep(0.1)
     return f"{STORAGE_AGENT_ADDRESS} did not answer within {START_TIMEOUT:.0f} s: {last}"
 

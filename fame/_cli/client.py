@@ -28,7 +28,7 @@ import trio
 import fame
 from agents.storage_agent import STORAGE_AGENT_ADDRESS, RecordModel, StorageAgent
 
-from ._errors import describe, leaf
+from ._errors import describe, errors
 from ._settings import SECRETS_FILE, SENTINEL_CONF, load_settings, sentinel_url
 
 __all__ = ["main", "record_json"]
@@ -164,7 +164,8 @@ async def _run(args: argparse.Namespace, url: str, token: str | None) -> int:
     except ClientError:
         raise
     except BaseException as exc:
-        raise ClientError(_explain(leaf(exc), url)) from None
+        lines = (_explain(error, url) for error in errors(exc))
+        raise ClientError("\n".join(lines)) from None
     return 0
 
 
@@ -210,7 +211,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return trio.run(_run, args, url, token)
     except ClientError as exc:
-        print(f"{PROG}: {exc}", file=sys.stderr)
+        for line in str(exc).splitlines():  # one line per error
+            print(f"{PROG}: {line}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)

@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from . import _services
-from ._errors import describe, leaf
+from ._errors import errors, one_line
 from ._settings import AGENT_CONF, SECRETS_FILE, ConfigFileError, load_settings
 
 __all__ = ["main"]
@@ -115,9 +115,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"fame {args.command}: {exc}", file=sys.stderr)
         return 1
     except Exception as exc:
-        error = leaf(exc)
-        text = describe(error) or f"{type(error).__name__}: {error}"
-        print(f"fame {args.command}: {text}", file=sys.stderr)
+        for error in errors(exc):
+            print(f"fame {args.command}: {one_line(error)}", file=sys.stderr)
         return 1
 
 

@@ -17,6 +17,7 @@ without waiting and hands them over together.
 from __future__ import annotations
 
 import math
+import traceback
 from typing import Any, ClassVar
 
 import trio
@@ -24,10 +25,11 @@ import trio
 from ._errors import ActorCrashed, DeadlineExceeded, MailboxFull, NodeClosed
 from ._reply import ReplySlot
 
-__all__ = ["Actor", "ActorRef", "Delivery"]
+__all__ = ["Actor", "ActorRef", "Delivery", "crash_error", "crash_traceback"]
 
 DEFAULT_MAILBOX_SIZE = 1024
 DEFAULT_ASK_TIMEOUT = 30.0
+MAX_TRACEBACK_LENGTH = 8192
 
 
 class Delivery:
@@ -95,11 +97,13 @@ class Actor:
 class ActorRef:
     """The handle other code uses to send messages to an actor."""
 
-    __slots__ = ("_send", "address")
+    __slots__ = ("_send", "address", "stop_reason")
 
     def __init__(self, address: str, send: trio.MemorySendChannel[Delivery]) -> None:
         self.address = address
         self._send = send
+        self.stop_reason: str | None = None
+        """Why the actor takes no more messages, when that is worth more than "stopped"."""
 
     def __repr__(self) -> str:
         return f"<ActorRef {self.address}>"
@@ -162,9 +166,29 @@ class ActorRef:
             raise self._closed() from None
 
     def _closed(self) -> NodeClosed:
-        return NodeClosed(f"{self.address} is stopped")
+        return NodeClosed(self.stop_reason or f"{self.address} is stopped")
 
 
 def crash_error(address: str, exc: BaseException) -> ActorCrashed:
-    """The error a caller gets when ``address`` crashed handling its message."""
-    return ActorCrashed(str(exc), actor=address, exc_type=type(exc).__name__)
+    """The error a caller gets when ``address`` crashed handling its message.
+
+    It carries the crash's traceback as text (what crosses the wire to a
+    remote caller), and ``exc`` itself as its ``__cause__`` (what a caller
+    on the same node gets in its own traceback).
+    """
+    error = ActorCrashed(
+        str(exc), actor=address, exc_type=type(exc).__name__, traceback=crash_traceback(exc)
+    )
+    error.__cause__ = exc
+    return error
+
+
+def crash_traceback(exc: BaseException) -> str:
+    """``exc``'s traceback as text, its innermost frames kept if it is too long.
+
+    Bounded so that the ``Error`` frame carrying it always fits on the wire.
+    """
+    text = "".join(traceback.format_exception(exc))
+    if len(text) <= MAX_TRACEBACK_LENGTH:
+        return text
+    return "...\n" + text[-MAX_TRACEBACK_LENGTH:]

@@ -110,17 +110,26 @@ class RemoteError(FameError):
         message: the human-readable description from the remote side.
         actor: the address of the actor that failed, if known.
         exc_type: the name of the remote exception type, if one was raised.
+        traceback: the formatted traceback of that exception, where it was
+            raised (set for :class:`ActorCrashed`: it is how a user finds
+            the bug in the actor), else ``None``.
     """
 
     kind: ClassVar[str] = "remote"
 
     def __init__(
-        self, message: str, *, actor: str | None = None, exc_type: str | None = None
+        self,
+        message: str,
+        *,
+        actor: str | None = None,
+        exc_type: str | None = None,
+        traceback: str | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
         self.actor = actor
         self.exc_type = exc_type
+        self.traceback = traceback
 
     def __str__(self) -> str:
         where = f"{self.actor}: " if self.actor else ""
@@ -141,7 +150,12 @@ class UnknownOperation(RemoteError):
 
 
 class ActorCrashed(RemoteError):
-    """The actor crashed while handling the call; it is being restarted."""
+    """The actor crashed while handling the call; it is being restarted.
+
+    ``traceback`` holds the crash's traceback as text, also when the actor
+    ran on another node. For an actor of the caller's own node
+    ``__cause__`` is the exception itself.
+    """
 
     kind = "actor_crashed"
 
@@ -190,7 +204,12 @@ _KINDS: dict[str, type[RemoteError]] = {
 
 
 def remote_error(
-    kind: str, message: str, *, actor: str | None = None, exc_type: str | None = None
+    kind: str,
+    message: str,
+    *,
+    actor: str | None = None,
+    exc_type: str | None = None,
+    traceback: str | None = None,
 ) -> RemoteError:
     """Build the :class:`RemoteError` subclass named by ``kind``.
 
@@ -198,4 +217,4 @@ def remote_error(
     because it is not a remote error: the deadline belongs to the caller.
     """
     cls = _KINDS.get(kind, RemoteError)
-    return cls(message, actor=actor, exc_type=exc_type)
+    return cls(message, actor=actor, exc_type=exc_type, traceback=traceback)

@@ -20,15 +20,16 @@ import collections
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import Any
 
 import attrs
 import trio
 
 from ._actor import DEFAULT_MAILBOX_SIZE, Actor, ActorRef, Delivery, crash_error
+from ._backoff import Backoff
 from ._errors import NodeClosed, SupervisorGaveUp
+from ._groups import unwrap_exception_group
 
-__all__ = ["RestartPolicy", "Supervisor", "open_supervisor", "unwrap_exception_group"]
+__all__ = ["RestartPolicy", "Supervisor", "open_supervisor"]
 
 log = logging.getLogger("fame.supervisor")
 
@@ -49,9 +50,15 @@ class RestartPolicy:
     backoff_initial: float = attrs.field(default=0.05, validator=attrs.validators.ge(0))
     backoff_factor: float = attrs.field(default=2.0, validator=attrs.validators.ge(1))
     backoff_max: float = attrs.field(default=5.0, validator=attrs.validators.ge(0))
+    _backoff: Backoff = attrs.field(init=False, repr=False, eq=False)
+
+    @_backoff.default
+    def _make_backoff(self) -> Backoff:
+        return Backoff(self.backoff_initial, self.backoff_max, self.backoff_factor)
 
     def backoff(self, attempt: int) -> float:
-        return min(self.backoff_initial * self.backoff_factor ** (attempt - 1), self.backoff_max)
+        """The wait before the ``attempt``-th restart in the window (1 for the first)."""
+        return self._backoff.delay(attempt)
 
 
 class _Cell:
@@ -75,6 +82,7 @@ class _Cell:
         self.inflight: list[Delivery] = []
         self.stopped = trio.Event()
         self.restart_count = 0
+        self.gave_up = False
         self.scope = trio.CancelScope()
 
     async def run(self, task_status: trio.TaskStatus[ActorRef]) -> None:
@@ -126,17 +134,28 @@ class _Cell:
                     f" {self.policy.within} s (limit {self.policy.max_restarts} restarts);"
                     f" last error: {type(exc).__name__}: {exc}"
                 )
+                log.error(
+                    "%s crashed (%s: %s); the supervisor gives up on it",
+                    self.address,
+                    type(exc).__name__,
+                    exc,
+                    exc_info=exc,
+                )
+                # Whoever still holds the ref learns why its calls fail from here on.
+                self.ref.stop_reason = f"the supervisor gave up on {self.address}: {gave_up}"
+                self.gave_up = True
                 self._close()
                 self._fail_queued(crash_error(self.address, exc))
                 raise gave_up from exc
             self.restarts.append(now)
             self.restart_count += 1
-            log.warning(
+            log.error(
                 "%s crashed (%s: %s); restart %d",
                 self.address,
                 type(exc).__name__,
                 exc,
                 len(self.restarts),
+                exc_info=exc,
             )
             await trio.sleep(self.policy.backoff(len(self.restarts)))
             actor = self._new_actor()
@@ -197,14 +216,18 @@ class Supervisor:
         self.policy = policy
         self.stop_timeout = stop_timeout
         self._cells: dict[str, _Cell] = {}
+        # Refs of the actors given up on: calls through them fail at once with
+        # the reason, where a vanished address would only say "no such actor".
+        self._given_up: dict[str, ActorRef] = {}
         self._closing = False
 
     def __contains__(self, address: str) -> bool:
         return address in self._cells
 
     def ref(self, address: str) -> ActorRef | None:
+        """The ref of the actor at ``address``, or of the one given up on there."""
         cell = self._cells.get(address)
-        return cell.ref if cell is not None else None
+        return cell.ref if cell is not None else self._given_up.get(address)
 
     def restart_count(self, address: str) -> int:
         """How many times the actor at ``address`` has been restarted so far."""
@@ -233,6 +256,7 @@ class Supervisor:
             raise ValueError("mailbox_size must be at least 1")
         make: ActorFactory = (lambda: actor) if isinstance(actor, Actor) else actor
         cell = _Cell(address, make, mailbox_size, policy or self.policy, self.stop_timeout)
+        self._given_up.pop(address, None)
         self._cells[address] = cell
         try:
             ref: ActorRef = await self._nursery.start(self._run_cell, cell)
@@ -248,6 +272,8 @@ class Supervisor:
         finally:
             if self._cells.get(cell.address) is cell:
                 del self._cells[cell.address]
+                if cell.gave_up:
+                    self._given_up[cell.address] = cell.ref
 
     async def stop(self, address: str) -> None:
         """Stop one actor gracefully: it handles what is queued, then ``on_stop`` runs."""
@@ -282,33 +308,3 @@ async def open_supervisor(
         nursery.cancel_scope.deadline = min(
             nursery.cancel_scope.deadline, trio.current_time() + stop_timeout
         )
-
-
-@asynccontextmanager
-async def unwrap_exception_group() -> AsyncIterator[None]:
-    """Re-raise a nursery's exception group as its one real exception.
-
-    A caller of ``async with open_node()`` wants the ``ValueError`` its own
-    block raised, or the ``SupervisorGaveUp`` that stopped the node, not an
-    ``ExceptionGroup`` around it. Groups holding several real errors are
-    left alone; ``Cancelled`` leaves do not count as real errors.
-    """
-    try:
-        yield
-    except BaseExceptionGroup as group:
-        leaves = list(_leaves(group))
-        real = [exc for exc in leaves if not isinstance(exc, trio.Cancelled)]
-        if len(real) == 1:
-            # Keep the error's own cause (SupervisorGaveUp from the crash).
-            raise real[0] from real[0].__cause__
-        if not real and leaves:
-            raise leaves[0] from None
-        raise
-
-
-def _leaves(group: BaseExceptionGroup[Any]) -> Any:
-    for exc in group.exceptions:
-        if isinstance(exc, BaseExceptionGroup):
-            yield from _leaves(exc)
-        else:
-            yield exc

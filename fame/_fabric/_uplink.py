@@ -33,7 +33,7 @@ import trio
 
 from .._agents._node import Node
 from .._core._errors import AdmissionRefused, NoRoute, ProtocolError, WireError
-from .._core._supervisor import unwrap_exception_group
+from .._core._groups import unwrap_exception_group
 from .._protocol import BindingTracker, NodeHandshake
 from .._wire._schema import (
     Batch,

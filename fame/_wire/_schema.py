@@ -118,12 +118,17 @@ class Cancel(_Msg, tag="cancel"):
 
 
 class Error(_Msg, tag="err"):
-    """A request failed. ``kind`` names the :class:`fame.RemoteError` subclass."""
+    """A request failed. ``kind`` names the :class:`fame.RemoteError` subclass.
+
+    ``traceback`` is the crash's traceback as text for an ``actor_crashed``
+    error (bounded, see ``fame._core._actor.crash_traceback``), else ``None``.
+    """
 
     kind: str
     message: str
     actor: str | None = None
     exc_type: str | None = None
+    traceback: str | None = None
 
 
 Frame = Request | Reply | StreamItem | StreamEnd | Credit | Cancel | Error

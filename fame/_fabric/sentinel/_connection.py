@@ -27,7 +27,7 @@ from trio_websocket import WebSocketRequest
 
 from ..._agents._node import REPLY_NAME
 from ..._core._errors import WireError
-from ..._core._supervisor import unwrap_exception_group
+from ..._core._groups import collapse, unwrap_exception_group
 from ..._protocol import Admitted, RoutesChanged, SentinelLink, SentinelPolicy
 from ..._wire._schema import Batch, RoutingHeader
 from .._identity import KEYSTORE, ROUTE_STORE, NodeStores
@@ -68,9 +68,7 @@ async def _contained(fn: Any, *args: Any) -> None:
     except Exception as exc:
         # Handlers catch what fame can cause; what is left is the websocket
         # layer failing on a peer's input. One line, as for any lost link.
-        while isinstance(exc, ExceptionGroup) and len(exc.exceptions) == 1:
-            exc = exc.exceptions[0]
-        log.warning("a connection failed in the websocket layer: %r", exc)
+        log.warning("a connection failed in the websocket layer: %r", collapse(exc))
 
 
 class ConnectionHandler:
