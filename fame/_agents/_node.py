@@ -1,91 +1,48 @@
-"""A node: a supervised Trio nursery of actors, with local routing.
+"""A node: a supervised Trio nursery of agents and actors, and their routing.
 
-A node runs agents and plain actors under one :class:`Supervisor`, routes
-envelopes between them by address, and hands envelopes for addresses it
-does not host to its *uplink* (the websocket link to a sentinel, when it
-has one). Calls from this node get their replies at the node's reply
-address, where a table of pending calls and open streams matches them by
-correlation id.
+A node runs agents and plain actors under one :class:`Supervisor`. Its
+:class:`~fame._agents._switchboard.Switchboard` routes envelopes between
+them by address, hands envelopes for addresses it does not host to its
+*uplink* (the websocket link to a sentinel, when it has one), and matches
+answers to the calls and streams waiting on this node.
 
 Embed one in any Trio program::
 
     async with fame.open_node() as node:
         agent = await node.spawn(MyAgent(), "my-agent@fame.fabric")
         print(await agent.some_operation(x=1))
+
+The public face is small: spawn and stop agents, get proxies and refs,
+call by name. What the fabric needs (delivering envelopes from a link,
+setting the uplink and the path, failing what a lost link will never
+answer) are the underscore methods at the end of :class:`Node`.
 """
 
 from __future__ import annotations
 
-import itertools
-import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import AsyncExitStack, asynccontextmanager, suppress
-from typing import Any, Protocol
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any, overload
 
 import trio
 
-from .._core._actor import Actor, ActorRef
+from .._core._actor import DEFAULT_MAILBOX_SIZE, Actor, ActorRef
 from .._core._address import Address
-from .._core._errors import (
-    DeadlineExceeded,
-    MailboxFull,
-    NodeClosed,
-    NoRoute,
-    ProtocolError,
-    WireError,
-    remote_error,
-)
+from .._core._errors import NoRoute
 from .._core._groups import unwrap_exception_group
-from .._core._reply import ReplySlot
 from .._core._supervisor import RestartPolicy, Supervisor, open_supervisor
-from .._wire._schema import (
-    Cancel,
-    Credit,
-    Envelope,
-    Error,
-    Frame,
-    Reply,
-    Request,
-)
-from ._agent import AgentActor, BaseAgent
-from ._operation import OperationSpec
-from ._proxy import Proxy
-from ._stream import (
-    DEFAULT_IDLE_TIMEOUT,
-    DEFAULT_WINDOW,
-    Stream,
-    StreamConsumer,
-    StreamProducer,
-    idle_timeout_from_env,
-    timeout_ms,
-)
-from ._stream_serving import serve_stream, unsendable
+from .._wire._schema import Envelope
+from ._agent import BaseAgent
+from ._agent_actor import AgentActor
+from ._agent_scope import AgentScope
+from ._credit import DEFAULT_IDLE_TIMEOUT, DEFAULT_WINDOW
+from ._proxy import AgentT, Proxy
+from ._stream import Stream
+from ._switchboard import REPLY_NAME, Switchboard, Uplink
 
-__all__ = ["Node", "Uplink", "open_node"]
-
-log = logging.getLogger("fame.node")
+__all__ = ["DEFAULT_TIMEOUT", "REPLY_NAME", "Node", "Uplink", "open_node"]
 
 DEFAULT_TIMEOUT = 30.0
-REPLY_NAME = "_reply"
-
-
-class Uplink(Protocol):
-    """What a node needs from its link to a sentinel (see ``fame._fabric._uplink``)."""
-
-    pools: bool
-    """Whether this node's agents may join pools (``spawn(..., pool=True)``)."""
-
-    async def send(self, envelope: Envelope) -> None:
-        """Send an envelope towards the fabric; raise :class:`fame.NoRoute` if offline."""
-
-    def bind(self, address: str, *, pool: bool = False) -> None:
-        """Ask the sentinel to route ``address`` to this node (asynchronously).
-
-        With ``pool``, the node joins the pool of nodes serving ``address``.
-        """
-
-    def unbind(self, address: str) -> None:
-        """Ask the sentinel to stop routing ``address`` to this node."""
 
 
 class Node:
@@ -105,46 +62,51 @@ class Node:
         self.supervisor = supervisor
         self.storage_provider = storage_provider
         self.default_timeout = default_timeout
-        self.stream_idle_timeout = stream_idle_timeout
-        self.uplink: Uplink | None = None
-        self._ids = itertools.count(1)
-        self._corr = itertools.count(1)
-        self._pending: dict[int, ReplySlot] = {}
-        self._consumers: dict[int, StreamConsumer] = {}
-        # Calls and streams whose request left through the uplink, by corr: what
-        # link_lost() must fail, since their answers can no longer arrive.
-        self._remote: dict[int, str] = {}
-        self._producers: dict[tuple[str | None, int | None], StreamProducer] = {}
-        self._agent_types: dict[str, type[BaseAgent]] = {}
+        self._switchboard = Switchboard(supervisor, path, stream_idle_timeout=stream_idle_timeout)
+        self._agent_types: dict[str, type[BaseAgent] | None] = {}
         self._pools: set[str] = set()
-        self.set_path(path)
 
-    # --- identity -----------------------------------------------------------------
+    @property
+    def path(self) -> str:
+        """The node's path in the fabric (``local`` until a sentinel assigns one)."""
+        return self._switchboard.path
 
-    def set_path(self, path: str) -> None:
-        """Set the node's own path (the sentinel assigns one on attach)."""
-        self.path = Address(REPLY_NAME, path).path
-        self.reply_address = f"{REPLY_NAME}@{path}"
-
-    def local_addresses(self) -> list[str]:
-        """The addresses of the actors and agents hosted here."""
-        return [a for a in self._agent_types if a in self.supervisor]
-
-    def is_pool(self, address: str) -> bool:
-        """Whether this node serves ``address`` as one member of a pool."""
-        return address in self._pools
+    @property
+    def reply_address(self) -> str:
+        """The address where answers to this node's calls arrive (``_reply@<path>``)."""
+        return self._switchboard.reply_address
 
     # --- spawning -----------------------------------------------------------------
 
+    @overload
+    async def spawn(
+        self,
+        agent: AgentT | Callable[[], AgentT],
+        address: str | Address,
+        *,
+        mailbox_size: int = ...,
+        restart_policy: RestartPolicy | None = ...,
+        pool: bool = ...,
+    ) -> Proxy[AgentT]: ...
+    @overload
+    async def spawn(
+        self,
+        agent: Actor | Callable[[], Actor],
+        address: str | Address,
+        *,
+        mailbox_size: int = ...,
+        restart_policy: RestartPolicy | None = ...,
+        pool: bool = ...,
+    ) -> Proxy[Any]: ...
     async def spawn(
         self,
         agent: BaseAgent | Actor | Callable[[], BaseAgent | Actor],
         address: str | Address,
         *,
-        mailbox_size: int = 1024,
+        mailbox_size: int = DEFAULT_MAILBOX_SIZE,
         restart_policy: RestartPolicy | None = None,
         pool: bool = False,
-    ) -> Proxy:
+    ) -> Proxy[Any]:
         """Start ``agent`` at ``address`` and return a proxy to it.
 
         ``agent`` is an instance (restarted in place after a crash: its
@@ -163,13 +125,13 @@ class Node:
         by the time entering ``attach`` returns.
         """
         text = str(Address.parse(address))
-        if pool and self.uplink is not None and not self.uplink.pools:
+        if pool and self._switchboard.uplink is not None and not self._switchboard.uplink.pools:
             raise ValueError(f"{text}: agents on this node cannot be pooled (a sentinel's own)")
         agent_type: type[BaseAgent] | None = None
+        scope = AgentScope(self._tasks, text)
         if isinstance(agent, BaseAgent):
-            instance = agent
             agent_type = type(agent)
-            actor: Actor | Callable[[], Actor] = AgentActor(instance, self)
+            actor: Actor | Callable[[], Actor] = AgentActor(agent, self, self._switchboard, scope)
         elif isinstance(agent, Actor):
             actor = agent
         elif callable(agent):
@@ -181,7 +143,9 @@ class Node:
 
                 def make() -> Actor:
                     made = first.pop() if first else factory()
-                    return AgentActor(made, self) if isinstance(made, BaseAgent) else made
+                    if isinstance(made, BaseAgent):
+                        return AgentActor(made, self, self._switchboard, scope)
+                    return made
 
                 actor = make
             elif isinstance(probe, Actor):
@@ -195,7 +159,7 @@ class Node:
                 raise TypeError(f"factory returned {probe!r}, not a BaseAgent or Actor")
         else:
             raise TypeError(f"cannot spawn {agent!r}: not a BaseAgent, an Actor or a factory")
-        self._agent_types[text] = agent_type or BaseAgent
+        self._agent_types[text] = agent_type
         try:
             await self.supervisor.spawn(
                 actor, text, mailbox_size=mailbox_size, policy=restart_policy
@@ -205,15 +169,15 @@ class Node:
             raise
         if pool:
             self._pools.add(text)
-        if self.uplink is not None:
-            self.uplink.bind(text, pool=pool)
+        if self._switchboard.uplink is not None:
+            self._switchboard.uplink.bind(text, pool=pool)
         return Proxy(self, text, agent_type)
 
     async def stop_agent(self, address: str | Address) -> None:
         """Stop one agent gracefully and withdraw its route."""
         text = str(Address.parse(address))
-        if self.uplink is not None:
-            self.uplink.unbind(text)
+        if self._switchboard.uplink is not None:
+            self._switchboard.uplink.unbind(text)
         await self.supervisor.stop(text)
         self._agent_types.pop(text, None)
         self._pools.discard(text)
@@ -225,7 +189,13 @@ class Node:
             raise NoRoute(f"no actor at {address} on this node", actor=str(address))
         return ref
 
-    def proxy(self, address: str | Address, agent_type: type[BaseAgent] | None = None) -> Proxy:
+    @overload
+    def proxy(self, address: str | Address, agent_type: type[AgentT]) -> Proxy[AgentT]: ...
+    @overload
+    def proxy(self, address: str | Address, agent_type: None = None) -> Proxy[Any]: ...
+    def proxy(
+        self, address: str | Address, agent_type: type[BaseAgent] | None = None
+    ) -> Proxy[Any]:
         """A proxy to call the agent at ``address``, here or anywhere in the fabric.
 
         With ``agent_type`` the proxy knows the operations: it checks names
@@ -235,11 +205,7 @@ class Node:
         text = str(Address.parse(address))
         return Proxy(self, text, agent_type or self._agent_types.get(text))
 
-    def spawn_task(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> None:
-        """Run a task (a stream, a concurrent call) in the node's nursery."""
-        self._tasks.start_soon(fn, *args)
-
-    # --- calling ------------------------------------------------------------------
+    # --- calling by name ------------------------------------------------------------
 
     async def call(
         self,
@@ -249,31 +215,13 @@ class Node:
         *,
         timeout: float | None = None,
     ) -> Any:
-        """Call plain operation ``op`` of the agent at ``address``; return its result."""
+        """Call plain operation ``op`` of the agent at ``address``; return its result.
+
+        Arguments and result are copies, as on the wire, also for an agent
+        on this node.
+        """
         timeout = self.default_timeout if timeout is None else timeout
-        corr = next(self._corr)
-        slot = ReplySlot()
-        self._pending[corr] = slot
-        envelope = Envelope(
-            0,
-            address,
-            next(self._ids),
-            Request(op, args, False, 0, timeout_ms(timeout)),
-            self.reply_address,
-            corr,
-        )
-        try:
-            with trio.move_on_after(timeout):
-                if await self.route(envelope, timeout=timeout):
-                    self._remote[corr] = address
-                frame = await slot.wait()
-                if type(frame) is Reply:
-                    return frame.result
-                raise _error_from(frame)
-            raise DeadlineExceeded(f"{address} did not answer {op}() within {timeout} s")
-        finally:
-            del self._pending[corr]
-            self._remote.pop(corr, None)
+        return await self._switchboard.call(address, op, args, timeout)
 
     def open_stream(
         self,
@@ -284,225 +232,54 @@ class Node:
         timeout: float | None = None,
         window: int = DEFAULT_WINDOW,
         item_type: Any = Any,
-    ) -> Stream:
+    ) -> Stream[Any]:
         """Call streaming operation ``op``; iterate the returned :class:`Stream`."""
         timeout = self.default_timeout if timeout is None else timeout
-        return Stream(self, address, op, args, timeout, window, item_type)
+        return Stream(self._switchboard, address, op, args, timeout, window, item_type)
 
-    # --- routing ------------------------------------------------------------------
+    # --- for the fabric (private) ----------------------------------------------------
 
-    async def route(self, envelope: Envelope, *, timeout: float | None = None) -> bool:
-        """Send an envelope from this node: to a local actor, to a caller, or uplink.
+    def _set_uplink(self, uplink: Uplink | None) -> None:
+        """Make ``uplink`` this node's link to the fabric; ``None`` when it ends.
 
-        Returns True if the envelope left through the uplink.
+        Raises :class:`RuntimeError` if the node already has one: a node
+        attaches to one sentinel (or is one) at a time.
         """
-        to = envelope.to
-        if to == self.reply_address:
-            self._on_reply(envelope)
-            return False
-        frame_type = type(envelope.frame)
-        if (frame_type is Credit or frame_type is Cancel) and self._control_stream(envelope):
-            return False
-        ref = self.supervisor.ref(to)
-        if ref is not None:
-            if frame_type is Request:
-                await ref.tell(envelope, timeout=timeout)
-            return False
-        if self.uplink is not None:
-            await self.uplink.send(envelope)
-            return True
-        raise NoRoute(f"no route to {to}: no such actor on this node", actor=to)
+        switchboard = self._switchboard
+        if uplink is not None and switchboard.uplink is not None:
+            raise RuntimeError("this node already has an uplink")
+        switchboard.uplink = uplink
 
-    async def deliver(self, envelope: Envelope) -> None:
-        """Take an envelope arriving from the uplink; never blocks on a full mailbox.
+    def _has_uplink(self) -> bool:
+        return self._switchboard.uplink is not None
 
-        A request for an address not hosted here, or whose mailbox is full,
-        is answered at once with an error, so one busy agent never stalls
-        the link for the others.
-        """
-        if envelope.to == self.reply_address:
-            self._on_reply(envelope)
-            return
-        frame_type = type(envelope.frame)
-        if frame_type is Credit or frame_type is Cancel:
-            self._control_stream(envelope)
-            return
-        if frame_type is not Request:
-            return  # replies for callers that moved on
-        ref = self.supervisor.ref(envelope.to)
-        try:
-            if ref is None:
-                raise NoRoute(f"no actor at {envelope.to}", actor=envelope.to)
-            ref.tell_nowait(envelope)
-        except (NoRoute, MailboxFull) as exc:
-            await self.reply_error(envelope, exc.kind, exc.message, actor=envelope.to)
-        except NodeClosed:
-            await self.reply_error(
-                envelope, NoRoute.kind, f"{envelope.to} is stopping", actor=envelope.to
-            )
+    def _set_path(self, path: str) -> None:
+        """Take the path a sentinel assigned; the reply address follows it."""
+        self._switchboard.set_path(path)
 
-    async def reply(self, request: Envelope, frame: Frame) -> None:
-        """Send ``frame`` to the caller of ``request`` (dropped if it was a tell)."""
-        if request.reply_to is None:
-            return
-        envelope = Envelope(0, request.reply_to, next(self._ids), frame, None, request.corr)
-        if envelope.to == self.reply_address:
-            self._on_reply(envelope)
-            return
-        try:
-            await self.route(envelope)
-        except (NoRoute, NodeClosed, MailboxFull) as exc:
-            log.debug("reply to %s dropped: %s", request.reply_to, exc)
-        except WireError as exc:
-            # The result does not fit on the wire (over the size limit): the
-            # caller hears so at once rather than waiting out its deadline. A
-            # stream's item raises on, so that its producer stops.
-            if type(frame) is not Reply:
-                raise
-            message = unsendable(request, exc)
-            await self.reply_error(request, ProtocolError.kind, message, actor=request.to)
+    def _hosts(self, address: str) -> bool:
+        """Whether envelopes to ``address`` are delivered on this node."""
+        return self._switchboard.hosts(address)
 
-    async def reply_error(
-        self,
-        request: Envelope,
-        kind: str,
-        message: str,
-        *,
-        actor: str | None = None,
-        exc_type: str | None = None,
-    ) -> None:
-        await self.reply(request, Error(kind, message, actor, exc_type))
+    def _local_addresses(self) -> list[str]:
+        """The addresses of the agents and actors running here, to bind on attach."""
+        return [a for a in self._agent_types if a in self.supervisor]
 
-    # --- streams, consumer side (used by Stream) -------------------------------------
+    def _is_pool(self, address: str) -> bool:
+        """Whether this node serves ``address`` as one member of a pool."""
+        return address in self._pools
 
-    async def send_stream_request(
-        self, address: str, request: Request, consumer: StreamConsumer, timeout: float
-    ) -> int:
-        """Send a streaming request whose frames ``consumer`` will receive; return its corr."""
-        corr = next(self._corr)
-        self._consumers[corr] = consumer
-        envelope = Envelope(0, address, next(self._ids), request, self.reply_address, corr)
-        try:
-            with trio.fail_after(timeout):
-                if await self.route(envelope, timeout=timeout):
-                    self._remote[corr] = address
-        except trio.TooSlowError:
-            self.forget_stream(corr)
-            raise DeadlineExceeded(f"{address} did not take {request.op}()") from None
-        except BaseException:
-            self.forget_stream(corr)
-            raise
-        return corr
+    async def _deliver(self, envelope: Envelope) -> None:
+        """Take an envelope that arrived from the fabric (never blocks on a mailbox)."""
+        await self._switchboard.deliver(envelope)
 
-    async def send_stream_control(self, address: str, corr: int, frame: Credit | Cancel) -> None:
-        """Send credit or a cancel to the producer of stream ``corr``; lost links are ignored."""
-        envelope = Envelope(0, address, next(self._ids), frame, self.reply_address, corr)
-        with suppress(NoRoute, NodeClosed):
-            await self.route(envelope)
+    def _link_lost(self, reason: str) -> None:
+        """Fail every call and stream whose answer was to come through the lost link."""
+        self._switchboard.link_lost(reason)
 
-    def cancel_stream_nowait(self, address: str, corr: int) -> None:
-        """Best-effort cancel of stream ``corr`` from synchronous code (``__del__``)."""
-        self.forget_stream(corr)
-        envelope = Envelope(0, address, 0, Cancel("stream dropped"), self.reply_address, corr)
-        if not self._control_stream(envelope) and self.uplink is not None:
-            send_nowait = getattr(self.uplink, "send_nowait", None)
-            if send_nowait is not None:
-                send_nowait(envelope)
-
-    def forget_stream(self, corr: int) -> None:
-        """Stop delivering frames of stream ``corr``: it ended or was closed."""
-        self._consumers.pop(corr, None)
-        self._remote.pop(corr, None)
-
-    def link_lost(self, reason: str) -> None:
-        """Fail every call and stream waiting on an answer through the lost uplink.
-
-        Called by the uplink when its connection drops: the answers of those
-        requests can no longer arrive, so their callers get
-        :class:`fame.NoRoute` now instead of waiting out their deadlines.
-        """
-        remote, self._remote = self._remote, {}
-        for corr, address in remote.items():
-            error = NoRoute(f"no answer from {address}: {reason}", actor=address)
-            slot = self._pending.get(corr)
-            if slot is not None:
-                slot.set(Error(error.kind, error.message, address, None))
-                continue
-            consumer = self._consumers.get(corr)
-            if consumer is not None:
-                consumer.fail(error)
-
-    def cancel_streams_to(self, reply_address: str, reason: str) -> int:
-        """Cancel every stream this node produces for callers at ``reply_address``.
-
-        For a sentinel whose link to those callers closed: nobody will read
-        or grant credit any more, so the producers stop now rather than at
-        the idle timeout. Returns how many were cancelled.
-        """
-        doomed = [p for (reply_to, _), p in self._producers.items() if reply_to == reply_address]
-        for producer in doomed:
-            producer.control(Cancel(reason))
-        return len(doomed)
-
-    def close_pending(self) -> None:
-        """Fail every call still waiting on this node: it is closing."""
-        for corr, slot in list(self._pending.items()):
-            slot.fail(NodeClosed(f"the node closed while call {corr} was waiting"))
-        for consumer in list(self._consumers.values()):
-            consumer.fail(NodeClosed("the node closed while the stream was open"))
-
-    def _on_reply(self, envelope: Envelope) -> None:
-        corr = envelope.corr
-        if corr is None:
-            return
-        slot = self._pending.get(corr)
-        if slot is not None:
-            slot.set(envelope.frame)
-            return
-        consumer = self._consumers.get(corr)
-        if consumer is not None:
-            consumer.push(envelope.frame)
-        # Anything else answers a call whose caller stopped waiting: dropped.
-
-    def _control_stream(self, envelope: Envelope) -> bool:
-        producer = self._producers.get((envelope.reply_to, envelope.corr))
-        if producer is None:
-            return False
-        producer.control(envelope.frame)
-        return True
-
-    # --- streams, producer side -----------------------------------------------------
-
-    def start_stream(
-        self, actor: AgentActor, spec: OperationSpec, kwargs: dict[str, Any], request: Envelope
-    ) -> None:
-        """Serve streaming ``request`` in a task (see ``fame._agents._stream_serving``)."""
-        frame = request.frame
-        assert type(frame) is Request
-        producer = StreamProducer(frame.credit)
-        key = (request.reply_to, request.corr)
-        self._producers[key] = producer
-        self._tasks.start_soon(self._run_stream, actor, spec, kwargs, request, producer, key)
-
-    async def _run_stream(
-        self,
-        actor: AgentActor,
-        spec: OperationSpec,
-        kwargs: dict[str, Any],
-        request: Envelope,
-        producer: StreamProducer,
-        key: tuple[str | None, int | None],
-    ) -> None:
-        try:
-            await serve_stream(self, actor, spec, kwargs, request, producer)
-        finally:
-            self._producers.pop(key, None)
-
-
-def _error_from(frame: Frame) -> Exception:
-    if type(frame) is Error:
-        return remote_error(frame.kind, frame.message, actor=frame.actor, exc_type=frame.exc_type)
-    return ProtocolError(f"unexpected {type(frame).__name__} in reply to a call")
+    def _cancel_streams_to(self, reply_address: str, reason: str) -> int:
+        """Cancel the streams served to callers at ``reply_address`` (their link closed)."""
+        return self._switchboard.cancel_streams_to(reply_address, reason)
 
 
 @asynccontextmanager
@@ -518,27 +295,27 @@ async def open_node(
     """Run a node for the duration of the ``async with`` block.
 
     ``storage_provider`` is handed to every agent as ``storage_provider``;
-    when it is ``None`` one is opened from the environment
-    (``FAME_STORAGE_PROFILE``, ``memory`` by default) and closed with the
-    node. Leaving the block stops every agent gracefully (each handles what
-    is queued, then its ``stop()`` runs); cancelling it stops them at once,
+    when it is ``None`` an in-memory one is opened and closed with the
+    node (fame reads no environment: a program that wants the
+    ``FAME_STORAGE_*`` settings passes ``open_storage_from_env(os.environ)``).
+    Leaving the block stops every agent gracefully (each handles what is
+    queued, then its ``stop()`` runs); cancelling it stops them at once,
     ``stop()`` still running. An agent that crashes more often than
     ``restart_policy`` allows ends the block with
     :class:`fame.SupervisorGaveUp`.
 
     ``stream_idle_timeout`` is how long a streaming operation waits for
     credit from a consumer that stopped reading before it gives up (its
-    generator is closed); ``None`` reads ``FAME_STREAM_IDLE_TIMEOUT``
-    (300 s when unset).
+    generator is closed); ``None`` means 300 s.
     """
-    idle_timeout = idle_timeout_from_env() if stream_idle_timeout is None else stream_idle_timeout
+    idle_timeout = DEFAULT_IDLE_TIMEOUT if stream_idle_timeout is None else stream_idle_timeout
     if not idle_timeout > 0:
         raise ValueError(f"stream_idle_timeout must be > 0 seconds, got {stream_idle_timeout!r}")
     async with AsyncExitStack() as stack:
         if storage_provider is None:
-            from .._storage import open_storage_from_env
+            from .._storage import StorageConfig, open_storage
 
-            storage_provider = await stack.enter_async_context(open_storage_from_env())
+            storage_provider = await stack.enter_async_context(open_storage(StorageConfig()))
         async with unwrap_exception_group(), trio.open_nursery() as tasks:
             node: Node | None = None
             try:
@@ -555,5 +332,5 @@ async def open_node(
             finally:
                 # Only now: a graceful close first lets queued calls be answered.
                 if node is not None:
-                    node.close_pending()
+                    node._switchboard.close_pending()
             tasks.cancel_scope.cancel()

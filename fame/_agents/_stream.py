@@ -1,220 +1,52 @@
-"""Streams with credit-based flow control, the same locally and remotely.
+"""The caller's side of a streaming call: ``async for item in stream``.
 
-A streaming request carries an initial ``credit``: how many items the
-consumer can buffer. The producer sends one :class:`StreamItem` per credit
-and then waits; the consumer returns credit (a :class:`Credit` frame) after
-it has *consumed* half of its window. So a consumer that stops reading
-stalls the producer after at most one window, and neither side, nor any
-router in between, holds more than a window of items per stream.
+Flow control is credit based (see ``fame._agents._credit``): the stream
+grants its producer a window of items and returns credit as it consumes
+them, so a caller that stops reading stalls its producer after at most
+one window.
 
 A producer whose consumer grants no credit for the *idle timeout* (300 s,
-``FAME_STREAM_IDLE_TIMEOUT`` or ``open_node(stream_idle_timeout=...)``)
-gives up: its generator is closed and the consumer, if it ever reads on,
-gets an error saying so. That is the last resort for a consumer that
-stopped reading without cancelling.
+or ``open_node(stream_idle_timeout=...)``) gives up: its generator is
+closed and the consumer, if it ever reads on, gets an error saying so.
+That is the last resort for a consumer that stopped reading without
+cancelling.
 
-:class:`CreditWindow` (consumer side) and :class:`CreditBalance`
-(producer side) are the bookkeeping, free of I/O.
+A stream should be closed (``async with``, :meth:`Stream.aclose`, or read
+to its end). One that is garbage collected open warns with
+:class:`ResourceWarning`, as trio's async generators do, and its producer
+is cancelled by a callback handed to the event loop: the garbage collector
+may run in any thread, so nothing Trio is touched from ``__del__``.
 """
 
 from __future__ import annotations
 
-import math
-import os
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+import contextlib
+import warnings
+from typing import Any, Generic, TypeVar
 
 import msgspec
 import trio
 
-from .._core._errors import DeadlineExceeded, NodeClosed, ProtocolError, remote_error
-from .._wire._schema import Cancel, Credit, Error, Frame, Request, StreamEnd, StreamItem
+from .._wire._schema import Cancel, Credit, Request
+from ._credit import DEFAULT_IDLE_TIMEOUT, DEFAULT_WINDOW, StreamConsumer, timeout_ms
+from ._switchboard import Switchboard
 
-if TYPE_CHECKING:
-    from ._node import Node
+__all__ = ["DEFAULT_IDLE_TIMEOUT", "DEFAULT_WINDOW", "Stream"]
 
-__all__ = [
-    "DEFAULT_IDLE_TIMEOUT",
-    "IDLE_TIMEOUT_VARIABLE",
-    "CreditBalance",
-    "CreditWindow",
-    "Stream",
-    "StreamConsumer",
-    "StreamProducer",
-    "idle_timeout_from_env",
-    "timeout_ms",
-]
-
-DEFAULT_WINDOW = 64
-DEFAULT_IDLE_TIMEOUT = 300.0
-IDLE_TIMEOUT_VARIABLE = "FAME_STREAM_IDLE_TIMEOUT"
+T = TypeVar("T")
 
 
-def idle_timeout_from_env(environ: Mapping[str, str] | None = None) -> float:
-    """The producer idle timeout in seconds: ``FAME_STREAM_IDLE_TIMEOUT``, else 300.
-
-    Raises :class:`ValueError` naming the variable for anything but a
-    positive number of seconds.
-    """
-    text = (os.environ if environ is None else environ).get(IDLE_TIMEOUT_VARIABLE, "").strip()
-    if not text:
-        return DEFAULT_IDLE_TIMEOUT
-    try:
-        seconds = float(text)
-    except ValueError:
-        seconds = math.nan
-    if not (0 < seconds < math.inf):
-        raise ValueError(
-            f"{IDLE_TIMEOUT_VARIABLE}: expected a number of seconds greater than 0, got {text!r}"
-        )
-    return seconds
-
-
-class CreditWindow:
-    """Consumer-side credit: when to give how much back."""
-
-    __slots__ = ("consumed", "outstanding", "window")
-
-    def __init__(self, window: int = DEFAULT_WINDOW) -> None:
-        if window < 1:
-            raise ValueError("a stream window must be at least 1")
-        self.window = window
-        self.outstanding = window  # items the producer may still send
-        self.consumed = 0
-
-    def on_item(self) -> None:
-        """An item arrived; raise :class:`fame.ProtocolError` if it had no credit."""
-        if self.outstanding <= 0:
-            raise ProtocolError("stream producer sent an item without credit")
-        self.outstanding -= 1
-
-    def on_consumed(self) -> int:
-        """An item was handed to the reader; return credit to grant now (0: none yet)."""
-        self.consumed += 1
-        if self.consumed * 2 >= self.window:
-            grant, self.consumed = self.consumed, 0
-            self.outstanding += grant
-            return grant
-        return 0
-
-
-class CreditBalance:
-    """Producer-side credit: how many items may be sent before waiting."""
-
-    __slots__ = ("_changed", "available")
-
-    def __init__(self, initial: int) -> None:
-        self.available = max(0, initial)
-        self._changed = trio.Event()
-
-    def grant(self, n: int) -> None:
-        if n > 0:
-            self.available += n
-            self._changed.set()
-
-    def try_take(self) -> bool:
-        """Spend one credit if there is one, without waiting."""
-        if self.available > 0:
-            self.available -= 1
-            return True
-        return False
-
-    async def take(self) -> None:
-        """Wait for one credit and spend it."""
-        while self.available <= 0:
-            self._changed = trio.Event()
-            await self._changed.wait()
-        self.available -= 1
-
-
-class StreamProducer:
-    """The producing side of one stream, registered with the node while it runs."""
-
-    def __init__(self, initial_credit: int) -> None:
-        self.credit = CreditBalance(initial_credit)
-        self.cancel_scope = trio.CancelScope()
-        self.cancelled_by_consumer = False
-
-    def control(self, frame: Frame) -> None:
-        if type(frame) is Credit:
-            self.credit.grant(frame.n)
-        elif type(frame) is Cancel:
-            self.cancelled_by_consumer = True
-            self.cancel_scope.cancel()
-
-
-class StreamConsumer:
-    """The receiving end of one stream: a bounded queue fed by the node."""
-
-    def __init__(self, address: str, window: int) -> None:
-        self.address = address
-        self.window = CreditWindow(window)
-        # +1 for the closing frame, which needs no credit.
-        self._send, self._receive = trio.open_memory_channel[Frame](window + 1)
-        self.finished = False
-        self._error: BaseException | None = None
-
-    def push(self, frame: Frame) -> None:
-        """Called by the node for each frame of this stream (never blocks)."""
-        try:
-            if type(frame) is StreamItem:
-                self.window.on_item()
-            self._send.send_nowait(frame)
-        except (trio.WouldBlock, ProtocolError):
-            self.fail(ProtocolError(f"stream from {self.address} overran its credit"))
-        except trio.ClosedResourceError:
-            pass
-
-    def fail(self, exc: BaseException) -> None:
-        self._error = exc
-        self._send.close()
-
-    async def next(self, timeout: float | None) -> tuple[Any, int]:
-        """The next item and the credit to grant; raise StopAsyncIteration at the end."""
-        try:
-            # Items usually wait in the buffer already: take one without paying for
-            # a cancel scope. The periodic credit sends keep the reader cooperative.
-            await trio.lowlevel.checkpoint_if_cancelled()
-            frame = self._receive.receive_nowait()
-        except trio.WouldBlock:
-            frame = await self._wait(timeout)
-        except (trio.EndOfChannel, trio.ClosedResourceError):
-            self.finished = True
-            raise self._error or NodeClosed("stream closed") from None
-        if type(frame) is StreamItem:
-            return frame.item, self.window.on_consumed()
-        self.finished = True
-        if type(frame) is StreamEnd:
-            raise StopAsyncIteration
-        if type(frame) is Error:
-            raise remote_error(
-                frame.kind, frame.message, actor=frame.actor, exc_type=frame.exc_type
-            )
-        raise ProtocolError(f"unexpected {type(frame).__name__} in a stream")
-
-    async def _wait(self, timeout: float | None) -> Frame:
-        deadline = math.inf if timeout is None else trio.current_time() + timeout
-        with trio.move_on_at(deadline):
-            try:
-                return await self._receive.receive()
-            except (trio.EndOfChannel, trio.ClosedResourceError):
-                self.finished = True
-                raise self._error or NodeClosed("stream closed") from None
-        raise DeadlineExceeded(f"{self.address} sent no stream item within {timeout} s")
-
-
-class Stream:
+class Stream(Generic[T]):
     """The results of a streaming call: ``async for item in stream``.
 
     Use it as ``async with`` (or call :meth:`aclose`) to stop early: the
-    agent's generator is then closed. A stream dropped unfinished is
-    cancelled the same way when it is garbage collected. ``timeout`` bounds
-    the wait for each item.
+    agent's generator is then closed. ``timeout`` bounds the wait for each
+    item. Get one from a proxy (``proxy.op()``) or ``Node.open_stream``.
     """
 
     def __init__(
         self,
-        node: Node,
+        switchboard: Switchboard,
         address: str,
         op: str,
         args: dict[str, Any],
@@ -222,7 +54,7 @@ class Stream:
         window: int,
         item_type: Any,
     ) -> None:
-        self._node = node
+        self._switchboard = switchboard
         self._address = address
         self._op = op
         self._args = args
@@ -230,32 +62,34 @@ class Stream:
         self._item_type = item_type
         self._consumer = StreamConsumer(address, window)
         self._corr: int | None = None
+        # Captured now, on the loop: __del__ may run anywhere, even after the run.
+        self._token = trio.lowlevel.current_trio_token()
 
-    async def __aenter__(self) -> Stream:
+    async def __aenter__(self) -> Stream[T]:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
 
-    def __aiter__(self) -> Stream:
+    def __aiter__(self) -> Stream[T]:
         return self
 
-    async def __anext__(self) -> Any:
+    async def __anext__(self) -> T:
         if self._corr is None:
             request = Request(
                 self._op, self._args, True, self._consumer.window.window, timeout_ms(self._timeout)
             )
-            self._corr = await self._node.send_stream_request(
+            self._corr = await self._switchboard.send_stream_request(
                 self._address, request, self._consumer, self._timeout
             )
         try:
             item, grant = await self._consumer.next(self._timeout)
         except BaseException:
             if self._consumer.finished:
-                self._node.forget_stream(self._corr)  # ended: nothing more will arrive
+                self._switchboard.forget_stream(self._corr)  # ended: nothing more will arrive
             raise
         if grant:
-            await self._node.send_stream_control(self._address, self._corr, Credit(grant))
+            await self._switchboard.send_stream_control(self._address, self._corr, Credit(grant))
         if self._item_type is not Any:
             item = msgspec.convert(item, self._item_type, strict=False)
         return item
@@ -264,19 +98,26 @@ class Stream:
         """Stop the stream; the agent's generator is closed."""
         finished, self._consumer.finished = self._consumer.finished, True
         if self._corr is None:
+            await trio.lowlevel.checkpoint()
             return
-        self._node.forget_stream(self._corr)
+        self._switchboard.forget_stream(self._corr)
         if not finished:
             with trio.CancelScope(shield=True), trio.move_on_after(5):
-                await self._node.send_stream_control(
+                await self._switchboard.send_stream_control(
                     self._address, self._corr, Cancel("consumer closed the stream")
                 )
 
     def __del__(self) -> None:
-        if self._corr is not None and not self._consumer.finished:
-            self._node.cancel_stream_nowait(self._address, self._corr)
-
-
-def timeout_ms(timeout: float) -> int | None:
-    """A deadline in seconds as the wire's milliseconds (``None``: no deadline)."""
-    return None if math.isinf(timeout) else max(0, int(timeout * 1000))
+        corr = self._corr
+        if corr is None or self._consumer.finished:
+            return
+        warnings.warn(
+            f"stream {self._op}() from {self._address} was dropped without being closed;"
+            " use 'async with' or aclose()",
+            ResourceWarning,
+            stacklevel=2,
+            source=self,
+        )
+        # A finished run took the producer with it: nothing left to cancel.
+        with contextlib.suppress(trio.RunFinishedError):
+            self._token.run_sync_soon(self._switchboard.drop_stream, self._address, corr)

@@ -1,8 +1,8 @@
 """Serving a streaming operation: the producer's side of a stream.
 
-The node starts :func:`serve_stream` as a task for each streaming request
-an agent accepts. It runs the agent's generator and sends one
-:class:`StreamItem` per credit the consumer granted, then a
+An agent's actor starts :func:`serve_stream` as one of the agent's tasks
+for each streaming request it accepts. It runs the agent's generator and
+sends one :class:`StreamItem` per credit the consumer granted, then a
 :class:`StreamEnd`. How it ends tells the caller what happened:
 
 - an error the operation declares (``errors=``) reaches the caller as
@@ -22,70 +22,85 @@ from __future__ import annotations
 
 import logging
 from contextlib import aclosing
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import trio
 
-from .._core._errors import ProtocolError, WireError
-from .._wire._schema import Envelope, Request, StreamEnd, StreamItem
+from .._core._errors import OperationFailed, ProtocolError, RemoteError, WireError
+from .._wire._schema import Envelope, StreamEnd, StreamItem
+from ._credit import StreamProducer
 from ._operation import OperationSpec
-from ._stream import StreamProducer
+from ._switchboard import Switchboard, unsendable
 
-if TYPE_CHECKING:
-    from ._agent import AgentActor
-    from ._node import Node
-
-__all__ = ["serve_stream", "unsendable"]
+__all__ = ["StreamOwner", "serve_stream"]
 
 log = logging.getLogger("fame.node")
 
 
+class StreamOwner(Protocol):
+    """What serving a stream needs from the actor of the agent that produces it."""
+
+    @property
+    def agent(self) -> Any:
+        """The agent instance whose generator runs."""
+
+    @property
+    def address(self) -> str:
+        """The agent's address, named in errors."""
+
+    async def reply_crash(self, envelope: Envelope, exc: Exception) -> None:
+        """Tell the caller of ``envelope`` that the agent crashed with ``exc``."""
+
+    async def crash(self, exc: Exception) -> None:
+        """Crash (and so restart) the agent from this task."""
+
+
 async def serve_stream(
-    node: Node,
-    actor: AgentActor,
+    switchboard: Switchboard,
+    owner: StreamOwner,
     spec: OperationSpec,
     kwargs: dict[str, Any],
     request: Envelope,
     producer: StreamProducer,
 ) -> None:
-    """Run streaming operation ``spec`` of ``actor`` for ``request`` to its end."""
+    """Run streaming operation ``spec`` of ``owner``'s agent for ``request`` to its end."""
     try:
         with producer.cancel_scope:
-            async with aclosing(spec.function(actor.agent, **kwargs)) as items:
+            async with aclosing(spec.function(owner.agent, **kwargs)) as items:
                 async for item in items:
                     value = spec.convert_result(item)
                     if not producer.credit.try_take():
-                        with trio.move_on_after(node.stream_idle_timeout) as idle:
+                        with trio.move_on_after(switchboard.stream_idle_timeout) as idle:
                             await producer.credit.take()
                         if idle.cancelled_caught:
-                            await _give_up_idle_stream(node, actor, spec, request)
+                            await _give_up_idle_stream(switchboard, owner, spec, request)
                             return
                     try:
-                        await node.reply(request, StreamItem(value))
+                        await switchboard.reply(request, StreamItem(value))
                     except WireError as exc:
                         # An item too big for the wire ends the stream with a
                         # clear error; the agent did nothing wrong: no restart.
                         message = unsendable(request, exc)
-                        await node.reply_error(
-                            request, ProtocolError.kind, message, actor=actor.address
+                        await switchboard.reply_error(
+                            request, ProtocolError.kind, message, actor=owner.address
                         )
                         return
-            await node.reply(request, StreamEnd())
+            await switchboard.reply(request, StreamEnd())
     except spec.errors as exc:
-        await node.reply_error(
+        await switchboard.reply_error(
             request,
-            "operation_failed",
+            OperationFailed.kind,
             str(exc),
-            actor=actor.address,
+            actor=owner.address,
             exc_type=type(exc).__name__,
         )
     except Exception as exc:
-        await actor.reply_crash(request, exc)
-        await actor.crash(exc)
+        await owner.reply_crash(request, exc)
+        await owner.crash(exc)
 
 
 async def _give_up_idle_stream(
-    node: Node, actor: AgentActor, spec: OperationSpec, request: Envelope
+    switchboard: Switchboard, owner: StreamOwner, spec: OperationSpec, request: Envelope
 ) -> None:
     """End a stream whose consumer granted no credit for the idle timeout.
 
@@ -93,16 +108,11 @@ async def _give_up_idle_stream(
     case it reads on (the final frame needs no credit). Bounded: a
     consumer whose path is full gets nothing, as it reads nothing.
     """
+    timeout = switchboard.stream_idle_timeout
     message = (
-        f"{actor.address} closed stream {spec.name}(): the consumer granted no credit for"
-        f" {node.stream_idle_timeout:g} s (stream idle timeout)"
+        f"{owner.address} closed stream {spec.name}(): the consumer granted no credit for"
+        f" {timeout:g} s (stream idle timeout)"
     )
     log.info("%s", message)
-    with trio.move_on_after(min(5.0, node.stream_idle_timeout)):
-        await node.reply_error(request, "remote", message, actor=actor.address)
-
-
-def unsendable(request: Envelope, exc: WireError) -> str:
-    """Why the answer to ``request`` (a result or a stream item) cannot go on the wire."""
-    op = request.frame.op if type(request.frame) is Request else "the request"
-    return f"the result of {op}() cannot be sent to {request.reply_to}: {exc.reason}"
+    with trio.move_on_after(min(5.0, timeout)):
+        await switchboard.reply_error(request, RemoteError.kind, message, actor=owner.address)

@@ -12,8 +12,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import fame
-from fame import ActorCrashed, DeadlineExceeded, InvalidArguments, OperationFailed, ProtocolError
-from fame._agents._stream import CreditBalance, CreditWindow
+from fame import ActorCrashed, DeadlineExceeded, InvalidArguments, OperationFailed
+from fame._agents._credit import CreditBalance, CreditWindow
+from fame.errors import ProtocolError
 
 from ._helpers import all_tasks, assert_no_new_tasks
 
@@ -66,8 +67,8 @@ async def test_full_iteration() -> None:
         assert [i async for i in counter.count(n=0)] == []
         assert [s async for s in counter.labels(n=3)] == ["0", "1", "2"]
         assert agent.closed == 2
-        assert node._producers == {}
-        assert node._consumers == {}
+        assert node._switchboard.producers == {}
+        assert node._switchboard.consumers == {}
 
 
 async def test_breaking_out_closes_the_generator() -> None:
@@ -79,8 +80,8 @@ async def test_breaking_out_closes_the_generator() -> None:
         await trio.testing.wait_all_tasks_blocked()
         assert agent.closed == 1
         assert agent.produced < 1000
-        assert node._producers == {}
-        assert node._consumers == {}
+        assert node._switchboard.producers == {}
+        assert node._switchboard.consumers == {}
 
 
 async def test_aclose_and_async_with_close_the_generator() -> None:
@@ -98,7 +99,7 @@ async def test_aclose_and_async_with_close_the_generator() -> None:
                     break
         await trio.testing.wait_all_tasks_blocked()
         assert agent.closed == 2
-        assert node._producers == {}
+        assert node._switchboard.producers == {}
         # Closing a stream that never started, or twice, is harmless.
         unopened = node.open_stream("counter@local", "count", {"n": 1})
         await unopened.aclose()
@@ -144,7 +145,7 @@ async def test_declared_error_ends_the_stream_without_restart() -> None:
         assert received == [0, 1, 2]
         assert info.value.exc_type == "LookupError"
         assert agent.starts == 1
-        assert node._consumers == {}
+        assert node._switchboard.consumers == {}
         assert [i async for i in counter.count(n=2)] == [0, 1]
 
 
@@ -157,7 +158,7 @@ async def test_crash_in_a_stream_restarts_the_agent() -> None:
             async for i in counter.count(n=10, crash_at=2):
                 received.append(i)
         assert received == [0, 1]
-        assert node._consumers == {}
+        assert node._switchboard.consumers == {}
         assert [i async for i in counter.count(n=2)] == [0, 1]
         assert agent.starts == 2
         assert node.supervisor.restart_count("counter@local") == 1
@@ -183,9 +184,8 @@ async def test_waiting_too_long_for_an_item(autojump_clock: Any) -> None:
 
 
 async def test_an_abandoned_stream_is_closed_after_the_idle_timeout(autojump_clock: Any) -> None:
-    async with fame.open_node(storage_provider=PROVIDER) as node:
+    async with fame.open_node(storage_provider=PROVIDER, stream_idle_timeout=60) as node:
         agent, _ = await spawn_counter(node)
-        node.stream_idle_timeout = 60
         stream = node.open_stream("counter@local", "count", {"n": 100}, window=2)
         assert await stream.__anext__() == 0
         start = trio.current_time()
@@ -194,7 +194,7 @@ async def test_an_abandoned_stream_is_closed_after_the_idle_timeout(autojump_clo
         await trio.sleep(2)
         assert agent.closed == 1
         assert trio.current_time() - start == pytest.approx(61)
-        assert node._producers == {}
+        assert node._switchboard.producers == {}
         await stream.aclose()
 
 

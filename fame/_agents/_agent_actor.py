@@ -1,0 +1,199 @@
+"""The actor that runs one agent: requests in, method calls, answers out.
+
+:class:`AgentActor` turns each :class:`Request` envelope into a validated
+call of an ``@operation`` method and sends the result, the stream items or
+a typed error to the caller. A plain call of a one-at-a-time agent runs in
+the actor's own task; streams and the calls of a concurrent agent run in
+the agent's :class:`AgentScope`, so stopping or restarting the agent
+cancels them and their callers hear why.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+import trio
+
+from .._core._actor import Actor, crash_error
+from .._core._errors import (
+    ActorCrashed,
+    InvalidArguments,
+    NodeClosed,
+    OperationFailed,
+    UnknownOperation,
+)
+from .._wire._schema import Envelope, Reply, Request
+from ._agent import AgentNode, BaseAgent
+from ._agent_scope import AgentScope
+from ._credit import StreamProducer
+from ._operation import OperationSpec
+from ._stream_serving import serve_stream
+from ._switchboard import Switchboard
+
+__all__ = ["AgentActor"]
+
+ANSWER_TIMEOUT = 2.0
+"""How long a cancelled task may take to tell its caller why."""
+
+
+class _Crash:
+    """A crash in one of the agent's tasks, sent to its own mailbox to restart it."""
+
+    __slots__ = ("exc",)
+
+    def __init__(self, exc: Exception) -> None:
+        self.exc = exc
+
+
+class AgentActor(Actor):
+    """The actor that runs one agent: dispatches requests to operations."""
+
+    def __init__(
+        self, agent: BaseAgent, node: AgentNode, switchboard: Switchboard, scope: AgentScope
+    ) -> None:
+        self.agent = agent
+        self._node = node
+        self._switchboard = switchboard
+        self._scope = scope
+        self.operations = type(agent).operations
+        self.concurrency = type(agent).max_concurrency
+        self._limiter = trio.CapacityLimiter(self.concurrency)
+
+    async def on_start(self) -> None:
+        # A restart waits here until the tasks of the crashed incarnation ended.
+        await self._scope.open()
+        self.agent._fame_node = self._node
+        self.agent._fame_address = self.address
+        await self.agent.start()
+
+    async def on_stop(self) -> None:
+        if self.concurrency > 1:
+            # Calls still running in other tasks may finish before stop(): a graceful
+            # close answers them instead of cutting them off. Half the stop timeout at
+            # most, so that stop() itself always gets its turn.
+            with trio.move_on_after(self._switchboard.supervisor.stop_timeout / 2):
+                for _ in range(self.concurrency):
+                    await self._limiter.acquire_on_behalf_of(object())
+        await self._scope.close(self._scope.reason)
+        await self.agent.stop()
+
+    async def handle(self, message: Any) -> None:
+        try:
+            await self._handle(message)
+        except Exception as exc:
+            # The agent restarts: its streams and concurrent calls end with it, now.
+            self._scope.cancel(
+                ActorCrashed(
+                    f"cancelled: {self.address} restarts after a crash",
+                    actor=self.address,
+                    exc_type=type(exc).__name__,
+                )
+            )
+            raise
+
+    async def _handle(self, message: Any) -> None:
+        match message:
+            case _Crash(exc=exc):
+                raise exc
+            case Envelope(frame=Request() as request):
+                envelope = message
+            case _:
+                return  # only requests reach an agent's mailbox; stream control goes to the node
+        spec = self.operations.get(request.op)
+        try:
+            if spec is None or spec.streaming != request.stream:
+                raise self._unknown(request)
+            kwargs = spec.convert_args(request.args)
+        except (UnknownOperation, InvalidArguments) as exc:
+            await self._switchboard.reply_error(envelope, exc.kind, exc.message, actor=self.address)
+            return
+        if spec.streaming:
+            producer = StreamProducer(request.credit)
+            self._switchboard.producers[(envelope.reply_to, envelope.corr)] = producer
+            self._scope.start_soon(self._serve_stream, spec, kwargs, envelope, producer)
+        elif self.concurrency == 1:
+            await self.call(spec, kwargs, envelope)
+        else:
+            token = object()
+            await self._limiter.acquire_on_behalf_of(token)
+            self._scope.start_soon(self._call_concurrently, spec, kwargs, envelope, token)
+
+    def _unknown(self, request: Request) -> UnknownOperation:
+        spec = self.operations.get(request.op)
+        if spec is not None:
+            kind = "a streaming" if spec.streaming else "a plain"
+            how = "iterate over it" if spec.streaming else "await it"
+            return UnknownOperation(f"{request.op} is {kind} operation: {how}")
+        names = ", ".join(sorted(self.operations)) or "none"
+        return UnknownOperation(
+            f"{type(self.agent).__name__} has no operation {request.op!r} (it has: {names})"
+        )
+
+    async def call(self, spec: OperationSpec, kwargs: dict[str, Any], envelope: Envelope) -> None:
+        """Run one plain operation and reply; a crash is answered, then re-raised."""
+        try:
+            result = spec.convert_result(await spec.function(self.agent, **kwargs))
+        except spec.errors as exc:
+            error = OperationFailed(str(exc), actor=self.address, exc_type=type(exc).__name__)
+            await self._switchboard.reply_error(
+                envelope, error.kind, error.message, actor=self.address, exc_type=error.exc_type
+            )
+            return
+        except Exception as exc:
+            await self.reply_crash(envelope, exc)
+            raise
+        if envelope.reply_to is not None:
+            await self._switchboard.reply(envelope, Reply(result))
+
+    async def _call_concurrently(
+        self, spec: OperationSpec, kwargs: dict[str, Any], envelope: Envelope, token: object
+    ) -> None:
+        try:
+            await self.call(spec, kwargs, envelope)
+        except trio.Cancelled:
+            await self._answer_cancelled(envelope)
+            raise
+        except Exception as exc:
+            await self.crash(exc)
+        finally:
+            self._limiter.release_on_behalf_of(token)
+
+    async def _serve_stream(
+        self,
+        spec: OperationSpec,
+        kwargs: dict[str, Any],
+        envelope: Envelope,
+        producer: StreamProducer,
+    ) -> None:
+        key = (envelope.reply_to, envelope.corr)
+        try:
+            await serve_stream(self._switchboard, self, spec, kwargs, envelope, producer)
+        except trio.Cancelled:
+            await self._answer_cancelled(envelope)
+            raise
+        finally:
+            self._switchboard.producers.pop(key, None)
+
+    async def _answer_cancelled(self, envelope: Envelope) -> None:
+        """Tell the caller of a task the agent's scope cancelled why (bounded, shielded)."""
+        reason = self._scope.reason
+        with trio.CancelScope(shield=True), trio.move_on_after(ANSWER_TIMEOUT):
+            await self._switchboard.reply_error(
+                envelope, reason.kind, reason.message, actor=self.address, exc_type=reason.exc_type
+            )
+
+    async def reply_crash(self, envelope: Envelope, exc: Exception) -> None:
+        """Tell the caller of ``envelope`` that the agent crashed with ``exc``."""
+        crash = crash_error(self.address, exc)
+        await self._switchboard.reply_error(
+            envelope, crash.kind, crash.message, actor=self.address, exc_type=crash.exc_type
+        )
+
+    async def crash(self, exc: Exception) -> None:
+        """Crash the agent from a task other than its own: via its mailbox."""
+        ref = self._switchboard.supervisor.ref(self.address)
+        if ref is not None:
+            # A stopping agent takes no more messages; the caller already has its error.
+            with contextlib.suppress(NodeClosed):
+                await ref.tell(_Crash(exc))

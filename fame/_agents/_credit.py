@@ -1,0 +1,179 @@
+"""Credit-based flow control: the bookkeeping of both ends of a stream, free of I/O.
+
+A streaming request carries an initial ``credit``: how many items the
+consumer can buffer. The producer sends one :class:`StreamItem` per credit
+and then waits; the consumer returns credit (a :class:`Credit` frame) after
+it has *consumed* half of its window. So a consumer that stops reading
+stalls the producer after at most one window, and neither side, nor any
+router in between, holds more than a window of items per stream.
+
+:class:`CreditWindow` and :class:`StreamConsumer` are the consumer's side,
+:class:`CreditBalance` and :class:`StreamProducer` the producer's.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import trio
+
+from .._core._errors import DeadlineExceeded, NodeClosed, ProtocolError, remote_error
+from .._wire._schema import Cancel, Credit, Error, Frame, StreamEnd, StreamItem
+
+__all__ = [
+    "DEFAULT_IDLE_TIMEOUT",
+    "DEFAULT_WINDOW",
+    "CreditBalance",
+    "CreditWindow",
+    "StreamConsumer",
+    "StreamProducer",
+    "timeout_ms",
+]
+
+DEFAULT_WINDOW = 64
+DEFAULT_IDLE_TIMEOUT = 300.0
+
+
+def timeout_ms(timeout: float) -> int | None:
+    """A deadline in seconds as the wire's milliseconds (``None``: no deadline)."""
+    return None if math.isinf(timeout) else max(0, int(timeout * 1000))
+
+
+class CreditWindow:
+    """Consumer-side credit: when to give how much back."""
+
+    __slots__ = ("consumed", "outstanding", "window")
+
+    def __init__(self, window: int = DEFAULT_WINDOW) -> None:
+        if window < 1:
+            raise ValueError("a stream window must be at least 1")
+        self.window = window
+        self.outstanding = window  # items the producer may still send
+        self.consumed = 0
+
+    def on_item(self) -> None:
+        """An item arrived; raise :class:`fame.ProtocolError` if it had no credit."""
+        if self.outstanding <= 0:
+            raise ProtocolError("stream producer sent an item without credit")
+        self.outstanding -= 1
+
+    def on_consumed(self) -> int:
+        """An item was handed to the reader; return credit to grant now (0: none yet)."""
+        self.consumed += 1
+        if self.consumed * 2 >= self.window:
+            grant, self.consumed = self.consumed, 0
+            self.outstanding += grant
+            return grant
+        return 0
+
+
+class CreditBalance:
+    """Producer-side credit: how many items may be sent before waiting."""
+
+    __slots__ = ("_changed", "available")
+
+    def __init__(self, initial: int) -> None:
+        self.available = max(0, initial)
+        self._changed = trio.Event()
+
+    def grant(self, n: int) -> None:
+        if n > 0:
+            self.available += n
+            self._changed.set()
+
+    def try_take(self) -> bool:
+        """Spend one credit if there is one, without waiting."""
+        if self.available > 0:
+            self.available -= 1
+            return True
+        return False
+
+    async def take(self) -> None:
+        """Wait for one credit and spend it."""
+        while self.available <= 0:
+            self._changed = trio.Event()
+            await self._changed.wait()
+        self.available -= 1
+
+
+class StreamProducer:
+    """The producing side of one stream, registered with the node while it runs."""
+
+    __slots__ = ("cancel_scope", "credit")
+
+    def __init__(self, initial_credit: int) -> None:
+        self.credit = CreditBalance(initial_credit)
+        self.cancel_scope = trio.CancelScope()
+
+    def control(self, frame: Frame) -> None:
+        """Act on a control frame from the consumer: more credit, or stop."""
+        match frame:
+            case Credit(n=n):
+                self.credit.grant(n)
+            case Cancel():
+                self.cancel_scope.cancel()
+            case _:
+                pass
+
+
+class StreamConsumer:
+    """The receiving end of one stream: a bounded queue fed by the node."""
+
+    def __init__(self, address: str, window: int) -> None:
+        self.address = address
+        self.window = CreditWindow(window)
+        # +1 for the closing frame, which needs no credit.
+        self._send, self._receive = trio.open_memory_channel[Frame](window + 1)
+        self.finished = False
+        self._error: BaseException | None = None
+
+    def push(self, frame: Frame) -> None:
+        """Called by the node for each frame of this stream (never blocks)."""
+        try:
+            if isinstance(frame, StreamItem):
+                self.window.on_item()
+            self._send.send_nowait(frame)
+        except (trio.WouldBlock, ProtocolError):
+            self.fail(ProtocolError(f"stream from {self.address} overran its credit"))
+        except trio.ClosedResourceError:
+            pass
+
+    def fail(self, exc: BaseException) -> None:
+        self._error = exc
+        self._send.close()
+
+    async def next(self, timeout: float | None) -> tuple[Any, int]:
+        """The next item and the credit to grant; raise StopAsyncIteration at the end."""
+        try:
+            # Items usually wait in the buffer already: take one without paying for
+            # a cancel scope. The periodic credit sends keep the reader cooperative.
+            await trio.lowlevel.checkpoint_if_cancelled()
+            frame = self._receive.receive_nowait()
+        except trio.WouldBlock:
+            frame = await self._wait(timeout)
+        except (trio.EndOfChannel, trio.ClosedResourceError):
+            self.finished = True
+            raise self._error or NodeClosed("stream closed") from None
+        match frame:
+            case StreamItem(item=item):
+                return item, self.window.on_consumed()
+            case StreamEnd():
+                self.finished = True
+                raise StopAsyncIteration
+            case Error(kind=kind, message=message, actor=actor, exc_type=exc_type):
+                self.finished = True
+                raise remote_error(kind, message, actor=actor, exc_type=exc_type)
+            case _:
+                self.finished = True
+                raise ProtocolError(f"unexpected {type(frame).__name__} in a stream")
+
+    async def _wait(self, timeout: float | None) -> Frame:
+        deadline = math.inf if timeout is None else trio.current_time() + timeout
+        with trio.move_on_at(deadline):
+            try:
+                return await self._receive.receive()
+            except (trio.EndOfChannel, trio.ClosedResourceError):
+                self.finished = True
+                raise self._error or NodeClosed("stream closed") from None
+        raise DeadlineExceeded(f"{self.address} sent no stream item within {timeout} s")

@@ -1,0 +1,357 @@
+"""The switchboard: where a node's envelopes go, and how their answers come back.
+
+Every envelope a node sends passes here: to a local actor's mailbox, to a
+caller waiting on this node (its reply address), or to the *uplink* (the
+link to a sentinel, when the node has one). Calls and streams from this
+node are matched with their answers by correlation id in three tables:
+pending calls, open streams (consumers) and, for requests that left
+through the uplink, what :meth:`Switchboard.link_lost` must fail.
+
+Local delivery copies every payload through msgpack, the wire's own rules,
+so an agent and its caller never share a mutable object: a local call
+behaves exactly like a remote one.
+
+This is plumbing: the public face is :class:`fame.Node`; the fabric
+reaches it through the node's underscore methods.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from contextlib import suppress
+from typing import Any, Protocol
+
+import msgspec
+import trio
+
+from .._core._address import Address
+from .._core._errors import (
+    DeadlineExceeded,
+    MailboxFull,
+    NodeClosed,
+    NoRoute,
+    ProtocolError,
+    WireError,
+    remote_error,
+)
+from .._core._reply import ReplySlot
+from .._core._supervisor import Supervisor
+from .._wire._schema import (
+    Cancel,
+    Credit,
+    Envelope,
+    Error,
+    Frame,
+    Reply,
+    Request,
+    StreamItem,
+)
+from ._credit import DEFAULT_IDLE_TIMEOUT, StreamConsumer, StreamProducer, timeout_ms
+
+__all__ = ["REPLY_NAME", "Switchboard", "Uplink", "unsendable"]
+
+log = logging.getLogger("fame.node")
+
+REPLY_NAME = "_reply"
+
+_encoder = msgspec.msgpack.Encoder()
+_decoder: msgspec.msgpack.Decoder[Frame] = msgspec.msgpack.Decoder(Frame)
+
+
+class Uplink(Protocol):
+    """What a node needs from its link to a sentinel (see ``fame._fabric._uplink``)."""
+
+    pools: bool
+    """Whether this node's agents may join pools (``spawn(..., pool=True)``)."""
+
+    async def send(self, envelope: Envelope) -> None:
+        """Send an envelope towards the fabric; raise :class:`fame.NoRoute` if offline."""
+
+    def send_nowait(self, envelope: Envelope) -> None:
+        """Send an envelope if it fits at once; drop it silently otherwise (best effort)."""
+
+    def bind(self, address: str, *, pool: bool = False) -> None:
+        """Ask the sentinel to route ``address`` to this node (asynchronously).
+
+        With ``pool``, the node joins the pool of nodes serving ``address``.
+        """
+
+    def unbind(self, address: str) -> None:
+        """Ask the sentinel to stop routing ``address`` to this node."""
+
+
+def local_copy(frame: Frame) -> Frame:
+    """``frame`` with its payload copied as the wire would: encoded and decoded.
+
+    Arguments, results and stream items are the only mutable parts of a
+    frame; the frames themselves are frozen. Raises :class:`fame.WireError`
+    for a payload the wire cannot carry, as a remote call would.
+    """
+    if not isinstance(frame, Request | Reply | StreamItem):
+        return frame
+    try:
+        return _decoder.decode(_encoder.encode(frame))
+    except (TypeError, NotImplementedError, OverflowError, RecursionError) as exc:
+        raise WireError(
+            f"cannot encode {type(frame).__name__}: {exc}", code="unencodable"
+        ) from None
+
+
+def unsendable(request: Envelope, exc: WireError) -> str:
+    """Why the answer to ``request`` (a result or a stream item) cannot go on the wire."""
+    match request.frame:
+        case Request(op=op):
+            return f"the result of {op}() cannot be sent to {request.reply_to}: {exc.reason}"
+        case _:
+            return f"the result of the request cannot be sent to {request.reply_to}: {exc.reason}"
+
+
+class Switchboard:
+    """A node's routing and its tables of calls and streams waiting on answers."""
+
+    def __init__(
+        self,
+        supervisor: Supervisor,
+        path: str,
+        *,
+        stream_idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
+    ) -> None:
+        self.supervisor = supervisor
+        self.stream_idle_timeout = stream_idle_timeout
+        self.uplink: Uplink | None = None
+        self._ids = itertools.count(1)
+        self._corr = itertools.count(1)
+        self.pending: dict[int, ReplySlot] = {}
+        self.consumers: dict[int, StreamConsumer] = {}
+        # Calls and streams whose request left through the uplink, by corr: what
+        # link_lost() must fail, since their answers can no longer arrive.
+        self.remote: dict[int, str] = {}
+        self.producers: dict[tuple[str | None, int | None], StreamProducer] = {}
+        self.set_path(path)
+
+    def set_path(self, path: str) -> None:
+        """Set the node's own path (the sentinel assigns one on attach)."""
+        self.path = Address(REPLY_NAME, path).path
+        self.reply_address = f"{REPLY_NAME}@{path}"
+
+    def hosts(self, address: str) -> bool:
+        """Whether envelopes to ``address`` are delivered on this node."""
+        return address == self.reply_address or self.supervisor.ref(address) is not None
+
+    # --- calling ------------------------------------------------------------------
+
+    async def call(self, address: str, op: str, args: dict[str, Any], timeout: float) -> Any:
+        """Call plain operation ``op`` of the agent at ``address``; return its result."""
+        corr = next(self._corr)
+        slot = ReplySlot()
+        self.pending[corr] = slot
+        envelope = Envelope(
+            0,
+            address,
+            next(self._ids),
+            Request(op, args, False, 0, timeout_ms(timeout)),
+            self.reply_address,
+            corr,
+        )
+        try:
+            with trio.move_on_after(timeout):
+                if await self.route(envelope, timeout=timeout):
+                    self.remote[corr] = address
+                match await slot.wait():
+                    case Reply(result=result):
+                        return result
+                    case Error(kind=kind, message=message, actor=actor, exc_type=exc_type):
+                        raise remote_error(kind, message, actor=actor, exc_type=exc_type)
+                    case frame:
+                        raise ProtocolError(f"unexpected {type(frame).__name__} in reply to a call")
+            raise DeadlineExceeded(f"{address} did not answer {op}() within {timeout} s")
+        finally:
+            del self.pending[corr]
+            self.remote.pop(corr, None)
+
+    async def send_stream_request(
+        self, address: str, request: Request, consumer: StreamConsumer, timeout: float
+    ) -> int:
+        """Send a streaming request whose frames ``consumer`` will receive; return its corr."""
+        corr = next(self._corr)
+        self.consumers[corr] = consumer
+        envelope = Envelope(0, address, next(self._ids), request, self.reply_address, corr)
+        try:
+            with trio.fail_after(timeout):
+                if await self.route(envelope, timeout=timeout):
+                    self.remote[corr] = address
+        except trio.TooSlowError:
+            self.forget_stream(corr)
+            raise DeadlineExceeded(f"{address} did not take {request.op}()") from None
+        except BaseException:
+            self.forget_stream(corr)
+            raise
+        return corr
+
+    async def send_stream_control(self, address: str, corr: int, frame: Credit | Cancel) -> None:
+        """Send credit or a cancel to the producer of stream ``corr``; lost links are ignored."""
+        envelope = Envelope(0, address, next(self._ids), frame, self.reply_address, corr)
+        with suppress(NoRoute, NodeClosed):
+            await self.route(envelope)
+
+    def drop_stream(self, address: str, corr: int) -> None:
+        """Forget stream ``corr`` and cancel its producer without waiting (best effort).
+
+        For a stream garbage collected unclosed: runs on the event loop
+        (handed over with ``TrioToken.run_sync_soon``), never in ``__del__``.
+        """
+        self.forget_stream(corr)
+        envelope = Envelope(0, address, 0, Cancel("stream dropped"), self.reply_address, corr)
+        if not self._control_stream(envelope) and self.uplink is not None:
+            self.uplink.send_nowait(envelope)
+
+    def forget_stream(self, corr: int) -> None:
+        """Stop delivering frames of stream ``corr``: it ended or was closed."""
+        self.consumers.pop(corr, None)
+        self.remote.pop(corr, None)
+
+    # --- routing ------------------------------------------------------------------
+
+    async def route(self, envelope: Envelope, *, timeout: float | None = None) -> bool:
+        """Send an envelope from this node: to a local actor, to a caller, or uplink.
+
+        Returns True if the envelope left through the uplink.
+        """
+        to = envelope.to
+        if to == self.reply_address:
+            self._on_reply(envelope, local_copy(envelope.frame))
+            return False
+        frame = envelope.frame
+        if isinstance(frame, Credit | Cancel) and self._control_stream(envelope):
+            return False
+        ref = self.supervisor.ref(to)
+        if ref is not None:
+            if isinstance(frame, Request):
+                copied = msgspec.structs.replace(envelope, frame=local_copy(frame))
+                await ref.tell(copied, timeout=timeout)
+            return False
+        if self.uplink is not None:
+            await self.uplink.send(envelope)
+            return True
+        raise NoRoute(f"no route to {to}: no such actor on this node", actor=to)
+
+    async def deliver(self, envelope: Envelope) -> None:
+        """Take an envelope arriving from the uplink; never blocks on a full mailbox.
+
+        A request for an address not hosted here, or whose mailbox is full,
+        is answered at once with an error, so one busy agent never stalls
+        the link for the others. The envelope was just decoded: nobody else
+        holds its payload, so it is not copied.
+        """
+        if envelope.to == self.reply_address:
+            self._on_reply(envelope, envelope.frame)
+            return
+        match envelope.frame:
+            case Credit() | Cancel():
+                self._control_stream(envelope)
+                return
+            case Request():
+                pass
+            case _:
+                return  # replies for callers that moved on
+        ref = self.supervisor.ref(envelope.to)
+        try:
+            if ref is None:
+                raise NoRoute(f"no actor at {envelope.to}", actor=envelope.to)
+            ref.tell_nowait(envelope)
+        except (NoRoute, MailboxFull) as exc:
+            await self.reply_error(envelope, exc.kind, exc.message, actor=envelope.to)
+        except NodeClosed:
+            await self.reply_error(
+                envelope, NoRoute.kind, f"{envelope.to} is stopping", actor=envelope.to
+            )
+
+    async def reply(self, request: Envelope, frame: Frame) -> None:
+        """Send ``frame`` to the caller of ``request`` (dropped if it was a tell)."""
+        if request.reply_to is None:
+            return
+        envelope = Envelope(0, request.reply_to, next(self._ids), frame, None, request.corr)
+        try:
+            await self.route(envelope)
+        except (NoRoute, NodeClosed, MailboxFull) as exc:
+            log.debug("reply to %s dropped: %s", request.reply_to, exc)
+        except WireError as exc:
+            # The result does not fit on the wire (over the size limit): the
+            # caller hears so at once rather than waiting out its deadline. A
+            # stream's item raises on, so that its producer stops.
+            if not isinstance(frame, Reply):
+                raise
+            message = unsendable(request, exc)
+            await self.reply_error(request, ProtocolError.kind, message, actor=request.to)
+
+    async def reply_error(
+        self,
+        request: Envelope,
+        kind: str,
+        message: str,
+        *,
+        actor: str | None = None,
+        exc_type: str | None = None,
+    ) -> None:
+        """Answer ``request`` with an error of ``kind`` (a :class:`fame.RemoteError` kind)."""
+        await self.reply(request, Error(kind, message, actor, exc_type))
+
+    # --- failing what waits ---------------------------------------------------------
+
+    def link_lost(self, reason: str) -> None:
+        """Fail every call and stream waiting on an answer through the lost uplink.
+
+        Called by the uplink when its connection drops: the answers of those
+        requests can no longer arrive, so their callers get
+        :class:`fame.NoRoute` now instead of waiting out their deadlines.
+        """
+        remote, self.remote = self.remote, {}
+        for corr, address in remote.items():
+            error = NoRoute(f"no answer from {address}: {reason}", actor=address)
+            slot = self.pending.get(corr)
+            if slot is not None:
+                slot.set(Error(error.kind, error.message, address, None))
+                continue
+            consumer = self.consumers.get(corr)
+            if consumer is not None:
+                consumer.fail(error)
+
+    def cancel_streams_to(self, reply_address: str, reason: str) -> int:
+        """Cancel every stream this node produces for callers at ``reply_address``.
+
+        For a sentinel whose link to those callers closed: nobody will read
+        or grant credit any more, so the producers stop now rather than at
+        the idle timeout. Returns how many were cancelled.
+        """
+        doomed = [p for (reply_to, _), p in self.producers.items() if reply_to == reply_address]
+        for producer in doomed:
+            producer.control(Cancel(reason))
+        return len(doomed)
+
+    def close_pending(self) -> None:
+        """Fail every call still waiting on this node: it is closing."""
+        for corr, slot in list(self.pending.items()):
+            slot.fail(NodeClosed(f"the node closed while call {corr} was waiting"))
+        for consumer in list(self.consumers.values()):
+            consumer.fail(NodeClosed("the node closed while the stream was open"))
+
+    def _on_reply(self, envelope: Envelope, frame: Frame) -> None:
+        corr = envelope.corr
+        if corr is None:
+            return
+        slot = self.pending.get(corr)
+        if slot is not None:
+            slot.set(frame)
+            return
+        consumer = self.consumers.get(corr)
+        if consumer is not None:
+            consumer.push(frame)
+        # Anything else answers a call whose caller stopped waiting: dropped.
+
+    def _control_stream(self, envelope: Envelope) -> bool:
+        producer = self.producers.get((envelope.reply_to, envelope.corr))
+        if producer is None:
+            return False
+        producer.control(envelope.frame)
+        return True
