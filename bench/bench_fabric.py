@@ -90,7 +90,7 @@ async def raw_relay(port: int, upstream: str) -> None:
 
 
 async def run_sentinel(port: int) -> None:
-    async with open_sentinel(port=port):
+    async with open_sentinel(port=port, token=os.environ["FAME_ADMISSION_TOKEN"]):
         print("READY", flush=True)
         await trio.sleep_forever()
 
@@ -98,7 +98,7 @@ async def run_sentinel(port: int) -> None:
 async def run_node(url: str) -> None:
     async with fame.open_node() as node:
         await node.spawn(BenchEcho, "echo@bench.fabric", mailbox_size=4096)
-        async with attach(node, url):
+        async with attach(node, url, token=os.environ["FAME_ADMISSION_TOKEN"]):
             print("READY", flush=True)
             await trio.sleep_forever()
 

@@ -1,9 +1,9 @@
 """Embedding fame in your own Trio program.
 
 A small agent with a plain and a streaming operation, run on a node inside
-``trio.run`` and called through a proxy. The node opens its storage from
-the environment (``FAME_STORAGE_PROFILE``, in memory by default) and hands
-it to the agent, which keeps its notes there.
+``trio.run`` and called through a proxy. The node opens an in-memory
+storage provider (``open_node(storage_provider=...)`` takes another one) and
+hands it to the agent, which keeps its notes there.
 
 Run it with ``python examples/embedded.py`` (or ``just demo``).
 """

@@ -20,12 +20,19 @@ from pathlib import Path
 import trio
 
 import fame
-from fame._agents._stream import idle_timeout_from_env
-from fame._fabric.sentinel._server import DEFAULT_MAX_CONNECTIONS, HANDSHAKE_TIMEOUT
-from fame._storage import open_storage, storage_config_from_env
+from fame._storage import StorageProvider, open_storage, storage_config_from_env
 
 from ._errors import errors, one_line, shown_path
-from ._settings import DEFAULT_HOST, DEFAULT_PORT, positive_setting, sentinel_url
+from ._logs import configure_logging
+from ._settings import (
+    SettingError,
+    admission,
+    sentinel_host,
+    sentinel_limits,
+    sentinel_port,
+    sentinel_url,
+    stream_idle_timeout,
+)
 
 __all__ = ["AgentSpec", "parse_agent_spec", "run_node", "run_sentinel"]
 
@@ -66,43 +73,6 @@ def parse_agent_spec(text: str) -> AgentSpec:
     return AgentSpec(target, address)
 
 
-def _port(settings: Mapping[str, str]) -> int:
-    text = settings.get("FAME_SENTINEL_PORT", "").strip() or str(DEFAULT_PORT)
-    try:
-        port = int(text)
-    except ValueError:
-        port = -1
-    if not 0 <= port <= 65535:
-        raise StartupError(f"FAME_SENTINEL_PORT: expected a port number, got {text!r}")
-    return port
-
-
-def _token(settings: Mapping[str, str]) -> tuple[str | None, bool]:
-    token = settings.get("FAME_ADMISSION_TOKEN", "").strip() or None
-    open_admission = settings.get("FAME_OPEN_ADMISSION", "").strip().lower() in ("1", "yes", "true")
-    if token is None and not open_admission:
-        raise StartupError(
-            "FAME_ADMISSION_TOKEN is not set (run: just init, which writes conf/secrets.env),"
-            " and open admission was not asked for (FAME_OPEN_ADMISSION=1)"
-        )
-    return token, open_admission
-
-
-def _idle_timeout(settings: Mapping[str, str]) -> float:
-    try:
-        return idle_timeout_from_env(settings)
-    except ValueError as exc:
-        raise StartupError(str(exc)) from None
-
-
-def _sentinel_limits(settings: Mapping[str, str]) -> tuple[int, float]:
-    """The sentinel's connection limit and handshake timeout (a bad value: SettingError)."""
-    return (
-        positive_setting(settings, "FAME_SENTINEL_MAX_CONNECTIONS", DEFAULT_MAX_CONNECTIONS, int),
-        positive_setting(settings, "FAME_SENTINEL_HANDSHAKE_TIMEOUT", HANDSHAKE_TIMEOUT, float),
-    )
-
-
 def _describe_storage(settings: Mapping[str, str]) -> str:
     profile = settings.get("FAME_STORAGE_PROFILE", "").strip() or "memory"
     directory = settings.get("FAME_STORAGE_DB_DIRECTORY", "").strip()
@@ -131,10 +101,11 @@ async def _until_signal(signals: AsyncIterator[int], name: str) -> None:
 
 
 async def _sentinel_main(settings: Mapping[str, str], ready: _Ready) -> None:
-    _port(settings)
-    _token(settings)
-    _idle_timeout(settings)
-    _sentinel_limits(settings)
+    # Every setting is checked before the storage opens, so a typo costs nothing.
+    sentinel_port(settings)
+    admission(settings)
+    stream_idle_timeout(settings)
+    sentinel_limits(settings)
     config = storage_config_from_env(settings)
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async with open_storage(config) as provider:
@@ -145,17 +116,20 @@ async def _sentinel_main(settings: Mapping[str, str], ready: _Ready) -> None:
 
 
 async def _serve(
-    provider: object, signals: AsyncIterator[int], settings: Mapping[str, str], ready: _Ready
+    provider: StorageProvider,
+    signals: AsyncIterator[int],
+    settings: Mapping[str, str],
+    ready: _Ready,
 ) -> None:
-    host = settings.get("FAME_SENTINEL_HOST", "").strip() or DEFAULT_HOST
-    port = _port(settings)
-    token, open_admission = _token(settings)
-    max_connections, handshake_timeout = _sentinel_limits(settings)
+    host = sentinel_host(settings)
+    port = sentinel_port(settings)
+    token, open_admission = admission(settings)
+    max_connections, handshake_timeout = sentinel_limits(settings)
     async with (
         fame.open_node(
             path="sentinel",
             storage_provider=provider,
-            stream_idle_timeout=_idle_timeout(settings),
+            stream_idle_timeout=stream_idle_timeout(settings),
         ) as node,
         fame.open_sentinel(
             node=node,
@@ -192,7 +166,7 @@ async def _node_main(
     url = sentinel_url(settings)
     token = settings.get("FAME_ADMISSION_TOKEN", "").strip() or None
     classes = [(spec.load(), spec.address) for spec in agents]
-    _idle_timeout(settings)
+    stream_idle_timeout(settings)
     config = storage_config_from_env(settings)
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async with open_storage(config) as provider:
@@ -205,7 +179,7 @@ async def _node_main(
 
 
 async def _attach(
-    provider: object,
+    provider: StorageProvider,
     signals: AsyncIterator[int],
     classes: Sequence[tuple[type[fame.BaseAgent], str]],
     url: str,
@@ -215,7 +189,7 @@ async def _attach(
 ) -> None:
     async with (
         fame.open_node(
-            storage_provider=provider, stream_idle_timeout=_idle_timeout(settings)
+            storage_provider=provider, stream_idle_timeout=stream_idle_timeout(settings)
         ) as node,
         fame.attach(node, url, token=token),
     ):
@@ -249,6 +223,11 @@ def run_sentinel(settings: Mapping[str, str], ready_file: Path | None) -> int:
     ready = _Ready(ready_file)
     ready.clear()
     try:
+        configure_logging(settings)
+    except SettingError as exc:
+        print(f"fame sentinel: {exc}", file=sys.stderr, flush=True)
+        return 1
+    try:
         return _run("sentinel", _sentinel_main, settings, ready)
     finally:
         ready.clear()
@@ -263,7 +242,8 @@ def run_node(settings: Mapping[str, str], agents: Sequence[str], ready_file: Pat
             a for a in settings.get("FAME_AGENTS", "").replace(",", " ").split() if a
         ]
         specs = [parse_agent_spec(text) for text in texts]
-    except StartupError as exc:
+        configure_logging(settings)
+    except (StartupError, SettingError) as exc:
         print(f"fame node: {exc}", file=sys.stderr, flush=True)
         return 1
     try:

@@ -1,11 +1,14 @@
 """Settings for the command-line programs: ``conf/*.env`` files and the environment.
 
-A config file holds ``NAME=value`` lines (``#`` comments, blank lines and
-optional quotes allowed), the same variables a node reads from its
-environment. Several files merge in order, and the process environment
-overrides them all, so ``FAME_SENTINEL_PORT=8100 just up`` works without
-editing a file. Relative paths are relative to the working directory, which
-``just`` sets to the project root.
+This module is the one place of fame that reads ``FAME_*`` variables: the
+library takes its configuration as arguments, and the programs build those
+here. A config file holds ``NAME=value`` lines (``#`` comments, blank lines,
+``export`` and quotes allowed; python-dotenv's syntax, without ``${...}``
+expansion), the same variables a program reads from its environment.
+Several files merge in order, and the process environment overrides them
+all, so ``FAME_SENTINEL_PORT=8100 just up`` works without editing a file.
+Relative paths are relative to the working directory, which ``just`` sets to
+the project root.
 
 ``just init`` writes the secrets (the storage master key and the admission
 token) to ``conf/secrets.env``, mode 0600, ignored by git.
@@ -13,11 +16,22 @@ token) to ``conf/secrets.env``, mode 0600, ignored by git.
 
 from __future__ import annotations
 
+import io
 import math
 import os
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import TypeVar
+
+from dotenv.parser import parse_stream
+
+from fame._agents._stream import DEFAULT_IDLE_TIMEOUT
+from fame._fabric.sentinel._server import (
+    DEFAULT_HOST,
+    DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_PORT,
+    HANDSHAKE_TIMEOUT,
+)
 
 __all__ = [
     "CONF_DIR",
@@ -26,18 +40,25 @@ __all__ = [
     "SECRETS_FILE",
     "ConfigFileError",
     "SettingError",
+    "admission",
+    "flag_setting",
     "load_settings",
     "positive_setting",
     "read_env_file",
+    "sentinel_host",
+    "sentinel_limits",
+    "sentinel_port",
     "sentinel_url",
+    "stream_idle_timeout",
 ]
 
 CONF_DIR = Path("conf")
 SECRETS_FILE = CONF_DIR / "secrets.env"
 SENTINEL_CONF = CONF_DIR / "sentinel.env"
 AGENT_CONF = CONF_DIR / "agent.env"
-DEFAULT_HOST = "127.0.0.1"
-DEFAULT_PORT = 8000
+
+_TRUE = ("1", "yes", "true", "on")
+_FALSE = ("", "0", "no", "false", "off")
 
 
 class ConfigFileError(Exception):
@@ -57,7 +78,8 @@ def positive_setting(
     """The positive number in setting ``name`` (``default`` if unset), else :class:`SettingError`.
 
     ``convert`` is ``int`` for counts (``FAME_SENTINEL_MAX_CONNECTIONS``)
-    and ``float`` for durations in seconds (``FAME_SENTINEL_HANDSHAKE_TIMEOUT``).
+    and ``float`` for durations in seconds (``FAME_SENTINEL_HANDSHAKE_TIMEOUT``,
+    ``FAME_STREAM_IDLE_TIMEOUT``).
     """
     text = settings.get(name, "").strip()
     if not text:
@@ -67,9 +89,71 @@ def positive_setting(
     except ValueError:
         value = None
     if value is None or not (value > 0 and math.isfinite(value)):
-        kind = "whole number" if convert is int else "number"
+        kind = "whole number" if convert is int else "number of seconds"
         raise SettingError(f"{name}: expected a positive {kind}, got {text[:40]!r}")
     return value
+
+
+def flag_setting(settings: Mapping[str, str], name: str) -> bool:
+    """Whether setting ``name`` is on (``1``, ``yes``, ``true``, ``on``); unset is off."""
+    text = settings.get(name, "").strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise SettingError(f"{name}: expected 1 or 0 (yes/no, true/false), got {text[:40]!r}")
+
+
+def stream_idle_timeout(settings: Mapping[str, str]) -> float:
+    """Seconds a stream producer waits for credit: ``FAME_STREAM_IDLE_TIMEOUT``, else 300."""
+    return positive_setting(settings, "FAME_STREAM_IDLE_TIMEOUT", DEFAULT_IDLE_TIMEOUT, float)
+
+
+def sentinel_limits(settings: Mapping[str, str]) -> tuple[int, float]:
+    """The sentinel's connection limit and handshake timeout."""
+    return (
+        positive_setting(settings, "FAME_SENTINEL_MAX_CONNECTIONS", DEFAULT_MAX_CONNECTIONS, int),
+        positive_setting(settings, "FAME_SENTINEL_HANDSHAKE_TIMEOUT", HANDSHAKE_TIMEOUT, float),
+    )
+
+
+def sentinel_host(settings: Mapping[str, str]) -> str:
+    """The interface the sentinel listens on: ``FAME_SENTINEL_HOST``, else 127.0.0.1."""
+    return settings.get("FAME_SENTINEL_HOST", "").strip() or DEFAULT_HOST
+
+
+def sentinel_port(settings: Mapping[str, str]) -> int:
+    """The sentinel's TCP port: ``FAME_SENTINEL_PORT``, else 8000 (0 picks a free one)."""
+    text = settings.get("FAME_SENTINEL_PORT", "").strip() or str(DEFAULT_PORT)
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535:
+        raise SettingError(f"FAME_SENTINEL_PORT: expected a port number, got {text[:40]!r}")
+    return port
+
+
+def admission(settings: Mapping[str, str]) -> tuple[str | None, bool]:
+    """The sentinel's admission token and whether open admission was asked for.
+
+    One of the two is required: a sentinel without a token is open to anyone
+    who can reach it, so that must be said with ``FAME_OPEN_ADMISSION=1``.
+    """
+    token = settings.get("FAME_ADMISSION_TOKEN", "").strip() or None
+    open_admission = flag_setting(settings, "FAME_OPEN_ADMISSION")
+    if token is None and not open_admission:
+        raise SettingError(
+            "FAME_ADMISSION_TOKEN is not set (run: just init, which writes conf/secrets.env),"
+            " and open admission was not asked for (FAME_OPEN_ADMISSION=1)"
+        )
+    return token, open_admission
+
+
+def _line_of(string: str, first_line: int) -> int:
+    """The line where a binding's text starts (the parser counts leading blank lines in)."""
+    blank = len(string) - len(string.lstrip())
+    return first_line + string[:blank].count("\n")
 
 
 def read_env_file(path: Path) -> dict[str, str]:
@@ -80,28 +164,25 @@ def read_env_file(path: Path) -> dict[str, str]:
         raise ConfigFileError(f"config file {path} does not exist (run: just init)") from None
     except OSError as exc:
         raise ConfigFileError(f"cannot read config file {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigFileError(f"config file {path} is not UTF-8 text") from None
     values: dict[str, str] = {}
-    for number, raw in enumerate(text.splitlines(), 1):
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        if line.startswith("export "):
-            line = line[len("export ") :].lstrip()
-        name, sep, value = line.partition("=")
-        name = name.strip()
-        if not sep or not name.isidentifier():
-            raise ConfigFileError(f"{path}:{number}: expected NAME=value, got {raw.strip()[:60]!r}")
-        value = value.strip()
-        if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
-            value = value[1:-1]
-        values[name] = value
+    for binding in parse_stream(io.StringIO(text)):
+        key, value = binding.key, binding.value
+        if key is None and not binding.error:
+            continue  # a comment or blank lines
+        if binding.error or key is None or value is None or not key.isidentifier():
+            raw = binding.original.string.strip()
+            line = _line_of(binding.original.string, binding.original.line)
+            raise ConfigFileError(f"{path}:{line}: expected NAME=value, got {raw[:60]!r}")
+        values[key] = value
     return values
 
 
 def load_settings(
     files: Iterable[Path], env: Mapping[str, str] | None = None, *, optional: bool = False
 ) -> dict[str, str]:
-    """Merge ``files`` in order, then the environment on top.
+    """Merge ``files`` in order, then the environment (``os.environ`` by default) on top.
 
     With ``optional`` a missing file is skipped (the client reads ``conf/``
     only for defaults); otherwise it is an error.
@@ -120,7 +201,7 @@ def sentinel_url(settings: Mapping[str, str]) -> str:
     url = settings.get("FAME_SENTINEL_URL", "").strip()
     if url:
         return url
-    host = settings.get("FAME_SENTINEL_HOST", "").strip() or DEFAULT_HOST
+    host = sentinel_host(settings)
     port = settings.get("FAME_SENTINEL_PORT", "").strip() or str(DEFAULT_PORT)
     if host in ("0.0.0.0", "::"):
         host = DEFAULT_HOST

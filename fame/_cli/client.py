@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from collections.abc import Sequence
@@ -29,6 +28,7 @@ import fame
 from agents.storage_agent import STORAGE_AGENT_ADDRESS, RecordModel, StorageAgent
 
 from ._errors import describe, errors
+from ._logs import configure_logging
 from ._settings import SECRETS_FILE, SENTINEL_CONF, load_settings, sentinel_url
 
 __all__ = ["main", "record_json"]
@@ -201,13 +201,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         settings = load_settings([SENTINEL_CONF, SECRETS_FILE], optional=True)
+        configure_logging(settings, show_envelopes=args.verbose)
     except Exception as exc:
         print(f"{PROG}: {exc}", file=sys.stderr)
         return 1
     url = args.url or sentinel_url(settings)
     token = args.token if args.token is not None else settings.get("FAME_ADMISSION_TOKEN") or None
-    if args.verbose:
-        os.environ["FAME_SHOW_ENVELOPES"] = "1"
     try:
         return trio.run(_run, args, url, token)
     except ClientError as exc:

@@ -43,7 +43,7 @@ async def connect(
 ) -> AsyncIterator[Node]:
     """Attach an ephemeral node to the sentinel at ``url`` and yield it.
 
-    ``token`` defaults to ``FAME_ADMISSION_TOKEN``. Raises
+    ``token`` is the sentinel's admission token, as for :func:`attach`. Raises
     :class:`fame.AdmissionRefused` for a wrong token and
     ``SentinelUnreachable`` when nothing answers at ``url``.
     """

@@ -1,4 +1,8 @@
-"""Storage configuration, read from the environment.
+"""Storage configuration, built from ``FAME_STORAGE_*`` settings.
+
+The library never reads the environment itself: a program passes the
+mapping (``os.environ``, or its merged config files) to
+:func:`storage_config_from_env`, or builds a :class:`StorageConfig` directly.
 
 =============================  ===========================================
 ``FAME_STORAGE_PROFILE``       ``memory`` (default), ``sqlite``,
@@ -20,7 +24,6 @@ variable and what is expected, so the node runner can print it and exit.
 
 from __future__ import annotations
 
-import os
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -71,13 +74,14 @@ class StorageConfig:
             )
 
 
-def storage_config_from_env(env: Mapping[str, str] | None = None) -> StorageConfig:
-    """Build a :class:`StorageConfig` from ``env`` (default: ``os.environ``).
+def storage_config_from_env(env: Mapping[str, str]) -> StorageConfig:
+    """Build a :class:`StorageConfig` from the ``FAME_STORAGE_*`` variables in ``env``.
 
-    Only syntax is checked here; whether the profile names a known provider
-    and whether the directory is usable is checked when the provider opens.
+    ``env`` is a mapping the caller chose, such as ``os.environ``. Only
+    syntax is checked here; whether the profile names a known provider and
+    whether the directory is usable is checked when the provider opens.
     """
-    env = dict(os.environ if env is None else env)
+    env = dict(env)
     profile = env.get("FAME_STORAGE_PROFILE", "").strip() or "memory"
     directory_text = env.get("FAME_STORAGE_DB_DIRECTORY", "").strip()
     key_text = env.get("FAME_STORAGE_MASTER_KEY", "")

@@ -3,7 +3,7 @@
 A provider hands out key-value stores by namespace. The node opens exactly
 one, from its configuration, with :func:`open_storage`::
 
-    async with open_storage(storage_config_from_env()) as provider:
+    async with open_storage(storage_config_from_env(os.environ)) as provider:
         store = await provider.get_kv_store(RecordModel, "storage_agent_namespace")
 
 ``FAME_STORAGE_PROFILE`` picks the provider:
@@ -134,13 +134,13 @@ async def open_storage(
 
 
 def open_storage_from_env(
-    env: Mapping[str, str] | None = None,
+    env: Mapping[str, str],
     *,
     clock: Callable[[], float] = time.time,
     purge_interval: float = 60.0,
     supervisor: Supervisor | None = None,
 ) -> AbstractAsyncContextManager[StorageProvider]:
-    """:func:`open_storage` with the configuration read from ``env`` (default ``os.environ``).
+    """:func:`open_storage` with the configuration read from ``env`` (e.g. ``os.environ``).
 
     A bad variable raises :class:`StorageConfigError` at once, naming it.
     """

@@ -10,14 +10,17 @@ FAME_ADMISSION_TOKEN, storage from FAME_STORAGE_*.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 import trio
 
 import fame
+from fame._cli._logs import configure_logging
 from fame._fabric._identity import Identity
 from fame._fabric._transport import client_ssl_context
 from fame._fabric._uplink import attach
+from fame._storage import open_storage_from_env
 
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
 from fabric_agents import Echo
@@ -33,14 +36,20 @@ async def main() -> None:
     args = parser.parse_args()
     identity = Identity.generate(args.steal) if args.steal else None
     ssl_context = client_ssl_context(args.cafile) if args.cafile else None
-    async with fame.open_node() as node:
+    token = os.environ.get("FAME_ADMISSION_TOKEN")
+    async with (
+        open_storage_from_env(os.environ) as storage,
+        fame.open_node(storage_provider=storage) as node,
+    ):
         if not args.no_spawn:
             await node.spawn(Echo, "echo@fame.fabric")
             await node.spawn(Echo, "sleepy@fame.fabric")
         if args.pool:
             await node.spawn(Echo, args.pool, pool=True)
         try:
-            async with attach(node, args.url, identity=identity, ssl_context=ssl_context) as uplink:
+            async with attach(
+                node, args.url, token=token, identity=identity, ssl_context=ssl_context
+            ) as uplink:
                 bound = ",".join(sorted(uplink.bindings.bound)) or "-"
                 print("READY", uplink.identity.node_id, bound, flush=True)
                 await trio.sleep_forever()
@@ -49,4 +58,5 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
+    configure_logging(os.environ)  # FAME_SHOW_ENVELOPES, as the fame programs
     trio.run(main)

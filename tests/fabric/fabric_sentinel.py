@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 
 import trio
 
+from fame._cli._logs import configure_logging
 from fame._fabric.sentinel._server import open_sentinel
+from fame._storage import open_storage_from_env
 
 
 async def main() -> None:
@@ -25,17 +28,24 @@ async def main() -> None:
     parser.add_argument("--key")
     parser.add_argument("--heartbeat", type=float, default=0.5)
     args = parser.parse_args()
-    async with open_sentinel(
-        port=args.port,
-        open_admission=args.open,
-        certfile=args.cert,
-        keyfile=args.key,
-        heartbeat=args.heartbeat,
-    ) as sentinel:
+    token = None if args.open else os.environ.get("FAME_ADMISSION_TOKEN")
+    async with (
+        open_storage_from_env(os.environ) as storage,
+        open_sentinel(
+            port=args.port,
+            token=token,
+            open_admission=args.open,
+            storage_provider=storage,
+            certfile=args.cert,
+            keyfile=args.key,
+            heartbeat=args.heartbeat,
+        ) as sentinel,
+    ):
         print("LISTENING", sentinel.port, flush=True)
         await trio.sleep_forever()
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO)
+    configure_logging(os.environ)  # FAME_SHOW_ENVELOPES, as the fame programs
+    logging.getLogger().setLevel(logging.INFO)
     trio.run(main)

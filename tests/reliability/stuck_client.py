@@ -9,6 +9,7 @@ cancelling, until it is killed: a consumer that died mid-stream.
 
 from __future__ import annotations
 
+import os
 import sys
 
 import trio
@@ -17,7 +18,7 @@ import fame
 
 
 async def main(url: str, address: str, items: int) -> None:
-    async with fame.connect(url) as client:
+    async with fame.connect(url, token=os.environ["FAME_ADMISSION_TOKEN"]) as client:
         stream = client.proxy(address).retrieve_all_values().__aiter__()
         for _ in range(items):
             await stream.__anext__()

@@ -25,7 +25,8 @@ import pytest
 import trio
 
 import fame
-from fame._agents._stream import DEFAULT_WINDOW, idle_timeout_from_env
+from fame._agents._stream import DEFAULT_WINDOW
+from fame._cli._settings import SettingError, stream_idle_timeout
 from fame._protocol._inflight import InflightRequests
 
 from .fame_services import FameServices, fame_env, run_fame, sampling_rss, wait_until
@@ -55,11 +56,15 @@ def start_stuck_reader(url: str, token: str, log: Path) -> subprocess.Popen[byte
 
 
 def test_the_idle_timeout_setting_is_validated() -> None:
-    assert idle_timeout_from_env({}) == 300.0
-    assert idle_timeout_from_env({"FAME_STREAM_IDLE_TIMEOUT": " 2.5 "}) == 2.5
-    for bad in ("0", "-1", "soon", "inf", "nan"):
-        with pytest.raises(ValueError, match=r"^FAME_STREAM_IDLE_TIMEOUT: expected a number"):
-            idle_timeout_from_env({"FAME_STREAM_IDLE_TIMEOUT": bad})
+    assert stream_idle_timeout({}) == 300.0
+    assert stream_idle_timeout({"FAME_STREAM_IDLE_TIMEOUT": " 2.5 "}) == 2.5
+    for bad in ("0", "-1", "soon", "inf", "nan", "1e999"):
+        with pytest.raises(
+            SettingError,
+            match=rf"^FAME_STREAM_IDLE_TIMEOUT: expected a positive number of seconds,"
+            rf" got '{bad}'$",
+        ):
+            stream_idle_timeout({"FAME_STREAM_IDLE_TIMEOUT": bad})
 
 
 async def test_an_idle_producer_gives_up_and_tells_a_reader_that_comes_back(
@@ -93,8 +98,7 @@ def test_a_bad_idle_timeout_stops_the_node_with_one_line(tmp_path: Path) -> None
     done = run_fame(tmp_path, "sentinel", env=env)
     assert done.returncode == 1
     assert done.stderr.strip().splitlines() == [
-        "fame sentinel: FAME_STREAM_IDLE_TIMEOUT: expected a number of seconds greater than 0,"
-        " got 'soon'"
+        "fame sentinel: FAME_STREAM_IDLE_TIMEOUT: expected a positive number of seconds, got 'soon'"
     ]
 
 

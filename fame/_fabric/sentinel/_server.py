@@ -24,9 +24,7 @@ agents (``__binding_store``, like any node).
 from __future__ import annotations
 
 import logging
-import os
 import ssl
-import sys
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
@@ -46,7 +44,13 @@ from .._identity import (
     NodeStores,
     load_or_create_identity,
 )
-from .._transport import WS_MAX_MESSAGE, WS_QUEUE, WS_RECEIVE_BUFFER, server_ssl_context
+from .._transport import (
+    HANDSHAKE_TIMEOUT,
+    WS_MAX_MESSAGE,
+    WS_QUEUE,
+    WS_RECEIVE_BUFFER,
+    server_ssl_context,
+)
 from ._connection import PIN_PREFIX, ConnectionHandler, ConnectionNursery
 from ._local_uplink import SentinelUplink
 from ._routing import Router
@@ -58,7 +62,6 @@ log = logging.getLogger("fame.sentinel")
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
 DEFAULT_QUEUE = 256
-HANDSHAKE_TIMEOUT = 10.0
 DEFAULT_MAX_CONNECTIONS = 1024
 
 
@@ -153,11 +156,10 @@ def _resolve_token(token: str | None, open_admission: bool) -> str | None:
         if token:
             raise SentinelConfigError("give either an admission token or open_admission, not both")
         return None
-    token = token if token is not None else os.environ.get("FAME_ADMISSION_TOKEN")
     if not token:
         raise SentinelConfigError(
-            "no admission token: set FAME_ADMISSION_TOKEN (made by `just init`) or pass"
-            " token=...; open admission needs open_admission=True"
+            "no admission token: pass token=... (the fame programs read FAME_ADMISSION_TOKEN,"
+            " made by `just init`); open admission needs open_admission=True"
         )
     return token
 
@@ -182,10 +184,10 @@ async def open_sentinel(
 ) -> AsyncIterator[Sentinel]:
     """Run a sentinel for the duration of the block; yields the :class:`Sentinel`.
 
-    ``token`` defaults to ``FAME_ADMISSION_TOKEN``; without one the
-    sentinel does not start unless ``open_admission`` (then it says so
-    loudly). ``port=0`` picks a free port (see ``sentinel.port``). With
-    ``certfile`` and ``keyfile`` it serves ``wss://``. Without ``node`` the
+    ``token`` is the admission token; without one the sentinel does not
+    start unless ``open_admission`` (then it logs a warning). ``port=0``
+    picks a free port (see ``sentinel.port``). With ``certfile`` and
+    ``keyfile`` it serves ``wss://``. Without ``node`` the
     sentinel runs its own (``open_node(storage_provider=...)``); either
     way that node can host agents.
 
@@ -213,7 +215,6 @@ async def open_sentinel(
             f" {host}:{port} may attach and bind addresses"
         )
         log.warning(message)
-        print(message, file=sys.stderr, flush=True)
     async with AsyncExitStack() as stack:
         if node is None:
             node = await stack.enter_async_context(open_node(storage_provider=storage_provider))
