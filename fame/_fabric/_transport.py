@@ -12,11 +12,11 @@ in that task.
 from __future__ import annotations
 
 import math
-import random
 import ssl
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Final
 from urllib.parse import urlsplit
 
 import trio
@@ -28,13 +28,14 @@ from trio_websocket import (
     open_websocket_url,
 )
 
+from .._core._backoff import Backoff
 from .._core._errors import FameError
 from .._wire._schema import DEFAULT_MAX_MESSAGE_SIZE, Batch, Codec
 
 __all__ = [
     "HANDSHAKE_TIMEOUT",
+    "RECONNECT_BACKOFF",
     "SentinelUnreachable",
-    "backoff_delays",
     "client_ssl_context",
     "open_link",
     "server_ssl_context",
@@ -68,21 +69,9 @@ class SentinelUnreachable(FameError, ConnectionError):
     """The sentinel could not be reached (refused, unresolvable, timed out, bad TLS)."""
 
 
-def backoff_delays(
-    base: float = 0.1, cap: float = 10.0, rng: random.Random | None = None
-) -> Iterator[float]:
-    """Reconnect delays: exponential growth to ``cap`` with full jitter.
-
-    Full jitter (uniform in ``[0, min(cap, base * 2**n)]``) spreads the
-    nodes that lost the same sentinel, so they do not all come back at the
-    same instant after it restarts.
-    """
-    rng = rng or random.Random()
-    attempt = 0
-    while True:
-        ceiling = min(cap, base * (2**attempt))
-        yield rng.uniform(ceiling / 2, ceiling) if attempt == 0 else rng.uniform(0, ceiling)
-        attempt = min(attempt + 1, 30)
+RECONNECT_BACKOFF: Final = Backoff(initial=0.1, maximum=10.0, jitter=True)
+"""Waits between reconnects: 0.1 s doubling to 10 s, jittered so that the nodes
+that lost the same sentinel do not all come back at the same instant."""
 
 
 def server_ssl_context(certfile: str | Path, keyfile: str | Path) -> ssl.SSLContext:

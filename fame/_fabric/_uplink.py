@@ -52,8 +52,8 @@ from ._trace import show_envelope, tracing_enabled
 from ._transport import (
     HANDSHAKE_TIMEOUT,
     LINK_ERRORS,
+    RECONNECT_BACKOFF,
     SentinelUnreachable,
-    backoff_delays,
     is_link_failure,
     open_link,
     write_batched,
@@ -208,7 +208,7 @@ class FabricUplink:
                     await self.stores.set(BINDING_STORE, address, _binding_record(pool))
         for address in self.node.local_addresses():
             self.bindings.want(address, pool=self.node.is_pool(address))
-        delays = backoff_delays()
+        delays = RECONNECT_BACKOFF.delays()
         async with unwrap_exception_group(), trio.open_nursery() as tasks:
             tasks.start_soon(self._control)
             while True:
@@ -226,7 +226,7 @@ class FabricUplink:
                         raise SentinelUnreachable(f"attach to {self.url} failed: {exc}") from None
                     log.warning("link to %s lost: %s", self.url, exc)
                 if self.attach_count != count:
-                    delays = backoff_delays()  # a link that came up resets the backoff
+                    delays = RECONNECT_BACKOFF.delays()  # a link that came up resets the backoff
                 await trio.sleep(next(delays))
 
     async def _connect_once(self, task_status: Any) -> None:

@@ -8,7 +8,7 @@ import pytest
 
 from fame import AdmissionRefused, ProtocolError
 from fame._fabric._identity import Identity
-from fame._fabric._transport import backoff_delays
+from fame._fabric._transport import RECONNECT_BACKOFF
 from fame._protocol import (
     Admitted,
     BindingTracker,
@@ -261,7 +261,7 @@ def test_route_table_links_and_offline_owner() -> None:
 
 
 def test_backoff_grows_to_a_cap_with_jitter() -> None:
-    delays = backoff_delays(base=0.1, cap=10.0, rng=random.Random(7))
+    delays = RECONNECT_BACKOFF.delays(rng=random.Random(7))
     first = [next(delays) for _ in range(12)]
     assert 0.05 <= first[0] <= 0.1
     for n, delay in enumerate(first[1:], start=1):
