@@ -8,8 +8,9 @@ profile the namespace is the file
 ``storage_agent_namespace_encrypted_value.db`` in the node's storage
 directory, so the records survive restarts of the node.
 
-Run it behind a sentinel with ``just up`` (see ``conf/agent.env``), or embed
-it::
+Run it behind a sentinel with ``fame up`` (``conf/agent.env`` names it in
+``FAME_AGENTS``; ``fame node`` imports it from the project directory), or
+embed it::
 
     async with fame.open_node() as node:
         agent = await node.spawn(StorageAgent, STORAGE_AGENT_ADDRESS)
@@ -29,7 +30,7 @@ import fame
 __all__ = ["NAMESPACE", "STORAGE_AGENT_ADDRESS", "RecordModel", "StorageAgent"]
 
 STORAGE_AGENT_ADDRESS = "storage@fame.fabric"
-"""Where ``just up`` serves the agent and where ``fame-client`` calls it."""
+"""Where ``fame up`` serves the agent and where ``fame-client`` calls it."""
 
 NAMESPACE = "storage_agent_namespace"
 """The agent's key-value namespace (and so the name of its database file)."""

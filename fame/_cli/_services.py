@@ -1,9 +1,11 @@
 """``fame init|up|stop|status|logs|clean``: the local sentinel and storage agent.
 
-These are what ``just init``, ``just up`` and friends run. Services are
-plain background processes (``fame sentinel`` and ``fame node``) started
-from the project root, each with a pid file, a ready file and a log under
-``run/``:
+These are what ``just init``, ``just up`` and friends run in a checkout.
+They work in the project directory (``--project DIR``, ``FAME_PROJECT_DIR``
+or the current directory; see :mod:`fame._cli._project`), which ``fame init``
+makes out of an empty one. Services are plain background processes
+(``fame sentinel`` and ``fame node``) started there, each with a pid file, a
+ready file and a log under ``run/``:
 
 =====================  =================================================
 ``run/<name>.pid``     the process id, written when it is started
@@ -32,9 +34,10 @@ import attrs
 import trio
 
 import fame
-from agents.storage_agent import STORAGE_AGENT_ADDRESS, StorageAgent
 
 from ._errors import errors
+from ._project import STARTER_MODULE, project_files
+from ._runner import StartupError, parse_agent_spec
 from ._settings import (
     AGENT_CONF,
     CONF_DIR,
@@ -82,7 +85,10 @@ class Service:
 
     def command(self) -> list[str]:
         return [
-            sys.executable, "-m", "fame._cli.fame", *self.args,
+            # -P: the project's own modules cannot shadow fame; `fame node` adds the
+            # project directory to sys.path itself, for the agents only.
+            sys.executable, "-P", "-m", "fame._cli.fame", *self.args,
+            "--project", str(Path.cwd()),
             "--config", str(self.config), "--config", str(SECRETS_FILE),
             "--ready-file", str(self.ready_file),
         ]  # fmt: skip
@@ -125,7 +131,24 @@ SERVICES = (
 
 
 def init() -> int:
-    """Write ``conf/secrets.env`` (master key, admission token) unless it exists."""
+    """Make the project directory a project: write what is missing of it.
+
+    ``conf/sentinel.env`` and ``conf/agent.env`` (with the starter agent
+    ``storage_agent.py`` if ``conf/agent.env`` is new), then
+    ``conf/secrets.env`` (master key, admission token, mode 0600). Existing
+    files are kept as they are.
+    """
+    new_agent_conf = not AGENT_CONF.exists()
+    for path, text in project_files().items():
+        if path.exists() or (path == STARTER_MODULE and not new_agent_conf):
+            continue
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+        _say(f"fame init: wrote {path}")
+    return _init_secrets()
+
+
+def _init_secrets() -> int:
     if SECRETS_FILE.exists():
         values = read_env_file(SECRETS_FILE)
         missing = [
@@ -143,7 +166,7 @@ def init() -> int:
         return 0
     CONF_DIR.mkdir(exist_ok=True)
     text = (
-        "# Written by `just init`. Keep it secret; it is ignored by git.\n"
+        "# Written by `fame init`. Keep it secret; do not commit it.\n"
         "# The master key encrypts data/; losing or changing it makes the data unreadable.\n"
         f"FAME_STORAGE_MASTER_KEY={secrets.token_urlsafe(32)}\n"
         f"FAME_ADMISSION_TOKEN={secrets.token_urlsafe(32)}\n"
@@ -219,37 +242,61 @@ def _wait_ready(service: Service, process: subprocess.Popen[bytes], deadline: fl
         time.sleep(0.05)
 
 
-async def _probe_agent(url: str, token: str | None) -> None:
+PROBE_OPERATION = "fame-up-probe"
+"""An operation no agent has (not a Python name): an agent answers it with UnknownOperation."""
+
+
+async def _probe_agents(url: str, token: str | None, addresses: list[str]) -> None:
+    """Return once every agent answered; an agent answers the probe with UnknownOperation."""
     async with fame.connect(url, token=token) as node:
-        agent = node.proxy(STORAGE_AGENT_ADDRESS, StorageAgent).with_timeout(5)
-        await agent.retrieve_value(key="fame-up-probe")
+        for address in addresses:
+            try:
+                await getattr(node.proxy(address).with_timeout(5), PROBE_OPERATION)()
+            except fame.UnknownOperation:
+                continue
 
 
 def _wait_answers(
-    url: str, token: str | None, alive: Callable[[], bool], deadline: float
+    url: str, token: str | None, addresses: list[str], alive: Callable[[], bool], deadline: float
 ) -> str | None:
-    """Call the agent until it answers; return the last error if it never does."""
+    """Call the agents until they answer; return the last error if they never do."""
     last = "no answer"
     while time.monotonic() < deadline:
         if not alive():
             return None  # the caller reports the dead process
         try:
-            trio.run(_probe_agent, url, token)
+            trio.run(_probe_agents, url, token, addresses)
             return None
         except Exception as exc:
             last = "; ".join(f"{type(error).__name__}: {error}" for error in errors(exc))
         time.sleep(0.1)
-    return f"{STORAGE_AGENT_ADDRESS} did not answer within {START_TIMEOUT:.0f} s: {last}"
+    names = ", ".join(addresses)
+    return f"{names} did not answer within {START_TIMEOUT:.0f} s: {last}"
+
+
+def _agent_addresses() -> list[str]:
+    """The addresses of the agents ``conf/agent.env`` names (``FAME_AGENTS``)."""
+    settings = load_settings([AGENT_CONF, SECRETS_FILE], optional=True)
+    texts = settings.get("FAME_AGENTS", "").replace(",", " ").split()
+    return [parse_agent_spec(text).address for text in texts]
 
 
 def up() -> int:
     """Start whatever is not running, wait until the storage agent answers."""
-    if not SECRETS_FILE.exists() and init() != 0:
-        return 1
     for service in SERVICES:
         if not service.config.exists():
-            _fail(f"fame up: {service.config} is missing (it is part of the checkout)")
+            _fail(
+                f"fame up: {service.config} is missing: {Path.cwd()} is not a fame project"
+                " (make it one with: fame init, or pass --project DIR)"
+            )
             return 1
+    if not SECRETS_FILE.exists() and _init_secrets() != 0:
+        return 1
+    try:
+        addresses = _agent_addresses()
+    except StartupError as exc:
+        _fail(f"fame up: {AGENT_CONF}: {exc}")
+        return 1
     started: list[Service] = []
     deadline = time.monotonic() + START_TIMEOUT
     for service in SERVICES:
@@ -270,7 +317,7 @@ def up() -> int:
     url = sentinel_url(settings)
     token = settings.get("FAME_ADMISSION_TOKEN") or None
     agent = SERVICES[1]
-    problem = _wait_answers(url, token, lambda: agent.pid() is not None, deadline)
+    problem = _wait_answers(url, token, addresses, lambda: agent.pid() is not None, deadline)
     if agent.pid() is None:
         problem = _reason(agent)
     if problem is not None:
@@ -278,7 +325,10 @@ def up() -> int:
         for other in reversed(started):
             _stop_one(other)
         return 1
-    _say(f"fame up: {STORAGE_AGENT_ADDRESS} answers via {url}")
+    for address in addresses:
+        _say(f"fame up: {address} answers via {url}")
+    if not addresses:
+        _say(f"fame up: the node serves no agents (FAME_AGENTS in {AGENT_CONF} is empty)")
     return 0
 
 

@@ -4,10 +4,15 @@ With no arguments it does what the seed's client does: store
 ``Hello, World!`` under ``key_<epoch-ms>``, read it back, stream every
 stored pair and count them. ``store KEY VALUE``, ``get KEY`` and ``list`` do
 one step each; ``--json`` prints machine-readable output and ``--verbose``
-prints every envelope (``FAME_SHOW_ENVELOPES=1``).
+prints every envelope (``FAME_SHOW_ENVELOPES=1``). ``call ADDRESS OPERATION
+NAME=VALUE...`` calls any agent's operation and prints the result as JSON.
 
 It attaches to the sentinel as a small ephemeral node and calls
-``storage@fame.fabric`` through a typed proxy. Every failure (sentinel
+``storage@fame.fabric`` by operation name: it needs the agent's wire
+contract (operation names, the record's fields), not its module, so it runs
+wherever fame is installed. The sentinel's URL and the admission token come
+from the project directory's ``conf/`` (``--project DIR``,
+``FAME_PROJECT_DIR`` or the current directory). Every failure (sentinel
 unreachable, no agent, admission refused, timeout) is one line on stderr
 and exit status 1; usage errors exit with 2.
 """
@@ -16,28 +21,56 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+import msgspec
 import trio
 
 import fame
-from agents.storage_agent import STORAGE_AGENT_ADDRESS, RecordModel, StorageAgent
 
 from ._errors import describe, errors
-from ._logs import configure_logging
+from ._project import PROJECT_ENV, resolve_project
 from ._settings import SECRETS_FILE, SENTINEL_CONF, load_settings, sentinel_url
 
 __all__ = ["main", "record_json"]
 
 PROG = "fame-client"
+STORAGE_AGENT_ADDRESS = "storage@fame.fabric"
 
 
 class ClientError(Exception):
     """A failure already phrased for the user."""
+
+
+class RecordModel(msgspec.Struct, frozen=True):
+    """A record as the storage example's agent answers it: the value and when it was stored."""
+
+    value: str
+    created: datetime
+
+
+def _record(data: Any) -> RecordModel | None:
+    return None if data is None else msgspec.convert(data, RecordModel, strict=False)
+
+
+def _pair(data: Any) -> tuple[str, RecordModel]:
+    return msgspec.convert(data, tuple[str, RecordModel], strict=False)
+
+
+def _argument(text: str) -> tuple[str, Any]:
+    """``NAME=VALUE`` of ``call``: the value as JSON if it parses, else as the text itself."""
+    name, sep, value = text.partition("=")
+    if not sep or not name.isidentifier():
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
+    try:
+        return name, json.loads(value)
+    except ValueError:
+        return name, value
 
 
 def _iso(created: datetime) -> str:
@@ -90,6 +123,12 @@ def _add_options(parser: argparse.ArgumentParser, default: object) -> None:
     parser.add_argument(
         "--timeout", type=float, default=pick(10.0), help="seconds per call (default 10)"
     )
+    parser.add_argument(
+        "--project",
+        default=pick(None),
+        metavar="DIR",
+        help=f"the project whose conf/ to read (default: {PROJECT_ENV}, else the current one)",
+    )
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -108,19 +147,48 @@ def _parser() -> argparse.ArgumentParser:
     get = commands.add_parser("get", parents=[common], help="print the record under KEY")
     get.add_argument("key")
     commands.add_parser("list", parents=[common], help="print every stored key and record")
+    call = commands.add_parser(
+        "call", parents=[common], help="call any agent's operation; print the result as JSON"
+    )
+    call.add_argument("address", help="the agent's address, e.g. storage@fame.fabric")
+    call.add_argument("operation")
+    call.add_argument(
+        "arguments", nargs="*", type=_argument, metavar="NAME=VALUE",
+        help="keyword arguments; a VALUE that is JSON is passed as such, else as text",
+    )  # fmt: skip
+    call.add_argument(
+        "--stream", action="store_true", help="a streaming operation: print one JSON line per item"
+    )
     return parser
+
+
+def _json(value: Any) -> str:
+    return msgspec.json.encode(value).decode()
+
+
+async def _call(node: fame.Node, args: argparse.Namespace) -> None:
+    proxy = node.proxy(args.address).with_timeout(args.timeout)
+    call = getattr(proxy, args.operation)(**dict(args.arguments))
+    if args.stream:
+        async for item in call:
+            print(_json(item))
+    else:
+        print(_json(await call))
 
 
 async def _run(args: argparse.Namespace, url: str, token: str | None) -> int:
     out = sys.stdout
     try:
         async with fame.connect(url, token=token) as node:
-            agent = node.proxy(STORAGE_AGENT_ADDRESS, StorageAgent).with_timeout(args.timeout)
-            if args.command is None:
+            agent = node.proxy(STORAGE_AGENT_ADDRESS).with_timeout(args.timeout)
+            if args.command == "call":
+                await _call(node, args)
+            elif args.command is None:
                 key = f"key_{time.time_ns() // 1_000_000}"
-                stored: RecordModel = await agent.store_value(key=key, value="Hello, World!")
-                retrieved: RecordModel | None = await agent.retrieve_value(key=key)
-                pairs = [(k, r) async for k, r in agent.retrieve_all_values()]
+                stored = _record(await agent.store_value(key=key, value="Hello, World!"))
+                assert stored is not None
+                retrieved = _record(await agent.retrieve_value(key=key))
+                pairs = [_pair(item) async for item in agent.retrieve_all_values()]
                 if args.json:
                     document = {
                         "key": key,
@@ -138,11 +206,11 @@ async def _run(args: argparse.Namespace, url: str, token: str | None) -> int:
                     print(_pair_json(k, r), file=out)
                 print(f"\nTotal stored values: {len(pairs)}", file=out)
             elif args.command == "store":
-                stored = await agent.store_value(key=args.key, value=args.value)
+                stored = _record(await agent.store_value(key=args.key, value=args.value))
                 text = record_json(stored)
                 print(text if args.json else f"Stored value: {text}", file=out)
             elif args.command == "get":
-                retrieved = await agent.retrieve_value(key=args.key)
+                retrieved = _record(await agent.retrieve_value(key=args.key))
                 if args.json:
                     print(record_json(retrieved), file=out)
                 elif retrieved is None:
@@ -152,7 +220,8 @@ async def _run(args: argparse.Namespace, url: str, token: str | None) -> int:
                 return 0 if retrieved is not None else 1
             else:
                 count = 0
-                async for k, r in agent.retrieve_all_values():
+                async for item in agent.retrieve_all_values():
+                    k, r = _pair(item)
                     count += 1
                     if args.json:
                         line = json.dumps({"key": k, **record_dict(r)}, separators=(",", ":"))
@@ -164,22 +233,23 @@ async def _run(args: argparse.Namespace, url: str, token: str | None) -> int:
     except ClientError:
         raise
     except BaseException as exc:
-        lines = (_explain(error, url) for error in errors(exc))
+        address = args.address if args.command == "call" else STORAGE_AGENT_ADDRESS
+        lines = (_explain(error, url, address) for error in errors(exc))
         raise ClientError("\n".join(lines)) from None
     return 0
 
 
-def _explain(exc: BaseException, url: str) -> str:
-    hint = "is it running? start it with: just up"
+def _explain(exc: BaseException, url: str, address: str) -> str:
+    hint = "is it running? start it with: fame up"
     if isinstance(exc, fame.NoRoute):
-        return f"no storage agent at {STORAGE_AGENT_ADDRESS} behind {url}: {exc} ({hint})"
+        return f"no agent at {address} behind {url}: {exc} ({hint})"
     if isinstance(exc, fame.AdmissionRefused):
         return (
             f"the sentinel at {url} refused admission: {exc} (check --token or"
-            f" FAME_ADMISSION_TOKEN; just init wrote it to {SECRETS_FILE})"
+            f" FAME_ADMISSION_TOKEN; fame init wrote it to {SECRETS_FILE})"
         )
     if isinstance(exc, fame.DeadlineExceeded):
-        return f"no answer in time from {STORAGE_AGENT_ADDRESS} via {url}: {exc}"
+        return f"no answer in time from {address} via {url}: {exc}"
     if isinstance(exc, fame.SentinelUnreachable):
         return f"{exc} ({hint})"  # it names the URL and the reason
     if isinstance(exc, OSError):
@@ -200,13 +270,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``fame-client``; returns the exit status."""
     args = _parser().parse_args(argv)
     try:
-        settings = load_settings([SENTINEL_CONF, SECRETS_FILE], optional=True)
-        configure_logging(settings, show_envelopes=args.verbose)
+        project = resolve_project(args.project)
+        settings = load_settings([project / SENTINEL_CONF, project / SECRETS_FILE], optional=True)
     except Exception as exc:
         print(f"{PROG}: {exc}", file=sys.stderr)
         return 1
     url = args.url or sentinel_url(settings)
     token = args.token if args.token is not None else settings.get("FAME_ADMISSION_TOKEN") or None
+    if args.verbose:
+        os.environ["FAME_SHOW_ENVELOPES"] = "1"
     try:
         return trio.run(_run, args, url, token)
     except ClientError as exc:

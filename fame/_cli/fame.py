@@ -4,16 +4,20 @@
 ``fame sentinel --config FILE...``     run a sentinel in the foreground
 ``fame node --config FILE... --agent``  run a node hosting agents
 ``fame keygen``                        print a new master key (or token)
-``fame init|up|stop|status|logs|clean``  the local services (what ``just`` runs)
+``fame init``                          make the project directory a project
+``fame up|stop|status|logs|clean``     the project's local services
 ``fame inspect DIR``                   list the namespaces of a storage directory
 ``fame dump DIR NAMESPACE``            print a namespace as JSON lines
 ``fame check DIR``                     verify every page and record of a directory
 =====================================  ============================================
 
-Settings come from ``--config`` files (``NAME=value`` lines) with the
-environment on top; the offline commands read ``conf/*.env`` and
-``conf/secrets.env`` by default for the master key. Every failure is one
-line on stderr and a non-zero exit.
+Every command works in the project directory: ``--project DIR`` (before or
+after the command), else ``FAME_PROJECT_DIR``, else the current directory.
+It changes into it first; paths given on the command line stay relative to
+where it was called. Settings come from ``--config`` files (``NAME=value``
+lines) with the environment on top; the offline commands read
+``conf/agent.env`` and ``conf/secrets.env`` by default for the master key.
+Every failure is one line on stderr and a non-zero exit.
 """
 
 from __future__ import annotations
@@ -26,14 +30,27 @@ from pathlib import Path
 
 from . import _services
 from ._errors import errors, one_line
+from ._project import PROJECT_ENV, enter_project, import_from_project
 from ._settings import AGENT_CONF, SECRETS_FILE, ConfigFileError, load_settings
 
 __all__ = ["main"]
 
 
+_PROJECT_HELP = f"the project directory (default: {PROJECT_ENV}, else the current directory)"
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fame", description="fame nodes, services and stores.")
+    parser.add_argument("--project", type=Path, metavar="DIR", help=_PROJECT_HELP)
+    # Also accepted after the command (`fame up --project DIR`); SUPPRESS keeps the
+    # value given before it when it is not repeated.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--project", type=Path, metavar="DIR", default=argparse.SUPPRESS,
+                        help=_PROJECT_HELP)  # fmt: skip
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def command(name: str, help: str) -> argparse.ArgumentParser:
+        return commands.add_parser(name, help=help, parents=[common])
 
     def add_config(sub: argparse.ArgumentParser) -> None:
         sub.add_argument(
@@ -42,44 +59,57 @@ def _parser() -> argparse.ArgumentParser:
         )  # fmt: skip
         sub.add_argument("--ready-file", type=Path, help="written once the node serves")
 
-    sentinel = commands.add_parser("sentinel", help="run a sentinel in the foreground")
+    sentinel = command("sentinel", help="run a sentinel in the foreground")
     add_config(sentinel)
-    node = commands.add_parser("node", help="run a node hosting agents in the foreground")
+    node = command("node", help="run a node hosting agents in the foreground")
     add_config(node)
     node.add_argument(
         "--agent", action="append", default=[], metavar="MODULE:CLASS@ADDRESS",
         help="agent to spawn, e.g. agents.storage_agent:StorageAgent@storage@fame.fabric"
         " (default: FAME_AGENTS from the config)",
     )  # fmt: skip
-    commands.add_parser("keygen", help="print a new random key (master key or admission token)")
-    commands.add_parser("init", help="write conf/secrets.env unless it exists")
-    commands.add_parser("up", help="start the sentinel and the storage agent in the background")
-    commands.add_parser("stop", help="stop the background services gracefully")
-    commands.add_parser("status", help="show whether the services run")
-    logs = commands.add_parser("logs", help="print the end of the services' logs")
+    command("keygen", help="print a new random key (master key or admission token)")
+    command("init", help="write what the project lacks: conf/*.env, the secrets, a starter agent")
+    command("up", help="start the sentinel and the agents' node in the background")
+    command("stop", help="stop the background services gracefully")
+    command("status", help="show whether the services run")
+    logs = command("logs", help="print the end of the services' logs")
     logs.add_argument("-n", type=int, default=40, help="lines per log (default 40)")
-    commands.add_parser("clean", help="stop, then remove conf/secrets.env, data/ and run/")
+    command("clean", help="stop, then remove conf/secrets.env, data/ and run/")
     for name, text in (
         ("inspect", "list the namespaces of a storage directory"),
         ("check", "verify every page and record of a storage directory"),
     ):
-        sub = commands.add_parser(name, help=text)
+        sub = command(name, help=text)
         sub.add_argument("directory", type=Path)
         sub.add_argument("--config", action="append", default=[], type=Path, metavar="FILE")
-    dump = commands.add_parser("dump", help="print a namespace as JSON lines")
+    dump = command("dump", help="print a namespace as JSON lines")
     dump.add_argument("directory", type=Path)
     dump.add_argument("namespace")
     dump.add_argument("--config", action="append", default=[], type=Path, metavar="FILE")
     return parser
 
 
+def _absolute(args: argparse.Namespace) -> None:
+    """Make the paths given on the command line absolute before changing directory."""
+    for name in ("config", "ready_file", "directory"):
+        value = getattr(args, name, None)
+        if isinstance(value, list):
+            setattr(args, name, [path.absolute() for path in value])
+        elif isinstance(value, Path):
+            setattr(args, name, value.absolute())
+
+
 def _dispatch(args: argparse.Namespace) -> int:
     from . import _inspect, _runner
 
+    _absolute(args)
+    project = enter_project(args.project)
     command = args.command
     if command == "sentinel":
         return _runner.run_sentinel(load_settings(args.config), args.ready_file)
     if command == "node":
+        import_from_project(project)  # the agents FAME_AGENTS names are the project's modules
         return _runner.run_node(load_settings(args.config), args.agent, args.ready_file)
     if command == "keygen":
         print(secrets.token_urlsafe(32))

@@ -2,7 +2,9 @@
 
 Every test runs ``just`` against the repository's justfile with the working
 directory set to a temporary root holding a copy of the committed
-``conf/*.env``, and ``FAME_SENTINEL_PORT`` set to a free port, so it never
+``conf/*.env`` and of the example's ``agents/`` (the node imports the agents
+``FAME_AGENTS`` names from the project directory; the library does not
+install them), and ``FAME_SENTINEL_PORT`` set to a free port, so it never
 touches the checkout's ``data/``, ``run/`` or port 8000. Teardown stops the
 services through their pid files and kills any that remain (only those
 pids).
@@ -56,7 +58,12 @@ class Project:
             "FAME_PYTHON": sys.executable,
             "PATH": str(Path(sys.executable).parent) + os.pathsep + os.environ["PATH"],
         }
-        for name in ("FAME_STORAGE_MASTER_KEY", "FAME_ADMISSION_TOKEN", "FAME_SENTINEL_URL"):
+        for name in (
+            "FAME_STORAGE_MASTER_KEY",
+            "FAME_ADMISSION_TOKEN",
+            "FAME_SENTINEL_URL",
+            "FAME_PROJECT_DIR",
+        ):
             self.env.pop(name, None)
 
     def just(self, *args: str, timeout: float = 90) -> subprocess.CompletedProcess[str]:
@@ -118,6 +125,7 @@ def project(tmp_path: Path, suite_secrets: Any) -> Iterator[Project]:
     (root / "conf").mkdir(parents=True)
     for name in ("sentinel.env", "agent.env"):
         shutil.copy(REPO / "conf" / name, root / "conf" / name)
+    shutil.copytree(REPO / "agents", root / "agents", ignore=shutil.ignore_patterns("__pycache__"))
     proj = Project(root, free_port(), suite_secrets)
     try:
         yield proj
