@@ -1,5 +1,6 @@
 # fame — recipes. `just help` lists them with one line each.
-# Services run from this directory: conf/ (settings, secrets), data/ (stores), run/ (pids, logs).
+# Services run from this directory: conf/ (settings, secrets), data/ (stores), run/ (pids, logs);
+# the node imports the agents conf/agent.env names from it (agents/ is the example project).
 # Environment variables override conf/*.env, e.g. `FAME_SENTINEL_PORT=8100 just up`.
 
 set shell := ["bash", "-euo", "pipefail", "-c"]
@@ -11,12 +12,12 @@ fame := python + " -m fame._cli.fame"
 help:
     @just --justfile {{justfile()}} --list --unsorted
 
-# Write conf/secrets.env (master key, admission token; mode 0600) unless it exists
+# Write what the project lacks: conf/*.env, conf/secrets.env (mode 0600), a starter agent
 [no-exit-message]
 init:
     @{{fame}} init
 
-# Start the sentinel and the storage agent in the background; wait until it answers
+# Start the sentinel and the agents' node in the background; wait until every agent answers
 [no-exit-message]
 up:
     @{{fame}} up
@@ -62,13 +63,17 @@ build:
 clean:
     @{{fame}} clean
 
+# Build the wheel and the sdist into dist/ (the distribution is fame-actors; `import fame`)
+dist:
+    {{python}} -m build --outdir dist .
+
 # Run the embedded example: agents inside your own trio.run, no network
 demo:
     {{python}} examples/embedded.py
 
-# Run the whole test suite (real processes, sockets and SQLCipher files)
+# Run the whole test suite on every core (real processes, sockets and SQLCipher files)
 test *args:
-    {{python}} -m pytest -q {{args}}
+    {{python}} -m pytest -q -n auto {{args}}
 
 # Lint: ruff check, ruff format check and mypy, all must be clean
 lint:
