@@ -49,7 +49,7 @@ def describe(exc: BaseException) -> str | None:
         return (
             f"the master key does not match the databases in {shown_path(exc.directory)}"
             f" ({exc.file} cannot be decrypted with FAME_STORAGE_MASTER_KEY); no file was"
-            " changed. Use the key these files were created with, or start over with: just clean"
+            " changed. Use the key these files were created with, or start over with: fame clean"
         )
     if isinstance(exc, ConfigFileError | fame.FameError):
         return str(exc)

@@ -144,7 +144,7 @@ def admission(settings: Mapping[str, str]) -> tuple[str | None, bool]:
     open_admission = flag_setting(settings, "FAME_OPEN_ADMISSION")
     if token is None and not open_admission:
         raise SettingError(
-            "FAME_ADMISSION_TOKEN is not set (run: just init, which writes conf/secrets.env),"
+            "FAME_ADMISSION_TOKEN is not set (run: fame init, which writes conf/secrets.env),"
             " and open admission was not asked for (FAME_OPEN_ADMISSION=1)"
         )
     return token, open_admission
@@ -161,7 +161,7 @@ def read_env_file(path: Path) -> dict[str, str]:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ConfigFileError(f"config file {path} does not exist (run: just init)") from None
+        raise ConfigFileError(f"config file {path} does not exist (run: fame init)") from None
     except OSError as exc:
         raise ConfigFileError(f"cannot read config file {path}: {exc.strerror}") from None
     except UnicodeDecodeError:
