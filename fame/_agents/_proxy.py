@@ -1,49 +1,71 @@
-"""Proxies: an agent's operations called as methods.
+"""Proxies: an agent's operations called as methods, typed or by name.
 
 ``node.proxy(address, AgentType)`` (or the proxy ``node.spawn`` returns)
-turns attribute access into calls: ``await proxy.op(x=1)`` for a plain
-operation, ``async for item in proxy.op()`` for a streaming one. The same
-proxy works whether the agent is in this process or behind a sentinel,
-because it only builds requests; the node decides where they go.
+offers two styles. The typed one names the operation by its function, so
+a type checker sees the operation's own parameters and result, no plugin
+needed::
+
+    record = await proxy.call(StorageAgent.store_value, key="k", value="v")
+    async for key, record in proxy.stream(StorageAgent.retrieve_all_values):
+        ...
+
+The attribute style sends any name: ``await proxy.store_value(key="k")``
+for a plain operation, ``async for item in proxy.op()`` for a streaming
+one. Both give coroutines Trio accepts, so ``nursery.start_soon(
+proxy.store_value, "k", "v")`` and ``nursery.start_soon(proxy.call,
+StorageAgent.store_value, "k", "v")`` work. The same proxy works whether
+the agent is in this process or behind a sentinel, because it only builds
+requests; the node decides where they go.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+import weakref
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Generator
+from types import TracebackType
+from typing import Any, Concatenate, Generic, ParamSpec, TypeVar
 
 import msgspec
 
 from ._agent import BaseAgent
+from ._caller import Caller  # what a proxy needs of a node: keeps the arrows one way
 from ._operation import OperationSpec
 from ._stream import Stream
 
-if TYPE_CHECKING:
-    from ._node import Node
+__all__ = ["AgentT", "Proxy"]
 
-__all__ = ["Proxy"]
+AgentT = TypeVar("AgentT", bound=BaseAgent, covariant=True)
+"""The agent class a proxy calls (``Proxy[StorageAgent]``); ``Any`` when unknown."""
+
+P = ParamSpec("P")
+R = TypeVar("R")
+T = TypeVar("T")
+
+_MARK = "__fame_operation__"  # set by @operation (see ._operation)
 
 
-class Proxy:
-    """Calls an agent's operations as methods: ``await proxy.op(x=1)``.
+class Proxy(Generic[AgentT]):
+    """Calls the operations of the agent at one address.
 
-    Every attribute is an operation. A plain one is awaited; a streaming
-    one is iterated (``async for item in proxy.op()``). Without an agent
-    type the proxy cannot tell which is which, so the returned call object
-    supports both.
+    ``await proxy.call(Agent.op, ...)`` and ``proxy.stream(Agent.op, ...)``
+    are typed from the operation's signature; ``proxy.op(...)`` sends any
+    name (awaited for a plain operation, iterated for a streaming one).
+    Without an agent type the proxy cannot tell which is which, so the
+    attribute-style call object supports both.
     """
 
     def __init__(
         self,
-        node: Node,
+        node: Caller,
         address: str,
-        agent_type: type[BaseAgent] | None = None,
+        agent_type: type[AgentT] | None = None,
         *,
         timeout: float | None = None,
     ) -> None:
         self._node = node
         self._address = address
-        self._agent_type = agent_type
+        # A plain actor is registered as BaseAgent: it has no operations to check.
+        self._agent_type = None if agent_type is BaseAgent else agent_type
         self._timeout = timeout
 
     @property
@@ -54,22 +76,89 @@ class Proxy:
         kind = self._agent_type.__name__ if self._agent_type else "agent"
         return f"<Proxy {kind} at {self._address}>"
 
-    def with_timeout(self, timeout: float) -> Proxy:
+    def with_timeout(self, timeout: float) -> Proxy[AgentT]:
         """A proxy to the same agent whose calls have this deadline (seconds)."""
         return Proxy(self._node, self._address, self._agent_type, timeout=timeout)
 
-    def __getattr__(self, name: str) -> Callable[..., _Call]:
+    # --- typed calls ----------------------------------------------------------------
+
+    def call(
+        self,
+        operation: Callable[Concatenate[AgentT, P], Awaitable[R]],
+        /,
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> Coroutine[Any, Any, R]:
+        """Call plain ``operation`` (``Agent.op``, unbound) with these arguments.
+
+        Returns a coroutine: await it, or hand ``proxy.call`` and the
+        arguments to ``nursery.start_soon``. The operation is sent by its
+        wire name (``@operation(name=...)`` respected). Raises
+        :class:`TypeError` at once if ``operation`` is not a plain
+        operation of this proxy's agent, or the arguments do not bind.
+        """
+        spec = self._spec_of(operation)
+        if spec.streaming:
+            raise TypeError(
+                f"{spec.name} is a streaming operation: use proxy.stream({_qualname(operation)})"
+            )
+        return _Call(self, spec.name, spec.bind(args, kwargs), spec)
+
+    def stream(
+        self,
+        operation: Callable[Concatenate[AgentT, P], AsyncIterator[T]],
+        /,
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> Stream[T]:
+        """Open streaming ``operation`` (``Agent.op``, unbound): iterate the result.
+
+        Nothing is sent until the first item is asked for. Use it as
+        ``async with`` (or call ``aclose()``) to stop early. Raises
+        :class:`TypeError` at once if ``operation`` is not a streaming
+        operation of this proxy's agent, or the arguments do not bind.
+        """
+        spec = self._spec_of(operation)
+        if not spec.streaming:
+            raise TypeError(
+                f"{spec.name} is a plain operation: use await proxy.call({_qualname(operation)})"
+            )
+        return self._open(spec.name, spec.bind(args, kwargs), spec.result_type)
+
+    def _spec_of(self, operation: Callable[..., Any]) -> OperationSpec:
+        """The spec of ``operation`` as this proxy's agent serves it."""
+        mark = getattr(operation, _MARK, None)
+        if mark is None:
+            raise TypeError(
+                f"{_qualname(operation)} is not an operation (mark it with @fame.operation)"
+            )
+        agent_type = self._agent_type
+        if agent_type is None:
+            return _spec_from_function(operation)
+        # Found by identity in the class hierarchy, so that a same-named method of
+        # another agent is refused and an overridden one is called by its wire name.
+        for klass in agent_type.__mro__:
+            for attr_name, value in vars(klass).items():
+                if value is operation:
+                    spec = agent_type.operations.get(mark.name or attr_name)
+                    if spec is not None:
+                        return spec
+        raise TypeError(f"{_qualname(operation)} is not an operation of {agent_type.__name__}")
+
+    # --- calls by attribute ---------------------------------------------------------
+
+    def __getattr__(self, name: str) -> Callable[..., _Call[Any]]:
         if name.startswith("_"):
             raise AttributeError(name)
         spec: OperationSpec | None = None
-        if self._agent_type is not None and self._agent_type is not BaseAgent:
+        if self._agent_type is not None:
             spec = self._agent_type.operations.get(name)
             if spec is None:
                 raise AttributeError(
                     f"{self._agent_type.__name__} at {self._address} has no operation {name!r}"
                 )
 
-        def call(*args: Any, **kwargs: Any) -> _Call:
+        def call(*args: Any, **kwargs: Any) -> _Call[Any]:
             if spec is not None:
                 kwargs = spec.bind(args, kwargs)
             elif args:
@@ -78,56 +167,103 @@ class Proxy:
                 )
             return _Call(self, name, kwargs, spec)
 
-        call.__name__ = name
+        call.__name__ = call.__qualname__ = name
         return call
 
+    # --- the node's side --------------------------------------------------------------
 
-class _Call:
-    """One call through a proxy: awaitable (plain) and async-iterable (streaming)."""
+    async def _result(self, name: str, args: dict[str, Any], spec: OperationSpec | None) -> Any:
+        result = await self._node.call(self._address, name, args, timeout=self._timeout)
+        if spec is not None and spec.result_type is not Any:
+            return msgspec.convert(result, spec.result_type, strict=False)
+        return result
 
-    __slots__ = ("_args", "_name", "_proxy", "_spec", "_stream")
+    def _open(self, name: str, args: dict[str, Any], item_type: Any) -> Stream[Any]:
+        return self._node.open_stream(
+            self._address, name, args, timeout=self._timeout, item_type=item_type
+        )
+
+
+class _Call(Coroutine[Any, Any, R]):
+    """One call through a proxy: a coroutine (plain) that is also async-iterable (streaming).
+
+    The arguments are bound when the call is made, so a mistake raises at
+    the call site. Being a coroutine object is what lets Trio start it
+    (``nursery.start_soon(proxy.op, ...)``); the request is sent only when
+    the coroutine first runs, or, for a stream, when the first item is
+    asked for. A call object that is never awaited sends nothing and, unlike
+    an ``async def`` coroutine, owes no warning.
+    """
+
+    __slots__ = ("_args", "_coro", "_name", "_proxy", "_spec", "_stream")
 
     def __init__(
-        self, proxy: Proxy, name: str, args: dict[str, Any], spec: OperationSpec | None
+        self, proxy: Proxy[Any], name: str, args: dict[str, Any], spec: OperationSpec | None
     ) -> None:
         self._proxy = proxy
         self._name = name
         self._args = args
         self._spec = spec
-        self._stream: Stream | None = None
+        self._coro: Coroutine[Any, Any, R] | None = None
+        self._stream: Stream[Any] | None = None
 
-    def __await__(self) -> Any:
-        return self._result().__await__()
+    def __repr__(self) -> str:
+        return f"<call {self._name}() to {self._proxy.address}>"
 
-    async def _result(self) -> Any:
-        proxy = self._proxy
-        result = await proxy._node.call(
-            proxy._address, self._name, self._args, timeout=proxy._timeout
-        )
-        spec = self._spec
-        if spec is not None and spec.result_type is not Any:
-            return msgspec.convert(result, spec.result_type, strict=False)
-        return result
+    def _started(self) -> Coroutine[Any, Any, R]:
+        if self._coro is None:
+            self._coro = self._proxy._result(self._name, self._args, self._spec)
+        return self._coro
 
-    def _open(self) -> Stream:
+    def __await__(self) -> Generator[Any, None, R]:
+        return self._started().__await__()
+
+    def send(self, value: Any, /) -> Any:
+        return self._started().send(value)
+
+    def throw(
+        self,
+        typ: type[BaseException] | BaseException,
+        val: object = None,
+        tb: TracebackType | None = None,
+        /,
+    ) -> Any:
+        if val is None and tb is None:
+            return self._started().throw(typ)
+        return self._started().throw(typ, val, tb)  # type: ignore[arg-type]
+
+    def close(self) -> None:
+        if self._coro is not None:
+            self._coro.close()
+
+    def _open(self) -> Stream[Any]:
         if self._stream is None:
-            proxy = self._proxy
             item_type = self._spec.result_type if self._spec is not None else Any
-            self._stream = proxy._node.open_stream(
-                proxy._address,
-                self._name,
-                self._args,
-                timeout=proxy._timeout,
-                item_type=item_type,
-            )
+            self._stream = self._proxy._open(self._name, self._args, item_type)
         return self._stream
 
-    def __aiter__(self) -> Stream:
+    def __aiter__(self) -> Stream[Any]:
         return self._open()
 
-    async def __aenter__(self) -> Stream:
+    async def __aenter__(self) -> Stream[Any]:
         return self._open()
 
     async def __aexit__(self, *exc_info: object) -> None:
         if self._stream is not None:
             await self._stream.aclose()
+
+
+_specs: weakref.WeakKeyDictionary[Callable[..., Any], OperationSpec] = weakref.WeakKeyDictionary()
+
+
+def _spec_from_function(operation: Callable[..., Any]) -> OperationSpec:
+    """The spec of an operation read from its function alone (for an untyped proxy)."""
+    spec = _specs.get(operation)
+    if spec is None:
+        spec = OperationSpec.from_function(operation.__name__, operation, BaseAgent)
+        _specs[operation] = spec
+    return spec
+
+
+def _qualname(function: object) -> str:
+    return getattr(function, "__qualname__", repr(function))
