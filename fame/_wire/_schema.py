@@ -66,14 +66,14 @@ MAX_HOPS: Final = 16
 """Routers drop an envelope that has been forwarded this many times."""
 
 
-class _Msg(msgspec.Struct, array_like=True, omit_defaults=False):
-    pass
+class _Msg(msgspec.Struct, array_like=True, omit_defaults=False, frozen=True):
+    """Frozen: a message never changes once made, so queues, routers and traces share it safely."""
 
 
 # --- frames carried inside an envelope ------------------------------------------------
 
 
-class Request(_Msg, tag="req"):
+class Request(_Msg, tag="req", frozen=True):
     """Call operation ``op`` with keyword ``args``.
 
     ``stream`` asks for a streaming operation; ``credit`` is then the number
@@ -89,35 +89,35 @@ class Request(_Msg, tag="req"):
     timeout_ms: int | None = None
 
 
-class Reply(_Msg, tag="rep"):
+class Reply(_Msg, tag="rep", frozen=True):
     """The result of a plain request."""
 
     result: Any
 
 
-class StreamItem(_Msg, tag="item"):
+class StreamItem(_Msg, tag="item", frozen=True):
     """One item of a streaming operation, consuming one credit."""
 
     item: Any
 
 
-class StreamEnd(_Msg, tag="end"):
+class StreamEnd(_Msg, tag="end", frozen=True):
     """The streaming operation finished normally."""
 
 
-class Credit(_Msg, tag="credit"):
+class Credit(_Msg, tag="credit", frozen=True):
     """The consumer of a stream is ready for ``n`` more items."""
 
     n: int
 
 
-class Cancel(_Msg, tag="cancel"):
+class Cancel(_Msg, tag="cancel", frozen=True):
     """The caller gave up on a request or stream; the callee stops it."""
 
     reason: str = ""
 
 
-class Error(_Msg, tag="err"):
+class Error(_Msg, tag="err", frozen=True):
     """A request failed. ``kind`` names the :class:`fame.RemoteError` subclass.
 
     ``traceback`` is the crash's traceback as text for an ``actor_crashed``
@@ -134,7 +134,7 @@ class Error(_Msg, tag="err"):
 Frame = Request | Reply | StreamItem | StreamEnd | Credit | Cancel | Error
 
 
-class Envelope(_Msg, tag="e"):
+class Envelope(_Msg, tag="e", frozen=True):
     """A routed message: ``frame`` for the actor at address ``to``.
 
     ``id`` is unique per sending node and only serves tracing. Replies to
@@ -150,7 +150,7 @@ class Envelope(_Msg, tag="e"):
     corr: int | None = None
 
 
-class RoutingHeader(_Msg, tag="e"):
+class RoutingHeader(_Msg, tag="e", frozen=True):
     """An :class:`Envelope` as a router decodes it: the frame stays raw bytes.
 
     ``frame`` is the undecoded frame (see :func:`frame_tag`); ``reply_to``
@@ -165,7 +165,7 @@ class RoutingHeader(_Msg, tag="e"):
     corr: int | None = None
 
 
-class _FrameTag(msgspec.Struct, array_like=True):
+class _FrameTag(msgspec.Struct, array_like=True, frozen=True):
     tag: str
 
 
@@ -187,14 +187,14 @@ def frame_tag(frame: msgspec.Raw) -> str:
 # --- link frames: between the two ends of one connection ------------------------------
 
 
-class Challenge(_Msg, tag="challenge"):
+class Challenge(_Msg, tag="challenge", frozen=True):
     """Sentinel to node, first message on a connection: sign ``nonce``."""
 
     nonce: bytes
     sentinel_id: str
 
 
-class Attach(_Msg, tag="attach"):
+class Attach(_Msg, tag="attach", frozen=True):
     """Node to sentinel: who I am, my admission token, and proof of my key.
 
     ``signature`` is the Ed25519 signature by ``public_key`` over
@@ -208,7 +208,7 @@ class Attach(_Msg, tag="attach"):
     ephemeral: bool = False
 
 
-class Welcome(_Msg, tag="welcome"):
+class Welcome(_Msg, tag="welcome", frozen=True):
     """Sentinel to node: admitted; ``path`` is the node's own path.
 
     ``heartbeat_ms`` is the sentinel's heartbeat interval: the node pings at
@@ -221,49 +221,49 @@ class Welcome(_Msg, tag="welcome"):
     heartbeat_ms: int = 5000
 
 
-class Refused(_Msg, tag="refused"):
+class Refused(_Msg, tag="refused", frozen=True):
     """Sentinel to node: not admitted, with the reason. The link closes."""
 
     reason: str
 
 
-class Bind(_Msg, tag="bind"):
+class Bind(_Msg, tag="bind", frozen=True):
     """Node to sentinel: route ``addresses`` to me (``pool``: shared)."""
 
     addresses: list[str]
     pool: bool = False
 
 
-class Bound(_Msg, tag="bound"):
+class Bound(_Msg, tag="bound", frozen=True):
     """Sentinel to node: ``address`` now routes to the node."""
 
     address: str
 
 
-class BindRefused(_Msg, tag="bind_refused"):
+class BindRefused(_Msg, tag="bind_refused", frozen=True):
     """Sentinel to node: ``address`` was not bound, and why."""
 
     address: str
     reason: str
 
 
-class Unbind(_Msg, tag="unbind"):
+class Unbind(_Msg, tag="unbind", frozen=True):
     """Node to sentinel: stop routing ``addresses`` to me."""
 
     addresses: list[str]
 
 
-class Ping(_Msg, tag="ping"):
+class Ping(_Msg, tag="ping", frozen=True):
     """Heartbeat; the peer answers with a :class:`Pong` of the same nonce."""
 
     nonce: int
 
 
-class Pong(_Msg, tag="pong"):
+class Pong(_Msg, tag="pong", frozen=True):
     nonce: int
 
 
-class Batch(_Msg, tag="batch"):
+class Batch(_Msg, tag="batch", frozen=True):
     """Several encoded link messages in one websocket message.
 
     A link's writer sends what queued up while it was busy as one batch, so
@@ -276,7 +276,7 @@ class Batch(_Msg, tag="batch"):
     messages: list[bytes]
 
 
-class LinkError(_Msg, tag="link_error"):
+class LinkError(_Msg, tag="link_error", frozen=True):
     """The peer sent something the protocol does not allow; ``reason`` says what."""
 
     reason: str
