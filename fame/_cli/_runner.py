@@ -27,6 +27,8 @@ from ._logs import configure_logging
 from ._settings import (
     SettingError,
     admission,
+    admission_token,
+    agent_entries,
     sentinel_host,
     sentinel_limits,
     sentinel_port,
@@ -74,9 +76,10 @@ def parse_agent_spec(text: str) -> AgentSpec:
 
 
 def _describe_storage(settings: Mapping[str, str]) -> str:
-    profile = settings.get("FAME_STORAGE_PROFILE", "").strip() or "memory"
-    directory = settings.get("FAME_STORAGE_DB_DIRECTORY", "").strip()
-    return f"{profile} in {shown_path(directory)}" if directory else profile
+    config = storage_config_from_env(settings)
+    if config.directory is None:
+        return config.profile
+    return f"{config.profile} in {shown_path(config.directory)}"
 
 
 class _Ready:
@@ -164,7 +167,7 @@ async def _node_main(
     settings: Mapping[str, str], agents: Sequence[AgentSpec], ready: _Ready
 ) -> None:
     url = sentinel_url(settings)
-    token = settings.get("FAME_ADMISSION_TOKEN", "").strip() or None
+    token = admission_token(settings)
     classes = [(spec.load(), spec.address) for spec in agents]
     stream_idle_timeout(settings)
     config = storage_config_from_env(settings)
@@ -238,9 +241,7 @@ def run_node(settings: Mapping[str, str], agents: Sequence[str], ready_file: Pat
     ready = _Ready(ready_file)
     ready.clear()
     try:
-        texts = list(agents) or [
-            a for a in settings.get("FAME_AGENTS", "").replace(",", " ").split() if a
-        ]
+        texts = list(agents) or agent_entries(settings)
         specs = [parse_agent_spec(text) for text in texts]
         configure_logging(settings)
     except (StartupError, SettingError) as exc:

@@ -41,6 +41,8 @@ __all__ = [
     "ConfigFileError",
     "SettingError",
     "admission",
+    "admission_token",
+    "agent_entries",
     "flag_setting",
     "load_settings",
     "positive_setting",
@@ -134,13 +136,18 @@ def sentinel_port(settings: Mapping[str, str]) -> int:
     return port
 
 
+def admission_token(settings: Mapping[str, str]) -> str | None:
+    """``FAME_ADMISSION_TOKEN``, the token nodes and clients attach with; ``None`` if unset."""
+    return settings.get("FAME_ADMISSION_TOKEN", "").strip() or None
+
+
 def admission(settings: Mapping[str, str]) -> tuple[str | None, bool]:
     """The sentinel's admission token and whether open admission was asked for.
 
     One of the two is required: a sentinel without a token is open to anyone
     who can reach it, so that must be said with ``FAME_OPEN_ADMISSION=1``.
     """
-    token = settings.get("FAME_ADMISSION_TOKEN", "").strip() or None
+    token = admission_token(settings)
     open_admission = flag_setting(settings, "FAME_OPEN_ADMISSION")
     if token is None and not open_admission:
         raise SettingError(
@@ -148,6 +155,11 @@ def admission(settings: Mapping[str, str]) -> tuple[str | None, bool]:
             " and open admission was not asked for (FAME_OPEN_ADMISSION=1)"
         )
     return token, open_admission
+
+
+def agent_entries(settings: Mapping[str, str]) -> list[str]:
+    """The ``module:Class@address`` entries of ``FAME_AGENTS`` (spaces or commas between)."""
+    return settings.get("FAME_AGENTS", "").replace(",", " ").split()
 
 
 def _line_of(string: str, first_line: int) -> int:

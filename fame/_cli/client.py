@@ -35,7 +35,7 @@ import fame
 
 from ._errors import describe, errors
 from ._project import PROJECT_ENV, resolve_project
-from ._settings import SECRETS_FILE, SENTINEL_CONF, load_settings, sentinel_url
+from ._settings import SECRETS_FILE, SENTINEL_CONF, admission_token, load_settings, sentinel_url
 
 __all__ = ["main", "record_json"]
 
@@ -276,7 +276,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{PROG}: {exc}", file=sys.stderr)
         return 1
     url = args.url or sentinel_url(settings)
-    token = args.token if args.token is not None else settings.get("FAME_ADMISSION_TOKEN") or None
+    token = args.token if args.token is not None else admission_token(settings)
     if args.verbose:
         os.environ["FAME_SHOW_ENVELOPES"] = "1"
     try:

@@ -17,6 +17,8 @@ from fame._cli._settings import (
     ConfigFileError,
     SettingError,
     admission,
+    admission_token,
+    agent_entries,
     flag_setting,
     load_settings,
     positive_setting,
@@ -139,3 +141,10 @@ def test_port_flag_and_admission_settings() -> None:
     assert admission({"FAME_OPEN_ADMISSION": "1"}) == (None, True)
     with pytest.raises(SettingError, match=r"^FAME_ADMISSION_TOKEN is not set"):
         admission({"FAME_OPEN_ADMISSION": "0"})
+    assert admission_token({"FAME_ADMISSION_TOKEN": "  "}) is None
+
+
+def test_agent_entries_are_split_on_spaces_and_commas() -> None:
+    assert agent_entries({}) == []
+    text = " a.b:C@x@y, d.e:F@z@w\tg:H@q "
+    assert agent_entries({"FAME_AGENTS": text}) == ["a.b:C@x@y", "d.e:F@z@w", "g:H@q"]
