@@ -187,7 +187,13 @@ class AgentActor(Actor):
         """Tell the caller of ``envelope`` that the agent crashed with ``exc``."""
         crash = crash_error(self.address, exc)
         await self._switchboard.reply_error(
-            envelope, crash.kind, crash.message, actor=self.address, exc_type=crash.exc_type
+            envelope,
+            crash.kind,
+            crash.message,
+            actor=self.address,
+            exc_type=crash.exc_type,
+            traceback=crash.traceback,
+            cause=exc,
         )
 
     async def crash(self, exc: Exception) -> None:

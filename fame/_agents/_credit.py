@@ -161,9 +161,11 @@ class StreamConsumer:
             case StreamEnd():
                 self.finished = True
                 raise StopAsyncIteration
-            case Error(kind=kind, message=message, actor=actor, exc_type=exc_type):
+            case Error(kind, message, actor, exc_type, traceback):
                 self.finished = True
-                raise remote_error(kind, message, actor=actor, exc_type=exc_type)
+                raise remote_error(
+                    kind, message, actor=actor, exc_type=exc_type, traceback=traceback
+                )
             case _:
                 self.finished = True
                 raise ProtocolError(f"unexpected {type(frame).__name__} in a stream")

@@ -128,6 +128,9 @@ class Switchboard:
         # link_lost() must fail, since their answers can no longer arrive.
         self.remote: dict[int, str] = {}
         self.producers: dict[tuple[str | None, int | None], StreamProducer] = {}
+        # The exception behind a crash answering a call from this node, by corr:
+        # the caller's ActorCrashed gets it as __cause__ (frames carry only text).
+        self.crash_causes: dict[int, BaseException] = {}
         self.set_path(path)
 
     def set_path(self, path: str) -> None:
@@ -161,14 +164,19 @@ class Switchboard:
                 match await slot.wait():
                     case Reply(result=result):
                         return result
-                    case Error(kind=kind, message=message, actor=actor, exc_type=exc_type):
-                        raise remote_error(kind, message, actor=actor, exc_type=exc_type)
+                    case Error(kind, message, actor, exc_type, traceback):
+                        error = remote_error(
+                            kind, message, actor=actor, exc_type=exc_type, traceback=traceback
+                        )
+                        error.__cause__ = self.crash_causes.pop(corr, None)
+                        raise error
                     case frame:
                         raise ProtocolError(f"unexpected {type(frame).__name__} in reply to a call")
             raise DeadlineExceeded(f"{address} did not answer {op}() within {timeout} s")
         finally:
             del self.pending[corr]
             self.remote.pop(corr, None)
+            self.crash_causes.pop(corr, None)
 
     async def send_stream_request(
         self, address: str, request: Request, consumer: StreamConsumer, timeout: float
@@ -293,9 +301,20 @@ class Switchboard:
         *,
         actor: str | None = None,
         exc_type: str | None = None,
+        traceback: str | None = None,
+        cause: BaseException | None = None,
     ) -> None:
-        """Answer ``request`` with an error of ``kind`` (a :class:`fame.RemoteError` kind)."""
-        await self.reply(request, Error(kind, message, actor, exc_type))
+        """Answer ``request`` with an error of ``kind`` (a :class:`fame.RemoteError` kind).
+
+        ``cause`` (the exception behind a crash) reaches a caller on this node.
+        """
+        if (
+            cause is not None
+            and request.reply_to == self.reply_address
+            and request.corr in self.pending
+        ):
+            self.crash_causes[request.corr] = cause
+        await self.reply(request, Error(kind, message, actor, exc_type, traceback))
 
     # --- failing what waits ---------------------------------------------------------
 

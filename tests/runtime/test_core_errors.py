@@ -13,6 +13,8 @@
 from __future__ import annotations
 
 import logging
+import secrets
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -25,6 +27,7 @@ from fame._core._actor import Actor
 from fame._core._errors import NodeClosed, SupervisorGaveUp, remote_error
 from fame._core._groups import collapse, leaves, unwrap_exception_group
 from fame._core._supervisor import open_supervisor
+from fame._fabric.sentinel._server import open_sentinel
 from fame._wire._schema import Codec, Envelope, Error
 
 
@@ -178,6 +181,56 @@ async def test_a_long_traceback_is_cut_to_its_innermost_frames() -> None:
     assert crash.traceback is not None
     assert len(crash.traceback) <= MAX_TRACEBACK_LENGTH + 10
     assert crash.traceback.endswith("RecursionError: deep bug\n")
+
+
+class Buggy(fame.BaseAgent):
+    @fame.operation
+    async def crash(self) -> None:
+        broken_handler("crash")
+
+    @fame.operation(streaming=True)
+    async def count(self) -> AsyncIterator[int]:
+        yield 1
+        broken_handler("count")
+
+
+async def test_an_agent_crash_reaches_a_local_caller_with_cause_and_traceback() -> None:
+    policy = RestartPolicy(backoff_initial=0)
+    async with fame.open_node(storage_provider=object(), restart_policy=policy) as node:
+        proxy = await node.spawn(Buggy, "buggy@local")
+        with pytest.raises(ActorCrashed) as info:
+            await proxy.crash()
+        with pytest.raises(ActorCrashed) as streamed:
+            async for _ in proxy.count():
+                pass
+    assert isinstance(info.value.__cause__, ValueError)
+    assert info.value.traceback is not None
+    assert "broken_handler" in info.value.traceback
+    assert streamed.value.traceback is not None
+    assert "cannot handle 'count'" in streamed.value.traceback
+
+
+async def test_an_agent_crash_reaches_a_remote_caller_with_its_traceback() -> None:
+    token = secrets.token_urlsafe(16)
+    policy = RestartPolicy(backoff_initial=0)
+    with trio.fail_after(30):
+        async with (
+            open_sentinel(port=0, token=token) as sentinel,
+            fame.open_node(restart_policy=policy) as node,
+        ):
+            url = f"ws://127.0.0.1:{sentinel.port}/"
+            async with fame.attach(node, url, token=token) as uplink:
+                await node.spawn(Buggy, "buggy@fame.fabric")
+                await uplink.wait_bound()
+                async with fame.connect(url, token=token) as client:
+                    with pytest.raises(ActorCrashed) as info:
+                        await client.proxy("buggy@fame.fabric").crash()
+    crash = info.value
+    assert crash.actor == "buggy@fame.fabric"
+    assert crash.traceback is not None
+    assert "broken_handler" in crash.traceback
+    assert "ValueError: cannot handle 'crash'" in crash.traceback
+    assert crash.__cause__ is None  # the exception itself stayed on the other node
 
 
 # --- after SupervisorGaveUp ---------------------------------------------------------
