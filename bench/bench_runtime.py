@@ -34,12 +34,12 @@ class Echo(fame.BaseAgent):
         return x
 
 
-class EchoActor(fame.Actor):
+class EchoActor(fame.lowlevel.Actor):
     async def handle(self, message: Any) -> Any:
         return message
 
 
-class Sink(fame.Actor):
+class Sink(fame.lowlevel.Actor):
     def __init__(self) -> None:
         self.count = 0
         self.target = 0
@@ -78,7 +78,7 @@ async def proxy_round_trip(proxy: fame.Proxy, n: int) -> float:
     return (time.perf_counter() - start) / n
 
 
-async def ref_round_trip(ref: fame.ActorRef, n: int) -> float:
+async def ref_round_trip(ref: fame.lowlevel.ActorRef, n: int) -> float:
     start = time.perf_counter()
     for i in range(n):
         await ref.ask(i)

@@ -1,103 +1,207 @@
-"""The public API: exactly these names, all importable.
+"""The public API: exactly these names, in exactly these modules, all importable.
 
-When a new public name is added to ``fame/__init__.py``, add it here too:
-the list is a literal on purpose, so that any change to the API is a
+The top level holds what an embedding program needs; the rest lives in the
+public sub-modules ``fame.errors`` (every exception), ``fame.storage`` and
+``fame.lowlevel``. When a public name is added or moved, change the lists
+here too: they are literals on purpose, so that any change to the API is a
 deliberate, reviewed change.
 """
 
 from __future__ import annotations
 
 import importlib
+import inspect
+import pkgutil
+from pathlib import Path
+from types import ModuleType
+
+import pytest
 
 import fame
 
-EXPECTED = [
-    "Actor",
+TOP_LEVEL = [
     "ActorCrashed",
-    "ActorRef",
-    "Address",
-    "AddressError",
     "AdmissionRefused",
-    "AgentNotStarted",
     "BaseAgent",
-    "DamagedDatabase",
-    "DatabaseInUse",
     "DeadlineExceeded",
-    "Delivery",
-    "EncryptionMismatch",
     "FameError",
     "InvalidArguments",
-    "InvalidKey",
-    "InvalidNamespace",
-    "KeyMissing",
-    "KeyValueStore",
-    "MailboxFull",
     "NoRoute",
     "Node",
-    "NodeClosed",
     "OperationFailed",
-    "ProtocolError",
     "Proxy",
-    "RecordInvalid",
     "RemoteError",
     "RestartPolicy",
-    "Sentinel",
-    "SentinelConfigError",
     "SentinelUnreachable",
-    "StorageActor",
-    "StorageConfig",
-    "StorageConfigError",
-    "StorageError",
-    "StorageFull",
-    "StorageProvider",
-    "StorageProviderFactory",
-    "StorageWriteFailed",
     "Stream",
-    "Supervisor",
-    "SupervisorGaveUp",
     "UnknownOperation",
-    "VersionConflict",
-    "Versioned",
-    "WireError",
-    "WrongMasterKey",
     "attach",
-    "client_ssl_context",
     "connect",
     "open_node",
     "open_sentinel",
-    "open_storage",
-    "open_storage_from_env",
-    "open_supervisor",
     "operation",
-    "serve_sentinel",
-    "server_ssl_context",
-    "storage_config_from_env",
 ]
 
+STORAGE_ERRORS = [
+    "DamagedDatabase",
+    "DatabaseInUse",
+    "EncryptionMismatch",
+    "InvalidKey",
+    "InvalidNamespace",
+    "KeyMissing",
+    "RecordInvalid",
+    "StorageConfigError",
+    "StorageError",
+    "StorageFull",
+    "StorageWriteFailed",
+    "VersionConflict",
+    "WrongMasterKey",
+]
 
-def test_all_is_exactly_the_public_api() -> None:
-    assert sorted(fame.__all__) == EXPECTED
-    assert len(set(fame.__all__)) == len(fame.__all__)
+SUBMODULES = {
+    "fame.errors": sorted(
+        [
+            "ActorCrashed",
+            "AddressError",
+            "AdmissionRefused",
+            "AgentNotStarted",
+            "DeadlineExceeded",
+            "FameError",
+            "InvalidArguments",
+            "MailboxFull",
+            "NoRoute",
+            "NodeClosed",
+            "OperationFailed",
+            "ProtocolError",
+            "RemoteError",
+            "SentinelConfigError",
+            "SentinelUnreachable",
+            "SupervisorGaveUp",
+            "UnknownOperation",
+            "WireError",
+            *STORAGE_ERRORS,
+        ]
+    ),
+    "fame.storage": sorted(
+        [
+            "ENTRY_POINT_GROUP",
+            "FileCheck",
+            "KeyValueStore",
+            "MasterKey",
+            "StorageActor",
+            "StorageConfig",
+            "StorageProvider",
+            "StorageProviderFactory",
+            "Versioned",
+            "check_files",
+            "namespace_files",
+            "open_storage",
+            "open_storage_from_env",
+            "parse_master_key",
+            "storage_config_from_env",
+            *STORAGE_ERRORS,
+        ]
+    ),
+    "fame.lowlevel": sorted(
+        [
+            "DEFAULT_HOST",
+            "DEFAULT_IDLE_TIMEOUT",
+            "DEFAULT_MAX_CONNECTIONS",
+            "DEFAULT_PORT",
+            "DEFAULT_WINDOW",
+            "HANDSHAKE_TIMEOUT",
+            "TRACE_LOGGER",
+            "Actor",
+            "ActorRef",
+            "Address",
+            "Delivery",
+            "Sentinel",
+            "Supervisor",
+            "client_ssl_context",
+            "collapse",
+            "leaves",
+            "open_supervisor",
+            "serve_sentinel",
+            "server_ssl_context",
+        ]
+    ),
+}
+PUBLIC_MODULES = {"fame": TOP_LEVEL, **SUBMODULES}
 
 
-def test_every_public_name_is_importable() -> None:
-    module = importlib.import_module("fame")
+def test_the_top_level_is_small() -> None:
+    assert sorted(fame.__all__) == TOP_LEVEL
+    assert len(TOP_LEVEL) <= 20
+
+
+@pytest.mark.parametrize("name", sorted(PUBLIC_MODULES))
+def test_all_is_exactly_the_public_api(name: str) -> None:
+    module = importlib.import_module(name)
+    assert sorted(module.__all__) == PUBLIC_MODULES[name]
+    assert len(set(module.__all__)) == len(module.__all__)
+
+
+@pytest.mark.parametrize("name", sorted(PUBLIC_MODULES))
+def test_every_public_name_is_importable(name: str) -> None:
+    module = importlib.import_module(name)
     namespace: dict[str, object] = {}
-    exec("from fame import *", namespace)
-    for name in EXPECTED:
-        assert getattr(module, name) is namespace[name]
-        assert not name.startswith("_")
+    exec(f"from {name} import *", namespace)
+    for public in PUBLIC_MODULES[name]:
+        assert getattr(module, public) is namespace[public]
+        assert not public.startswith("_")
 
 
-def test_every_public_exception_is_a_fame_error() -> None:
-    exceptions = [
-        obj
-        for obj in (getattr(fame, name) for name in EXPECTED)
-        if isinstance(obj, type) and issubclass(obj, BaseException)
-    ]
-    assert len(exceptions) == 31
-    for exception in exceptions:
-        assert issubclass(exception, fame.FameError), exception
+def test_the_sub_modules_are_reachable_from_fame() -> None:
+    for name in SUBMODULES:
+        assert getattr(fame, name.removeprefix("fame.")) is importlib.import_module(name)
+
+
+def test_a_name_exported_twice_is_the_same_object() -> None:
+    seen: dict[str, object] = {}
+    for name, names in PUBLIC_MODULES.items():
+        module = importlib.import_module(name)
+        for public in names:
+            assert seen.setdefault(public, getattr(module, public)) is getattr(module, public)
+
+
+def _exceptions(module: ModuleType) -> dict[str, type[BaseException]]:
+    return {
+        name: obj
+        for name, obj in vars(module).items()
+        if inspect.isclass(obj) and issubclass(obj, BaseException) and not name.startswith("_")
+    }
+
+
+def test_every_public_exception_is_in_fame_errors_and_is_a_fame_error() -> None:
+    errors = importlib.import_module("fame.errors")
+    assert set(_exceptions(errors)) == set(errors.__all__)
+    for name, exception in _exceptions(errors).items():
+        assert issubclass(exception, fame.FameError), name
+    for module_name, names in PUBLIC_MODULES.items():
+        module = importlib.import_module(module_name)
+        for name in names:
+            obj = getattr(module, name)
+            if inspect.isclass(obj) and issubclass(obj, BaseException):
+                assert getattr(errors, name) is obj, (module_name, name)
+
+
+def test_every_exception_the_library_defines_is_public() -> None:
+    """A new error class in a private module must be exported by ``fame.errors``."""
+    errors = importlib.import_module("fame.errors")
+    exported = set(_exceptions(errors).values())
+    missing = []
+    for info in pkgutil.walk_packages(fame.__path__, "fame."):
+        if info.name.startswith("fame._cli"):
+            continue  # the command line's own errors never reach a library user
+        module = importlib.import_module(info.name)
+        for exception in _exceptions(module).values():
+            if exception.__module__ == info.name and exception not in exported:
+                missing.append(f"{info.name}.{exception.__name__}")
+    assert missing == []
+
+
+def test_the_package_is_typed() -> None:
+    assert (Path(fame.__file__).parent / "py.typed").is_file()
 
 
 def test_version_is_a_string() -> None:

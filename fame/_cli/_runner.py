@@ -69,8 +69,8 @@ def parse_agent_spec(text: str) -> AgentSpec:
             " agents.storage_agent:StorageAgent@storage@fame.fabric"
         )
     try:
-        fame.Address.parse(address)
-    except fame.AddressError as exc:
+        fame.lowlevel.Address.parse(address)
+    except fame.errors.AddressError as exc:
         raise StartupError(f"bad agent address {address!r}: {exc}") from None
     return AgentSpec(target, address)
 

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from fame import AdmissionRefused, ProtocolError
+from fame import AdmissionRefused
 from fame._fabric._identity import Identity
 from fame._fabric._transport import RECONNECT_BACKOFF
 from fame._protocol import (
@@ -32,6 +32,7 @@ from fame._wire._schema import (
     Unbind,
     Welcome,
 )
+from fame.errors import ProtocolError
 
 TOKEN = "s3cret"
 

@@ -110,7 +110,7 @@ async def test_a_frozen_node_is_declared_dead_unrouted_and_comes_back(
                             outcomes["no_route_in_flight"] += 1
                         else:
                             outcomes[f"unexpected: {exc}"] += 1
-                    except fame.MailboxFull:
+                    except fame.errors.MailboxFull:
                         outcomes["mailbox_full"] += 1
                     outcomes["bytes" if unrouted_at else "bytes_before"] += FLOOD_PAYLOAD
                     await trio.sleep(0.05)  # a steady flood, not a CPU hog on a shared machine

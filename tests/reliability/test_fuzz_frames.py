@@ -81,17 +81,17 @@ def _decode_everything(data: bytes) -> None:
     for decode in (codec.decode, codec.decode_header):
         try:
             message = decode(data)
-        except fame.WireError as exc:
+        except fame.errors.WireError as exc:
             assert exc.reason and len(exc.reason) < 2000, exc.reason[:200]
             continue
         if type(message) is RoutingHeader:
             try:
                 frame_tag(message.frame)
-            except fame.WireError as exc:
+            except fame.errors.WireError as exc:
                 assert exc.reason
             try:
                 assert bump_hops(data)[3] == message.hops + 1
-            except fame.WireError as exc:
+            except fame.errors.WireError as exc:
                 assert exc.reason
 
 
@@ -189,7 +189,7 @@ def test_a_frame_tag_that_is_not_utf8_is_a_wire_error() -> None:
     data = header + b"\x91\xa3r\xf0\x81" + b"\xaa_reply@x.y\x05"  # the tag: "r", then not UTF-8
     head = codec.decode_header(data)
     assert type(head) is RoutingHeader
-    with pytest.raises(fame.WireError) as info:
+    with pytest.raises(fame.errors.WireError) as info:
         frame_tag(head.frame)
     # fame's own code and words; the decoder's detail after them is msgspec's to change.
     assert info.value.code == "malformed"

@@ -68,7 +68,7 @@ async def test_oversized_keys_and_values_fail_for_their_caller_only(
                     {"key": "k" * LIMIT, "value": "v"},
                     {"key": "k", "value": "v" * LIMIT},
                 ):
-                    with pytest.raises(fame.WireError) as too_big:
+                    with pytest.raises(fame.errors.WireError) as too_big:
                         await bad.store_value(**args)
                     assert str(too_big.value).endswith(f"exceeds the limit of {LIMIT} bytes")
                 errors["over the limit"] = str(too_big.value)
@@ -113,12 +113,12 @@ async def test_a_result_too_big_for_the_wire_fails_at_once_without_a_restart() -
             async with connect(url, token="t") as client:
                 big = client.proxy("big@fame.fabric", Big).with_timeout(GUARD)
                 with trio.fail_after(GUARD / 2):
-                    with pytest.raises(fame.ProtocolError) as info:
+                    with pytest.raises(fame.errors.ProtocolError) as info:
                         await big.big(n=2 * LIMIT)
                     assert str(info.value).startswith("big@fame.fabric: the result of big()")
                     assert str(info.value).endswith(f"exceeds the limit of {LIMIT} bytes")
                     got = []
-                    with pytest.raises(fame.ProtocolError, match="the result of items"):
+                    with pytest.raises(fame.errors.ProtocolError, match="the result of items"):
                         async for item in big.items(n=2 * LIMIT):
                             got.append(item)
                     assert got == ["small"]

@@ -100,8 +100,8 @@ async def _fabric_in_process(root: Path, registry: Any, log: Any) -> None:
     for key in keys.values():
         registry.add("master_key", key)
 
-    def config(name: str) -> fame.StorageConfig:
-        return fame.StorageConfig(
+    def config(name: str) -> fame.storage.StorageConfig:
+        return fame.storage.StorageConfig(
             profile="encrypted-sqlite",
             directory=root / "data" / f"in-process-{name}",
             master_key=parse_master_key(keys[name]),

@@ -74,7 +74,7 @@ async def test_an_idle_producer_gives_up_and_tells_a_reader_that_comes_back(
         async with fame.open_node(stream_idle_timeout=0):
             pass
     async with (
-        fame.open_storage(fame.StorageConfig()) as storage,
+        fame.storage.open_storage(fame.storage.StorageConfig()) as storage,
         fame.open_node(storage_provider=storage, stream_idle_timeout=7) as node,
     ):
         agent = await node.spawn(ObservedStorageAgent, ADDRESS)
@@ -284,7 +284,7 @@ async def test_a_killed_client_releases_a_stream_served_by_the_sentinel_itself(
     closed_before = ObservedStorageAgent.closed_scans
     produced_before = ObservedStorageAgent.produced
     async with (
-        fame.open_storage(fame.StorageConfig()) as storage,
+        fame.storage.open_storage(fame.storage.StorageConfig()) as storage,
         fame.open_node(storage_provider=storage, stream_idle_timeout=idle) as node,
         fame.open_sentinel(port=0, token=token, node=node) as sentinel,
     ):

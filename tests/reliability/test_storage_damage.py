@@ -1,7 +1,7 @@
 """A damaged namespace file: named, refused, never written, while the rest keeps working.
 
 Real SQLCipher files. Bytes flipped in one namespace's file (its first,
-middle or last page) are reported as :class:`fame.DamagedDatabase` naming
+middle or last page) are reported as :class:`fame.storage.DamagedDatabase` naming
 the file, by the node and by ``fame check``, while the node and its other
 namespaces keep working and the damaged file is never written, renamed or
 given a ``-wal``.

@@ -1,6 +1,6 @@
 """A full file or disk: StorageFull for the writer, nothing lost, room returns.
 
-Real SQLCipher files. A writer gets :class:`fame.StorageFull` naming the
+Real SQLCipher files. A writer gets :class:`fame.storage.StorageFull` naming the
 namespace, the file and the limit (or the disk); nothing of the failed
 transaction is stored; earlier records stay readable; other namespaces and
 the node keep working; writes work again once room returns. Both with the

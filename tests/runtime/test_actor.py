@@ -9,7 +9,9 @@ import trio
 import trio.testing
 
 import fame
-from fame import Actor, ActorCrashed, DeadlineExceeded, Delivery, MailboxFull, NodeClosed
+from fame import ActorCrashed, DeadlineExceeded
+from fame.errors import MailboxFull, NodeClosed
+from fame.lowlevel import Actor, Delivery
 
 from ._helpers import all_tasks, assert_no_new_tasks
 
@@ -37,13 +39,13 @@ class Gated(Actor):
         return message
 
 
-def buffered(ref: fame.ActorRef) -> int:
+def buffered(ref: fame.lowlevel.ActorRef) -> int:
     return ref._send.statistics().current_buffer_used
 
 
 async def test_full_mailbox_makes_tell_wait_and_memory_stays_bounded() -> None:
     actor = Gated()
-    async with fame.open_supervisor() as sup, trio.open_nursery() as senders:
+    async with fame.lowlevel.open_supervisor() as sup, trio.open_nursery() as senders:
         ref = await sup.spawn(actor, "gated@local", mailbox_size=3)
         await ref.tell("wait")
         await trio.testing.wait_all_tasks_blocked()  # the actor holds "wait", mailbox empty
@@ -72,7 +74,7 @@ async def test_full_mailbox_makes_tell_wait_and_memory_stays_bounded() -> None:
 
 async def test_tell_with_timeout_fails_with_mailbox_full(autojump_clock: Any) -> None:
     actor = Gated()
-    async with fame.open_supervisor() as sup:
+    async with fame.lowlevel.open_supervisor() as sup:
         ref = await sup.spawn(actor, "gated@local", mailbox_size=1)
         await ref.tell("wait")
         await ref.tell("queued")
@@ -91,7 +93,7 @@ async def test_tell_with_timeout_fails_with_mailbox_full(autojump_clock: Any) ->
 
 async def test_ask_deadline_and_late_reply_is_dropped(autojump_clock: Any) -> None:
     actor = Gated()
-    async with fame.open_supervisor() as sup:
+    async with fame.lowlevel.open_supervisor() as sup:
         ref = await sup.spawn(actor, "gated@local")
         start = trio.current_time()
         with pytest.raises(DeadlineExceeded, match=r"gated@local did not answer within 3 s"):
@@ -125,7 +127,7 @@ async def test_abandoned_ask_is_seen_by_the_actor(autojump_clock: Any) -> None:
                 seen.append(delivery.wants_reply)
                 delivery.reply(delivery.message)
 
-    async with fame.open_supervisor() as sup:
+    async with fame.lowlevel.open_supervisor() as sup:
         ref = await sup.spawn(Watcher(), "watcher@local")
         with trio.move_on_after(1):
             await ref.ask("given up", timeout=None)
@@ -136,7 +138,7 @@ async def test_abandoned_ask_is_seen_by_the_actor(autojump_clock: Any) -> None:
 
 async def test_crash_answers_the_caller_with_actor_crashed() -> None:
     actor = Gated()
-    async with fame.open_supervisor(fame.RestartPolicy(backoff_initial=0)) as sup:
+    async with fame.lowlevel.open_supervisor(fame.RestartPolicy(backoff_initial=0)) as sup:
         ref = await sup.spawn(actor, "gated@local")
         with pytest.raises(ActorCrashed) as info:
             await ref.ask("boom")
@@ -152,7 +154,7 @@ async def test_crash_answers_the_caller_with_actor_crashed() -> None:
 
 async def test_messages_queued_behind_a_crash_survive_the_restart(autojump_clock: Any) -> None:
     actor = Gated()
-    async with fame.open_supervisor(fame.RestartPolicy(backoff_initial=1)) as sup:
+    async with fame.lowlevel.open_supervisor(fame.RestartPolicy(backoff_initial=1)) as sup:
         ref = await sup.spawn(actor, "gated@local")
         async with trio.open_nursery() as nursery:
             results: dict[str, Any] = {}
@@ -186,7 +188,7 @@ async def test_batches_take_what_is_queued_up_to_max_batch() -> None:
             for delivery in deliveries:
                 delivery.reply(delivery.message * 10)
 
-    async with fame.open_supervisor() as sup:
+    async with fame.lowlevel.open_supervisor() as sup:
         ref = await sup.spawn(Batcher(), "batcher@local")
         results: list[int] = []
         async with trio.open_nursery() as nursery:
@@ -209,7 +211,7 @@ async def test_unanswered_message_in_a_batch_fails_its_caller() -> None:
         async def handle_batch(self, deliveries: list[Delivery]) -> None:
             pass
 
-    async with fame.open_supervisor() as sup:
+    async with fame.lowlevel.open_supervisor() as sup:
         ref = await sup.spawn(Forgetful(), "forgetful@local")
         with pytest.raises(RuntimeError, match="forgetful@local left a message unanswered"):
             await ref.ask("hello")
@@ -227,7 +229,7 @@ async def test_graceful_close_handles_queued_messages_then_stops(autojump_clock:
         async def on_stop(self) -> None:
             events.append(f"stop after {len(handled)}")
 
-    async with fame.open_supervisor(stop_timeout=10) as sup:
+    async with fame.lowlevel.open_supervisor(stop_timeout=10) as sup:
         ref = await sup.spawn(Slow(), "slow@local")
         for i in range(5):
             await ref.tell(i)
@@ -243,7 +245,7 @@ async def test_close_past_stop_timeout_cancels_and_fails_waiting_callers(
     actor = Gated()
     outcomes: dict[str, BaseException] = {}
     async with trio.open_nursery() as callers:
-        async with fame.open_supervisor(stop_timeout=2) as sup:
+        async with fame.lowlevel.open_supervisor(stop_timeout=2) as sup:
             ref = await sup.spawn(actor, "gated@local")
 
             async def ask(message: str) -> None:
@@ -280,7 +282,7 @@ async def test_cancelling_the_node_stops_every_actor_and_leaves_no_task() -> Non
 
 async def test_stopping_one_actor_leaves_the_others_running() -> None:
     first, second = Gated(), Gated()
-    async with fame.open_supervisor() as sup:
+    async with fame.lowlevel.open_supervisor() as sup:
         ref1 = await sup.spawn(first, "first@local")
         ref2 = await sup.spawn(second, "second@local")
         await ref1.tell("queued")
@@ -302,7 +304,7 @@ async def test_failing_first_start_propagates_from_spawn() -> None:
             raise OSError("no database")
 
     before = all_tasks()
-    async with fame.open_supervisor() as sup:
+    async with fame.lowlevel.open_supervisor() as sup:
         with pytest.raises(OSError, match="no database"):
             await sup.spawn(Broken(), "broken@local")
         assert "broken@local" not in sup
@@ -312,7 +314,7 @@ async def test_failing_first_start_propagates_from_spawn() -> None:
 
 
 async def test_spawn_rejects_duplicates_and_bad_sizes() -> None:
-    async with fame.open_supervisor() as sup:
+    async with fame.lowlevel.open_supervisor() as sup:
         await sup.spawn(Gated(), "a@local")
         with pytest.raises(ValueError, match="already spawned at a@local"):
             await sup.spawn(Gated(), "a@local")
@@ -338,7 +340,7 @@ async def test_a_crash_in_a_batch_fails_every_message_of_the_batch() -> None:
 
     outcomes: dict[str, Any] = {}
     policy = fame.RestartPolicy(backoff_initial=0)
-    async with fame.open_supervisor(policy) as sup:
+    async with fame.lowlevel.open_supervisor(policy) as sup:
         ref = await sup.spawn(Batcher(), "batcher@local")
 
         async def ask(message: str) -> None:
@@ -363,7 +365,7 @@ async def test_stopping_a_stuck_actor_cancels_it_after_the_stop_timeout(
     autojump_clock: Any,
 ) -> None:
     actor = Gated()
-    async with fame.open_supervisor(stop_timeout=3) as sup:
+    async with fame.lowlevel.open_supervisor(stop_timeout=3) as sup:
         ref = await sup.spawn(actor, "gated@local")
         await ref.tell("wait")  # never finishes: the gate stays closed
         start = trio.current_time()
@@ -381,7 +383,7 @@ async def test_stopping_a_stuck_actor_cancels_it_after_the_stop_timeout(
 async def test_on_stop_does_not_run_when_the_first_on_start_failed() -> None:
     calls: list[str] = []
 
-    class FailsToStart(fame.Actor):
+    class FailsToStart(fame.lowlevel.Actor):
         async def on_start(self) -> None:
             calls.append("start")
             raise OSError("no such device")
@@ -389,7 +391,7 @@ async def test_on_stop_does_not_run_when_the_first_on_start_failed() -> None:
         async def on_stop(self) -> None:
             calls.append("stop")
 
-    async with fame.open_supervisor() as supervisor:
+    async with fame.lowlevel.open_supervisor() as supervisor:
         with pytest.raises(OSError, match="no such device"):
             await supervisor.spawn(FailsToStart(), "fails@local")
         assert "fails@local" not in supervisor

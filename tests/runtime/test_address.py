@@ -8,7 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fame import Address, AddressError
+from fame.errors import AddressError
+from fame.lowlevel import Address
 
 names = st.from_regex(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,63}", fullmatch=True)
 labels = st.from_regex(r"[A-Za-z0-9_][A-Za-z0-9_\-]{0,62}", fullmatch=True)

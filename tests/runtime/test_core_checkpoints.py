@@ -15,8 +15,9 @@ import trio
 import trio.testing
 
 import fame
-from fame import Actor, NodeClosed
 from fame._core._reply import ReplySlot
+from fame.errors import NodeClosed
+from fame.lowlevel import Actor
 
 
 class Recorder(Actor):
@@ -31,7 +32,7 @@ class Recorder(Actor):
 
 
 async def test_tell_with_room_in_the_mailbox_is_a_checkpoint() -> None:
-    async with fame.open_supervisor() as sup:
+    async with fame.lowlevel.open_supervisor() as sup:
         ref = await sup.spawn(Recorder(), "rec@local")
         with trio.testing.assert_checkpoints():
             await ref.tell("a")
@@ -39,7 +40,7 @@ async def test_tell_with_room_in_the_mailbox_is_a_checkpoint() -> None:
 
 async def test_tell_in_a_cancelled_scope_raises_and_delivers_nothing() -> None:
     recorder = Recorder()
-    async with fame.open_supervisor() as sup:
+    async with fame.lowlevel.open_supervisor() as sup:
         ref = await sup.spawn(recorder, "rec@local")
         with trio.CancelScope() as scope:
             scope.cancel()
@@ -54,7 +55,7 @@ async def test_tell_in_a_cancelled_scope_raises_and_delivers_nothing() -> None:
 
 async def test_ask_in_a_cancelled_scope_raises_and_delivers_nothing() -> None:
     recorder = Recorder()
-    async with fame.open_supervisor() as sup:
+    async with fame.lowlevel.open_supervisor() as sup:
         ref = await sup.spawn(recorder, "rec@local")
         with trio.CancelScope() as scope:
             scope.cancel()
@@ -66,7 +67,7 @@ async def test_ask_in_a_cancelled_scope_raises_and_delivers_nothing() -> None:
 
 
 async def test_tell_to_a_stopped_actor_is_a_checkpoint_and_cancelled_wins() -> None:
-    async with fame.open_supervisor() as sup:
+    async with fame.lowlevel.open_supervisor() as sup:
         ref = await sup.spawn(Recorder(), "rec@local")
         await sup.stop("rec@local")
         with trio.testing.assert_checkpoints(), pytest.raises(NodeClosed):
@@ -78,7 +79,7 @@ async def test_tell_to_a_stopped_actor_is_a_checkpoint_and_cancelled_wins() -> N
 
 
 async def test_an_ask_answered_before_its_caller_waits_is_a_checkpoint() -> None:
-    async with fame.open_supervisor() as sup:
+    async with fame.lowlevel.open_supervisor() as sup:
         ref = await sup.spawn(Recorder(), "rec@local")
         with trio.testing.assert_checkpoints():
             assert await ref.ask("quick") == "quick"
@@ -97,7 +98,7 @@ async def test_an_answer_already_there_wins_over_cancellation() -> None:
 
 
 async def test_stopping_an_unknown_actor_is_a_checkpoint() -> None:
-    async with fame.open_supervisor() as sup:
+    async with fame.lowlevel.open_supervisor() as sup:
         with trio.testing.assert_checkpoints():
             await sup.stop("nobody@local")
 

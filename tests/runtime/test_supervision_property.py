@@ -27,7 +27,8 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 import fame
-from fame import ActorCrashed, RestartPolicy, SupervisorGaveUp
+from fame import ActorCrashed, RestartPolicy
+from fame.errors import SupervisorGaveUp
 
 from ._helpers import all_tasks, assert_no_new_tasks
 

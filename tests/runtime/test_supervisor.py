@@ -10,7 +10,8 @@ import trio
 import trio.testing
 
 import fame
-from fame import ActorCrashed, RestartPolicy, SupervisorGaveUp
+from fame import ActorCrashed, RestartPolicy
+from fame.errors import SupervisorGaveUp
 
 from ._helpers import all_tasks, assert_no_new_tasks
 

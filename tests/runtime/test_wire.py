@@ -9,8 +9,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fame import WireError
 from fame._wire import _schema as wire
+from fame.errors import WireError
 
 # Values msgpack carries unchanged (lists, not tuples; no NaN, which is != itself).
 scalars = (

@@ -71,14 +71,16 @@ class StorageAgent(fame.BaseAgent):
     # caller gets OperationFailed and the agent is not restarted. So is a
     # failed commit (StorageFull when the file or disk is full, or a damaged
     # file): restarting the agent would not make room or repair the file.
-    @fame.operation(errors=(fame.InvalidKey, fame.StorageWriteFailed))
+    @fame.operation(errors=(fame.storage.InvalidKey, fame.storage.StorageWriteFailed))
     async def store_value(self, key: str, value: str) -> RecordModel:
         """Store ``value`` under ``key`` (replacing any record there) and return the record."""
         record = RecordModel(value)
         await self._store.set(key, record)
         return record
 
-    @fame.operation(errors=(fame.InvalidKey, fame.DamagedDatabase, fame.RecordInvalid))
+    @fame.operation(
+        errors=(fame.storage.InvalidKey, fame.storage.DamagedDatabase, fame.storage.RecordInvalid)
+    )
     async def retrieve_value(self, key: str) -> RecordModel | None:
         """The record under ``key``, or ``None`` if there is none."""
         record: RecordModel | None = await self._store.get(key)

@@ -1,0 +1,77 @@
+"""Every exception fame raises, in one place.
+
+All of them derive from :class:`FameError`. Errors that come back from
+another actor (local or remote) derive from :class:`RemoteError`; storage
+errors from :class:`StorageError`. The most common ones are also exported
+by :mod:`fame` itself.
+"""
+
+from ._core._address import AddressError
+from ._core._errors import (
+    ActorCrashed,
+    AdmissionRefused,
+    AgentNotStarted,
+    DeadlineExceeded,
+    FameError,
+    InvalidArguments,
+    MailboxFull,
+    NodeClosed,
+    NoRoute,
+    OperationFailed,
+    ProtocolError,
+    RemoteError,
+    SupervisorGaveUp,
+    UnknownOperation,
+    WireError,
+)
+from ._fabric._transport import SentinelUnreachable
+from ._fabric.sentinel._server import SentinelConfigError
+from ._storage import (
+    DamagedDatabase,
+    DatabaseInUse,
+    EncryptionMismatch,
+    InvalidKey,
+    InvalidNamespace,
+    KeyMissing,
+    RecordInvalid,
+    StorageConfigError,
+    StorageError,
+    StorageFull,
+    StorageWriteFailed,
+    VersionConflict,
+    WrongMasterKey,
+)
+
+__all__ = [
+    "ActorCrashed",
+    "AddressError",
+    "AdmissionRefused",
+    "AgentNotStarted",
+    "DamagedDatabase",
+    "DatabaseInUse",
+    "DeadlineExceeded",
+    "EncryptionMismatch",
+    "FameError",
+    "InvalidArguments",
+    "InvalidKey",
+    "InvalidNamespace",
+    "KeyMissing",
+    "MailboxFull",
+    "NoRoute",
+    "NodeClosed",
+    "OperationFailed",
+    "ProtocolError",
+    "RecordInvalid",
+    "RemoteError",
+    "SentinelConfigError",
+    "SentinelUnreachable",
+    "StorageConfigError",
+    "StorageError",
+    "StorageFull",
+    "StorageWriteFailed",
+    "SupervisorGaveUp",
+    "UnknownOperation",
+    "VersionConflict",
+    "WireError",
+    "WrongMasterKey",
+]

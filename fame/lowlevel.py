@@ -1,0 +1,47 @@
+"""The building blocks under :mod:`fame`'s agents, for those who need them.
+
+Bare actors and their references (:class:`Actor`, :class:`ActorRef`,
+:class:`Delivery`), addresses, supervisors, the sentinel's server object
+and TLS contexts; the defaults a program (the command line included)
+builds its settings from; the name of the envelope trace logger; and the
+exception-group helpers fame itself uses (:func:`collapse` removes groups
+of one error only, :func:`leaves` lists what a group holds). Most programs
+need only :mod:`fame`.
+"""
+
+from ._agents._stream import DEFAULT_IDLE_TIMEOUT, DEFAULT_WINDOW
+from ._core._actor import Actor, ActorRef, Delivery
+from ._core._address import Address
+from ._core._groups import collapse, leaves
+from ._core._supervisor import Supervisor, open_supervisor
+from ._fabric._trace import TRACE_LOGGER
+from ._fabric._transport import HANDSHAKE_TIMEOUT, client_ssl_context, server_ssl_context
+from ._fabric.sentinel._server import (
+    DEFAULT_HOST,
+    DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_PORT,
+    Sentinel,
+    serve_sentinel,
+)
+
+__all__ = [
+    "DEFAULT_HOST",
+    "DEFAULT_IDLE_TIMEOUT",
+    "DEFAULT_MAX_CONNECTIONS",
+    "DEFAULT_PORT",
+    "DEFAULT_WINDOW",
+    "HANDSHAKE_TIMEOUT",
+    "TRACE_LOGGER",
+    "Actor",
+    "ActorRef",
+    "Address",
+    "Delivery",
+    "Sentinel",
+    "Supervisor",
+    "client_ssl_context",
+    "collapse",
+    "leaves",
+    "open_supervisor",
+    "serve_sentinel",
+    "server_ssl_context",
+]

@@ -1,0 +1,70 @@
+"""Encrypted, message-passed key-value storage: the public storage API.
+
+A node gets its storage from a :class:`StorageProvider` (``open_node``
+takes one); :func:`open_storage` opens the built-in provider for a
+:class:`StorageConfig`, and agents get a typed :class:`KeyValueStore` per
+namespace from it. :func:`check_files` and :func:`namespace_files` inspect a
+storage directory offline (``fame check``, ``fame inspect``). See
+``docs/storage.md``.
+"""
+
+from ._storage import (
+    ENTRY_POINT_GROUP,
+    DamagedDatabase,
+    DatabaseInUse,
+    EncryptionMismatch,
+    InvalidKey,
+    InvalidNamespace,
+    KeyMissing,
+    KeyValueStore,
+    MasterKey,
+    RecordInvalid,
+    StorageActor,
+    StorageConfig,
+    StorageConfigError,
+    StorageError,
+    StorageFull,
+    StorageProvider,
+    StorageProviderFactory,
+    StorageWriteFailed,
+    VersionConflict,
+    Versioned,
+    WrongMasterKey,
+    open_storage,
+    open_storage_from_env,
+    parse_master_key,
+    storage_config_from_env,
+)
+from ._storage._integrity import FileCheck, check_files
+from ._storage._namespace import namespace_files
+
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "DamagedDatabase",
+    "DatabaseInUse",
+    "EncryptionMismatch",
+    "FileCheck",
+    "InvalidKey",
+    "InvalidNamespace",
+    "KeyMissing",
+    "KeyValueStore",
+    "MasterKey",
+    "RecordInvalid",
+    "StorageActor",
+    "StorageConfig",
+    "StorageConfigError",
+    "StorageError",
+    "StorageFull",
+    "StorageProvider",
+    "StorageProviderFactory",
+    "StorageWriteFailed",
+    "VersionConflict",
+    "Versioned",
+    "WrongMasterKey",
+    "check_files",
+    "namespace_files",
+    "open_storage",
+    "open_storage_from_env",
+    "parse_master_key",
+    "storage_config_from_env",
+]
