@@ -1,4 +1,9 @@
-"""Configuration from the environment: one clear error naming the variable."""
+"""Storage configuration from ``FAME_STORAGE_*`` settings: one clear error naming the variable.
+
+The settings come from a mapping the caller passes (the programs pass their
+merged ``conf/*.env`` and environment); the library never reads
+``os.environ`` on its own.
+"""
 
 from __future__ import annotations
 
@@ -23,6 +28,23 @@ def test_default_is_memory() -> None:
     config = storage_config_from_env({})
     assert (config.profile, config.directory, config.master_key) == ("memory", None, None)
     assert config.durability == "full"
+
+
+async def test_only_the_given_mapping_is_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FAME_STORAGE_PROFILE", "encrypted-sqlite")
+    monkeypatch.setenv("FAME_STORAGE_DB_DIRECTORY", str(tmp_path / "from-environ"))
+    monkeypatch.setenv("FAME_STORAGE_DURABILITY", "normal")
+    config = storage_config_from_env({})
+    assert (config.profile, config.directory, config.durability) == ("memory", None, "full")
+    assert dict(config.env) == {}
+    async with open_storage_from_env({}) as provider:
+        store = await provider.get_kv_store(dict, "ns")
+        await store.set("k", {"v": 1})
+    assert not (tmp_path / "from-environ").exists()
+    with pytest.raises(TypeError):
+        storage_config_from_env()  # type: ignore[call-arg]
 
 
 @pytest.mark.parametrize(
