@@ -33,6 +33,8 @@ from .._core._errors import FameError
 from .._wire._schema import DEFAULT_MAX_MESSAGE_SIZE, Batch, Codec
 
 __all__ = [
+    "DEFAULT_HEARTBEAT",
+    "DEFAULT_QUEUE",
     "HANDSHAKE_TIMEOUT",
     "RECONNECT_BACKOFF",
     "SentinelUnreachable",
@@ -49,6 +51,10 @@ WS_RECEIVE_BUFFER = 1 << 16
 # Seconds for a websocket upgrade and then for the attach handshake, each;
 # both ends of a link default to the same bound.
 HANDSHAKE_TIMEOUT = 10.0
+# Seconds between pings on a link, and messages its outgoing queue holds:
+# the same defaults at both ends.
+DEFAULT_HEARTBEAT = 5.0
+DEFAULT_QUEUE = 256
 
 LINK_ERRORS = (ConnectionClosed, HandshakeError, OSError, trio.BrokenResourceError)
 

@@ -50,6 +50,8 @@ from .._wire._schema import (
 from ._identity import BINDING_STORE, Identity, NodeStores, load_or_create_identity
 from ._trace import show_envelope, tracing_enabled
 from ._transport import (
+    DEFAULT_HEARTBEAT,
+    DEFAULT_QUEUE,
     HANDSHAKE_TIMEOUT,
     LINK_ERRORS,
     RECONNECT_BACKOFF,
@@ -62,9 +64,6 @@ from ._transport import (
 __all__ = ["FabricUplink", "attach"]
 
 log = logging.getLogger("fame.uplink")
-
-DEFAULT_HEARTBEAT = 5.0
-DEFAULT_QUEUE = 256
 
 
 class _LinkLost(Exception):

@@ -45,6 +45,8 @@ from .._identity import (
     load_or_create_identity,
 )
 from .._transport import (
+    DEFAULT_HEARTBEAT,
+    DEFAULT_QUEUE,
     HANDSHAKE_TIMEOUT,
     WS_MAX_MESSAGE,
     WS_QUEUE,
@@ -61,7 +63,6 @@ log = logging.getLogger("fame.sentinel")
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
-DEFAULT_QUEUE = 256
 DEFAULT_MAX_CONNECTIONS = 1024
 
 
@@ -176,7 +177,7 @@ async def open_sentinel(
     storage_provider: Any = None,
     certfile: str | Path | None = None,
     keyfile: str | Path | None = None,
-    heartbeat: float = 5.0,
+    heartbeat: float = DEFAULT_HEARTBEAT,
     queue_size: int = DEFAULT_QUEUE,
     max_message_size: int | None = None,
     max_connections: int = DEFAULT_MAX_CONNECTIONS,
