@@ -105,7 +105,7 @@ async def main() -> None:
     agent: list[float] = []
     actor: list[float] = []
     tells: list[float] = []
-    async with fame.open_node(storage_provider=object()) as node:
+    async with fame.open_node() as node:
         proxy = await node.spawn(Echo(), "echo@local")
         await node.spawn(EchoActor(), "echo-actor@local")
         ref = node.ref("echo-actor@local")

@@ -17,6 +17,7 @@ from . import lowlevel as lowlevel
 from . import storage as storage
 from ._agents._agent import BaseAgent
 from ._agents._node import Node, open_node
+from ._agents._node import set_default_storage as _set_default_storage
 from ._agents._operation import operation
 from ._agents._proxy import Proxy
 from ._agents._stream import Stream
@@ -36,6 +37,10 @@ from ._fabric._client import connect
 from ._fabric._transport import SentinelUnreachable
 from ._fabric._uplink import attach
 from ._fabric.sentinel._server import open_sentinel
+
+# The composition root: the agents layer cannot import storage, so the public
+# package tells open_node() what to open when it is given no provider.
+_set_default_storage(lambda: storage.open_storage(storage.StorageConfig()))
 
 __version__ = "0.1.0"
 

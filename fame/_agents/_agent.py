@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import Any, ClassVar, Protocol
 
 from .._core._errors import AgentNotStarted
+from .._core._storage_protocol import StorageProvider
 from ._caller import Caller
 from ._operation import OperationSpec, collect_operations
 
@@ -34,7 +35,7 @@ class AgentNode(Caller, Protocol):
         """The node's path in the fabric (``local`` until it attaches)."""
 
     @property
-    def storage_provider(self) -> Any:
+    def storage_provider(self) -> StorageProvider:
         """The node's storage provider."""
 
 
@@ -62,7 +63,7 @@ class BaseAgent:
             raise ValueError(f"{cls.__name__}.max_concurrency must be at least 1")
 
     @property
-    def storage_provider(self) -> Any:
+    def storage_provider(self) -> StorageProvider:
         """The node's storage provider; available from :meth:`start` on.
 
         Reading it earlier (in ``__init__``, or on an agent that was never

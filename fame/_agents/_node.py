@@ -21,7 +21,7 @@ answer) are the underscore methods at the end of :class:`Node`.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from typing import Any, overload
 
 import trio
@@ -30,6 +30,7 @@ from .._core._actor import DEFAULT_MAILBOX_SIZE, Actor, ActorRef
 from .._core._address import Address
 from .._core._errors import NoRoute
 from .._core._groups import unwrap_exception_group
+from .._core._storage_protocol import StorageProvider
 from .._core._supervisor import RestartPolicy, Supervisor, open_supervisor
 from .._wire._schema import Envelope
 from ._agent import BaseAgent
@@ -40,9 +41,33 @@ from ._proxy import AgentT, Proxy
 from ._stream import Stream
 from ._switchboard import REPLY_NAME, Switchboard, Uplink
 
-__all__ = ["DEFAULT_TIMEOUT", "REPLY_NAME", "Node", "Uplink", "open_node"]
+__all__ = [
+    "DEFAULT_TIMEOUT",
+    "REPLY_NAME",
+    "Node",
+    "StorageOpener",
+    "Uplink",
+    "open_node",
+    "set_default_storage",
+]
 
 DEFAULT_TIMEOUT = 30.0
+
+StorageOpener = Callable[[], AbstractAsyncContextManager[StorageProvider]]
+"""Opens a storage provider for the duration of an ``async with`` block."""
+
+_default_storage: StorageOpener | None = None
+
+
+def set_default_storage(opener: StorageOpener) -> None:
+    """Set what :func:`open_node` opens when it is given no provider.
+
+    The agents layer cannot import the storage layer (they are side by
+    side), so the public package wires them: ``import fame`` sets the
+    in-memory provider here. No environment is read either way.
+    """
+    global _default_storage
+    _default_storage = opener
 
 
 class Node:
@@ -54,7 +79,7 @@ class Node:
         supervisor: Supervisor,
         *,
         path: str,
-        storage_provider: Any,
+        storage_provider: StorageProvider,
         default_timeout: float,
         stream_idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
     ) -> None:
@@ -286,7 +311,7 @@ class Node:
 async def open_node(
     *,
     path: str = "local",
-    storage_provider: Any = None,
+    storage_provider: StorageProvider | None = None,
     restart_policy: RestartPolicy | None = None,
     default_timeout: float = DEFAULT_TIMEOUT,
     stop_timeout: float = 10.0,
@@ -296,8 +321,9 @@ async def open_node(
 
     ``storage_provider`` is handed to every agent as ``storage_provider``;
     when it is ``None`` an in-memory one is opened and closed with the
-    node (fame reads no environment: a program that wants the
-    ``FAME_STORAGE_*`` settings passes ``open_storage_from_env(os.environ)``).
+    node. fame reads no environment: a program that wants the
+    ``FAME_STORAGE_*`` settings opens
+    ``fame.storage.open_storage_from_env(os.environ)`` and passes it.
     Leaving the block stops every agent gracefully (each handles what is
     queued, then its ``stop()`` runs); cancelling it stops them at once,
     ``stop()`` still running. An agent that crashes more often than
@@ -313,9 +339,9 @@ async def open_node(
         raise ValueError(f"stream_idle_timeout must be > 0 seconds, got {stream_idle_timeout!r}")
     async with AsyncExitStack() as stack:
         if storage_provider is None:
-            from .._storage import StorageConfig, open_storage
-
-            storage_provider = await stack.enter_async_context(open_storage(StorageConfig()))
+            if _default_storage is None:
+                raise RuntimeError("open_node() needs a storage_provider: no default is set")
+            storage_provider = await stack.enter_async_context(_default_storage())
         async with unwrap_exception_group(), trio.open_nursery() as tasks:
             node: Node | None = None
             try:

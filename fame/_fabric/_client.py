@@ -16,18 +16,25 @@ from __future__ import annotations
 import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import TypeVar
 
 from .._agents._node import DEFAULT_TIMEOUT, Node, open_node
 from .._core._errors import FameError
+from .._core._storage_protocol import KeyValueStoreLike
 from ._uplink import DEFAULT_HEARTBEAT, HANDSHAKE_TIMEOUT, attach
 
 __all__ = ["connect"]
+
+M = TypeVar("M")
 
 
 class _NoStorage:
     """A client node hosts no agents, so it opens no storage."""
 
-    def __getattr__(self, name: str) -> object:
+    async def get_kv_store(self, model: type[M], namespace: str) -> KeyValueStoreLike[M]:
+        raise FameError("a client node (fame.connect) has no storage; agents run on nodes")
+
+    async def get_internal_kv_store(self, model: type[M], namespace: str) -> KeyValueStoreLike[M]:
         raise FameError("a client node (fame.connect) has no storage; agents run on nodes")
 
 

@@ -27,13 +27,13 @@ import time
 import types
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import Protocol, TypeVar, cast, runtime_checkable
+from typing import cast
 
+from .._core._storage_protocol import StorageProvider
 from .._core._supervisor import Supervisor
 from ._builtin import open_builtin_storage
 from ._config import BUILTIN_PROFILES, StorageConfig, storage_config_from_env
 from ._errors import StorageConfigError
-from ._kv import KeyValueStore
 
 __all__ = [
     "ENTRY_POINT_GROUP",
@@ -44,24 +44,7 @@ __all__ = [
     "resolve_provider",
 ]
 
-M = TypeVar("M")
 ENTRY_POINT_GROUP = "fame.storage_providers"
-
-
-@runtime_checkable
-class StorageProvider(Protocol):
-    """What the node and its agents need from a storage provider.
-
-    ``get_kv_store`` serves agents and must refuse reserved (``__``) and
-    malformed namespaces with :class:`InvalidNamespace`;
-    ``get_internal_kv_store`` serves the node's own ``__`` namespaces. Both
-    return an object with the methods of :class:`KeyValueStore`. The
-    provider releases everything when its context manager exits.
-    """
-
-    async def get_kv_store(self, model: type[M], namespace: str) -> KeyValueStore[M]: ...
-
-    async def get_internal_kv_store(self, model: type[M], namespace: str) -> KeyValueStore[M]: ...
 
 
 StorageProviderFactory = Callable[[StorageConfig], AbstractAsyncContextManager[StorageProvider]]
