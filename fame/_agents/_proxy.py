@@ -51,7 +51,9 @@ class Proxy(Generic[AgentT]):
     are typed from the operation's signature; ``proxy.op(...)`` sends any
     name (awaited for a plain operation, iterated for a streaming one).
     Without an agent type the proxy cannot tell which is which, so the
-    attribute-style call object supports both.
+    attribute-style call object supports both. An operation named like one
+    of the proxy's own members (``call``, ``stream``, ``address``,
+    ``with_timeout``) is reached through ``call`` or ``stream`` only.
     """
 
     def __init__(

@@ -60,7 +60,7 @@ async def test_no_route_is_immediate_and_names_the_address(fabric: Fabric) -> No
             await ghost.anything()
         assert "ghost@fame.fabric" in str(info.value)
         with pytest.raises(fame.NoRoute):
-            async for _ in ghost.stream():
+            async for _ in ghost.any_stream():
                 pass
 
 

@@ -88,6 +88,28 @@ async def test_call_and_stream_return_the_operations_types(node: fame.Node) -> N
             assert [item async for item in stream] == [("b", Record("2"))]
 
 
+class Named(fame.BaseAgent):
+    """Operations named like the proxy's own methods."""
+
+    @fame.operation
+    async def call(self, x: int) -> int:
+        return x + 1
+
+    @fame.operation(streaming=True)
+    async def stream(self, n: int) -> AsyncIterator[int]:
+        for i in range(n):
+            yield i
+
+
+async def test_operations_named_call_or_stream_are_reached_through_the_typed_api(
+    node: fame.Node,
+) -> None:
+    named = await node.spawn(Named, "named@local")
+    with trio.fail_after(10):
+        assert await named.call(Named.call, 1) == 2
+        assert [i async for i in named.stream(Named.stream, n=3)] == [0, 1, 2]
+
+
 async def test_an_untyped_proxy_calls_by_the_functions_wire_name(node: fame.Node) -> None:
     await node.spawn(Store, "store@local")
     untyped = fame.Proxy(node, "store@local")
