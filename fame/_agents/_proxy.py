@@ -29,7 +29,7 @@ import msgspec
 
 from ._agent import BaseAgent
 from ._caller import Caller  # what a proxy needs of a node: keeps the arrows one way
-from ._operation import OperationSpec
+from ._operation import _MARK, OperationSpec
 from ._stream import Stream
 
 __all__ = ["AgentT", "Proxy"]
@@ -40,8 +40,6 @@ AgentT = TypeVar("AgentT", bound=BaseAgent, covariant=True)
 P = ParamSpec("P")
 R = TypeVar("R")
 T = TypeVar("T")
-
-_MARK = "__fame_operation__"  # set by @operation (see ._operation)
 
 
 class Proxy(Generic[AgentT]):
