@@ -152,38 +152,17 @@ class Node:
         text = str(Address.parse(address))
         if pool and self._switchboard.uplink is not None and not self._switchboard.uplink.pools:
             raise ValueError(f"{text}: agents on this node cannot be pooled (a sentinel's own)")
-        agent_type: type[BaseAgent] | None = None
         scope = AgentScope(self._tasks, text)
-        if isinstance(agent, BaseAgent):
-            agent_type = type(agent)
-            actor: Actor | Callable[[], Actor] = AgentActor(agent, self, self._switchboard, scope)
-        elif isinstance(agent, Actor):
-            actor = agent
-        elif callable(agent):
-            factory = agent
-            probe = factory()
-            if isinstance(probe, BaseAgent):
-                agent_type = type(probe)
-                first: list[BaseAgent | Actor] = [probe]
-
-                def make() -> Actor:
-                    made = first.pop() if first else factory()
-                    if isinstance(made, BaseAgent):
-                        return AgentActor(made, self, self._switchboard, scope)
-                    return made
-
-                actor = make
-            elif isinstance(probe, Actor):
-                first_actor = [probe]
-
-                def make_actor() -> Actor:
-                    return first_actor.pop() if first_actor else factory()  # type: ignore[return-value]
-
-                actor = make_actor
-            else:
-                raise TypeError(f"factory returned {probe!r}, not a BaseAgent or Actor")
-        else:
-            raise TypeError(f"cannot spawn {agent!r}: not a BaseAgent, an Actor or a factory")
+        match agent:
+            case BaseAgent():
+                agent_type: type[BaseAgent] | None = type(agent)
+                actor: Actor | Callable[[], Actor] = self._agent_actor(agent, scope)
+            case Actor():
+                agent_type, actor = None, agent
+            case _ if callable(agent):
+                agent_type, actor = self._factory(agent, scope)
+            case _:
+                raise TypeError(f"cannot spawn {agent!r}: not a BaseAgent, an Actor or a factory")
         self._agent_types[text] = agent_type
         try:
             await self.supervisor.spawn(
@@ -197,6 +176,36 @@ class Node:
         if self._switchboard.uplink is not None:
             self._switchboard.uplink.bind(text, pool=pool)
         return Proxy(self, text, agent_type)
+
+    def _agent_actor(self, agent: BaseAgent, scope: AgentScope) -> AgentActor:
+        return AgentActor(agent, self, self._switchboard, scope)
+
+    def _factory(
+        self, factory: Callable[[], BaseAgent | Actor], scope: AgentScope
+    ) -> tuple[type[BaseAgent] | None, Callable[[], Actor]]:
+        """The agent type a factory makes, and the actor factory the supervisor restarts.
+
+        The factory is called once now, to learn what it makes; that first
+        instance is the one started.
+        """
+        first = [factory()]
+
+        def make() -> Actor:
+            match first.pop() if first else factory():
+                case BaseAgent() as made:
+                    return self._agent_actor(made, scope)
+                case Actor() as made:
+                    return made
+                case made:
+                    raise TypeError(f"factory returned {made!r}, not a BaseAgent or Actor")
+
+        match first[0]:
+            case BaseAgent() as probe:
+                return type(probe), make
+            case Actor():
+                return None, make
+            case probe:
+                raise TypeError(f"factory returned {probe!r}, not a BaseAgent or Actor")
 
     async def stop_agent(self, address: str | Address) -> None:
         """Stop one agent gracefully and withdraw its route."""

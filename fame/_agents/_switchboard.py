@@ -88,14 +88,16 @@ def local_copy(frame: Frame) -> Frame:
     frame; the frames themselves are frozen. Raises :class:`fame.WireError`
     for a payload the wire cannot carry, as a remote call would.
     """
-    if not isinstance(frame, Request | Reply | StreamItem):
-        return frame
-    try:
-        return _decoder.decode(_encoder.encode(frame))
-    except (TypeError, NotImplementedError, OverflowError, RecursionError) as exc:
-        raise WireError(
-            f"cannot encode {type(frame).__name__}: {exc}", code="unencodable"
-        ) from None
+    match frame:
+        case Request() | Reply() | StreamItem():
+            try:
+                return _decoder.decode(_encoder.encode(frame))
+            except (TypeError, NotImplementedError, OverflowError, RecursionError) as exc:
+                raise WireError(
+                    f"cannot encode {type(frame).__name__}: {exc}", code="unencodable"
+                ) from None
+        case _:
+            return frame
 
 
 def unsendable(request: Envelope, exc: WireError) -> str:
@@ -235,6 +237,7 @@ class Switchboard:
             return False
         ref = self.supervisor.ref(to)
         if ref is not None:
+            # Only requests reach a mailbox; anything else for a local actor is moot.
             if isinstance(frame, Request):
                 copied = msgspec.structs.replace(envelope, frame=local_copy(frame))
                 await ref.tell(copied, timeout=timeout)
