@@ -65,7 +65,14 @@ class AgentActor(Actor):
         await self._scope.open()
         self.agent._fame_node = self._node
         self.agent._fame_address = self.address
-        await self.agent.start()
+        try:
+            await self.agent.start()
+        except BaseException:
+            # A start that fails gets no on_stop: close the scope here, or its
+            # hosting task would wait in the node's nursery until the node closes.
+            with trio.CancelScope(shield=True):
+                await self._scope.close(self._scope.reason)
+            raise
 
     async def on_stop(self) -> None:
         if self.concurrency > 1:

@@ -12,6 +12,8 @@ import trio.testing
 import fame
 from fame import ActorCrashed, NoRoute
 
+from ._helpers import all_tasks, assert_no_new_tasks
+
 PROVIDER = object()
 
 
@@ -138,3 +140,15 @@ async def test_a_restart_cancels_the_tasks_of_the_crashed_agent() -> None:
         # The restarted agent serves new calls in its new scope.
         agent.release.set()
         assert await proxy.wait() == "released"
+
+
+async def test_an_agent_whose_start_fails_leaves_no_task_behind() -> None:
+    class Broken(fame.BaseAgent):
+        async def start(self) -> None:
+            raise ValueError("no config")
+
+    async with fame.open_node(storage_provider=PROVIDER) as node:
+        before = all_tasks()
+        with pytest.raises(ValueError, match="no config"):
+            await node.spawn(Broken(), "broken@local")
+        assert_no_new_tasks(before)
