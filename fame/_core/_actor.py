@@ -135,15 +135,19 @@ class ActorRef:
         """
         slot = ReplySlot()
         deadline = trio.current_time() + timeout if timeout is not None else math.inf
-        await self._put(Delivery(message, slot), timeout)
+        # No yield after queueing: waiting for the answer is this call's schedule point.
+        await self._put(Delivery(message, slot), timeout, then_waits=True)
         with trio.move_on_at(deadline):
             return await slot.wait()
         raise DeadlineExceeded(f"{self.address} did not answer within {timeout} s")
 
-    async def _put(self, delivery: Delivery, timeout: float | None) -> None:
+    async def _put(
+        self, delivery: Delivery, timeout: float | None, *, then_waits: bool = False
+    ) -> None:
         # Trio's channel discipline: a cancelled caller raises before the message
         # is queued (so Cancelled means "not sent"), and one that was not
-        # cancelled still yields to the scheduler after queueing it.
+        # cancelled still yields to the scheduler after queueing it, unless it
+        # is about to wait (``then_waits``), which yields anyway.
         await trio.lowlevel.checkpoint_if_cancelled()
         try:
             self._send.send_nowait(delivery)
@@ -153,7 +157,8 @@ class ActorRef:
             await trio.lowlevel.cancel_shielded_checkpoint()
             raise self._closed() from None
         else:
-            await trio.lowlevel.cancel_shielded_checkpoint()
+            if not then_waits:
+                await trio.lowlevel.cancel_shielded_checkpoint()
             return
         try:
             with trio.fail_after(math.inf if timeout is None else timeout):
