@@ -80,7 +80,7 @@ def _binding_record(pool: bool) -> bytes:
 
 
 class FabricUplink:
-    """The :class:`fame._agents._node.Uplink` of a node attached to a sentinel."""
+    """The :class:`fame._agents._switchboard.Uplink` of a node attached to a sentinel."""
 
     pools = True
 
@@ -201,12 +201,12 @@ class FabricUplink:
             stored = await self.stores.items(BINDING_STORE)
             for address, record in stored.items():
                 self.bindings.want(address, pool=record == _POOL_RECORD)
-            for address in self.node.local_addresses():
+            for address in self.node._local_addresses():
                 if address not in stored:
-                    pool = self.node.is_pool(address)
+                    pool = self.node._is_pool(address)
                     await self.stores.set(BINDING_STORE, address, _binding_record(pool))
-        for address in self.node.local_addresses():
-            self.bindings.want(address, pool=self.node.is_pool(address))
+        for address in self.node._local_addresses():
+            self.bindings.want(address, pool=self.node._is_pool(address))
         delays = RECONNECT_BACKOFF.delays()
         async with unwrap_exception_group(), trio.open_nursery() as tasks:
             tasks.start_soon(self._control)
@@ -259,7 +259,7 @@ class FabricUplink:
             except WireError as exc:
                 raise ProtocolError(f"bad frame from the sentinel: {exc.reason}") from None
             assert handshake.path is not None
-            self.node.set_path(handshake.path)
+            self.node._set_path(handshake.path)
             out_send, out_recv = trio.open_memory_channel[bytes](self.queue_size)
             state = {"seen": trio.current_time()}
             # The sentinel sets the pace: we ping at its interval, so neither side
@@ -290,7 +290,7 @@ class FabricUplink:
                 raise
             finally:
                 self._out = None
-                self.node.link_lost(f"the link to {self.url} was lost")
+                self.node._link_lost(f"the link to {self.url} was lost")
                 self.bindings.on_detached()
                 self.attached = trio.Event()
                 out_send.close()
@@ -364,7 +364,7 @@ class FabricUplink:
         if kind is Envelope:
             if self._show:
                 show_envelope("recv", message, size)  # type: ignore[arg-type]
-            await node.deliver(message)  # type: ignore[arg-type]
+            await node._deliver(message)  # type: ignore[arg-type]
         elif kind is Bound or kind is BindRefused:
             self.bindings.receive(message)  # type: ignore[arg-type]
             if kind is BindRefused:
@@ -412,7 +412,7 @@ async def attach(
     address of the node is bound. Raises :class:`fame.AdmissionRefused` or
     :class:`SentinelUnreachable` if the first attach fails.
     """
-    if node.uplink is not None:
+    if node._has_uplink():
         raise RuntimeError("this node already has an uplink")
     stores = NodeStores(None if ephemeral else node.storage_provider)
     if identity is None:
@@ -428,7 +428,7 @@ async def attach(
         heartbeat=heartbeat,
         connect_timeout=connect_timeout,
     )
-    node.uplink = uplink
+    node._set_uplink(uplink)
     try:
         async with unwrap_exception_group(), trio.open_nursery() as tasks:
             await tasks.start(uplink.run)
@@ -439,4 +439,4 @@ async def attach(
             finally:
                 tasks.cancel_scope.cancel()
     finally:
-        node.uplink = None
+        node._set_uplink(None)

@@ -169,7 +169,7 @@ async def _a_call_and_a_stream_fail_when(
             assert (await stream.__anext__())["i"] == 0
             nursery.start_soon(nap)
             # Both requests have left the client (it offers no event for that: poll).
-            while len(client._remote) < 2:  # noqa: ASYNC110
+            while len(client._switchboard.remote) < 2:  # noqa: ASYNC110
                 await trio.sleep(0.01)
             kill()
             with pytest.raises(fame.NoRoute, match=reason):
@@ -185,7 +185,7 @@ async def test_calls_in_flight_fail_at_once_when_the_link_drops(fabric: Fabric) 
     fabric.node(url)
     async with connect(url, token=fabric.token) as client:
         await _a_call_and_a_stream_fail_when(client, sentinel.kill, "was lost")
-        assert client._remote == {}
+        assert client._switchboard.remote == {}
 
 
 async def test_requests_in_flight_to_a_node_that_dies_fail_at_once(fabric: Fabric) -> None:

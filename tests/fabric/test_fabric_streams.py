@@ -46,7 +46,7 @@ async def test_slow_consumer_stalls_producer_with_bounded_memory(fabric: Fabric)
             assert DEFAULT_WINDOW < stats["produced"] <= consumed + DEFAULT_WINDOW + 1, stats
             # The client holds at most one window, in a bounded channel: wait until
             # every item the producer sent (all but the one in hand) has arrived.
-            consumer = client._consumers[stream._corr]  # type: ignore[index]
+            consumer = client._switchboard.consumers[stream._corr]  # type: ignore[index]
             sent = stats["produced"] - 1
             with trio.fail_after(GUARD):
                 while consumed + consumer._receive.statistics().current_buffer_used < sent:  # noqa: ASYNC110 (frames arrive from another process)

@@ -234,7 +234,7 @@ async def _crash_loop(
     load = _Load()
     victim = services.node if scenario == "agent" else services.sentinel
     async with fame.connect(services.url, token=services.token) as client:
-        uplink = client.uplink
+        uplink = client._switchboard.uplink
         attaches_before = getattr(uplink, "attach_count", 0)
         agent = client.proxy(STORAGE_AGENT_ADDRESS, StorageAgent).with_timeout(CALL_DEADLINE)
         async with trio.open_nursery() as sampler:

@@ -44,10 +44,10 @@ class ObservedStorageAgent(StorageAgent):
             "open_scans": ObservedStorageAgent.open_scans,
             "closed_scans": ObservedStorageAgent.closed_scans,
             "produced": ObservedStorageAgent.produced,
-            "producers": len(node._producers) if node is not None else -1,
+            "producers": len(node._switchboard.producers) if node is not None else -1,
             # Blocked on credit: the event that says "the producer stalls".
             "waiting_for_credit": sum(
-                p.credit._changed.statistics().tasks_waiting > 0 for p in node._producers.values()
+                p.credit._changed.statistics().tasks_waiting > 0 for p in node._switchboard.producers.values()
             )
             if node is not None
             else -1,

@@ -137,7 +137,7 @@ async def test_a_frozen_node_is_declared_dead_unrouted_and_comes_back(
                         nursery.start_soon(flood)
                     # Every request has left the client before the node freezes.
                     await streaming.wait()
-                    while len(client._remote) < NAPS + 1:  # noqa: ASYNC110
+                    while len(client._switchboard.remote) < NAPS + 1:  # noqa: ASYNC110
                         await trio.sleep(0.01)
                     os.kill(frozen.proc.pid, signal.SIGSTOP)
                     frozen_at = trio.current_time()

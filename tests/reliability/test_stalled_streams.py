@@ -82,9 +82,9 @@ async def test_an_idle_producer_gives_up_and_tells_a_reader_that_comes_back(
         stream = node.open_stream(ADDRESS, "retrieve_all_values", {}, window=4, timeout=3600)
         await stream.__anext__()
         await trio.sleep(6.9)
-        assert len(node._producers) == 1
+        assert len(node._switchboard.producers) == 1
         await trio.sleep(0.2)
-        assert node._producers == {}
+        assert node._switchboard.producers == {}
         read = 1
         with pytest.raises(fame.RemoteError, match=r"closed stream retrieve_all_values\(\)"):
             while True:
@@ -297,7 +297,7 @@ async def test_a_killed_client_releases_a_stream_served_by_the_sentinel_itself(
 
             async def stalled() -> bool:
                 assert reader.poll() is None, log.read_text()
-                return "READING 5" in log.read_text() and len(node._producers) == 1
+                return "READING 5" in log.read_text() and len(node._switchboard.producers) == 1
 
             await wait_until(stalled, "the client's stream is not open")
             assert ObservedStorageAgent.open_scans == 1
@@ -308,7 +308,7 @@ async def test_a_killed_client_releases_a_stream_served_by_the_sentinel_itself(
         killed_at = trio.current_time()
 
         async def released() -> bool:
-            return not node._producers and ObservedStorageAgent.open_scans == 0
+            return not node._switchboard.producers and ObservedStorageAgent.open_scans == 0
 
         await wait_until(released, "the dead client's producer was not released")
         released_after = trio.current_time() - killed_at

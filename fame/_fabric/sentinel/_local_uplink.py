@@ -1,6 +1,6 @@
 """The sentinel node's own uplink: its agents reach the fabric directly.
 
-A node hands what it does not host to its uplink (``Node.uplink``). On an
+A node hands what it does not host to its uplink (``Node._set_uplink``). On an
 ordinary node that is a websocket to a sentinel (``fame._fabric._uplink``); on the
 sentinel's own node it is this :class:`SentinelUplink`, which puts the
 envelope on the target link's queue through the sentinel's

@@ -153,13 +153,13 @@ class Router:
             except WireError as exc:
                 await self.violation(conn, exc.reason)
                 return
-        if to == node.reply_address or node.supervisor.ref(to) is not None:
+        if node._hosts(to):
             try:
                 envelope = self.codec.decode(data)
             except WireError as exc:
                 await self.violation(conn, exc.reason)
                 return
-            await node.deliver(envelope)  # type: ignore[arg-type]
+            await node._deliver(envelope)  # type: ignore[arg-type]
             return
         tag: str | None = None
         if head.reply_to is not None and head.corr is not None:
@@ -230,7 +230,7 @@ class Router:
         )
         reply_to = envelope.reply_to
         if reply_to == self.node.reply_address:
-            await self.node.deliver(error)
+            await self.node._deliver(error)
             return
         target, _ = self.routes.lookup(reply_to)
         if target is not None:
@@ -252,7 +252,7 @@ class Router:
             log.info("node %s detached", node_id)
             # Streams our own agents serve to it have no reader any more. (Only
             # when no newer link of the same node took over its reply address.)
-            self.node.cancel_streams_to(
+            self.node._cancel_streams_to(
                 f"{REPLY_NAME}@{conn.link.path}", f"the caller's link ({node_id}) closed"
             )
         conn.link.close()
@@ -273,7 +273,7 @@ class Router:
         for reply_to, corr in unanswered:
             error = Envelope(0, reply_to, 0, Error("no_route", message, None), None, corr)
             if reply_to == self.node.reply_address:
-                await self.node.deliver(error)
+                await self.node._deliver(error)
                 continue
             caller, _ = self.routes.lookup(reply_to)
             if caller is not None:

@@ -221,7 +221,7 @@ async def open_sentinel(
             node = await stack.enter_async_context(open_node(storage_provider=storage_provider))
         stores = NodeStores(node.storage_provider)
         identity = await load_or_create_identity(stores)
-        node.set_path(identity.node_id)
+        node._set_path(identity.node_id)
         codec = Codec(max_message_size) if max_message_size else Codec()
         sentinel = Sentinel(
             node,
@@ -237,8 +237,8 @@ async def open_sentinel(
         )
         await sentinel.restore()
         uplink = SentinelUplink(sentinel.router, stores)
-        node.uplink = uplink
-        for address in node.local_addresses():
+        node._set_uplink(uplink)
+        for address in node._local_addresses():
             uplink.bind(address)
         try:
             async with trio.open_nursery() as tasks:
@@ -280,7 +280,7 @@ async def open_sentinel(
                 finally:
                     tasks.cancel_scope.cancel()
         finally:
-            node.uplink = None
+            node._set_uplink(None)
 
 
 async def serve_sentinel(**kwargs: Any) -> None:
