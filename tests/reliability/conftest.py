@@ -22,6 +22,9 @@ import pytest
 
 from .fame_services import FameServices
 
+Report = Callable[..., None]
+"""The type of the ``reliability_report`` fixture: ``reliability_report(**figures)``."""
+
 
 @pytest.fixture
 def fame_services(tmp_path: Path, suite_secrets: Any) -> Iterator[Callable[..., FameServices]]:
