@@ -20,7 +20,7 @@ from pathlib import Path
 import trio
 
 import fame
-from fame._storage import StorageProvider, open_storage, storage_config_from_env
+from fame.storage import StorageProvider, open_storage, storage_config_from_env
 
 from ._errors import errors, one_line, shown_path
 from ._logs import configure_logging
@@ -194,10 +194,12 @@ async def _attach(
         fame.open_node(
             storage_provider=provider, stream_idle_timeout=stream_idle_timeout(settings)
         ) as node,
-        fame.attach(node, url, token=token),
+        fame.attach(node, url, token=token) as uplink,
     ):
         for cls, address in classes:
             await node.spawn(cls, address)
+        # Ready means reachable: the sentinel confirmed every agent's address.
+        await uplink.wait_bound()
         names = ", ".join(address for _, address in classes) or "no agents"
         line = f"serving {names} via {url} (storage: {_describe_storage(settings)})"
         print(f"fame node: {line}", flush=True)

@@ -35,6 +35,7 @@ from .._agents._node import Node
 from .._core._errors import AdmissionRefused, NoRoute, ProtocolError, WireError
 from .._core._groups import unwrap_exception_group
 from .._protocol import BindingTracker, NodeHandshake
+from .._protocol._identity import Identity
 from .._wire._schema import (
     Batch,
     BindRefused,
@@ -47,7 +48,7 @@ from .._wire._schema import (
     Pong,
     Refused,
 )
-from ._identity import BINDING_STORE, Identity, NodeStores, load_or_create_identity
+from ._identity import BINDING_STORE, NodeStores, load_or_create_identity
 from ._trace import show_envelope, tracing_enabled
 from ._transport import (
     DEFAULT_HEARTBEAT,
@@ -118,7 +119,8 @@ class FabricUplink:
         self._control_send, self._control_recv = trio.open_memory_channel[tuple[str, str, bool]](
             math.inf
         )
-        self._settled = trio.Event()
+        self._queued = 0  # bind/unbind requests the control task has not handled yet
+        self._changed = trio.Event()  # set (and replaced) whenever the bindings move
         self.attached = trio.Event()
         self.attach_count = 0
         self.started = False
@@ -163,9 +165,11 @@ class FabricUplink:
             pass  # best effort: used from __del__ to cancel a dropped stream
 
     def bind(self, address: str, *, pool: bool = False) -> None:
+        self._queued += 1
         self._control_send.send_nowait(("bind", address, pool))
 
     def unbind(self, address: str) -> None:
+        self._queued += 1
         self._control_send.send_nowait(("unbind", address, False))
 
     # --- running ------------------------------------------------------------------
@@ -181,17 +185,25 @@ class FabricUplink:
                     await self.stores.delete(BINDING_STORE, address)
                 frame = self.bindings.drop(address)
             if frame is not None and self._out is not None:
-                self._settled = trio.Event() if self.bindings.pending else self._settled
                 # A link that just closed is fine: the next attach sends every binding.
                 with contextlib.suppress(trio.ClosedResourceError, trio.BrokenResourceError):
                     await self._out.send(self._codec.encode(frame))
+            self._queued -= 1
+            self._bindings_moved()
+
+    def _bindings_moved(self) -> None:
+        self._changed.set()
+        self._changed = trio.Event()
 
     async def wait_bound(self) -> None:
-        """Wait until every wanted address got its ``Bound`` (or ``BindRefused``)."""
-        while not (self.bindings.attached and self.bindings.settled):
-            await self._settled.wait()
-            if not self.bindings.settled:
-                self._settled = trio.Event()
+        """Wait until attached and every address wanted so far got its ``Bound`` (or refusal).
+
+        "So far" includes the binds of agents spawned just before the call,
+        which the control task may not have sent yet: once this returns, the
+        sentinel routes to every one of them.
+        """
+        while not (self._queued == 0 and self.bindings.attached and self.bindings.settled):
+            await self._changed.wait()
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         """Attach, serve, and re-attach for ever; the first failure raises."""
@@ -270,9 +282,7 @@ class FabricUplink:
                     tasks.start_soon(self._writer, ws, out_recv)
                     tasks.start_soon(self._heartbeat, out_send, state)
                     binds = self.bindings.on_attached()
-                    self._settled = trio.Event()
-                    if self.bindings.settled:
-                        self._settled.set()
+                    self._bindings_moved()
                     self._out = out_send
                     for bind in binds:
                         await out_send.send(codec.encode(bind))
@@ -373,8 +383,7 @@ class FabricUplink:
                     message.address,  # type: ignore[union-attr]
                     message.reason,  # type: ignore[union-attr]
                 )
-            if self.bindings.settled:
-                self._settled.set()
+            self._bindings_moved()
         elif isinstance(message, Ping):
             if self._out is not None:
                 with contextlib.suppress(trio.WouldBlock):  # the sentinel's heartbeat

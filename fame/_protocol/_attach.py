@@ -8,7 +8,6 @@ from typing import Any
 import attrs
 
 from .._core._errors import AdmissionRefused, ProtocolError
-from .._fabric._identity import Identity, verify_signature
 from .._wire._schema import (
     Attach,
     Bind,
@@ -23,6 +22,7 @@ from .._wire._schema import (
     Welcome,
     attach_proof_payload,
 )
+from ._identity import Identity, verify_signature
 from ._route_table import RouteTable
 
 __all__ = ["Admitted", "BindingTracker", "NodeHandshake", "SentinelLink", "SentinelPolicy"]
@@ -253,7 +253,10 @@ class BindingTracker:
     """The node's view of its bindings: wanted, confirmed, refused, pending.
 
     Addresses are wanted whether or not the link is up; on every (re)attach
-    :meth:`on_attached` gives one ``Bind`` for all of them.
+    :meth:`on_attached` gives one ``Bind`` for all of them. ``pending``
+    counts the ``Bind`` s per address still waiting for their answer: the
+    sentinel answers each one, in order, so after a bind, unbind and bind
+    again of one address the first ``Bound`` does not settle the second.
     """
 
     def __init__(self) -> None:
@@ -261,7 +264,7 @@ class BindingTracker:
         self.pools: set[str] = set()  # the wanted addresses bound as pool members
         self.bound: set[str] = set()
         self.refused: dict[str, str] = {}
-        self.pending: set[str] = set()
+        self.pending: dict[str, int] = {}
         self.attached = False
 
     def on_attached(self) -> list[Bind]:
@@ -269,7 +272,7 @@ class BindingTracker:
         self.attached = True
         self.bound.clear()
         self.refused.clear()
-        self.pending = set(self.wanted)
+        self.pending = dict.fromkeys(self.wanted, 1)
         alone = sorted(self.wanted - self.pools)
         pooled = sorted(self.wanted & self.pools)
         return [Bind(alone)] * bool(alone) + [Bind(pooled, pool=True)] * bool(pooled)
@@ -288,23 +291,27 @@ class BindingTracker:
         self.refused.pop(address, None)
         if not self.attached or address in self.bound:
             return None
-        self.pending.add(address)
+        self.pending[address] = self.pending.get(address, 0) + 1
         return Bind([address], pool=pool)
 
     def drop(self, address: str) -> Unbind | None:
+        # A Bind still in flight keeps its count: its answer comes all the same.
         self.wanted.discard(address)
         self.pools.discard(address)
-        self.pending.discard(address)
         self.bound.discard(address)
         return Unbind([address]) if self.attached else None
 
     def receive(self, frame: Bound | BindRefused) -> None:
-        self.pending.discard(frame.address)
-        if type(frame) is Bound:
-            if frame.address in self.wanted:
-                self.bound.add(frame.address)
-        else:
-            self.refused[frame.address] = frame.reason  # type: ignore[union-attr]
+        address = frame.address
+        left = self.pending.pop(address, 0) - 1
+        if left > 0:
+            self.pending[address] = left
+        match frame:
+            case Bound():
+                if address in self.wanted:
+                    self.bound.add(address)
+            case BindRefused(reason=reason):
+                self.refused[address] = reason
 
     @property
     def settled(self) -> bool:

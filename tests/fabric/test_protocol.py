@@ -7,7 +7,6 @@ import random
 import pytest
 
 from fame import AdmissionRefused
-from fame._fabric._identity import Identity
 from fame._fabric._transport import RECONNECT_BACKOFF
 from fame._protocol import (
     Admitted,
@@ -17,6 +16,7 @@ from fame._protocol import (
     SentinelLink,
     SentinelPolicy,
 )
+from fame._protocol._identity import Identity
 from fame._protocol._route_table import RouteTable
 from fame._wire._schema import (
     Attach,
@@ -271,3 +271,15 @@ def test_backoff_grows_to_a_cap_with_jitter() -> None:
     assert max(later) <= 10.0
     assert len(set(later)) == len(later)  # jittered: no two nodes retry in lockstep
     assert sum(later) / len(later) > 3.0  # and it did grow to the cap's range
+
+
+def test_binding_tracker_settles_only_when_every_bind_was_answered() -> None:
+    tracker = BindingTracker()
+    tracker.on_attached()
+    assert tracker.want("a@x") == Bind(["a@x"])
+    assert tracker.drop("a@x") == Unbind(["a@x"])
+    assert tracker.want("a@x") == Bind(["a@x"])
+    tracker.receive(Bound("a@x"))  # the answer to the first Bind
+    assert not tracker.settled
+    tracker.receive(Bound("a@x"))
+    assert tracker.settled and tracker.bound == {"a@x"}

@@ -71,6 +71,12 @@ async def _contained(fn: Any, *args: Any) -> None:
         log.warning("a connection failed in the websocket layer: %r", collapse(exc))
 
 
+async def _close_superseded(previous: Conn) -> None:
+    """Close the link a re-attached node left behind, bounded like the watchdog's close."""
+    with trio.move_on_after(SUPERSEDED_CLOSE_TIMEOUT):
+        await previous.ws.aclose(1000, "superseded by a new link")
+
+
 class ConnectionHandler:
     """The sentinel's websocket handler: :meth:`handle` serves one connection."""
 
@@ -145,6 +151,7 @@ class ConnectionHandler:
         conn = Conn(ws, SentinelLink(self.policy, secrets.token_bytes(32)), self.queue_size)
         try:
             async with unwrap_exception_group(), trio.open_nursery() as tasks:
+                conn.tasks = tasks
                 written = trio.Event()
                 tasks.start_soon(self._writer, conn, written)
                 tasks.start_soon(self._watchdog, conn)
@@ -241,10 +248,12 @@ class ConnectionHandler:
         previous = self.router.routes.link(event.node_id, event.path, conn)
         if previous is not None and previous is not conn:
             log.info("node %s re-attached: closing its old link", event.node_id)
-            # Bounded like the watchdog's close: an old link that reads nothing any
-            # more (a half-dead TCP connection) would hold this new link's reader.
-            with trio.move_on_after(SUPERSEDED_CLOSE_TIMEOUT):
-                await previous.ws.aclose(1000, "superseded by a new link")
+            # In the background: the close of an old link that reads nothing any
+            # more (a half-dead TCP connection) takes up to its bound, and this new
+            # link's reader must meanwhile answer the node's Bind. Until then, the
+            # requests routed to the new link pile up ahead of its Bound.
+            assert conn.tasks is not None
+            conn.tasks.start_soon(_close_superseded, previous)
         log.info("node %s attached%s", event.node_id, " (ephemeral)" if event.ephemeral else "")
 
     async def _apply_events(self, conn: Conn) -> list[Admitted]:

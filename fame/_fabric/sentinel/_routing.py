@@ -53,13 +53,15 @@ FORWARD_TIMEOUT = 10.0
 class Conn:
     """One attached (or attaching) websocket."""
 
-    __slots__ = ("link", "out", "out_recv", "reply_address", "seen", "ws")
+    __slots__ = ("link", "out", "out_recv", "reply_address", "seen", "tasks", "ws")
 
     def __init__(self, ws: WebSocketConnection, link: SentinelLink, queue: int) -> None:
         self.ws = ws
         self.link = link
         self.out, self.out_recv = trio.open_memory_channel[bytes](queue)
         self.seen = trio.current_time()
+        # The nursery of the connection's tasks (reader, writer, watchdog).
+        self.tasks: trio.Nursery | None = None
         # The only address this link's requests may ask answers to; set on attach.
         self.reply_address = ""
 
