@@ -13,10 +13,8 @@ import os
 from pathlib import Path
 
 import fame
-from fame._core._groups import collapse, leaves
-from fame._storage import (
-    WrongMasterKey,
-)
+from fame.errors import WrongMasterKey
+from fame.lowlevel import collapse, leaves
 
 from ._settings import ConfigFileError
 

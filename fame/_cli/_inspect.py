@@ -24,9 +24,13 @@ from typing import Any
 import msgspec
 import trio
 
-from fame._storage import DamagedDatabase, open_storage, storage_config_from_env
-from fame._storage._integrity import check_files
-from fame._storage._namespace import namespace_files
+from fame.storage import (
+    DamagedDatabase,
+    check_files,
+    namespace_files,
+    open_storage,
+    storage_config_from_env,
+)
 
 __all__ = ["check", "dump", "namespaces"]
 

@@ -13,7 +13,7 @@ import logging
 import sys
 from collections.abc import Mapping
 
-from fame._fabric._trace import TRACE_LOGGER
+from fame.lowlevel import TRACE_LOGGER
 
 from ._settings import flag_setting
 

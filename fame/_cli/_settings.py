@@ -25,9 +25,9 @@ from typing import TypeVar
 
 from dotenv.parser import parse_stream
 
-from fame._agents._stream import DEFAULT_IDLE_TIMEOUT
-from fame._fabric.sentinel._server import (
+from fame.lowlevel import (
     DEFAULT_HOST,
+    DEFAULT_IDLE_TIMEOUT,
     DEFAULT_MAX_CONNECTIONS,
     DEFAULT_PORT,
     HANDSHAKE_TIMEOUT,

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from collections.abc import Sequence
@@ -34,6 +33,7 @@ import trio
 import fame
 
 from ._errors import describe, errors
+from ._logs import configure_logging
 from ._project import PROJECT_ENV, resolve_project
 from ._settings import SECRETS_FILE, SENTINEL_CONF, admission_token, load_settings, sentinel_url
 
@@ -272,13 +272,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         project = resolve_project(args.project)
         settings = load_settings([project / SENTINEL_CONF, project / SECRETS_FILE], optional=True)
+        configure_logging(settings, show_envelopes=args.verbose)
     except Exception as exc:
         print(f"{PROG}: {exc}", file=sys.stderr)
         return 1
     url = args.url or sentinel_url(settings)
     token = args.token if args.token is not None else admission_token(settings)
-    if args.verbose:
-        os.environ["FAME_SHOW_ENVELOPES"] = "1"
     try:
         return trio.run(_run, args, url, token)
     except ClientError as exc:

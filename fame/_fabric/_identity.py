@@ -1,75 +1,33 @@
-"""A node's identity: a stable node id and an Ed25519 key pair, kept in its own stores.
+"""Where a node keeps its identity: its own stores, through the storage provider.
 
-The sentinel pins a node id to the public key it first attached with, so
-the private key is what makes a node *that* node: another process that
-knows the admission token still cannot take over its id or its addresses.
 The id lives in ``__node_meta`` and the private key in ``__keystore``;
 both are created on first use and read back on every later start.
-
 :class:`NodeStores` is the narrow view of the storage provider that the
 fabric needs (bytes in internal ``__`` namespaces). Ephemeral nodes
-(clients) make a fresh identity and persist nothing.
+(clients) make a fresh identity and persist nothing. The identity itself
+(keys, signatures) is pure and lives in ``fame._protocol._identity``.
 """
 
 from __future__ import annotations
 
-import secrets
 from typing import Any
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from .._core._storage_protocol import StorageProvider
+from .._protocol._identity import Identity
 
-__all__ = ["Identity", "NodeStores", "load_or_create_identity", "verify_signature"]
+__all__ = [
+    "BINDING_STORE",
+    "KEYSTORE",
+    "NODE_META",
+    "ROUTE_STORE",
+    "NodeStores",
+    "load_or_create_identity",
+]
 
 NODE_META = "__node_meta"
 KEYSTORE = "__keystore"
 BINDING_STORE = "__binding_store"
 ROUTE_STORE = "__route_store"
-
-
-class Identity:
-    """A node id and its Ed25519 private key."""
-
-    __slots__ = ("_key", "node_id", "public_key")
-
-    def __init__(self, node_id: str, key: Ed25519PrivateKey) -> None:
-        self.node_id = node_id
-        self._key = key
-        self.public_key = key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
-
-    @classmethod
-    def generate(cls, node_id: str | None = None) -> Identity:
-        """A fresh identity; the id is ``n`` + 20 hex digits (a valid path label)."""
-        return cls(node_id or new_node_id(), Ed25519PrivateKey.generate())
-
-    @classmethod
-    def from_private_bytes(cls, node_id: str, raw: bytes) -> Identity:
-        return cls(node_id, Ed25519PrivateKey.from_private_bytes(raw))
-
-    def private_bytes(self) -> bytes:
-        from cryptography.hazmat.primitives.serialization import NoEncryption, PrivateFormat
-
-        return self._key.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
-
-    def sign(self, payload: bytes) -> bytes:
-        return self._key.sign(payload)
-
-    def __repr__(self) -> str:
-        return f"<Identity {self.node_id}>"
-
-
-def new_node_id() -> str:
-    return "n" + secrets.token_hex(10)
-
-
-def verify_signature(public_key: bytes, signature: bytes, payload: bytes) -> bool:
-    """True if ``signature`` is ``public_key``'s Ed25519 signature of ``payload``."""
-    try:
-        Ed25519PublicKey.from_public_bytes(public_key).verify(signature, payload)
-    except (InvalidSignature, ValueError, TypeError):
-        return False
-    return True
 
 
 class NodeStores:
@@ -80,8 +38,7 @@ class NodeStores:
     provider (an ephemeral client) the values live in this object only.
     """
 
-    def __init__(self, provider: Any = None) -> None:
-        self._provider = provider
+    def __init__(self, provider: StorageProvider | None = None) -> None:
         self._stores: dict[str, Any] = {}
         self._memory: dict[str, dict[str, bytes]] = {}
         self.persistent = False

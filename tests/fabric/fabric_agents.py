@@ -19,7 +19,10 @@ def producers_waiting_for_credit(node: Any) -> int:
     """
     if node is None:
         return -1
-    return sum(p.credit._changed.statistics().tasks_waiting > 0 for p in node._switchboard.producers.values())
+    return sum(
+        p.credit._changed.statistics().tasks_waiting > 0
+        for p in node._switchboard.producers.values()
+    )
 
 
 class Boom(Exception):

@@ -17,9 +17,9 @@ import trio
 
 import fame
 from fame._cli._logs import configure_logging
-from fame._fabric._identity import Identity
 from fame._fabric._transport import client_ssl_context
 from fame._fabric._uplink import attach
+from fame._protocol._identity import Identity
 from fame._storage import open_storage_from_env
 
 sys.path.insert(0, __file__.rsplit("/", 1)[0])

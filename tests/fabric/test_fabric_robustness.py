@@ -9,8 +9,8 @@ from hypothesis import strategies as st
 from trio_websocket import ConnectionClosed, open_websocket_url
 
 from fame._fabric._client import connect
-from fame._fabric._identity import Identity
 from fame._protocol import NodeHandshake
+from fame._protocol._identity import Identity
 from fame._wire._schema import (
     MAX_HOPS,
     Attach,

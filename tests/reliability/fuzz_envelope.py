@@ -33,8 +33,8 @@ with atheris.instrument_imports(include=["fame"]):
     import msgspec
 
     from fame._core._errors import AdmissionRefused, ProtocolError, WireError
-    from fame._fabric._identity import Identity
     from fame._protocol import NodeHandshake, SentinelLink, SentinelPolicy
+    from fame._protocol._identity import Identity
     from fame._protocol._route_table import RouteTable
     from fame._wire._schema import (
         Attach,

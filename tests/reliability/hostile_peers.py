@@ -28,8 +28,8 @@ from trio_websocket import (
 )
 
 import fame
-from fame._fabric._identity import Identity
 from fame._protocol import NodeHandshake
+from fame._protocol._identity import Identity
 from fame._wire._schema import Challenge, Welcome
 
 from .fame_services import ECHO_AGENT, STORAGE_AGENT, FameServices

@@ -47,7 +47,8 @@ class ObservedStorageAgent(StorageAgent):
             "producers": len(node._switchboard.producers) if node is not None else -1,
             # Blocked on credit: the event that says "the producer stalls".
             "waiting_for_credit": sum(
-                p.credit._changed.statistics().tasks_waiting > 0 for p in node._switchboard.producers.values()
+                p.credit._changed.statistics().tasks_waiting > 0
+                for p in node._switchboard.producers.values()
             )
             if node is not None
             else -1,

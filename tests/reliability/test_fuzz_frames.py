@@ -28,8 +28,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import fame
-from fame._fabric._identity import Identity
 from fame._protocol import NodeHandshake, SentinelLink, SentinelPolicy
+from fame._protocol._identity import Identity
 from fame._protocol._route_table import RouteTable
 from fame._wire._schema import (
     Attach,

@@ -18,8 +18,8 @@ import trio
 from trio_websocket import open_websocket_url
 
 from fame._fabric._client import connect
-from fame._fabric._identity import Identity
 from fame._protocol import NodeHandshake
+from fame._protocol._identity import Identity
 from fame._wire._schema import (
     Attach,
     Bind,

@@ -107,8 +107,9 @@ async def test_stopping_an_unknown_actor_is_a_checkpoint() -> None:
 
 
 async def test_an_uplink_send_that_raises_cancelled_sent_nothing() -> None:
-    from fame._fabric._identity import Identity, NodeStores
+    from fame._fabric._identity import NodeStores
     from fame._fabric._uplink import FabricUplink
+    from fame._protocol._identity import Identity
     from fame._wire._schema import Envelope, Request
 
     async with fame.open_node(storage_provider=object()) as node:
