@@ -91,3 +91,4 @@ bench:
     {{python}} bench/bench_storage.py
     {{python}} bench/bench_fabric.py
     {{python}} bench/bench_e2e.py
+    {{python}} bench/bench_ticks.py

@@ -11,7 +11,18 @@ import bisect
 from collections.abc import Sequence
 
 from ._errors import StorageError
-from ._ops import Count, Get, GetMany, ReadOp, Row, Scan, WriteOp, apply_writes
+from ._ops import (
+    READ_CHUNK,
+    BulkRead,
+    Count,
+    Get,
+    GetMany,
+    ReadSteps,
+    Row,
+    Scan,
+    WriteOp,
+    apply_writes,
+)
 
 __all__ = ["MemoryBackend"]
 
@@ -34,33 +45,58 @@ class MemoryBackend:
             return None
         return entry
 
-    def read(self, op: ReadOp, now: float) -> object:
-        if isinstance(op, Get):
-            entry = self._live(op.key, now)
-            return None if entry is None else (entry[0], entry[1])
+    def get(self, op: Get, now: float) -> Row | None:
+        entry = self._live(op.key, now)
+        return None if entry is None else (entry[0], entry[1])
+
+    def read_steps(self, op: BulkRead, now: float) -> ReadSteps:
+        # The actor runs these steps inline, with a checkpoint between two of
+        # them, and writes nothing until the last: the dict and the sorted
+        # key list do not change under a read, so indexes stay valid.
         if isinstance(op, GetMany):
             found: dict[str, Row] = {}
-            for key in op.keys:
-                entry = self._live(key, now)
-                if entry is not None:
-                    found[key] = (entry[0], entry[1])
+            for start in range(0, len(op.keys), READ_CHUNK):
+                if start:
+                    yield
+                for key in op.keys[start : start + READ_CHUNK]:
+                    entry = self._live(key, now)
+                    if entry is not None:
+                        found[key] = (entry[0], entry[1])
             return found
         if isinstance(op, Scan):
-            if op.after is not None and op.after >= op.prefix:
-                start = bisect.bisect_right(self._sorted, op.after)
-            else:
-                start = bisect.bisect_left(self._sorted, op.prefix)
-            rows: list[tuple[object, ...]] = []
-            for key in self._sorted[start:]:
+            return (yield from self._scan(op, now))
+        if isinstance(op, Count):
+            keys = self._sorted
+            total = 0
+            for start in range(0, len(keys), READ_CHUNK):
+                if start:
+                    yield
+                for key in keys[start : start + READ_CHUNK]:
+                    total += self._live(key, now) is not None
+            return total
+        raise StorageError(f"not a read operation: {op!r}")
+
+    def _scan(self, op: Scan, now: float) -> ReadSteps:
+        """Rows in key order; each step looks at :data:`READ_CHUNK` keys at most."""
+        keys = self._sorted
+        if op.after is not None and op.after >= op.prefix:
+            index = bisect.bisect_right(keys, op.after)
+        else:
+            index = bisect.bisect_left(keys, op.prefix)
+        rows: list[tuple[object, ...]] = []
+        first = True
+        while index < len(keys) and len(rows) < op.limit:
+            if not first:
+                yield
+            first = False
+            for key in keys[index : index + READ_CHUNK]:
                 if len(rows) >= op.limit or not key.startswith(op.prefix):
-                    break
+                    return rows
                 entry = self._live(key, now)
                 if entry is not None:
                     rows.append((key, entry[0], entry[1]) if op.values else (key,))
-            return rows
-        if isinstance(op, Count):
-            return sum(1 for key in self._entries if self._live(key, now) is not None)
-        raise StorageError(f"not a read operation: {op!r}")
+            index += READ_CHUNK
+        return rows
 
     def write(self, ops: Sequence[WriteOp], now: float) -> list[object]:
         undo: list[tuple[str, _Entry | None]] = []

@@ -7,11 +7,17 @@ Versions come from one counter per database file, bumped for every key
 written. A key's version is the counter value of its last write, so a
 version is never reused, not even after a delete: an ``if_version`` check
 cannot be fooled by a key that was deleted and created again.
+
+Reads come in two kinds. A point read (:class:`Get`) is bounded: it touches
+one key. A bulk read (:class:`GetMany`, :class:`Scan`, :class:`Count`)
+costs more as the data grows, so a backend answers it as
+:data:`ReadSteps`, a generator of bounded steps, which the storage actor
+runs off the event loop (see ``_storage_actor``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Generator, Sequence
 from typing import Protocol
 
 import attrs
@@ -19,7 +25,9 @@ import attrs
 from ._errors import KeyMissing, StorageError, VersionConflict
 
 __all__ = [
+    "READ_CHUNK",
     "Backend",
+    "BulkRead",
     "Count",
     "Delete",
     "DeleteMany",
@@ -29,6 +37,7 @@ __all__ = [
     "Put",
     "PutMany",
     "ReadOp",
+    "ReadSteps",
     "Row",
     "Scan",
     "Transaction",
@@ -99,8 +108,23 @@ class Purge:
     limit: int = 10_000
 
 
-ReadOp = Get | GetMany | Scan | Count
+BulkRead = GetMany | Scan | Count
+ReadOp = Get | BulkRead
 WriteOp = Put | PutMany | Delete | DeleteMany | Purge
+
+READ_CHUNK = 500
+"""Keys or rows one step of a bulk read handles, at most (see :data:`ReadSteps`)."""
+
+ReadSteps = Generator[None, None, object]
+"""A bulk read cut into bounded steps; its answer is the generator's return value.
+
+Each ``next()`` does the Python work of at most :data:`READ_CHUNK` keys or
+rows (one SQL statement that SQLite runs in C, without the GIL, may cover
+more). Nothing is done before the first ``next()``. The storage actor runs
+the steps one after another, each as its own job on the worker thread (or
+inline with a checkpoint between steps for the memory backend), and lets no
+write in before the last one: the answer is one consistent snapshot.
+"""
 
 
 class Transaction(Protocol):
@@ -122,8 +146,12 @@ class Backend(Protocol):
 
     namespace: str
 
-    def read(self, op: ReadOp, now: float) -> object:
-        """Answer a read against committed state."""
+    def get(self, op: Get, now: float) -> Row | None:
+        """Answer a point read against committed state; cheap enough for the event loop."""
+        ...
+
+    def read_steps(self, op: BulkRead, now: float) -> ReadSteps:
+        """Answer a bulk read against committed state, in bounded steps."""
         ...
 
     def write(self, ops: Sequence[WriteOp], now: float) -> list[object]:

@@ -22,17 +22,20 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Generator, Sequence
 from pathlib import Path
 
 import sqlcipher3
 
 from ._errors import DamagedDatabase, DatabaseInUse, StorageError, StorageFull
 from ._ops import (
+    READ_CHUNK,
+    BulkRead,
     Count,
     Get,
     GetMany,
-    ReadOp,
+    ReadSteps,
+    Row,
     Scan,
     WriteOp,
     apply_writes,
@@ -202,42 +205,79 @@ class SqliteBackend:
         # file was last closed (or crashed): continue above it.
         self._seq = self._reserved = reserved
 
-    def read(self, op: ReadOp, now: float) -> object:
+    def get(self, op: Get, now: float) -> Row | None:
         try:
-            return self._read(op, now)
+            row: Row | None = self._conn.execute(_GET, (op.key, now)).fetchone()
         except sqlcipher3.DatabaseError as exc:
-            error = _database_error(self.path, exc, "read failed")
-            if isinstance(error, DamagedDatabase):
-                self._damage = error
-            raise error from None
+            raise self._read_error(exc) from None
+        return row
 
-    def _read(self, op: ReadOp, now: float) -> object:
-        execute = self._conn.execute
-        if isinstance(op, Get):
-            return execute(_GET, (op.key, now)).fetchone()
-        if isinstance(op, GetMany):
-            found = {}
-            for key in op.keys:
-                row = execute(_GET, (key, now)).fetchone()
+    def read_steps(self, op: BulkRead, now: float) -> ReadSteps:
+        try:
+            if isinstance(op, GetMany):
+                return (yield from self._get_many(op.keys, now))
+            if isinstance(op, Scan):
+                return (yield from self._scan(op, now))
+            if isinstance(op, Count):
+                # One statement however many rows: SQLite counts in C and the
+                # binding releases the GIL meanwhile, so the event loop runs.
+                return self._conn.execute(_COUNT, (now,)).fetchone()[0]
+        except sqlcipher3.DatabaseError as exc:
+            raise self._read_error(exc) from None
+        raise StorageError(f"not a read operation: {op!r}")
+
+    def _read_error(self, exc: sqlcipher3.DatabaseError) -> StorageError:
+        error = _database_error(self.path, exc, "read failed")
+        if isinstance(error, DamagedDatabase):
+            self._damage = error
+        return error
+
+    def _get_many(self, keys: tuple[str, ...], now: float) -> Generator[None, None, dict[str, Row]]:
+        """The live rows among ``keys``, in the order of ``keys``; one query per step."""
+        found: dict[str, Row] = {}
+        for start in range(0, len(keys), READ_CHUNK):
+            if start:
+                yield
+            chunk = keys[start : start + READ_CHUNK]
+            sql = (
+                f"SELECT key, value, version FROM kv WHERE key IN ({', '.join('?' * len(chunk))})"
+                f" AND {_LIVE}"
+            )
+            rows = {
+                key: (value, version)
+                for key, value, version in self._conn.execute(sql, (*chunk, now))
+            }
+            for key in chunk:
+                row = rows.get(key)
                 if row is not None:
                     found[key] = row
-            return found
-        if isinstance(op, Scan):
-            sql = "SELECT key" + (", value, version" if op.values else "") + " FROM kv WHERE "
-            args: list[object] = []
-            low = max(op.prefix, op.after) if op.after is not None else op.prefix
-            sql += "key > ?" if op.after is not None and op.after >= op.prefix else "key >= ?"
-            args.append(low)
-            upper = prefix_upper_bound(op.prefix)
-            if upper is not None:
-                sql += " AND key < ?"
-                args.append(upper)
-            sql += f" AND {_LIVE} ORDER BY key LIMIT ?"
-            args += [now, op.limit]
-            return execute(sql, args).fetchall()
-        if isinstance(op, Count):
-            return execute(_COUNT, (now,)).fetchone()[0]
-        raise StorageError(f"not a read operation: {op!r}")
+        return found
+
+    def _scan(self, op: Scan, now: float) -> Generator[None, None, list[tuple[object, ...]]]:
+        """Up to ``op.limit`` rows in key order, :data:`READ_CHUNK` rows per step.
+
+        Each step is a statement of its own that starts after the last key of
+        the step before, so no cursor stays open between steps.
+        """
+        columns = "key, value, version" if op.values else "key"
+        upper = prefix_upper_bound(op.prefix)
+        below = "" if upper is None else " AND key < ?"
+        if op.after is not None and op.after >= op.prefix:
+            low, above = op.after, "key > ?"
+        else:
+            low, above = op.prefix, "key >= ?"
+        rows: list[tuple[object, ...]] = []
+        while (limit := min(READ_CHUNK, op.limit - len(rows))) > 0:
+            if rows:
+                yield
+            sql = f"SELECT {columns} FROM kv WHERE {above}{below} AND {_LIVE} ORDER BY key LIMIT ?"
+            args = (low, now, limit) if upper is None else (low, upper, now, limit)
+            page = self._conn.execute(sql, args).fetchall()
+            rows += page
+            if len(page) < limit:
+                break
+            low, above = page[-1][0], "key > ?"
+        return rows
 
     def write(self, ops: Sequence[WriteOp], now: float) -> list[object]:
         if self._damage is not None:

@@ -3,10 +3,16 @@
 Every key-value call is a message to it. The runtime hands it up to
 ``max_batch`` queued messages at once, and it handles them in two steps:
 
-1. reads, answered at once on the event loop from committed state. A cached
-   point read costs a few microseconds, far less than a hop to a worker
-   thread, so reads stay inline (``bench/bench_storage.py`` measures
-   both);
+1. reads, from committed state. A point read (``get``) touches one key and
+   costs a few microseconds when cached, far less than a hop to a worker
+   thread, so it is answered inline on the event loop (with a checkpoint
+   every :data:`INLINE_READS_PER_CHECKPOINT` of them, so a full batch does
+   not hold the loop either). Every other read (``count``, ``get_many``, a
+   page of ``scan``/``keys``) costs more as the data grows: it runs in
+   bounded steps (see :data:`ReadSteps`), each one a job of its own on the
+   database's worker thread, so the event loop keeps running (and the GIL
+   is free) between two steps. The memory backend never blocks and has no
+   worker: its steps run inline with a checkpoint between two of them;
 2. writes, all of them in one transaction run on the database's worker
    thread (a commit with ``synchronous=FULL`` waits for the disk and must
    not stall the event loop; see ``_worker``). Each writer is answered only
@@ -18,21 +24,52 @@ Every key-value call is a message to it. The runtime hands it up to
 Answering the reads of a batch before its writes is linearizable: the
 messages of one batch were all in flight at the same time, and a caller of
 ``ask`` has one message in flight at most. Every write acknowledged before
-a read was sent is committed, so reads see their own writes.
+a read was sent is committed, so reads see their own writes. The actor
+takes no write while a read is between two steps (nor any message: it
+handles one batch at a time), so a bulk read sees one snapshot, and the
+connection is used by one thread at a time.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
+import trio
+
 from .._core._actor import Actor, Delivery
 from ._errors import StorageError, StorageFull, StorageWriteFailed
-from ._ops import Backend, Delete, DeleteMany, Purge, Put, PutMany
+from ._ops import (
+    Backend,
+    BulkRead,
+    Count,
+    Delete,
+    DeleteMany,
+    Get,
+    GetMany,
+    Purge,
+    Put,
+    PutMany,
+    ReadSteps,
+    Scan,
+)
 from ._worker import Worker
 
-__all__ = ["StorageActor"]
+__all__ = ["INLINE_READS_PER_CHECKPOINT", "StorageActor"]
 
 _WRITES = (Put, PutMany, Delete, DeleteMany, Purge)
+_BULK_READS = (GetMany, Scan, Count)
+
+INLINE_READS_PER_CHECKPOINT = 64
+"""Point reads answered inline between two checkpoints (a few ms on cold encrypted pages)."""
+
+
+def _step(steps: ReadSteps) -> tuple[bool, object]:
+    """Run one step of a bulk read: ``(True, answer)`` after the last one."""
+    try:
+        next(steps)
+    except StopIteration as done:
+        return True, done.value
+    return False, None
 
 
 class StorageActor(Actor):
@@ -91,16 +128,56 @@ class StorageActor(Actor):
             raise StorageError(f"storage actor of {self.namespace!r} has no open database")
         writes: list[Delivery] = []
         now = self._clock()
+        inline = 0
         for delivery in deliveries:
-            if isinstance(delivery.message, _WRITES):
+            message = delivery.message
+            if isinstance(message, _WRITES):
                 writes.append(delivery)
-            elif delivery.wants_reply:
-                try:
-                    delivery.reply(backend.read(delivery.message, now))
-                except StorageError as exc:
-                    delivery.fail(exc)
+                continue
+            if isinstance(message, Get):
+                inline += 1
+                if inline % INLINE_READS_PER_CHECKPOINT == 0:
+                    await trio.lowlevel.checkpoint()
+            if not delivery.wants_reply:
+                continue  # a tell, or the caller gave up: nothing to read for
+            try:
+                if isinstance(message, Get):
+                    delivery.reply(backend.get(message, now))
+                elif isinstance(message, _BULK_READS):
+                    delivery.reply(await self._read_in_steps(backend, message, now, delivery))
+                else:
+                    raise StorageError(f"not a storage operation: {message!r}")
+            except StorageError as exc:
+                delivery.fail(exc)
         if writes:
             await self._commit(backend, writes)
+
+    async def _read_in_steps(
+        self, backend: Backend, op: BulkRead, now: float, delivery: Delivery
+    ) -> object:
+        """Run a bulk read step by step, never more than one step at a time on the loop."""
+        steps = backend.read_steps(op, now)
+        worker = self._worker
+        try:
+            while True:
+                if worker is not None:
+                    done, answer = await worker.run(_step, steps)
+                    if done:
+                        return answer
+                    # The hop let the loop run; a step cannot be abandoned
+                    # half-way, but between two steps the actor may be cancelled.
+                    await trio.lowlevel.checkpoint_if_cancelled()
+                else:
+                    done, answer = _step(steps)
+                    if done:
+                        return answer
+                    await trio.lowlevel.checkpoint()
+                if not delivery.wants_reply:
+                    return None  # the caller gave up: the answer would be dropped anyway
+        finally:
+            # No step runs now (a worker job always runs to its end), so
+            # closing the generator on this thread cannot race the worker.
+            steps.close()
 
     async def _commit(self, backend: Backend, writes: list[Delivery]) -> None:
         ops = [delivery.message for delivery in writes]

@@ -5,10 +5,10 @@ contextvars, cancellation support) and costs a few tens of microseconds
 more per hop than handing a job to a thread that already waits for it. A
 storage actor hops once per batch of writes; with one sequential writer
 that is once per write, where the hop is as costly as the commit itself.
-So each open database gets one worker thread for its writes. Reads run
-inline on the event loop, but never while a write job runs: the storage
-actor awaits each job before it takes its next batch, so the connection is
-used from one thread at a time.
+So each open database gets one worker thread for its writes and for the
+steps of its bulk reads. Point reads run inline on the event loop, but
+never while a job runs: the storage actor awaits each job before it does
+anything else, so the connection is used from one thread at a time.
 
 The wait for a job cannot be cancelled (like ``to_thread.run_sync`` by
 default): a transaction that started runs to its end and its result is
