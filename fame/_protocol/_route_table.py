@@ -140,9 +140,6 @@ class RouteTable(Generic[L]):
                 del self._paths[path]
         return True
 
-    def linked(self, node_id: str) -> L | None:
-        return self._links.get(node_id)
-
     def __len__(self) -> int:
         return len(self._links)
 

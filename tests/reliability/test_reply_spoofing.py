@@ -70,7 +70,7 @@ async def test_a_peer_cannot_forge_or_redirect_another_callers_answers(
             tasks.start_soon(victim_call)
             with trio.fail_after(10):
                 await slow.called.wait()
-            dropped_before = sentinel.router.unexpected_answers
+            dropped_before = sentinel.router.routing.dropped_answers
 
             # 1. Forged replies to every plausible pending call of the victim.
             for corr in FORGED_CORRS:
@@ -85,7 +85,7 @@ async def test_a_peer_cannot_forge_or_redirect_another_callers_answers(
             )
             refusal = await next_frame(attacker)
             # The forged replies were dropped before the refusal was sent.
-            dropped = sentinel.router.unexpected_answers - dropped_before
+            dropped = sentinel.router.routing.dropped_answers - dropped_before
 
             slow.release.set()
             with trio.fail_after(10):

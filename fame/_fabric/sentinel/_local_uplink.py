@@ -38,11 +38,11 @@ class SentinelUplink:
         data = router.codec.encode(envelope)
         control = type(envelope.frame) in (Credit, Cancel)
         if control and envelope.reply_to is not None and envelope.corr is not None:
-            conn, owner = router.stream_link(envelope.to, envelope.reply_to, envelope.corr)
+            conn, owner = router.routing.stream_link(envelope.to, envelope.reply_to, envelope.corr)
         else:
             conn, owner = router.routes.lookup(envelope.to)
         if conn is None:
-            raise NoRoute(router.no_route_reason(envelope.to, owner), actor=envelope.to)
+            raise NoRoute(router.routing.no_route_reason(envelope.to, owner), actor=envelope.to)
         if envelope.reply_to is not None and envelope.corr is not None:
             if type(envelope.frame) is Cancel:
                 router.inflight.finished(conn, envelope.reply_to, envelope.corr)

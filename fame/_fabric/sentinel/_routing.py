@@ -1,7 +1,8 @@
 """How a sentinel moves envelopes between its links, and cleans up after a lost one.
 
-Routing decodes only the :class:`RoutingHeader` and forwards the original
-bytes with the hop count patched in place, so the payload is never
+What to do with an envelope is decided sans IO (``fame._protocol._routing``);
+this module carries it out. Routing decodes only the :class:`RoutingHeader`
+and forwards the original bytes with the hop count patched in place, so the payload is never
 re-encoded. An envelope for an address nobody serves is answered at once
 with a ``no_route`` error naming the address. Each link has a bounded
 outgoing queue; a forwarder waits for room (with a limit), so a slow
@@ -27,11 +28,8 @@ from trio_websocket import WebSocketConnection
 from ..._agents._node import REPLY_NAME, Node
 from ..._core._errors import WireError
 from ..._protocol import SentinelLink
-from ..._protocol._inflight import InflightRequests
-from ..._protocol._route_table import RouteTable
+from ..._protocol._routing import Deliver, DropAnswer, Forward, Refuse, ReplyError, Routing
 from ..._wire._schema import (
-    FINAL_FRAME_TAGS,
-    MAX_HOPS,
     Cancel,
     Codec,
     Envelope,
@@ -39,7 +37,6 @@ from ..._wire._schema import (
     Request,
     RoutingHeader,
     bump_hops,
-    frame_tag,
 )
 from .._trace import show_envelope, tracing_enabled
 
@@ -70,45 +67,23 @@ class Conn:
 
 
 class Router:
-    """The sentinel's routes and requests in flight, and what it does with them."""
+    """Carries out the routing decisions (``fame._protocol._routing``) on websockets."""
 
     def __init__(self, node: Node, codec: Codec, sentinel_id: str) -> None:
         self.node = node
         self.codec = codec
         self.sentinel_id = sentinel_id
-        self.routes: RouteTable[Conn] = RouteTable()
-        self.inflight: InflightRequests[Conn] = InflightRequests()
+        self.routing: Routing[Conn] = Routing(sentinel_id, node._hosts)
+        self.routes = self.routing.routes
+        self.inflight = self.routing.inflight
         self.violations = 0
-        self.unexpected_answers = 0  # answers from a link no open request went to
         self._show = tracing_enabled()
 
     def claim(self, address: str) -> None:
         """Bind ``address`` to the sentinel's own node."""
-        result = self.routes.bind(address, self.sentinel_id)
-        if not result.ok:
-            log.warning("sentinel agent at %s shadows a remote binding: %s", address, result.reason)
-
-    def stream_link(self, address: str, reply_to: str, corr: int) -> tuple[Conn | None, str | None]:
-        """Where the credit or cancel of stream ``(reply_to, corr)`` must go.
-
-        To the link serving the stream: for a pool, round-robin would pick
-        another member, which has no such stream.
-        """
-        if self.routes.pool(address) is None:
-            return self.routes.lookup(address)
-        return self.inflight.link_of(reply_to, corr), None
-
-    def no_route_reason(self, address: str, owner: str | None) -> str:
-        members = self.routes.pool(address)
-        if members is not None:
-            return (
-                f"no route to {address}: none of the {len(members)} nodes of its pool is attached"
-            )
-        if owner is not None and owner == self.sentinel_id:
-            return f"no route to {address}: the sentinel's agent there is not running"
-        if owner is None:
-            return f"no route to {address}: no node bound it"
-        return f"no route to {address}: its node {owner} is not attached"
+        shadowed = self.routing.claim(address)
+        if shadowed is not None:
+            log.warning("sentinel agent at %s shadows a remote binding: %s", address, shadowed)
 
     async def violation(self, conn: Conn, reason: str) -> None:
         """Answer a bad frame from ``conn`` with a ``LinkError``; its link counts a strike."""
@@ -131,83 +106,49 @@ class Router:
 
     async def route(self, conn: Conn, head: RoutingHeader, data: bytes) -> None:
         """Deliver envelope ``data`` (whose header is ``head``) that arrived on ``conn``."""
-        to = head.to
-        node = self.node
         if self._show:
             self._trace(data)
-        if head.reply_to is not None:
-            # A request, credit or cancel. Its answers go to reply_to, so that must
-            # be the sender's own: else a peer could aim an agent's answers at
-            # another caller's pending call.
-            if head.reply_to != conn.reply_address:
-                await self.violation(conn, "reply_to is not this link's own reply address")
-                return
-        elif head.corr is not None:
-            # An answer travelling back. Only the link its request went to may
-            # send it (no peer can forge another's results); anything else is a
-            # late answer (cancelled, or its caller's link closed) and is dropped.
-            if self.inflight.link_of(to, head.corr) is not conn:
-                self.unexpected_answers += 1
-                return
-            try:
-                if frame_tag(head.frame) in FINAL_FRAME_TAGS:
-                    self.inflight.finished(conn, to, head.corr)
-            except WireError as exc:
-                await self.violation(conn, exc.reason)
-                return
-        if node._hosts(to):
-            try:
-                envelope = self.codec.decode(data)
-            except WireError as exc:
-                await self.violation(conn, exc.reason)
-                return
-            await node._deliver(envelope)  # type: ignore[arg-type]
-            return
-        tag: str | None = None
-        if head.reply_to is not None and head.corr is not None:
-            try:
-                tag = frame_tag(head.frame)
-            except WireError as exc:
-                await self.violation(conn, exc.reason)
-                return
-        if tag == "credit" or tag == "cancel":
-            assert head.reply_to is not None and head.corr is not None
-            target, owner = self.stream_link(to, head.reply_to, head.corr)
-        else:
-            target, owner = self.routes.lookup(to)
-        if target is None:
-            await self.reply_error(conn, data, "no_route", self.no_route_reason(to, owner))
-            return
-        if head.hops >= MAX_HOPS:
-            await self.reply_error(
-                conn, data, "protocol", f"envelope to {to} exceeded {MAX_HOPS} hops"
-            )
-            return
-        if tag is not None:
-            assert head.reply_to is not None and head.corr is not None
-            # No await since lookup(): target is still linked, so lost(target)
-            # has not run yet and will see this entry.
-            if tag == "cancel":
-                self.inflight.finished(target, head.reply_to, head.corr)
-            else:
-                self.inflight.forwarded(target, head.reply_to, head.corr, caller=conn, to=to)
+        match self.routing.decide(conn, conn.reply_address, head):
+            case Forward(link=target, owner=owner):
+                await self._forward(conn, target, owner, head.to, data)
+            case Deliver():
+                try:
+                    envelope = self.codec.decode(data)
+                except WireError as exc:
+                    await self.violation(conn, exc.reason)
+                    return
+                assert isinstance(envelope, Envelope)  # a RoutingHeader decoded from it
+                await self.node._deliver(envelope)
+            case ReplyError(kind=kind, message=message):
+                await self.reply_error(conn, data, kind, message)
+            case Refuse(reason=reason):
+                await self.violation(conn, reason)
+            case DropAnswer():
+                pass
+
+    async def _forward(
+        self, conn: Conn, target: Conn, owner: str | None, to: str, data: bytes
+    ) -> None:
         forwarded = bump_hops(data)
         try:
             # Fast path: room in the target's queue. No checkpoint per message:
-            # the reader checkpoints on every websocket message anyway.
+            # the reader checkpoints on every websocket message anyway. (No
+            # await since the decision either: target is still linked.)
             target.out.send_nowait(forwarded)
             return
         except trio.WouldBlock:
             pass
         except (trio.ClosedResourceError, trio.BrokenResourceError):
-            await self.reply_error(conn, data, "no_route", self.no_route_reason(to, owner))
+            no_route = self.routing.no_route_reason(to, owner)
+            await self.reply_error(conn, data, "no_route", no_route)
             return
         with trio.move_on_after(FORWARD_TIMEOUT) as waited:
             try:
                 await target.out.send(forwarded)
             except (trio.ClosedResourceError, trio.BrokenResourceError):
                 # The target's link closed while we waited: it is offline now.
-                await self.reply_error(conn, data, "no_route", self.no_route_reason(to, owner))
+                no_route = self.routing.no_route_reason(to, owner)
+                await self.reply_error(conn, data, "no_route", no_route)
                 return
         if waited.cancelled_caught:
             await self.reply_error(

@@ -1,0 +1,146 @@
+"""The sentinel's routing rules, sans IO: headers in, actions out, no sockets."""
+
+from __future__ import annotations
+
+from fame._protocol._routing import Deliver, DropAnswer, Forward, Refuse, ReplyError, Routing
+from fame._wire._schema import (
+    MAX_HOPS,
+    Cancel,
+    Codec,
+    Credit,
+    Envelope,
+    Reply,
+    Request,
+    RoutingHeader,
+    StreamItem,
+)
+
+CODEC = Codec()
+SENTINEL = "nsentinel"
+
+
+class Link:
+    """A stand-in for a websocket link: routing only compares links by identity."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"<{self.name}>"
+
+
+def header(envelope: Envelope) -> RoutingHeader:
+    head = CODEC.decode_header(CODEC.encode(envelope))
+    assert isinstance(head, RoutingHeader)
+    return head
+
+
+def request(to: str, reply_to: str, corr: int, *, hops: int = 0) -> RoutingHeader:
+    return header(Envelope(hops, to, 1, Request("op", {}), reply_to, corr))
+
+
+def answer(to: str, corr: int, frame: object = None) -> RoutingHeader:
+    return header(Envelope(0, to, 2, frame if frame is not None else Reply(1), None, corr))
+
+
+def setup() -> tuple[Routing[Link], Link, Link]:
+    routing: Routing[Link] = Routing(SENTINEL, lambda address: address == f"admin@{SENTINEL}")
+    caller, server = Link("caller"), Link("server")
+    routing.routes.link("ncaller", "ncaller", caller)
+    routing.routes.link("nserver", "nserver", server)
+    assert routing.routes.bind("svc@fame.fabric", "nserver").ok
+    assert routing.routes.bind("_reply@ncaller", "ncaller").ok
+    return routing, caller, server
+
+
+def test_a_request_is_forwarded_and_its_answer_goes_back_once() -> None:
+    routing, caller, server = setup()
+    action = routing.decide(
+        caller, "_reply@ncaller", request("svc@fame.fabric", "_reply@ncaller", 7)
+    )
+    assert action == Forward(server, "nserver")
+    assert routing.inflight.link_of("_reply@ncaller", 7) is server
+    assert routing.decide(server, "_reply@nserver", answer("_reply@ncaller", 7)) == Forward(
+        caller, "ncaller"
+    )
+    # The final answer closed the request: a second one is late and dropped.
+    assert routing.decide(server, "_reply@nserver", answer("_reply@ncaller", 7)) == DropAnswer()
+    assert routing.dropped_answers == 1
+
+
+def test_a_stream_item_keeps_the_request_open_until_its_final_frame() -> None:
+    routing, caller, server = setup()
+    routing.decide(caller, "_reply@ncaller", request("svc@fame.fabric", "_reply@ncaller", 3))
+    item = answer("_reply@ncaller", 3, StreamItem(1))
+    assert routing.decide(server, "_reply@nserver", item) == Forward(caller, "ncaller")
+    assert routing.inflight.link_of("_reply@ncaller", 3) is server
+
+
+def test_an_answer_from_another_link_is_dropped_not_forwarded() -> None:
+    routing, caller, server = setup()
+    attacker = Link("attacker")
+    routing.routes.link("nattacker", "nattacker", attacker)
+    routing.decide(caller, "_reply@ncaller", request("svc@fame.fabric", "_reply@ncaller", 1))
+    assert routing.decide(attacker, "_reply@nattacker", answer("_reply@ncaller", 1)) == DropAnswer()
+    assert routing.inflight.link_of("_reply@ncaller", 1) is server  # the genuine one still counts
+
+
+def test_a_request_whose_answers_would_go_to_someone_else_is_refused() -> None:
+    routing, caller, _ = setup()
+    forged = request("svc@fame.fabric", "_reply@nvictim", 1)
+    assert routing.decide(caller, "_reply@ncaller", forged) == Refuse(
+        "reply_to is not this link's own reply address"
+    )
+    assert routing.inflight.link_of("_reply@nvictim", 1) is None
+
+
+def test_unbound_and_detached_addresses_get_a_no_route_reason() -> None:
+    routing, caller, server = setup()
+    lost = routing.decide(
+        caller, "_reply@ncaller", request("nobody@fame.fabric", "_reply@ncaller", 1)
+    )
+    assert lost == ReplyError("no_route", "no route to nobody@fame.fabric: no node bound it")
+    routing.routes.unlink("nserver", server)
+    gone = routing.decide(caller, "_reply@ncaller", request("svc@fame.fabric", "_reply@ncaller", 2))
+    assert gone == ReplyError(
+        "no_route", "no route to svc@fame.fabric: its node nserver is not attached"
+    )
+
+
+def test_the_hop_limit_is_an_error_for_the_sender() -> None:
+    routing, caller, _ = setup()
+    looping = request("svc@fame.fabric", "_reply@ncaller", 1, hops=MAX_HOPS)
+    action = routing.decide(caller, "_reply@ncaller", looping)
+    assert isinstance(action, ReplyError) and action.kind == "protocol"
+
+
+def test_the_sentinels_own_addresses_are_delivered_here() -> None:
+    routing, caller, _ = setup()
+    head = request(f"admin@{SENTINEL}", "_reply@ncaller", 1)
+    assert routing.decide(caller, "_reply@ncaller", head) == Deliver()
+
+
+def test_credit_and_cancel_of_a_pool_stream_go_to_the_member_serving_it() -> None:
+    routing, caller, _ = setup()
+    members = [Link("m1"), Link("m2")]
+    for i, member in enumerate(members):
+        routing.routes.link(f"nm{i}", f"nm{i}", member)
+        assert routing.routes.bind("pool@fame.fabric", f"nm{i}", pool=True).ok
+    first = routing.decide(
+        caller, "_reply@ncaller", request("pool@fame.fabric", "_reply@ncaller", 5)
+    )
+    assert isinstance(first, Forward)
+    serving = first.link
+    for _ in range(3):  # round-robin would move on; the stream's frames must not
+        credit = header(Envelope(0, "pool@fame.fabric", 3, Credit(4), "_reply@ncaller", 5))
+        assert routing.decide(caller, "_reply@ncaller", credit) == Forward(serving, None)
+    cancel = header(Envelope(0, "pool@fame.fabric", 4, Cancel("bye"), "_reply@ncaller", 5))
+    assert routing.decide(caller, "_reply@ncaller", cancel) == Forward(serving, None)
+    assert routing.inflight.link_of("_reply@ncaller", 5) is None
+
+
+def test_claiming_a_bound_address_says_what_it_shadows() -> None:
+    routing, _, _ = setup()
+    assert routing.claim(f"admin@{SENTINEL}") is None
+    reason = routing.claim("svc@fame.fabric")
+    assert reason == "svc@fame.fabric is already bound to node nserver"
