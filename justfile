@@ -75,11 +75,12 @@ demo:
 test *args:
     {{python}} -m pytest -q -n auto {{args}}
 
-# Lint: ruff check, ruff format check and mypy, all must be clean
+# Lint: ruff check, ruff format check, mypy, and mypy --strict on the typed user example
 lint:
     {{python}} -m ruff check .
     {{python}} -m ruff format --check .
     {{python}} -m mypy
+    {{python}} -m mypy --strict examples/typed_client.py
 
 # Torture run: kill -9 the storage agent and the sentinel under load for many cycles, print cycles/acknowledged/verified/lost
 soak *args:

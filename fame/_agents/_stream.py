@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import warnings
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, cast
 
 import msgspec
 import trio
@@ -92,7 +92,7 @@ class Stream(Generic[T]):
             await self._switchboard.send_stream_control(self._address, self._corr, Credit(grant))
         if self._item_type is not Any:
             item = msgspec.convert(item, self._item_type, strict=False)
-        return item
+        return cast(T, item)
 
     async def aclose(self) -> None:
         """Stop the stream; the agent's generator is closed."""

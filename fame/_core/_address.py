@@ -13,7 +13,7 @@ from typing import Final
 
 from ._errors import FameError, quoted
 
-__all__ = ["Address", "AddressError"]
+__all__ = ["Address", "AddressError", "is_valid_label"]
 
 _NAME_RE: Final = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
 _LABEL_RE: Final = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]{0,62}")
@@ -88,6 +88,14 @@ def _check_name(name: str) -> None:
         )
 
 
+def is_valid_label(text: str) -> bool:
+    """Whether ``text`` is one path label: 1-63 ASCII letters, digits, '_' or '-', no leading '-'.
+
+    Node ids are path labels too: the sentinel checks them with this rule.
+    """
+    return _LABEL_RE.fullmatch(text) is not None
+
+
 def _check_path(path: str) -> None:
     if not path:
         raise AddressError("the path after '@' is empty")
@@ -96,7 +104,7 @@ def _check_path(path: str) -> None:
     for label in path.split("."):
         if not label:
             raise AddressError(f"path {path!r} has an empty label (leading, trailing or '..')")
-        if not _LABEL_RE.fullmatch(label):
+        if not is_valid_label(label):
             raise AddressError(
                 f"path label {label!r} must be 1-63 characters of letters, digits, '_' or '-',"
                 " not starting with '-'"

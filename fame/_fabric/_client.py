@@ -21,7 +21,8 @@ from typing import TypeVar
 from .._agents._node import DEFAULT_TIMEOUT, Node, open_node
 from .._core._errors import FameError
 from .._core._storage_protocol import KeyValueStoreLike
-from ._uplink import DEFAULT_HEARTBEAT, HANDSHAKE_TIMEOUT, attach
+from ._transport import DEFAULT_HEARTBEAT, HANDSHAKE_TIMEOUT
+from ._uplink import attach
 
 __all__ = ["connect"]
 

@@ -7,6 +7,7 @@ from typing import Any
 
 import attrs
 
+from .._core._address import is_valid_label
 from .._core._errors import AdmissionRefused, ProtocolError
 from .._wire._schema import (
     Attach,
@@ -66,14 +67,6 @@ class SentinelPolicy:
     pins: MutableMapping[str, bytes]
     routes: RouteTable[Any]
     heartbeat_ms: int = 5000
-
-
-def _valid_label(text: str) -> bool:
-    return (
-        0 < len(text) <= 63
-        and text[0] != "-"
-        and all(c.isascii() and (c.isalnum() or c in "_-") for c in text)
-    )
 
 
 class SentinelLink:
@@ -141,7 +134,7 @@ class SentinelLink:
         policy = self.policy
         if policy.token is not None and attach.token != policy.token:
             return self._refuse("wrong admission token")
-        if not _valid_label(attach.node_id):
+        if not is_valid_label(attach.node_id):
             return self._refuse(f"invalid node id {attach.node_id[:80]!r}")
         payload = attach_proof_payload(self.nonce, policy.sentinel_id, attach.node_id)
         if not verify_signature(attach.public_key, attach.signature, payload):
