@@ -32,9 +32,11 @@ from .conftest import REPO, _alive, free_port
 
 pytestmark = pytest.mark.slow
 
+# The build needs the package and its metadata only. The tests stay out: their
+# sources hold sample secrets that the run's leak scan would find in the copy.
 SKIP_IN_COPY = shutil.ignore_patterns(
     ".git", ".venv", "build", "dist", "*.egg-info", "__pycache__", ".*_cache", ".hypothesis",
-    "data", "run", "secrets.env",
+    "data", "run", "secrets.env", "tests", "bench",
 )  # fmt: skip
 
 GREETER = '''\
