@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 
-from .._wire._schema import Envelope
+from .._wire._schema import Envelope, Request
 
 __all__ = ["TRACE_LOGGER", "show_envelope", "tracing_enabled"]
 
@@ -32,8 +32,8 @@ def show_envelope(direction: str, envelope: Envelope, size: int) -> None:
     """Log the one-line trace of ``envelope``."""
     frame = envelope.frame
     kind = type(frame).__name__
-    if kind == "Request":
-        kind = f"Request {frame.op}{' stream' if frame.stream else ''}"  # type: ignore[union-attr]
+    if isinstance(frame, Request):
+        kind = f"Request {frame.op}{' stream' if frame.stream else ''}"
     log.debug(
         "fame %s id=%s corr=%s from=%s to=%s %s %dB",
         direction,

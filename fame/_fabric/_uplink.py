@@ -257,7 +257,7 @@ class FabricUplink:
                         if isinstance(data, str):
                             raise ProtocolError("text message from the sentinel")
                         message = codec.decode(data)
-                        items = message.messages if type(message) is Batch else [data]
+                        items = message.messages if isinstance(message, Batch) else [data]
                         for item in items:
                             frame = message if item is data else codec.decode(item)
                             if handshake.attached:
@@ -355,7 +355,7 @@ class FabricUplink:
             except WireError as exc:
                 log.warning("bad frame from the sentinel: %s", exc.reason)
                 continue
-            if type(message) is Batch:
+            if isinstance(message, Batch):
                 for item in message.messages:
                     try:
                         inner = codec.decode(item)
@@ -368,34 +368,30 @@ class FabricUplink:
 
     async def _dispatch(self, message: LinkMessage, size: int) -> None:
         """Act on one message from the sentinel."""
-        codec = self._codec
-        node = self.node
-        kind = type(message)
-        if kind is Envelope:
-            if self._show:
-                show_envelope("recv", message, size)  # type: ignore[arg-type]
-            await node._deliver(message)  # type: ignore[arg-type]
-        elif kind is Bound or kind is BindRefused:
-            self.bindings.receive(message)  # type: ignore[arg-type]
-            if kind is BindRefused:
-                log.warning(
-                    "sentinel refused to bind %s: %s",
-                    message.address,  # type: ignore[union-attr]
-                    message.reason,  # type: ignore[union-attr]
-                )
-            self._bindings_moved()
-        elif isinstance(message, Ping):
-            if self._out is not None:
-                with contextlib.suppress(trio.WouldBlock):  # the sentinel's heartbeat
-                    self._out.send_nowait(codec.encode(Pong(message.nonce)))
-        elif kind is Pong:
-            pass
-        elif kind is LinkError:
-            log.warning("sentinel reports: %s", message.reason)  # type: ignore[union-attr]
-        elif kind is Refused:
-            raise AdmissionRefused(message.reason)  # type: ignore[union-attr]
-        else:
-            log.warning("unexpected %s from the sentinel", kind.__name__)
+        match message:
+            case Envelope():
+                if self._show:
+                    show_envelope("recv", message, size)
+                await self.node._deliver(message)
+            case Bound():
+                self.bindings.receive(message)
+                self._bindings_moved()
+            case BindRefused(address=address, reason=reason):
+                self.bindings.receive(message)
+                log.warning("sentinel refused to bind %s: %s", address, reason)
+                self._bindings_moved()
+            case Ping(nonce=nonce):
+                if self._out is not None:
+                    with contextlib.suppress(trio.WouldBlock):  # the sentinel's heartbeat
+                        self._out.send_nowait(self._codec.encode(Pong(nonce)))
+            case Pong():
+                pass
+            case LinkError(reason=reason):
+                log.warning("sentinel reports: %s", reason)
+            case Refused(reason=reason):
+                raise AdmissionRefused(reason)
+            case _:
+                log.warning("unexpected %s from the sentinel", type(message).__name__)
 
 
 @asynccontextmanager

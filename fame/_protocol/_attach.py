@@ -110,21 +110,21 @@ class SentinelLink:
 
     def receive(self, frame: object) -> list[Any]:
         if self.state == "challenged":
-            if type(frame) is Attach:
+            if isinstance(frame, Attach):
                 return [self._admit(frame)]
             return [self.violation(f"expected attach, got {type(frame).__name__}")]
         if self.state != "attached":
             return [self.violation(f"link is {self.state}")]
-        kind = type(frame)
-        if kind is Ping:
-            return [Pong(frame.nonce)]  # type: ignore[attr-defined]
-        if kind is Pong:
-            return []
-        if kind is Bind:
-            return self._bind(frame)  # type: ignore[arg-type]
-        if kind is Unbind:
-            return self._unbind(frame)  # type: ignore[arg-type]
-        return [self.violation(f"unexpected {kind.__name__} on an attached link")]
+        match frame:
+            case Ping(nonce=nonce):
+                return [Pong(nonce)]
+            case Pong():
+                return []
+            case Bind():
+                return self._bind(frame)
+            case Unbind():
+                return self._unbind(frame)
+        return [self.violation(f"unexpected {type(frame).__name__} on an attached link")]
 
     def _refuse(self, reason: str) -> Refused:
         self.state = "refused"
@@ -217,29 +217,25 @@ class NodeHandshake:
         return self.state == "attached"
 
     def receive(self, frame: object) -> Attach | None:
-        kind = type(frame)
-        if kind is Refused:
-            self.state = "refused"
-            raise AdmissionRefused(frame.reason)  # type: ignore[attr-defined]
-        if self.state == "waiting" and kind is Challenge:
-            ident = self.identity
-            payload = attach_proof_payload(
-                frame.nonce,  # type: ignore[attr-defined]
-                frame.sentinel_id,  # type: ignore[attr-defined]
-                ident.node_id,
-            )
-            self.state = "challenged"
-            return Attach(
-                ident.node_id, ident.public_key, self.token, ident.sign(payload), self.ephemeral
-            )
-        if self.state == "challenged" and kind is Welcome:
-            if frame.node_id != self.identity.node_id:  # type: ignore[attr-defined]
-                raise ProtocolError("the sentinel welcomed another node id")
-            self.state = "attached"
-            self.path = frame.path  # type: ignore[attr-defined]
-            self.heartbeat_ms = frame.heartbeat_ms  # type: ignore[attr-defined]
-            return None
-        raise ProtocolError(f"unexpected {kind.__name__} during the attach handshake")
+        match frame:
+            case Refused(reason=reason):
+                self.state = "refused"
+                raise AdmissionRefused(reason)
+            case Challenge(nonce=nonce, sentinel_id=sentinel_id) if self.state == "waiting":
+                ident = self.identity
+                payload = attach_proof_payload(nonce, sentinel_id, ident.node_id)
+                self.state = "challenged"
+                return Attach(
+                    ident.node_id, ident.public_key, self.token, ident.sign(payload), self.ephemeral
+                )
+            case Welcome() if self.state == "challenged":
+                if frame.node_id != self.identity.node_id:
+                    raise ProtocolError("the sentinel welcomed another node id")
+                self.state = "attached"
+                self.path = frame.path
+                self.heartbeat_ms = frame.heartbeat_ms
+                return None
+        raise ProtocolError(f"unexpected {type(frame).__name__} during the attach handshake")
 
 
 class BindingTracker:

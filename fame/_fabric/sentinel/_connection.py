@@ -216,13 +216,13 @@ class ConnectionHandler:
         except WireError as exc:
             await self.router.violation(conn, exc.reason)
             return
-        if type(head) is RoutingHeader:
+        if isinstance(head, RoutingHeader):
             if not link.attached:
                 await self.router.violation(conn, "envelope before attach")
                 return
             await self.router.route(conn, head, data)
             return
-        if type(head) is Batch:
+        if isinstance(head, Batch):
             if in_batch or not link.attached:
                 await self.router.violation(conn, "batches do not nest or precede attach")
                 return
@@ -262,17 +262,19 @@ class ConnectionHandler:
         admitted: list[Admitted] = []
         while link.events:
             event = link.events.pop(0)
-            if type(event) is Admitted:
-                if event.new_pin:
+            match event:
+                case Admitted(new_pin=True):
                     await self.stores.set(KEYSTORE, PIN_PREFIX + event.node_id, event.public_key)
-                admitted.append(event)
-            elif type(event) is RoutesChanged:
-                # Persist each changed address as the table now has it: a pool's
-                # record lists all its members, so one member leaving rewrites it.
-                for address in (*event.bound, *event.unbound):
-                    record = self.router.routes.record(address)
-                    if record is None:
-                        await self.stores.delete(ROUTE_STORE, address)
-                    else:
-                        await self.stores.set(ROUTE_STORE, address, record.encode())
+                    admitted.append(event)
+                case Admitted():
+                    admitted.append(event)
+                case RoutesChanged():
+                    # Persist each changed address as the table now has it: a pool's
+                    # record lists all its members, so one member leaving rewrites it.
+                    for address in (*event.bound, *event.unbound):
+                        record = self.router.routes.record(address)
+                        if record is None:
+                            await self.stores.delete(ROUTE_STORE, address)
+                        else:
+                            await self.stores.set(ROUTE_STORE, address, record.encode())
         return admitted

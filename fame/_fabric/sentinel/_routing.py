@@ -165,8 +165,8 @@ class Router:
         except WireError as exc:
             await self.violation(conn, exc.reason)
             return
-        assert type(envelope) is Envelope
-        if type(envelope.frame) is not Request or envelope.reply_to is None:
+        assert isinstance(envelope, Envelope)
+        if not isinstance(envelope.frame, Request) or envelope.reply_to is None:
             return
         error = Envelope(
             0, envelope.reply_to, 0, Error(kind, message, envelope.to), None, envelope.corr
