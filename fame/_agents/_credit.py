@@ -7,8 +7,9 @@ it has *consumed* half of its window. So a consumer that stops reading
 stalls the producer after at most one window, and neither side, nor any
 router in between, holds more than a window of items per stream.
 
-:class:`CreditWindow` and :class:`StreamConsumer` are the consumer's side,
-:class:`CreditBalance` and :class:`StreamProducer` the producer's.
+:class:`StreamConsumer` is the consumer's side (its arithmetic is the
+sans-IO :class:`~fame._protocol._credit.CreditWindow`), :class:`CreditBalance`
+and :class:`StreamProducer` the producer's.
 """
 
 from __future__ import annotations
@@ -19,53 +20,24 @@ from typing import Any
 import trio
 
 from .._core._errors import DeadlineExceeded, NodeClosed, ProtocolError, remote_error
+from .._protocol._credit import DEFAULT_WINDOW, CreditWindow
 from .._wire._schema import Cancel, Credit, Error, Frame, StreamEnd, StreamItem
 
 __all__ = [
     "DEFAULT_IDLE_TIMEOUT",
     "DEFAULT_WINDOW",
     "CreditBalance",
-    "CreditWindow",
     "StreamConsumer",
     "StreamProducer",
     "timeout_ms",
 ]
 
-DEFAULT_WINDOW = 64
 DEFAULT_IDLE_TIMEOUT = 300.0
 
 
 def timeout_ms(timeout: float) -> int | None:
     """A deadline in seconds as the wire's milliseconds (``None``: no deadline)."""
     return None if math.isinf(timeout) else max(0, int(timeout * 1000))
-
-
-class CreditWindow:
-    """Consumer-side credit: when to give how much back."""
-
-    __slots__ = ("consumed", "outstanding", "window")
-
-    def __init__(self, window: int = DEFAULT_WINDOW) -> None:
-        if window < 1:
-            raise ValueError("a stream window must be at least 1")
-        self.window = window
-        self.outstanding = window  # items the producer may still send
-        self.consumed = 0
-
-    def on_item(self) -> None:
-        """An item arrived; raise :class:`fame.ProtocolError` if it had no credit."""
-        if self.outstanding <= 0:
-            raise ProtocolError("stream producer sent an item without credit")
-        self.outstanding -= 1
-
-    def on_consumed(self) -> int:
-        """An item was handed to the reader; return credit to grant now (0: none yet)."""
-        self.consumed += 1
-        if self.consumed * 2 >= self.window:
-            grant, self.consumed = self.consumed, 0
-            self.outstanding += grant
-            return grant
-        return 0
 
 
 class CreditBalance:

@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 
 import fame
 from fame import ActorCrashed, DeadlineExceeded, InvalidArguments, OperationFailed
-from fame._agents._credit import CreditBalance, CreditWindow
+from fame._agents._credit import CreditBalance
+from fame._protocol._credit import CreditWindow
 from fame.errors import ProtocolError
 
 from ._helpers import all_tasks, assert_no_new_tasks
