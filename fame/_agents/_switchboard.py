@@ -273,10 +273,9 @@ class Switchboard:
             ref.tell_nowait(envelope)
         except (NoRoute, MailboxFull) as exc:
             await self.reply_error(envelope, exc.kind, exc.message, actor=envelope.to)
-        except NodeClosed:
-            await self.reply_error(
-                envelope, NoRoute.kind, f"{envelope.to} is stopping", actor=envelope.to
-            )
+        except NodeClosed as exc:
+            # Says why: "... is stopped", or "the supervisor gave up on ...: <crash>".
+            await self.reply_error(envelope, NoRoute.kind, str(exc), actor=envelope.to)
 
     async def reply(self, request: Envelope, frame: Frame) -> None:
         """Send ``frame`` to the caller of ``request`` (dropped if it was a tell)."""
