@@ -34,6 +34,7 @@ class SentinelUplink:
         self._changes, self._changes_recv = trio.open_memory_channel[tuple[bool, str]](math.inf)
 
     async def send(self, envelope: Envelope) -> None:
+        """Put ``envelope`` on its target link's queue; :class:`NoRoute` if there is none."""
         router = self._router
         data = router.codec.encode(envelope)
         control = type(envelope.frame) in (Credit, Cancel)
@@ -48,7 +49,15 @@ class SentinelUplink:
                 router.inflight.finished(conn, envelope.reply_to, envelope.corr)
             else:
                 router.inflight.forwarded(conn, envelope.reply_to, envelope.corr)
-        await conn.out.send(data)
+        try:
+            await conn.out.send(data)
+        except (trio.ClosedResourceError, trio.BrokenResourceError):
+            # The link closed after the lookup, or while this waited for room
+            # (a caller killed mid-stream): to the sender, as to any uplink's
+            # sender, that is no route, not a crash of its agent.
+            raise NoRoute(
+                f"no route to {envelope.to}: its link closed", actor=envelope.to
+            ) from None
 
     def send_nowait(self, envelope: Envelope) -> None:
         conn, _ = self._router.routes.lookup(envelope.to)
