@@ -73,6 +73,7 @@ SUBMODULES = {
             "NodeClosed",
             "OperationFailed",
             "ProtocolError",
+            "ProtocolMismatch",
             "RemoteError",
             "SentinelConfigError",
             "SentinelUnreachable",

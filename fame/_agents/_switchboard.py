@@ -7,6 +7,14 @@ node are matched with their answers by correlation id in three tables:
 pending calls, open streams (consumers) and, for requests that left
 through the uplink, what :meth:`Switchboard.link_lost` must fail.
 
+Correlation ids are random 63-bit numbers (:func:`random_corr`), never
+one still waiting, so no peer can guess the id of another node's call. An
+answer is taken only if this node asked for it: its corr is waiting, it
+came the way its request left (through the uplink or not), and it is the
+kind of answer that fits (a reply or an error for a call; an item, an end
+or an error for a stream). Anything else is dropped and counted
+(:attr:`Switchboard.dropped_answers`).
+
 Local delivery copies every payload through msgpack, the wire's own rules,
 so an agent and its caller never share a mutable object: a local call
 behaves exactly like a remote one.
@@ -19,13 +27,14 @@ from __future__ import annotations
 
 import itertools
 import logging
+import secrets
 from contextlib import suppress
 from typing import Any, Protocol
 
 import msgspec
 import trio
 
-from .._core._address import Address
+from .._core._address import REPLY_NAME, Address
 from .._core._errors import (
     DeadlineExceeded,
     MailboxFull,
@@ -45,15 +54,23 @@ from .._wire._schema import (
     Frame,
     Reply,
     Request,
+    StreamEnd,
     StreamItem,
 )
 from ._credit import DEFAULT_IDLE_TIMEOUT, StreamConsumer, StreamProducer, timeout_ms
 
-__all__ = ["REPLY_NAME", "Switchboard", "Uplink", "unsendable"]
+__all__ = ["CORR_LIMIT", "REPLY_NAME", "Switchboard", "Uplink", "random_corr", "unsendable"]
 
 log = logging.getLogger("fame.node")
 
-REPLY_NAME = "_reply"
+CORR_LIMIT = 1 << 63
+"""Correlation ids are below this: they fit a msgpack int64 on the wire."""
+
+
+def random_corr() -> int:
+    """A correlation id nobody can guess: uniform in ``1 .. CORR_LIMIT - 1``."""
+    return 1 + secrets.randbelow(CORR_LIMIT - 1)
+
 
 _encoder = msgspec.msgpack.Encoder()
 _decoder: msgspec.msgpack.Decoder[Frame] = msgspec.msgpack.Decoder(Frame)
@@ -123,7 +140,7 @@ class Switchboard:
         self.stream_idle_timeout = stream_idle_timeout
         self.uplink: Uplink | None = None
         self._ids = itertools.count(1)
-        self._corr = itertools.count(1)
+        self.dropped_answers = 0  # answers this node did not ask for (see _on_reply)
         self.pending: dict[int, ReplySlot] = {}
         self.consumers: dict[int, StreamConsumer] = {}
         # Calls and streams whose request left through the uplink, by corr: what
@@ -146,9 +163,20 @@ class Switchboard:
 
     # --- calling ------------------------------------------------------------------
 
+    def new_corr(self) -> int:
+        """A fresh correlation id: random, and none of a call or stream still waiting.
+
+        A collision with one still waiting is drawn again, so an answer is
+        never taken for another call.
+        """
+        while True:
+            corr = random_corr()
+            if corr not in self.pending and corr not in self.consumers:
+                return corr
+
     async def call(self, address: str, op: str, args: dict[str, Any], timeout: float) -> Any:
         """Call plain operation ``op`` of the agent at ``address``; return its result."""
-        corr = next(self._corr)
+        corr = self.new_corr()
         slot = ReplySlot()
         self.pending[corr] = slot
         envelope = Envelope(
@@ -184,7 +212,7 @@ class Switchboard:
         self, address: str, request: Request, consumer: StreamConsumer, timeout: float
     ) -> int:
         """Send a streaming request whose frames ``consumer`` will receive; return its corr."""
-        corr = next(self._corr)
+        corr = self.new_corr()
         self.consumers[corr] = consumer
         envelope = Envelope(0, address, next(self._ids), request, self.reply_address, corr)
         try:
@@ -230,7 +258,7 @@ class Switchboard:
         """
         to = envelope.to
         if to == self.reply_address:
-            self._on_reply(envelope, local_copy(envelope.frame))
+            self._on_reply(envelope, local_copy(envelope.frame), via_uplink=False)
             return False
         frame = envelope.frame
         if isinstance(frame, Credit | Cancel) and self._control_stream(envelope):
@@ -243,7 +271,25 @@ class Switchboard:
                 await ref.tell(copied, timeout=timeout)
             return False
         if self.uplink is not None:
-            await self.uplink.send(envelope)
+            corr = envelope.corr
+            ours = (
+                isinstance(frame, Request)
+                and envelope.reply_to == self.reply_address
+                and corr is not None
+                and (corr in self.pending or corr in self.consumers)
+            )
+            if ours:
+                # Marked before it leaves: from now on its answers come through the
+                # uplink, and only through it (see _on_reply).
+                assert corr is not None
+                self.remote[corr] = to
+            try:
+                await self.uplink.send(envelope)
+            except BaseException:
+                if ours:
+                    assert corr is not None
+                    self.remote.pop(corr, None)
+                raise
             return True
         raise NoRoute(f"no route to {to}: no such actor on this node", actor=to)
 
@@ -256,7 +302,7 @@ class Switchboard:
         holds its payload, so it is not copied.
         """
         if envelope.to == self.reply_address:
-            self._on_reply(envelope, envelope.frame)
+            self._on_reply(envelope, envelope.frame, via_uplink=True)
             return
         match envelope.frame:
             case Credit() | Cancel():
@@ -279,8 +325,8 @@ class Switchboard:
 
     async def reply(self, request: Envelope, frame: Frame) -> None:
         """Send ``frame`` to the caller of ``request`` (dropped if it was a tell)."""
-        if request.reply_to is None:
-            return
+        if request.reply_to is None or request.corr is None:
+            return  # a tell, or a request nobody could match an answer to
         envelope = Envelope(0, request.reply_to, next(self._ids), frame, None, request.corr)
         try:
             await self.route(envelope)
@@ -357,18 +403,25 @@ class Switchboard:
         for consumer in list(self.consumers.values()):
             consumer.fail(NodeClosed("the node closed while the stream was open"))
 
-    def _on_reply(self, envelope: Envelope, frame: Frame) -> None:
+    def _on_reply(self, envelope: Envelope, frame: Frame, *, via_uplink: bool) -> None:
+        """Hand an answer to the call or stream waiting for it, if this node asked for it.
+
+        Dropped (and counted): an answer whose corr nothing waits for (its
+        caller stopped waiting, or it was never asked), one that came
+        another way than its request left (``via_uplink``), and one of a
+        kind that does not answer what waits (a stream item for a call).
+        """
         corr = envelope.corr
-        if corr is None:
-            return
-        slot = self.pending.get(corr)
-        if slot is not None:
-            slot.set(frame)
-            return
-        consumer = self.consumers.get(corr)
-        if consumer is not None:
-            consumer.push(frame)
-        # Anything else answers a call whose caller stopped waiting: dropped.
+        if corr is not None and (corr in self.remote) == via_uplink:
+            match frame:
+                case Reply() | Error() if corr in self.pending:
+                    self.pending[corr].set(frame)
+                    return
+                case StreamItem() | StreamEnd() | Error() if corr in self.consumers:
+                    self.consumers[corr].push(frame)
+                    return
+        self.dropped_answers += 1
+        log.debug("dropped %s to %s: no call of this node waits for it", type(frame).__name__, corr)
 
     def _control_stream(self, envelope: Envelope) -> bool:
         producer = self.producers.get((envelope.reply_to, envelope.corr))

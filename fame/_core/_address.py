@@ -13,7 +13,14 @@ from typing import Final
 
 from ._errors import FameError, quoted
 
-__all__ = ["Address", "AddressError", "is_valid_label"]
+__all__ = ["REPLY_NAME", "Address", "AddressError", "is_under", "is_valid_label"]
+
+REPLY_NAME: Final = "_reply"
+"""The name of every node's reply address, ``_reply@<node path>``.
+
+Answers to a node's calls go there. The sentinel routes it by the node's
+path and never lets a node bind it (``fame._protocol._attach``).
+"""
 
 _NAME_RE: Final = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
 _LABEL_RE: Final = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]{0,62}")
@@ -109,3 +116,11 @@ def _check_path(path: str) -> None:
                 f"path label {label!r} must be 1-63 characters of letters, digits, '_' or '-',"
                 " not starting with '-'"
             )
+
+
+def is_under(path: str, prefix: str) -> bool:
+    """Whether ``path`` is ``prefix`` or lies under it (``a.b`` is under ``b``).
+
+    Paths read like domain names, the most specific label first.
+    """
+    return path == prefix or path.endswith("." + prefix)

@@ -24,6 +24,7 @@ __all__ = [
     "NodeClosed",
     "OperationFailed",
     "ProtocolError",
+    "ProtocolMismatch",
     "RemoteError",
     "SupervisorGaveUp",
     "UnknownOperation",
@@ -100,6 +101,19 @@ class AdmissionRefused(FameError):
     def __init__(self, reason: str) -> None:
         super().__init__(f"admission refused: {reason}")
         self.reason = reason
+
+
+class ProtocolMismatch(AdmissionRefused):
+    """The two ends of a link speak different versions of the fame wire protocol.
+
+    ``ours`` is this side's version and ``theirs`` the peer's (0: a peer
+    from before the protocol was versioned). Upgrade the older side.
+    """
+
+    def __init__(self, reason: str, *, ours: int, theirs: int) -> None:
+        super().__init__(reason)
+        self.ours = ours
+        self.theirs = theirs
 
 
 class RemoteError(FameError):

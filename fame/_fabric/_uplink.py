@@ -256,10 +256,10 @@ class FabricUplink:
                         data = await ws.get_message()
                         if isinstance(data, str):
                             raise ProtocolError("text message from the sentinel")
-                        message = codec.decode(data)
+                        message = _decode_or(handshake, codec, data)
                         items = message.messages if isinstance(message, Batch) else [data]
                         for item in items:
-                            frame = message if item is data else codec.decode(item)
+                            frame = message if item is data else _decode_or(handshake, codec, item)
                             if handshake.attached:
                                 early.append((frame, len(item)))
                                 continue
@@ -268,8 +268,6 @@ class FabricUplink:
                                 await ws.send_message(codec.encode(answer))
             except trio.TooSlowError:
                 raise SentinelUnreachable(f"{self.url} did not complete the handshake") from None
-            except WireError as exc:
-                raise ProtocolError(f"bad frame from the sentinel: {exc.reason}") from None
             assert handshake.path is not None
             self.node._set_path(handshake.path)
             out_send, out_recv = trio.open_memory_channel[bytes](self.queue_size)
@@ -392,6 +390,18 @@ class FabricUplink:
                 raise AdmissionRefused(reason)
             case _:
                 log.warning("unexpected %s from the sentinel", type(message).__name__)
+
+
+def _decode_or(handshake: NodeHandshake, codec: Codec, data: bytes) -> LinkMessage:
+    """Decode a message of the handshake; what does not decode, the handshake judges.
+
+    A challenge of another protocol version raises ``ProtocolMismatch``,
+    anything else ``ProtocolError``.
+    """
+    try:
+        return codec.decode(data)
+    except WireError as exc:
+        handshake.undecodable(data, exc.reason)
 
 
 @asynccontextmanager

@@ -7,12 +7,17 @@ only moves bytes, and every protocol rule is tested without a network.
 
 The attach handshake::
 
-    sentinel                               node
-       | -- Challenge(nonce, sentinel_id) --> |
-       | <-- Attach(node_id, key, token, sig) |   sig = Ed25519(proof payload)
-       | -- Welcome(node_id, path)  -------->  |   or Refused(reason), then close
-       | <-- Bind(addresses) ----------------  |
-       | -- Bound(a) / BindRefused(a, why) --> |   one per address
+    sentinel                                  node
+       | -- Challenge(nonce, sentinel_id, v) --> |   v: PROTOCOL_VERSION
+       | <-- Attach(node_id, key, token, sig,    |   sig = Ed25519(proof payload)
+       |            ephemeral, v) -------------- |
+       | -- Welcome(node_id, path) ------------> |   or Refused(reason), then close
+       | <-- Bind(addresses) ------------------- |
+       | -- Bound(a) / BindRefused(a, why) ----> |   one per address
+
+Either end that sees another version refuses (the sentinel with a
+``Refused`` naming both versions, the node with ``ProtocolMismatch``)
+before anything else is checked or sent.
 
 After ``Welcome`` envelopes flow both ways; ``Bind`` / ``Unbind`` and
 ``Ping`` / ``Pong`` may come at any time.
@@ -20,6 +25,7 @@ After ``Welcome`` envelopes flow both ways; ``Bind`` / ``Unbind`` and
 
 from ._attach import (
     Admitted,
+    BindDenied,
     BindingTracker,
     NodeHandshake,
     RoutesChanged,
@@ -29,6 +35,7 @@ from ._attach import (
 
 __all__ = [
     "Admitted",
+    "BindDenied",
     "BindingTracker",
     "NodeHandshake",
     "RoutesChanged",

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import MutableMapping
-from typing import Any
+from hmac import compare_digest
+from typing import Any, NoReturn
 
 import attrs
 
-from .._core._address import is_valid_label
-from .._core._errors import AdmissionRefused, ProtocolError
+from .._core._address import REPLY_NAME, Address, AddressError, is_valid_label
+from .._core._errors import AdmissionRefused, ProtocolError, ProtocolMismatch
 from .._wire._schema import (
+    PROTOCOL_VERSION,
     Attach,
     Bind,
     BindRefused,
@@ -22,13 +24,72 @@ from .._wire._schema import (
     Unbind,
     Welcome,
     attach_proof_payload,
+    peek_version,
 )
-from ._identity import Identity, verify_signature
+from ._identity import Identity, looks_like_node_id, verify_signature
 from ._route_table import RouteTable
 
-__all__ = ["Admitted", "BindingTracker", "NodeHandshake", "SentinelLink", "SentinelPolicy"]
+__all__ = [
+    "Admitted",
+    "BindDenied",
+    "BindingTracker",
+    "NodeHandshake",
+    "SentinelLink",
+    "SentinelPolicy",
+    "node_version_mismatch",
+    "reserved",
+    "sentinel_version_mismatch",
+]
 
 MAX_BIND_PER_FRAME = 1024
+
+RESERVED_PATH_REASON = "its path belongs to another node or to the sentinel"
+RESERVED_REPLY_REASON = f"{REPLY_NAME} addresses are routed by their node's path, never bound"
+
+
+def sentinel_version_mismatch(theirs: int) -> str:
+    """The sentinel's one-line refusal of a node that speaks protocol ``theirs``."""
+    return (
+        f"protocol version mismatch: this sentinel speaks fame protocol version"
+        f" {PROTOCOL_VERSION}, the node speaks version {theirs}"
+    )
+
+
+def node_version_mismatch(theirs: int) -> ProtocolMismatch:
+    """The node's error for a sentinel that speaks protocol ``theirs``."""
+    return ProtocolMismatch(
+        f"protocol version mismatch: the sentinel speaks fame protocol version {theirs},"
+        f" this node speaks version {PROTOCOL_VERSION}",
+        ours=PROTOCOL_VERSION,
+        theirs=theirs,
+    )
+
+
+def reserved(address: Address, node_id: str | None, policy: SentinelPolicy) -> str | None:
+    """Why node ``node_id`` may not bind ``address``, or None if it may ask for it.
+
+    Reply addresses are routed by their node's path, never bound: a binding
+    would beat the path and capture a node's answers. A path under another
+    node's path (or the sentinel's) is that node's. So is a path under any
+    label shaped like a generated node id: a node not attached now, or not
+    yet, owns it too; and the answer is the same whether such a node is
+    known or not, so that it reveals nothing.
+    """
+    if address.name == REPLY_NAME:
+        return f"{address} is reserved: {RESERVED_REPLY_REASON}"
+    # Node paths are node ids, single labels: a path lies under one when its
+    # last label is that id.
+    top = address.path.rpartition(".")[2]
+    if top == node_id:
+        return None
+    if (
+        top == policy.sentinel_id
+        or top in policy.pins
+        or policy.routes.path_owner(top) is not None
+        or looks_like_node_id(top)
+    ):
+        return f"{address} is reserved: {RESERVED_PATH_REASON}"
+    return None
 
 
 @attrs.frozen
@@ -52,6 +113,20 @@ class RoutesChanged:
 
     bound: tuple[str, ...]
     unbound: tuple[str, ...]
+
+
+@attrs.frozen
+class BindDenied:
+    """Event: ``node_id`` asked for ``address`` and was refused, for the sentinel's log.
+
+    The node got ``reason``, which names no other node; ``owner`` is the
+    node holding the address (None if it is reserved or malformed).
+    """
+
+    node_id: str
+    address: str
+    reason: str
+    owner: str | None = None
 
 
 @attrs.define
@@ -85,7 +160,7 @@ class SentinelLink:
         self.node_id: str | None = None
         self.path: str | None = None
         self.ephemeral = False
-        self.events: list[Admitted | RoutesChanged] = []
+        self.events: list[Admitted | RoutesChanged | BindDenied] = []
         self.strikes = 0
         self.max_strikes = max_strikes
 
@@ -101,12 +176,25 @@ class SentinelLink:
         if self.state != "new":
             raise RuntimeError("start() called twice")
         self.state = "challenged"
-        return Challenge(self.nonce, self.policy.sentinel_id)
+        return Challenge(self.nonce, self.policy.sentinel_id, PROTOCOL_VERSION)
 
     def violation(self, reason: str) -> LinkError:
         """Count a protocol violation (also for bad bytes the caller saw) and answer it."""
         self.strikes += 1
         return LinkError(reason)
+
+    def undecodable(self, data: bytes, reason: str) -> list[Any]:
+        """Answer a message that did not decode (``reason`` says why).
+
+        While the link waits for the attach, an attach of another protocol
+        version may have another shape: it is refused, naming both versions.
+        Anything else is a violation.
+        """
+        if self.state == "challenged":
+            version = peek_version(data, "attach")
+            if version is not None and version != PROTOCOL_VERSION:
+                return [self._refuse(sentinel_version_mismatch(version))]
+        return [self.violation(reason)]
 
     def receive(self, frame: object) -> list[Any]:
         if self.state == "challenged":
@@ -132,10 +220,17 @@ class SentinelLink:
 
     def _admit(self, attach: Attach) -> Welcome | Refused:
         policy = self.policy
-        if policy.token is not None and attach.token != policy.token:
+        if attach.version != PROTOCOL_VERSION:
+            return self._refuse(sentinel_version_mismatch(attach.version))
+        # Constant time: how much of a guess matched must not show in the timing.
+        if policy.token is not None and not compare_digest(
+            attach.token.encode(), policy.token.encode()
+        ):
             return self._refuse("wrong admission token")
         if not is_valid_label(attach.node_id):
             return self._refuse(f"invalid node id {attach.node_id[:80]!r}")
+        if attach.node_id == policy.sentinel_id:
+            return self._refuse("node id is reserved: it is the sentinel's own")
         payload = attach_proof_payload(self.nonce, policy.sentinel_id, attach.node_id)
         if not verify_signature(attach.public_key, attach.signature, payload):
             return self._refuse("bad signature: the attach proof does not verify")
@@ -156,22 +251,30 @@ class SentinelLink:
         )
         return Welcome(attach.node_id, self.path, policy.heartbeat_ms)
 
+    def reserved(self, address: Address) -> str | None:
+        """Why this link's node may not bind ``address`` (:func:`reserved`), or None."""
+        return reserved(address, self.node_id, self.policy)
+
     def _bind(self, frame: Bind) -> list[Any]:
         assert self.node_id is not None
         if len(frame.addresses) > MAX_BIND_PER_FRAME:
             return [self.violation(f"more than {MAX_BIND_PER_FRAME} addresses in one bind")]
-        from .._core._address import Address, AddressError
-
         out: list[Any] = []
         changed: list[str] = []
         for address in frame.addresses:
             try:
-                Address.parse(address)
+                parsed = Address.parse(address)
             except AddressError as exc:
                 out.append(BindRefused(address[:300], str(exc)))
                 continue
             if self.ephemeral:
-                out.append(BindRefused(address, "ephemeral nodes bind only their reply address"))
+                reason = "ephemeral nodes (clients) bind nothing: their replies follow their path"
+                out.append(BindRefused(address, reason))
+                continue
+            reserved = self.reserved(parsed)
+            if reserved is not None:
+                out.append(BindRefused(address, reserved))
+                self.events.append(BindDenied(self.node_id, address, reserved))
                 continue
             result = self.policy.routes.bind(address, self.node_id, pool=frame.pool)
             if result.ok:
@@ -180,6 +283,7 @@ class SentinelLink:
                     changed.append(address)
             else:
                 out.append(BindRefused(address, result.reason))
+                self.events.append(BindDenied(self.node_id, address, result.reason, result.owner))
         if changed:
             self.events.append(RoutesChanged(tuple(changed), ()))
         return out
@@ -222,11 +326,21 @@ class NodeHandshake:
                 self.state = "refused"
                 raise AdmissionRefused(reason)
             case Challenge(nonce=nonce, sentinel_id=sentinel_id) if self.state == "waiting":
+                if frame.version != PROTOCOL_VERSION:
+                    # Refuse before sending anything: the token goes to no sentinel
+                    # that might read the attach another way.
+                    self.state = "refused"
+                    raise node_version_mismatch(frame.version)
                 ident = self.identity
                 payload = attach_proof_payload(nonce, sentinel_id, ident.node_id)
                 self.state = "challenged"
                 return Attach(
-                    ident.node_id, ident.public_key, self.token, ident.sign(payload), self.ephemeral
+                    ident.node_id,
+                    ident.public_key,
+                    self.token,
+                    ident.sign(payload),
+                    self.ephemeral,
+                    PROTOCOL_VERSION,
                 )
             case Welcome() if self.state == "challenged":
                 if frame.node_id != self.identity.node_id:
@@ -236,6 +350,20 @@ class NodeHandshake:
                 self.heartbeat_ms = frame.heartbeat_ms
                 return None
         raise ProtocolError(f"unexpected {type(frame).__name__} during the attach handshake")
+
+    def undecodable(self, data: bytes, reason: str) -> NoReturn:
+        """A message from the sentinel did not decode (``reason`` says why): raise.
+
+        A challenge of another protocol version may have another shape; it
+        raises :class:`fame.errors.ProtocolMismatch` naming both versions,
+        anything else :class:`fame.ProtocolError`.
+        """
+        if self.state == "waiting":
+            version = peek_version(data, "challenge")
+            if version is not None and version != PROTOCOL_VERSION:
+                self.state = "refused"
+                raise node_version_mismatch(version)
+        raise ProtocolError(f"bad frame from the sentinel: {reason}")
 
 
 class BindingTracker:

@@ -10,6 +10,7 @@ take over its id or its addresses.
 
 from __future__ import annotations
 
+import re
 import secrets
 
 from cryptography.exceptions import InvalidSignature
@@ -21,7 +22,9 @@ from cryptography.hazmat.primitives.serialization import (
     PublicFormat,
 )
 
-__all__ = ["Identity", "new_node_id", "verify_signature"]
+__all__ = ["Identity", "looks_like_node_id", "new_node_id", "verify_signature"]
+
+_NODE_ID_RE = re.compile(r"n[0-9a-f]{20}")
 
 
 class Identity:
@@ -56,6 +59,11 @@ class Identity:
 def new_node_id() -> str:
     """A fresh node id: ``n`` and 20 hex digits, a valid path label."""
     return "n" + secrets.token_hex(10)
+
+
+def looks_like_node_id(label: str) -> bool:
+    """Whether ``label`` has the shape of a generated node id (``n`` and 20 hex digits)."""
+    return _NODE_ID_RE.fullmatch(label) is not None
 
 
 def verify_signature(public_key: bytes, signature: bytes, payload: bytes) -> bool:

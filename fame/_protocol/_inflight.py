@@ -39,7 +39,7 @@ class InflightRequests(Generic[L]):
         if limit < 1:
             raise ValueError("limit must be at least 1")
         self.limit = limit
-        self._by_link: dict[L, dict[Key, None]] = {}
+        self._by_link: dict[L, dict[Key, str]] = {}  # per serving link: key -> address
         self._link_of: dict[Key, L] = {}
         # The caller's side: per caller link, its requests and where they went.
         self._by_caller: dict[L, dict[Key, str]] = {}
@@ -61,7 +61,7 @@ class InflightRequests(Generic[L]):
         """
         waiting = self._by_link.setdefault(link, {})
         key = (reply_to, corr)
-        waiting[key] = None
+        waiting[key] = to
         self._link_of[key] = link
         if caller is not None:
             self._by_caller.setdefault(caller, {})[key] = to
@@ -81,10 +81,19 @@ class InflightRequests(Generic[L]):
 
     def lost(self, link: L) -> list[Key]:
         """``link`` closed: forget it and return the requests it left unanswered."""
-        keys = list(self._by_link.pop(link, {}))
-        for key in keys:
+        return [key for key, _, _ in self.lost_requests(link)]
+
+    def lost_requests(self, link: L) -> list[tuple[Key, str, L | None]]:
+        """Like :meth:`lost`, with each request's address and caller link.
+
+        The caller link (None: the sentinel's own node) is where the error
+        telling the caller goes: answers go back the way their request came.
+        """
+        lost = []
+        for key, to in self._by_link.pop(link, {}).items():
+            lost.append((key, to, self._caller_of.get(key)))
             self._forget(key)
-        return keys
+        return lost
 
     def abandoned(self, caller: L) -> list[tuple[L, str, Key]]:
         """``caller``'s link closed: forget the requests it still waits on elsewhere.
@@ -122,6 +131,10 @@ class InflightRequests(Generic[L]):
         round-robin would send them to another member, which has no such stream.
         """
         return self._link_of.get((reply_to, corr))
+
+    def caller_of(self, reply_to: str, corr: int) -> L | None:
+        """The link the request ``corr`` came from (None: the sentinel's own node)."""
+        return self._caller_of.get((reply_to, corr))
 
     def waiting(self, link: L) -> int:
         """How many requests wait for an answer from ``link``."""

@@ -13,6 +13,10 @@ each bound it with ``pool=True``. A pool's requests go round-robin to its
 attached members. Exclusive and pooled binding of one address exclude each
 other, so a node can never silently join (or take over) another's address.
 
+A refusal's ``reason`` goes back to the node that asked, so it never names
+the owner: that is another node's id. ``owner`` says it, for the
+sentinel's log.
+
 Pure data structure: no I/O, no clock. The sentinel persists the changes
 :meth:`bind` and :meth:`unbind` report, as :meth:`record` gives them.
 """
@@ -21,20 +25,30 @@ from __future__ import annotations
 
 from typing import Generic, TypeVar
 
-__all__ = ["BindResult", "RouteTable"]
+__all__ = ["POOL_PREFIX", "BindResult", "RouteTable"]
 
 L = TypeVar("L")
 
+POOL_PREFIX = "pool:"
+"""How :meth:`RouteTable.record` marks a pool: ``pool:<id>,<id>,...``."""
+
 
 class BindResult:
-    """What :meth:`RouteTable.bind` did: ``ok``, ``changed`` (persist it) and ``reason``."""
+    """What :meth:`RouteTable.bind` did: ``ok``, ``changed`` (persist it) and ``reason``.
 
-    __slots__ = ("changed", "ok", "reason")
+    ``reason`` (for the node that asked) names no other node; ``owner``, the
+    node that holds the address alone, is for the sentinel's log only.
+    """
 
-    def __init__(self, ok: bool, changed: bool = False, reason: str = "") -> None:
+    __slots__ = ("changed", "ok", "owner", "reason")
+
+    def __init__(
+        self, ok: bool, changed: bool = False, reason: str = "", owner: str | None = None
+    ) -> None:
         self.ok = ok
         self.changed = changed
         self.reason = reason
+        self.owner = owner
 
 
 class RouteTable(Generic[L]):
@@ -52,8 +66,8 @@ class RouteTable(Generic[L]):
     def restore(self, records: dict[str, str]) -> None:
         """Load persisted bindings, as :meth:`record` wrote them (at sentinel start)."""
         for address, value in records.items():
-            if value.startswith(_POOL_PREFIX):
-                members = [m for m in value[len(_POOL_PREFIX) :].split(",") if m]
+            if value.startswith(POOL_PREFIX):
+                members = [m for m in value[len(POOL_PREFIX) :].split(",") if m]
                 if members:
                     self._pools[address] = members
             else:
@@ -63,13 +77,13 @@ class RouteTable(Generic[L]):
         """What to persist for ``address``: its owner, ``pool:<ids>``, or None (unbound)."""
         members = self._pools.get(address)
         if members:
-            return _POOL_PREFIX + ",".join(members)
+            return POOL_PREFIX + ",".join(members)
         return self._owner.get(address)
 
     def bindings(self) -> dict[str, str]:
         """Every binding as :meth:`record` gives it."""
         records = dict(self._owner)
-        records.update((address, _POOL_PREFIX + ",".join(m)) for address, m in self._pools.items())
+        records.update((address, POOL_PREFIX + ",".join(m)) for address, m in self._pools.items())
         return records
 
     def bind(self, address: str, node_id: str, *, pool: bool = False) -> BindResult:
@@ -78,7 +92,9 @@ class RouteTable(Generic[L]):
         if pool:
             if owner is not None:
                 return BindResult(
-                    False, reason=f"{address} is bound to node {owner} alone, not as a pool"
+                    False,
+                    reason=f"{address} is bound to another node alone, not as a pool",
+                    owner=owner,
                 )
             if members is None:
                 self._pools[address] = [node_id]
@@ -96,7 +112,7 @@ class RouteTable(Generic[L]):
             return BindResult(True, changed=True)
         if owner == node_id:
             return BindResult(True)
-        return BindResult(False, reason=f"{address} is already bound to node {owner}")
+        return BindResult(False, reason=f"{address} is already bound to another node", owner=owner)
 
     def unbind(self, address: str, node_id: str) -> bool:
         """Remove ``node_id``'s binding of ``address``; True if something changed."""
@@ -143,6 +159,14 @@ class RouteTable(Generic[L]):
     def __len__(self) -> int:
         return len(self._links)
 
+    def linked(self, node_id: str) -> bool:
+        """Whether ``node_id`` is attached now."""
+        return node_id in self._links
+
+    def path_owner(self, path: str) -> str | None:
+        """The attached node whose own path is ``path``, if any."""
+        return self._paths.get(path)
+
     # --- lookup -----------------------------------------------------------------
 
     def lookup(self, address: str) -> tuple[L | None, str | None]:
@@ -174,6 +198,3 @@ class RouteTable(Generic[L]):
                 self._cursor[address] = (start + step + 1) % count
                 return link, node_id
         return None, members[0]
-
-
-_POOL_PREFIX = "pool:"

@@ -20,7 +20,14 @@ from typing import Generic, TypeVar
 import attrs
 
 from .._core._errors import WireError
-from .._wire._schema import FINAL_FRAME_TAGS, MAX_HOPS, RoutingHeader, frame_tag
+from .._wire._schema import (
+    ANSWER_FRAME_TAGS,
+    FINAL_FRAME_TAGS,
+    MAX_HOPS,
+    REPLY_FRAME_TAGS,
+    RoutingHeader,
+    frame_tag,
+)
 from ._inflight import InflightRequests
 from ._route_table import RouteTable
 
@@ -48,10 +55,15 @@ class Deliver:
 
 @attrs.frozen
 class ReplyError:
-    """Not routable: a request gets an ``Error`` of ``kind``; other frames are dropped."""
+    """Not routable: a request gets an ``Error`` of ``kind``; other frames are dropped.
+
+    ``message`` goes to the sender and names no other node; ``owner`` (the
+    node an unreachable address is bound to) is for the sentinel's log.
+    """
 
     kind: str
     message: str
+    owner: str | None = None
 
 
 @attrs.frozen
@@ -74,6 +86,16 @@ class Routing(Generic[L]):
 
     ``hosts(address)`` says whether the sentinel's own node serves an
     address (its agents and its reply address).
+
+    The rules, by frame (``decide``):
+
+    - ``req``, ``credit``, ``cancel`` may name a ``reply_to``, and it must be
+      the sending link's own reply address: no peer aims answers at another.
+      Credit and cancel need it (and a ``corr``): they name their stream by it.
+    - ``rep``, ``item``, ``end``, ``err`` answer a request: they carry its
+      ``corr`` and no ``reply_to``, pass only from the link the request went
+      to, and go only to the link the request came from (whatever the route
+      table says about their address now).
     """
 
     def __init__(self, sentinel_id: str, hosts: Callable[[str], bool]) -> None:
@@ -86,7 +108,9 @@ class Routing(Generic[L]):
     def claim(self, address: str) -> str | None:
         """Bind ``address`` to the sentinel's own node; the reason if that shadows a binding."""
         result = self.routes.bind(address, self.sentinel_id)
-        return None if result.ok else result.reason
+        if result.ok:
+            return None
+        return f"{result.reason} ({result.owner})" if result.owner else result.reason
 
     def stream_link(self, address: str, reply_to: str, corr: int) -> tuple[L | None, str | None]:
         """Where the credit or cancel of stream ``(reply_to, corr)`` must go.
@@ -99,7 +123,11 @@ class Routing(Generic[L]):
         return self.inflight.link_of(reply_to, corr), None
 
     def no_route_reason(self, address: str, owner: str | None) -> str:
-        """Why ``address`` has no route now, for the caller's ``NoRoute``."""
+        """Why ``address`` has no route now, for the caller's ``NoRoute``.
+
+        It goes to the caller: it never names the node (``owner``) that
+        bound the address.
+        """
         members = self.routes.pool(address)
         if members is not None:
             return (
@@ -109,7 +137,7 @@ class Routing(Generic[L]):
             return f"no route to {address}: the sentinel's agent there is not running"
         if owner is None:
             return f"no route to {address}: no node bound it"
-        return f"no route to {address}: its node {owner} is not attached"
+        return f"no route to {address}: its node is not attached"
 
     def decide(self, source: L, reply_address: str, head: RoutingHeader) -> RouteAction[L]:
         """What to do with an envelope with header ``head`` that came on link ``source``.
@@ -117,44 +145,66 @@ class Routing(Generic[L]):
         ``reply_address`` is the only address ``source``'s requests may ask
         answers to (its node's reply address).
         """
+        try:
+            tag = frame_tag(head.frame)
+        except WireError as exc:
+            return Refuse(exc.reason)
+        if tag in ANSWER_FRAME_TAGS:
+            return self._answer(source, head, tag)
+        if tag not in REPLY_FRAME_TAGS:
+            return Refuse(f"unknown frame {tag[:40]!r} in an envelope")
         to = head.to
-        if head.reply_to is not None:
-            # A request, credit or cancel. Its answers go to reply_to, so that must
-            # be the sender's own: else a peer could aim an agent's answers at
-            # another caller's pending call.
-            if head.reply_to != reply_address:
-                return Refuse("reply_to is not this link's own reply address")
-        elif head.corr is not None:
-            # An answer travelling back. Only the link its request went to may
-            # send it (no peer can forge another's results); anything else is a
-            # late answer (cancelled, or its caller's link closed) and is dropped.
-            if self.inflight.link_of(to, head.corr) is not source:
-                self.dropped_answers += 1
-                return DropAnswer()
-            try:
-                if frame_tag(head.frame) in FINAL_FRAME_TAGS:
-                    self.inflight.finished(source, to, head.corr)
-            except WireError as exc:
-                return Refuse(exc.reason)
+        reply_to, corr = head.reply_to, head.corr
+        if reply_to is not None and reply_to != reply_address:
+            # Its answers would go to reply_to: a peer could aim an agent's
+            # answers at another caller's pending call.
+            return Refuse("reply_to is not this link's own reply address")
+        if tag != "req" and (reply_to is None or corr is None):
+            return Refuse(f"a {tag} needs the reply_to and corr of its stream")
+        if reply_to is not None and corr is None:
+            # Its answers could carry no corr, and would count against the
+            # answering node's link as violations.
+            return Refuse("a request with a reply_to needs a corr")
         if self._hosts(to):
             return Deliver()
-        tag: str | None = None
-        if head.reply_to is not None and head.corr is not None:
-            try:
-                tag = frame_tag(head.frame)
-            except WireError as exc:
-                return Refuse(exc.reason)
-        if head.reply_to is not None and head.corr is not None and tag in ("credit", "cancel"):
-            target, owner = self.stream_link(to, head.reply_to, head.corr)
+        if tag != "req":
+            assert reply_to is not None and corr is not None
+            target, owner = self.stream_link(to, reply_to, corr)
         else:
             target, owner = self.routes.lookup(to)
         if target is None:
-            return ReplyError("no_route", self.no_route_reason(to, owner))
+            return ReplyError("no_route", self.no_route_reason(to, owner), owner)
         if head.hops >= MAX_HOPS:
             return ReplyError("protocol", f"envelope to {to} exceeded {MAX_HOPS} hops")
-        if tag is not None and head.reply_to is not None and head.corr is not None:
+        if reply_to is not None and corr is not None:
             if tag == "cancel":
-                self.inflight.finished(target, head.reply_to, head.corr)
+                self.inflight.finished(target, reply_to, corr)
             else:
-                self.inflight.forwarded(target, head.reply_to, head.corr, caller=source, to=to)
+                self.inflight.forwarded(target, reply_to, corr, caller=source, to=to)
         return Forward(target, owner)
+
+    def _answer(self, source: L, head: RoutingHeader, tag: str) -> RouteAction[L]:
+        """An answer (reply, stream item or end, error) travelling back to its caller."""
+        if head.reply_to is not None:
+            return Refuse(f"reply_to is allowed on requests, credits and cancels only, not {tag}")
+        to, corr = head.to, head.corr
+        if corr is None:
+            return Refuse(f"a {tag} needs the corr of the request it answers")
+        # Only the link its request went to may answer (no peer forges another's
+        # results); anything else is late (cancelled, or its caller's link
+        # closed) or forged, and dropped.
+        if self.inflight.link_of(to, corr) is not source:
+            self.dropped_answers += 1
+            return DropAnswer()
+        caller = self.inflight.caller_of(to, corr)
+        if tag in FINAL_FRAME_TAGS:
+            self.inflight.finished(source, to, corr)
+        if caller is None:
+            # The request came from the sentinel's own node.
+            if self._hosts(to):
+                return Deliver()
+            self.dropped_answers += 1
+            return DropAnswer()
+        # Back to the link the request came from, never to whatever the route
+        # table says about ``to`` now.
+        return Forward(caller, None)

@@ -28,9 +28,12 @@ import msgspec
 from .._core._errors import WireError
 
 __all__ = [
+    "ANSWER_FRAME_TAGS",
     "DEFAULT_MAX_MESSAGE_SIZE",
     "FINAL_FRAME_TAGS",
     "MAX_HOPS",
+    "PROTOCOL_VERSION",
+    "REPLY_FRAME_TAGS",
     "Attach",
     "Batch",
     "Bind",
@@ -57,6 +60,7 @@ __all__ = [
     "Welcome",
     "bump_hops",
     "frame_tag",
+    "peek_version",
 ]
 
 DEFAULT_MAX_MESSAGE_SIZE: Final = 1 << 20
@@ -64,6 +68,17 @@ DEFAULT_MAX_MESSAGE_SIZE: Final = 1 << 20
 
 MAX_HOPS: Final = 16
 """Routers drop an envelope that has been forwarded this many times."""
+
+PROTOCOL_VERSION: Final = 1
+"""The version of the fame wire protocol this code speaks.
+
+:class:`Challenge` and :class:`Attach` carry it, so that two ends that
+speak different versions refuse each other with one line naming both
+instead of misreading each other's frames. Version 0 stands for a peer
+from before the protocol was versioned (its frames have no such field).
+The field is the last one of both frames in version 1, and every later
+version keeps it at the same position (see :func:`peek_version`).
+"""
 
 
 class _Msg(msgspec.Struct, array_like=True, omit_defaults=False, frozen=True):
@@ -174,6 +189,17 @@ _frame_tag_decoder = msgspec.msgpack.Decoder(_FrameTag)
 FINAL_FRAME_TAGS: Final = frozenset({"rep", "end", "err"})
 """Tags of the frames that end a request: after one, nothing more answers it."""
 
+ANSWER_FRAME_TAGS: Final = frozenset({"rep", "item", "end", "err"})
+"""Tags of the frames that answer a request (they travel back to its caller)."""
+
+REPLY_FRAME_TAGS: Final = frozenset({"req", "credit", "cancel"})
+"""Tags of the only frames an envelope may carry with a ``reply_to``.
+
+A request names where its answers go; a stream's credit and cancel name
+the stream by its caller's ``(reply_to, corr)``. Any other frame with a
+``reply_to`` is a protocol violation.
+"""
+
 
 def frame_tag(frame: msgspec.Raw) -> str:
     """The tag of an undecoded frame (``"req"``, ``"rep"``, ...), decoding nothing else."""
@@ -188,17 +214,24 @@ def frame_tag(frame: msgspec.Raw) -> str:
 
 
 class Challenge(_Msg, tag="challenge", frozen=True):
-    """Sentinel to node, first message on a connection: sign ``nonce``."""
+    """Sentinel to node, first message on a connection: sign ``nonce``.
+
+    ``version`` is the sentinel's :data:`PROTOCOL_VERSION` (0: a sentinel
+    from before versioning, whose challenge has no such field).
+    """
 
     nonce: bytes
     sentinel_id: str
+    version: int = 0
 
 
 class Attach(_Msg, tag="attach", frozen=True):
     """Node to sentinel: who I am, my admission token, and proof of my key.
 
     ``signature`` is the Ed25519 signature by ``public_key`` over
-    ``attach_proof_payload(nonce, sentinel_id, node_id)``.
+    ``attach_proof_payload(nonce, sentinel_id, node_id)``. ``version`` is
+    the node's :data:`PROTOCOL_VERSION`; a frame without it decodes as 0
+    (a node from before versioning), which the sentinel refuses.
     """
 
     node_id: str
@@ -206,6 +239,7 @@ class Attach(_Msg, tag="attach", frozen=True):
     token: str
     signature: bytes
     ephemeral: bool = False
+    version: int = 0
 
 
 class Welcome(_Msg, tag="welcome", frozen=True):
@@ -379,6 +413,36 @@ def bump_hops(data: bytes) -> bytes:
             f"envelope exceeded the hop limit of {MAX_HOPS} (routing loop?)", code="hop_limit"
         )
     return b"".join((data[:_HOPS_OFFSET], bytes((hops + 1,)), data[_HOPS_OFFSET + 1 :]))
+
+
+_VERSION_INDEX: Final = {"challenge": 3, "attach": 6}
+"""Where :data:`PROTOCOL_VERSION` sits in each handshake frame (the tag is element 0)."""
+
+_raw_elements = msgspec.msgpack.Decoder(list[msgspec.Raw])
+
+
+def peek_version(data: bytes, tag: str) -> int | None:
+    """The protocol version of an encoded ``tag`` frame this code cannot decode otherwise.
+
+    A peer of another version may send a :class:`Challenge` or an
+    :class:`Attach` of another shape; the version is still at its index
+    (:data:`_VERSION_INDEX`), so the two ends can name each other's
+    version. Returns None for anything that is not a ``tag`` frame with an
+    integer at that index: a malformed message. (A frame of the
+    pre-versioning shape needs no peeking: it decodes, as version 0.)
+    Never raises.
+    """
+    index = _VERSION_INDEX[tag]
+    try:
+        elements = _raw_elements.decode(data)
+        if len(elements) <= index or msgspec.msgpack.decode(elements[0]) != tag:
+            return None
+        version = msgspec.msgpack.decode(elements[index])
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError, TypeError):
+        return None
+    if type(version) is not int:
+        return None
+    return version
 
 
 def attach_proof_payload(nonce: bytes, sentinel_id: str, node_id: str) -> bytes:

@@ -10,6 +10,7 @@ from fame import AdmissionRefused
 from fame._fabric._transport import RECONNECT_BACKOFF
 from fame._protocol import (
     Admitted,
+    BindDenied,
     BindingTracker,
     NodeHandshake,
     RoutesChanged,
@@ -19,6 +20,7 @@ from fame._protocol import (
 from fame._protocol._identity import Identity
 from fame._protocol._route_table import RouteTable
 from fame._wire._schema import (
+    PROTOCOL_VERSION,
     Attach,
     Bind,
     BindRefused,
@@ -100,7 +102,9 @@ def test_forged_signature_is_refused() -> None:
     server = SentinelLink(policy, b"n" * 32)
     server.start()
     other = Identity.generate()
-    forged = Attach(ident.node_id, ident.public_key, TOKEN, other.sign(b"whatever"))
+    forged = Attach(
+        ident.node_id, ident.public_key, TOKEN, other.sign(b"whatever"), False, PROTOCOL_VERSION
+    )
     [answer] = server.receive(forged)
     assert isinstance(answer, Refused) and "signature" in answer.reason
 
@@ -148,13 +152,18 @@ def test_binding_conflicts_and_unbind() -> None:
     link_a, _, _ = handshake(policy, a)
     link_b, _, _ = handshake(policy, b)
     link_a.events.clear()
+    link_b.events.clear()
     assert link_a.receive(Bind(["x@fame.fabric", "bad address"])) == [
         Bound("x@fame.fabric"),
         BindRefused("bad address", link_a.receive(Bind(["bad address"]))[0].reason),
     ]
     assert link_a.events == [RoutesChanged(("x@fame.fabric",), ())]
     [refused] = link_b.receive(Bind(["x@fame.fabric"]))
-    assert isinstance(refused, BindRefused) and a.node_id in refused.reason
+    # Refused without naming the owner: that is another node's id.
+    assert refused == BindRefused("x@fame.fabric", "x@fame.fabric is already bound to another node")
+    assert link_b.events == [
+        BindDenied(b.node_id, "x@fame.fabric", refused.reason, owner=a.node_id)
+    ]
     # Binding again is idempotent and changes nothing to persist.
     link_a.events.clear()
     assert link_a.receive(Bind(["x@fame.fabric"])) == [Bound("x@fame.fabric")]
@@ -173,7 +182,7 @@ def test_node_handshake_rejects_frames_out_of_order() -> None:
     with pytest.raises(ProtocolError):
         client.receive(Welcome("x", "y"))
     client = NodeHandshake(Identity.generate(), TOKEN)
-    client.receive(Challenge(b"n", "s"))
+    client.receive(Challenge(b"n", "s", PROTOCOL_VERSION))
     with pytest.raises(ProtocolError):
         client.receive(Welcome("someone-else", "p"))
 
@@ -224,7 +233,8 @@ def test_route_table_keeps_pools_and_exclusive_addresses_apart() -> None:
     table: RouteTable[str] = RouteTable()
     table.bind("solo@x", "n1")
     refused = table.bind("solo@x", "n2", pool=True)
-    assert not refused.ok and "bound to node n1 alone" in refused.reason
+    assert not refused.ok and "bound to another node alone" in refused.reason
+    assert refused.owner == "n1" and "n1" not in refused.reason
     table.bind("work@x", "n1", pool=True)
     refused = table.bind("work@x", "n2")
     assert not refused.ok and "is a pool of 1 nodes" in refused.reason

@@ -61,7 +61,7 @@ def test_a_request_is_forwarded_and_its_answer_goes_back_once() -> None:
     assert action == Forward(server, "nserver")
     assert routing.inflight.link_of("_reply@ncaller", 7) is server
     assert routing.decide(server, "_reply@nserver", answer("_reply@ncaller", 7)) == Forward(
-        caller, "ncaller"
+        caller, None
     )
     # The final answer closed the request: a second one is late and dropped.
     assert routing.decide(server, "_reply@nserver", answer("_reply@ncaller", 7)) == DropAnswer()
@@ -72,7 +72,7 @@ def test_a_stream_item_keeps_the_request_open_until_its_final_frame() -> None:
     routing, caller, server = setup()
     routing.decide(caller, "_reply@ncaller", request("svc@fame.fabric", "_reply@ncaller", 3))
     item = answer("_reply@ncaller", 3, StreamItem(1))
-    assert routing.decide(server, "_reply@nserver", item) == Forward(caller, "ncaller")
+    assert routing.decide(server, "_reply@nserver", item) == Forward(caller, None)
     assert routing.inflight.link_of("_reply@ncaller", 3) is server
 
 
@@ -102,8 +102,9 @@ def test_unbound_and_detached_addresses_get_a_no_route_reason() -> None:
     assert lost == ReplyError("no_route", "no route to nobody@fame.fabric: no node bound it")
     routing.routes.unlink("nserver", server)
     gone = routing.decide(caller, "_reply@ncaller", request("svc@fame.fabric", "_reply@ncaller", 2))
+    # The caller is not told which node that is; the sentinel's log is.
     assert gone == ReplyError(
-        "no_route", "no route to svc@fame.fabric: its node nserver is not attached"
+        "no_route", "no route to svc@fame.fabric: its node is not attached", "nserver"
     )
 
 
@@ -143,4 +144,4 @@ def test_claiming_a_bound_address_says_what_it_shadows() -> None:
     routing, _, _ = setup()
     assert routing.claim(f"admin@{SENTINEL}") is None
     reason = routing.claim("svc@fame.fabric")
-    assert reason == "svc@fame.fabric is already bound to node nserver"
+    assert reason == "svc@fame.fabric is already bound to another node (nserver)"

@@ -37,6 +37,7 @@ with atheris.instrument_imports(include=["fame"]):
     from fame._protocol._identity import Identity
     from fame._protocol._route_table import RouteTable
     from fame._wire._schema import (
+        PROTOCOL_VERSION,
         Attach,
         Batch,
         Bind,
@@ -125,7 +126,10 @@ def _feed(link: SentinelLink, node: NodeHandshake | None, data: bytes) -> None:
     try:
         head = CODEC.decode_header(data)
     except WireError as exc:
-        _answers_fit([link.violation(exc.reason)])
+        _answers_fit(link.undecodable(data, exc.reason))
+        if node is not None and not node.attached:
+            with contextlib.suppress(AdmissionRefused, ProtocolError):
+                node.undecodable(data, exc.reason)
         return
     if type(head) is Batch:
         for item in head.messages[:8]:
@@ -170,6 +174,7 @@ def _frames(fdp: Any) -> list[bytes]:
                 fdp.PickValueInList([TOKEN, fdp.ConsumeUnicodeNoSurrogates(20)]),
                 fdp.ConsumeBytes(fdp.ConsumeIntInRange(0, 70)),
                 fdp.ConsumeBool(),
+                fdp.PickValueInList([PROTOCOL_VERSION, fdp.ConsumeIntInRange(-(2**63), 2**63 - 1)]),
             )
             frames.append(CODEC.encode(attach))
         elif choice == 3:
@@ -191,7 +196,9 @@ def _frames(fdp: Any) -> list[bytes]:
             )
             frames.append(CODEC.encode(envelope))
         else:
-            frame = fdp.PickValueInList([Ping(1), Challenge(NONCE, "sentinel1"), Welcome("a", "b")])
+            frame = fdp.PickValueInList(
+                [Ping(1), Challenge(NONCE, "sentinel1", PROTOCOL_VERSION), Welcome("a", "b")]
+            )
             frames.append(CODEC.encode(frame))
     return frames
 

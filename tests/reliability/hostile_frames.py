@@ -43,9 +43,9 @@ TAGS = [
 
 def message_of_size(size: int, to: str = "nobody@fame.fabric") -> bytes:
     """An encoded envelope of exactly ``size`` bytes (a Reply nobody waits for)."""
-    overhead = len(codec.encode(Envelope(0, to, 1, Reply(b"x" * 70_000)))) - 70_000
+    overhead = len(codec.encode(Envelope(0, to, 1, Reply(b"x" * 70_000), None, 1))) - 70_000
     data = msgspec.msgpack.encode(
-        Envelope(0, to, 1, Reply(b"x" * (size - overhead)))  # bypass the codec's limit
+        Envelope(0, to, 1, Reply(b"x" * (size - overhead)), None, 1)  # bypass the codec's limit
     )
     assert len(data) == size
     return data

@@ -36,6 +36,7 @@ from fame._fabric._transport import open_link
 from fame._fabric.sentinel._server import open_sentinel
 from fame._protocol._identity import Identity
 from fame._wire._schema import (
+    PROTOCOL_VERSION,
     Attach,
     Batch,
     Bind,
@@ -65,7 +66,8 @@ async def test_node_serves_envelopes_batched_with_its_welcome() -> None:
 
     async def fake_sentinel(request: WebSocketRequest) -> None:
         ws = await request.accept()
-        await ws.send_message(codec.encode(Challenge(secrets.token_bytes(32), "fake-sentinel")))
+        challenge = Challenge(secrets.token_bytes(32), "fake-sentinel", PROTOCOL_VERSION)
+        await ws.send_message(codec.encode(challenge))
         data = await ws.get_message()
         assert isinstance(data, bytes)
         attach = codec.decode(data)
@@ -122,7 +124,7 @@ async def attach_raw(ws: Any, codec: Codec, identity: Identity, token: str) -> l
     proof = identity.sign(
         attach_proof_payload(challenge.nonce, challenge.sentinel_id, identity.node_id)
     )
-    attach = Attach(identity.node_id, identity.public_key, token, proof)
+    attach = Attach(identity.node_id, identity.public_key, token, proof, False, PROTOCOL_VERSION)
     await ws.send_message(codec.encode(attach))
     return frames_of(codec, await ws.get_message())
 

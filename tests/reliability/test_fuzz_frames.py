@@ -32,6 +32,7 @@ from fame._protocol import NodeHandshake, SentinelLink, SentinelPolicy
 from fame._protocol._identity import Identity
 from fame._protocol._route_table import RouteTable
 from fame._wire._schema import (
+    PROTOCOL_VERSION,
     Attach,
     Batch,
     Bind,
@@ -206,8 +207,8 @@ def _seed_corpus(directory: Path) -> None:
     messages: list[Any] = [
         Envelope(0, "echo@fame.fabric", 1, Request("say", {"text": "x"}), "_reply@n1", 7),
         Envelope(3, "_reply@n1", 2, Reply({"a": [1, 2.5, None]}), None, 7),
-        Challenge(b"n" * 32, "sentinel1"),
-        Attach(ident.node_id, ident.public_key, "fuzz-token", b"s" * 64),
+        Challenge(b"n" * 32, "sentinel1", PROTOCOL_VERSION),
+        Attach(ident.node_id, ident.public_key, "fuzz-token", b"s" * 64, False, PROTOCOL_VERSION),
         Bind(["echo@fame.fabric"], True),
         Unbind(["a@b"]),
         Ping(3),

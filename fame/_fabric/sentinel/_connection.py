@@ -28,8 +28,8 @@ from trio_websocket import WebSocketRequest
 from ..._agents._node import REPLY_NAME
 from ..._core._errors import WireError
 from ..._core._groups import collapse, unwrap_exception_group
-from ..._protocol import Admitted, RoutesChanged, SentinelLink, SentinelPolicy
-from ..._wire._schema import Batch, RoutingHeader
+from ..._protocol import Admitted, BindDenied, RoutesChanged, SentinelLink, SentinelPolicy
+from ..._wire._schema import Batch, LinkError, RoutingHeader
 from .._identity import KEYSTORE, ROUTE_STORE, NodeStores
 from .._transport import LINK_ERRORS, is_link_failure, write_batched
 from ._routing import Conn, Router
@@ -39,6 +39,8 @@ __all__ = ["PIN_PREFIX", "ConnectionHandler", "ConnectionNursery"]
 log = logging.getLogger("fame.sentinel")
 
 PIN_PREFIX = "pin:"
+MAX_DENIALS_LOGGED = 20
+"""Bind refusals logged per link: a peer that asks for thousands floods no log."""
 SUPERSEDED_CLOSE_TIMEOUT = 2.0
 """Seconds a superseded link gets to close cleanly before its socket is dropped."""
 
@@ -214,7 +216,15 @@ class ConnectionHandler:
         try:
             head = self.codec.decode_header(data)
         except WireError as exc:
-            await self.router.violation(conn, exc.reason)
+            [answer] = link.undecodable(data, exc.reason)
+            if isinstance(answer, LinkError):
+                self.router.violations += 1
+                if link.should_close:
+                    log.info("%r: closing after %d protocol violations", conn, link.strikes)
+            else:
+                log.info("%r refused: %s", conn, getattr(answer, "reason", answer))
+            with suppress(trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError):
+                conn.out.send_nowait(self.codec.encode(answer))
             return
         if isinstance(head, RoutingHeader):
             if not link.attached:
@@ -268,6 +278,14 @@ class ConnectionHandler:
                     admitted.append(event)
                 case Admitted():
                     admitted.append(event)
+                case BindDenied(node_id=node_id, address=address, reason=reason, owner=owner):
+                    # The node was told why without the owner's id; the log names it.
+                    conn.denials += 1
+                    if conn.denials <= MAX_DENIALS_LOGGED:
+                        held = f" (held by node {owner})" if owner else ""
+                        log.info("node %s may not bind %s: %s%s", node_id, address, reason, held)
+                    if conn.denials == MAX_DENIALS_LOGGED:
+                        log.info("node %s: further bind refusals are not logged", node_id)
                 case RoutesChanged():
                     # Persist each changed address as the table now has it: a pool's
                     # record lists all its members, so one member leaving rewrites it.

@@ -48,7 +48,7 @@ class SentinelUplink:
             if type(envelope.frame) is Cancel:
                 router.inflight.finished(conn, envelope.reply_to, envelope.corr)
             else:
-                router.inflight.forwarded(conn, envelope.reply_to, envelope.corr)
+                router.inflight.forwarded(conn, envelope.reply_to, envelope.corr, to=envelope.to)
         try:
             await conn.out.send(data)
         except (trio.ClosedResourceError, trio.BrokenResourceError):

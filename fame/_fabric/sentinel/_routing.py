@@ -50,7 +50,7 @@ FORWARD_TIMEOUT = 10.0
 class Conn:
     """One attached (or attaching) websocket."""
 
-    __slots__ = ("link", "out", "out_recv", "reply_address", "seen", "tasks", "ws")
+    __slots__ = ("denials", "link", "out", "out_recv", "reply_address", "seen", "tasks", "ws")
 
     def __init__(self, ws: WebSocketConnection, link: SentinelLink, queue: int) -> None:
         self.ws = ws
@@ -61,6 +61,7 @@ class Conn:
         self.tasks: trio.Nursery | None = None
         # The only address this link's requests may ask answers to; set on attach.
         self.reply_address = ""
+        self.denials = 0  # bind refusals so far, for a bounded log
 
     def __repr__(self) -> str:
         return f"<link {self.link.node_id or '(attaching)'}>"
@@ -119,7 +120,10 @@ class Router:
                     return
                 assert isinstance(envelope, Envelope)  # a RoutingHeader decoded from it
                 await self.node._deliver(envelope)
-            case ReplyError(kind=kind, message=message):
+            case ReplyError(kind=kind, message=message, owner=owner):
+                if owner is not None:
+                    # The caller's error does not name the node; the log does.
+                    log.debug("%r: %s (bound to node %s)", conn, message, owner)
                 await self.reply_error(conn, data, kind, message)
             case Refuse(reason=reason):
                 await self.violation(conn, reason)
@@ -159,7 +163,12 @@ class Router:
             )
 
     async def reply_error(self, conn: Conn, data: bytes, kind: str, message: str) -> None:
-        """Answer a request that cannot be routed; other frames are dropped."""
+        """Answer a request from ``conn`` that cannot be routed; other frames are dropped.
+
+        The error goes back on ``conn``, the link the request came from (its
+        ``reply_to`` is that link's own reply address: ``Routing.decide``
+        checked it).
+        """
         try:
             envelope = self.codec.decode(data)
         except WireError as exc:
@@ -171,16 +180,10 @@ class Router:
         error = Envelope(
             0, envelope.reply_to, 0, Error(kind, message, envelope.to), None, envelope.corr
         )
-        reply_to = envelope.reply_to
-        if reply_to == self.node.reply_address:
-            await self.node._deliver(error)
-            return
-        target, _ = self.routes.lookup(reply_to)
-        if target is not None:
-            # The caller may be gone too (closed link): then there is nobody to tell.
-            closed = (trio.ClosedResourceError, trio.BrokenResourceError)
-            with trio.move_on_after(FORWARD_TIMEOUT), suppress(*closed):
-                await target.out.send(self.codec.encode(error))
+        # The caller may be gone too (closed link): then there is nobody to tell.
+        closed = (trio.ClosedResourceError, trio.BrokenResourceError)
+        with trio.move_on_after(FORWARD_TIMEOUT), suppress(*closed):
+            await conn.out.send(self.codec.encode(error))
 
     # --- lost links ---------------------------------------------------------------
 
@@ -199,33 +202,34 @@ class Router:
                 f"{REPLY_NAME}@{conn.link.path}", f"the caller's link ({node_id}) closed"
             )
         conn.link.close()
-        unanswered = self.inflight.lost(conn)
+        unanswered = self.inflight.lost_requests(conn)
         abandoned = self.inflight.abandoned(conn)
         if unanswered or abandoned:
             with trio.CancelScope(shield=True), trio.move_on_after(1):
-                await self._answer_lost(unanswered, node_id)
-                self._cancel_abandoned(abandoned, node_id)
+                await self._answer_lost(unanswered)
+                self._cancel_abandoned(abandoned)
 
-    async def _answer_lost(self, unanswered: list[tuple[str, int]], node_id: str | None) -> None:
+    async def _answer_lost(
+        self, unanswered: list[tuple[tuple[str, int], str, Conn | None]]
+    ) -> None:
         """Tell the callers of requests a lost link will never answer, at once.
 
-        Best effort, never waiting for room: a caller whose queue is full
-        falls back to its own deadline.
+        Each error goes to the link its request came from (or to the
+        sentinel's own node), and names the address called, not the node
+        that served it. Best effort, never waiting for room: a caller whose
+        queue is full falls back to its own deadline.
         """
-        message = f"node {node_id or '(attaching)'} went away before answering"
-        for reply_to, corr in unanswered:
-            error = Envelope(0, reply_to, 0, Error("no_route", message, None), None, corr)
-            if reply_to == self.node.reply_address:
-                await self.node._deliver(error)
+        for (reply_to, corr), to, caller in unanswered:
+            message = f"no answer from {to}: its node went away before answering"
+            error = Envelope(0, reply_to, 0, Error("no_route", message, to or None), None, corr)
+            if caller is None:
+                if reply_to == self.node.reply_address:
+                    await self.node._deliver(error)
                 continue
-            caller, _ = self.routes.lookup(reply_to)
-            if caller is not None:
-                with suppress(trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError):
-                    caller.out.send_nowait(self.codec.encode(error))
+            with suppress(trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError):
+                caller.out.send_nowait(self.codec.encode(error))
 
-    def _cancel_abandoned(
-        self, abandoned: list[tuple[Conn, str, tuple[str, int]]], node_id: str | None
-    ) -> None:
+    def _cancel_abandoned(self, abandoned: list[tuple[Conn, str, tuple[str, int]]]) -> None:
         """Cancel the requests a lost link was still waiting on at other links.
 
         A caller that dies (a client killed while reading a stream) sends no
@@ -233,7 +237,7 @@ class Router:
         idle timeout. Best effort, never waiting for room: a producer whose
         link is full falls back to that timeout.
         """
-        reason = f"the caller's link ({node_id or 'attaching'}) closed"
+        reason = "the caller's link closed"
         for target, to, (reply_to, corr) in abandoned:
             cancel = Envelope(0, to, 0, Cancel(reason), reply_to, corr)
             with suppress(trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError):

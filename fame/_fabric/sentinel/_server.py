@@ -34,8 +34,11 @@ import trio
 from trio_websocket import serve_websocket
 
 from ..._agents._node import Node, open_node
+from ..._core._address import Address, AddressError
 from ..._core._errors import FameError
 from ..._protocol import SentinelPolicy
+from ..._protocol._attach import reserved
+from ..._protocol._route_table import POOL_PREFIX
 from ..._wire._schema import Codec
 from .._identity import (
     BINDING_STORE,
@@ -139,17 +142,36 @@ class Sentinel:
         for key, value in (await self.stores.items(KEYSTORE)).items():
             if key.startswith(PIN_PREFIX):
                 self.pins[key[len(PIN_PREFIX) :]] = value
-        self.routes.restore(
-            {
-                address: record.decode()
-                for address, record in (await self.stores.items(ROUTE_STORE)).items()
-            }
-        )
+        records: dict[str, str] = {}
+        for address, raw in (await self.stores.items(ROUTE_STORE)).items():
+            record = raw.decode()
+            why = self._reserved(address, record)
+            if why is not None:
+                # Bound before the sentinel reserved such addresses: it must not
+                # come back, or it would route a reply address past its node.
+                log.warning("dropping the stored route of %s (%s): %s", address, record, why)
+                await self.stores.delete(ROUTE_STORE, address)
+                continue
+            records[address] = record
+        self.routes.restore(records)
         # The sentinel's own agents' addresses: claimed again before anyone attaches.
         for address in await self.stores.items(BINDING_STORE):
             self.router.claim(address)
         if self.routes.bindings():
             log.info("restored %d routes from %s", len(self.routes.bindings()), ROUTE_STORE)
+
+    def _reserved(self, address: str, record: str) -> str | None:
+        """Why the stored binding ``address`` -> ``record`` may not be restored, or None."""
+        try:
+            parsed = Address.parse(address)
+        except AddressError as exc:
+            return str(exc)
+        owners = record.removeprefix(POOL_PREFIX).split(",") if record else [""]
+        for owner in owners:
+            why = reserved(parsed, owner, self.policy)
+            if why is not None:
+                return why
+        return None
 
 
 def _resolve_token(token: str | None, open_admission: bool) -> str | None:
