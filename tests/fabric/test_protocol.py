@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import hmac
 import random
 
+import msgspec
 import pytest
 
 from fame import AdmissionRefused
+from fame._core._address import REPLY_NAME, Address
 from fame._fabric._transport import RECONNECT_BACKOFF
 from fame._protocol import (
     Admitted,
@@ -16,6 +19,13 @@ from fame._protocol import (
     RoutesChanged,
     SentinelLink,
     SentinelPolicy,
+)
+from fame._protocol import _attach as attach_module
+from fame._protocol._attach import (
+    RESERVED_PATH_REASON,
+    RESERVED_REPLY_REASON,
+    reserved,
+    sentinel_version_mismatch,
 )
 from fame._protocol._identity import Identity
 from fame._protocol._route_table import RouteTable
@@ -33,8 +43,9 @@ from fame._wire._schema import (
     Refused,
     Unbind,
     Welcome,
+    attach_proof_payload,
 )
-from fame.errors import ProtocolError
+from fame.errors import ProtocolError, ProtocolMismatch, WireError
 
 TOKEN = "s3cret"
 
@@ -293,3 +304,200 @@ def test_binding_tracker_settles_only_when_every_bind_was_answered() -> None:
     assert not tracker.settled
     tracker.receive(Bound("a@x"))
     assert tracker.settled and tracker.bound == {"a@x"}
+
+
+# --- routing integrity (issue 11): reserved names, the sentinel's id, versions, token ---
+
+
+def attached(
+    policy: SentinelPolicy, identity: Identity | None = None, *, ephemeral: bool = False
+) -> tuple[SentinelLink, Identity]:
+    """A link whose node attached, and linked in the route table as the IO layer does."""
+    identity = identity or Identity.generate()
+    link, _, answer = handshake(policy, identity, ephemeral=ephemeral)
+    assert isinstance(answer, Welcome)
+    policy.routes.link(identity.node_id, identity.node_id, link)
+    link.events.clear()
+    return link, identity
+
+
+def test_reply_addresses_cannot_be_bound_not_even_ones_own() -> None:
+    policy = make_policy()
+    link, me = attached(policy)
+    _, other = attached(policy)
+    addresses = [
+        f"{REPLY_NAME}@{me.node_id}",
+        f"{REPLY_NAME}@{other.node_id}",
+        f"{REPLY_NAME}@{policy.sentinel_id}",
+        f"{REPLY_NAME}@fame.fabric",
+    ]
+    answers = link.receive(Bind(addresses))
+    assert answers == [
+        BindRefused(address, f"{address} is reserved: {RESERVED_REPLY_REASON}")
+        for address in addresses
+    ]
+    assert policy.routes.bindings() == {}
+    assert [type(event) for event in link.events] == [BindDenied] * len(addresses)
+
+
+def test_addresses_under_another_nodes_path_or_the_sentinels_cannot_be_bound() -> None:
+    policy = make_policy()
+    link, me = attached(policy)
+    _, other = attached(policy)  # attached now
+    offline = Identity.generate("storage-node")  # a custom id, pinned, not attached now
+    handshake(policy, offline)
+    attached(policy, Identity.generate("my-client"), ephemeral=True)  # never pinned
+    stranger = Identity.generate()  # id-shaped, never seen: a node that may come later
+    others = [
+        f"x@{other.node_id}",
+        f"x@deep.sub.{other.node_id}",
+        f"admin@{policy.sentinel_id}",
+        f"x@a.{policy.sentinel_id}",
+        "x@storage-node",
+        "x@my-client",
+        f"x@{stranger.node_id}",
+    ]
+    answers = link.receive(Bind(others))
+    # One reason for all: known node or not, the refusal tells nothing about it.
+    assert answers == [
+        BindRefused(address, f"{address} is reserved: {RESERVED_PATH_REASON}") for address in others
+    ]
+    assert policy.routes.bindings() == {}
+    # Under its own path, and on ordinary paths, a node binds as before.
+    mine = [f"x@{me.node_id}", f"x@sub.{me.node_id}", "x@fame.fabric", f"x@{me.node_id}.fabric"]
+    assert link.receive(Bind(mine)) == [Bound(address) for address in mine]
+    # Pools too.
+    assert link.receive(Bind([f"p@{other.node_id}"], pool=True)) == [
+        BindRefused(f"p@{other.node_id}", f"p@{other.node_id} is reserved: {RESERVED_PATH_REASON}")
+    ]
+
+
+def test_the_sentinels_own_id_cannot_attach() -> None:
+    policy = make_policy()
+    impostor = Identity.generate(policy.sentinel_id)
+    server, client, answer = handshake(policy, impostor)
+    assert answer == Refused("node id is reserved: it is the sentinel's own")
+    assert server.should_close and server.events == [] and policy.pins == {}
+    with pytest.raises(AdmissionRefused, match="reserved"):
+        client.receive(answer)
+
+
+def test_stored_reserved_bindings_are_recognised_for_any_binder() -> None:
+    # What Sentinel.restore() drops: routes bound before names were reserved.
+    policy = make_policy()
+    victim = Identity.generate()
+    assert reserved(Address.parse(f"{REPLY_NAME}@{victim.node_id}"), "nattacker", policy)
+    assert reserved(Address.parse(f"x@{victim.node_id}"), "nattacker", policy)
+    assert reserved(Address.parse(f"x@{victim.node_id}"), victim.node_id, policy) is None
+    assert reserved(Address.parse("storage@fame.fabric"), "nanyone", policy) is None
+
+
+def test_bind_refusals_never_name_another_node() -> None:
+    policy = make_policy()
+    owner_link, owner = attached(policy)
+    owner_link.receive(Bind(["solo@fame.fabric"]))
+    owner_link.receive(Bind(["work@fame.fabric"], pool=True))
+    link, _ = attached(policy)
+    answers = link.receive(Bind(["solo@fame.fabric"]))
+    answers += link.receive(Bind(["solo@fame.fabric"], pool=True))
+    answers += link.receive(Bind(["work@fame.fabric"]))
+    assert [type(a) for a in answers] == [BindRefused] * 3
+    assert not [a for a in answers if owner.node_id in a.reason]
+    # The sentinel's log gets the owner, through the events.
+    assert {event.owner for event in link.events if isinstance(event, BindDenied)} == {
+        owner.node_id,
+        None,  # a pool names no single owner
+    }
+
+
+@pytest.mark.parametrize("version", [0, PROTOCOL_VERSION + 1, -1, 2**63 - 1])
+def test_an_attach_of_another_protocol_version_is_refused_naming_both(version: int) -> None:
+    policy = make_policy()
+    ident = Identity.generate()
+    server = SentinelLink(policy, b"n" * 32)
+    challenge = server.start()
+    assert challenge.version == PROTOCOL_VERSION
+    attach = NodeHandshake(ident, TOKEN).receive(challenge)
+    assert attach is not None and attach.version == PROTOCOL_VERSION
+    # Even with a wrong token: the version is checked first.
+    other = msgspec.structs.replace(attach, version=version, token="wrong")
+    [answer] = server.receive(Codec().decode(Codec().encode(other)))
+    assert answer == Refused(sentinel_version_mismatch(version))
+    assert answer.reason == (
+        f"protocol version mismatch: this sentinel speaks fame protocol version"
+        f" {PROTOCOL_VERSION}, the node speaks version {version}"
+    )
+    assert server.should_close and policy.pins == {} and server.events == []
+
+
+def test_an_attach_from_before_versioning_is_refused_naming_both() -> None:
+    # The frame as fame 0.1 sent it: six elements, no version.
+    policy = make_policy()
+    ident = Identity.generate()
+    server = SentinelLink(policy, b"n" * 32)
+    challenge = server.start()
+    proof = ident.sign(attach_proof_payload(challenge.nonce, challenge.sentinel_id, ident.node_id))
+    old = msgspec.msgpack.encode(["attach", ident.node_id, ident.public_key, TOKEN, proof, False])
+    [answer] = server.receive(Codec().decode(old))
+    assert answer == Refused(sentinel_version_mismatch(0))
+
+
+def test_an_attach_of_another_shape_is_refused_by_its_version() -> None:
+    # A later version may change the attach's fields, but not where the version is.
+    policy = make_policy()
+    server = SentinelLink(policy, b"n" * 32)
+    server.start()
+    future = msgspec.msgpack.encode(["attach", {"proof": b"x"}, 1, 2, 3, [], 7, "more"])
+    with pytest.raises(WireError):
+        Codec().decode(future)
+    assert server.undecodable(future, "malformed") == [Refused(sentinel_version_mismatch(7))]
+    assert server.should_close
+    # Garbage is a plain violation, and once attached nothing is read as an attach.
+    fresh = SentinelLink(policy, b"n" * 32)
+    fresh.start()
+    [answer] = fresh.undecodable(b"\xc1", "malformed message")
+    assert answer == LinkError("malformed message") and not fresh.should_close
+    link, _ = attached(policy)
+    assert link.undecodable(future, "malformed") == [LinkError("malformed")]
+
+
+@pytest.mark.parametrize("version", [0, PROTOCOL_VERSION + 1])
+def test_a_node_refuses_a_sentinel_of_another_version_before_sending_its_token(
+    version: int,
+) -> None:
+    client = NodeHandshake(Identity.generate(), TOKEN)
+    with pytest.raises(ProtocolMismatch) as info:
+        client.receive(Challenge(b"n" * 32, "s", version))
+    assert (info.value.ours, info.value.theirs) == (PROTOCOL_VERSION, version)
+    assert info.value.reason == (
+        f"protocol version mismatch: the sentinel speaks fame protocol version {version},"
+        f" this node speaks version {PROTOCOL_VERSION}"
+    )
+    assert isinstance(info.value, AdmissionRefused)  # the programs say it like a refusal
+    assert client.state == "refused"
+    # A challenge of another shape: named by its version too; garbage is a protocol error.
+    future = msgspec.msgpack.encode(["challenge", [b"nonce"], {"id": 1}, 9])
+    with pytest.raises(ProtocolMismatch, match="version 9"):
+        NodeHandshake(Identity.generate(), TOKEN).undecodable(future, "malformed")
+    with pytest.raises(ProtocolError, match="bad frame from the sentinel: malformed"):
+        NodeHandshake(Identity.generate(), TOKEN).undecodable(b"\xc1", "malformed")
+
+
+def test_the_token_is_compared_in_constant_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[tuple[object, object]] = []
+
+    def spy(a: bytes, b: bytes) -> bool:
+        seen.append((a, b))
+        return hmac.compare_digest(a, b)
+
+    monkeypatch.setattr(attach_module, "compare_digest", spy)
+    policy = make_policy()
+    _, _, answer = handshake(policy, Identity.generate(), token="s3creX")
+    assert answer == Refused("wrong admission token")
+    assert seen == [(b"s3creX", TOKEN.encode())]
+    # Tokens hmac cannot compare as text (not ASCII) are refused, not a crash.
+    for token in ("s3cr\u00e9t", "\u2603" * 40, ""):
+        _, _, answer = handshake(policy, Identity.generate(), token=token)
+        assert answer == Refused("wrong admission token")
+    _, _, answer = handshake(policy, Identity.generate())
+    assert isinstance(answer, Welcome)

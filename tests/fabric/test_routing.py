@@ -9,9 +9,11 @@ from fame._wire._schema import (
     Codec,
     Credit,
     Envelope,
+    Error,
     Reply,
     Request,
     RoutingHeader,
+    StreamEnd,
     StreamItem,
 )
 
@@ -44,7 +46,8 @@ def answer(to: str, corr: int, frame: object = None) -> RoutingHeader:
 
 
 def setup() -> tuple[Routing[Link], Link, Link]:
-    routing: Routing[Link] = Routing(SENTINEL, lambda address: address == f"admin@{SENTINEL}")
+    hosted = {f"admin@{SENTINEL}", f"_reply@{SENTINEL}"}  # its agent and its reply address
+    routing: Routing[Link] = Routing(SENTINEL, hosted.__contains__)
     caller, server = Link("caller"), Link("server")
     routing.routes.link("ncaller", "ncaller", caller)
     routing.routes.link("nserver", "nserver", server)
@@ -145,3 +148,94 @@ def test_claiming_a_bound_address_says_what_it_shadows() -> None:
     assert routing.claim(f"admin@{SENTINEL}") is None
     reason = routing.claim("svc@fame.fabric")
     assert reason == "svc@fame.fabric is already bound to another node (nserver)"
+
+
+# --- routing integrity (issue 11) ---------------------------------------------------------
+
+
+def envelope(to: str, frame: object, reply_to: str | None, corr: int | None) -> RoutingHeader:
+    return header(Envelope(0, to, 9, frame, reply_to, corr))  # type: ignore[arg-type]
+
+
+ANSWERS = [Reply(1), StreamItem(2), StreamEnd(), Error("no_route", "x")]
+
+
+def test_reply_to_is_allowed_on_requests_credits_and_cancels_only() -> None:
+    routing, caller, server = setup()
+    routing.decide(caller, "_reply@ncaller", request("svc@fame.fabric", "_reply@ncaller", 4))
+    for frame in ANSWERS:
+        # An answer naming a reply_to, even the sender's own: refused, not forwarded.
+        forged = envelope("_reply@ncaller", frame, "_reply@nserver", 4)
+        action = routing.decide(server, "_reply@nserver", forged)
+        assert isinstance(action, Refuse), frame
+        assert action.reason.startswith("reply_to is allowed on requests, credits and cancels")
+    assert routing.inflight.link_of("_reply@ncaller", 4) is server  # still open
+    for frame in (Credit(1), Cancel("x")):
+        ok = envelope("svc@fame.fabric", frame, "_reply@ncaller", 4)
+        assert isinstance(routing.decide(caller, "_reply@ncaller", ok), Forward)
+
+
+def test_frames_missing_what_identifies_them_are_refused() -> None:
+    routing, caller, server = setup()
+    cases = [
+        (server, "_reply@nserver", envelope("_reply@ncaller", Reply(1), None, None)),
+        (caller, "_reply@ncaller", envelope("svc@fame.fabric", Credit(1), None, 4)),
+        (caller, "_reply@ncaller", envelope("svc@fame.fabric", Cancel(""), "_reply@ncaller", None)),
+        (
+            caller,
+            "_reply@ncaller",
+            envelope("svc@fame.fabric", Request("op", {}), "_reply@ncaller", None),
+        ),
+    ]
+    for source, own, head in cases:
+        assert isinstance(routing.decide(source, own, head), Refuse), head
+    unknown = Envelope(0, "svc@fame.fabric", 1, Reply(1), None, 1)
+    raw = CODEC.encode(unknown).replace(b"\xa3rep", b"\xa3zzz")
+    head = CODEC.decode_header(raw)
+    assert isinstance(head, RoutingHeader)
+    assert routing.decide(caller, "_reply@ncaller", head) == Refuse(
+        "unknown frame 'zzz' in an envelope"
+    )
+    # A tell (a request nobody answers) needs neither.
+    tell = envelope("svc@fame.fabric", Request("op", {}), None, None)
+    assert routing.decide(caller, "_reply@ncaller", tell) == Forward(server, "nserver")
+
+
+def test_answers_go_back_to_the_link_the_request_came_from() -> None:
+    routing, caller, server = setup()
+    attacker = Link("attacker")
+    routing.routes.link("nattacker", "nattacker", attacker)
+    routing.decide(caller, "_reply@ncaller", request("svc@fame.fabric", "_reply@ncaller", 6))
+    # Whatever the table says about the caller's reply address now (here a stale
+    # binding from before such addresses were reserved), the answer goes back
+    # the way its request came.
+    routing.routes.unbind("_reply@ncaller", "ncaller")
+    assert routing.routes.bind("_reply@ncaller", "nattacker").ok
+    assert routing.routes.lookup("_reply@ncaller") == (attacker, "nattacker")
+    item = answer("_reply@ncaller", 6, StreamItem(1))
+    assert routing.decide(server, "_reply@nserver", item) == Forward(caller, None)
+    assert routing.decide(server, "_reply@nserver", answer("_reply@ncaller", 6)) == Forward(
+        caller, None
+    )
+
+
+def test_answers_to_the_sentinels_own_requests_are_delivered_there_only() -> None:
+    routing, _, server = setup()
+    own = f"_reply@{SENTINEL}"
+    routing.inflight.forwarded(server, own, 3, to="svc@fame.fabric")  # as SentinelUplink does
+    assert routing.decide(server, "_reply@nserver", answer(own, 3)) == Deliver()
+    # A request of the sentinel's own whose reply_to is not hosted (cannot happen
+    # today) is not forwarded anywhere.
+    routing.inflight.forwarded(server, "_reply@nowhere", 3, to="svc@fame.fabric")
+    assert routing.decide(server, "_reply@nserver", answer("_reply@nowhere", 3)) == DropAnswer()
+
+
+def test_no_route_reasons_never_name_a_node() -> None:
+    routing, caller, server = setup()
+    routing.routes.unlink("nserver", server)
+    action = routing.decide(
+        caller, "_reply@ncaller", request("svc@fame.fabric", "_reply@ncaller", 1)
+    )
+    assert isinstance(action, ReplyError) and action.owner == "nserver"
+    assert "nserver" not in action.message
+    assert "nserver" not in routing.no_route_reason("svc@fame.fabric", "nserver")
