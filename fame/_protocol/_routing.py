@@ -19,6 +19,7 @@ from typing import Generic, TypeVar
 
 import attrs
 
+from .._core._address import REPLY_NAME
 from .._core._errors import WireError
 from .._wire._schema import (
     ANSWER_FRAME_TAGS,
@@ -34,6 +35,8 @@ from ._route_table import RouteTable
 __all__ = ["Deliver", "DropAnswer", "Forward", "Refuse", "ReplyError", "RouteAction", "Routing"]
 
 L = TypeVar("L")
+
+_REPLY_PREFIX = REPLY_NAME + "@"
 
 
 @attrs.frozen
@@ -89,7 +92,8 @@ class Routing(Generic[L]):
 
     The rules, by frame (``decide``):
 
-    - ``req``, ``credit``, ``cancel`` may name a ``reply_to``, and it must be
+    - ``req``, ``credit``, ``cancel`` go to agents, never to a reply address.
+      They may name a ``reply_to``, and it must be
       the sending link's own reply address: no peer aims answers at another.
       Credit and cancel need it (and a ``corr``): they name their stream by it.
     - ``rep``, ``item``, ``end``, ``err`` answer a request: they carry its
@@ -154,6 +158,9 @@ class Routing(Generic[L]):
         if tag not in REPLY_FRAME_TAGS:
             return Refuse(f"unknown frame {tag[:40]!r} in an envelope")
         to = head.to
+        if to.startswith(_REPLY_PREFIX):
+            # A reply address takes answers only, and only as ``_answer`` routes them.
+            return Refuse(f"a {tag} goes to an agent, not to a reply address")
         reply_to, corr = head.reply_to, head.corr
         if reply_to is not None and reply_to != reply_address:
             # Its answers would go to reply_to: a peer could aim an agent's

@@ -239,3 +239,12 @@ def test_no_route_reasons_never_name_a_node() -> None:
     assert isinstance(action, ReplyError) and action.owner == "nserver"
     assert "nserver" not in action.message
     assert "nserver" not in routing.no_route_reason("svc@fame.fabric", "nserver")
+
+
+def test_requests_credits_and_cancels_never_go_to_a_reply_address() -> None:
+    routing, caller, _ = setup()
+    for frame in (Request("op", {}), Credit(1), Cancel("x")):
+        for reply_to in (None, "_reply@ncaller"):
+            head = envelope("_reply@nserver", frame, reply_to, 1)
+            action = routing.decide(caller, "_reply@ncaller", head)
+            assert isinstance(action, Refuse) and "not to a reply address" in action.reason
