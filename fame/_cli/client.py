@@ -31,6 +31,7 @@ import msgspec
 import trio
 
 import fame
+from fame.errors import ProtocolMismatch
 
 from ._errors import describe, errors
 from ._logs import configure_logging
@@ -243,6 +244,8 @@ def _explain(exc: BaseException, url: str, address: str) -> str:
     hint = "is it running? start it with: fame up"
     if isinstance(exc, fame.NoRoute):
         return f"no agent at {address} behind {url}: {exc} ({hint})"
+    if isinstance(exc, ProtocolMismatch):
+        return f"the sentinel at {url} cannot be used: {exc.reason} (upgrade the older side)"
     if isinstance(exc, fame.AdmissionRefused):
         return (
             f"the sentinel at {url} refused admission: {exc} (check --token or"

@@ -1,11 +1,12 @@
 """Handshake abuse at a real sentinel: refused with a reason, harmful to no one.
 
-No token, a wrong one, a replayed attach, a stolen node id, an address
-another node owns, absurd field values, messages at and past the size
-limit: each attempt gets a ``Refused``, ``BindRefused`` or ``LinkError``
-that says why, while a well-behaved client keeps calling echo on the same
-(real, ``fame sentinel``) process. ``tests/fabric/test_fabric_lifecycle.py``
-covers a stolen node id and a wrong token through a node process.
+No token, a wrong one, a replayed attach, a stolen node id, the sentinel's
+own id, another protocol version, an address another node owns, absurd
+field values, messages at and past the size limit: each attempt gets a
+``Refused``, ``BindRefused`` or ``LinkError`` that says why, while a
+well-behaved client keeps calling echo on the same (real, ``fame
+sentinel``) process. ``tests/fabric/test_fabric_lifecycle.py`` covers a
+stolen node id and a wrong token through a node process.
 """
 
 from __future__ import annotations
@@ -19,8 +20,10 @@ from trio_websocket import open_websocket_url
 
 from fame._fabric._client import connect
 from fame._protocol import NodeHandshake
+from fame._protocol._attach import sentinel_version_mismatch
 from fame._protocol._identity import Identity
 from fame._wire._schema import (
+    PROTOCOL_VERSION,
     Attach,
     Bind,
     BindRefused,
@@ -155,6 +158,21 @@ async def test_handshake_abuse_is_refused_with_a_reason_and_harms_no_one(
             assert type(answer) is LinkError and answer.reason.startswith("malformed message")
             answer = await attempt("non-ascii id", signed(owner, token, node_id="n\u00e9\x00"))
             assert type(answer) is Refused and answer.reason.startswith("invalid node id")
+
+            # Another protocol version: before versioning (0), and a later one.
+            for version in (0, PROTOCOL_VERSION + 1):
+                answer = await attempt(
+                    f"protocol {version}", signed(Identity.generate(), token, version=version)
+                )
+                assert answer == Refused(sentinel_version_mismatch(version))
+            # The sentinel's own id, which its challenge tells everyone.
+            answer = await attempt(
+                "the sentinel's id",
+                lambda challenge: signed(Identity.generate(challenge.sentinel_id), token)(
+                    challenge
+                ),
+            )
+            assert answer == Refused("node id is reserved: it is the sentinel's own")
             good.done.set()
         # The owner of echo still serves it, to everyone.
         assert await good.echo.say(text="mine") == "mine"

@@ -23,7 +23,7 @@ from .conftest import Report
 from .hostile_frames import codec
 from .hostile_peers import attach_raw, next_frame
 
-FORGED_CORRS = range(64)  # a client numbers its calls from 1: these cover them
+FORGED_CORRS = range(64)  # clients used to number their calls from 1; now they draw 63 bits
 
 
 class Slow(fame.BaseAgent):
@@ -70,6 +70,7 @@ async def test_a_peer_cannot_forge_or_redirect_another_callers_answers(
             tasks.start_soon(victim_call)
             with trio.fail_after(10):
                 await slow.called.wait()
+            [victim_corr] = victim._switchboard.pending
             dropped_before = sentinel.router.routing.dropped_answers
 
             # 1. Forged replies to every plausible pending call of the victim.
@@ -93,6 +94,7 @@ async def test_a_peer_cannot_forge_or_redirect_another_callers_answers(
             tasks.cancel_scope.cancel()
 
     assert results == ["genuine"]
+    assert victim_corr not in FORGED_CORRS  # no longer guessable
     assert dropped == len(FORGED_CORRS)
     assert type(refusal) is LinkError
     assert "reply_to is not this link's own reply address" in refusal.reason
