@@ -36,6 +36,7 @@ from trio_websocket import (
 import fame
 from fame._agents._switchboard import CORR_LIMIT
 from fame._core._address import REPLY_NAME
+from fame._fabric._identity import ROUTE_STORE
 from fame._fabric.sentinel._server import Sentinel, open_sentinel
 from fame._protocol import NodeHandshake
 from fame._protocol._attach import (
@@ -64,6 +65,7 @@ from fame._wire._schema import (
     Welcome,
 )
 from fame.errors import ProtocolMismatch
+from fame.storage import StorageConfig, open_storage
 
 from .conftest import Report
 from .hostile_frames import codec
@@ -471,3 +473,34 @@ def test_fame_client_says_a_version_mismatch_is_not_a_token_problem() -> None:
         f" speaks fame protocol version {PROTOCOL_VERSION + 1}, this node speaks version"
         f" {PROTOCOL_VERSION} (upgrade the older side)"
     )
+
+
+async def test_reserved_routes_stored_by_an_older_sentinel_are_dropped_at_restore(
+    suite_secrets: Any,
+) -> None:
+    token = secrets.token_urlsafe(16)
+    suite_secrets.add("token", token)
+    victim = Identity.generate().node_id  # whose reply address an attacker once captured
+    async with open_storage(StorageConfig()) as storage:
+        async with open_sentinel(port=0, token=token, storage_provider=storage) as before:
+            sentinel_id = before.sentinel_id
+            stored = {
+                f"{REPLY_NAME}@{victim}": b"nattacker0000000000000",
+                f"admin@{sentinel_id}": b"nattacker0000000000000",
+                f"evil@{victim}": b"pool:nattacker0000000000000",
+                "storage@fame.fabric": victim.encode(),  # an ordinary binding: kept
+            }
+            for address, record in stored.items():
+                await before.stores.set(ROUTE_STORE, address, record)
+        with watching("fame.sentinel") as log:
+            async with (
+                open_sentinel(port=0, token=token, storage_provider=storage) as after,
+                fame.connect(f"ws://127.0.0.1:{after.port}/", token=token) as client,
+            ):
+                assert after.sentinel_id == sentinel_id
+                assert after.routes.bindings() == {"storage@fame.fabric": victim}
+                assert set(await after.stores.items(ROUTE_STORE)) == {"storage@fame.fabric"}
+                await after.node.spawn(Echo, "echo@fame.fabric")
+                assert await client.proxy("echo@fame.fabric", Echo).say(text="hi") == "hi"
+                line = await log.wait_for(f"dropping the stored route of {REPLY_NAME}@{victim}")
+                assert line.endswith(RESERVED_REPLY_REASON)
