@@ -75,8 +75,9 @@ async def test_a_frozen_node_is_declared_dead_unrouted_and_comes_back(
             payload = "x" * FLOOD_PAYLOAD
 
             async def nap() -> None:
-                with pytest.raises(fame.NoRoute, match=f"node {node_id} went away"):
+                with pytest.raises(fame.NoRoute, match="its node went away") as info:
                     await sleepy.nap(seconds=3600)  # deadline an hour: the lost link must end it
+                assert node_id not in str(info.value)  # the caller is not told which node
                 in_flight.append(trio.current_time() - frozen_at)
 
             async def stream() -> None:
@@ -84,9 +85,10 @@ async def test_a_frozen_node_is_declared_dead_unrouted_and_comes_back(
                 await values.__anext__()
                 streaming.set()
                 await stopped.wait()
-                with pytest.raises(fame.NoRoute, match=f"node {node_id} went away"):
+                with pytest.raises(fame.NoRoute, match="its node went away") as info:
                     while True:
                         await values.__anext__()
+                assert node_id not in str(info.value)
                 in_flight.append(trio.current_time() - frozen_at)
 
             async def flood() -> None:
