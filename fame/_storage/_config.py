@@ -11,8 +11,10 @@ mapping (``os.environ``, or its merged config files) to
                                entry point group, or ``module:Class``
 ``FAME_STORAGE_DB_DIRECTORY``  where the database files live (created if
                                missing); required by the file profiles
-``FAME_STORAGE_MASTER_KEY``    >= 32 random bytes, base64url or hex;
-                               required by ``encrypted-sqlite``
+``FAME_STORAGE_MASTER_KEY``    ``fame keygen``'s ``fk1_...`` (older keys,
+                               >= 32 random bytes in base64url or hex,
+                               are read with a warning); required by
+                               ``encrypted-sqlite``
 ``FAME_STORAGE_DURABILITY``    ``full`` (default) or ``normal``
 ``FAME_STORAGE_MAX_FILE_BYTES``  optional cap on each database file; a
                                write past it fails and changes nothing
@@ -24,6 +26,7 @@ variable and what is expected, so the node runner can print it and exit.
 
 from __future__ import annotations
 
+import logging
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -38,6 +41,9 @@ __all__ = ["BUILTIN_PROFILES", "Durability", "StorageConfig", "storage_config_fr
 BUILTIN_PROFILES = ("memory", "sqlite", "encrypted-sqlite")
 Durability = str  # "full" | "normal"
 _DURABILITIES = ("full", "normal")
+MASTER_KEY_VARIABLE = "FAME_STORAGE_MASTER_KEY"
+
+log = logging.getLogger("fame.storage")
 
 
 @attrs.frozen
@@ -48,7 +54,9 @@ class StorageConfig:
     acknowledged write survives power loss) or ``"normal"``
     (``synchronous=NORMAL``: it survives a crash of the process, the last
     transactions may be lost on power loss). ``env`` keeps the variables a
-    custom provider may want to read. The master key hides itself in reprs.
+    custom provider may want to read, except the master key's text:
+    :func:`storage_config_from_env` leaves it out once parsed, so only
+    ``master_key`` holds it, as bytes. The master key hides itself in reprs.
     """
 
     profile: str = "memory"
@@ -80,13 +88,16 @@ def storage_config_from_env(env: Mapping[str, str]) -> StorageConfig:
     ``env`` is a mapping the caller chose, such as ``os.environ``. Only
     syntax is checked here; whether the profile names a known provider and
     whether the directory is usable is checked when the provider opens.
+
+    The config keeps no copy of the master key's text (``config.env`` lacks
+    it). A key in the older, unchecked form is accepted with a warning
+    logged on ``fame.storage``.
     """
-    env = dict(env)
+    master_key = _master_key(env.get(MASTER_KEY_VARIABLE, ""))
+    env = {name: value for name, value in env.items() if name != MASTER_KEY_VARIABLE}
     profile = env.get("FAME_STORAGE_PROFILE", "").strip() or "memory"
     directory_text = env.get("FAME_STORAGE_DB_DIRECTORY", "").strip()
-    key_text = env.get("FAME_STORAGE_MASTER_KEY", "")
     durability = env.get("FAME_STORAGE_DURABILITY", "").strip().lower() or "full"
-    master_key = parse_master_key(key_text) if key_text.strip() else None
     max_text = env.get("FAME_STORAGE_MAX_FILE_BYTES", "").strip()
     max_file_bytes = None
     if max_text:
@@ -103,6 +114,19 @@ def storage_config_from_env(env: Mapping[str, str]) -> StorageConfig:
         max_file_bytes=max_file_bytes,
         env=env,
     )
+
+
+def _master_key(text: str) -> MasterKey | None:
+    if not text.strip():
+        return None
+    key = parse_master_key(text, MASTER_KEY_VARIABLE)
+    if not key.checked:
+        log.warning(
+            "%s: an older key without version or checksum, accepted; a mistyped one would be"
+            " caught only as a wrong key. fame keygen --convert prints this same key checked",
+            MASTER_KEY_VARIABLE,
+        )
+    return key
 
 
 def _make_private_dirs(directory: Path) -> None:
