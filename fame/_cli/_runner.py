@@ -14,13 +14,13 @@ from __future__ import annotations
 import pkgutil
 import signal
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, MutableMapping, Sequence
 from pathlib import Path
 
 import trio
 
 import fame
-from fame.storage import StorageProvider, open_storage, storage_config_from_env
+from fame.storage import StorageConfig, StorageProvider, open_storage, storage_config_from_env
 
 from ._errors import errors, one_line, shown_path
 from ._logs import configure_logging
@@ -29,6 +29,7 @@ from ._settings import (
     admission,
     admission_token,
     agent_entries,
+    forget_master_key,
     sentinel_host,
     sentinel_limits,
     sentinel_port,
@@ -36,7 +37,7 @@ from ._settings import (
     stream_idle_timeout,
 )
 
-__all__ = ["AgentSpec", "parse_agent_spec", "run_node", "run_sentinel"]
+__all__ = ["AgentSpec", "parse_agent_spec", "run_node", "run_sentinel", "storage_config"]
 
 
 class StartupError(Exception):
@@ -75,8 +76,18 @@ def parse_agent_spec(text: str) -> AgentSpec:
     return AgentSpec(target, address)
 
 
-def _describe_storage(settings: Mapping[str, str]) -> str:
+def storage_config(settings: MutableMapping[str, str]) -> StorageConfig:
+    """Parse the storage settings once, then drop the master key's text.
+
+    From here on the process holds the key as bytes in ``config.master_key``
+    only: not in ``settings``, ``config.env`` or ``os.environ``.
+    """
     config = storage_config_from_env(settings)
+    forget_master_key(settings)
+    return config
+
+
+def _describe_storage(config: StorageConfig) -> str:
     if config.directory is None:
         return config.profile
     return f"{config.profile} in {shown_path(config.directory)}"
@@ -103,16 +114,16 @@ async def _until_signal(signals: AsyncIterator[int], name: str) -> None:
         return
 
 
-async def _sentinel_main(settings: Mapping[str, str], ready: _Ready) -> None:
+async def _sentinel_main(settings: MutableMapping[str, str], ready: _Ready) -> None:
     # Every setting is checked before the storage opens, so a typo costs nothing.
     sentinel_port(settings)
     admission(settings)
     stream_idle_timeout(settings)
     sentinel_limits(settings)
-    config = storage_config_from_env(settings)
+    config = storage_config(settings)
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async with open_storage(config) as provider:
-            failure = await _guarded(_serve, provider, signals, settings, ready)
+            failure = await _guarded(_serve, provider, signals, settings, config, ready)
     if failure is not None:
         raise failure
     print("fame sentinel: stopped, storage closed", flush=True)
@@ -122,6 +133,7 @@ async def _serve(
     provider: StorageProvider,
     signals: AsyncIterator[int],
     settings: Mapping[str, str],
+    config: StorageConfig,
     ready: _Ready,
 ) -> None:
     host = sentinel_host(settings)
@@ -144,7 +156,7 @@ async def _serve(
             handshake_timeout=handshake_timeout,
         ),
     ):
-        line = f"listening on ws://{host}:{port} (storage: {_describe_storage(settings)})"
+        line = f"listening on ws://{host}:{port} (storage: {_describe_storage(config)})"
         print(f"fame sentinel: {line}", flush=True)
         ready.set(line)
         await _until_signal(signals, "sentinel")
@@ -164,17 +176,17 @@ async def _guarded(fn: Callable[..., Awaitable[None]], *args: object) -> Excepti
 
 
 async def _node_main(
-    settings: Mapping[str, str], agents: Sequence[AgentSpec], ready: _Ready
+    settings: MutableMapping[str, str], agents: Sequence[AgentSpec], ready: _Ready
 ) -> None:
     url = sentinel_url(settings)
     token = admission_token(settings)
     classes = [(spec.load(), spec.address) for spec in agents]
     stream_idle_timeout(settings)
-    config = storage_config_from_env(settings)
+    config = storage_config(settings)
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async with open_storage(config) as provider:
             failure = await _guarded(
-                _attach, provider, signals, classes, url, token, settings, ready
+                _attach, provider, signals, classes, url, token, settings, config, ready
             )
     if failure is not None:
         raise failure
@@ -188,6 +200,7 @@ async def _attach(
     url: str,
     token: str | None,
     settings: Mapping[str, str],
+    config: StorageConfig,
     ready: _Ready,
 ) -> None:
     async with (
@@ -201,7 +214,7 @@ async def _attach(
         # Ready means reachable: the sentinel confirmed every agent's address.
         await uplink.wait_bound()
         names = ", ".join(address for _, address in classes) or "no agents"
-        line = f"serving {names} via {url} (storage: {_describe_storage(settings)})"
+        line = f"serving {names} via {url} (storage: {_describe_storage(config)})"
         print(f"fame node: {line}", flush=True)
         ready.set(line)
         await _until_signal(signals, "node")
@@ -223,7 +236,7 @@ def _run(name: str, main: object, *args: object) -> int:
     return 0
 
 
-def run_sentinel(settings: Mapping[str, str], ready_file: Path | None) -> int:
+def run_sentinel(settings: MutableMapping[str, str], ready_file: Path | None) -> int:
     """Run the sentinel until a signal; return the exit status."""
     ready = _Ready(ready_file)
     ready.clear()
@@ -238,7 +251,9 @@ def run_sentinel(settings: Mapping[str, str], ready_file: Path | None) -> int:
         ready.clear()
 
 
-def run_node(settings: Mapping[str, str], agents: Sequence[str], ready_file: Path | None) -> int:
+def run_node(
+    settings: MutableMapping[str, str], agents: Sequence[str], ready_file: Path | None
+) -> int:
     """Run a node hosting ``agents`` (``module:Class@address``) until a signal."""
     ready = _Ready(ready_file)
     ready.clear()

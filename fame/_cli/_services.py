@@ -34,6 +34,7 @@ import attrs
 import trio
 
 import fame
+from fame.storage import MasterKey
 
 from ._errors import errors
 from ._project import STARTER_MODULE, project_files
@@ -168,7 +169,7 @@ def _init_secrets() -> int:
     text = (
         "# Written by `fame init`. Keep it secret; do not commit it.\n"
         "# The master key encrypts data/; losing or changing it makes the data unreadable.\n"
-        f"FAME_STORAGE_MASTER_KEY={secrets.token_urlsafe(32)}\n"
+        f"FAME_STORAGE_MASTER_KEY={MasterKey.generate().export()}\n"
         f"FAME_ADMISSION_TOKEN={secrets.token_urlsafe(32)}\n"
     )
     fd = os.open(SECRETS_FILE, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import io
 import math
 import os
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, MutableMapping
 from pathlib import Path
 from typing import TypeVar
 
@@ -44,9 +44,11 @@ __all__ = [
     "admission_token",
     "agent_entries",
     "flag_setting",
+    "forget_master_key",
     "load_settings",
     "positive_setting",
     "read_env_file",
+    "read_token_file",
     "sentinel_host",
     "sentinel_limits",
     "sentinel_port",
@@ -58,6 +60,9 @@ CONF_DIR = Path("conf")
 SECRETS_FILE = CONF_DIR / "secrets.env"
 SENTINEL_CONF = CONF_DIR / "sentinel.env"
 AGENT_CONF = CONF_DIR / "agent.env"
+
+MASTER_KEY = "FAME_STORAGE_MASTER_KEY"
+TOKEN = "FAME_ADMISSION_TOKEN"
 
 _TRUE = ("1", "yes", "true", "on")
 _FALSE = ("", "0", "no", "false", "off")
@@ -155,6 +160,47 @@ def admission(settings: Mapping[str, str]) -> tuple[str | None, bool]:
             " and open admission was not asked for (FAME_OPEN_ADMISSION=1)"
         )
     return token, open_admission
+
+
+def forget_master_key(settings: MutableMapping[str, str]) -> None:
+    """Drop the master key's text from ``settings`` and from this process's environment.
+
+    Called once the key is parsed (the storage config holds its bytes), so
+    the text is not kept for the life of the process. (The environment block
+    the process started with is the kernel's copy; the programs are not
+    dumpable, so other processes cannot read it.)
+    """
+    settings.pop(MASTER_KEY, None)
+    os.environ.pop(MASTER_KEY, None)
+
+
+def read_token_file(path: str, stdin: Iterable[str] | None = None) -> str:
+    """The admission token in the file ``path`` (its first line), or on stdin for ``-``.
+
+    The token is given this way, or by ``FAME_ADMISSION_TOKEN`` (the
+    environment or ``conf/secrets.env``), never on the command line, where
+    ``ps`` shows it to every user. An empty or unreadable file is a
+    :class:`SettingError`; the message never quotes the content.
+    """
+    if path == "-":
+        lines = iter(stdin if stdin is not None else [])
+        text = next(lines, "")
+        where = "standard input"
+    else:
+        where = f"token file {path}"
+        try:
+            with open(path, encoding="utf-8") as f:
+                text = f.readline()
+        except FileNotFoundError:
+            raise SettingError(f"--token-file: {where} does not exist") from None
+        except OSError as exc:
+            raise SettingError(f"--token-file: cannot read {where}: {exc.strerror}") from None
+        except UnicodeDecodeError:
+            raise SettingError(f"--token-file: {where} is not UTF-8 text") from None
+    token = text.strip()
+    if not token:
+        raise SettingError(f"--token-file: {where} holds no token (its first line is empty)")
+    return token
 
 
 def agent_entries(settings: Mapping[str, str]) -> list[str]:

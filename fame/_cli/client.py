@@ -12,7 +12,10 @@ It attaches to the sentinel as a small ephemeral node and calls
 contract (operation names, the record's fields), not its module, so it runs
 wherever fame is installed. The sentinel's URL and the admission token come
 from the project directory's ``conf/`` (``--project DIR``,
-``FAME_PROJECT_DIR`` or the current directory). Every failure (sentinel
+``FAME_PROJECT_DIR`` or the current directory) and the environment; the
+token may also come from ``--token-file PATH`` (``-``: standard input), but
+never from the command line, where ``ps`` would show it: ``--token VALUE``
+is refused. Every failure (sentinel
 unreachable, no agent, admission refused, timeout) is one line on stderr
 and exit status 1; usage errors exit with 2.
 """
@@ -34,14 +37,39 @@ import fame
 from fame.errors import ProtocolMismatch
 
 from ._errors import describe, errors
+from ._hardening import disable_core_dumps
 from ._logs import configure_logging
 from ._project import PROJECT_ENV, resolve_project
-from ._settings import SECRETS_FILE, SENTINEL_CONF, admission_token, load_settings, sentinel_url
+from ._settings import (
+    SECRETS_FILE,
+    SENTINEL_CONF,
+    admission_token,
+    load_settings,
+    read_token_file,
+    sentinel_url,
+)
 
 __all__ = ["main", "record_json"]
 
 PROG = "fame-client"
 STORAGE_AGENT_ADDRESS = "storage@fame.fabric"
+TOKEN_IN_ARGV = (
+    "--token is refused: a token on the command line is visible to every user in ps;"
+    " use --token-file PATH (- for standard input) or FAME_ADMISSION_TOKEN"
+)
+
+
+class _RefuseToken(argparse.Action):
+    """``--token VALUE``: remembered as refused, the value itself is not kept."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: object,
+        option_string: str | None = None,
+    ) -> None:
+        namespace.token_in_argv = True
 
 
 class ClientError(Exception):
@@ -107,10 +135,17 @@ def _add_options(parser: argparse.ArgumentParser, default: object) -> None:
         help="sentinel URL (default: from conf/sentinel.env, ws://127.0.0.1:8000)",
     )
     parser.add_argument(
-        "--token",
+        "--token-file",
         default=pick(None),
-        help="admission token (default: FAME_ADMISSION_TOKEN or conf/secrets.env)",
+        metavar="PATH",
+        help="read the admission token from PATH's first line, or from standard input"
+        " for - (default: FAME_ADMISSION_TOKEN, or conf/secrets.env)",
     )
+    # Refused, with a one-line reason: it used to take the token itself.
+    parser.add_argument(
+        "--token", action=_RefuseToken, dest="token_in_argv", default=pick(False),
+        help=argparse.SUPPRESS,
+    )  # fmt: skip
     parser.add_argument(
         "--verbose",
         "-v",
@@ -248,7 +283,7 @@ def _explain(exc: BaseException, url: str, address: str) -> str:
         return f"the sentinel at {url} cannot be used: {exc.reason} (upgrade the older side)"
     if isinstance(exc, fame.AdmissionRefused):
         return (
-            f"the sentinel at {url} refused admission: {exc} (check --token or"
+            f"the sentinel at {url} refused admission: {exc} (check --token-file or"
             f" FAME_ADMISSION_TOKEN; fame init wrote it to {SECRETS_FILE})"
         )
     if isinstance(exc, fame.DeadlineExceeded):
@@ -271,16 +306,23 @@ def _explain(exc: BaseException, url: str, address: str) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``fame-client``; returns the exit status."""
+    disable_core_dumps()
     args = _parser().parse_args(argv)
+    if args.token_in_argv:
+        print(f"{PROG}: {TOKEN_IN_ARGV}", file=sys.stderr)
+        return 2
     try:
         project = resolve_project(args.project)
         settings = load_settings([project / SENTINEL_CONF, project / SECRETS_FILE], optional=True)
         configure_logging(settings, show_envelopes=args.verbose)
+        if args.token_file is not None:
+            token: str | None = read_token_file(args.token_file, sys.stdin)
+        else:
+            token = admission_token(settings)
     except Exception as exc:
         print(f"{PROG}: {exc}", file=sys.stderr)
         return 1
     url = args.url or sentinel_url(settings)
-    token = args.token if args.token is not None else admission_token(settings)
     try:
         return trio.run(_run, args, url, token)
     except ClientError as exc:

@@ -3,7 +3,7 @@
 =====================================  ============================================
 ``fame sentinel --config FILE...``     run a sentinel in the foreground
 ``fame node --config FILE... --agent``  run a node hosting agents
-``fame keygen``                        print a new master key (or token)
+``fame keygen [--convert]``            print a new master key (or token)
 ``fame init``                          make the project directory a project
 ``fame up|stop|status|logs|clean``     the project's local services
 ``fame inspect DIR``                   list the namespaces of a storage directory
@@ -23,13 +23,15 @@ Every failure is one line on stderr and a non-zero exit.
 from __future__ import annotations
 
 import argparse
-import secrets
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from fame.storage import MasterKey, storage_config_from_env
+
 from . import _services
 from ._errors import errors, one_line
+from ._hardening import disable_core_dumps
 from ._project import PROJECT_ENV, enter_project, import_from_project
 from ._settings import AGENT_CONF, SECRETS_FILE, ConfigFileError, load_settings
 
@@ -68,7 +70,15 @@ def _parser() -> argparse.ArgumentParser:
         help="agent to spawn, e.g. agents.storage_agent:StorageAgent@storage@fame.fabric"
         " (default: FAME_AGENTS from the config)",
     )  # fmt: skip
-    command("keygen", help="print a new random key (master key or admission token)")
+    keygen = command(
+        "keygen", help="print a new random key, checked (fk1_...): a master key or a token"
+    )
+    keygen.add_argument(
+        "--convert", action="store_true",
+        help="print the current FAME_STORAGE_MASTER_KEY (conf/secrets.env or the environment)"
+        " in the checked form instead: the same key, so the data stays readable",
+    )  # fmt: skip
+    keygen.add_argument("--config", action="append", default=[], type=Path, metavar="FILE")
     command("init", help="write what the project lacks: conf/*.env, the secrets, a starter agent")
     command("up", help="start the sentinel and the agents' node in the background")
     command("stop", help="stop the background services gracefully")
@@ -112,8 +122,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         import_from_project(project)  # the agents FAME_AGENTS names are the project's modules
         return _runner.run_node(load_settings(args.config), args.agent, args.ready_file)
     if command == "keygen":
-        print(secrets.token_urlsafe(32))
-        return 0
+        return _keygen(args)
     if command in ("inspect", "dump", "check"):
         files = args.config or [AGENT_CONF, SECRETS_FILE]
         settings = load_settings(files, optional=not args.config)
@@ -134,8 +143,28 @@ def _dispatch(args: argparse.Namespace) -> int:
     return actions[command]()
 
 
+def _keygen(args: argparse.Namespace) -> int:
+    """Print a new key, or with ``--convert`` the current master key in the checked form."""
+    if not args.convert:
+        print(MasterKey.generate().export())
+        return 0
+    files = args.config or [SECRETS_FILE]
+    settings = load_settings(files, optional=not args.config)
+    key = storage_config_from_env(
+        {"FAME_STORAGE_MASTER_KEY": settings.get("FAME_STORAGE_MASTER_KEY", "")}
+    ).master_key
+    if key is None:
+        raise ConfigFileError(
+            f"FAME_STORAGE_MASTER_KEY is not set (in {', '.join(map(str, files))} or the"
+            " environment): there is no key to convert"
+        )
+    print(key.export())
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``fame``; returns the exit status."""
+    disable_core_dumps()  # before any secret is read: no core dump, no ptrace, for every command
     args = _parser().parse_args(argv)
     try:
         return _dispatch(args)

@@ -141,8 +141,13 @@ def test_storage_example_end_to_end(project: Project) -> None:
     assert secrets_file.read_text() == secrets
 
     # A wrong admission token: one line, non-zero, no traceback.
-    bad = project.just("run", "--token", "not-the-token")
+    (root / "wrong-token").write_text("not-the-token\n")
+    bad = project.just("run", "--token-file", str(root / "wrong-token"))
     assert "admission" in one_error_line(bad, "fame-client")
+    # The token is never taken from the command line, where ps shows it.
+    argv = project.just("run", "--token", "not-the-token")
+    assert argv.returncode == 2
+    assert "--token-file" in one_error_line(argv, "fame-client")
 
     # The agent gone: one line naming the missing agent.
     agent_pid = int((root / "run" / "agent.pid").read_text())

@@ -172,7 +172,9 @@ def run_leak_scenario(root: Path, registry: Any) -> None:
             try:
                 trio.run(_exercise, services, log)  # a scenario of its own, in its own loop
                 trio.run(_fabric_in_process, root, registry, log)
-                for args in (["list"], ["--token", secrets.token_urlsafe(32)], ["get", "nope"]):
+                wrong_token = root / "conf" / "wrong-token.env"
+                wrong_token.write_text(secrets.token_urlsafe(32) + "\n")
+                for args in (["list"], ["--token-file", str(wrong_token)], ["get", "nope"]):
                     done = run_cli(root, "fame._cli.client", "--url", services.url, *args)
                     _write(log, f"fame-client {args[0]}", done.stdout + done.stderr)
             finally:
