@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import pkgutil
 import signal
+import ssl
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, MutableMapping, Sequence
 from pathlib import Path
@@ -29,10 +30,12 @@ from ._settings import (
     admission,
     admission_token,
     agent_entries,
+    client_tls,
     forget_master_key,
     sentinel_host,
     sentinel_limits,
     sentinel_port,
+    sentinel_tls,
     sentinel_url,
     stream_idle_timeout,
 )
@@ -120,6 +123,7 @@ async def _sentinel_main(settings: MutableMapping[str, str], ready: _Ready) -> N
     admission(settings)
     stream_idle_timeout(settings)
     sentinel_limits(settings)
+    sentinel_tls(settings)
     config = storage_config(settings)
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async with open_storage(config) as provider:
@@ -140,6 +144,8 @@ async def _serve(
     port = sentinel_port(settings)
     token, open_admission = admission(settings)
     max_connections, handshake_timeout = sentinel_limits(settings)
+    tls = sentinel_tls(settings)
+    certfile, keyfile, client_cafile = tls if tls is not None else (None, None, None)
     async with (
         fame.open_node(
             path="sentinel",
@@ -154,9 +160,15 @@ async def _serve(
             open_admission=open_admission,
             max_connections=max_connections,
             handshake_timeout=handshake_timeout,
+            certfile=certfile,
+            keyfile=keyfile,
+            client_cafile=client_cafile,
         ),
     ):
-        line = f"listening on ws://{host}:{port} (storage: {_describe_storage(config)})"
+        scheme = "ws" if tls is None else "wss"
+        mutual = ", mutual TLS" if client_cafile is not None else ""
+        storage = _describe_storage(config)
+        line = f"listening on {scheme}://{host}:{port} (storage: {storage}{mutual})"
         print(f"fame sentinel: {line}", flush=True)
         ready.set(line)
         await _until_signal(signals, "sentinel")
@@ -182,11 +194,12 @@ async def _node_main(
     token = admission_token(settings)
     classes = [(spec.load(), spec.address) for spec in agents]
     stream_idle_timeout(settings)
+    tls = client_tls(settings)
     config = storage_config(settings)
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async with open_storage(config) as provider:
             failure = await _guarded(
-                _attach, provider, signals, classes, url, token, settings, config, ready
+                _attach, provider, signals, classes, url, token, tls, settings, config, ready
             )
     if failure is not None:
         raise failure
@@ -199,6 +212,7 @@ async def _attach(
     classes: Sequence[tuple[type[fame.BaseAgent], str]],
     url: str,
     token: str | None,
+    tls: ssl.SSLContext | None,
     settings: Mapping[str, str],
     config: StorageConfig,
     ready: _Ready,
@@ -207,7 +221,7 @@ async def _attach(
         fame.open_node(
             storage_provider=provider, stream_idle_timeout=stream_idle_timeout(settings)
         ) as node,
-        fame.attach(node, url, token=token) as uplink,
+        fame.attach(node, url, token=token, ssl_context=tls) as uplink,
     ):
         for cls, address in classes:
             await node.spawn(cls, address)

@@ -24,6 +24,7 @@ import os
 import secrets
 import shutil
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -44,6 +45,8 @@ from ._settings import (
     CONF_DIR,
     SECRETS_FILE,
     SENTINEL_CONF,
+    SettingError,
+    client_tls,
     load_settings,
     read_env_file,
     sentinel_url,
@@ -247,9 +250,11 @@ PROBE_OPERATION = "fame-up-probe"
 """An operation no agent has (not a Python name): an agent answers it with UnknownOperation."""
 
 
-async def _probe_agents(url: str, token: str | None, addresses: list[str]) -> None:
+async def _probe_agents(
+    url: str, token: str | None, tls: ssl.SSLContext | None, addresses: list[str]
+) -> None:
     """Return once every agent answered; an agent answers the probe with UnknownOperation."""
-    async with fame.connect(url, token=token) as node:
+    async with fame.connect(url, token=token, ssl_context=tls) as node:
         for address in addresses:
             try:
                 await getattr(node.proxy(address).with_timeout(5), PROBE_OPERATION)()
@@ -258,7 +263,12 @@ async def _probe_agents(url: str, token: str | None, addresses: list[str]) -> No
 
 
 def _wait_answers(
-    url: str, token: str | None, addresses: list[str], alive: Callable[[], bool], deadline: float
+    url: str,
+    token: str | None,
+    tls: ssl.SSLContext | None,
+    addresses: list[str],
+    alive: Callable[[], bool],
+    deadline: float,
 ) -> str | None:
     """Call the agents until they answer; return the last error if they never do."""
     last = "no answer"
@@ -266,7 +276,7 @@ def _wait_answers(
         if not alive():
             return None  # the caller reports the dead process
         try:
-            trio.run(_probe_agents, url, token, addresses)
+            trio.run(_probe_agents, url, token, tls, addresses)
             return None
         except Exception as exc:
             last = "; ".join(f"{type(error).__name__}: {error}" for error in errors(exc))
@@ -298,6 +308,11 @@ def up() -> int:
     except StartupError as exc:
         _fail(f"fame up: {AGENT_CONF}: {exc}")
         return 1
+    try:  # how the probe checks the sentinel (wss://): the settings a client reads
+        tls = client_tls(load_settings([SENTINEL_CONF, SECRETS_FILE], optional=True))
+    except SettingError as exc:
+        _fail(f"fame up: {SENTINEL_CONF}: {exc}")
+        return 1
     started: list[Service] = []
     deadline = time.monotonic() + START_TIMEOUT
     for service in SERVICES:
@@ -318,7 +333,7 @@ def up() -> int:
     url = sentinel_url(settings)
     token = settings.get("FAME_ADMISSION_TOKEN") or None
     agent = SERVICES[1]
-    problem = _wait_answers(url, token, addresses, lambda: agent.pid() is not None, deadline)
+    problem = _wait_answers(url, token, tls, addresses, lambda: agent.pid() is not None, deadline)
     if agent.pid() is None:
         problem = _reason(agent)
     if problem is not None:

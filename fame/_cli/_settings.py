@@ -19,6 +19,7 @@ from __future__ import annotations
 import io
 import math
 import os
+import ssl
 from collections.abc import Callable, Iterable, Mapping, MutableMapping
 from pathlib import Path
 from typing import TypeVar
@@ -31,6 +32,7 @@ from fame.lowlevel import (
     DEFAULT_MAX_CONNECTIONS,
     DEFAULT_PORT,
     HANDSHAKE_TIMEOUT,
+    client_ssl_context,
 )
 
 __all__ = [
@@ -43,6 +45,7 @@ __all__ = [
     "admission",
     "admission_token",
     "agent_entries",
+    "client_tls",
     "flag_setting",
     "forget_master_key",
     "load_settings",
@@ -52,6 +55,7 @@ __all__ = [
     "sentinel_host",
     "sentinel_limits",
     "sentinel_port",
+    "sentinel_tls",
     "sentinel_url",
     "stream_idle_timeout",
 ]
@@ -255,7 +259,11 @@ def load_settings(
 
 
 def sentinel_url(settings: Mapping[str, str]) -> str:
-    """The websocket URL of the sentinel: ``FAME_SENTINEL_URL``, or built from host and port."""
+    """The websocket URL of the sentinel: ``FAME_SENTINEL_URL``, or built from host and port.
+
+    The built one is ``wss://`` when TLS is configured (``FAME_SENTINEL_TLS_CERT``,
+    as in ``conf/sentinel.env``, or ``FAME_TLS_CA``), else ``ws://``.
+    """
     url = settings.get("FAME_SENTINEL_URL", "").strip()
     if url:
         return url
@@ -263,4 +271,64 @@ def sentinel_url(settings: Mapping[str, str]) -> str:
     port = settings.get("FAME_SENTINEL_PORT", "").strip() or str(DEFAULT_PORT)
     if host in ("0.0.0.0", "::"):
         host = DEFAULT_HOST
-    return f"ws://{host}:{port}"
+    tls = any(settings.get(name, "").strip() for name in ("FAME_SENTINEL_TLS_CERT", "FAME_TLS_CA"))
+    return f"{'wss' if tls else 'ws'}://{host}:{port}"
+
+
+def _file_setting(settings: Mapping[str, str], name: str) -> Path | None:
+    """The file that setting ``name`` names (``None`` if unset); it must exist."""
+    text = settings.get(name, "").strip()
+    if not text:
+        return None
+    path = Path(text)
+    if not path.is_file():
+        raise SettingError(f"{name}: {text} does not exist or is not a file")
+    return path
+
+
+def sentinel_tls(settings: Mapping[str, str]) -> tuple[Path, Path, Path | None] | None:
+    """The sentinel's TLS files: (certificate, key, client CA or ``None``), or ``None`` for none.
+
+    ``FAME_SENTINEL_TLS_CERT`` and ``FAME_SENTINEL_TLS_KEY`` (PEM) make it
+    serve ``wss://``; ``FAME_SENTINEL_TLS_CLIENT_CA`` adds mutual TLS: only
+    peers presenting a certificate this CA verifies get through the handshake.
+    """
+    cert = _file_setting(settings, "FAME_SENTINEL_TLS_CERT")
+    key = _file_setting(settings, "FAME_SENTINEL_TLS_KEY")
+    client_ca = _file_setting(settings, "FAME_SENTINEL_TLS_CLIENT_CA")
+    if cert is None and key is None:
+        if client_ca is not None:
+            raise SettingError(
+                "FAME_SENTINEL_TLS_CLIENT_CA: mutual TLS needs FAME_SENTINEL_TLS_CERT and"
+                " FAME_SENTINEL_TLS_KEY too"
+            )
+        return None
+    if cert is None or key is None:
+        missing = "FAME_SENTINEL_TLS_CERT" if cert is None else "FAME_SENTINEL_TLS_KEY"
+        raise SettingError(
+            f"{missing} is not set: TLS needs both FAME_SENTINEL_TLS_CERT and FAME_SENTINEL_TLS_KEY"
+        )
+    return cert, key, client_ca
+
+
+def client_tls(settings: Mapping[str, str]) -> ssl.SSLContext | None:
+    """How a node or client checks the sentinel: an SSL context, or ``None`` for the defaults.
+
+    ``FAME_TLS_CA`` is the CA file (PEM) that verifies the sentinel's
+    certificate (else the system's roots); ``FAME_TLS_CERT`` and
+    ``FAME_TLS_KEY`` the certificate this side presents to a sentinel that
+    asks for one (mutual TLS).
+    """
+    ca = _file_setting(settings, "FAME_TLS_CA")
+    cert = _file_setting(settings, "FAME_TLS_CERT")
+    key = _file_setting(settings, "FAME_TLS_KEY")
+    if ca is None and cert is None and key is None:
+        return None
+    if key is not None and cert is None:
+        raise SettingError("FAME_TLS_CERT is not set: FAME_TLS_KEY is the key of that certificate")
+    try:
+        return client_ssl_context(ca, cert, key)
+    except (OSError, ssl.SSLError) as exc:
+        names = "FAME_TLS_CA" if cert is None else "FAME_TLS_CA, FAME_TLS_CERT or FAME_TLS_KEY"
+        reason = getattr(exc, "reason", None) or getattr(exc, "strerror", None) or exc
+        raise SettingError(f"{names}: cannot load the TLS files: {reason}") from None

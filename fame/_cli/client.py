@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import ssl
 import sys
 import time
 from collections.abc import Sequence
@@ -44,6 +45,7 @@ from ._settings import (
     SECRETS_FILE,
     SENTINEL_CONF,
     admission_token,
+    client_tls,
     load_settings,
     read_token_file,
     sentinel_url,
@@ -212,10 +214,12 @@ async def _call(node: fame.Node, args: argparse.Namespace) -> None:
         print(_json(await call))
 
 
-async def _run(args: argparse.Namespace, url: str, token: str | None) -> int:
+async def _run(
+    args: argparse.Namespace, url: str, token: str | None, tls: ssl.SSLContext | None
+) -> int:
     out = sys.stdout
     try:
-        async with fame.connect(url, token=token) as node:
+        async with fame.connect(url, token=token, ssl_context=tls) as node:
             agent = node.proxy(STORAGE_AGENT_ADDRESS).with_timeout(args.timeout)
             if args.command == "call":
                 await _call(node, args)
@@ -289,6 +293,8 @@ def _explain(exc: BaseException, url: str, address: str) -> str:
     if isinstance(exc, fame.DeadlineExceeded):
         return f"no answer in time from {address} via {url}: {exc}"
     if isinstance(exc, fame.SentinelUnreachable):
+        if "TLS" in str(exc):  # a certificate problem: it runs, "is it running?" misleads
+            hint = "check FAME_TLS_CA, and FAME_TLS_CERT and FAME_TLS_KEY for mutual TLS"
         return f"{exc} ({hint})"  # it names the URL and the reason
     if isinstance(exc, OSError):
         reason = exc.strerror or str(exc) or type(exc).__name__
@@ -319,12 +325,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             token: str | None = read_token_file(args.token_file, sys.stdin)
         else:
             token = admission_token(settings)
+        tls = client_tls(settings)
     except Exception as exc:
         print(f"{PROG}: {exc}", file=sys.stderr)
         return 1
     url = args.url or sentinel_url(settings)
     try:
-        return trio.run(_run, args, url, token)
+        return trio.run(_run, args, url, token, tls)
     except ClientError as exc:
         for line in str(exc).splitlines():  # one line per error
             print(f"{PROG}: {line}", file=sys.stderr)

@@ -80,15 +80,37 @@ RECONNECT_BACKOFF: Final = Backoff(initial=0.1, maximum=10.0, jitter=True)
 that lost the same sentinel do not all come back at the same instant."""
 
 
-def server_ssl_context(certfile: str | Path, keyfile: str | Path) -> ssl.SSLContext:
+def server_ssl_context(
+    certfile: str | Path, keyfile: str | Path, client_cafile: str | Path | None = None
+) -> ssl.SSLContext:
+    """Serve TLS with ``certfile`` and ``keyfile``.
+
+    With ``client_cafile`` it is mutual TLS: every peer must present a
+    certificate that ``client_cafile`` verifies, or its handshake fails.
+    """
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(str(certfile), str(keyfile))
+    if client_cafile is not None:
+        context.load_verify_locations(cafile=str(client_cafile))
+        context.verify_mode = ssl.CERT_REQUIRED
     return context
 
 
-def client_ssl_context(cafile: str | Path | None = None) -> ssl.SSLContext:
-    """Verify the sentinel against ``cafile`` (or the system roots)."""
-    return ssl.create_default_context(cafile=str(cafile) if cafile else None)
+def client_ssl_context(
+    cafile: str | Path | None = None,
+    certfile: str | Path | None = None,
+    keyfile: str | Path | None = None,
+) -> ssl.SSLContext:
+    """Verify the sentinel against ``cafile`` (or the system roots).
+
+    With ``certfile`` (and ``keyfile``, unless the key is in the same file)
+    the context also presents that certificate, for a sentinel that asks
+    for one (mutual TLS).
+    """
+    context = ssl.create_default_context(cafile=str(cafile) if cafile else None)
+    if certfile is not None:
+        context.load_cert_chain(str(certfile), str(keyfile) if keyfile is not None else None)
+    return context
 
 
 async def _check_tls(url: str, ssl_context: ssl.SSLContext, timeout: float) -> None:
@@ -220,8 +242,24 @@ async def open_link(
         except (*LINK_ERRORS, trio.TooSlowError, ssl.SSLError, ValueError) as exc:
             if opened:
                 raise
+            reason = _timed_out(url) if isinstance(exc, trio.TooSlowError) else None
             raise SentinelUnreachable(
-                f"cannot reach the sentinel at {url}: {_unreachable_reason(exc)}"
+                f"cannot reach the sentinel at {url}: {reason or _unreachable_reason(exc)}"
             ) from None
     if opening.cancelled_caught and not opened:
-        raise SentinelUnreachable(f"cannot reach the sentinel at {url}: timed out")
+        raise SentinelUnreachable(f"cannot reach the sentinel at {url}: {_timed_out(url)}")
+
+
+def _timed_out(url: str) -> str:
+    """A timeout's reason; over TLS the handshake already passed, so say what else it can be.
+
+    With TLS 1.3 a client finishes its handshake before the server checks the
+    client's certificate, and a sentinel that requires one silently drops a
+    connection without it: the client sees only the websocket open time out.
+    """
+    if url.startswith("wss://"):
+        return (
+            "timed out after the TLS handshake (a sentinel that requires a client certificate"
+            " drops a connection that presents none, or none it trusts)"
+        )
+    return "timed out"

@@ -199,6 +199,7 @@ async def open_sentinel(
     storage_provider: Any = None,
     certfile: str | Path | None = None,
     keyfile: str | Path | None = None,
+    client_cafile: str | Path | None = None,
     heartbeat: float = DEFAULT_HEARTBEAT,
     queue_size: int = DEFAULT_QUEUE,
     max_message_size: int | None = None,
@@ -210,7 +211,8 @@ async def open_sentinel(
     ``token`` is the admission token; without one the sentinel does not
     start unless ``open_admission`` (then it logs a warning). ``port=0``
     picks a free port (see ``sentinel.port``). With ``certfile`` and
-    ``keyfile`` it serves ``wss://``. Without ``node`` the
+    ``keyfile`` it serves ``wss://``; with ``client_cafile`` too, only to
+    peers whose certificate that CA verifies (mutual TLS). Without ``node`` the
     sentinel runs its own (``open_node(storage_provider=...)``); either
     way that node can host agents.
 
@@ -226,10 +228,12 @@ async def open_sentinel(
         raise SentinelConfigError(f"handshake_timeout must be positive, got {handshake_timeout}")
     if (certfile is None) != (keyfile is None):
         raise SentinelConfigError("TLS needs both certfile and keyfile")
+    if client_cafile is not None and certfile is None:
+        raise SentinelConfigError("mutual TLS (client_cafile) needs certfile and keyfile")
     ssl_context: ssl.SSLContext | None = None
     if certfile is not None and keyfile is not None:
         try:
-            ssl_context = server_ssl_context(certfile, keyfile)
+            ssl_context = server_ssl_context(certfile, keyfile, client_cafile)
         except (OSError, ssl.SSLError) as exc:
             raise SentinelConfigError(f"cannot load the TLS certificate/key: {exc}") from None
     if admission is None:
