@@ -26,6 +26,7 @@ import trio
 
 from fame.storage import (
     DamagedDatabase,
+    StorageConfig,
     check_files,
     namespace_files,
     open_storage,
@@ -55,10 +56,12 @@ def namespaces(directory: Path, settings: Mapping[str, str]) -> list[tuple[str, 
     return namespace_files(directory, encrypted=encrypted)
 
 
-async def _records(
-    directory: Path, settings: Mapping[str, str], wanted: list[str]
-) -> dict[str, list[tuple[str, Any]]]:
-    config = storage_config_from_env(_settings_for(directory, settings))
+def _config(directory: Path, settings: Mapping[str, str]) -> StorageConfig:
+    """The storage config of ``directory``, parsed once per command (one warning, if any)."""
+    return storage_config_from_env(_settings_for(directory, settings))
+
+
+async def _records(config: StorageConfig, wanted: list[str]) -> dict[str, list[tuple[str, Any]]]:
     result: dict[str, list[tuple[str, Any]]] = {}
     async with open_storage(config, purge_interval=3600) as provider:
         for namespace in wanted:
@@ -80,7 +83,7 @@ def inspect(directory: Path, settings: Mapping[str, str]) -> int:
     if not found:
         print(f"no namespaces in {directory}")
         return 0
-    counts = trio.run(_records, directory, settings, [name for name, _ in found])
+    counts = trio.run(_records, _config(directory, settings), [name for name, _ in found])
     for name, path in found:
         kind = "node" if name.startswith("__") else "agent"
         size = path.stat().st_size
@@ -98,7 +101,7 @@ def dump(directory: Path, namespace: str, settings: Mapping[str, str]) -> int:
             file=sys.stderr,
         )
         return 1
-    records = trio.run(_records, directory, settings, [namespace])[namespace]
+    records = trio.run(_records, _config(directory, settings), [namespace])[namespace]
     out = sys.stdout.buffer
     for key, value in records:
         out.write(msgspec.json.encode({"key": key, "value": _jsonable(value)}) + b"\n")
@@ -114,14 +117,14 @@ def check(directory: Path, settings: Mapping[str, str]) -> int:
     file gets SQLCipher's page authentication and SQLite's integrity check.
     """
     _require_directory(directory)
-    config = storage_config_from_env(_settings_for(directory, settings))
+    config = _config(directory, settings)
     results = check_files(config)
     if results and not any(result.ok for result in results):
         # Nothing authenticates: opening names the cause when it is a wrong key.
         with contextlib.suppress(DamagedDatabase):
-            trio.run(_records, directory, settings, [result.namespace for result in results])
+            trio.run(_records, config, [result.namespace for result in results])
     sound = [result.namespace for result in results if result.ok]
-    records = trio.run(_records, directory, settings, sound)
+    records = trio.run(_records, config, sound)
     failures = 0
     for result in results:
         note = " (has a -wal file: stop the services for a full check)" if result.has_wal else ""

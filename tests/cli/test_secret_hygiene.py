@@ -328,3 +328,9 @@ def test_services_refuse_a_mistyped_key_and_warn_about_an_older_one(
     warnings = [line for line in log.splitlines() if "FAME_STORAGE_MASTER_KEY" in line]
     assert len(warnings) == 1 and "fame keygen --convert" in warnings[0], log
     assert "listening on" in log and legacy not in log
+    # The offline commands too: one warning, however often they open the files.
+    checked = _fame(tmp_path, "check", str(tmp_path / "data"), **settings,
+                    FAME_STORAGE_MASTER_KEY=legacy)  # fmt: skip
+    assert checked.returncode == 0, checked.stderr
+    warnings = [line for line in checked.stderr.splitlines() if "FAME_STORAGE_MASTER_KEY" in line]
+    assert len(warnings) == 1 and "fame keygen --convert" in warnings[0], checked.stderr
