@@ -27,7 +27,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from fame.storage import MasterKey, storage_config_from_env
+from fame.storage import MasterKey, parse_master_key
 
 from . import _services
 from ._errors import errors, one_line
@@ -150,15 +150,13 @@ def _keygen(args: argparse.Namespace) -> int:
         return 0
     files = args.config or [SECRETS_FILE]
     settings = load_settings(files, optional=not args.config)
-    key = storage_config_from_env(
-        {"FAME_STORAGE_MASTER_KEY": settings.get("FAME_STORAGE_MASTER_KEY", "")}
-    ).master_key
-    if key is None:
+    text = settings.get("FAME_STORAGE_MASTER_KEY", "")
+    if not text.strip():
         raise ConfigFileError(
             f"FAME_STORAGE_MASTER_KEY is not set (in {', '.join(map(str, files))} or the"
             " environment): there is no key to convert"
         )
-    print(key.export())
+    print(parse_master_key(text).export())  # refused as at start if it is not a valid key
     return 0
 
 

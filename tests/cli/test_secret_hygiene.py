@@ -288,7 +288,7 @@ def test_keygen_keys_are_checked_and_convert_keeps_the_key(
     (tmp_path / "conf").mkdir()
     (tmp_path / "conf" / "secrets.env").write_text(f"FAME_STORAGE_MASTER_KEY={legacy}\n")
     converted = _fame(tmp_path, "keygen", "--convert")
-    assert converted.returncode == 0, converted.stderr
+    assert (converted.returncode, converted.stderr) == (0, ""), converted.stderr
     suite_secrets.add("master_key", converted.stdout.strip())
     assert parse_master_key(converted.stdout.strip()) == parse_master_key(legacy)
     (tmp_path / "conf" / "secrets.env").unlink()
