@@ -93,7 +93,7 @@ async def test_sentinel_restart_restores_routes_and_nodes_reattach(fabric: Fabri
 
 
 async def test_dead_node_is_unrouted_by_heartbeat_then_comes_back(fabric: Fabric) -> None:
-    _, url = fabric.sentinel()  # heartbeat 0.5 s: a silent link dies after 1.5 s
+    _, url = fabric.sentinel(None, "--heartbeat", "0.5")  # a silent link dies after 1.5 s
     node, node_id, _ = fabric.node(url, store="node")
     async with connect(url, token=fabric.token) as client:
         echo = client.proxy("echo@fame.fabric", Echo).with_timeout(1)
@@ -119,7 +119,7 @@ async def test_dead_node_is_unrouted_by_heartbeat_then_comes_back(fabric: Fabric
 
 
 async def test_a_busy_agent_does_not_get_its_node_declared_dead(fabric: Fabric) -> None:
-    sentinel, url = fabric.sentinel()  # heartbeat 0.5 s: dead after 1.5 s of silence
+    sentinel, url = fabric.sentinel(None, "--heartbeat", "0.5")  # dead after 1.5 s of silence
     _, node_id, _ = fabric.node(url)
     async with connect(url, token=fabric.token) as client:
         sleepy = client.proxy("sleepy@fame.fabric", Echo)

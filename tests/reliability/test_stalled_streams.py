@@ -296,8 +296,15 @@ async def test_a_killed_client_releases_a_stream_served_by_the_sentinel_itself(
         try:
 
             async def stalled() -> bool:
+                # Stalled means the producer waits for credit: before that it may
+                # still be filling its window, and held_back would be too low.
                 assert reader.poll() is None, log.read_text()
-                return "READING 5" in log.read_text() and len(node._switchboard.producers) == 1
+                producers = list(node._switchboard.producers.values())
+                return (
+                    "READING 5" in log.read_text()
+                    and len(producers) == 1
+                    and producers[0].credit._changed.statistics().tasks_waiting > 0
+                )
 
             await wait_until(stalled, "the client's stream is not open")
             assert ObservedStorageAgent.open_scans == 1
