@@ -310,10 +310,28 @@ def _explain(exc: BaseException, url: str, address: str) -> str:
     return f"{name}: {exc}"
 
 
+def _token_in_argv(argv: Sequence[str]) -> bool:
+    """Whether ``argv`` passes ``--token``, whatever its value looks like.
+
+    Checked before argparse, which reads a value starting with ``-`` (a
+    token may) as another option and fails with its own usage message.
+    """
+    for arg in argv:
+        if arg == "--":
+            return False
+        if arg == "--token" or arg.startswith("--token="):
+            return True
+    return False
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``fame-client``; returns the exit status."""
     disable_core_dumps()
-    args = _parser().parse_args(argv)
+    raw = sys.argv[1:] if argv is None else list(argv)
+    if _token_in_argv(raw):
+        print(f"{PROG}: {TOKEN_IN_ARGV}", file=sys.stderr)
+        return 2
+    args = _parser().parse_args(raw)
     if args.token_in_argv:
         print(f"{PROG}: {TOKEN_IN_ARGV}", file=sys.stderr)
         return 2

@@ -207,6 +207,10 @@ def test_the_client_refuses_a_token_in_argv_and_reads_it_from_a_file_or_stdin(
         ["--token", token, *call],
         [f"--token={token}", *call],
         [*call, "--token", token],
+        # A token may start with '-' (token_urlsafe does, 1 time in 64); argparse
+        # would read it as an option and print its own usage instead.
+        ["--token", "-" + token, *call],
+        [*call, "--token", "-" + token],
     ):
         done = _client(root, *argv)
         assert done.returncode == 2, done.stdout
