@@ -23,6 +23,7 @@ from ._core._errors import (
     RemoteError,
     SupervisorGaveUp,
     UnknownOperation,
+    UntrustedSentinel,
     WireError,
 )
 from ._fabric._transport import SentinelUnreachable
@@ -73,6 +74,7 @@ __all__ = [
     "StorageWriteFailed",
     "SupervisorGaveUp",
     "UnknownOperation",
+    "UntrustedSentinel",
     "VersionConflict",
     "WireError",
     "WrongMasterKey",

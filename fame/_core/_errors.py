@@ -28,6 +28,7 @@ __all__ = [
     "RemoteError",
     "SupervisorGaveUp",
     "UnknownOperation",
+    "UntrustedSentinel",
     "WireError",
     "WireErrorCode",
     "quoted",
@@ -114,6 +115,20 @@ class ProtocolMismatch(AdmissionRefused):
         super().__init__(reason)
         self.ours = ours
         self.theirs = theirs
+
+
+class UntrustedSentinel(AdmissionRefused):
+    """The peer did not prove it is a sentinel this node trusts; nothing was sent to it.
+
+    ``offered`` are the public keys it signed its challenge with (maybe
+    none). A fake sentinel, or a real one whose key is not in the trusted
+    list (the sentinel keys file, ``conf/sentinel.keys``): compare with
+    ``fame sentinel-keys`` on the sentinel's host.
+    """
+
+    def __init__(self, reason: str, *, offered: tuple[bytes, ...] = ()) -> None:
+        super().__init__(reason)
+        self.offered = offered
 
 
 class RemoteError(FameError):

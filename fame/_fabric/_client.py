@@ -14,7 +14,7 @@ the same :class:`fame.Proxy` as in-process ones::
 from __future__ import annotations
 
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection
 from contextlib import asynccontextmanager
 from typing import TypeVar
 
@@ -48,12 +48,17 @@ async def connect(
     default_timeout: float = DEFAULT_TIMEOUT,
     heartbeat: float = DEFAULT_HEARTBEAT,
     connect_timeout: float = HANDSHAKE_TIMEOUT,
+    sentinel_keys: Collection[bytes] | None = None,
 ) -> AsyncIterator[Node]:
-    """Attach an ephemeral node to the sentinel at ``url`` and yield it.
+    """Attach an ephemeral node to the sentinel at ``url`` as a client and yield it.
 
-    ``token`` is the sentinel's admission token, as for :func:`attach`. Raises
-    :class:`fame.AdmissionRefused` for a wrong token and
-    ``SentinelUnreachable`` when nothing answers at ``url``.
+    ``token`` is the client credential (the admission token) and
+    ``sentinel_keys`` the sentinel keys to trust, as for :func:`attach`.
+    A client binds no address and can call only what the sentinel's
+    policy lets it. Raises :class:`fame.AdmissionRefused` for a wrong
+    token, :class:`fame.errors.UntrustedSentinel` for a sentinel that
+    does not prove one of ``sentinel_keys``, and ``SentinelUnreachable``
+    when nothing answers at ``url``.
     """
     async with (
         open_node(
@@ -67,6 +72,7 @@ async def connect(
             heartbeat=heartbeat,
             ephemeral=True,
             connect_timeout=connect_timeout,
+            sentinel_keys=sentinel_keys,
         ),
     ):
         yield node

@@ -25,7 +25,7 @@ import contextlib
 import logging
 import math
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -35,6 +35,7 @@ from .._agents._node import Node
 from .._core._errors import AdmissionRefused, NoRoute, ProtocolError, WireError
 from .._core._groups import unwrap_exception_group
 from .._protocol import BindingTracker, NodeHandshake
+from .._protocol._attach import CLIENT, NODE
 from .._protocol._identity import Identity
 from .._wire._schema import (
     Batch,
@@ -89,11 +90,12 @@ class FabricUplink:
         self,
         node: Node,
         url: str,
-        token: str,
+        token: str | None,
         identity: Identity,
         stores: NodeStores,
         *,
         ephemeral: bool = False,
+        sentinel_keys: Collection[bytes] | None = None,
         ssl_context: ssl.SSLContext | None = None,
         heartbeat: float = DEFAULT_HEARTBEAT,
         queue_size: int = DEFAULT_QUEUE,
@@ -108,6 +110,7 @@ class FabricUplink:
         self.heartbeat = heartbeat
         self.queue_size = queue_size
         self._token = token
+        self.sentinel_keys = sentinel_keys
         self._ssl = ssl_context
         self.connect_timeout = connect_timeout
         self._codec = codec or Codec()
@@ -245,7 +248,12 @@ class FabricUplink:
         async with open_link(
             self.url, ssl_context=self._ssl, connect_timeout=self.connect_timeout
         ) as ws:
-            handshake = NodeHandshake(self.identity, self._token, ephemeral=self.ephemeral)
+            handshake = NodeHandshake(
+                self.identity,
+                self._token,
+                role=CLIENT if self.ephemeral else NODE,
+                sentinel_keys=self.sentinel_keys,
+            )
             # The sentinel's writer may batch the Welcome with the first envelopes
             # for this node (its routes survive in __route_store, so callers reach
             # it at once): those are handled once the link runs, in order.
@@ -415,12 +423,21 @@ async def attach(
     ephemeral: bool = False,
     identity: Identity | None = None,
     connect_timeout: float = HANDSHAKE_TIMEOUT,
+    sentinel_keys: Collection[bytes] | None = None,
 ) -> AsyncIterator[FabricUplink]:
     """Attach ``node`` to the sentinel at ``url`` for the duration of the block.
 
-    ``token`` is the sentinel's admission token (none suits only a sentinel
-    with open admission; the command-line programs read
-    ``FAME_ADMISSION_TOKEN``). The node's id and key
+    A node is admitted by its key, which the operator enrolled at the
+    sentinel (``fame enroll``); ``token`` is needed only by a sentinel that
+    trusts new nodes on first use, and by clients (``ephemeral``: attached
+    as a client, with the admission token as credential). The token never
+    travels: the attach carries an HMAC made with it. ``sentinel_keys`` are
+    the sentinel public keys to trust: the node refuses
+    (:class:`fame.errors.UntrustedSentinel`) a sentinel that signs with none
+    of them, before it sends anything. None trusts any sentinel, with a
+    warning in the log: pass the keys whenever the network is not yours
+    (the command-line programs read them from ``conf/sentinel.keys``).
+    The node's id and key
     come from its ``__node_meta`` / ``__keystore`` stores (created on first
     use) unless ``ephemeral``. ``connect_timeout`` bounds each connection
     attempt including the handshake. Entering returns once attached and every
@@ -435,14 +452,21 @@ async def attach(
     uplink = FabricUplink(
         node,
         url,
-        token or "",
+        token or None,
         identity,
         stores,
         ephemeral=ephemeral,
+        sentinel_keys=sentinel_keys,
         ssl_context=ssl_context,
         heartbeat=heartbeat,
         connect_timeout=connect_timeout,
     )
+    if sentinel_keys is None:
+        log.warning(
+            "not verifying the sentinel at %s: no sentinel keys were given, so any server"
+            " there may pose as the sentinel",
+            url,
+        )
     node._set_uplink(uplink)
     try:
         async with unwrap_exception_group(), trio.open_nursery() as tasks:

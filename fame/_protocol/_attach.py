@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import MutableMapping
-from hmac import compare_digest
+import time
+from collections.abc import Callable, Collection, MutableMapping
 from typing import Any, NoReturn
 
 import attrs
 
 from .._core._address import REPLY_NAME, Address, AddressError, is_valid_label
-from .._core._errors import AdmissionRefused, ProtocolError, ProtocolMismatch
+from .._core._errors import AdmissionRefused, ProtocolError, ProtocolMismatch, UntrustedSentinel
 from .._wire._schema import (
     PROTOCOL_VERSION,
     Attach,
@@ -24,12 +24,22 @@ from .._wire._schema import (
     Unbind,
     Welcome,
     attach_proof_payload,
+    challenge_payload,
     peek_version,
+)
+from ._credentials import (
+    ClientCredential,
+    EnrolledKey,
+    Enrollment,
+    matching_credential,
+    token_proof,
 )
 from ._identity import Identity, looks_like_node_id, verify_signature
 from ._route_table import RouteTable
 
 __all__ = [
+    "CLIENT",
+    "NODE",
     "Admitted",
     "BindDenied",
     "BindingTracker",
@@ -92,12 +102,19 @@ def reserved(address: Address, node_id: str | None, policy: SentinelPolicy) -> s
     return None
 
 
+NODE = "node"
+CLIENT = "client"
+
+
 @attrs.frozen
 class Admitted:
-    """Event: the sentinel admitted ``node_id`` at ``path``.
+    """Event: the sentinel admitted ``node_id`` at ``path`` as ``principal``.
 
-    ``new_pin`` is true the first time this id attached: the sentinel then
-    persists the pin. Ephemeral nodes (clients) are never pinned.
+    ``principal`` is ``"node:<enrolled name>"`` or ``"client:<credential
+    name>"``. ``new_pin`` is true the first time a node id attached: the
+    sentinel then persists the pin. ``enrolled`` is set when trust on first
+    use enrolled the node just now: the sentinel persists it and says so
+    loudly. Clients are never pinned nor enrolled.
     """
 
     node_id: str
@@ -105,6 +122,8 @@ class Admitted:
     path: str
     ephemeral: bool
     new_pin: bool
+    principal: str = ""
+    enrolled: Enrollment | None = None
 
 
 @attrs.frozen
@@ -133,15 +152,32 @@ class BindDenied:
 class SentinelPolicy:
     """What the sentinel admits, shared by all its links.
 
-    ``token`` None means open admission (only when configured explicitly).
-    ``pins`` maps node id -> public key, updated on first admission.
+    Clients are admitted by one of ``credentials`` (none: no client may
+    attach), unless ``open_admission`` (any client, configured explicitly).
+    Nodes are admitted by their key in ``enrolled`` (node id ->
+    :class:`Enrollment`); with ``trust_on_first_use`` an unknown node that
+    proves a client credential is enrolled at first sight instead (only
+    when configured explicitly: whoever attaches first owns the id).
+    ``pins`` maps node id -> the public key it last attached with.
+    ``signers`` sign each challenge (several during a key rotation).
+    ``clock`` gives Unix time, for the ends of keys and credentials.
     """
 
     sentinel_id: str
-    token: str | None
+    credentials: tuple[ClientCredential, ...]
     pins: MutableMapping[str, bytes]
     routes: RouteTable[Any]
     heartbeat_ms: int = 5000
+    enrolled: MutableMapping[str, Enrollment] = attrs.Factory(dict)
+    trust_on_first_use: bool = False
+    open_admission: bool = False
+    signers: tuple[tuple[Identity, float | None], ...] = ()
+    clock: Callable[[], float] = time.time
+
+    def active_signers(self) -> list[Identity]:
+        """The signing keys that have not ended: each signs every challenge."""
+        now = self.clock()
+        return [signer for signer, end in self.signers if end is None or now < end]
 
 
 class SentinelLink:
@@ -160,6 +196,7 @@ class SentinelLink:
         self.node_id: str | None = None
         self.path: str | None = None
         self.ephemeral = False
+        self.principal = ""
         self.events: list[Admitted | RoutesChanged | BindDenied] = []
         self.strikes = 0
         self.max_strikes = max_strikes
@@ -176,7 +213,16 @@ class SentinelLink:
         if self.state != "new":
             raise RuntimeError("start() called twice")
         self.state = "challenged"
-        return Challenge(self.nonce, self.policy.sentinel_id, PROTOCOL_VERSION)
+        policy = self.policy
+        payload = challenge_payload(self.nonce, policy.sentinel_id, PROTOCOL_VERSION)
+        signers = policy.active_signers()
+        return Challenge(
+            self.nonce,
+            policy.sentinel_id,
+            PROTOCOL_VERSION,
+            [signer.public_key for signer in signers],
+            [signer.sign(payload) for signer in signers],
+        )
 
     def violation(self, reason: str) -> LinkError:
         """Count a protocol violation (also for bad bytes the caller saw) and answer it."""
@@ -222,34 +268,106 @@ class SentinelLink:
         policy = self.policy
         if attach.version != PROTOCOL_VERSION:
             return self._refuse(sentinel_version_mismatch(attach.version))
-        # Constant time: how much of a guess matched must not show in the timing.
-        if policy.token is not None and not compare_digest(
-            attach.token.encode(), policy.token.encode()
-        ):
-            return self._refuse("wrong admission token")
-        if not is_valid_label(attach.node_id):
-            return self._refuse(f"invalid node id {attach.node_id[:80]!r}")
-        if attach.node_id == policy.sentinel_id:
+        if attach.role not in (NODE, CLIENT):
+            return self._refuse(f"unknown role {attach.role[:20]!r}: a peer is a node or a client")
+        node_id = attach.node_id
+        if not is_valid_label(node_id):
+            return self._refuse(f"invalid node id {node_id[:80]!r}")
+        if node_id == policy.sentinel_id:
             return self._refuse("node id is reserved: it is the sentinel's own")
-        payload = attach_proof_payload(self.nonce, policy.sentinel_id, attach.node_id)
+        payload = attach_proof_payload(
+            self.nonce, policy.sentinel_id, node_id, attach.role, attach.public_key
+        )
         if not verify_signature(attach.public_key, attach.signature, payload):
             return self._refuse("bad signature: the attach proof does not verify")
-        pinned = policy.pins.get(attach.node_id)
-        if pinned is not None and pinned != attach.public_key:
+        now = policy.clock()
+        credential = matching_credential(policy.credentials, attach.proof, payload, now)
+        if attach.role == CLIENT:
+            return self._admit_client(attach, credential)
+        return self._admit_node(attach, credential, now)
+
+    def _admit_client(
+        self, attach: Attach, credential: ClientCredential | None
+    ) -> Welcome | Refused:
+        policy = self.policy
+        if credential is None and not policy.open_admission:
+            return self._refuse("wrong client credential: the admission token is not valid here")
+        node_id = attach.node_id
+        # A client's id is fresh per attach and pins nothing: an id in use, or
+        # a node's, would be a takeover, whatever the credential.
+        if node_id in policy.enrolled or node_id in policy.pins:
+            return self._refuse("node id is reserved: clients attach with a fresh id")
+        if policy.routes.linked(node_id):
             return self._refuse(
-                f"node id {attach.node_id} is pinned to another key; refusing the takeover"
+                "node id is in use by a live session: clients attach with a fresh id"
             )
-        new_pin = pinned is None and not attach.ephemeral
+        principal = f"client:{credential.name if credential else 'open'}"
+        return self._welcome(attach, principal, new_pin=False, ephemeral=True)
+
+    def _admit_node(
+        self, attach: Attach, credential: ClientCredential | None, now: float
+    ) -> Welcome | Refused:
+        policy = self.policy
+        node_id = attach.node_id
+        enrollment = policy.enrolled.get(node_id)
+        new_enrollment = None
+        if enrollment is None:
+            if not policy.trust_on_first_use:
+                return self._refuse(
+                    f"node {node_id} is not enrolled: the operator enrolls it with"
+                    " `fame enroll <node id> <public key>`"
+                    " (`fame identity` on the node prints both)"
+                )
+            if credential is None:
+                return self._refuse(
+                    "wrong credential: trust on first use admits a new node only with a valid"
+                    " admission token"
+                )
+            if node_id in policy.pins or policy.routes.linked(node_id):
+                return self._refuse(f"node id {node_id} is taken; refusing the takeover")
+            enrollment = new_enrollment = Enrollment(
+                node_id, node_id, (EnrolledKey(attach.public_key),), now
+            )
+            policy.enrolled[node_id] = enrollment
+        elif not enrollment.admits(attach.public_key, now):
+            return self._refuse(
+                f"node {node_id} is enrolled with another key, or this key has ended;"
+                " refusing the takeover"
+            )
+        new_pin = policy.pins.get(node_id) != attach.public_key
         if new_pin:
-            policy.pins[attach.node_id] = attach.public_key
+            policy.pins[node_id] = attach.public_key
+        event_principal = f"node:{enrollment.name}"
+        return self._welcome(
+            attach, event_principal, new_pin=new_pin, ephemeral=False, enrolled=new_enrollment
+        )
+
+    def _welcome(
+        self,
+        attach: Attach,
+        principal: str,
+        *,
+        new_pin: bool,
+        ephemeral: bool,
+        enrolled: Enrollment | None = None,
+    ) -> Welcome:
         self.state = "attached"
         self.node_id = attach.node_id
         self.path = attach.node_id
-        self.ephemeral = attach.ephemeral
+        self.ephemeral = ephemeral
+        self.principal = principal
         self.events.append(
-            Admitted(attach.node_id, attach.public_key, self.path, attach.ephemeral, new_pin)
+            Admitted(
+                attach.node_id,
+                attach.public_key,
+                self.path,
+                ephemeral,
+                new_pin,
+                principal,
+                enrolled,
+            )
         )
-        return Welcome(attach.node_id, self.path, policy.heartbeat_ms)
+        return Welcome(attach.node_id, self.path, self.policy.heartbeat_ms)
 
     def reserved(self, address: Address) -> str | None:
         """Why this link's node may not bind ``address`` (:func:`reserved`), or None."""
@@ -306,19 +424,53 @@ class NodeHandshake:
     ``Attach`` to send, a ``Welcome`` sets :attr:`path`, a ``Refused``
     raises :class:`fame.AdmissionRefused`; anything else before the
     welcome raises :class:`fame.ProtocolError`.
+
+    ``role`` is ``"node"`` or ``"client"``. ``token`` (a client credential)
+    never leaves the node: the attach carries an HMAC of the challenge made
+    with it. ``sentinel_keys`` are the sentinel public keys this node
+    trusts: unless one of them signed the challenge, the node raises
+    :class:`fame.errors.UntrustedSentinel` and sends nothing. None trusts
+    any sentinel (an explicit choice of the caller, who should say so).
     """
 
-    def __init__(self, identity: Identity, token: str, *, ephemeral: bool = False) -> None:
+    def __init__(
+        self,
+        identity: Identity,
+        token: str | None,
+        *,
+        role: str = NODE,
+        sentinel_keys: Collection[bytes] | None = None,
+    ) -> None:
         self.identity = identity
         self.token = token
-        self.ephemeral = ephemeral
+        self.role = role
+        self.ephemeral = role == CLIENT
+        self.sentinel_keys = None if sentinel_keys is None else frozenset(sentinel_keys)
         self.state = "waiting"
         self.path: str | None = None
         self.heartbeat_ms = 5000
+        self.sentinel_key: bytes | None = None  # the trusted key that signed, once checked
 
     @property
     def attached(self) -> bool:
         return self.state == "attached"
+
+    def _check_sentinel(self, challenge: Challenge) -> None:
+        trusted = self.sentinel_keys
+        if trusted is None:
+            return
+        payload = challenge_payload(challenge.nonce, challenge.sentinel_id, challenge.version)
+        for key, signature in zip(challenge.keys, challenge.signatures, strict=False):
+            if key in trusted and verify_signature(key, signature, payload):
+                self.sentinel_key = key
+                return
+        self.state = "refused"
+        raise UntrustedSentinel(
+            "the sentinel did not prove it holds a trusted key: none of its"
+            f" {len(challenge.keys)} signed key(s) is among the {len(trusted)} this node trusts;"
+            " nothing was sent (check the sentinel keys file, e.g. conf/sentinel.keys)",
+            offered=tuple(challenge.keys[:8]),
+        )
 
     def receive(self, frame: object) -> Attach | None:
         match frame:
@@ -327,19 +479,23 @@ class NodeHandshake:
                 raise AdmissionRefused(reason)
             case Challenge(nonce=nonce, sentinel_id=sentinel_id) if self.state == "waiting":
                 if frame.version != PROTOCOL_VERSION:
-                    # Refuse before sending anything: the token goes to no sentinel
+                    # Refuse before sending anything: nothing goes to a sentinel
                     # that might read the attach another way.
                     self.state = "refused"
                     raise node_version_mismatch(frame.version)
+                self._check_sentinel(frame)
                 ident = self.identity
-                payload = attach_proof_payload(nonce, sentinel_id, ident.node_id)
+                payload = attach_proof_payload(
+                    nonce, sentinel_id, ident.node_id, self.role, ident.public_key
+                )
+                proof = token_proof(self.token, payload) if self.token else b""
                 self.state = "challenged"
                 return Attach(
                     ident.node_id,
                     ident.public_key,
-                    self.token,
+                    proof,
                     ident.sign(payload),
-                    self.ephemeral,
+                    self.role,
                     PROTOCOL_VERSION,
                 )
             case Welcome() if self.state == "challenged":

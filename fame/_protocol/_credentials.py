@@ -58,6 +58,7 @@ def parse_public_key(text: str) -> bytes:
         raise ValueError(f"an Ed25519 public key is 32 bytes, this one is {len(raw)}")
     return raw
 
+
 ENROLL_PREFIX = "enroll:"
 """Key prefix of enrollments in the sentinel's ``__keystore``."""
 

@@ -59,6 +59,7 @@ __all__ = [
     "Unbind",
     "Welcome",
     "bump_hops",
+    "challenge_payload",
     "frame_tag",
     "peek_version",
 ]
@@ -69,7 +70,7 @@ DEFAULT_MAX_MESSAGE_SIZE: Final = 1 << 20
 MAX_HOPS: Final = 16
 """Routers drop an envelope that has been forwarded this many times."""
 
-PROTOCOL_VERSION: Final = 1
+PROTOCOL_VERSION: Final = 2
 """The version of the fame wire protocol this code speaks.
 
 :class:`Challenge` and :class:`Attach` carry it, so that two ends that
@@ -214,31 +215,40 @@ def frame_tag(frame: msgspec.Raw) -> str:
 
 
 class Challenge(_Msg, tag="challenge", frozen=True):
-    """Sentinel to node, first message on a connection: sign ``nonce``.
+    """Sentinel to node, first message on a connection: prove who you are over ``nonce``.
 
     ``version`` is the sentinel's :data:`PROTOCOL_VERSION` (0: a sentinel
-    from before versioning, whose challenge has no such field).
+    from before versioning, whose challenge has no such field). ``keys``
+    are the sentinel's Ed25519 public keys and ``signatures`` their
+    signatures of :func:`challenge_payload` (one per key: during a
+    rotation the sentinel signs with the old key and the new one). A node
+    sends nothing before one of them verifies under a key it trusts.
     """
 
     nonce: bytes
     sentinel_id: str
     version: int = 0
+    keys: list[bytes] = []
+    signatures: list[bytes] = []
 
 
 class Attach(_Msg, tag="attach", frozen=True):
-    """Node to sentinel: who I am, my admission token, and proof of my key.
+    """Node to sentinel: who I am and proof of my credentials; no secret travels.
 
-    ``signature`` is the Ed25519 signature by ``public_key`` over
-    ``attach_proof_payload(nonce, sentinel_id, node_id)``. ``version`` is
-    the node's :data:`PROTOCOL_VERSION`; a frame without it decodes as 0
-    (a node from before versioning), which the sentinel refuses.
+    ``role`` is ``"node"`` (admitted by its enrolled ``public_key``) or
+    ``"client"`` (admitted by a client credential, ephemeral: it binds
+    nothing). ``signature`` is the Ed25519 signature by ``public_key`` of
+    :func:`attach_proof_payload`; ``proof`` is the HMAC of the same payload
+    keyed by the client credential's token (:func:`fame._protocol._credentials.token_proof`),
+    empty for a node that has none. ``version`` is the node's
+    :data:`PROTOCOL_VERSION`, at the same index as in every version.
     """
 
     node_id: str
     public_key: bytes
-    token: str
+    proof: bytes
     signature: bytes
-    ephemeral: bool = False
+    role: str = "node"
     version: int = 0
 
 
@@ -427,16 +437,19 @@ def peek_version(data: bytes, tag: str) -> int | None:
     A peer of another version may send a :class:`Challenge` or an
     :class:`Attach` of another shape; the version is still at its index
     (:data:`_VERSION_INDEX`), so the two ends can name each other's
-    version. Returns None for anything that is not a ``tag`` frame with an
-    integer at that index: a malformed message. (A frame of the
-    pre-versioning shape needs no peeking: it decodes, as version 0.)
+    version. A ``tag`` frame too short to have the field is from before
+    versioning: 0. Returns None for anything that is not a ``tag`` frame,
+    or has something else than an integer at that index: a malformed
+    message.
     Never raises.
     """
     index = _VERSION_INDEX[tag]
     try:
         elements = _raw_elements.decode(data)
-        if len(elements) <= index or msgspec.msgpack.decode(elements[0]) != tag:
+        if not elements or msgspec.msgpack.decode(elements[0]) != tag:
             return None
+        if len(elements) <= index:
+            return 0  # the shape from before versioning: no version field at all
         version = msgspec.msgpack.decode(elements[index])
     except (msgspec.DecodeError, UnicodeDecodeError, RecursionError, TypeError):
         return None
@@ -445,6 +458,26 @@ def peek_version(data: bytes, tag: str) -> int | None:
     return version
 
 
-def attach_proof_payload(nonce: bytes, sentinel_id: str, node_id: str) -> bytes:
-    """The bytes a node signs to prove it holds the key of ``node_id``."""
-    return b"\x00".join((b"fame/attach/v1", nonce, sentinel_id.encode(), node_id.encode()))
+def attach_proof_payload(
+    nonce: bytes, sentinel_id: str, node_id: str, role: str, public_key: bytes
+) -> bytes:
+    """The bytes a node signs (and MACs with its client token) to attach.
+
+    They bind the proof to this connection's nonce, this sentinel, this id,
+    this role and this key: a proof seen once is worth nothing elsewhere.
+    """
+    return b"\x00".join(
+        (
+            b"fame/attach/v2",
+            nonce,
+            sentinel_id.encode(),
+            node_id.encode(),
+            role.encode(),
+            public_key,
+        )
+    )
+
+
+def challenge_payload(nonce: bytes, sentinel_id: str, version: int) -> bytes:
+    """The bytes the sentinel signs with each of its keys in a :class:`Challenge`."""
+    return b"\x00".join((b"fame/challenge/v2", nonce, sentinel_id.encode(), str(version).encode()))

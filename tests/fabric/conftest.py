@@ -133,6 +133,7 @@ class Fabric:
         if registry is not None:
             registry.add("token", self.token)
         self.children: list[Child] = []
+        self.sentinel_keys: dict[str, str] = {}  # url -> the key its sentinel signs with
 
     def env(self, store: str | None = None, **extra: str) -> dict[str, str]:
         env = dict(os.environ)
@@ -159,12 +160,20 @@ class Fabric:
         port = port or free_port()
         child = self.start("fabric_sentinel.py", str(port), *args, env=self.env(store, **env))
         line = child.wait_line("LISTENING")
-        return child, f"ws://127.0.0.1:{line.split()[1]}/"
+        _, listening, key = line.split()
+        url = f"ws://127.0.0.1:{listening}/"
+        self.sentinel_keys[url] = key
+        return child, url
 
     def node(
         self, url: str, *args: str, store: str | None = None, **env: str
     ) -> tuple[Child, str, str]:
         """Start a node; return it, its node id and its bound addresses (comma-separated)."""
+        key = self.sentinel_keys.get(
+            url.replace("wss://", "ws://").replace("localhost", "127.0.0.1")
+        )
+        if key is not None:
+            env.setdefault("FAME_TEST_SENTINEL_KEY", key)
         child = self.start("fabric_node.py", url, *args, env=self.env(store, **env))
         line = child.wait_line("READY")
         _, node_id, bound = line.split()

@@ -19,6 +19,7 @@ import fame
 from fame._cli._logs import configure_logging
 from fame._fabric._transport import client_ssl_context
 from fame._fabric._uplink import attach
+from fame._protocol._credentials import parse_public_key
 from fame._protocol._identity import Identity
 from fame._storage import open_storage_from_env
 
@@ -37,6 +38,8 @@ async def main() -> None:
     identity = Identity.generate(args.steal) if args.steal else None
     ssl_context = client_ssl_context(args.cafile) if args.cafile else None
     token = os.environ.get("FAME_ADMISSION_TOKEN")
+    key_text = os.environ.get("FAME_TEST_SENTINEL_KEY")
+    sentinel_keys = [parse_public_key(key_text)] if key_text else None
     async with (
         open_storage_from_env(os.environ) as storage,
         fame.open_node(storage_provider=storage) as node,
@@ -48,7 +51,12 @@ async def main() -> None:
             await node.spawn(Echo, args.pool, pool=True)
         try:
             async with attach(
-                node, args.url, token=token, identity=identity, ssl_context=ssl_context
+                node,
+                args.url,
+                token=token,
+                identity=identity,
+                ssl_context=ssl_context,
+                sentinel_keys=sentinel_keys,
             ) as uplink:
                 bound = ",".join(sorted(uplink.bindings.bound)) or "-"
                 print("READY", uplink.identity.node_id, bound, flush=True)

@@ -1,8 +1,10 @@
 """A child process for the fabric tests: a sentinel.
 
-usage: fabric_sentinel.py PORT [--open] [--cert CERT --key KEY]
+usage: fabric_sentinel.py PORT [--open] [--enrolled-only] [--cert CERT --key KEY]
 
-Prints ``LISTENING <port>`` once serving. Token from FAME_ADMISSION_TOKEN;
+Prints ``LISTENING <port> <sentinel public key>`` once serving. New nodes
+are enrolled on first use unless ``--enrolled-only`` (these tests are about
+routing; admission has its own). Token from FAME_ADMISSION_TOKEN;
 storage from the FAME_STORAGE_* variables (the tests use the sqlite
 profile in a temporary directory, so routes survive a restart).
 """
@@ -18,6 +20,7 @@ import trio
 from fame._cli._logs import configure_logging
 from fame._fabric._transport import DEFAULT_HEARTBEAT
 from fame._fabric.sentinel._server import open_sentinel
+from fame._protocol._credentials import format_public_key
 from fame._storage import open_storage_from_env
 
 
@@ -25,6 +28,7 @@ async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("port", type=int)
     parser.add_argument("--open", action="store_true")
+    parser.add_argument("--enrolled-only", action="store_true")
     parser.add_argument("--cert")
     parser.add_argument("--key")
     # The library's default: a loaded machine can starve a process for more than
@@ -38,13 +42,14 @@ async def main() -> None:
             port=args.port,
             token=token,
             open_admission=args.open,
+            trust_on_first_use=not args.enrolled_only and not args.open,
             storage_provider=storage,
             certfile=args.cert,
             keyfile=args.key,
             heartbeat=args.heartbeat,
         ) as sentinel,
     ):
-        print("LISTENING", sentinel.port, flush=True)
+        print("LISTENING", sentinel.port, format_public_key(sentinel.public_keys[0]), flush=True)
         await trio.sleep_forever()
 
 

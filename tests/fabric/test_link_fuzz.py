@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 from fame._core._address import REPLY_NAME, Address, AddressError
 from fame._core._errors import WireError
 from fame._protocol import Admitted, NodeHandshake, SentinelLink, SentinelPolicy
+from fame._protocol._credentials import ClientCredential, token_proof
 from fame._protocol._identity import Identity, looks_like_node_id
 from fame._protocol._route_table import RouteTable
 from fame._protocol._routing import DropAnswer, Forward, Routing
@@ -77,11 +78,20 @@ class Link:
 
 def world() -> tuple[SentinelPolicy, Link, Link]:
     """A sentinel serving the victim (and its addresses) and a client."""
-    policy = SentinelPolicy(SENTINEL.node_id, TOKEN, {}, RouteTable())
+    # Trust on first use: the victim is enrolled by its first attach, and
+    # every attacker id that is new may try to enroll too.
+    policy = SentinelPolicy(
+        SENTINEL.node_id,
+        (ClientCredential("default", TOKEN),),
+        {},
+        RouteTable(),
+        trust_on_first_use=True,
+    )
     links = []
     for identity, ephemeral, name in ((VICTIM, False, "victim"), (CLIENT, True, "client")):
         link = SentinelLink(policy, b"v" * 32)
-        attach = NodeHandshake(identity, TOKEN, ephemeral=ephemeral).receive(link.start())
+        role = "client" if ephemeral else "node"
+        attach = NodeHandshake(identity, TOKEN, role=role).receive(link.start())
         [welcome] = link.receive(attach)
         assert type(welcome) is Welcome
         conn = Link(name)
@@ -112,20 +122,24 @@ addresses = st.one_of(
 @st.composite
 def attaches(draw: st.DrawFn, nonce: bytes) -> Any:
     identity = draw(st.sampled_from(ATTACKERS))
-    payload = attach_proof_payload(nonce, SENTINEL.node_id, identity.node_id)
+    role = draw(st.sampled_from(["node", "client", "admin", ""]))
+    payload = attach_proof_payload(
+        nonce, SENTINEL.node_id, identity.node_id, role, identity.public_key
+    )
     if draw(st.booleans()):
-        # Done right (admitted, unless the id is the victim's or the sentinel's).
-        honest = NodeHandshake(identity, TOKEN, ephemeral=draw(st.booleans()))
+        # Done right (admitted, unless the id is the victim's, a live client's or the sentinel's).
+        honest = NodeHandshake(identity, TOKEN, role=draw(st.sampled_from(["node", "client"])))
         return honest.receive(Challenge(nonce, SENTINEL.node_id, PROTOCOL_VERSION))
     token = draw(st.sampled_from([TOKEN, "wrong", "fuzz-toke\u00f1", ""]))
+    proof = draw(st.sampled_from([token_proof(token, payload) if token else b"", b"", b"p" * 32]))
     version = draw(st.sampled_from([PROTOCOL_VERSION, 0, PROTOCOL_VERSION + 1]) | st.integers())
     signature = draw(st.sampled_from([identity.sign(payload), b"", b"s" * 64]))
     attach = Attach(
         identity.node_id,
         identity.public_key,
-        token,
+        proof,
         signature,
-        draw(st.booleans()),
+        role,
         max(-(2**63), min(version, 2**63 - 1)),
     )
     if draw(st.booleans()):
@@ -199,7 +213,7 @@ def test_an_attackers_link_never_raises_never_admits_a_reserved_id_nor_binds_a_r
     if data.draw(st.booleans(), label="attached first"):
         # Half the runs attack from an admitted link, where binding is reachable.
         who = data.draw(st.sampled_from(ATTACKERS[:2]), label="as")
-        handshake = NodeHandshake(who, TOKEN)
+        handshake = NodeHandshake(who, TOKEN, role=data.draw(st.sampled_from(["node", "client"])))
         sequence.insert(0, handshake.receive(Challenge(nonce, SENTINEL.node_id, PROTOCOL_VERSION)))
     for frame in sequence:
         answers = feed(link, frame)  # never raises
@@ -214,6 +228,9 @@ def test_an_attackers_link_never_raises_never_admits_a_reserved_id_nor_binds_a_r
             if isinstance(happened, Admitted):
                 assert happened.node_id != SENTINEL.node_id
                 assert happened.node_id != VICTIM.node_id  # only the thief's key could claim it
+                assert happened.node_id != CLIENT.node_id  # a live client's id is not for taking
+                if happened.ephemeral:  # a client pins and enrolls nothing
+                    assert not happened.new_pin and happened.enrolled is None
                 policy.routes.link(happened.node_id, happened.path, conn)  # as the IO layer does
         link.events.clear()
         if answers and type(answers[0]) is Welcome:
@@ -222,6 +239,7 @@ def test_an_attackers_link_never_raises_never_admits_a_reserved_id_nor_binds_a_r
         if link.attached and isinstance(frame, Bind):
             event("bind on an attached link")
     assert SENTINEL.node_id not in policy.pins
+    assert CLIENT.node_id not in policy.pins and CLIENT.node_id not in policy.enrolled
     assert policy.pins[VICTIM.node_id] == VICTIM.public_key
     for address, record in policy.routes.bindings().items():
         for owner in record.removeprefix("pool:").split(","):

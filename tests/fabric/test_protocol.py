@@ -20,13 +20,14 @@ from fame._protocol import (
     SentinelLink,
     SentinelPolicy,
 )
-from fame._protocol import _attach as attach_module
+from fame._protocol import _credentials as credentials_module
 from fame._protocol._attach import (
     RESERVED_PATH_REASON,
     RESERVED_REPLY_REASON,
     reserved,
     sentinel_version_mismatch,
 )
+from fame._protocol._credentials import ClientCredential
 from fame._protocol._identity import Identity
 from fame._protocol._route_table import RouteTable
 from fame._wire._schema import (
@@ -43,15 +44,24 @@ from fame._wire._schema import (
     Refused,
     Unbind,
     Welcome,
-    attach_proof_payload,
 )
 from fame.errors import ProtocolError, ProtocolMismatch, WireError
 
 TOKEN = "s3cret"
 
 
-def make_policy(token: str | None = TOKEN) -> SentinelPolicy:
-    return SentinelPolicy("sentinel1", token, {}, RouteTable())
+def make_policy(token: str | None = TOKEN, *, tofu: bool = True) -> SentinelPolicy:
+    """A policy admitting clients with ``token``; new nodes are enrolled on first use
+    (``tofu``): the tests of enrollment proper say ``tofu=False``."""
+    credentials = (ClientCredential("default", token),) if token else ()
+    return SentinelPolicy(
+        "sentinel1",
+        credentials,
+        {},
+        RouteTable(),
+        trust_on_first_use=tofu,
+        open_admission=token is None,
+    )
 
 
 def handshake(
@@ -60,7 +70,7 @@ def handshake(
     """Run the handshake through a codec, as the websocket layer would."""
     codec = Codec()
     server = SentinelLink(policy, b"n" * 32)
-    client = NodeHandshake(identity, token, ephemeral=ephemeral)
+    client = NodeHandshake(identity, token, role="client" if ephemeral else "node")
     attach = client.receive(codec.decode(codec.encode(server.start())))
     assert isinstance(attach, Attach)
     [answer] = server.receive(codec.decode(codec.encode(attach)))
@@ -76,7 +86,20 @@ def test_admission_with_the_right_token() -> None:
     assert client.attached and server.attached
     assert client.path == ident.node_id
     [event] = server.events
-    assert event == Admitted(ident.node_id, ident.public_key, ident.node_id, False, True)
+    assert isinstance(event, Admitted)
+    assert (event.node_id, event.public_key, event.path) == (
+        ident.node_id,
+        ident.public_key,
+        ident.node_id,
+    )
+    assert (event.ephemeral, event.new_pin, event.principal) == (
+        False,
+        True,
+        f"node:{ident.node_id}",
+    )
+    # Trust on first use enrolled it: the event says so, for the sentinel to store and log.
+    assert event.enrolled is not None and event.enrolled.admits(ident.public_key, 0.0)
+    assert policy.enrolled == {ident.node_id: event.enrolled}
     assert policy.pins == {ident.node_id: ident.public_key}
 
 
@@ -100,7 +123,7 @@ def test_stolen_node_id_is_refused() -> None:
     handshake(policy, owner)
     thief = Identity.generate(owner.node_id)  # same id, another key, right token
     _, _, answer = handshake(policy, thief)
-    assert isinstance(answer, Refused) and "pinned" in answer.reason
+    assert isinstance(answer, Refused) and "enrolled with another key" in answer.reason
     assert policy.pins[owner.node_id] == owner.public_key
     # The owner still gets in.
     _, _, again = handshake(policy, owner)
@@ -114,7 +137,7 @@ def test_forged_signature_is_refused() -> None:
     server.start()
     other = Identity.generate()
     forged = Attach(
-        ident.node_id, ident.public_key, TOKEN, other.sign(b"whatever"), False, PROTOCOL_VERSION
+        ident.node_id, ident.public_key, b"", other.sign(b"whatever"), "node", PROTOCOL_VERSION
     )
     [answer] = server.receive(forged)
     assert isinstance(answer, Refused) and "signature" in answer.reason
@@ -132,8 +155,13 @@ def test_replayed_attach_fails_against_a_new_nonce() -> None:
 
 
 def test_open_admission_takes_any_token() -> None:
-    _, _, answer = handshake(make_policy(token=None), Identity.generate(), token="")
+    policy = make_policy(token=None)
+    _, _, answer = handshake(policy, Identity.generate(), token="", ephemeral=True)
     assert isinstance(answer, Welcome)
+    # ... from clients: a node still needs its enrollment (trust on first use
+    # needs a credential, and open admission has none).
+    _, _, answer = handshake(policy, Identity.generate(), token="")
+    assert isinstance(answer, Refused)
 
 
 def test_ephemeral_nodes_are_not_pinned_and_cannot_bind() -> None:
@@ -420,7 +448,7 @@ def test_an_attach_of_another_protocol_version_is_refused_naming_both(version: i
     attach = NodeHandshake(ident, TOKEN).receive(challenge)
     assert attach is not None and attach.version == PROTOCOL_VERSION
     # Even with a wrong token: the version is checked first.
-    other = msgspec.structs.replace(attach, version=version, token="wrong")
+    other = msgspec.structs.replace(attach, version=version, proof=b"wrong")
     [answer] = server.receive(Codec().decode(Codec().encode(other)))
     assert answer == Refused(sentinel_version_mismatch(version))
     assert answer.reason == (
@@ -436,9 +464,11 @@ def test_an_attach_from_before_versioning_is_refused_naming_both() -> None:
     ident = Identity.generate()
     server = SentinelLink(policy, b"n" * 32)
     challenge = server.start()
-    proof = ident.sign(attach_proof_payload(challenge.nonce, challenge.sentinel_id, ident.node_id))
+    proof = ident.sign(challenge.nonce)
     old = msgspec.msgpack.encode(["attach", ident.node_id, ident.public_key, TOKEN, proof, False])
-    [answer] = server.receive(Codec().decode(old))
+    with pytest.raises(WireError) as bad:  # version 2 changed the attach's fields
+        Codec().decode(old)
+    [answer] = server.undecodable(old, bad.value.reason)
     assert answer == Refused(sentinel_version_mismatch(0))
 
 
@@ -483,21 +513,30 @@ def test_a_node_refuses_a_sentinel_of_another_version_before_sending_its_token(
         NodeHandshake(Identity.generate(), TOKEN).undecodable(b"\xc1", "malformed")
 
 
-def test_the_token_is_compared_in_constant_time(monkeypatch: pytest.MonkeyPatch) -> None:
-    seen: list[tuple[object, object]] = []
+def test_the_token_is_never_sent_and_every_credential_is_checked_in_constant_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    seen: list[tuple[bytes, bytes]] = []
+    real = hmac.compare_digest
 
     def spy(a: bytes, b: bytes) -> bool:
         seen.append((a, b))
-        return hmac.compare_digest(a, b)
+        return real(a, b)
 
-    monkeypatch.setattr(attach_module, "compare_digest", spy)
+    monkeypatch.setattr(credentials_module.hmac, "compare_digest", spy)
     policy = make_policy()
-    _, _, answer = handshake(policy, Identity.generate(), token="s3creX")
-    assert answer == Refused("wrong admission token")
-    assert seen == [(b"s3creX", TOKEN.encode())]
-    # Tokens hmac cannot compare as text (not ASCII) are refused, not a crash.
-    for token in ("s3cr\u00e9t", "\u2603" * 40, ""):
-        _, _, answer = handshake(policy, Identity.generate(), token=token)
-        assert answer == Refused("wrong admission token")
-    _, _, answer = handshake(policy, Identity.generate())
+    policy.credentials = (ClientCredential("old", "s3cret-old"), ClientCredential("default", TOKEN))
+    server = SentinelLink(policy, b"n" * 32)
+    attach = NodeHandshake(Identity.generate(), "s3creX", role="client").receive(server.start())
+    assert attach is not None
+    assert b"s3creX" not in Codec().encode(attach)  # only an HMAC of the nonce travels
+    [answer] = server.receive(attach)
+    assert answer == Refused("wrong client credential: the admission token is not valid here")
+    # One constant-time comparison per credential, whichever matched (none here).
+    assert len(seen) == 2 and all(len(a) == len(b) == 32 for a, b in seen)
+    # Tokens that are not ASCII are refused, not a crash; the right one gets in.
+    for token in ("s3cr\u00e9t", "\u2603" * 40):
+        _, _, answer = handshake(policy, Identity.generate(), token=token, ephemeral=True)
+        assert isinstance(answer, Refused)
+    _, _, answer = handshake(policy, Identity.generate(), ephemeral=True)
     assert isinstance(answer, Welcome)

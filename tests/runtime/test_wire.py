@@ -59,14 +59,20 @@ envelopes = st.builds(
     corr=st.none() | small_ints,
 )
 link_frames: st.SearchStrategy[Any] = st.one_of(
-    st.builds(wire.Challenge, nonce=st.binary(max_size=32), sentinel_id=text),
+    st.builds(
+        wire.Challenge,
+        nonce=st.binary(max_size=32),
+        sentinel_id=text,
+        keys=st.lists(st.binary(max_size=32), max_size=2),
+        signatures=st.lists(st.binary(max_size=64), max_size=2),
+    ),
     st.builds(
         wire.Attach,
         node_id=text,
         public_key=st.binary(max_size=32),
-        token=text,
+        proof=st.binary(max_size=32),
         signature=st.binary(max_size=64),
-        ephemeral=st.booleans(),
+        role=text,
     ),
     st.builds(wire.Welcome, node_id=text, path=text),
     st.builds(wire.Refused, reason=text),

@@ -29,6 +29,7 @@ from ..._agents._node import REPLY_NAME
 from ..._core._errors import WireError
 from ..._core._groups import collapse, unwrap_exception_group
 from ..._protocol import Admitted, BindDenied, RoutesChanged, SentinelLink, SentinelPolicy
+from ..._protocol._credentials import ENROLL_PREFIX, encode_enrollment
 from ..._wire._schema import Batch, LinkError, RoutingHeader
 from .._identity import KEYSTORE, ROUTE_STORE, NodeStores
 from .._transport import LINK_ERRORS, is_link_failure, write_batched
@@ -264,7 +265,7 @@ class ConnectionHandler:
             # requests routed to the new link pile up ahead of its Bound.
             assert conn.tasks is not None
             conn.tasks.start_soon(_close_superseded, previous)
-        log.info("node %s attached%s", event.node_id, " (ephemeral)" if event.ephemeral else "")
+        log.info("node %s attached as %s", event.node_id, event.principal)
 
     async def _apply_events(self, conn: Conn) -> list[Admitted]:
         """Persist what the link's events changed; return the admissions still to link."""
@@ -273,6 +274,15 @@ class ConnectionHandler:
         while link.events:
             event = link.events.pop(0)
             match event:
+                case Admitted(enrolled=enrolled) if enrolled is not None:
+                    log.warning(
+                        "TRUST ON FIRST USE: enrolled new node %s with the key it attached with",
+                        event.node_id,
+                    )
+                    key = ENROLL_PREFIX + event.node_id
+                    await self.stores.set(KEYSTORE, key, encode_enrollment(enrolled))
+                    await self.stores.set(KEYSTORE, PIN_PREFIX + event.node_id, event.public_key)
+                    admitted.append(event)
                 case Admitted(new_pin=True):
                     await self.stores.set(KEYSTORE, PIN_PREFIX + event.node_id, event.public_key)
                     admitted.append(event)

@@ -25,19 +25,29 @@ from __future__ import annotations
 
 import logging
 import ssl
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any, cast
 
+import msgspec
 import trio
 from trio_websocket import serve_websocket
 
 from ..._agents._node import Node, open_node
-from ..._core._address import Address, AddressError
+from ..._core._address import Address, AddressError, is_valid_label
 from ..._core._errors import FameError
 from ..._protocol import SentinelPolicy
 from ..._protocol._attach import reserved
+from ..._protocol._credentials import (
+    ENROLL_PREFIX,
+    ClientCredential,
+    EnrolledKey,
+    Enrollment,
+    decode_enrollment,
+    encode_enrollment,
+)
 from ..._protocol._route_table import POOL_PREFIX
 from ..._wire._schema import Codec
 from .._identity import (
@@ -59,6 +69,7 @@ from .._transport import (
 from ._connection import PIN_PREFIX, ConnectionHandler, ConnectionNursery
 from ._local_uplink import SentinelUplink
 from ._routing import Router
+from ._signing import load_or_create_signing_keys
 
 __all__ = ["Sentinel", "SentinelConfigError", "open_sentinel", "serve_sentinel"]
 
@@ -87,13 +98,16 @@ class Sentinel:
         stores: NodeStores,
         *,
         sentinel_id: str,
-        token: str | None,
+        credentials: tuple[ClientCredential, ...],
         url_path: str,
         heartbeat: float,
         queue_size: int,
         codec: Codec,
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
         handshake_timeout: float = HANDSHAKE_TIMEOUT,
+        open_admission: bool = False,
+        trust_on_first_use: bool = False,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.node = node
         self.stores = stores
@@ -102,8 +116,17 @@ class Sentinel:
         self.routes = self.router.routes
         self.inflight = self.router.inflight
         self.pins: dict[str, bytes] = {}
+        self.enrolled: dict[str, Enrollment] = {}
         self.policy = SentinelPolicy(
-            sentinel_id, token, self.pins, self.routes, max(1, int(heartbeat * 1000))
+            sentinel_id,
+            credentials,
+            self.pins,
+            self.routes,
+            max(1, int(heartbeat * 1000)),
+            enrolled=self.enrolled,
+            trust_on_first_use=trust_on_first_use,
+            open_admission=open_admission,
+            clock=clock,
         )
         self.handler = ConnectionHandler(
             self.router,
@@ -121,6 +144,32 @@ class Sentinel:
     @property
     def sentinel_id(self) -> str:
         return self.policy.sentinel_id
+
+    @property
+    def public_keys(self) -> list[bytes]:
+        """The public keys the sentinel signs its challenges with now (for nodes to trust)."""
+        return [signer.public_key for signer in self.policy.active_signers()]
+
+    async def enroll(
+        self, node_id: str, public_key: bytes, *, name: str | None = None
+    ) -> Enrollment:
+        """Admit the node ``node_id`` with ``public_key`` from now on (and across restarts).
+
+        ``name`` is what the authorization policy calls it (``node:<name>``;
+        its id by default). Enrolling an enrolled node adds the key.
+        """
+        if not is_valid_label(node_id) or not is_valid_label(name or node_id):
+            raise ValueError(f"invalid node id or name: {node_id[:80]!r} {str(name)[:80]!r}")
+        current = self.enrolled.get(node_id)
+        if current is None:
+            enrollment = Enrollment(
+                node_id, name or node_id, (EnrolledKey(public_key),), self.policy.clock()
+            )
+        else:
+            enrollment = current.with_key(public_key)
+        await self.stores.set(KEYSTORE, ENROLL_PREFIX + node_id, encode_enrollment(enrollment))
+        self.enrolled[node_id] = enrollment
+        return enrollment
 
     @property
     def connections(self) -> int:
@@ -142,6 +191,11 @@ class Sentinel:
         for key, value in (await self.stores.items(KEYSTORE)).items():
             if key.startswith(PIN_PREFIX):
                 self.pins[key[len(PIN_PREFIX) :]] = value
+            elif key.startswith(ENROLL_PREFIX):
+                try:
+                    self.enrolled[key[len(ENROLL_PREFIX) :]] = decode_enrollment(value)
+                except msgspec.DecodeError:
+                    log.error("ignoring the enrollment %s: it is not a valid record", key)
         records: dict[str, str] = {}
         for address, raw in (await self.stores.items(ROUTE_STORE)).items():
             record = raw.decode()
@@ -174,17 +228,35 @@ class Sentinel:
         return None
 
 
-def _resolve_token(token: str | None, open_admission: bool) -> str | None:
+def _resolve_credentials(
+    token: str | None, credentials: Sequence[ClientCredential], open_admission: bool
+) -> tuple[ClientCredential, ...]:
+    found = tuple(credentials) + ((ClientCredential("default", token),) if token else ())
     if open_admission:
-        if token:
-            raise SentinelConfigError("give either an admission token or open_admission, not both")
-        return None
-    if not token:
+        if found:
+            raise SentinelConfigError(
+                "give either client credentials (token=...) or open_admission, not both"
+            )
+        return ()
+    if not found:
         raise SentinelConfigError(
             "no admission token: pass token=... (the fame programs read FAME_ADMISSION_TOKEN,"
             " made by `just init`); open admission needs open_admission=True"
         )
-    return token
+    names = [c.name for c in found]
+    for credential in found:
+        shared = names.count(credential.name) > 1 and credential.not_after is None
+        if not is_valid_label(credential.name) or shared:
+            raise SentinelConfigError(
+                f"client credential name {credential.name[:80]!r} is invalid or used twice"
+                " without an end (only a rotated-out credential may share a name)"
+            )
+        if len(credential.token) < 16:
+            raise SentinelConfigError(
+                f"client credential {credential.name!r} is too short to be a secret"
+                " (at least 16 characters; `fame init` makes 43)"
+            )
+    return found
 
 
 @asynccontextmanager
@@ -194,7 +266,9 @@ async def open_sentinel(
     port: int = DEFAULT_PORT,
     path: str = "/",
     token: str | None = None,
+    credentials: Sequence[ClientCredential] = (),
     open_admission: bool = False,
+    trust_on_first_use: bool = False,
     node: Node | None = None,
     storage_provider: Any = None,
     certfile: str | Path | None = None,
@@ -205,11 +279,19 @@ async def open_sentinel(
     max_message_size: int | None = None,
     max_connections: int = DEFAULT_MAX_CONNECTIONS,
     handshake_timeout: float = HANDSHAKE_TIMEOUT,
+    clock: Callable[[], float] = time.time,
 ) -> AsyncIterator[Sentinel]:
     """Run a sentinel for the duration of the block; yields the :class:`Sentinel`.
 
-    ``token`` is the admission token; without one the sentinel does not
-    start unless ``open_admission`` (then it logs a warning). ``port=0``
+    Clients are admitted by ``token`` (the credential named ``default``)
+    or one of ``credentials`` (named, maybe with an end: a rotation);
+    without any the sentinel does not start unless ``open_admission``
+    (then it logs a warning). Nodes are admitted by the keys enrolled in
+    its ``__keystore`` (``fame enroll``, or :meth:`Sentinel.enroll`);
+    ``trust_on_first_use`` enrolls any new node that proves a client
+    credential instead, and says so loudly. The sentinel signs its
+    challenges with its own keys (``sentinel.public_keys``), made on
+    first start and kept in its ``__keystore``. ``port=0``
     picks a free port (see ``sentinel.port``). With ``certfile`` and
     ``keyfile`` it serves ``wss://``; with ``client_cafile`` too, only to
     peers whose certificate that CA verifies (mutual TLS). Without ``node`` the
@@ -221,7 +303,7 @@ async def open_sentinel(
     A connection must finish the websocket handshake, and then attach,
     within ``handshake_timeout`` seconds each, or it is closed.
     """
-    admission = _resolve_token(token, open_admission)
+    admission = _resolve_credentials(token, credentials, open_admission)
     if max_connections < 1:
         raise SentinelConfigError(f"max_connections must be at least 1, got {max_connections}")
     if not handshake_timeout > 0:
@@ -236,12 +318,21 @@ async def open_sentinel(
             ssl_context = server_ssl_context(certfile, keyfile, client_cafile)
         except (OSError, ssl.SSLError) as exc:
             raise SentinelConfigError(f"cannot load the TLS certificate/key: {exc}") from None
-    if admission is None:
-        message = (
+    if open_admission:
+        log.warning(
             "WARNING: fame sentinel runs with OPEN ADMISSION: any process that can reach"
-            f" {host}:{port} may attach and bind addresses"
+            " %s:%d may attach as a client",
+            host,
+            port,
         )
-        log.warning(message)
+    if trust_on_first_use:
+        log.warning(
+            "WARNING: fame sentinel TRUSTS NODES ON FIRST USE: any process with an admission"
+            " token that reaches %s:%d first with a new node id is enrolled as that node;"
+            " enroll nodes with `fame enroll` instead",
+            host,
+            port,
+        )
     async with AsyncExitStack() as stack:
         if node is None:
             node = await stack.enter_async_context(open_node(storage_provider=storage_provider))
@@ -253,13 +344,20 @@ async def open_sentinel(
             node,
             stores,
             sentinel_id=identity.node_id,
-            token=admission,
+            credentials=admission,
             url_path=path,
             heartbeat=heartbeat,
             queue_size=queue_size,
             codec=codec,
             max_connections=max_connections,
             handshake_timeout=handshake_timeout,
+            open_admission=open_admission,
+            trust_on_first_use=trust_on_first_use,
+            clock=clock,
+        )
+        signing = await load_or_create_signing_keys(stores, clock())
+        sentinel.policy.signers = tuple(
+            (key.signer(identity.node_id), key.not_after) for key in signing
         )
         await sentinel.restore()
         uplink = SentinelUplink(sentinel.router, stores)
