@@ -15,12 +15,16 @@ import pkgutil
 import signal
 import ssl
 import sys
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, MutableMapping, Sequence
 from pathlib import Path
 
 import trio
 
 import fame
+from fame._fabric._identity import NodeStores
+from fame._fabric.sentinel._signing import load_or_create_signing_keys
+from fame._protocol._credentials import format_public_key
 from fame.storage import StorageConfig, StorageProvider, open_storage, storage_config_from_env
 
 from ._errors import errors, one_line, shown_path
@@ -28,7 +32,6 @@ from ._logs import configure_logging
 from ._settings import (
     SettingError,
     admission,
-    admission_token,
     agent_entries,
     client_tls,
     forget_master_key,
@@ -38,6 +41,14 @@ from ._settings import (
     sentinel_tls,
     sentinel_url,
     stream_idle_timeout,
+)
+from ._trust import (
+    add_sentinel_keys,
+    client_credentials,
+    client_token,
+    sentinel_keys,
+    sentinel_keys_file,
+    trust_on_first_use,
 )
 
 __all__ = ["AgentSpec", "parse_agent_spec", "run_node", "run_sentinel", "storage_config"]
@@ -142,7 +153,16 @@ async def _serve(
 ) -> None:
     host = sentinel_host(settings)
     port = sentinel_port(settings)
-    token, open_admission = admission(settings)
+    _, open_admission = admission(settings)
+    credentials = client_credentials(settings)
+    # Publish the keys this sentinel signs with before anyone can attach, so
+    # the nodes `fame up` starts next find them in the keys file.
+    signing = await load_or_create_signing_keys(NodeStores(provider), time.time())
+    keys_file = sentinel_keys_file(settings)
+    if keys_file.parent.is_dir():
+        publics = [key.signer("").public_key for key in signing]
+        for key in add_sentinel_keys(keys_file, publics):
+            print(f"fame sentinel: added its key {format_public_key(key)} to {keys_file}")
     max_connections, handshake_timeout = sentinel_limits(settings)
     tls = sentinel_tls(settings)
     certfile, keyfile, client_cafile = tls if tls is not None else (None, None, None)
@@ -156,8 +176,9 @@ async def _serve(
             node=node,
             host=host,
             port=port,
-            token=token,
+            credentials=credentials,
             open_admission=open_admission,
+            trust_on_first_use=trust_on_first_use(settings),
             max_connections=max_connections,
             handshake_timeout=handshake_timeout,
             certfile=certfile,
@@ -191,7 +212,8 @@ async def _node_main(
     settings: MutableMapping[str, str], agents: Sequence[AgentSpec], ready: _Ready
 ) -> None:
     url = sentinel_url(settings)
-    token = admission_token(settings)
+    token = client_token(settings)
+    trusted = sentinel_keys(settings)
     classes = [(spec.load(), spec.address) for spec in agents]
     stream_idle_timeout(settings)
     tls = client_tls(settings)
@@ -199,7 +221,16 @@ async def _node_main(
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async with open_storage(config) as provider:
             failure = await _guarded(
-                _attach, provider, signals, classes, url, token, tls, settings, config, ready
+                _attach,
+                provider,
+                signals,
+                classes,
+                url,
+                (token, trusted),
+                tls,
+                settings,
+                config,
+                ready,
             )
     if failure is not None:
         raise failure
@@ -211,17 +242,18 @@ async def _attach(
     signals: AsyncIterator[int],
     classes: Sequence[tuple[type[fame.BaseAgent], str]],
     url: str,
-    token: str | None,
+    credentials: tuple[str | None, list[bytes]],
     tls: ssl.SSLContext | None,
     settings: Mapping[str, str],
     config: StorageConfig,
     ready: _Ready,
 ) -> None:
+    token, trusted = credentials
     async with (
         fame.open_node(
             storage_provider=provider, stream_idle_timeout=stream_idle_timeout(settings)
         ) as node,
-        fame.attach(node, url, token=token, ssl_context=tls) as uplink,
+        fame.attach(node, url, token=token, ssl_context=tls, sentinel_keys=trusted) as uplink,
     ):
         for cls, address in classes:
             await node.spawn(cls, address)

@@ -51,6 +51,7 @@ from ._settings import (
     read_env_file,
     sentinel_url,
 )
+from ._trust import client_token, sentinel_keys
 
 __all__ = ["SERVICES", "clean", "init", "logs", "status", "stop", "up"]
 
@@ -254,7 +255,8 @@ async def _probe_agents(
     url: str, token: str | None, tls: ssl.SSLContext | None, addresses: list[str]
 ) -> None:
     """Return once every agent answered; an agent answers the probe with UnknownOperation."""
-    async with fame.connect(url, token=token, ssl_context=tls) as node:
+    keys = sentinel_keys(load_settings([SENTINEL_CONF, SECRETS_FILE], optional=True))
+    async with fame.connect(url, token=token, ssl_context=tls, sentinel_keys=keys) as node:
         for address in addresses:
             try:
                 await getattr(node.proxy(address).with_timeout(5), PROBE_OPERATION)()
@@ -331,7 +333,7 @@ def up() -> int:
         _say(f"fame up: {service.name} started (pid {process.pid}), log in {service.log_file}")
     settings = load_settings([SENTINEL_CONF, SECRETS_FILE], optional=True)
     url = sentinel_url(settings)
-    token = settings.get("FAME_ADMISSION_TOKEN") or None
+    token = client_token(settings)
     agent = SERVICES[1]
     problem = _wait_answers(url, token, tls, addresses, lambda: agent.pid() is not None, deadline)
     if agent.pid() is None:

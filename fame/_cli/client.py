@@ -35,7 +35,7 @@ import msgspec
 import trio
 
 import fame
-from fame.errors import ProtocolMismatch
+from fame.errors import ProtocolMismatch, UntrustedSentinel
 
 from ._errors import describe, errors
 from ._hardening import disable_core_dumps
@@ -44,12 +44,12 @@ from ._project import PROJECT_ENV, resolve_project
 from ._settings import (
     SECRETS_FILE,
     SENTINEL_CONF,
-    admission_token,
     client_tls,
     load_settings,
     read_token_file,
     sentinel_url,
 )
+from ._trust import client_token, sentinel_keys
 
 __all__ = ["main", "record_json"]
 
@@ -215,11 +215,15 @@ async def _call(node: fame.Node, args: argparse.Namespace) -> None:
 
 
 async def _run(
-    args: argparse.Namespace, url: str, token: str | None, tls: ssl.SSLContext | None
+    args: argparse.Namespace,
+    url: str,
+    token: str | None,
+    tls: ssl.SSLContext | None,
+    keys: list[bytes],
 ) -> int:
     out = sys.stdout
     try:
-        async with fame.connect(url, token=token, ssl_context=tls) as node:
+        async with fame.connect(url, token=token, ssl_context=tls, sentinel_keys=keys) as node:
             agent = node.proxy(STORAGE_AGENT_ADDRESS).with_timeout(args.timeout)
             if args.command == "call":
                 await _call(node, args)
@@ -283,6 +287,11 @@ def _explain(exc: BaseException, url: str, address: str) -> str:
     hint = "is it running? start it with: fame up"
     if isinstance(exc, fame.NoRoute):
         return f"no agent at {address} behind {url}: {exc} ({hint})"
+    if isinstance(exc, UntrustedSentinel):
+        return (
+            f"refusing the sentinel at {url}: {exc.reason}. Is {url} the right address? If the"
+            " sentinel's key changed, copy its conf/sentinel.keys"
+        )
     if isinstance(exc, ProtocolMismatch):
         return f"the sentinel at {url} cannot be used: {exc.reason} (upgrade the older side)"
     if isinstance(exc, fame.AdmissionRefused):
@@ -342,14 +351,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.token_file is not None:
             token: str | None = read_token_file(args.token_file, sys.stdin)
         else:
-            token = admission_token(settings)
+            token = client_token(settings)
         tls = client_tls(settings)
+        keys = sentinel_keys(settings, project)
     except Exception as exc:
         print(f"{PROG}: {exc}", file=sys.stderr)
         return 1
     url = args.url or sentinel_url(settings)
     try:
-        return trio.run(_run, args, url, token, tls)
+        return trio.run(_run, args, url, token, tls, keys)
     except ClientError as exc:
         for line in str(exc).splitlines():  # one line per error
             print(f"{PROG}: {line}", file=sys.stderr)

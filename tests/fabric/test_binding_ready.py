@@ -24,7 +24,7 @@ async def test_agents_spawned_after_attach_are_routable_once_wait_bound_returns(
     token = secrets.token_urlsafe(16)
     with trio.fail_after(30):
         async with (
-            open_sentinel(port=0, token=token) as sentinel,
+            open_sentinel(port=0, trust_on_first_use=True, token=token) as sentinel,
             fame.open_node() as node,
         ):
             url = f"ws://127.0.0.1:{sentinel.port}/"
@@ -45,7 +45,7 @@ async def test_wait_bound_follows_an_unbind_and_a_rebind() -> None:
     token = secrets.token_urlsafe(16)
     with trio.fail_after(30):
         async with (
-            open_sentinel(port=0, token=token) as sentinel,
+            open_sentinel(port=0, trust_on_first_use=True, token=token) as sentinel,
             fame.open_node() as node,
         ):
             url = f"ws://127.0.0.1:{sentinel.port}/"

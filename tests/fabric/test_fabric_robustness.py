@@ -80,7 +80,7 @@ async def send_garbage(url: str, token: str | None, messages: list[bytes | str])
         async with open_websocket_url(url) as ws:
             challenge = codec.decode(await ws.get_message())
             if token is not None:
-                handshake = NodeHandshake(Identity.generate(), token, ephemeral=True)
+                handshake = NodeHandshake(Identity.generate(), token, role="client")
                 await ws.send_message(codec.encode(handshake.receive(challenge)))  # type: ignore[arg-type]
                 assert type(codec.decode(await ws.get_message())) is Welcome
             for message in messages:

@@ -120,7 +120,7 @@ async def test_the_sentinel_is_a_node_hosting_agents(fabric: Fabric) -> None:
     """Agents on the sentinel's own node are called from clients and call remote agents."""
     async with (
         fame.open_node() as node,
-        open_sentinel(port=0, token=fabric.token, node=node) as sentinel,
+        open_sentinel(port=0, trust_on_first_use=True, token=fabric.token, node=node) as sentinel,
     ):
         await node.spawn(Echo, "local@fame.fabric")
         url = f"ws://127.0.0.1:{sentinel.port}/"

@@ -21,7 +21,7 @@ async def test_a_link_closed_under_a_send_is_no_route_for_the_sender() -> None:
     # answer is dropped, as for any uplink), not crash the sentinel's node.
     async with fame.open_node() as node:
         router = Router(node, Codec(), "nsentinel")
-        policy = SentinelPolicy("nsentinel", None, {}, router.routes)
+        policy = SentinelPolicy("nsentinel", (), {}, router.routes, open_admission=True)
         ws: Any = None  # the queue is all send() touches
         conn = Conn(ws, SentinelLink(policy, b"n" * 32), queue=1)
         router.routes.link("ncaller", "ncaller", conn)

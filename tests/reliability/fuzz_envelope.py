@@ -34,6 +34,7 @@ with atheris.instrument_imports(include=["fame"]):
 
     from fame._core._errors import AdmissionRefused, ProtocolError, WireError
     from fame._protocol import NodeHandshake, SentinelLink, SentinelPolicy
+    from fame._protocol._credentials import ClientCredential
     from fame._protocol._identity import Identity
     from fame._protocol._route_table import RouteTable
     from fame._wire._schema import (
@@ -146,7 +147,13 @@ def _feed(link: SentinelLink, node: NodeHandshake | None, data: bytes) -> None:
 
 def _links() -> tuple[SentinelLink, SentinelLink]:
     """A link that just sent its challenge, and one whose node attached properly."""
-    policy = SentinelPolicy("sentinel1", TOKEN, {}, RouteTable())
+    policy = SentinelPolicy(
+        "sentinel1",
+        (ClientCredential("default", TOKEN),),
+        {},
+        RouteTable(),
+        trust_on_first_use=True,
+    )
     fresh = SentinelLink(policy, NONCE, max_strikes=10**6)
     fresh.start()
     attached = SentinelLink(policy, NONCE, max_strikes=10**6)

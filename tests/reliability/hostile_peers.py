@@ -93,7 +93,7 @@ async def attach_raw(ws: WebSocketConnection, token: str, *, ephemeral: bool = T
     """Attach a fresh identity over ``ws`` by hand: challenge, signed attach, welcome."""
     challenge = codec.decode(await ws.get_message())
     assert type(challenge) is Challenge
-    handshake = NodeHandshake(Identity.generate(), token, ephemeral=ephemeral)
+    handshake = NodeHandshake(Identity.generate(), token, role="client" if ephemeral else "node")
     await ws.send_message(codec.encode(handshake.receive(challenge)))  # type: ignore[arg-type]
     assert type(codec.decode(await ws.get_message())) is Welcome
 

@@ -162,7 +162,9 @@ async def silent_node(heartbeat: float = 5.0) -> AsyncIterator[SilentNode]:
     identity = Identity.generate()
     async with (
         fame.open_node() as sentinel_node,
-        open_sentinel(port=0, token=token, node=sentinel_node, heartbeat=heartbeat) as sentinel,
+        open_sentinel(
+            port=0, trust_on_first_use=True, token=token, node=sentinel_node, heartbeat=heartbeat
+        ) as sentinel,
     ):
         url = f"ws://127.0.0.1:{sentinel.port}/"
         async with open_websocket_url(url, message_queue_size=1) as old:

@@ -29,6 +29,7 @@ from hypothesis import strategies as st
 
 import fame
 from fame._protocol import NodeHandshake, SentinelLink, SentinelPolicy
+from fame._protocol._credentials import ClientCredential
 from fame._protocol._identity import Identity
 from fame._protocol._route_table import RouteTable
 from fame._wire._schema import (
@@ -154,7 +155,14 @@ def test_sentinel_link_answers_any_frames_with_sendable_frames(reliability_repor
 
 def _feed_links(frames: list[Any], open_admission: bool) -> None:
     """Feed ``frames`` to a link being attached and to an attached one, as the sentinel does."""
-    policy = SentinelPolicy("sentinel1", None if open_admission else "tok", {}, RouteTable())
+    policy = SentinelPolicy(
+        "sentinel1",
+        () if open_admission else (ClientCredential("default", "tok"),),
+        {},
+        RouteTable(),
+        open_admission=open_admission,
+        trust_on_first_use=True,
+    )
     identity = Identity.generate()
     fresh = SentinelLink(policy, b"a" * 32)
     fresh.start()
@@ -174,7 +182,13 @@ def _feed_links(frames: list[Any], open_admission: bool) -> None:
 def test_bind_of_a_megabyte_address_is_refused_with_a_short_reason() -> None:
     # Regression: the AddressError quoted the whole address, so the BindRefused
     # answering it exceeded the size limit and the sentinel's handler failed.
-    policy = SentinelPolicy("sentinel1", "tok", {}, RouteTable())
+    policy = SentinelPolicy(
+        "sentinel1",
+        (ClientCredential("default", "tok"),),
+        {},
+        RouteTable(),
+        trust_on_first_use=True,
+    )
     link = SentinelLink(policy, b"n" * 32)
     link.receive(NodeHandshake(Identity.generate(), "tok").receive(link.start()))
     for address in ("x" * 1_000_000 + "@fame.fabric", "a@" + "b" * 1_000_000, "x" * 1_000_000):

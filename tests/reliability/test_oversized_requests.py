@@ -106,7 +106,7 @@ async def test_a_result_too_big_for_the_wire_fails_at_once_without_a_restart() -
             yield "small"
             yield "x" * n
 
-    async with open_sentinel(port=0, token="t") as sentinel:
+    async with open_sentinel(port=0, trust_on_first_use=True, token="t" * 16) as sentinel:
         url = f"ws://127.0.0.1:{sentinel.port}/"
         async with fame.open_node() as node, fame.attach(node, url, token="t"):
             await node.spawn(Big, "big@fame.fabric")

@@ -48,7 +48,7 @@ async def test_a_peer_cannot_forge_or_redirect_another_callers_answers(
     token = secrets.token_urlsafe(16)
     slow = Slow()
     async with (
-        open_sentinel(port=0, token=token) as sentinel,
+        open_sentinel(port=0, trust_on_first_use=True, token=token) as sentinel,
         fame.open_node() as agent_node,
     ):
         url = f"ws://127.0.0.1:{sentinel.port}/"

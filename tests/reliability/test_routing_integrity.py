@@ -103,7 +103,7 @@ async def running_fabric(suite_secrets: Any) -> AsyncIterator[Fabric]:
     token = secrets.token_urlsafe(16)
     suite_secrets.add("token", token)
     async with (
-        open_sentinel(port=0, token=token) as sentinel,
+        open_sentinel(port=0, trust_on_first_use=True, token=token) as sentinel,
         fame.open_node() as agent_node,
     ):
         url = f"ws://127.0.0.1:{sentinel.port}/"
@@ -138,7 +138,9 @@ async def attach_as(
     """Answer the challenge on ``ws`` as ``identity`` (``fields`` override the attach)."""
     challenge = await next_frame(ws)
     assert type(challenge) is Challenge
-    attach = NodeHandshake(identity, token, ephemeral=ephemeral).receive(challenge)
+    attach = NodeHandshake(identity, token, role="client" if ephemeral else "node").receive(
+        challenge
+    )
     assert attach is not None
     await ws.send_message(codec.encode(msgspec.structs.replace(attach, **fields)))
     return await next_frame(ws)
@@ -482,7 +484,9 @@ async def test_reserved_routes_stored_by_an_older_sentinel_are_dropped_at_restor
     suite_secrets.add("token", token)
     victim = Identity.generate().node_id  # whose reply address an attacker once captured
     async with open_storage(StorageConfig()) as storage:
-        async with open_sentinel(port=0, token=token, storage_provider=storage) as before:
+        async with open_sentinel(
+            port=0, trust_on_first_use=True, token=token, storage_provider=storage
+        ) as before:
             sentinel_id = before.sentinel_id
             stored = {
                 f"{REPLY_NAME}@{victim}": b"nattacker0000000000000",
@@ -494,7 +498,9 @@ async def test_reserved_routes_stored_by_an_older_sentinel_are_dropped_at_restor
                 await before.stores.set(ROUTE_STORE, address, record)
         with watching("fame.sentinel") as log:
             async with (
-                open_sentinel(port=0, token=token, storage_provider=storage) as after,
+                open_sentinel(
+                    port=0, trust_on_first_use=True, token=token, storage_provider=storage
+                ) as after,
                 fame.connect(f"ws://127.0.0.1:{after.port}/", token=token) as client,
             ):
                 assert after.sentinel_id == sentinel_id

@@ -109,7 +109,9 @@ async def _fabric_in_process(root: Path, registry: Any, log: Any) -> None:
 
     async with (
         open_storage(config("sentinel")) as sentinel_storage,
-        fame.open_sentinel(port=0, token=token, storage_provider=sentinel_storage) as sentinel,
+        fame.open_sentinel(
+            port=0, trust_on_first_use=True, token=token, storage_provider=sentinel_storage
+        ) as sentinel,
     ):
         url = f"ws://127.0.0.1:{sentinel.port}/"
         async with (

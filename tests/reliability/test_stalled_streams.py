@@ -286,7 +286,7 @@ async def test_a_killed_client_releases_a_stream_served_by_the_sentinel_itself(
     async with (
         fame.storage.open_storage(fame.storage.StorageConfig()) as storage,
         fame.open_node(storage_provider=storage, stream_idle_timeout=idle) as node,
-        fame.open_sentinel(port=0, token=token, node=node) as sentinel,
+        fame.open_sentinel(port=0, trust_on_first_use=True, token=token, node=node) as sentinel,
     ):
         agent = await node.spawn(ObservedStorageAgent, ADDRESS)
         assert await agent.fill(count=2000, size=64) == 2000

@@ -215,7 +215,7 @@ async def test_an_agent_crash_reaches_a_remote_caller_with_its_traceback() -> No
     policy = RestartPolicy(backoff_initial=0)
     with trio.fail_after(30):
         async with (
-            open_sentinel(port=0, token=token) as sentinel,
+            open_sentinel(port=0, trust_on_first_use=True, token=token) as sentinel,
             fame.open_node(restart_policy=policy) as node,
         ):
             url = f"ws://127.0.0.1:{sentinel.port}/"
