@@ -18,6 +18,7 @@ from ._core._errors import (
     NodeClosed,
     NoRoute,
     OperationFailed,
+    PermissionDenied,
     ProtocolError,
     ProtocolMismatch,
     RemoteError,
@@ -28,6 +29,7 @@ from ._core._errors import (
 )
 from ._fabric._transport import SentinelUnreachable
 from ._fabric.sentinel._server import SentinelConfigError
+from ._protocol._authz import PolicyError
 from ._storage import (
     DamagedDatabase,
     DatabaseInUse,
@@ -62,6 +64,8 @@ __all__ = [
     "NoRoute",
     "NodeClosed",
     "OperationFailed",
+    "PermissionDenied",
+    "PolicyError",
     "ProtocolError",
     "ProtocolMismatch",
     "RecordInvalid",

@@ -72,6 +72,8 @@ SUBMODULES = {
             "NoRoute",
             "NodeClosed",
             "OperationFailed",
+            "PermissionDenied",
+            "PolicyError",
             "ProtocolError",
             "ProtocolMismatch",
             "RemoteError",

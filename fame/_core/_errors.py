@@ -23,6 +23,7 @@ __all__ = [
     "NoRoute",
     "NodeClosed",
     "OperationFailed",
+    "PermissionDenied",
     "ProtocolError",
     "ProtocolMismatch",
     "RemoteError",
@@ -211,6 +212,16 @@ class NoRoute(RemoteError):
     kind = "no_route"
 
 
+class PermissionDenied(RemoteError):
+    """The caller's principal may not call that operation of that address, or bind it; nothing ran.
+
+    The sentinel's authorization policy decides (deny by default); the
+    operator grants more in its policy file.
+    """
+
+    kind = "permission_denied"
+
+
 class ProtocolError(RemoteError):
     """A peer broke the wire protocol (malformed, oversized, out of order)."""
 
@@ -227,6 +238,7 @@ _KINDS: dict[str, type[RemoteError]] = {
         OperationFailed,
         MailboxFull,
         NoRoute,
+        PermissionDenied,
         ProtocolError,
     )
 }
