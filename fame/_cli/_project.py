@@ -17,6 +17,8 @@ import os
 import sys
 from pathlib import Path
 
+from fame._protocol._authz import default_policy_text
+
 __all__ = [
     "PROJECT_ENV",
     "STARTER_AGENT",
@@ -80,5 +82,6 @@ def project_files() -> dict[Path, str]:
     return {
         Path("conf/sentinel.env"): _SENTINEL_ENV,
         Path("conf/agent.env"): _AGENT_ENV,
+        Path("conf/policy.toml"): default_policy_text(),
         STARTER_MODULE: starter.read_text(encoding="utf-8"),
     }

@@ -44,6 +44,7 @@ from ._settings import (
 )
 from ._trust import (
     add_sentinel_keys,
+    authorization_policy,
     client_credentials,
     client_token,
     sentinel_keys,
@@ -135,6 +136,9 @@ async def _sentinel_main(settings: MutableMapping[str, str], ready: _Ready) -> N
     stream_idle_timeout(settings)
     sentinel_limits(settings)
     sentinel_tls(settings)
+    client_credentials(settings)
+    trust_on_first_use(settings)
+    authorization_policy(settings)
     config = storage_config(settings)
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async with open_storage(config) as provider:
@@ -179,6 +183,7 @@ async def _serve(
             credentials=credentials,
             open_admission=open_admission,
             trust_on_first_use=trust_on_first_use(settings),
+            policy=authorization_policy(settings),
             max_connections=max_connections,
             handshake_timeout=handshake_timeout,
             certfile=certfile,

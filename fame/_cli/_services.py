@@ -153,6 +153,17 @@ def init() -> int:
     return _init_secrets()
 
 
+def _add_missing_policy() -> None:
+    """Write the example's authorization policy into a project made before policies existed."""
+    policy = Path("conf/policy.toml")
+    if not policy.exists():
+        policy.write_text(project_files()[policy], encoding="utf-8")
+        _say(
+            f"fame up: wrote {policy}: node:agent may bind storage@fame.fabric, clients may"
+            " call its operations; nothing else is allowed (edit it for your own agents)"
+        )
+
+
 def _init_secrets() -> int:
     if SECRETS_FILE.exists():
         values = read_env_file(SECRETS_FILE)
@@ -305,6 +316,7 @@ def up() -> int:
             return 1
     if not SECRETS_FILE.exists() and _init_secrets() != 0:
         return 1
+    _add_missing_policy()
     try:
         addresses = _agent_addresses()
     except StartupError as exc:

@@ -12,6 +12,11 @@
   rotation, ``FAME_ADMISSION_TOKEN_PREVIOUS`` until
   ``FAME_ADMISSION_TOKEN_PREVIOUS_UNTIL`` (Unix time or ISO 8601).
   ``FAME_ADMISSION_TOKEN_FILE`` reads the token from a file instead.
+- **Authorization.** The sentinel enforces ``conf/policy.toml``
+  (``FAME_POLICY_FILE`` names another file): who may bind which addresses
+  and call which operations, deny by default. ``fame init`` writes the
+  example's. Without the file the sentinel does not start;
+  ``FAME_POLICY_FILE=allow-all`` lets every admitted peer do everything.
 - **Trust on first use.** ``FAME_TRUST_ON_FIRST_USE=1`` lets the sentinel
   enroll an unknown node the first time it attaches (with a token): for
   throwaway setups only, and the sentinel says so loudly.
@@ -23,13 +28,16 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime
 from pathlib import Path
 
+from fame._protocol._authz import Policy, PolicyError
 from fame._protocol._credentials import ClientCredential, format_public_key, parse_public_key
 
 from ._settings import CONF_DIR, SettingError, flag_setting, read_token_file
 
 __all__ = [
+    "POLICY_FILE",
     "SENTINEL_KEYS_FILE",
     "add_sentinel_keys",
+    "authorization_policy",
     "client_credentials",
     "client_token",
     "sentinel_keys",
@@ -38,6 +46,8 @@ __all__ = [
 ]
 
 SENTINEL_KEYS_FILE = CONF_DIR / "sentinel.keys"
+POLICY_FILE = CONF_DIR / "policy.toml"
+ALLOW_ALL = "allow-all"
 
 _HEADER = (
     "# The sentinel public keys that nodes and clients of this project trust, one per line.\n"
@@ -161,3 +171,25 @@ def client_credentials(settings: Mapping[str, str]) -> tuple[ClientCredential, .
 def trust_on_first_use(settings: Mapping[str, str]) -> bool:
     """``FAME_TRUST_ON_FIRST_USE``: enroll unknown nodes at first sight (loudly)."""
     return flag_setting(settings, "FAME_TRUST_ON_FIRST_USE")
+
+
+def authorization_policy(settings: Mapping[str, str]) -> Policy | None:
+    """The sentinel's policy from its file; None for ``allow-all``; SettingError if unusable."""
+    name = settings.get("FAME_POLICY_FILE", "").strip() or str(POLICY_FILE)
+    if name == ALLOW_ALL:
+        return None
+    path = Path(name)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SettingError(
+            f"no authorization policy: {path} does not exist. Run `fame init` (it writes the"
+            f" example's), or set FAME_POLICY_FILE to a policy file ({ALLOW_ALL}: allow"
+            " everything)"
+        ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SettingError(f"cannot read the policy file {path}: {exc}") from None
+    try:
+        return Policy.from_toml(text, source=str(path))
+    except PolicyError as exc:
+        raise SettingError(str(exc)) from None

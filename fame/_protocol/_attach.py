@@ -27,6 +27,7 @@ from .._wire._schema import (
     challenge_payload,
     peek_version,
 )
+from ._authz import Policy, Principal
 from ._credentials import (
     ClientCredential,
     EnrolledKey,
@@ -173,6 +174,7 @@ class SentinelPolicy:
     open_admission: bool = False
     signers: tuple[tuple[Identity, float | None], ...] = ()
     clock: Callable[[], float] = time.time
+    authz: Policy = attrs.Factory(Policy.allow_all)
 
     def active_signers(self) -> list[Identity]:
         """The signing keys that have not ended: each signs every challenge."""
@@ -196,7 +198,7 @@ class SentinelLink:
         self.node_id: str | None = None
         self.path: str | None = None
         self.ephemeral = False
-        self.principal = ""
+        self.principal: Principal | None = None
         self.events: list[Admitted | RoutesChanged | BindDenied] = []
         self.strikes = 0
         self.max_strikes = max_strikes
@@ -301,7 +303,7 @@ class SentinelLink:
             return self._refuse(
                 "node id is in use by a live session: clients attach with a fresh id"
             )
-        principal = f"client:{credential.name if credential else 'open'}"
+        principal = Principal(CLIENT, credential.name if credential else "open", node_id)
         return self._welcome(attach, principal, new_pin=False, ephemeral=True)
 
     def _admit_node(
@@ -337,15 +339,15 @@ class SentinelLink:
         new_pin = policy.pins.get(node_id) != attach.public_key
         if new_pin:
             policy.pins[node_id] = attach.public_key
-        event_principal = f"node:{enrollment.name}"
+        principal = Principal(NODE, enrollment.name, node_id)
         return self._welcome(
-            attach, event_principal, new_pin=new_pin, ephemeral=False, enrolled=new_enrollment
+            attach, principal, new_pin=new_pin, ephemeral=False, enrolled=new_enrollment
         )
 
     def _welcome(
         self,
         attach: Attach,
-        principal: str,
+        principal: Principal,
         *,
         new_pin: bool,
         ephemeral: bool,
@@ -363,7 +365,7 @@ class SentinelLink:
                 self.path,
                 ephemeral,
                 new_pin,
-                principal,
+                str(principal),
                 enrolled,
             )
         )
@@ -393,6 +395,15 @@ class SentinelLink:
             if reserved is not None:
                 out.append(BindRefused(address, reserved))
                 self.events.append(BindDenied(self.node_id, address, reserved))
+                continue
+            assert self.principal is not None
+            if not self.policy.authz.may_bind(self.principal, address):
+                reason = (
+                    f"{self.principal} may not bind {address}: the sentinel's policy does not"
+                    f" allow it (add it to a [[bind]] rule of {self.policy.authz.source})"
+                )
+                out.append(BindRefused(address, reason))
+                self.events.append(BindDenied(self.node_id, address, reason))
                 continue
             result = self.policy.routes.bind(address, self.node_id, pool=frame.pool)
             if result.ok:

@@ -20,7 +20,7 @@ from typing import Generic, TypeVar
 import attrs
 
 from .._core._address import REPLY_NAME
-from .._core._errors import WireError
+from .._core._errors import WireError, quoted
 from .._wire._schema import (
     ANSWER_FRAME_TAGS,
     FINAL_FRAME_TAGS,
@@ -28,7 +28,9 @@ from .._wire._schema import (
     REPLY_FRAME_TAGS,
     RoutingHeader,
     frame_tag,
+    request_op,
 )
+from ._authz import Policy, Principal
 from ._inflight import InflightRequests
 from ._route_table import RouteTable
 
@@ -105,6 +107,8 @@ class Routing(Generic[L]):
     def __init__(self, sentinel_id: str, hosts: Callable[[str], bool]) -> None:
         self.sentinel_id = sentinel_id
         self._hosts = hosts
+        # Who may call what; the sentinel sets its own (deny by default).
+        self.authz = Policy.allow_all()
         self.routes: RouteTable[L] = RouteTable()
         self.inflight: InflightRequests[L] = InflightRequests()
         self.dropped_answers = 0  # answers from a link no open request went to
@@ -143,11 +147,19 @@ class Routing(Generic[L]):
             return f"no route to {address}: no node bound it"
         return f"no route to {address}: its node is not attached"
 
-    def decide(self, source: L, reply_address: str, head: RoutingHeader) -> RouteAction[L]:
+    def decide(
+        self,
+        source: L,
+        reply_address: str,
+        head: RoutingHeader,
+        principal: Principal | None = None,
+    ) -> RouteAction[L]:
         """What to do with an envelope with header ``head`` that came on link ``source``.
 
         ``reply_address`` is the only address ``source``'s requests may ask
-        answers to (its node's reply address).
+        answers to (its node's reply address). ``principal`` is who the
+        link was admitted as: a request it may not make (:attr:`authz`) is
+        answered ``permission_denied`` and goes nowhere.
         """
         try:
             tag = frame_tag(head.frame)
@@ -172,6 +184,17 @@ class Routing(Generic[L]):
             # Its answers could carry no corr, and would count against the
             # answering node's link as violations.
             return Refuse("a request with a reply_to needs a corr")
+        if tag == "req" and principal is not None and not self.authz.allows_everything:
+            try:
+                op = request_op(head.frame)
+            except WireError as exc:
+                return Refuse(exc.reason)
+            if not self.authz.may_call(principal, to, op):
+                return ReplyError(
+                    "permission_denied",
+                    f"{principal} may not call {quoted(op)} of {to}: the sentinel's policy"
+                    " does not allow it (nothing ran)",
+                )
         if self._hosts(to):
             return Deliver()
         if tag != "req":

@@ -62,6 +62,7 @@ __all__ = [
     "challenge_payload",
     "frame_tag",
     "peek_version",
+    "request_op",
 ]
 
 DEFAULT_MAX_MESSAGE_SIZE: Final = 1 << 20
@@ -200,6 +201,21 @@ A request names where its answers go; a stream's credit and cancel name
 the stream by its caller's ``(reply_to, corr)``. Any other frame with a
 ``reply_to`` is a protocol violation.
 """
+
+
+class _RequestOp(msgspec.Struct, array_like=True, frozen=True, tag="req"):
+    op: str
+
+
+_request_op_decoder = msgspec.msgpack.Decoder(_RequestOp)
+
+
+def request_op(frame: msgspec.Raw) -> str:
+    """The operation name of an undecoded request frame, decoding nothing after it."""
+    try:
+        return _request_op_decoder.decode(frame).op
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
+        raise WireError(f"malformed request: {exc}") from None
 
 
 def frame_tag(frame: msgspec.Raw) -> str:

@@ -109,7 +109,7 @@ class Router:
         """Deliver envelope ``data`` (whose header is ``head``) that arrived on ``conn``."""
         if self._show:
             self._trace(data)
-        match self.routing.decide(conn, conn.reply_address, head):
+        match self.routing.decide(conn, conn.reply_address, head, conn.link.principal):
             case Forward(link=target, owner=owner):
                 await self._forward(conn, target, owner, head.to, data)
             case Deliver():

@@ -40,6 +40,7 @@ from ..._core._address import Address, AddressError, is_valid_label
 from ..._core._errors import FameError
 from ..._protocol import SentinelPolicy
 from ..._protocol._attach import reserved
+from ..._protocol._authz import Policy
 from ..._protocol._credentials import (
     ENROLL_PREFIX,
     ClientCredential,
@@ -269,6 +270,7 @@ async def open_sentinel(
     credentials: Sequence[ClientCredential] = (),
     open_admission: bool = False,
     trust_on_first_use: bool = False,
+    policy: Policy | None = None,
     node: Node | None = None,
     storage_provider: Any = None,
     certfile: str | Path | None = None,
@@ -291,7 +293,12 @@ async def open_sentinel(
     ``trust_on_first_use`` enrolls any new node that proves a client
     credential instead, and says so loudly. The sentinel signs its
     challenges with its own keys (``sentinel.public_keys``), made on
-    first start and kept in its ``__keystore``. ``port=0``
+    first start and kept in its ``__keystore``.
+
+    ``policy`` says which admitted principal may bind which addresses and
+    call which operations (:class:`fame._protocol._authz.Policy`, deny by
+    default; ``fame sentinel`` reads ``conf/policy.toml``). Without one,
+    every admitted principal may do everything, with a warning in the log. ``port=0``
     picks a free port (see ``sentinel.port``). With ``certfile`` and
     ``keyfile`` it serves ``wss://``; with ``client_cafile`` too, only to
     peers whose certificate that CA verifies (mutual TLS). Without ``node`` the
@@ -355,6 +362,16 @@ async def open_sentinel(
             trust_on_first_use=trust_on_first_use,
             clock=clock,
         )
+        authz = policy if policy is not None else Policy.allow_all()
+        sentinel.policy.authz = authz
+        sentinel.router.routing.authz = authz
+        if policy is None:
+            log.warning(
+                "no authorization policy: every admitted node and client may bind any free"
+                " address and call every operation"
+            )
+        else:
+            log.info("authorization policy:\n%s", policy.describe())
         signing = await load_or_create_signing_keys(stores, clock())
         sentinel.policy.signers = tuple(
             (key.signer(identity.node_id), key.not_after) for key in signing
