@@ -14,6 +14,7 @@ names start with an underscore are private.
 
 from . import errors as errors
 from . import lowlevel as lowlevel
+from . import security as security
 from . import storage as storage
 from ._agents._agent import BaseAgent
 from ._agents._node import Node, open_node

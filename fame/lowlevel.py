@@ -23,6 +23,7 @@ from ._fabric.sentinel._server import (
     Sentinel,
     serve_sentinel,
 )
+from ._fabric.sentinel._signing import sentinel_public_keys
 
 __all__ = [
     "DEFAULT_HOST",
@@ -42,6 +43,7 @@ __all__ = [
     "collapse",
     "leaves",
     "open_supervisor",
+    "sentinel_public_keys",
     "serve_sentinel",
     "server_ssl_context",
 ]

@@ -81,6 +81,7 @@ SUBMODULES = {
             "SentinelUnreachable",
             "SupervisorGaveUp",
             "UnknownOperation",
+            "UntrustedSentinel",
             "WireError",
             *STORAGE_ERRORS,
         ]
@@ -124,8 +125,22 @@ SUBMODULES = {
             "collapse",
             "leaves",
             "open_supervisor",
+            "sentinel_public_keys",
             "serve_sentinel",
             "server_ssl_context",
+        ]
+    ),
+    "fame.security": sorted(
+        [
+            "CallerIdentity",
+            "ClientCredential",
+            "Policy",
+            "PolicyError",
+            "Principal",
+            "current_caller",
+            "default_policy_text",
+            "format_public_key",
+            "parse_public_key",
         ]
     ),
 }

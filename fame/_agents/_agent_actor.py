@@ -26,6 +26,7 @@ from .._core._errors import (
 from .._wire._schema import Envelope, Reply, Request
 from ._agent import AgentNode, BaseAgent
 from ._agent_scope import AgentScope
+from ._call_context import enter_call, leave_call
 from ._credit import StreamProducer
 from ._operation import OperationSpec
 from ._stream_serving import serve_stream
@@ -110,7 +111,7 @@ class AgentActor(Actor):
         spec = self.operations.get(request.op)
         try:
             if spec is None or spec.streaming != request.stream:
-                raise self._unknown(request)
+                raise self._unknown(request, remote=envelope.caller is not None)
             kwargs = spec.convert_args(request.args)
         except (UnknownOperation, InvalidArguments) as exc:
             await self._switchboard.reply_error(envelope, exc.kind, exc.message, actor=self.address)
@@ -126,19 +127,23 @@ class AgentActor(Actor):
             await self._limiter.acquire_on_behalf_of(token)
             self._scope.start_soon(self._call_concurrently, spec, kwargs, envelope, token)
 
-    def _unknown(self, request: Request) -> UnknownOperation:
+    def _unknown(self, request: Request, *, remote: bool) -> UnknownOperation:
         spec = self.operations.get(request.op)
         if spec is not None:
             kind = "a streaming" if spec.streaming else "a plain"
             how = "iterate over it" if spec.streaming else "await it"
             return UnknownOperation(f"{request.op} is {kind} operation: {how}")
         names = ", ".join(sorted(self.operations)) or "none"
+        if remote:
+            # A remote caller learns nothing about what else the agent offers.
+            return UnknownOperation(f"{type(self.agent).__name__} has no operation {request.op!r}")
         return UnknownOperation(
             f"{type(self.agent).__name__} has no operation {request.op!r} (it has: {names})"
         )
 
     async def call(self, spec: OperationSpec, kwargs: dict[str, Any], envelope: Envelope) -> None:
         """Run one plain operation and reply; a crash is answered, then re-raised."""
+        token = enter_call(envelope.caller, envelope.reply_to)
         try:
             result = spec.convert_result(await spec.function(self.agent, **kwargs))
         except spec.errors as exc:
@@ -150,6 +155,8 @@ class AgentActor(Actor):
         except Exception as exc:
             await self.reply_crash(envelope, exc)
             raise
+        finally:
+            leave_call(token)
         if envelope.reply_to is not None:
             await self._switchboard.reply(envelope, Reply(result))
 
@@ -174,6 +181,8 @@ class AgentActor(Actor):
         producer: StreamProducer,
     ) -> None:
         key = (envelope.reply_to, envelope.corr)
+        # This task's own context: the caller stays set for the whole stream.
+        enter_call(envelope.caller, envelope.reply_to)
         try:
             await serve_stream(self._switchboard, self, spec, kwargs, envelope, producer)
         except trio.Cancelled:

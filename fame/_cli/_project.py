@@ -17,7 +17,7 @@ import os
 import sys
 from pathlib import Path
 
-from fame._protocol._authz import default_policy_text
+from fame.security import default_policy_text
 
 __all__ = [
     "PROJECT_ENV",

@@ -22,9 +22,8 @@ from pathlib import Path
 import trio
 
 import fame
-from fame._fabric._identity import NodeStores
-from fame._fabric.sentinel._signing import load_or_create_signing_keys
-from fame._protocol._credentials import format_public_key
+from fame.lowlevel import sentinel_public_keys
+from fame.security import format_public_key
 from fame.storage import StorageConfig, StorageProvider, open_storage, storage_config_from_env
 
 from ._errors import errors, one_line, shown_path
@@ -161,10 +160,9 @@ async def _serve(
     credentials = client_credentials(settings)
     # Publish the keys this sentinel signs with before anyone can attach, so
     # the nodes `fame up` starts next find them in the keys file.
-    signing = await load_or_create_signing_keys(NodeStores(provider), time.time())
+    publics = await sentinel_public_keys(provider, time.time())
     keys_file = sentinel_keys_file(settings)
     if keys_file.parent.is_dir():
-        publics = [key.signer("").public_key for key in signing]
         for key in add_sentinel_keys(keys_file, publics):
             print(f"fame sentinel: added its key {format_public_key(key)} to {keys_file}")
     max_connections, handshake_timeout = sentinel_limits(settings)

@@ -28,8 +28,13 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime
 from pathlib import Path
 
-from fame._protocol._authz import Policy, PolicyError
-from fame._protocol._credentials import ClientCredential, format_public_key, parse_public_key
+from fame.security import (
+    ClientCredential,
+    Policy,
+    PolicyError,
+    format_public_key,
+    parse_public_key,
+)
 
 from ._settings import CONF_DIR, SettingError, flag_setting, read_token_file
 

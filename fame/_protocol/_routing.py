@@ -76,11 +76,13 @@ class Forward(Generic[L]):
     """Send the envelope (hop count bumped) to ``link``.
 
     If that link turns out to be closed, or stays full, the sender is
-    answered with ``no_route_reason(to, owner)``.
+    answered with ``no_route_reason(to, owner)``. ``stamp`` (a request):
+    write the sender's verified principal into the envelope's ``caller``.
     """
 
     link: L
     owner: str | None
+    stamp: bool = False
 
 
 RouteAction = Refuse | DropAnswer | Deliver | ReplyError | Forward[L]
@@ -165,6 +167,9 @@ class Routing(Generic[L]):
             tag = frame_tag(head.frame)
         except WireError as exc:
             return Refuse(exc.reason)
+        if head.caller is not None:
+            # Only the sentinel says who called: a caller field from a peer is a forgery.
+            return Refuse("an envelope's caller is written by the sentinel, never by a peer")
         if tag in ANSWER_FRAME_TAGS:
             return self._answer(source, head, tag)
         if tag not in REPLY_FRAME_TAGS:
@@ -211,7 +216,7 @@ class Routing(Generic[L]):
                 self.inflight.finished(target, reply_to, corr)
             else:
                 self.inflight.forwarded(target, reply_to, corr, caller=source, to=to)
-        return Forward(target, owner)
+        return Forward(target, owner, stamp=tag == "req")
 
     def _answer(self, source: L, head: RoutingHeader, tag: str) -> RouteAction[L]:
         """An answer (reply, stream item or end, error) travelling back to its caller."""

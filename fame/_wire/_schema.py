@@ -63,6 +63,7 @@ __all__ = [
     "frame_tag",
     "peek_version",
     "request_op",
+    "stamp_caller",
 ]
 
 DEFAULT_MAX_MESSAGE_SIZE: Final = 1 << 20
@@ -157,6 +158,11 @@ class Envelope(_Msg, tag="e", frozen=True):
     ``id`` is unique per sending node and only serves tracing. Replies to
     a request go to ``reply_to`` and carry the request's ``corr``; stream
     items, credits and cancels of one stream share the request's ``corr``.
+
+    ``caller`` is who made a request, as the sentinel verified it
+    (``"client:default"``, ``"node:agent"``): the sentinel writes it into
+    every request it forwards (:func:`stamp_caller`) and refuses any
+    envelope that arrives with one. None for calls inside one node.
     """
 
     hops: int
@@ -165,6 +171,7 @@ class Envelope(_Msg, tag="e", frozen=True):
     frame: Frame
     reply_to: str | None = None
     corr: int | None = None
+    caller: str | None = None
 
 
 class RoutingHeader(_Msg, tag="e", frozen=True):
@@ -180,6 +187,7 @@ class RoutingHeader(_Msg, tag="e", frozen=True):
     frame: msgspec.Raw
     reply_to: str | None = None
     corr: int | None = None
+    caller: str | None = None
 
 
 class _FrameTag(msgspec.Struct, array_like=True, frozen=True):
@@ -439,6 +447,27 @@ def bump_hops(data: bytes) -> bytes:
             f"envelope exceeded the hop limit of {MAX_HOPS} (routing loop?)", code="hop_limit"
         )
     return b"".join((data[:_HOPS_OFFSET], bytes((hops + 1,)), data[_HOPS_OFFSET + 1 :]))
+
+
+_ENVELOPE_ARRAY: Final = 0x98  # msgpack fixarray of 8: the tag and the seven fields
+_NIL: Final = 0xC0
+
+
+def stamp_caller(data: bytes, caller: str) -> bytes:
+    """The encoded envelope ``data`` with ``caller`` written into its empty last field.
+
+    ``caller`` is the envelope's last element, so it is the last bytes of
+    the message: a ``nil`` (one byte) is replaced without re-encoding the
+    frame. Raises :class:`fame.WireError` unless ``data`` has exactly the
+    envelope's elements and an empty ``caller``: the sentinel refuses
+    envelopes whose sender wrote one.
+    """
+    if len(data) < 2 or data[0] != _ENVELOPE_ARRAY or data[-1] != _NIL:
+        raise WireError(
+            "an envelope has exactly eight elements and no caller: the sentinel writes it",
+            code="not_an_envelope",
+        )
+    return data[:-1] + msgspec.msgpack.encode(caller)
 
 
 _VERSION_INDEX: Final = {"challenge": 3, "attach": 6}

@@ -13,10 +13,11 @@ from __future__ import annotations
 import math
 from contextlib import suppress
 
+import msgspec
 import trio
 
 from ..._core._errors import NoRoute
-from ..._wire._schema import Cancel, Credit, Envelope
+from ..._wire._schema import Cancel, Credit, Envelope, Request
 from .._identity import BINDING_STORE, NodeStores
 from ._routing import Router
 
@@ -36,6 +37,10 @@ class SentinelUplink:
     async def send(self, envelope: Envelope) -> None:
         """Put ``envelope`` on its target link's queue; :class:`NoRoute` if there is none."""
         router = self._router
+        if type(envelope.frame) is Request:
+            # Its callee learns who called from the sentinel, as for every request.
+            caller = f"sentinel:{router.sentinel_id}"
+            envelope = msgspec.structs.replace(envelope, caller=caller)
         data = router.codec.encode(envelope)
         control = type(envelope.frame) in (Credit, Cancel)
         if control and envelope.reply_to is not None and envelope.corr is not None:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 from contextlib import suppress
 
+import msgspec
 import trio
 from trio_websocket import WebSocketConnection
 
@@ -37,6 +38,7 @@ from ..._wire._schema import (
     Request,
     RoutingHeader,
     bump_hops,
+    stamp_caller,
 )
 from .._trace import show_envelope, tracing_enabled
 
@@ -110,7 +112,13 @@ class Router:
         if self._show:
             self._trace(data)
         match self.routing.decide(conn, conn.reply_address, head, conn.link.principal):
-            case Forward(link=target, owner=owner):
+            case Forward(link=target, owner=owner, stamp=stamp):
+                if stamp:
+                    try:
+                        data = stamp_caller(data, str(conn.link.principal))
+                    except WireError as exc:
+                        await self.violation(conn, exc.reason)
+                        return
                 await self._forward(conn, target, owner, head.to, data)
             case Deliver():
                 try:
@@ -119,6 +127,9 @@ class Router:
                     await self.violation(conn, exc.reason)
                     return
                 assert isinstance(envelope, Envelope)  # a RoutingHeader decoded from it
+                if isinstance(envelope.frame, Request):
+                    caller = str(conn.link.principal)
+                    envelope = msgspec.structs.replace(envelope, caller=caller)
                 await self.node._deliver(envelope)
             case ReplyError(kind=kind, message=message, owner=owner):
                 if owner is not None:

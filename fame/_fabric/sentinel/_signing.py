@@ -15,10 +15,17 @@ from __future__ import annotations
 
 import msgspec
 
+from ..._core._storage_protocol import StorageProvider
 from ..._protocol._identity import Identity
 from .._identity import KEYSTORE, NodeStores
 
-__all__ = ["SIGNING_KEY", "SigningKey", "load_or_create_signing_keys", "rotate_signing_key"]
+__all__ = [
+    "SIGNING_KEY",
+    "SigningKey",
+    "load_or_create_signing_keys",
+    "rotate_signing_key",
+    "sentinel_public_keys",
+]
 
 SIGNING_KEY = "signing"
 
@@ -71,3 +78,13 @@ async def rotate_signing_key(stores: NodeStores, *, grace: float, now: float) ->
     keys = [*ending, SigningKey(Identity.generate().private_bytes())]
     await stores.set(KEYSTORE, SIGNING_KEY, _encoder.encode(keys))
     return [k for k in keys if k.valid_at(now)]
+
+
+async def sentinel_public_keys(storage_provider: StorageProvider, now: float) -> list[bytes]:
+    """The public keys a sentinel with ``storage_provider`` signs with at ``now``.
+
+    Made on first use, like the sentinel's own start does, so a program can
+    publish them (``conf/sentinel.keys``) before the sentinel listens.
+    """
+    keys = await load_or_create_signing_keys(NodeStores(storage_provider), now)
+    return [Identity.from_private_bytes("", k.private_key).public_key for k in keys]
