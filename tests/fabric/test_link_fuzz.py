@@ -298,7 +298,7 @@ def test_an_attacker_cannot_reach_another_callers_pending_request(batch: list[by
     opened = Envelope(0, "storage@fame.fabric", 1, Request("op", {}), VICTIM_REPLY, VICTIM_CORR)
     head = CODEC.decode_header(CODEC.encode(opened))
     assert isinstance(head, RoutingHeader)
-    assert routing.decide(victim, VICTIM_REPLY, head) == Forward(server, "nserver")
+    assert routing.decide(victim, VICTIM_REPLY, head) == Forward(server, "nserver", stamp=True)
     for data in batch:
         head = CODEC.decode_header(data)
         assert isinstance(head, RoutingHeader)

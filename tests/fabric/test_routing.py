@@ -61,7 +61,7 @@ def test_a_request_is_forwarded_and_its_answer_goes_back_once() -> None:
     action = routing.decide(
         caller, "_reply@ncaller", request("svc@fame.fabric", "_reply@ncaller", 7)
     )
-    assert action == Forward(server, "nserver")
+    assert action == Forward(server, "nserver", stamp=True)
     assert routing.inflight.link_of("_reply@ncaller", 7) is server
     assert routing.decide(server, "_reply@nserver", answer("_reply@ncaller", 7)) == Forward(
         caller, None
@@ -198,7 +198,7 @@ def test_frames_missing_what_identifies_them_are_refused() -> None:
     )
     # A tell (a request nobody answers) needs neither.
     tell = envelope("svc@fame.fabric", Request("op", {}), None, None)
-    assert routing.decide(caller, "_reply@ncaller", tell) == Forward(server, "nserver")
+    assert routing.decide(caller, "_reply@ncaller", tell) == Forward(server, "nserver", stamp=True)
 
 
 def test_answers_go_back_to_the_link_the_request_came_from() -> None:

@@ -103,14 +103,21 @@ async def running_fabric(suite_secrets: Any) -> AsyncIterator[Fabric]:
     token = secrets.token_urlsafe(16)
     suite_secrets.add("token", token)
     async with (
-        open_sentinel(port=0, trust_on_first_use=True, token=token) as sentinel,
+        open_sentinel(port=0, token=token) as sentinel,
         fame.open_node() as agent_node,
     ):
         url = f"ws://127.0.0.1:{sentinel.port}/"
+        keys = sentinel.public_keys
         await agent_node.spawn(Echo, "echo@fame.fabric")
-        async with fame.attach(agent_node, url, token=token) as uplink:
+        # Enrolled, as an operator does: no trust on first use anywhere here.
+        agent = Identity.generate()
+        await sentinel.enroll(agent.node_id, agent.public_key, name="agent")
+        async with fame.attach(agent_node, url, identity=agent, sentinel_keys=keys) as uplink:
             fabric = Fabric(sentinel, url, token, uplink.identity.node_id)
-            async with fame.connect(url, token=token) as victim, trio.open_nursery() as tasks:
+            async with (
+                fame.connect(url, token=token, sentinel_keys=keys) as victim,
+                trio.open_nursery() as tasks,
+            ):
                 fabric.victim = victim
                 fabric.good = WellBehaved(victim)
                 tasks.start_soon(fabric.good.run)
@@ -236,8 +243,10 @@ async def _reserved_names_attack(fabric: Fabric, log: LogWatch) -> WellBehaved:
         f"evil@{Identity.generate().node_id}",  # no such node (yet): the same answer
     ]
     async with raw_link(fabric.url) as attacker:
-        # Not ephemeral: the attacker claims to be a node, to bind.
-        welcome = await attach_as(attacker, Identity.generate(), fabric.token)
+        # A node, to bind: an enrolled one gone rogue (a token alone admits no node).
+        rogue = Identity.generate()
+        await fabric.sentinel.enroll(rogue.node_id, rogue.public_key, name="rogue")
+        welcome = await attach_as(attacker, rogue, fabric.token)
         assert type(welcome) is Welcome
         await attacker.send_message(codec.encode(Bind([*reserved, "echo@fame.fabric"])))
         answers = [await next_frame(attacker) for _ in range(len(reserved) + 1)]
@@ -268,7 +277,9 @@ async def _reserved_names_attack(fabric: Fabric, log: LogWatch) -> WellBehaved:
     # A caller of an address whose node is away learns that, not the node's id.
     async with fame.open_node() as away:
         await away.spawn(Echo, "away@fame.fabric")
-        async with fame.attach(away, fabric.url, token=fabric.token) as uplink:
+        away_identity = Identity.generate()
+        await fabric.sentinel.enroll(away_identity.node_id, away_identity.public_key)
+        async with fame.attach(away, fabric.url, identity=away_identity) as uplink:
             away_id = uplink.identity.node_id
     await log.wait_for(f"node {away_id} detached")  # its link is gone from the table
     assert fabric.victim is not None
@@ -392,8 +403,10 @@ async def test_wrong_tokens_of_any_kind_are_refused_without_harm(
         ]
         for guess in wrong:
             async with raw_link(fabric.url) as attacker:
-                refused = await attach_as(attacker, Identity.generate(), guess)
-                assert refused == Refused("wrong admission token")
+                refused = await attach_as(attacker, Identity.generate(), guess, ephemeral=True)
+                assert refused == Refused(
+                    "wrong client credential: the admission token is not valid here"
+                )
                 assert await closed_by_sentinel(attacker)
         await fabric.check_victim()
         good = fabric.good

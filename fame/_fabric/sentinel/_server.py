@@ -70,7 +70,7 @@ from .._transport import (
 from ._connection import PIN_PREFIX, ConnectionHandler, ConnectionNursery
 from ._local_uplink import SentinelUplink
 from ._routing import Router
-from ._signing import load_or_create_signing_keys
+from ._signing import load_or_create_signing_keys, rotate_signing_key
 
 __all__ = ["Sentinel", "SentinelConfigError", "open_sentinel", "serve_sentinel"]
 
@@ -152,12 +152,19 @@ class Sentinel:
         return [signer.public_key for signer in self.policy.active_signers()]
 
     async def enroll(
-        self, node_id: str, public_key: bytes, *, name: str | None = None
+        self,
+        node_id: str,
+        public_key: bytes,
+        *,
+        name: str | None = None,
+        old_until: float | None = None,
     ) -> Enrollment:
         """Admit the node ``node_id`` with ``public_key`` from now on (and across restarts).
 
         ``name`` is what the authorization policy calls it (``node:<name>``;
-        its id by default). Enrolling an enrolled node adds the key.
+        its id by default). Enrolling an enrolled node adds the key; with
+        ``old_until`` (Unix time) its other keys end then: a key rotation
+        with a grace period.
         """
         if not is_valid_label(node_id) or not is_valid_label(name or node_id):
             raise ValueError(f"invalid node id or name: {node_id[:80]!r} {str(name)[:80]!r}")
@@ -167,10 +174,21 @@ class Sentinel:
                 node_id, name or node_id, (EnrolledKey(public_key),), self.policy.clock()
             )
         else:
-            enrollment = current.with_key(public_key)
+            enrollment = current.with_key(public_key, old_until=old_until)
         await self.stores.set(KEYSTORE, ENROLL_PREFIX + node_id, encode_enrollment(enrollment))
         self.enrolled[node_id] = enrollment
         return enrollment
+
+    async def rotate_signing_key(self, grace: float) -> list[bytes]:
+        """Add a new signing key; the current ones end after ``grace`` seconds.
+
+        Until then the sentinel signs every challenge with the old keys and
+        the new one, so nodes that trust either keep attaching; hand out the
+        new public key (the returned list) before the grace period ends.
+        """
+        keys = await rotate_signing_key(self.stores, grace=grace, now=self.policy.clock())
+        self.policy.signers = tuple((k.signer(self.sentinel_id), k.not_after) for k in keys)
+        return self.public_keys
 
     @property
     def connections(self) -> int:
