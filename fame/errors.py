@@ -26,6 +26,7 @@ from ._core._errors import (
     WireError,
 )
 from ._fabric._transport import SentinelUnreachable
+from ._fabric.sentinel._registry import RegistryError
 from ._fabric.sentinel._server import SentinelConfigError
 from ._storage import (
     DamagedDatabase,
@@ -64,6 +65,7 @@ __all__ = [
     "ProtocolError",
     "ProtocolMismatch",
     "RecordInvalid",
+    "RegistryError",
     "RemoteError",
     "SentinelConfigError",
     "SentinelUnreachable",
