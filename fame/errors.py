@@ -28,6 +28,7 @@ from ._core._errors import (
     WireError,
 )
 from ._fabric._transport import SentinelUnreachable
+from ._fabric.sentinel._registry import RegistryError
 from ._fabric.sentinel._server import SentinelConfigError
 from ._protocol._authz import PolicyError
 from ._storage import (
@@ -69,6 +70,7 @@ __all__ = [
     "ProtocolError",
     "ProtocolMismatch",
     "RecordInvalid",
+    "RegistryError",
     "RemoteError",
     "SentinelConfigError",
     "SentinelUnreachable",

@@ -2,7 +2,9 @@
 
 Bare actors and their references (:class:`Actor`, :class:`ActorRef`,
 :class:`Delivery`), addresses, supervisors, the sentinel's server object
-and TLS contexts; the defaults a program (the command line included)
+and TLS contexts; a node's stores and identity and the sentinel's
+register of enrolled nodes (what ``fame enroll`` and ``fame admin``
+change offline); the defaults a program (the command line included)
 builds its settings from; the name of the envelope trace logger; and the
 exception-group helpers fame itself uses (:func:`collapse` removes groups
 of one error only, :func:`leaves` lists what a group holds). Most programs
@@ -14,8 +16,10 @@ from ._core._actor import Actor, ActorRef, Delivery
 from ._core._address import Address
 from ._core._groups import collapse, leaves
 from ._core._supervisor import Supervisor, open_supervisor
+from ._fabric._identity import NodeStores, load_or_create_identity
 from ._fabric._trace import TRACE_LOGGER
 from ._fabric._transport import HANDSHAKE_TIMEOUT, client_ssl_context, server_ssl_context
+from ._fabric.sentinel._registry import NodeRegistry
 from ._fabric.sentinel._server import (
     DEFAULT_HOST,
     DEFAULT_MAX_CONNECTIONS,
@@ -37,11 +41,14 @@ __all__ = [
     "ActorRef",
     "Address",
     "Delivery",
+    "NodeRegistry",
+    "NodeStores",
     "Sentinel",
     "Supervisor",
     "client_ssl_context",
     "collapse",
     "leaves",
+    "load_or_create_identity",
     "open_supervisor",
     "sentinel_public_keys",
     "serve_sentinel",

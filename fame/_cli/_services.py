@@ -31,13 +31,14 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import attrs
 import trio
 
 import fame
 from fame.storage import MasterKey
 
+from . import _admin
 from ._errors import errors
+from ._processes import RUN_DIR, SERVICES, Service, alive
 from ._project import STARTER_MODULE, project_files
 from ._runner import StartupError, parse_agent_spec
 from ._settings import (
@@ -55,7 +56,6 @@ from ._trust import client_token, sentinel_keys
 
 __all__ = ["SERVICES", "clean", "init", "logs", "status", "stop", "up"]
 
-RUN_DIR = Path("run")
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 15.0
 
@@ -68,70 +68,6 @@ def _fail(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
-@attrs.frozen
-class Service:
-    """One background process: its name, config file and ``fame`` arguments."""
-
-    name: str
-    config: Path
-    args: tuple[str, ...]
-
-    @property
-    def pid_file(self) -> Path:
-        return RUN_DIR / f"{self.name}.pid"
-
-    @property
-    def ready_file(self) -> Path:
-        return RUN_DIR / f"{self.name}.ready"
-
-    @property
-    def log_file(self) -> Path:
-        return RUN_DIR / f"{self.name}.log"
-
-    def command(self) -> list[str]:
-        return [
-            # -P: the project's own modules cannot shadow fame; `fame node` adds the
-            # project directory to sys.path itself, for the agents only.
-            sys.executable, "-P", "-m", "fame._cli.fame", *self.args,
-            "--project", str(Path.cwd()),
-            "--config", str(self.config), "--config", str(SECRETS_FILE),
-            "--ready-file", str(self.ready_file),
-        ]  # fmt: skip
-
-    def pid(self) -> int | None:
-        """The pid of this service if it is running (and really is this service)."""
-        try:
-            pid = int(self.pid_file.read_text().strip())
-        except (FileNotFoundError, ValueError):
-            return None
-        try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        except OSError:
-            return None if not _alive(pid) else pid
-        ours = b"fame._cli.fame" in cmdline and self.args[0].encode() in cmdline
-        return pid if ours and _alive(pid) else None
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie (exited, not yet reaped) is not running
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        return stat.rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True
-
-
-SERVICES = (
-    Service("sentinel", SENTINEL_CONF, ("sentinel",)),
-    Service("agent", AGENT_CONF, ("node",)),  # its agents: FAME_AGENTS in conf/agent.env
-)
-
-
 # -- init and clean ------------------------------------------------------------
 
 
@@ -141,7 +77,8 @@ def init() -> int:
     ``conf/sentinel.env`` and ``conf/agent.env`` (with the starter agent
     ``storage_agent.py`` if ``conf/agent.env`` is new), then
     ``conf/secrets.env`` (master key, admission token, mode 0600). Existing
-    files are kept as they are.
+    files are kept as they are. Then the project's agent is enrolled at its
+    sentinel, once, when its identity persists (``fame enroll``).
     """
     new_agent_conf = not AGENT_CONF.exists()
     for path, text in project_files().items():
@@ -150,7 +87,9 @@ def init() -> int:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text, encoding="utf-8")
         _say(f"fame init: wrote {path}")
-    return _init_secrets()
+    if _init_secrets() != 0:
+        return 1
+    return _admin.run("init", _admin.enroll_agent_on_init)
 
 
 def _add_missing_policy() -> None:
@@ -374,12 +313,12 @@ def _stop_one(service: Service) -> bool:
         return False
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + STOP_TIMEOUT
-    while _alive(pid) and time.monotonic() < deadline:
+    while alive(pid) and time.monotonic() < deadline:
         time.sleep(0.05)
-    if _alive(pid):
+    if alive(pid):
         _fail(f"fame stop: {service.name} (pid {pid}) did not stop in {STOP_TIMEOUT:.0f} s: killed")
         os.kill(pid, signal.SIGKILL)
-        while _alive(pid):
+        while alive(pid):
             time.sleep(0.05)
     service.pid_file.unlink(missing_ok=True)
     service.ready_file.unlink(missing_ok=True)

@@ -9,6 +9,11 @@
 ``fame inspect DIR``                   list the namespaces of a storage directory
 ``fame dump DIR NAMESPACE``            print a namespace as JSON lines
 ``fame check DIR``                     verify every page and record of a directory
+``fame identity``                      print the project agent's node id and key
+``fame enroll [NODE_ID PUBLIC_KEY]``   let a node attach to the project's sentinel
+``fame revoke NODE_ID``                remove a node's enrollment, pin and bindings
+``fame admin nodes|pins|bindings``     list the sentinel's register, offline
+``fame admin release ADDRESS``         drop the stored binding of an address
 =====================================  ============================================
 
 Every command works in the project directory: ``--project DIR`` (before or
@@ -24,7 +29,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from fame.storage import MasterKey, parse_master_key
@@ -97,7 +102,30 @@ def _parser() -> argparse.ArgumentParser:
     dump.add_argument("directory", type=Path)
     dump.add_argument("namespace")
     dump.add_argument("--config", action="append", default=[], type=Path, metavar="FILE")
+    _admin_commands(command)
     return parser
+
+
+def _admin_commands(command: Callable[[str, str], argparse.ArgumentParser]) -> None:
+    """The offline administration of the sentinel's register (``_admin``)."""
+    command("identity", "print this project's agent node id and public key (made if absent)")
+    enroll = command("enroll", "enroll a node (default: this project's agent) at the sentinel")
+    enroll.add_argument("node_id", nargs="?", metavar="NODE_ID")
+    enroll.add_argument("public_key", nargs="?", metavar="PUBLIC_KEY", help="ed25519:...")
+    enroll.add_argument("--name", help="the node's name in policies (default: kept, else the id)")
+    enroll.add_argument(
+        "--rotate-grace", type=float, metavar="SECONDS",
+        help="the node's other keys stay valid this long, then end (a key rotation)",
+    )  # fmt: skip
+    revoke = command("revoke", "remove a node's enrollment, pinned key and bindings")
+    revoke.add_argument("node_id", metavar="NODE_ID")
+    admin = command("admin", "list or change the sentinel's register (sentinel stopped)")
+    actions = admin.add_subparsers(dest="action", metavar="ACTION", required=True)
+    actions.add_parser("nodes", help="enrolled nodes, their names and keys")
+    actions.add_parser("pins", help="the public key pinned for each node that attached")
+    actions.add_parser("bindings", help="stored bindings: address and owner")
+    release = actions.add_parser("release", help="drop the stored binding of an address")
+    release.add_argument("address", metavar="ADDRESS")
 
 
 def _absolute(args: argparse.Namespace) -> None:
@@ -131,6 +159,12 @@ def _dispatch(args: argparse.Namespace) -> int:
         if command == "dump":
             return _inspect.dump(args.directory, args.namespace, settings)
         return _inspect.check(args.directory, settings)
+    if command in ("identity", "enroll", "revoke", "admin"):
+        from . import _admin
+
+        action = getattr(_admin, command)
+        name = f"admin {args.action}" if command == "admin" else command
+        return _admin.run(name, lambda: action(args))
     if command == "logs":
         return _services.logs(args.n)
     actions = {

@@ -94,13 +94,21 @@ class Enrollment(msgspec.Struct, array_like=True, frozen=True):
         """This enrollment with ``public_key`` added; the other keys end at ``old_until``.
 
         ``old_until`` None keeps them as they are (no rotation, just one more key).
+        A key that already ends earlier keeps its end: a rotation never revives one.
         """
         kept = tuple(
-            EnrolledKey(k.public_key, old_until if old_until is not None else k.not_after)
+            EnrolledKey(k.public_key, _earlier(k.not_after, old_until))
             for k in self.keys
             if k.public_key != public_key
         )
         return msgspec.structs.replace(self, keys=(*kept, EnrolledKey(public_key)))
+
+
+def _earlier(a: float | None, b: float | None) -> float | None:
+    """The earlier of two ends, None meaning no end."""
+    if a is None:
+        return b
+    return a if b is None else min(a, b)
 
 
 _enrollment_encoder = msgspec.msgpack.Encoder()

@@ -25,12 +25,30 @@ from __future__ import annotations
 
 from typing import Generic, TypeVar
 
-__all__ = ["POOL_PREFIX", "BindResult", "RouteTable"]
+__all__ = ["POOL_PREFIX", "BindResult", "RouteTable", "record_owners", "record_without"]
 
 L = TypeVar("L")
 
 POOL_PREFIX = "pool:"
 """How :meth:`RouteTable.record` marks a pool: ``pool:<id>,<id>,...``."""
+
+
+def record_owners(record: str) -> list[str]:
+    """The node ids a stored record names: its owner, or a pool's members."""
+    if record.startswith(POOL_PREFIX):
+        return [m for m in record[len(POOL_PREFIX) :].split(",") if m]
+    return [record] if record else []
+
+
+def record_without(record: str, node_id: str) -> str | None:
+    """``record`` once ``node_id`` no longer holds it; None when nobody is left.
+
+    A pool loses just that member, so the other members keep the address.
+    """
+    if not record.startswith(POOL_PREFIX):
+        return None if record == node_id else record
+    members = [m for m in record_owners(record) if m != node_id]
+    return POOL_PREFIX + ",".join(members) if members else None
 
 
 class BindResult:

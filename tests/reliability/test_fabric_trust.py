@@ -148,10 +148,18 @@ async def trusted_fabric(suite_secrets: Any, **sentinel: Any) -> AsyncIterator[T
 # --- a sentinel that proves who it is; no secret in clear ---------------------------------
 
 
+class Recorded(list[bytes]):
+    """What a fake sentinel received; ``first`` is set on the first message."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.first = trio.Event()
+
+
 @asynccontextmanager
-async def fake_sentinel(challenge: Challenge) -> AsyncIterator[tuple[str, list[bytes]]]:
+async def fake_sentinel(challenge: Challenge) -> AsyncIterator[tuple[str, Recorded]]:
     """A server that sends ``challenge`` and records every message it gets."""
-    received: list[bytes] = []
+    received = Recorded()
 
     async def handler(request: WebSocketRequest) -> None:
         ws = await request.accept()
@@ -159,6 +167,7 @@ async def fake_sentinel(challenge: Challenge) -> AsyncIterator[tuple[str, list[b
         while True:
             message = await ws.get_message()
             received.append(message if isinstance(message, bytes) else message.encode())
+            received.first.set()
 
     async with trio.open_nursery() as tasks:
         server = await tasks.start(serve_websocket, handler, "127.0.0.1", 0, None)
@@ -205,8 +214,7 @@ async def test_a_replayed_challenge_gets_an_attach_that_is_worth_nothing(
                 async with trio.open_nursery() as tasks:
                     # ... the client believes it and attaches (it never gets a Welcome).
                     tasks.start_soon(_connect_quietly, url, fabric)
-                    while not received:
-                        await trio.sleep(0.01)  # polls the fake's record, bounded above
+                    await received.first.wait()
                     tasks.cancel_scope.cancel()
         [stolen] = [codec.decode(message) for message in received]
         assert type(stolen) is Attach
@@ -257,10 +265,10 @@ async def recording_proxy(target: int, seen: bytearray) -> AsyncIterator[int]:
             await sink.send_all(data)
 
     async def serve(client: trio.SocketStream) -> None:
-        async with await trio.open_tcp_stream("127.0.0.1", target) as upstream:
-            async with trio.open_nursery() as both:
-                both.start_soon(pump, client, upstream)
-                both.start_soon(pump, upstream, client)
+        upstream = await trio.open_tcp_stream("127.0.0.1", target)
+        async with upstream, trio.open_nursery() as both:
+            both.start_soon(pump, client, upstream)
+            both.start_soon(pump, upstream, client)
 
     async with trio.open_nursery() as tasks:
         [listener] = await tasks.start(trio.serve_tcp, serve, 0, host="127.0.0.1")
@@ -314,16 +322,18 @@ async def test_trust_on_first_use_is_only_explicit_and_said_loudly(
         async with trusted_fabric(suite_secrets, trust_on_first_use=True) as fabric:
             await log.wait_for("TRUSTS NODES ON FIRST USE")
             newcomer = Identity.generate()
-            async with fame.open_node() as node:
-                async with fame.attach(
+            async with (
+                fame.open_node() as node,
+                fame.attach(
                     node,
                     fabric.url,
                     token=fabric.token,
                     identity=newcomer,
                     sentinel_keys=fabric.keys,
-                ):
-                    line = await log.wait_for(f"enrolled new node {newcomer.node_id}")
-                    assert "TRUST ON FIRST USE" in line
+                ),
+            ):
+                line = await log.wait_for(f"enrolled new node {newcomer.node_id}")
+                assert "TRUST ON FIRST USE" in line
             assert fabric.sentinel.enrolled[newcomer.node_id].admits(newcomer.public_key, 0)
             # Once enrolled, its id is its key's: a second comer with the id is refused.
             async with raw_link(fabric.url) as thief:
@@ -365,24 +375,23 @@ async def test_the_policy_denies_what_it_does_not_allow_and_nothing_runs(
 
 
 async def test_a_forged_caller_is_refused(suite_secrets: Any, reliability_report: Report) -> None:
-    async with trusted_fabric(suite_secrets) as fabric:
-        async with raw_link(fabric.url) as attacker:
-            identity = Identity.generate()
-            await attach_as(attacker, identity, fabric.token, ephemeral=True)
-            forged = Envelope(
-                0,
-                "vault@fame.fabric",
-                1,
-                Request("whoami", {}),
-                f"_reply@{identity.node_id}",
-                7,
-                "node:vault",  # claims to be the vault's node
-            )
-            await attacker.send_message(codec.encode(forged))
-            answer = await next_frame(attacker)
-            assert answer == LinkError(
-                "an envelope's caller is written by the sentinel, never by a peer"
-            )
+    async with trusted_fabric(suite_secrets) as fabric, raw_link(fabric.url) as attacker:
+        identity = Identity.generate()
+        await attach_as(attacker, identity, fabric.token, ephemeral=True)
+        forged = Envelope(
+            0,
+            "vault@fame.fabric",
+            1,
+            Request("whoami", {}),
+            f"_reply@{identity.node_id}",
+            7,
+            "node:vault",  # claims to be the vault's node
+        )
+        await attacker.send_message(codec.encode(forged))
+        answer = await next_frame(attacker)
+        assert answer == LinkError(
+            "an envelope's caller is written by the sentinel, never by a peer"
+        )
     reliability_report(forged_callers_refused=1, client_calls_ok=_ok(fabric))
 
 
