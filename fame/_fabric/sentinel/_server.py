@@ -262,10 +262,10 @@ def _resolve_credentials(
             "no admission token: pass token=... (the fame programs read FAME_ADMISSION_TOKEN,"
             " made by `just init`); open admission needs open_admission=True"
         )
-    names = [c.name for c in found]
+    # A name may have one credential without an end, and others that end (a rotation).
+    lasting = [c.name for c in found if c.not_after is None]
     for credential in found:
-        shared = names.count(credential.name) > 1 and credential.not_after is None
-        if not is_valid_label(credential.name) or shared:
+        if not is_valid_label(credential.name) or lasting.count(credential.name) > 1:
             raise SentinelConfigError(
                 f"client credential name {credential.name[:80]!r} is invalid or used twice"
                 " without an end (only a rotated-out credential may share a name)"
