@@ -26,13 +26,20 @@ from typing import Any, TypeVar
 import trio
 
 from fame.errors import DatabaseInUse, RegistryError
-from fame.lowlevel import NodeRegistry, NodeStores, leaves, load_or_create_identity
+from fame.lowlevel import (
+    NodeRegistry,
+    NodeStores,
+    leaves,
+    load_or_create_identity,
+    sentinel_public_keys,
+)
 from fame.security import format_public_key, parse_public_key
 from fame.storage import StorageConfig, open_storage, storage_config_from_env
 
 from ._errors import shown_path
 from ._processes import SERVICES
 from ._settings import AGENT_CONF, SECRETS_FILE, SENTINEL_CONF, load_settings
+from ._trust import add_sentinel_keys, sentinel_keys_file
 
 __all__ = ["AdminError", "admin", "enroll", "enroll_agent_on_init", "identity", "revoke"]
 
@@ -258,32 +265,62 @@ def admin(args: Any) -> int:
     return 0
 
 
-def enroll_agent_on_init() -> int:
-    """Enroll the project's agent, once; a project that cannot is told how, not failed."""
+def enroll_agent_on_init(command: str = "init") -> int:
+    """Enroll the project's agent, once; a project that cannot is told how, not failed.
+
+    ``fame up`` runs it too (``command`` "up"), so that a project made before
+    enrollment existed, or whose data was wiped, starts as it did; it then
+    says nothing when the agent was enrolled already.
+    """
     agent = _config(AGENT_CONF)
     if not _persistent(agent):
         _say(
-            f"fame init: the agent's storage profile is {agent.profile!r}: its identity does not"
-            " persist, so it was not enrolled; enroll the agent by hand (`fame enroll`) once it"
-            " persists, or run the sentinel with trust on first use"
+            f"fame {command}: the agent's storage profile is {agent.profile!r}: its identity"
+            " does not persist, so it was not enrolled; enroll the agent by hand"
+            " (`fame enroll`) once it persists, or run the sentinel with trust on first use"
         )
         return 0
     running = [(s.name, pid) for s in SERVICES if (pid := s.pid()) is not None]
     if running:
         name, pid = running[0]
         _say(
-            f"fame init: the {name} is running (pid {pid}): the agent was not enrolled; run"
+            f"fame {command}: the {name} is running (pid {pid}): the agent was not enrolled; run"
             " `fame enroll` once the services are stopped (`just stop`)"
         )
         return 0
     if not _persistent(_config(SENTINEL_CONF)):
         _say(
-            "fame init: the sentinel keeps nothing on disk (memory profile): the agent was not"
-            " enrolled; run the sentinel with trust on first use"
+            f"fame {command}: the sentinel keeps nothing on disk (memory profile): the agent"
+            " was not enrolled; run the sentinel with trust on first use"
         )
         return 0
     node_id, key = _agent_identity()
-    _say("fame init: " + _enroll(node_id, None, AGENT_NAME, key, None, time.time()))
+    said = _enroll(node_id, None, AGENT_NAME, key, None, time.time())
+    if command == "init" or not said.endswith("nothing changed"):
+        _say(f"fame {command}: {said}")
+    return 0
+
+
+def publish_sentinel_keys(command: str = "init") -> int:
+    """Write the sentinel's public keys into the keys file, making its first key if needed.
+
+    So that nodes and clients of a new project trust their sentinel before
+    it ever ran. A sentinel that persists nothing (memory profile) or is
+    running now adds its keys itself when it starts.
+    """
+    config = _config(SENTINEL_CONF)
+    if not _persistent(config) or _SENTINEL.pid() is not None:
+        return 0
+    keys_file = sentinel_keys_file(load_settings([SENTINEL_CONF, SECRETS_FILE], optional=True))
+    if not keys_file.parent.is_dir():
+        return 0
+
+    async def work(stores: NodeStores) -> list[bytes]:
+        assert stores.provider is not None
+        return await sentinel_public_keys(stores.provider, time.time())
+
+    for key in add_sentinel_keys(keys_file, _open(config, work, "sentinel")):
+        _say(f"fame {command}: wrote the sentinel's key {format_public_key(key)} to {keys_file}")
     return 0
 
 

@@ -42,6 +42,7 @@ class NodeStores:
         self._stores: dict[str, Any] = {}
         self._memory: dict[str, dict[str, bytes]] = {}
         self.persistent = False
+        self.provider = provider
         if provider is not None:
             self._accessor = provider.get_internal_kv_store
             self.persistent = True

@@ -263,6 +263,18 @@ class Process:
             return None
 
 
+HARNESS_POLICY = """\
+[[bind]]
+who = ["node:agent"]
+addresses = ["*"]
+
+[[call]]
+who = ["*"]
+addresses = ["*"]
+operations = ["*"]
+"""
+
+
 class FameServices:
     """A project root with a sentinel and a node hosting ``agents`` (``module:Class@address``).
 
@@ -317,6 +329,16 @@ class FameServices:
         )
         self.token = values["FAME_ADMISSION_TOKEN"]
         self.master_key = values["FAME_STORAGE_MASTER_KEY"]
+        # These tests are about the services, not about authorization: the
+        # agent's node may bind, and clients call, whatever the test serves.
+        (conf / "policy.toml").write_text(HARNESS_POLICY)
+        if sentinel_storage == "memory":
+            # Nothing the sentinel keeps survives it: nodes are enrolled at first sight.
+            with (conf / "sentinel.env").open("a") as f:
+                f.write("FAME_TRUST_ON_FIRST_USE=1\n")
+        elif not fame_init:
+            enroll = run_fame(root, "enroll", env=self.env)
+            assert enroll.returncode == 0, enroll.stderr
         secret_args = ["--config", "conf/secrets.env"]
         self.sentinel = Process(
             root, "sentinel", ["sentinel", "--config", "conf/sentinel.env", *secret_args], self.env
