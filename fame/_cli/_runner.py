@@ -216,10 +216,10 @@ async def _node_main(
 ) -> None:
     url = sentinel_url(settings)
     token = client_token(settings)
-    trusted = sentinel_keys(settings)
     classes = [(spec.load(), spec.address) for spec in agents]
     stream_idle_timeout(settings)
     tls = client_tls(settings)
+    trusted = sentinel_keys(settings)
     config = storage_config(settings)
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async with open_storage(config) as provider:
@@ -262,6 +262,16 @@ async def _attach(
             await node.spawn(cls, address)
         # Ready means reachable: the sentinel confirmed every agent's address.
         await uplink.wait_bound()
+        refused = {
+            a: why
+            for a, why in uplink.bindings.refused.items()
+            if a in {address for _, address in classes}
+        }
+        if refused:
+            raise StartupError(
+                "the sentinel refused to route "
+                + "; ".join(f"{address} ({why})" for address, why in sorted(refused.items()))
+            )
         names = ", ".join(address for _, address in classes) or "no agents"
         line = f"serving {names} via {url} (storage: {_describe_storage(config)})"
         print(f"fame node: {line}", flush=True)

@@ -35,6 +35,7 @@ from pathlib import Path
 import trio
 
 import fame
+from fame.errors import PermissionDenied
 from fame.storage import MasterKey
 
 from . import _admin
@@ -230,6 +231,10 @@ async def _probe_agents(
         for address in addresses:
             try:
                 await getattr(node.proxy(address).with_timeout(5), PROBE_OPERATION)()
+            except PermissionDenied:
+                # The policy keeps clients from this agent (or from the probe):
+                # its node said it is bound, and that is all a client can check.
+                continue
             except fame.UnknownOperation:
                 continue
 

@@ -28,7 +28,9 @@ def free_port() -> int:
 
 def program_env(**settings: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("FAME_")}
-    return env | {"FAME_STORAGE_PROFILE": "memory"} | settings
+    # The sentinel publishes its key in conf/sentinel.keys, where the client finds it.
+    defaults = {"FAME_STORAGE_PROFILE": "memory", "FAME_POLICY_FILE": "allow-all"}
+    return env | defaults | settings
 
 
 def wait_for(path: Path, proc: subprocess.Popen[str]) -> None:
@@ -44,6 +46,7 @@ def test_the_programs_print_the_envelope_lines_and_the_open_admission_warning(
 ) -> None:
     port = free_port()
     ready = tmp_path / "sentinel.ready"
+    (tmp_path / "conf").mkdir()
     sentinel = subprocess.Popen(
         [sys.executable, "-m", "fame._cli.fame", "sentinel", "--ready-file", str(ready)],
         cwd=tmp_path,
@@ -92,7 +95,7 @@ def test_the_programs_print_the_envelope_lines_and_the_open_admission_warning(
     warnings = [line for line in err.splitlines() if "OPEN ADMISSION" in line]
     assert warnings == [
         "WARNING: fame sentinel runs with OPEN ADMISSION: any process that can reach"
-        f" 127.0.0.1:{port} may attach and bind addresses"
+        f" 127.0.0.1:{port} may attach as a client"
     ]
     assert [line for line in err.splitlines() if line.startswith("fame route ")], err
     assert "listening on" in out

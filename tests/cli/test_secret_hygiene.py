@@ -40,10 +40,17 @@ NOGROUP = 65534
 PR_GET_DUMPABLE = 3
 
 
+# These programs are about secrets, not about who may do what: every admitted
+# peer may do everything, and nodes are enrolled at first sight. The sentinel
+# writes its keys into conf/sentinel.keys of the directory it runs in, where
+# the node and the client find them.
+TRUSTING = {"FAME_POLICY_FILE": "allow-all", "FAME_TRUST_ON_FIRST_USE": "1"}
+
+
 def _env(**settings: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("FAME_")}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
-    return env | settings
+    return env | TRUSTING | settings
 
 
 def _popen_options() -> dict[str, Any]:
@@ -72,6 +79,7 @@ class Service:
     def __init__(self, root: Path, name: str, args: list[str], env: dict[str, str]) -> None:
         self.ready = root / f"{name}.ready"
         self.log = root / f"{name}.log"
+        (root / "conf").mkdir(exist_ok=True)
         with open(self.log, "wb") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "fame._cli.fame", *args, "--ready-file", str(self.ready)],

@@ -39,6 +39,17 @@ SKIP_IN_COPY = shutil.ignore_patterns(
     "data", "run", "secrets.env", "tests", "bench",
 )  # fmt: skip
 
+GREETER_POLICY = """
+[[bind]]
+who = ["node:agent"]
+addresses = ["greeter@fame.fabric"]
+
+[[call]]
+who = ["role:client"]
+addresses = ["greeter@fame.fabric"]
+operations = ["greet"]
+"""
+
 GREETER = '''\
 """A user's own agent, written next to the starter one."""
 
@@ -190,6 +201,9 @@ def test_quick_start_from_the_wheel_in_an_empty_directory(user: User, venv: Path
     agents_line = next(i for i, line in enumerate(lines) if line.startswith("FAME_AGENTS="))
     lines[agents_line] += " greeter:Greeter@greeter@fame.fabric"
     agent_env.write_text("\n".join(lines) + "\n")
+    # Deny by default: the README's rules let the node serve it and clients call it.
+    with (user.cwd / "conf" / "policy.toml").open("a") as policy:
+        policy.write(GREETER_POLICY)
 
     up = user.run("fame", "up")
     assert up.returncode == 0, up.stderr + up.stdout
