@@ -482,8 +482,8 @@ def peek_version(data: bytes, tag: str) -> int | None:
     A peer of another version may send a :class:`Challenge` or an
     :class:`Attach` of another shape; the version is still at its index
     (:data:`_VERSION_INDEX`), so the two ends can name each other's
-    version. A ``tag`` frame too short to have the field is from before
-    versioning: 0. Returns None for anything that is not a ``tag`` frame,
+    version. A ``tag`` frame of the arity from before versioning (one
+    element short of the field) is version 0. Returns None for anything that is not a ``tag`` frame,
     or has something else than an integer at that index: a malformed
     message.
     Never raises.
@@ -493,8 +493,10 @@ def peek_version(data: bytes, tag: str) -> int | None:
         elements = _raw_elements.decode(data)
         if not elements or msgspec.msgpack.decode(elements[0]) != tag:
             return None
-        if len(elements) <= index:
-            return 0  # the shape from before versioning: no version field at all
+        if len(elements) == index:
+            return 0  # the arity from before versioning: no version field at all
+        if len(elements) < index:
+            return None
         version = msgspec.msgpack.decode(elements[index])
     except (msgspec.DecodeError, UnicodeDecodeError, RecursionError, TypeError):
         return None

@@ -265,7 +265,7 @@ class Process:
 
 HARNESS_POLICY = """\
 [[bind]]
-who = ["node:agent"]
+who = ["role:node"]
 addresses = ["*"]
 
 [[call]]

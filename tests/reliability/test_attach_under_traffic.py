@@ -34,6 +34,7 @@ from trio_websocket import (
 import fame
 from fame._fabric._transport import open_link
 from fame._fabric.sentinel._server import open_sentinel
+from fame._protocol._credentials import token_proof
 from fame._protocol._identity import Identity
 from fame._wire._schema import (
     PROTOCOL_VERSION,
@@ -121,10 +122,17 @@ async def attach_raw(ws: Any, codec: Codec, identity: Identity, token: str) -> l
     """Attach over ``ws`` as ``identity``; the frames of the first message after the attach."""
     [challenge] = frames_of(codec, await ws.get_message())
     assert type(challenge) is Challenge
-    proof = identity.sign(
-        attach_proof_payload(challenge.nonce, challenge.sentinel_id, identity.node_id)
+    payload = attach_proof_payload(
+        challenge.nonce, challenge.sentinel_id, identity.node_id, "node", identity.public_key
     )
-    attach = Attach(identity.node_id, identity.public_key, token, proof, False, PROTOCOL_VERSION)
+    attach = Attach(
+        identity.node_id,
+        identity.public_key,
+        token_proof(token, payload),
+        identity.sign(payload),
+        "node",
+        PROTOCOL_VERSION,
+    )
     await ws.send_message(codec.encode(attach))
     return frames_of(codec, await ws.get_message())
 

@@ -29,7 +29,7 @@ from hypothesis import strategies as st
 
 import fame
 from fame._protocol import NodeHandshake, SentinelLink, SentinelPolicy
-from fame._protocol._credentials import ClientCredential
+from fame._protocol._credentials import ClientCredential, EnrolledKey, Enrollment
 from fame._protocol._identity import Identity
 from fame._protocol._route_table import RouteTable
 from fame._wire._schema import (
@@ -164,6 +164,10 @@ def _feed_links(frames: list[Any], open_admission: bool) -> None:
         trust_on_first_use=True,
     )
     identity = Identity.generate()
+    # Enrolled: open admission admits clients only, nodes by their key.
+    policy.enrolled[identity.node_id] = Enrollment(
+        identity.node_id, "fuzzed", (EnrolledKey(identity.public_key),)
+    )
     fresh = SentinelLink(policy, b"a" * 32)
     fresh.start()
     attached = SentinelLink(policy, b"b" * 32, max_strikes=10**6)
@@ -201,7 +205,7 @@ def test_a_frame_tag_that_is_not_utf8_is_a_wire_error() -> None:
     # Regression (found by both fuzzers): msgspec raises UnicodeDecodeError, which
     # frame_tag let through, and the sentinel's handler for that link failed.
     header = VALID_ENVELOPE[:4] + msgspec.msgpack.encode("echo@fame.fabric") + b"\x07"
-    data = header + b"\x91\xa3r\xf0\x81" + b"\xaa_reply@x.y\x05"  # the tag: "r", then not UTF-8
+    data = header + b"\x91\xa3r\xf0\x81" + b"\xaa_reply@x.y\x05\xc0"  # the tag: "r", not UTF-8
     head = codec.decode_header(data)
     assert type(head) is RoutingHeader
     with pytest.raises(fame.errors.WireError) as info:

@@ -81,10 +81,12 @@ async def test_handshake_abuse_is_refused_with_a_reason_and_harms_no_one(
 
             token = services.token
             # No token, and a wrong one.
+            # (This sentinel trusts new nodes on first use, if they prove the token.)
+            no_token = "trust on first use admits a new node only with a valid admission token"
             answer = await attempt("no token", signed(Identity.generate(), ""))
-            assert type(answer) is Refused and answer.reason == "wrong admission token"
+            assert type(answer) is Refused and no_token in answer.reason
             answer = await attempt("wrong token", signed(Identity.generate(), token + "x"))
-            assert type(answer) is Refused and answer.reason == "wrong admission token"
+            assert type(answer) is Refused and no_token in answer.reason
 
             # A replayed attach: recorded on one connection, sent on another.
             owner = Identity.generate()
@@ -138,7 +140,7 @@ async def test_handshake_abuse_is_refused_with_a_reason_and_harms_no_one(
                 # Another key claiming the id that is attached right now.
                 thief = Identity.generate(owner.node_id)
                 answer = await attempt("stolen node id", signed(thief, token))
-                assert type(answer) is Refused and "is pinned to another key" in answer.reason
+                assert type(answer) is Refused and "enrolled with another key" in answer.reason
                 await first.send_message(codec.encode(Ping(2)))
                 assert await next_frame(first) == Pong(2)  # the owner's link is untouched
 
@@ -147,13 +149,13 @@ async def test_handshake_abuse_is_refused_with_a_reason_and_harms_no_one(
             answer = await attempt("huge node id", signed(owner, token, node_id=huge))
             assert type(answer) is Refused and answer.reason.startswith("invalid node id 'nnn")
             assert len(answer.reason) < 200
-            answer = await attempt("huge token", signed(owner, huge))
-            assert type(answer) is Refused and answer.reason == "wrong admission token"
+            answer = await attempt("huge token", signed(Identity.generate(), huge))
+            assert type(answer) is Refused and no_token in answer.reason
             answer = await attempt(
                 "huge key", signed(owner, token, public_key=b"k" * 100_000, signature=b"")
             )
             assert type(answer) is Refused and "bad signature" in answer.reason
-            negative = msgspec.msgpack.encode(["attach", -1, -(2**63), -7, -9, -1])
+            negative = msgspec.msgpack.encode(["attach", -1, -(2**63), -7, -9])
             answer = await attempt("negative numbers", lambda _: negative)
             assert type(answer) is LinkError and answer.reason.startswith("malformed message")
             answer = await attempt("non-ascii id", signed(owner, token, node_id="n\u00e9\x00"))

@@ -108,9 +108,9 @@ async def test_a_result_too_big_for_the_wire_fails_at_once_without_a_restart() -
 
     async with open_sentinel(port=0, trust_on_first_use=True, token="t" * 16) as sentinel:
         url = f"ws://127.0.0.1:{sentinel.port}/"
-        async with fame.open_node() as node, fame.attach(node, url, token="t"):
+        async with fame.open_node() as node, fame.attach(node, url, token="t" * 16):
             await node.spawn(Big, "big@fame.fabric")
-            async with connect(url, token="t") as client:
+            async with connect(url, token="t" * 16) as client:
                 big = client.proxy("big@fame.fabric", Big).with_timeout(GUARD)
                 with trio.fail_after(GUARD / 2):
                     with pytest.raises(fame.errors.ProtocolError) as info:
