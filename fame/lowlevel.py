@@ -19,6 +19,7 @@ from ._core._supervisor import Supervisor, open_supervisor
 from ._fabric._identity import NodeStores, load_or_create_identity
 from ._fabric._trace import TRACE_LOGGER
 from ._fabric._transport import HANDSHAKE_TIMEOUT, client_ssl_context, server_ssl_context
+from ._fabric.sentinel._admin_agent import ADMIN_ADDRESS as SENTINEL_ADMIN_ADDRESS
 from ._fabric.sentinel._registry import NodeRegistry
 from ._fabric.sentinel._server import (
     DEFAULT_HOST,
@@ -36,6 +37,7 @@ __all__ = [
     "DEFAULT_PORT",
     "DEFAULT_WINDOW",
     "HANDSHAKE_TIMEOUT",
+    "SENTINEL_ADMIN_ADDRESS",
     "TRACE_LOGGER",
     "Actor",
     "ActorRef",

@@ -115,6 +115,7 @@ SUBMODULES = {
             "DEFAULT_PORT",
             "DEFAULT_WINDOW",
             "HANDSHAKE_TIMEOUT",
+            "SENTINEL_ADMIN_ADDRESS",
             "TRACE_LOGGER",
             "Actor",
             "ActorRef",

@@ -36,6 +36,7 @@ from fame.lowlevel import (
 from fame.security import format_public_key, parse_public_key
 from fame.storage import StorageConfig, open_storage, storage_config_from_env
 
+from . import _live_admin
 from ._errors import shown_path
 from ._processes import SERVICES
 from ._settings import AGENT_CONF, SECRETS_FILE, SENTINEL_CONF, load_settings
@@ -174,6 +175,17 @@ def enroll(args: Any) -> int:
                 f"bad public key: {exc}; nothing was enrolled (give the key `fame identity`"
                 " prints on that machine)"
             ) from None
+    if _SENTINEL.pid() is not None:
+        grace = -1 if args.rotate_grace is None else args.rotate_grace
+        said = _live(
+            "enroll",
+            node_id=node_id,
+            public_key=format_public_key(key),
+            name=args.name or "",
+            rotate_grace=grace,
+        )
+        _say(said)
+        return 0
     now = time.time()
     old_until = None if args.rotate_grace is None else now + args.rotate_grace
     _say(_enroll(node_id, args.name, default_name, key, old_until, now))
@@ -212,16 +224,21 @@ def _enroll(
 
 
 def revoke(args: Any) -> int:
-    done = _write_registry(lambda registry: registry.revoke(args.node_id))
-    if not done.anything:
+    if _SENTINEL.pid() is not None:
+        live = _live("revoke", node_id=args.node_id)
+        enrollment, pin, addresses = live["enrollment"], live["pin"], live["addresses"]
+    else:
+        done = _write_registry(lambda registry: registry.revoke(args.node_id))
+        enrollment, pin, addresses = done.enrollment, done.pin, list(done.addresses)
+    if not (enrollment or pin or addresses):
         raise AdminError(
             f"nothing is stored for {args.node_id} (no enrollment, pin or binding): nothing"
             " changed; `fame admin nodes` lists the enrolled nodes"
         )
     removed = [
-        *(["its enrollment"] if done.enrollment else []),
-        *(["its pinned key"] if done.pin else []),
-        *([f"its bindings of {', '.join(done.addresses)}"] if done.addresses else []),
+        *(["its enrollment"] if enrollment else []),
+        *(["its pinned key"] if pin else []),
+        *([f"its bindings of {', '.join(addresses)}"] if addresses else []),
     ]
     _say(f"revoked {args.node_id}: removed {', '.join(removed)}")
     return 0
@@ -229,6 +246,8 @@ def revoke(args: Any) -> int:
 
 def admin(args: Any) -> int:
     action = args.action
+    if _SENTINEL.pid() is not None:
+        return _admin_live(args)
     if action == "release":
         record = _write_registry(lambda registry: registry.release(args.address))
         if record is None:
@@ -262,6 +281,45 @@ def admin(args: Any) -> int:
         _say(f"{address} {record}")
     if not bindings:
         _say("no stored bindings")
+    return 0
+
+
+def _live(operation: str, **args: Any) -> Any:
+    try:
+        return _live_admin.call(operation, **args)
+    except _live_admin.LiveAdminError as exc:
+        raise AdminError(str(exc)) from None
+
+
+def _admin_live(args: Any) -> int:
+    """``fame admin ACTION`` answered by the running sentinel."""
+    action = args.action
+    if action == "release":
+        record = _live("release", address=args.address)
+        if record is None:
+            raise AdminError(f"{args.address} has no binding: nothing changed")
+        _say(f"released {args.address} (was bound to {record})")
+    elif action == "nodes":
+        nodes = _live("nodes")
+        for node in nodes:
+            attached = ", attached" if node["attached"] else ""
+            _say(f"{node['node_id']} {node['name']}{attached}")
+            for key, end in node["keys"]:
+                _say(f"  {key} ({'no end' if end is None else _when(end)})")
+        if not nodes:
+            _say("no enrolled nodes")
+    elif action == "pins":
+        pins = _live("pins")
+        for node_id, key in pins.items():
+            _say(f"{node_id} {key}")
+        if not pins:
+            _say("no pinned keys")
+    else:
+        bindings = _live("bindings")
+        for address, record in bindings.items():
+            _say(f"{address} {record}")
+        if not bindings:
+            _say("no bindings")
     return 0
 
 

@@ -182,6 +182,7 @@ async def _serve(
             open_admission=open_admission,
             trust_on_first_use=trust_on_first_use(settings),
             policy=authorization_policy(settings),
+            admin=any(c.name == "admin" for c in credentials),
             max_connections=max_connections,
             handshake_timeout=handshake_timeout,
             certfile=certfile,

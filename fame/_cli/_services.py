@@ -124,6 +124,14 @@ def _add_missing_policy() -> None:
         )
 
 
+def _add_admin_credential(command: str) -> None:
+    """Give a project from before live administration its admin credential."""
+    if not read_env_file(SECRETS_FILE).get("FAME_ADMIN_TOKEN"):
+        with SECRETS_FILE.open("a", encoding="utf-8") as f:
+            f.write(f"FAME_ADMIN_TOKEN={secrets.token_urlsafe(32)}\n")
+        _say(f"fame {command}: added an admin credential (FAME_ADMIN_TOKEN) to {SECRETS_FILE}")
+
+
 def _init_secrets() -> int:
     if SECRETS_FILE.exists():
         values = read_env_file(SECRETS_FILE)
@@ -139,6 +147,7 @@ def _init_secrets() -> int:
             )
             return 1
         _say(f"fame init: {SECRETS_FILE} exists: keeping its master key and admission token")
+        _add_admin_credential("init")
         return 0
     CONF_DIR.mkdir(exist_ok=True)
     text = (
@@ -146,12 +155,17 @@ def _init_secrets() -> int:
         "# The master key encrypts data/; losing or changing it makes the data unreadable.\n"
         f"FAME_STORAGE_MASTER_KEY={MasterKey.generate().export()}\n"
         f"FAME_ADMISSION_TOKEN={secrets.token_urlsafe(32)}\n"
+        "# Live administration of the running sentinel (`fame admin`); clients never need it.\n"
+        f"FAME_ADMIN_TOKEN={secrets.token_urlsafe(32)}\n"
     )
     fd = os.open(SECRETS_FILE, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as f:
         f.write(text)
     os.chmod(SECRETS_FILE, 0o600)
-    _say(f"fame init: wrote {SECRETS_FILE} (mode 0600): a new master key and admission token")
+    _say(
+        f"fame init: wrote {SECRETS_FILE} (mode 0600): a new master key, admission token and"
+        " admin credential"
+    )
     return 0
 
 
@@ -280,6 +294,7 @@ def up() -> int:
             return 1
     if not SECRETS_FILE.exists() and _init_secrets() != 0:
         return 1
+    _add_admin_credential("up")
     _add_missing_policy()
     if SERVICES[0].pid() is None and _enroll_agent_quietly():
         return 1

@@ -12,6 +12,8 @@
   rotation, ``FAME_ADMISSION_TOKEN_PREVIOUS`` until
   ``FAME_ADMISSION_TOKEN_PREVIOUS_UNTIL`` (Unix time or ISO 8601).
   ``FAME_ADMISSION_TOKEN_FILE`` reads the token from a file instead.
+  ``FAME_ADMIN_TOKEN`` is the credential named ``admin``: the only one the
+  sentinel's live administration answers (``fame admin`` while it runs).
 - **Authorization.** The sentinel enforces ``conf/policy.toml``
   (``FAME_POLICY_FILE`` names another file): who may bind which addresses
   and call which operations, deny by default. ``fame init`` writes the
@@ -170,6 +172,14 @@ def client_credentials(settings: Mapping[str, str]) -> tuple[ClientCredential, .
             )
         until = _time_setting(settings, "FAME_ADMISSION_TOKEN_PREVIOUS_UNTIL")
         found.append(ClientCredential("default", previous, until))
+    admin = settings.get("FAME_ADMIN_TOKEN", "").strip()
+    if admin:
+        if admin == token:
+            raise SettingError(
+                "FAME_ADMIN_TOKEN is the admission token: the admin credential must be its own"
+                " secret (`fame init` writes one)"
+            )
+        found.append(ClientCredential("admin", admin))
     return tuple(found)
 
 

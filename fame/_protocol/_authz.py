@@ -410,4 +410,11 @@ addresses = [{address}]
 who = ["role:client"]
 addresses = [{address}]
 operations = ["*"]
+
+# The holder of the admin credential (FAME_ADMIN_TOKEN) may administer the
+# running sentinel (`fame admin`, `fame enroll`, `fame revoke`).
+[[call]]
+who = ["client:admin"]
+addresses = ["admin@sentinel.fame"]
+operations = ["*"]
 """

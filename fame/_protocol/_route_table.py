@@ -177,6 +177,10 @@ class RouteTable(Generic[L]):
     def __len__(self) -> int:
         return len(self._links)
 
+    def link_of(self, node_id: str) -> L | None:
+        """The link ``node_id`` is attached through now, if any."""
+        return self._links.get(node_id)
+
     def linked(self, node_id: str) -> bool:
         """Whether ``node_id`` is attached now."""
         return node_id in self._links

@@ -44,12 +44,10 @@ from ..._protocol._authz import Policy
 from ..._protocol._credentials import (
     ENROLL_PREFIX,
     ClientCredential,
-    EnrolledKey,
     Enrollment,
     decode_enrollment,
-    encode_enrollment,
 )
-from ..._protocol._route_table import POOL_PREFIX
+from ..._protocol._route_table import POOL_PREFIX, record_owners
 from ..._wire._schema import Codec
 from .._identity import (
     BINDING_STORE,
@@ -67,8 +65,10 @@ from .._transport import (
     WS_RECEIVE_BUFFER,
     server_ssl_context,
 )
+from ._admin_agent import ADMIN_ADDRESS, SentinelAdmin
 from ._connection import PIN_PREFIX, ConnectionHandler, ConnectionNursery
 from ._local_uplink import SentinelUplink
+from ._registry import NodeRegistry, Revoked
 from ._routing import Router
 from ._signing import load_or_create_signing_keys, rotate_signing_key
 
@@ -164,20 +164,40 @@ class Sentinel:
         ``name`` is what the authorization policy calls it (``node:<name>``;
         its id by default). Enrolling an enrolled node adds the key; with
         ``old_until`` (Unix time) its other keys end then: a key rotation
-        with a grace period.
+        with a grace period. Raises :class:`fame.errors.RegistryError` for
+        an invalid id, name or key, or a name another node holds.
         """
-        if not is_valid_label(node_id) or not is_valid_label(name or node_id):
-            raise ValueError(f"invalid node id or name: {node_id[:80]!r} {str(name)[:80]!r}")
         current = self.enrolled.get(node_id)
-        if current is None:
-            enrollment = Enrollment(
-                node_id, name or node_id, (EnrolledKey(public_key),), self.policy.clock()
-            )
-        else:
-            enrollment = current.with_key(public_key, old_until=old_until)
-        await self.stores.set(KEYSTORE, ENROLL_PREFIX + node_id, encode_enrollment(enrollment))
+        chosen = name or (current.name if current is not None else node_id)
+        enrollment = await NodeRegistry(self.stores).enroll(
+            node_id, chosen, public_key, old_until=old_until, now=self.policy.clock()
+        )
         self.enrolled[node_id] = enrollment
         return enrollment
+
+    async def revoke(self, node_id: str) -> Revoked:
+        """Forget node ``node_id`` now: its enrollment, pin and bindings; close its link.
+
+        It cannot attach again until it is enrolled again; the addresses it
+        held are free for others.
+        """
+        revoked = await NodeRegistry(self.stores).revoke(node_id)
+        self.enrolled.pop(node_id, None)
+        self.pins.pop(node_id, None)
+        for address in revoked.addresses:
+            self.routes.unbind(address, node_id)
+        link = self.routes.link_of(node_id)
+        if link is not None and link.tasks is not None:
+            log.warning("node %s revoked: closing its link", node_id)
+            link.tasks.cancel_scope.cancel()
+        return revoked
+
+    async def release(self, address: str) -> str | None:
+        """Drop the binding of ``address`` (of a node that will not come back); its old record."""
+        record = await NodeRegistry(self.stores).release(address)
+        for owner in record_owners(record) if record is not None else ():
+            self.routes.unbind(address, owner)
+        return record
 
     async def rotate_signing_key(self, grace: float) -> list[bytes]:
         """Add a new signing key; the current ones end after ``grace`` seconds.
@@ -289,6 +309,7 @@ async def open_sentinel(
     open_admission: bool = False,
     trust_on_first_use: bool = False,
     policy: Policy | None = None,
+    admin: bool = False,
     node: Node | None = None,
     storage_provider: Any = None,
     certfile: str | Path | None = None,
@@ -316,7 +337,10 @@ async def open_sentinel(
     ``policy`` says which admitted principal may bind which addresses and
     call which operations (:class:`fame._protocol._authz.Policy`, deny by
     default; ``fame sentinel`` reads ``conf/policy.toml``). Without one,
-    every admitted principal may do everything, with a warning in the log. ``port=0``
+    every admitted principal may do everything, with a warning in the log.
+    With ``admin`` the sentinel serves its live administration at
+    ``admin@sentinel.fame`` to clients holding the credential named
+    ``admin`` (and nobody else). ``port=0``
     picks a free port (see ``sentinel.port``). With ``certfile`` and
     ``keyfile`` it serves ``wss://``; with ``client_cafile`` too, only to
     peers whose certificate that CA verifies (mutual TLS). Without ``node`` the
@@ -399,6 +423,8 @@ async def open_sentinel(
         node._set_uplink(uplink)
         for address in node._local_addresses():
             uplink.bind(address)
+        if admin:
+            await node.spawn(lambda: SentinelAdmin(sentinel), ADMIN_ADDRESS)
         try:
             async with trio.open_nursery() as tasks:
                 tasks.start_soon(uplink.persist)

@@ -1,0 +1,70 @@
+"""``fame enroll`` / ``revoke`` / ``admin`` against the running sentinel.
+
+While the sentinel runs its stores are locked to other processes, so these
+commands ask the sentinel itself: they attach as a client with the admin
+credential (``FAME_ADMIN_TOKEN``, which ``fame init`` writes into
+``conf/secrets.env``) and call its administration agent, which answers the
+admin credential only. The answers are the same as offline.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import trio
+
+import fame
+from fame.errors import AdmissionRefused, OperationFailed, PermissionDenied
+from fame.lowlevel import SENTINEL_ADMIN_ADDRESS
+
+from ._settings import SECRETS_FILE, SENTINEL_CONF, client_tls, load_settings, sentinel_url
+from ._trust import sentinel_keys
+
+__all__ = ["LiveAdminError", "call"]
+
+TIMEOUT = 30.0
+
+
+class LiveAdminError(Exception):
+    """The running sentinel refused, or could not be asked; the message says what to do."""
+
+
+async def _call(operation: str, args: dict[str, Any]) -> Any:
+    settings = load_settings([SENTINEL_CONF, SECRETS_FILE], optional=True)
+    token = settings.get("FAME_ADMIN_TOKEN", "").strip()
+    if not token:
+        raise LiveAdminError(
+            f"the sentinel is running, and live administration needs FAME_ADMIN_TOKEN in"
+            f" {SECRETS_FILE} (run `fame init` to add it, then restart the sentinel), or stop"
+            " the sentinel (`just stop`) to administer it offline; nothing was changed"
+        )
+    url = sentinel_url(settings)
+    async with fame.connect(
+        url, token=token, ssl_context=client_tls(settings), sentinel_keys=sentinel_keys(settings)
+    ) as node:
+        proxy = node.proxy(SENTINEL_ADMIN_ADDRESS).with_timeout(TIMEOUT)
+        return await getattr(proxy, operation)(**args)
+
+
+def call(operation: str, **args: Any) -> Any:
+    """Call ``operation`` of the running sentinel's administration; its result."""
+    try:
+        return trio.run(_call, operation, args)
+    except PermissionDenied:
+        raise LiveAdminError(
+            "the sentinel's policy does not let client:admin call its administration: add"
+            ' [[call]] who = ["client:admin"], addresses = ["admin@sentinel.fame"],'
+            ' operations = ["*"] to conf/policy.toml, then restart the sentinel; nothing was'
+            " changed"
+        ) from None
+    except fame.NoRoute:
+        raise LiveAdminError(
+            "the running sentinel serves no live administration (it was started without"
+            " FAME_ADMIN_TOKEN): restart it, or stop it to administer offline; nothing was changed"
+        ) from None
+    except AdmissionRefused as exc:
+        raise LiveAdminError(
+            f"the running sentinel refused the admin credential: {exc.reason}; nothing was changed"
+        ) from None
+    except OperationFailed as exc:
+        raise LiveAdminError(f"{exc.message}; nothing was changed") from None

@@ -1,0 +1,119 @@
+"""Live administration of a running sentinel: an agent on the sentinel's own node.
+
+``fame admin`` and ``fame enroll`` / ``fame revoke`` call it while the
+sentinel runs (its stores are then locked to other processes), as a client
+holding the *admin* credential (``FAME_ADMIN_TOKEN``, the client credential
+named ``admin``). Every operation checks the verified caller itself, so a
+policy that lets others call the address still lets nobody else in; the
+default policy also names only ``client:admin`` for it.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ..._agents._agent import BaseAgent
+from ..._agents._call_context import current_caller
+from ..._agents._operation import operation
+from ..._protocol._credentials import format_public_key, parse_public_key
+from ._registry import RegistryError
+
+if TYPE_CHECKING:
+    from ._server import Sentinel
+
+__all__ = ["ADMIN_ADDRESS", "ADMIN_PRINCIPAL", "AdminRefused", "SentinelAdmin"]
+
+ADMIN_ADDRESS = "admin@sentinel.fame"
+"""Where a sentinel serves its live administration."""
+
+ADMIN_PRINCIPAL = "client:admin"
+"""The only principal it answers: a client proving the admin credential."""
+
+
+class AdminRefused(Exception):
+    """The caller is not the admin, or asked for something invalid; nothing changed."""
+
+
+def _admin_only() -> None:
+    caller = current_caller()
+    if caller is None or caller.principal != ADMIN_PRINCIPAL:
+        who = caller.principal if caller is not None else "a local caller"
+        raise AdminRefused(f"{who} is not {ADMIN_PRINCIPAL}: nothing was read or changed")
+
+
+_ERRORS = (AdminRefused, RegistryError, ValueError)
+
+
+class SentinelAdmin(BaseAgent):
+    """Lists and changes the sentinel's enrolled nodes, pins, bindings and keys, live."""
+
+    def __init__(self, sentinel: Sentinel) -> None:
+        super().__init__()
+        self._sentinel = sentinel
+
+    @operation(errors=_ERRORS)
+    async def nodes(self) -> list[dict[str, Any]]:
+        """Every enrolled node: id, name, keys with their ends, and whether it is attached."""
+        _admin_only()
+        sentinel = self._sentinel
+        return [
+            {
+                "node_id": e.node_id,
+                "name": e.name,
+                "keys": [[format_public_key(k.public_key), k.not_after] for k in e.keys],
+                "attached": sentinel.routes.linked(e.node_id),
+            }
+            for e in sorted(sentinel.enrolled.values(), key=lambda e: e.node_id)
+        ]
+
+    @operation(errors=_ERRORS)
+    async def pins(self) -> dict[str, str]:
+        _admin_only()
+        return {n: format_public_key(k) for n, k in sorted(self._sentinel.pins.items())}
+
+    @operation(errors=_ERRORS)
+    async def bindings(self) -> dict[str, str]:
+        _admin_only()
+        return dict(sorted(self._sentinel.routes.bindings().items()))
+
+    @operation(errors=_ERRORS)
+    async def enroll(
+        self, node_id: str, public_key: str, name: str = "", rotate_grace: float = -1
+    ) -> str:
+        """Enroll a node (or add a key); ``rotate_grace`` >= 0 ends its other keys then."""
+        _admin_only()
+        sentinel = self._sentinel
+        before = sentinel.enrolled.get(node_id)
+        old_until = sentinel.policy.clock() + rotate_grace if rotate_grace >= 0 else None
+        after = await sentinel.enroll(
+            node_id, parse_public_key(public_key), name=name or None, old_until=old_until
+        )
+        if before == after:
+            return (
+                f"{node_id} is already enrolled as {after.name} with {public_key}: nothing changed"
+            )
+        return f"enrolled {node_id} as {after.name} with {public_key}"
+
+    @operation(errors=_ERRORS)
+    async def revoke(self, node_id: str) -> dict[str, Any]:
+        _admin_only()
+        revoked = await self._sentinel.revoke(node_id)
+        return {
+            "node_id": revoked.node_id,
+            "enrollment": revoked.enrollment,
+            "pin": revoked.pin,
+            "addresses": list(revoked.addresses),
+        }
+
+    @operation(errors=_ERRORS)
+    async def release(self, address: str) -> str | None:
+        _admin_only()
+        return await self._sentinel.release(address)
+
+    @operation(errors=_ERRORS)
+    async def rotate_signing_key(self, grace: float) -> list[str]:
+        """A new signing key; the current ones end after ``grace`` s. All valid public keys."""
+        _admin_only()
+        if not grace >= 0:
+            raise ValueError(f"the grace period is a number of seconds >= 0, not {grace!r}")
+        return [format_public_key(k) for k in await self._sentinel.rotate_signing_key(grace)]
