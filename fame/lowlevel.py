@@ -16,7 +16,7 @@ from ._core._actor import Actor, ActorRef, Delivery
 from ._core._address import Address
 from ._core._groups import collapse, leaves
 from ._core._supervisor import Supervisor, open_supervisor
-from ._fabric._identity import NodeStores, load_or_create_identity
+from ._fabric._identity import NodeStores, load_or_create_identity, rotate_node_key
 from ._fabric._trace import TRACE_LOGGER
 from ._fabric._transport import HANDSHAKE_TIMEOUT, client_ssl_context, server_ssl_context
 from ._fabric.sentinel._admin_agent import ADMIN_ADDRESS as SENTINEL_ADMIN_ADDRESS
@@ -28,7 +28,7 @@ from ._fabric.sentinel._server import (
     Sentinel,
     serve_sentinel,
 )
-from ._fabric.sentinel._signing import sentinel_public_keys
+from ._fabric.sentinel._signing import rotate_sentinel_key, sentinel_public_keys
 
 __all__ = [
     "DEFAULT_HOST",
@@ -52,6 +52,8 @@ __all__ = [
     "leaves",
     "load_or_create_identity",
     "open_supervisor",
+    "rotate_node_key",
+    "rotate_sentinel_key",
     "sentinel_public_keys",
     "serve_sentinel",
     "server_ssl_context",

@@ -130,6 +130,8 @@ SUBMODULES = {
             "leaves",
             "load_or_create_identity",
             "open_supervisor",
+            "rotate_node_key",
+            "rotate_sentinel_key",
             "sentinel_public_keys",
             "serve_sentinel",
             "server_ssl_context",

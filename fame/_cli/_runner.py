@@ -122,13 +122,21 @@ class _Ready:
             self.path.unlink(missing_ok=True)
 
 
-async def _until_signal(signals: AsyncIterator[int], name: str) -> None:
+async def _until_signal(
+    signals: AsyncIterator[int], name: str, on_hangup: Callable[[], None] | None = None
+) -> None:
     async for signum in signals:
+        if signum == signal.SIGHUP and on_hangup is not None:
+            on_hangup()
+            continue
         print(f"fame {name}: {signal.Signals(signum).name} received, stopping", flush=True)
         return
 
 
-async def _sentinel_main(settings: MutableMapping[str, str], ready: _Ready) -> None:
+Reload = Callable[[], MutableMapping[str, str]]
+
+
+async def _sentinel_main(settings: MutableMapping[str, str], ready: _Ready, reload: Reload) -> None:
     # Every setting is checked before the storage opens, so a typo costs nothing.
     sentinel_port(settings)
     admission(settings)
@@ -139,9 +147,9 @@ async def _sentinel_main(settings: MutableMapping[str, str], ready: _Ready) -> N
     trust_on_first_use(settings)
     authorization_policy(settings)
     config = storage_config(settings)
-    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
         async with open_storage(config) as provider:
-            failure = await _guarded(_serve, provider, signals, settings, config, ready)
+            failure = await _guarded(_serve, provider, signals, settings, config, ready, reload)
     if failure is not None:
         raise failure
     print("fame sentinel: stopped, storage closed", flush=True)
@@ -153,6 +161,7 @@ async def _serve(
     settings: Mapping[str, str],
     config: StorageConfig,
     ready: _Ready,
+    reload: Reload,
 ) -> None:
     host = sentinel_host(settings)
     port = sentinel_port(settings)
@@ -188,15 +197,29 @@ async def _serve(
             certfile=certfile,
             keyfile=keyfile,
             client_cafile=client_cafile,
-        ),
+        ) as sentinel,
     ):
+
+        def on_hangup() -> None:
+            # Credentials and policy from the files again: a rotation takes
+            # effect without a restart. A bad file keeps what runs.
+            try:
+                fresh = reload()
+                sentinel.reconfigure(
+                    credentials=client_credentials(fresh), policy=authorization_policy(fresh)
+                )
+            except (SettingError, fame.errors.SentinelConfigError) as exc:
+                print(f"fame sentinel: SIGHUP: kept the running settings: {exc}", flush=True)
+                return
+            print("fame sentinel: SIGHUP: reloaded the credentials and the policy", flush=True)
+
         scheme = "ws" if tls is None else "wss"
         mutual = ", mutual TLS" if client_cafile is not None else ""
         storage = _describe_storage(config)
         line = f"listening on {scheme}://{host}:{port} (storage: {storage}{mutual})"
         print(f"fame sentinel: {line}", flush=True)
         ready.set(line)
-        await _until_signal(signals, "sentinel")
+        await _until_signal(signals, "sentinel", on_hangup)
 
 
 async def _guarded(fn: Callable[..., Awaitable[None]], *args: object) -> Exception | None:
@@ -296,8 +319,14 @@ def _run(name: str, main: object, *args: object) -> int:
     return 0
 
 
-def run_sentinel(settings: MutableMapping[str, str], ready_file: Path | None) -> int:
-    """Run the sentinel until a signal; return the exit status."""
+def run_sentinel(
+    settings: MutableMapping[str, str], ready_file: Path | None, reload: Reload | None = None
+) -> int:
+    """Run the sentinel until SIGTERM or SIGINT; return the exit status.
+
+    On SIGHUP it takes the client credentials and the policy from
+    ``reload()`` (the settings read again), without stopping.
+    """
     ready = _Ready(ready_file)
     ready.clear()
     try:
@@ -306,7 +335,7 @@ def run_sentinel(settings: MutableMapping[str, str], ready_file: Path | None) ->
         print(f"fame sentinel: {exc}", file=sys.stderr, flush=True)
         return 1
     try:
-        return _run("sentinel", _sentinel_main, settings, ready)
+        return _run("sentinel", _sentinel_main, settings, ready, reload or (lambda: settings))
     finally:
         ready.clear()
 

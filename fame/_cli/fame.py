@@ -12,8 +12,9 @@
 ``fame identity``                      print the project agent's node id and key
 ``fame enroll [NODE_ID PUBLIC_KEY]``   let a node attach to the project's sentinel
 ``fame revoke NODE_ID``                remove a node's enrollment, pin and bindings
-``fame admin nodes|pins|bindings``     list the sentinel's register, offline
+``fame admin nodes|pins|bindings``     list the sentinel's register (live if it runs)
 ``fame admin release ADDRESS``         drop the stored binding of an address
+``fame rotate token|sentinel-key|...`` a new token or key, the old one for a grace
 =====================================  ============================================
 
 Every command works in the project directory: ``--project DIR`` (before or
@@ -119,13 +120,19 @@ def _admin_commands(command: Callable[[str, str], argparse.ArgumentParser]) -> N
     )  # fmt: skip
     revoke = command("revoke", "remove a node's enrollment, pinned key and bindings")
     revoke.add_argument("node_id", metavar="NODE_ID")
-    admin = command("admin", "list or change the sentinel's register (sentinel stopped)")
+    admin = command("admin", "list or change the sentinel's register (live while it runs)")
     actions = admin.add_subparsers(dest="action", metavar="ACTION", required=True)
     actions.add_parser("nodes", help="enrolled nodes, their names and keys")
     actions.add_parser("pins", help="the public key pinned for each node that attached")
     actions.add_parser("bindings", help="stored bindings: address and owner")
     release = actions.add_parser("release", help="drop the stored binding of an address")
     release.add_argument("address", metavar="ADDRESS")
+    rotate = command("rotate", "a new token or key; the old one is accepted for a grace period")
+    rotate.add_argument("what", choices=["token", "sentinel-key", "node-key"])
+    rotate.add_argument(
+        "--grace", type=float, metavar="SECONDS",
+        help="how long the old one stays valid (default: 86400, one day)",
+    )  # fmt: skip
 
 
 def _absolute(args: argparse.Namespace) -> None:
@@ -145,7 +152,9 @@ def _dispatch(args: argparse.Namespace) -> int:
     project = enter_project(args.project)
     command = args.command
     if command == "sentinel":
-        return _runner.run_sentinel(load_settings(args.config), args.ready_file)
+        return _runner.run_sentinel(
+            load_settings(args.config), args.ready_file, lambda: load_settings(args.config)
+        )
     if command == "node":
         import_from_project(project)  # the agents FAME_AGENTS names are the project's modules
         return _runner.run_node(load_settings(args.config), args.agent, args.ready_file)
@@ -159,11 +168,19 @@ def _dispatch(args: argparse.Namespace) -> int:
         if command == "dump":
             return _inspect.dump(args.directory, args.namespace, settings)
         return _inspect.check(args.directory, settings)
-    if command in ("identity", "enroll", "revoke", "admin"):
-        from . import _admin
+    if command in ("identity", "enroll", "revoke", "admin", "rotate"):
+        from . import _admin, _rotate
 
-        action = getattr(_admin, command)
-        name = f"admin {args.action}" if command == "admin" else command
+        action = _rotate.rotate if command == "rotate" else getattr(_admin, command)
+        name = (
+            f"{command} {args.action if command == 'admin' else args.what}"
+            if command
+            in (
+                "admin",
+                "rotate",
+            )
+            else command
+        )
         return _admin.run(name, lambda: action(args))
     if command == "logs":
         return _services.logs(args.n)

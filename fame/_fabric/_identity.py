@@ -22,6 +22,7 @@ __all__ = [
     "ROUTE_STORE",
     "NodeStores",
     "load_or_create_identity",
+    "rotate_node_key",
 ]
 
 NODE_META = "__node_meta"
@@ -90,3 +91,15 @@ async def load_or_create_identity(stores: NodeStores) -> Identity:
     await stores.set(KEYSTORE, "ed25519", identity.private_bytes())
     await stores.set(NODE_META, "node_id", identity.node_id.encode())
     return identity
+
+
+async def rotate_node_key(stores: NodeStores) -> Identity:
+    """Give the node a new key (same id) in its stores; the new identity.
+
+    Enroll the new public key at the sentinel first (with a grace period
+    for the old one), then restart the node: it attaches with the new key.
+    """
+    current = await load_or_create_identity(stores)
+    fresh = Identity.generate(current.node_id)
+    await stores.set(KEYSTORE, "ed25519", fresh.private_bytes())
+    return fresh

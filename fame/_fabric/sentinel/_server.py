@@ -175,6 +175,27 @@ class Sentinel:
         self.enrolled[node_id] = enrollment
         return enrollment
 
+    def reconfigure(
+        self,
+        *,
+        credentials: Sequence[ClientCredential] | None = None,
+        token: str | None = None,
+        policy: Policy | None = None,
+    ) -> None:
+        """Take new client credentials and a new policy without stopping (``fame`` on SIGHUP).
+
+        Links already admitted stay; every later attach, bind and call is
+        decided by the new ones. Credentials are checked as at start
+        (:class:`SentinelConfigError`); open admission stays as it was.
+        """
+        if credentials is not None or token is not None:
+            found = _resolve_credentials(token, credentials or (), self.policy.open_admission)
+            self.policy.credentials = found
+        if policy is not None:
+            self.policy.authz = policy
+            self.router.routing.authz = policy
+            log.info("authorization policy reloaded:\n%s", policy.describe())
+
     async def revoke(self, node_id: str) -> Revoked:
         """Forget node ``node_id`` now: its enrollment, pin and bindings; close its link.
 

@@ -23,6 +23,7 @@ __all__ = [
     "SIGNING_KEY",
     "SigningKey",
     "load_or_create_signing_keys",
+    "rotate_sentinel_key",
     "rotate_signing_key",
     "sentinel_public_keys",
 ]
@@ -87,4 +88,12 @@ async def sentinel_public_keys(storage_provider: StorageProvider, now: float) ->
     publish them (``conf/sentinel.keys``) before the sentinel listens.
     """
     keys = await load_or_create_signing_keys(NodeStores(storage_provider), now)
+    return [Identity.from_private_bytes("", k.private_key).public_key for k in keys]
+
+
+async def rotate_sentinel_key(
+    storage_provider: StorageProvider, *, grace: float, now: float
+) -> list[bytes]:
+    """:func:`rotate_signing_key` on a stopped sentinel's stores; the valid public keys."""
+    keys = await rotate_signing_key(NodeStores(storage_provider), grace=grace, now=now)
     return [Identity.from_private_bytes("", k.private_key).public_key for k in keys]
