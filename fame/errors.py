@@ -28,6 +28,7 @@ from ._core._errors import (
     WireError,
 )
 from ._fabric._transport import SentinelUnreachable
+from ._fabric.sentinel._admin_agent import AdminRefused
 from ._fabric.sentinel._registry import RegistryError
 from ._fabric.sentinel._server import SentinelConfigError
 from ._protocol._authz import PolicyError
@@ -50,6 +51,7 @@ from ._storage import (
 __all__ = [
     "ActorCrashed",
     "AddressError",
+    "AdminRefused",
     "AdmissionRefused",
     "AgentNotStarted",
     "DamagedDatabase",

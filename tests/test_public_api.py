@@ -62,6 +62,7 @@ SUBMODULES = {
     "fame.errors": sorted(
         [
             "ActorCrashed",
+            "AdminRefused",
             "AddressError",
             "AdmissionRefused",
             "AgentNotStarted",

@@ -10,18 +10,19 @@ default policy also names only ``client:admin`` for it.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping
+from typing import Any, Protocol
 
 from ..._agents._agent import BaseAgent
 from ..._agents._call_context import current_caller
 from ..._agents._operation import operation
-from ..._protocol._credentials import format_public_key, parse_public_key
-from ._registry import RegistryError
+from ..._core._errors import FameError
+from ..._protocol._attach import SentinelPolicy
+from ..._protocol._credentials import Enrollment, format_public_key, parse_public_key
+from ..._protocol._route_table import RouteTable
+from ._registry import RegistryError, Revoked
 
-if TYPE_CHECKING:
-    from ._server import Sentinel
-
-__all__ = ["ADMIN_ADDRESS", "ADMIN_PRINCIPAL", "AdminRefused", "SentinelAdmin"]
+__all__ = ["ADMIN_ADDRESS", "ADMIN_PRINCIPAL", "AdminRefused", "Administered", "SentinelAdmin"]
 
 ADMIN_ADDRESS = "admin@sentinel.fame"
 """Where a sentinel serves its live administration."""
@@ -30,7 +31,7 @@ ADMIN_PRINCIPAL = "client:admin"
 """The only principal it answers: a client proving the admin credential."""
 
 
-class AdminRefused(Exception):
+class AdminRefused(FameError):
     """The caller is not the admin, or asked for something invalid; nothing changed."""
 
 
@@ -44,10 +45,38 @@ def _admin_only() -> None:
 _ERRORS = (AdminRefused, RegistryError, ValueError)
 
 
+class Administered(Protocol):
+    """What the agent needs of the sentinel (``fame.lowlevel.Sentinel`` is one)."""
+
+    @property
+    def enrolled(self) -> Mapping[str, Enrollment]: ...
+    @property
+    def pins(self) -> Mapping[str, bytes]: ...
+    @property
+    def routes(self) -> RouteTable[Any]: ...
+    @property
+    def policy(self) -> SentinelPolicy: ...
+
+    async def enroll(
+        self,
+        node_id: str,
+        public_key: bytes,
+        *,
+        name: str | None = None,
+        old_until: float | None = None,
+    ) -> Enrollment: ...
+
+    async def revoke(self, node_id: str) -> Revoked: ...
+
+    async def release(self, address: str) -> str | None: ...
+
+    async def rotate_signing_key(self, grace: float) -> list[bytes]: ...
+
+
 class SentinelAdmin(BaseAgent):
     """Lists and changes the sentinel's enrolled nodes, pins, bindings and keys, live."""
 
-    def __init__(self, sentinel: Sentinel) -> None:
+    def __init__(self, sentinel: Administered) -> None:
         super().__init__()
         self._sentinel = sentinel
 
