@@ -72,8 +72,7 @@ def _agent_config() -> StorageConfig:
         raise AdminError(
             f"the agent's storage profile is {config.profile!r} ({AGENT_CONF}): its identity"
             " would change at every start, so it cannot be enrolled; set"
-            " FAME_STORAGE_PROFILE=encrypted-sqlite there, or run the sentinel with trust on"
-            " first use"
+            " FAME_STORAGE_PROFILE=encrypted-sqlite there"
         )
     return config
 
@@ -334,8 +333,9 @@ def enroll_agent_on_init(command: str = "init") -> int:
     if not _persistent(agent):
         _say(
             f"fame {command}: the agent's storage profile is {agent.profile!r}: its identity"
-            " does not persist, so it was not enrolled; enroll the agent by hand"
-            " (`fame enroll`) once it persists, or run the sentinel with trust on first use"
+            " does not persist, so it was not enrolled and cannot attach; give it a persistent"
+            " profile (FAME_STORAGE_PROFILE=encrypted-sqlite in conf/agent.env), then run"
+            " `fame enroll`"
         )
         return 0
     running = [(s.name, pid) for s in SERVICES if (pid := s.pid()) is not None]
@@ -350,6 +350,7 @@ def enroll_agent_on_init(command: str = "init") -> int:
         _say(
             f"fame {command}: the sentinel keeps nothing on disk (memory profile): the agent"
             " was not enrolled; run the sentinel with trust on first use"
+            " (FAME_TRUST_ON_FIRST_USE=1), and let role:node bind in conf/policy.toml"
         )
         return 0
     node_id, key = _agent_identity()

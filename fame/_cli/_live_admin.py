@@ -68,3 +68,8 @@ def call(operation: str, **args: Any) -> Any:
         ) from None
     except OperationFailed as exc:
         raise LiveAdminError(f"{exc.message}; nothing was changed") from None
+    except fame.SentinelUnreachable as exc:
+        raise LiveAdminError(
+            f"the sentinel is running, but {exc}; nothing was changed (check"
+            " FAME_SENTINEL_PORT in conf/sentinel.env, or stop it to administer offline)"
+        ) from None

@@ -157,10 +157,14 @@ def admission(settings: Mapping[str, str]) -> tuple[str | None, bool]:
     who can reach it, so that must be said with ``FAME_OPEN_ADMISSION=1``.
     """
     token = admission_token(settings)
+    if token is None and settings.get("FAME_ADMISSION_TOKEN_FILE", "").strip():
+        path = settings["FAME_ADMISSION_TOKEN_FILE"].strip()
+        token = read_token_file(path, source="FAME_ADMISSION_TOKEN_FILE")
     open_admission = flag_setting(settings, "FAME_OPEN_ADMISSION")
     if token is None and not open_admission:
         raise SettingError(
-            "FAME_ADMISSION_TOKEN is not set (run: fame init, which writes conf/secrets.env),"
+            "FAME_ADMISSION_TOKEN (or FAME_ADMISSION_TOKEN_FILE) is not set (run: fame init,"
+            " which writes conf/secrets.env),"
             " and open admission was not asked for (FAME_OPEN_ADMISSION=1)"
         )
     return token, open_admission
@@ -178,7 +182,9 @@ def forget_master_key(settings: MutableMapping[str, str]) -> None:
     os.environ.pop(MASTER_KEY, None)
 
 
-def read_token_file(path: str, stdin: Iterable[str] | None = None) -> str:
+def read_token_file(
+    path: str, stdin: Iterable[str] | None = None, *, source: str = "--token-file"
+) -> str:
     """The admission token in the file ``path`` (its first line), or on stdin for ``-``.
 
     The token is given this way, or by ``FAME_ADMISSION_TOKEN`` (the
@@ -196,14 +202,14 @@ def read_token_file(path: str, stdin: Iterable[str] | None = None) -> str:
             with open(path, encoding="utf-8") as f:
                 text = f.readline()
         except FileNotFoundError:
-            raise SettingError(f"--token-file: {where} does not exist") from None
+            raise SettingError(f"{source}: {where} does not exist") from None
         except OSError as exc:
-            raise SettingError(f"--token-file: cannot read {where}: {exc.strerror}") from None
+            raise SettingError(f"{source}: cannot read {where}: {exc.strerror}") from None
         except UnicodeDecodeError:
-            raise SettingError(f"--token-file: {where} is not UTF-8 text") from None
+            raise SettingError(f"{source}: {where} is not UTF-8 text") from None
     token = text.strip()
     if not token:
-        raise SettingError(f"--token-file: {where} holds no token (its first line is empty)")
+        raise SettingError(f"{source}: {where} holds no token (its first line is empty)")
     return token
 
 

@@ -106,8 +106,8 @@ def sentinel_keys(settings: Mapping[str, str], root: Path | None = None) -> list
         keys = _parse_keys(text.splitlines(), str(path))
     if not keys:
         raise SettingError(
-            "no trusted sentinel keys: the list is empty (`fame sentinel-keys` on the"
-            " sentinel's host prints them)"
+            "no trusted sentinel keys: the list is empty (the sentinel's project has them in"
+            " conf/sentinel.keys)"
         )
     return keys
 
@@ -136,7 +136,7 @@ def client_token(settings: Mapping[str, str]) -> str | None:
     """The client credential a node or client proves: ``FAME_ADMISSION_TOKEN(_FILE)``."""
     path = settings.get("FAME_ADMISSION_TOKEN_FILE", "").strip()
     if path:
-        return read_token_file(path)
+        return read_token_file(path, source="FAME_ADMISSION_TOKEN_FILE")
     return settings.get("FAME_ADMISSION_TOKEN", "").strip() or None
 
 
@@ -168,7 +168,7 @@ def client_credentials(settings: Mapping[str, str]) -> tuple[ClientCredential, .
         if not settings.get("FAME_ADMISSION_TOKEN_PREVIOUS_UNTIL", "").strip():
             raise SettingError(
                 "FAME_ADMISSION_TOKEN_PREVIOUS needs FAME_ADMISSION_TOKEN_PREVIOUS_UNTIL: the"
-                " end of its grace period (`fame rotate-token` writes both)"
+                " end of its grace period (`fame rotate token` writes both)"
             )
         until = _time_setting(settings, "FAME_ADMISSION_TOKEN_PREVIOUS_UNTIL")
         found.append(ClientCredential("default", previous, until))

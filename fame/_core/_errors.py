@@ -124,7 +124,7 @@ class UntrustedSentinel(AdmissionRefused):
     ``offered`` are the public keys it signed its challenge with (maybe
     none). A fake sentinel, or a real one whose key is not in the trusted
     list (the sentinel keys file, ``conf/sentinel.keys``): compare with
-    ``fame sentinel-keys`` on the sentinel's host.
+    the ``conf/sentinel.keys`` of the sentinel's project.
     """
 
     def __init__(self, reason: str, *, offered: tuple[bytes, ...] = ()) -> None:

@@ -261,13 +261,16 @@ def running_sentinel(project: Project) -> Iterator[int]:
     run = project.root / "run"
     run.mkdir(exist_ok=True)
     ready = run / "sentinel.ready"
+    # In its config, as `fame up` would find it: the commands ask it there.
+    with (project.root / "conf" / "sentinel.env").open("a") as conf:
+        conf.write(f"FAME_SENTINEL_PORT={free_port()}\n")
     with open(run / "sentinel.log", "ab") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "fame._cli.fame", "sentinel",
              "--config", "conf/sentinel.env", "--config", "conf/secrets.env",
              "--ready-file", str(ready)],
             cwd=project.root,
-            env=fame_env(FAME_SENTINEL_PORT=str(free_port())),
+            env=fame_env(),
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -289,23 +292,27 @@ def running_sentinel(project: Project) -> Iterator[int]:
             proc.wait(STOP_LIMIT)
 
 
-def test_writes_are_refused_while_the_sentinel_runs(
+def test_while_the_sentinel_runs_the_commands_ask_it(
     project: Project, running_sentinel: int
 ) -> None:
-    running = f"the sentinel is running (pid {running_sentinel}): stop it first with `just stop`"
-    for args in (
-        ("enroll", "--name", "web", "nweb1", KEY_1),
-        ("enroll",),
-        ("revoke", "nweb1"),
-        ("admin", "release", "web@x"),
-    ):
-        line = project.refused(*args)
-        assert running in line and "nothing was changed" in line, line
+    # Its stores are locked: enroll, revoke and admin go to the running sentinel.
+    said = project.ok("enroll", "--name", "web", "nweb1", KEY_1)
+    assert said == f"enrolled nweb1 as web with {KEY_1}\n"
+    assert "nweb1 web" in project.ok("admin", "nodes")
+    line = project.refused("admin", "release", "web@x")
+    assert "web@x has no binding: nothing changed" in line
+    assert project.ok("revoke", "nweb1") == "revoked nweb1: removed its enrollment\n"
     said = project.ok("init")
     assert f"the sentinel is running (pid {running_sentinel}): the agent was not enrolled" in said
-    # A read is tried: the running sentinel holds its stores, and the line says so.
-    line = project.refused("admin", "nodes")
-    assert f"in use by a running process (pid {running_sentinel})" in line
+    # A sentinel that runs but does not answer where the config says: one line, no change.
+    conf = project.root / "conf" / "sentinel.env"
+    kept = conf.read_text()
+    conf.write_text(kept + f"FAME_SENTINEL_PORT={free_port()}\n")
+    try:
+        line = project.refused("enroll", "nweb2", KEY_2)
+        assert "the sentinel is running, but" in line and "nothing was changed" in line, line
+    finally:
+        conf.write_text(kept)
 
 
 def test_after_the_sentinel_stopped_writes_work_again(project: Project) -> None:

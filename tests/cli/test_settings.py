@@ -29,6 +29,12 @@ from fame._cli._settings import (
     sentinel_url,
     stream_idle_timeout,
 )
+from fame._cli._trust import (
+    authorization_policy,
+    client_credentials,
+    client_token,
+    sentinel_keys,
+)
 from fame._fabric._transport import HANDSHAKE_TIMEOUT
 from fame._fabric.sentinel._server import DEFAULT_HOST, DEFAULT_MAX_CONNECTIONS, DEFAULT_PORT
 
@@ -139,9 +145,59 @@ def test_port_flag_and_admission_settings() -> None:
     assert str(info.value).startswith("F: expected 1 or 0")
     assert admission({"FAME_ADMISSION_TOKEN": " t0k "}) == ("t0k", False)
     assert admission({"FAME_OPEN_ADMISSION": "1"}) == (None, True)
-    with pytest.raises(SettingError, match=r"^FAME_ADMISSION_TOKEN is not set"):
+    unset = r"^FAME_ADMISSION_TOKEN \(or FAME_ADMISSION_TOKEN_FILE\) is not set"
+    with pytest.raises(SettingError, match=unset):
         admission({"FAME_OPEN_ADMISSION": "0"})
     assert admission_token({"FAME_ADMISSION_TOKEN": "  "}) is None
+
+
+def test_trust_settings_tokens_from_a_file_rotation_and_the_policy_file(tmp_path: Path) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text("from-a-file-0123456789\n")
+    from_file = {"FAME_ADMISSION_TOKEN_FILE": str(token_file)}
+    # The sentinel, the nodes and the clients all read the file.
+    assert admission(from_file) == ("from-a-file-0123456789", False)
+    assert client_token(from_file) == "from-a-file-0123456789"
+    missing = {"FAME_ADMISSION_TOKEN_FILE": str(tmp_path / "nope")}
+    with pytest.raises(SettingError, match=r"^FAME_ADMISSION_TOKEN_FILE: .* does not exist"):
+        client_token(missing)
+    # A rotation: the previous token with the end of its grace period, and the admin's own.
+    rotating = {
+        "FAME_ADMISSION_TOKEN": "new-token-0123456789",
+        "FAME_ADMISSION_TOKEN_PREVIOUS": "old-token-0123456789",
+        "FAME_ADMISSION_TOKEN_PREVIOUS_UNTIL": "2030-01-01T00:00:00+00:00",
+        "FAME_ADMIN_TOKEN": "admin-token-0123456789",
+    }
+    default, previous, admin = client_credentials(rotating)
+    assert (default.name, default.token, default.not_after) == (
+        "default",
+        "new-token-0123456789",
+        None,
+    )
+    assert (previous.name, previous.token) == ("default", "old-token-0123456789")
+    assert previous.not_after == 1893456000.0
+    assert (admin.name, admin.token) == ("admin", "admin-token-0123456789")
+    with pytest.raises(SettingError, match=r"needs FAME_ADMISSION_TOKEN_PREVIOUS_UNTIL"):
+        client_credentials({**rotating, "FAME_ADMISSION_TOKEN_PREVIOUS_UNTIL": ""})
+    with pytest.raises(SettingError, match=r"give the time zone"):
+        client_credentials({**rotating, "FAME_ADMISSION_TOKEN_PREVIOUS_UNTIL": "2030-01-01"})
+    with pytest.raises(SettingError, match=r"must be its own secret"):
+        client_credentials({**rotating, "FAME_ADMIN_TOKEN": "new-token-0123456789"})
+    # No policy file: the sentinel does not start, and says what to do.
+    with pytest.raises(SettingError, match=r"^no authorization policy: .*policy.toml does not"):
+        authorization_policy({"FAME_POLICY_FILE": str(tmp_path / "policy.toml")})
+    assert authorization_policy({"FAME_POLICY_FILE": "allow-all"}) is None
+    (tmp_path / "policy.toml").write_text("[[bind]]\nwho = ['x']\naddresses = ['a@b']\n")
+    with pytest.raises(SettingError, match=r"policy.toml"):
+        authorization_policy({"FAME_POLICY_FILE": str(tmp_path / "policy.toml")})
+    # Sentinel keys: inline, from a file, or a clear error.
+    key = "ed25519:" + "A" * 43
+    assert sentinel_keys({"FAME_SENTINEL_KEYS": f"{key}, {key}"}) == [bytes(32), bytes(32)]
+    with pytest.raises(SettingError, match=r"no trusted sentinel keys: .* does not exist"):
+        sentinel_keys({"FAME_SENTINEL_KEYS_FILE": str(tmp_path / "none.keys")})
+    (tmp_path / "bad.keys").write_text("# a comment\ned25519:short\n")
+    with pytest.raises(SettingError, match=r"bad.keys line 2: "):
+        sentinel_keys({"FAME_SENTINEL_KEYS_FILE": str(tmp_path / "bad.keys")})
 
 
 def test_agent_entries_are_split_on_spaces_and_commas() -> None:

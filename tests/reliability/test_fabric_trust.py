@@ -50,7 +50,7 @@ addresses = ["vault@fame.fabric"]
 [[call]]
 who = ["role:client"]
 addresses = ["vault@fame.fabric"]
-operations = ["read", "whoami", "count"]
+operations = ["read", "whoami", "count", "nosuch"]
 """
 
 
@@ -362,6 +362,11 @@ async def test_the_policy_denies_what_it_does_not_allow_and_nothing_runs(
                     denied.value
                 )
             assert await vault.count() == 0  # nothing ran
+            # An operation it lacks: named alone, the agent's other operations unsaid.
+            with pytest.raises(fame.UnknownOperation) as unknown:
+                await vault.nosuch()
+            assert "has no operation 'nosuch'" in str(unknown.value)
+            assert "read" not in str(unknown.value) and "whoami" not in str(unknown.value)
             # The operation sees who called, as the sentinel verified it.
             principal, node_id = await vault.whoami()
             assert principal == "client:default"
@@ -459,3 +464,23 @@ async def test_credentials_and_keys_rotate_with_a_grace_period(
 
 def _ok(fabric: Trusted) -> int:
     return fabric.client.ok if fabric.client is not None else 0
+
+
+async def test_library_defaults_are_said_and_short_tokens_refused(
+    suite_secrets: Any, reliability_report: Report
+) -> None:
+    with pytest.raises(fame.errors.SentinelConfigError, match="too short to be a secret"):
+        async with fame.open_sentinel(port=0, token="short"):
+            pass
+    with watching("fame") as log:
+        async with trusted_fabric(suite_secrets) as fabric:
+            await log.wait_for("authorization policy:")
+            # A client that passes no sentinel keys is told, in the log, that it checks none.
+            async with fame.connect(fabric.url, token=fabric.token) as unchecked:
+                assert await unchecked.proxy("vault@fame.fabric").read() == "the secret"
+            line = await log.wait_for("not verifying the sentinel")
+            assert "no sentinel keys were given" in line
+        async with fame.open_sentinel(port=0, token=secrets.token_urlsafe(24)):
+            line = await log.wait_for("no authorization policy")
+            assert "every admitted node and client may" in line
+    reliability_report(warnings_seen=2, client_calls_ok=_ok(fabric))

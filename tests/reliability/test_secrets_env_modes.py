@@ -32,7 +32,7 @@ def test_fame_init_writes_secrets_env_mode_0600_whatever_the_umask(
     values = dict(
         line.split("=", 1) for line in secrets_file.read_text().splitlines() if "=" in line
     )
-    assert set(values) == {"FAME_STORAGE_MASTER_KEY", "FAME_ADMISSION_TOKEN"}
+    assert set(values) == {"FAME_STORAGE_MASTER_KEY", "FAME_ADMISSION_TOKEN", "FAME_ADMIN_TOKEN"}
     for value in values.values():
         assert value not in done.stdout + done.stderr
 
