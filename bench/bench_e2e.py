@@ -32,6 +32,7 @@ sys.path.insert(0, str(REPO))
 
 import fame  # noqa: E402
 from agents.storage_agent import STORAGE_AGENT_ADDRESS, StorageAgent  # noqa: E402
+from fame.security import parse_public_key  # noqa: E402
 
 
 def _free_port() -> int:
@@ -66,8 +67,10 @@ def _rss_mib(root: Path, name: str) -> float:
     raise RuntimeError(f"no VmRSS for pid {pid}")
 
 
-async def _load(url: str, token: str, records: int, callers: int) -> tuple[float, float, int]:
-    async with fame.connect(url, token=token) as node:
+async def _load(
+    url: str, token: str, keys: list[bytes], records: int, callers: int
+) -> tuple[float, float, int]:
+    async with fame.connect(url, token=token, sentinel_keys=keys) as node:
         agent = node.proxy(STORAGE_AGENT_ADDRESS, StorageAgent)
         next_index = iter(range(records))
 
@@ -110,7 +113,12 @@ def main() -> None:
             if line.startswith("FAME_ADMISSION_TOKEN="):
                 token = line.split("=", 1)[1]
         url = f"ws://127.0.0.1:{port}"
-        store_s, stream_s, count = trio.run(_load, url, token, args.records, args.callers)
+        keys = [
+            parse_public_key(line)
+            for line in (root / "conf" / "sentinel.keys").read_text().splitlines()
+            if line.startswith("ed25519:")
+        ]
+        store_s, stream_s, count = trio.run(_load, url, token, keys, args.records, args.callers)
         loaded = {name: _rss_mib(root, name) for name in ("sentinel", "agent")}
         stop = _fame(root, env, "stop")
         warm = _fame(root, env, "up")

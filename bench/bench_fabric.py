@@ -30,6 +30,8 @@ import fame
 from fame._fabric._client import connect
 from fame._fabric._uplink import attach
 from fame._fabric.sentinel._server import open_sentinel
+from fame._protocol._identity import Identity
+from fame.security import Policy
 
 SEQUENTIAL = 3000
 WARMUP = 300
@@ -89,16 +91,43 @@ async def raw_relay(port: int, upstream: str) -> None:
         print("READY", flush=True)
 
 
+# As a user runs it: the node enrolled, a deny-by-default policy checked on
+# every call, the sentinel's signature checked by node and client.
+POLICY = """
+[[bind]]
+who = ["node:bench"]
+addresses = ["echo@bench.fabric"]
+
+[[call]]
+who = ["role:client"]
+addresses = ["echo@bench.fabric"]
+operations = ["echo", "records"]
+"""
+
+
+def node_identity() -> Identity:
+    return Identity.from_private_bytes(
+        os.environ["FAME_BENCH_NODE_ID"], bytes.fromhex(os.environ["FAME_BENCH_NODE_KEY"])
+    )
+
+
 async def run_sentinel(port: int) -> None:
-    async with open_sentinel(port=port, token=os.environ["FAME_ADMISSION_TOKEN"]):
-        print("READY", flush=True)
+    async with open_sentinel(
+        port=port,
+        token=os.environ["FAME_ADMISSION_TOKEN"],
+        policy=Policy.from_toml(POLICY),
+    ) as sentinel:
+        node = node_identity()
+        await sentinel.enroll(node.node_id, node.public_key, name="bench")
+        print("READY", sentinel.public_keys[0].hex(), flush=True)
         await trio.sleep_forever()
 
 
-async def run_node(url: str) -> None:
+async def run_node(url: str, sentinel_key: str) -> None:
     async with fame.open_node() as node:
         await node.spawn(BenchEcho, "echo@bench.fabric", mailbox_size=4096)
-        async with attach(node, url, token=os.environ["FAME_ADMISSION_TOKEN"]):
+        keys = [bytes.fromhex(sentinel_key)]
+        async with attach(node, url, identity=node_identity(), sentinel_keys=keys):
             print("READY", flush=True)
             await trio.sleep_forever()
 
@@ -112,7 +141,8 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def spawn(env: dict[str, str], *args: str) -> subprocess.Popen[str]:
+def spawn(env: dict[str, str], *args: str) -> tuple[subprocess.Popen[str], list[str]]:
+    """Start a child; it and what it said after READY."""
     proc = subprocess.Popen(
         [sys.executable, __file__, *args], stdout=subprocess.PIPE, env=env, text=True
     )
@@ -121,7 +151,7 @@ def spawn(env: dict[str, str], *args: str) -> subprocess.Popen[str]:
     if not line.startswith("READY"):
         proc.kill()
         raise SystemExit(f"child {args} failed to start")
-    return proc
+    return proc, line.split()[1:]
 
 
 def summary(samples: list[float]) -> tuple[float, float]:
@@ -147,10 +177,10 @@ async def bench_raw(url: str) -> tuple[float, float, float]:
     return p50, p99, SEQUENTIAL / elapsed
 
 
-async def bench_fabric(url: str, token: str) -> dict[str, float]:
+async def bench_fabric(url: str, token: str, sentinel_key: bytes) -> dict[str, float]:
     payload = b"x" * 32
     out: dict[str, float] = {}
-    async with connect(url, token=token) as client:
+    async with connect(url, token=token, sentinel_keys=[sentinel_key]) as client:
         echo = client.proxy("echo@bench.fabric", BenchEcho)
         for _ in range(WARMUP):
             await echo.echo(data=payload)
@@ -187,19 +217,28 @@ async def bench_fabric(url: str, token: str) -> dict[str, float]:
 
 async def measure() -> None:
     token = secrets.token_urlsafe(16)
-    env = dict(os.environ, FAME_ADMISSION_TOKEN=token, FAME_STORAGE_PROFILE="memory")
+    node = Identity.generate()
+    env = dict(
+        os.environ,
+        FAME_ADMISSION_TOKEN=token,
+        FAME_STORAGE_PROFILE="memory",
+        FAME_BENCH_NODE_ID=node.node_id,
+        FAME_BENCH_NODE_KEY=node.private_bytes().hex(),
+    )
     env.pop("FAME_SHOW_ENVELOPES", None)
     procs: list[subprocess.Popen[str]] = []
     try:
         server_port, relay_port, sentinel_port = free_port(), free_port(), free_port()
-        procs.append(spawn(env, "raw-server", str(server_port)))
-        procs.append(spawn(env, "raw-relay", str(relay_port), f"ws://127.0.0.1:{server_port}/"))
-        procs.append(spawn(env, "sentinel", str(sentinel_port)))
+        procs.append(spawn(env, "raw-server", str(server_port))[0])
+        relay = spawn(env, "raw-relay", str(relay_port), f"ws://127.0.0.1:{server_port}/")
+        procs.append(relay[0])
+        sentinel, (sentinel_key,) = spawn(env, "sentinel", str(sentinel_port))
+        procs.append(sentinel)
         url = f"ws://127.0.0.1:{sentinel_port}/"
-        procs.append(spawn(env, "node", url))
+        procs.append(spawn(env, "node", url, sentinel_key)[0])
 
         raw_p50, raw_p99, raw_ops = await bench_raw(f"ws://127.0.0.1:{relay_port}/")
-        fab = await bench_fabric(url, token)
+        fab = await bench_fabric(url, token, bytes.fromhex(sentinel_key))
     finally:
         for proc in reversed(procs):  # nodes first, so none logs a lost sentinel
             proc.kill()
@@ -239,7 +278,7 @@ def main() -> None:
         elif command == "sentinel":
             trio.run(run_sentinel, int(args[0]))
         elif command == "node":
-            trio.run(run_node, args[0])
+            trio.run(run_node, args[0], args[1])
         else:
             raise SystemExit(f"unknown command {command}")
         return
