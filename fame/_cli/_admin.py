@@ -66,25 +66,26 @@ def _persistent(config: StorageConfig) -> bool:
     return config.profile != "memory" and config.directory is not None
 
 
-def _agent_config() -> StorageConfig:
-    config = _config(AGENT_CONF)
+def _persistent_config(conf: Path, owner: str, why: str) -> StorageConfig:
+    """The storage of ``owner`` (the agent or the sentinel), which must keep its files."""
+    config = _config(conf)
     if not _persistent(config):
         raise AdminError(
-            f"the agent's storage profile is {config.profile!r} ({AGENT_CONF}): its identity"
-            " would change at every start, so it cannot be enrolled; set"
+            f"the {owner}'s storage profile is {config.profile!r} ({conf}): {why}; set"
             " FAME_STORAGE_PROFILE=encrypted-sqlite there"
         )
     return config
 
 
+def _agent_config() -> StorageConfig:
+    why = "its identity would change at every start, so it cannot be enrolled"
+    return _persistent_config(AGENT_CONF, "agent", why)
+
+
 def _sentinel_config() -> StorageConfig:
-    config = _config(SENTINEL_CONF)
-    if not _persistent(config):
-        raise AdminError(
-            f"the sentinel's storage profile is {config.profile!r} ({SENTINEL_CONF}): it keeps no"
-            " register on disk to administer; set FAME_STORAGE_PROFILE=encrypted-sqlite there"
-        )
-    return config
+    return _persistent_config(
+        SENTINEL_CONF, "sentinel", "it keeps no register on disk to administer"
+    )
 
 
 def _running_advice(pid: int) -> str:

@@ -70,16 +70,22 @@ class Project:
         assert JUST is not None, "just is not installed (pip install rust-just)"
         if args[:1] == ("clean",):
             self.keep_logs()
+        argv = [JUST, "--justfile", str(REPO / "justfile"), "--working-directory", str(self.root)]
+        return self.run([*argv, *args], f"just {' '.join(args)}", timeout=timeout)
+
+    def run(
+        self,
+        argv: list[str],
+        label: str,
+        *,
+        env: dict[str, str] | None = None,
+        timeout: float = 90,
+    ) -> subprocess.CompletedProcess[str]:
+        """Run ``argv`` in the project; output to logs/just.log, secrets to the leak scan."""
         result = subprocess.run(
-            [
-                JUST,
-                "--justfile",
-                str(REPO / "justfile"),
-                "--working-directory",
-                str(self.root),
-                *args,
-            ],
-            env=self.env,
+            argv,
+            cwd=self.root,
+            env={**self.env, **(env or {})},
             capture_output=True,
             text=True,
             timeout=timeout,
@@ -87,7 +93,7 @@ class Project:
         )
         self.logs.mkdir(exist_ok=True)
         with (self.logs / "just.log").open("a", encoding="utf-8") as log:
-            log.write(f"$ just {' '.join(args)}\n{result.stdout}{result.stderr}")
+            log.write(f"$ {label}\n{result.stdout}{result.stderr}")
         if self.registry is not None:
             self.registry.add_env_file(self.root / "conf" / "secrets.env")
         return result

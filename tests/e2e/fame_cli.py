@@ -21,21 +21,8 @@ __all__ = ["client", "fame"]
 def _run(
     project: Project, module: str, args: tuple[str, ...], env: dict[str, str]
 ) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(
-        [sys.executable, "-m", module, *args],
-        cwd=project.root,
-        env={**project.env, **env},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    project.logs.mkdir(exist_ok=True)
-    with (project.logs / "just.log").open("a", encoding="utf-8") as log:
-        log.write(f"$ {module} {' '.join(args)}\n{result.stdout}{result.stderr}")
-    if project.registry is not None:
-        project.registry.add_env_file(project.root / "conf" / "secrets.env")
-    return result
+    argv = [sys.executable, "-m", module, *args]
+    return project.run(argv, f"{module} {' '.join(args)}", env=env, timeout=120)
 
 
 def fame(project: Project, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
