@@ -77,6 +77,13 @@ def test_the_register_is_administered_live_while_the_sentinel_runs(running: Runn
     revoked = running.ok("revoke", OTHER_ID)
     assert revoked.strip() == f"revoked {OTHER_ID}: removed its enrollment"
     assert OTHER_ID not in running.ok("admin", "nodes")
+    # The sentinel's own id (the owner of its admin address) is not for revoking.
+    sentinel_id = re.search(
+        r"admin@sentinel\.fame (n[0-9a-f]{20})", running.ok("admin", "bindings")
+    )
+    assert sentinel_id is not None
+    done = running.fame("revoke", sentinel_id.group(1))
+    assert done.returncode == 1 and "this sentinel's own id" in done.stderr, done.stderr
     # Without the admin credential the running sentinel is not administered.
     env = {k: v for k, v in running.env.items()}
     secrets_file = running.root / "conf" / "secrets.env"

@@ -68,7 +68,7 @@ from .._transport import (
 from ._admin_agent import ADMIN_ADDRESS, SentinelAdmin
 from ._connection import PIN_PREFIX, ConnectionHandler, ConnectionNursery
 from ._local_uplink import SentinelUplink
-from ._registry import NodeRegistry, Revoked
+from ._registry import NodeRegistry, RegistryError, Revoked
 from ._routing import Router
 from ._signing import load_or_create_signing_keys, rotate_signing_key
 
@@ -202,6 +202,8 @@ class Sentinel:
         It cannot attach again until it is enrolled again; the addresses it
         held are free for others.
         """
+        if node_id == self.sentinel_id:
+            raise RegistryError(f"{node_id} is this sentinel's own id: it cannot be revoked")
         revoked = await NodeRegistry(self.stores).revoke(node_id)
         self.enrolled.pop(node_id, None)
         self.pins.pop(node_id, None)
