@@ -35,7 +35,7 @@ from .._agents._node import Node
 from .._core._errors import AdmissionRefused, NoRoute, ProtocolError, WireError
 from .._core._groups import unwrap_exception_group
 from .._protocol import BindingTracker, NodeHandshake
-from .._protocol._attach import CLIENT, NODE
+from .._protocol._credentials import CLIENT, NODE
 from .._protocol._identity import Identity
 from .._wire._schema import (
     Batch,

@@ -26,12 +26,12 @@ After ``Welcome`` envelopes flow both ways; ``Bind`` / ``Unbind`` and
 from ._attach import (
     Admitted,
     BindDenied,
-    BindingTracker,
-    NodeHandshake,
     RoutesChanged,
     SentinelLink,
     SentinelPolicy,
 )
+from ._binding_tracker import BindingTracker
+from ._node_handshake import NodeHandshake
 
 __all__ = [
     "Admitted",

@@ -1,15 +1,19 @@
-"""The two ends of a fabric link as state machines (see the package docstring)."""
+"""The sentinel's end of a fabric link, as a state machine (see the package docstring).
+
+Admission (who may attach, as which principal), the reserved addresses, and
+the binds a link asks for. The node's end is ``_node_handshake`` and
+``_binding_tracker``.
+"""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Collection, MutableMapping
-from typing import Any, NoReturn
+from collections.abc import Callable, MutableMapping
+from typing import Any
 
 import attrs
 
 from .._core._address import REPLY_NAME, Address, AddressError, is_valid_label
-from .._core._errors import AdmissionRefused, ProtocolError, ProtocolMismatch, UntrustedSentinel
 from .._wire._schema import (
     PROTOCOL_VERSION,
     Attach,
@@ -29,25 +33,22 @@ from .._wire._schema import (
 )
 from ._authz import Policy, Principal
 from ._credentials import (
+    CLIENT,
+    NODE,
     ClientCredential,
     EnrolledKey,
     Enrollment,
     matching_credential,
-    token_proof,
 )
 from ._identity import Identity, looks_like_node_id, verify_signature
 from ._route_table import RouteTable
 
 __all__ = [
-    "CLIENT",
-    "NODE",
     "Admitted",
     "BindDenied",
-    "BindingTracker",
-    "NodeHandshake",
+    "RoutesChanged",
     "SentinelLink",
     "SentinelPolicy",
-    "node_version_mismatch",
     "reserved",
     "sentinel_version_mismatch",
 ]
@@ -63,16 +64,6 @@ def sentinel_version_mismatch(theirs: int) -> str:
     return (
         f"protocol version mismatch: this sentinel speaks fame protocol version"
         f" {PROTOCOL_VERSION}, the node speaks version {theirs}"
-    )
-
-
-def node_version_mismatch(theirs: int) -> ProtocolMismatch:
-    """The node's error for a sentinel that speaks protocol ``theirs``."""
-    return ProtocolMismatch(
-        f"protocol version mismatch: the sentinel speaks fame protocol version {theirs},"
-        f" this node speaks version {PROTOCOL_VERSION}",
-        ours=PROTOCOL_VERSION,
-        theirs=theirs,
     )
 
 
@@ -101,10 +92,6 @@ def reserved(address: Address, node_id: str | None, policy: SentinelPolicy) -> s
     ):
         return f"{address} is reserved: {RESERVED_PATH_REASON}"
     return None
-
-
-NODE = "node"
-CLIENT = "client"
 
 
 @attrs.frozen
@@ -426,177 +413,3 @@ class SentinelLink:
 
     def close(self) -> None:
         self.state = "closed"
-
-
-class NodeHandshake:
-    """The node's end of the attach handshake.
-
-    :meth:`receive` takes the sentinel's frames: a ``Challenge`` gives the
-    ``Attach`` to send, a ``Welcome`` sets :attr:`path`, a ``Refused``
-    raises :class:`fame.AdmissionRefused`; anything else before the
-    welcome raises :class:`fame.ProtocolError`.
-
-    ``role`` is ``"node"`` or ``"client"``. ``token`` (a client credential)
-    never leaves the node: the attach carries an HMAC of the challenge made
-    with it. ``sentinel_keys`` are the sentinel public keys this node
-    trusts: unless one of them signed the challenge, the node raises
-    :class:`fame.errors.UntrustedSentinel` and sends nothing. None trusts
-    any sentinel (an explicit choice of the caller, who should say so).
-    """
-
-    def __init__(
-        self,
-        identity: Identity,
-        token: str | None,
-        *,
-        role: str = NODE,
-        sentinel_keys: Collection[bytes] | None = None,
-    ) -> None:
-        self.identity = identity
-        self.token = token
-        self.role = role
-        self.ephemeral = role == CLIENT
-        self.sentinel_keys = None if sentinel_keys is None else frozenset(sentinel_keys)
-        self.state = "waiting"
-        self.path: str | None = None
-        self.heartbeat_ms = 5000
-        self.sentinel_key: bytes | None = None  # the trusted key that signed, once checked
-
-    @property
-    def attached(self) -> bool:
-        return self.state == "attached"
-
-    def _check_sentinel(self, challenge: Challenge) -> None:
-        trusted = self.sentinel_keys
-        if trusted is None:
-            return
-        payload = challenge_payload(challenge.nonce, challenge.sentinel_id, challenge.version)
-        for key, signature in zip(challenge.keys, challenge.signatures, strict=False):
-            if key in trusted and verify_signature(key, signature, payload):
-                self.sentinel_key = key
-                return
-        self.state = "refused"
-        raise UntrustedSentinel(
-            "the sentinel did not prove it holds a trusted key: none of its"
-            f" {len(challenge.keys)} signed key(s) is among the {len(trusted)} this node trusts;"
-            " nothing was sent (check the sentinel keys file, e.g. conf/sentinel.keys)",
-            offered=tuple(challenge.keys[:8]),
-        )
-
-    def receive(self, frame: object) -> Attach | None:
-        match frame:
-            case Refused(reason=reason):
-                self.state = "refused"
-                raise AdmissionRefused(reason)
-            case Challenge(nonce=nonce, sentinel_id=sentinel_id) if self.state == "waiting":
-                if frame.version != PROTOCOL_VERSION:
-                    # Refuse before sending anything: nothing goes to a sentinel
-                    # that might read the attach another way.
-                    self.state = "refused"
-                    raise node_version_mismatch(frame.version)
-                self._check_sentinel(frame)
-                ident = self.identity
-                payload = attach_proof_payload(
-                    nonce, sentinel_id, ident.node_id, self.role, ident.public_key
-                )
-                proof = token_proof(self.token, payload) if self.token else b""
-                self.state = "challenged"
-                return Attach(
-                    ident.node_id,
-                    ident.public_key,
-                    proof,
-                    ident.sign(payload),
-                    self.role,
-                    PROTOCOL_VERSION,
-                )
-            case Welcome() if self.state == "challenged":
-                if frame.node_id != self.identity.node_id:
-                    raise ProtocolError("the sentinel welcomed another node id")
-                self.state = "attached"
-                self.path = frame.path
-                self.heartbeat_ms = frame.heartbeat_ms
-                return None
-        raise ProtocolError(f"unexpected {type(frame).__name__} during the attach handshake")
-
-    def undecodable(self, data: bytes, reason: str) -> NoReturn:
-        """A message from the sentinel did not decode (``reason`` says why): raise.
-
-        A challenge of another protocol version may have another shape; it
-        raises :class:`fame.errors.ProtocolMismatch` naming both versions,
-        anything else :class:`fame.ProtocolError`.
-        """
-        if self.state == "waiting":
-            version = peek_version(data, "challenge")
-            if version is not None and version != PROTOCOL_VERSION:
-                self.state = "refused"
-                raise node_version_mismatch(version)
-        raise ProtocolError(f"bad frame from the sentinel: {reason}")
-
-
-class BindingTracker:
-    """The node's view of its bindings: wanted, confirmed, refused, pending.
-
-    Addresses are wanted whether or not the link is up; on every (re)attach
-    :meth:`on_attached` gives one ``Bind`` for all of them. ``pending``
-    counts the ``Bind`` s per address still waiting for their answer: the
-    sentinel answers each one, in order, so after a bind, unbind and bind
-    again of one address the first ``Bound`` does not settle the second.
-    """
-
-    def __init__(self) -> None:
-        self.wanted: set[str] = set()
-        self.pools: set[str] = set()  # the wanted addresses bound as pool members
-        self.bound: set[str] = set()
-        self.refused: dict[str, str] = {}
-        self.pending: dict[str, int] = {}
-        self.attached = False
-
-    def on_attached(self) -> list[Bind]:
-        """The binds to send on a new link: one for exclusive addresses, one for pools."""
-        self.attached = True
-        self.bound.clear()
-        self.refused.clear()
-        self.pending = dict.fromkeys(self.wanted, 1)
-        alone = sorted(self.wanted - self.pools)
-        pooled = sorted(self.wanted & self.pools)
-        return [Bind(alone)] * bool(alone) + [Bind(pooled, pool=True)] * bool(pooled)
-
-    def on_detached(self) -> None:
-        self.attached = False
-        self.pending.clear()
-        self.bound.clear()
-
-    def want(self, address: str, *, pool: bool = False) -> Bind | None:
-        self.wanted.add(address)
-        if pool:
-            self.pools.add(address)
-        else:
-            self.pools.discard(address)
-        self.refused.pop(address, None)
-        if not self.attached or address in self.bound:
-            return None
-        self.pending[address] = self.pending.get(address, 0) + 1
-        return Bind([address], pool=pool)
-
-    def drop(self, address: str) -> Unbind | None:
-        # A Bind still in flight keeps its count: its answer comes all the same.
-        self.wanted.discard(address)
-        self.pools.discard(address)
-        self.bound.discard(address)
-        return Unbind([address]) if self.attached else None
-
-    def receive(self, frame: Bound | BindRefused) -> None:
-        address = frame.address
-        left = self.pending.pop(address, 0) - 1
-        if left > 0:
-            self.pending[address] = left
-        match frame:
-            case Bound():
-                if address in self.wanted:
-                    self.bound.add(address)
-            case BindRefused(reason=reason):
-                self.refused[address] = reason
-
-    @property
-    def settled(self) -> bool:
-        return not self.pending

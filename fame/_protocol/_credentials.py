@@ -24,7 +24,9 @@ import hmac
 import msgspec
 
 __all__ = [
+    "CLIENT",
     "ENROLL_PREFIX",
+    "NODE",
     "ClientCredential",
     "EnrolledKey",
     "Enrollment",
@@ -58,6 +60,12 @@ def parse_public_key(text: str) -> bytes:
         raise ValueError(f"an Ed25519 public key is 32 bytes, this one is {len(raw)}")
     return raw
 
+
+NODE = "node"
+"""The role of a peer admitted by its enrolled key."""
+
+CLIENT = "client"
+"""The role of a peer admitted by a client credential: ephemeral, it binds nothing."""
 
 ENROLL_PREFIX = "enroll:"
 """Key prefix of enrollments in the sentinel's ``__keystore``."""

@@ -480,7 +480,7 @@ async def test_a_client_refuses_a_sentinel_of_another_version_and_sends_it_nothi
 
 def test_fame_client_says_a_version_mismatch_is_not_a_token_problem() -> None:
     from fame._cli.client import _explain
-    from fame._protocol._attach import node_version_mismatch
+    from fame._protocol._node_handshake import node_version_mismatch
 
     line = _explain(node_version_mismatch(PROTOCOL_VERSION + 1), "ws://h:1/", "x@y")
     assert line == (
