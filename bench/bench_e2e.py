@@ -101,6 +101,8 @@ def main() -> None:
     (root / "conf").mkdir()
     for name in ("sentinel.env", "agent.env"):
         shutil.copy(REPO / "conf" / name, root / "conf" / name)
+    # The example project's agents: `fame node` imports them from the project root.
+    shutil.copytree(REPO / "agents", root / "agents", ignore=shutil.ignore_patterns("__pycache__"))
     port = _free_port()
     env = {**os.environ, "FAME_SENTINEL_PORT": str(port)}
     for name in ("FAME_STORAGE_MASTER_KEY", "FAME_ADMISSION_TOKEN", "FAME_SENTINEL_URL"):
