@@ -271,17 +271,19 @@ def admin(args: Any) -> int:
         return 0
     if action == "pins":
         pins = _read_registry(lambda registry: registry.pins()) or {}
-        for node_id, key in sorted(pins.items()):
-            _say(f"{node_id} {format_public_key(key)}")
-        if not pins:
-            _say("no pinned keys")
+        _say_pairs({n: format_public_key(k) for n, k in pins.items()}, "no pinned keys")
         return 0
     bindings = _read_registry(lambda registry: registry.bindings()) or {}
-    for address, record in sorted(bindings.items()):
-        _say(f"{address} {record}")
-    if not bindings:
-        _say("no stored bindings")
+    _say_pairs(bindings, "no stored bindings")
     return 0
+
+
+def _say_pairs(pairs: dict[str, str], none: str) -> None:
+    """One ``key value`` line per pair, sorted; ``none`` when there is none."""
+    for key, value in sorted(pairs.items()):
+        _say(f"{key} {value}")
+    if not pairs:
+        _say(none)
 
 
 def _live(operation: str, **args: Any) -> Any:
@@ -309,17 +311,9 @@ def _admin_live(args: Any) -> int:
         if not nodes:
             _say("no enrolled nodes")
     elif action == "pins":
-        pins = _live("pins")
-        for node_id, key in pins.items():
-            _say(f"{node_id} {key}")
-        if not pins:
-            _say("no pinned keys")
+        _say_pairs(_live("pins"), "no pinned keys")
     else:
-        bindings = _live("bindings")
-        for address, record in bindings.items():
-            _say(f"{address} {record}")
-        if not bindings:
-            _say("no bindings")
+        _say_pairs(_live("bindings"), "no bindings")
     return 0
 
 
