@@ -19,14 +19,10 @@ import os
 import secrets
 import signal
 import time
-from datetime import UTC, datetime
 from typing import Any
-
-import trio
 
 from fame.lowlevel import NodeStores, rotate_node_key, rotate_sentinel_key
 from fame.security import format_public_key, parse_public_key
-from fame.storage import open_storage
 
 from . import _admin
 from ._processes import SERVICES
@@ -42,10 +38,6 @@ _ROTATED = (
     "FAME_ADMISSION_TOKEN_PREVIOUS",
     "FAME_ADMISSION_TOKEN_PREVIOUS_UNTIL",
 )
-
-
-def _iso(moment: float) -> str:
-    return datetime.fromtimestamp(moment, UTC).isoformat(timespec="seconds")
 
 
 def rotate(args: Any) -> int:
@@ -73,7 +65,7 @@ def _token(grace: float) -> int:
             *kept,
             f"FAME_ADMISSION_TOKEN={secrets.token_urlsafe(32)}",
             f"FAME_ADMISSION_TOKEN_PREVIOUS={old}",
-            f"FAME_ADMISSION_TOKEN_PREVIOUS_UNTIL={_iso(until)}",
+            f"FAME_ADMISSION_TOKEN_PREVIOUS_UNTIL={_admin._when(until)}",
         ]
     )
     # A new file renamed over the old: never a half-written secrets file.
@@ -83,7 +75,7 @@ def _token(grace: float) -> int:
         f.write(text + "\n")
     os.replace(temporary, SECRETS_FILE)
     print(f"fame rotate token: a new admission token in {SECRETS_FILE}; the old one is accepted"
-          f" until {_iso(until)}")  # fmt: skip
+          f" until {_admin._when(until)}")  # fmt: skip
     pid = _SENTINEL.pid()
     if pid is not None:
         os.kill(pid, signal.SIGHUP)
@@ -97,19 +89,19 @@ def _sentinel_key(grace: float) -> int:
     if _SENTINEL.pid() is not None:
         keys = [parse_public_key(k) for k in _admin._live("rotate_signing_key", grace=grace)]
     else:
-        config = _admin._sentinel_config()
 
-        async def work() -> list[bytes]:
-            async with open_storage(config, purge_interval=3600) as provider:
-                return await rotate_sentinel_key(provider, grace=grace, now=time.time())
+        async def rotate(stores: NodeStores) -> list[bytes]:
+            assert stores.provider is not None
+            return await rotate_sentinel_key(stores.provider, grace=grace, now=time.time())
 
-        keys = trio.run(work)
+        keys = _admin._open(_admin._sentinel_config(), rotate, "sentinel")
     for key in add_sentinel_keys(keys_file, keys):
         print(
             f"fame rotate sentinel-key: added the new key {format_public_key(key)} to {keys_file}"
         )
-    print(f"fame rotate sentinel-key: the old key signs until {_iso(time.time() + grace)}; copy"
-          f" {keys_file} to nodes and clients on other machines before then")  # fmt: skip
+    until = _admin._when(time.time() + grace)
+    print(f"fame rotate sentinel-key: the old key signs until {until}; copy {keys_file} to"
+          " nodes and clients on other machines before then")  # fmt: skip
     return 0
 
 
@@ -120,16 +112,14 @@ def _node_key(grace: float) -> int:
             f"the agent node is running (pid {pid}): stop it first (`just stop`), its key is in"
             " its own stores; nothing was changed"
         )
-    config = _admin._agent_config()
 
-    async def work() -> tuple[str, bytes]:
-        async with open_storage(config, purge_interval=3600) as provider:
-            fresh = await rotate_node_key(NodeStores(provider))
-            return fresh.node_id, fresh.public_key
+    async def rotate(stores: NodeStores) -> tuple[str, bytes]:
+        fresh = await rotate_node_key(stores)
+        return fresh.node_id, fresh.public_key
 
     # Written first, then enrolled: a failed enroll leaves a key that is kept
     # and can be enrolled by hand (the message says how), never a lost one.
-    node_id, key = trio.run(work)
+    node_id, key = _admin._open(_admin._agent_config(), rotate, "agent")
     try:
         if _SENTINEL.pid() is not None:
             said = _admin._live(

@@ -15,14 +15,12 @@ import pkgutil
 import signal
 import ssl
 import sys
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, MutableMapping, Sequence
 from pathlib import Path
 
 import trio
 
 import fame
-from fame.lowlevel import sentinel_public_keys
 from fame.security import format_public_key
 from fame.storage import StorageConfig, StorageProvider, open_storage, storage_config_from_env
 
@@ -167,13 +165,6 @@ async def _serve(
     port = sentinel_port(settings)
     _, open_admission = admission(settings)
     credentials = client_credentials(settings)
-    # Publish the keys this sentinel signs with before anyone can attach, so
-    # the nodes `fame up` starts next find them in the keys file.
-    publics = await sentinel_public_keys(provider, time.time())
-    keys_file = sentinel_keys_file(settings)
-    if keys_file.parent.is_dir():
-        for key in add_sentinel_keys(keys_file, publics):
-            print(f"fame sentinel: added its key {format_public_key(key)} to {keys_file}")
     max_connections, handshake_timeout = sentinel_limits(settings)
     tls = sentinel_tls(settings)
     certfile, keyfile, client_cafile = tls if tls is not None else (None, None, None)
@@ -199,6 +190,12 @@ async def _serve(
             client_cafile=client_cafile,
         ) as sentinel,
     ):
+        # Its keys in the keys file before it says it is ready: the nodes
+        # `fame up` starts next find them there.
+        keys_file = sentinel_keys_file(settings)
+        if keys_file.parent.is_dir():
+            for key in add_sentinel_keys(keys_file, sentinel.public_keys):
+                print(f"fame sentinel: added its key {format_public_key(key)} to {keys_file}")
 
         def on_hangup() -> None:
             # Credentials and policy from the files again: a rotation takes

@@ -32,6 +32,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import attrs
 import trio
 
 import fame
@@ -236,12 +237,21 @@ PROBE_OPERATION = "fame-up-probe"
 """An operation no agent has (not a Python name): an agent answers it with UnknownOperation."""
 
 
-async def _probe_agents(
-    url: str, token: str | None, tls: ssl.SSLContext | None, addresses: list[str]
-) -> None:
+@attrs.frozen
+class _ProbeClient:
+    """How ``fame up``'s probe reaches the sentinel: the settings a client reads, read once."""
+
+    url: str
+    token: str | None
+    tls: ssl.SSLContext | None
+    keys: list[bytes]
+
+
+async def _probe_agents(client: _ProbeClient, addresses: list[str]) -> None:
     """Return once every agent answered; an agent answers the probe with UnknownOperation."""
-    keys = sentinel_keys(load_settings([SENTINEL_CONF, SECRETS_FILE], optional=True))
-    async with fame.connect(url, token=token, ssl_context=tls, sentinel_keys=keys) as node:
+    async with fame.connect(
+        client.url, token=client.token, ssl_context=client.tls, sentinel_keys=client.keys
+    ) as node:
         for address in addresses:
             try:
                 await getattr(node.proxy(address).with_timeout(5), PROBE_OPERATION)()
@@ -254,9 +264,7 @@ async def _probe_agents(
 
 
 def _wait_answers(
-    url: str,
-    token: str | None,
-    tls: ssl.SSLContext | None,
+    client: _ProbeClient,
     addresses: list[str],
     alive: Callable[[], bool],
     deadline: float,
@@ -267,7 +275,7 @@ def _wait_answers(
         if not alive():
             return None  # the caller reports the dead process
         try:
-            trio.run(_probe_agents, url, token, tls, addresses)
+            trio.run(_probe_agents, client, addresses)
             return None
         except Exception as exc:
             last = "; ".join(f"{type(error).__name__}: {error}" for error in errors(exc))
@@ -326,9 +334,13 @@ def up() -> int:
         _say(f"fame up: {service.name} started (pid {process.pid}), log in {service.log_file}")
     settings = load_settings([SENTINEL_CONF, SECRETS_FILE], optional=True)
     url = sentinel_url(settings)
-    token = client_token(settings)
     agent = SERVICES[1]
-    problem = _wait_answers(url, token, tls, addresses, lambda: agent.pid() is not None, deadline)
+    try:  # the keys file the sentinel wrote before it said it was ready
+        client = _ProbeClient(url, client_token(settings), tls, sentinel_keys(settings))
+    except SettingError as exc:
+        problem: str | None = f"{SENTINEL_CONF}: {exc}"
+    else:
+        problem = _wait_answers(client, addresses, lambda: agent.pid() is not None, deadline)
     if agent.pid() is None:
         problem = _reason(agent)
     if problem is not None:

@@ -109,8 +109,6 @@ class Routing(Generic[L]):
     def __init__(self, sentinel_id: str, hosts: Callable[[str], bool]) -> None:
         self.sentinel_id = sentinel_id
         self._hosts = hosts
-        # Who may call what; the sentinel sets its own (deny by default).
-        self.authz = Policy.allow_all()
         self.routes: RouteTable[L] = RouteTable()
         self.inflight: InflightRequests[L] = InflightRequests()
         self.dropped_answers = 0  # answers from a link no open request went to
@@ -155,13 +153,14 @@ class Routing(Generic[L]):
         reply_address: str,
         head: RoutingHeader,
         principal: Principal | None = None,
+        authz: Policy | None = None,
     ) -> RouteAction[L]:
         """What to do with an envelope with header ``head`` that came on link ``source``.
 
         ``reply_address`` is the only address ``source``'s requests may ask
         answers to (its node's reply address). ``principal`` is who the
-        link was admitted as: a request it may not make (:attr:`authz`) is
-        answered ``permission_denied`` and goes nowhere.
+        link was admitted as: a request ``authz`` does not let it make is
+        answered ``permission_denied`` and goes nowhere (no ``authz``: no check).
         """
         try:
             tag = frame_tag(head.frame)
@@ -189,12 +188,17 @@ class Routing(Generic[L]):
             # Its answers could carry no corr, and would count against the
             # answering node's link as violations.
             return Refuse("a request with a reply_to needs a corr")
-        if tag == "req" and principal is not None and not self.authz.allows_everything:
+        if (
+            principal is not None
+            and authz is not None
+            and tag == "req"
+            and not authz.allows_everything
+        ):
             try:
                 op = request_op(head.frame)
             except WireError as exc:
                 return Refuse(exc.reason)
-            if not self.authz.may_call(principal, to, op):
+            if not authz.may_call(principal, to, op):
                 return ReplyError(
                     "permission_denied",
                     f"{principal} may not call {quoted(op)} of {to}: the sentinel's policy"

@@ -111,7 +111,10 @@ class Router:
         """Deliver envelope ``data`` (whose header is ``head``) that arrived on ``conn``."""
         if self._show:
             self._trace(data)
-        match self.routing.decide(conn, conn.reply_address, head, conn.link.principal):
+        link = conn.link
+        match self.routing.decide(
+            conn, conn.reply_address, head, link.principal, link.policy.authz
+        ):
             case Forward(link=target, owner=owner, stamp=stamp):
                 if stamp:
                     try:

@@ -70,7 +70,7 @@ from ._connection import PIN_PREFIX, ConnectionHandler, ConnectionNursery
 from ._local_uplink import SentinelUplink
 from ._registry import NodeRegistry, RegistryError, Revoked
 from ._routing import Router
-from ._signing import load_or_create_signing_keys, rotate_signing_key
+from ._signing import SigningKey, load_or_create_signing_keys, rotate_signing_key
 
 __all__ = ["Sentinel", "SentinelConfigError", "open_sentinel", "serve_sentinel"]
 
@@ -193,7 +193,6 @@ class Sentinel:
             self.policy.credentials = found
         if policy is not None:
             self.policy.authz = policy
-            self.router.routing.authz = policy
             log.info("authorization policy reloaded:\n%s", policy.describe())
 
     async def revoke(self, node_id: str) -> Revoked:
@@ -229,9 +228,11 @@ class Sentinel:
         the new one, so nodes that trust either keep attaching; hand out the
         new public key (the returned list) before the grace period ends.
         """
-        keys = await rotate_signing_key(self.stores, grace=grace, now=self.policy.clock())
-        self.policy.signers = tuple((k.signer(self.sentinel_id), k.not_after) for k in keys)
+        self._sign_with(await rotate_signing_key(self.stores, grace=grace, now=self.policy.clock()))
         return self.public_keys
+
+    def _sign_with(self, keys: Sequence[SigningKey]) -> None:
+        self.policy.signers = tuple((k.signer(self.sentinel_id), k.not_after) for k in keys)
 
     @property
     def connections(self) -> int:
@@ -427,9 +428,7 @@ async def open_sentinel(
             trust_on_first_use=trust_on_first_use,
             clock=clock,
         )
-        authz = policy if policy is not None else Policy.allow_all()
-        sentinel.policy.authz = authz
-        sentinel.router.routing.authz = authz
+        sentinel.policy.authz = policy if policy is not None else Policy.allow_all()
         if policy is None:
             log.warning(
                 "no authorization policy: every admitted node and client may bind any free"
@@ -437,10 +436,7 @@ async def open_sentinel(
             )
         else:
             log.info("authorization policy:\n%s", policy.describe())
-        signing = await load_or_create_signing_keys(stores, clock())
-        sentinel.policy.signers = tuple(
-            (key.signer(identity.node_id), key.not_after) for key in signing
-        )
+        sentinel._sign_with(await load_or_create_signing_keys(stores, clock()))
         await sentinel.restore()
         uplink = SentinelUplink(sentinel.router, stores)
         node._set_uplink(uplink)

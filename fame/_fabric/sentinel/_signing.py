@@ -43,6 +43,10 @@ class SigningKey(msgspec.Struct, array_like=True, frozen=True):
     def signer(self, sentinel_id: str) -> Identity:
         return Identity.from_private_bytes(sentinel_id, self.private_key)
 
+    @property
+    def public_key(self) -> bytes:
+        return self.signer("").public_key
+
 
 _decoder = msgspec.msgpack.Decoder(list[SigningKey])
 _encoder = msgspec.msgpack.Encoder()
@@ -84,11 +88,12 @@ async def rotate_signing_key(stores: NodeStores, *, grace: float, now: float) ->
 async def sentinel_public_keys(storage_provider: StorageProvider, now: float) -> list[bytes]:
     """The public keys a sentinel with ``storage_provider`` signs with at ``now``.
 
-    Made on first use, like the sentinel's own start does, so a program can
-    publish them (``conf/sentinel.keys``) before the sentinel listens.
+    Made on first use, like the sentinel's own start does, so that
+    ``fame init`` can publish them (``conf/sentinel.keys``) before the
+    sentinel ever ran.
     """
     keys = await load_or_create_signing_keys(NodeStores(storage_provider), now)
-    return [Identity.from_private_bytes("", k.private_key).public_key for k in keys]
+    return [k.public_key for k in keys]
 
 
 async def rotate_sentinel_key(
@@ -96,4 +101,4 @@ async def rotate_sentinel_key(
 ) -> list[bytes]:
     """:func:`rotate_signing_key` on a stopped sentinel's stores; the valid public keys."""
     keys = await rotate_signing_key(NodeStores(storage_provider), grace=grace, now=now)
-    return [Identity.from_private_bytes("", k.private_key).public_key for k in keys]
+    return [k.public_key for k in keys]
