@@ -19,7 +19,16 @@ from .._wire._schema import (
 from ._credentials import CLIENT, NODE, token_proof
 from ._identity import Identity, verify_signature
 
-__all__ = ["NodeHandshake", "node_version_mismatch"]
+__all__ = ["MAX_CHALLENGE_KEYS", "NodeHandshake", "node_version_mismatch"]
+
+MAX_CHALLENGE_KEYS = 16
+"""The most signed keys of a challenge a node looks at.
+
+A sentinel signs with one key, two or three during a rotation. A server
+that lists a trusted key thousands of times, each with a bad signature,
+would otherwise make the node verify them all: each trusted key is tried
+once, among the first 16 pairs only.
+"""
 
 
 def node_version_mismatch(theirs: int) -> ProtocolMismatch:
@@ -75,10 +84,14 @@ class NodeHandshake:
         if trusted is None:
             return
         payload = challenge_payload(challenge.nonce, challenge.sentinel_id, challenge.version)
-        for key, signature in zip(challenge.keys, challenge.signatures, strict=False):
-            if key in trusted and verify_signature(key, signature, payload):
-                self.sentinel_key = key
-                return
+        tried: set[bytes] = set()
+        pairs = zip(challenge.keys, challenge.signatures, strict=False)
+        for key, signature in list(pairs)[:MAX_CHALLENGE_KEYS]:
+            if key in trusted and key not in tried:
+                tried.add(key)
+                if verify_signature(key, signature, payload):
+                    self.sentinel_key = key
+                    return
         self.state = "refused"
         raise UntrustedSentinel(
             "the sentinel did not prove it holds a trusted key: none of its"

@@ -21,6 +21,7 @@ from fame._protocol import (
     SentinelPolicy,
 )
 from fame._protocol import _credentials as credentials_module
+from fame._protocol import _node_handshake as node_handshake_module
 from fame._protocol._attach import (
     RESERVED_PATH_REASON,
     RESERVED_REPLY_REASON,
@@ -29,6 +30,7 @@ from fame._protocol._attach import (
 )
 from fame._protocol._credentials import ClientCredential
 from fame._protocol._identity import Identity
+from fame._protocol._node_handshake import MAX_CHALLENGE_KEYS
 from fame._protocol._route_table import RouteTable
 from fame._wire._schema import (
     PROTOCOL_VERSION,
@@ -44,8 +46,9 @@ from fame._wire._schema import (
     Refused,
     Unbind,
     Welcome,
+    challenge_payload,
 )
-from fame.errors import ProtocolError, ProtocolMismatch, WireError
+from fame.errors import ProtocolError, ProtocolMismatch, UntrustedSentinel, WireError
 
 TOKEN = "s3cret"
 
@@ -540,3 +543,39 @@ def test_the_token_is_never_sent_and_every_credential_is_checked_in_constant_tim
         assert isinstance(answer, Refused)
     _, _, answer = handshake(policy, Identity.generate(), ephemeral=True)
     assert isinstance(answer, Welcome)
+
+
+def test_a_challenge_that_repeats_a_trusted_key_costs_one_verification(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A fake server lists the trusted key thousands of times with bad signatures.
+    trusted = Identity.generate()
+    nonce = b"n" * 32
+    checked: list[bytes] = []
+    real = node_handshake_module.verify_signature
+
+    def spy(key: bytes, signature: bytes, payload: bytes) -> bool:
+        checked.append(key)
+        return real(key, signature, payload)
+
+    monkeypatch.setattr(node_handshake_module, "verify_signature", spy)
+    spam = Challenge(nonce, "s", PROTOCOL_VERSION, [trusted.public_key] * 5000, [b"x" * 64] * 5000)
+    client = NodeHandshake(Identity.generate(), TOKEN, sentinel_keys=[trusted.public_key])
+    with pytest.raises(UntrustedSentinel):
+        client.receive(spam)
+    assert checked == [trusted.public_key]
+    # The genuine signature, after the first MAX_CHALLENGE_KEYS pairs, is not looked at either.
+    genuine = trusted.sign(challenge_payload(nonce, "s", PROTOCOL_VERSION))
+    late = Challenge(
+        nonce,
+        "s",
+        PROTOCOL_VERSION,
+        [Identity.generate().public_key] * MAX_CHALLENGE_KEYS + [trusted.public_key],
+        [b"x" * 64] * MAX_CHALLENGE_KEYS + [genuine],
+    )
+    with pytest.raises(UntrustedSentinel):
+        NodeHandshake(Identity.generate(), TOKEN, sentinel_keys=[trusted.public_key]).receive(late)
+    # First among them, it is accepted.
+    first = Challenge(nonce, "s", PROTOCOL_VERSION, [trusted.public_key], [genuine])
+    client = NodeHandshake(Identity.generate(), TOKEN, sentinel_keys=[trusted.public_key])
+    assert isinstance(client.receive(first), Attach)
