@@ -23,9 +23,11 @@ __all__ = [
     "NoRoute",
     "NodeClosed",
     "OperationFailed",
+    "Overloaded",
     "PermissionDenied",
     "ProtocolError",
     "ProtocolMismatch",
+    "QuotaExceeded",
     "RemoteError",
     "SupervisorGaveUp",
     "UnknownOperation",
@@ -222,6 +224,31 @@ class PermissionDenied(RemoteError):
     kind = "permission_denied"
 
 
+class QuotaExceeded(RemoteError):
+    """The caller's principal (or its link) is over one of its quotas; nothing ran.
+
+    Quotas bound what one principal may hold at once: requests in flight,
+    open streams, bindings, bytes queued for it. The message names the
+    principal, the quota and its value; the other principals are not
+    affected. Not retried by the runtime: wait for the principal's own
+    calls to finish, or ask the operator to raise the quota.
+    """
+
+    kind = "quota_exceeded"
+
+
+class Overloaded(RemoteError):
+    """The target had no room for the request (a full mailbox or link); nothing ran.
+
+    Backpressure, not a failure: the runtime retries such a call with
+    backoff until the caller's own deadline, which is what fails
+    (:class:`DeadlineExceeded`) if room never comes. Only low-level code
+    that sends envelopes itself sees this error.
+    """
+
+    kind = "overloaded"
+
+
 class ProtocolError(RemoteError):
     """A peer broke the wire protocol (malformed, oversized, out of order)."""
 
@@ -239,6 +266,8 @@ _KINDS: dict[str, type[RemoteError]] = {
         MailboxFull,
         NoRoute,
         PermissionDenied,
+        QuotaExceeded,
+        Overloaded,
         ProtocolError,
     )
 }
