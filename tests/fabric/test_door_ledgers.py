@@ -1,0 +1,82 @@
+"""The door's decisions (sans-IO): whom to shed for a newcomer, what partial messages may hold."""
+
+from __future__ import annotations
+
+from fame._fabric.sentinel._partial_budget import PartialBudget
+from fame._fabric.sentinel._unattached import UnattachedLedger
+
+
+def test_a_newcomer_sheds_the_oldest_of_its_own_address_first() -> None:
+    ledger: UnattachedLedger[str] = UnattachedLedger(limit=6, per_address=3)
+    for i in range(3):
+        assert ledger.admit(f"a{i}", "10.0.0.1", now=i) == []
+    assert ledger.admit("b0", "10.0.0.2", now=3) == []
+    # The address is at its cap: its own oldest goes, the other address keeps its own.
+    assert ledger.admit("a3", "10.0.0.1", now=4) == ["a0"]
+    assert ledger.count("10.0.0.1") == 3 and "b0" in ledger and "a0" not in ledger
+
+
+def test_a_full_ledger_sheds_the_oldest_of_the_address_holding_the_most() -> None:
+    ledger: UnattachedLedger[str] = UnattachedLedger(limit=4, per_address=4)
+    ledger.admit("b0", "10.0.0.2", now=0)  # the oldest of all, but from a small holder
+    for i in range(3):
+        ledger.admit(f"a{i}", "10.0.0.1", now=1 + i)
+    assert ledger.admit("c0", "10.0.0.3", now=5) == ["a0"]
+    assert len(ledger) == 4 and "b0" in ledger
+
+
+def test_a_flood_from_one_address_never_locks_out_a_newcomer_from_it() -> None:
+    ledger: UnattachedLedger[int] = UnattachedLedger(limit=128, per_address=32)
+    shed: list[int] = []
+    for i in range(3000):
+        shed += ledger.admit(i, "127.0.0.1", now=i / 1000)
+    assert len(ledger) == 32 and len(shed) == 3000 - 32
+    # The newest one is in (it attaches before 32 more arrive), and then leaves the ledger.
+    assert ledger.admit(3000, "127.0.0.1", now=3.0) == [3000 - 32]
+    assert ledger.forget(3000) and not ledger.forget(3000)
+    assert len(ledger) == 31
+
+
+def test_deadlines_expire_the_oldest_first() -> None:
+    ledger: UnattachedLedger[str] = UnattachedLedger(limit=10, per_address=10)
+    assert ledger.next_expiry(5.0) is None
+    for i, key in enumerate("abcd"):
+        ledger.admit(key, f"10.0.0.{i}", now=float(i))
+    ledger.forget("b")
+    assert ledger.next_expiry(5.0) == 5.0
+    assert ledger.expired(before=2.5) == ["a", "c"]
+    assert ledger.oldest() == "d" and ledger.next_expiry(5.0) == 8.0
+    assert ledger.count("10.0.0.0") == 0
+
+
+def test_partial_messages_borrow_beyond_the_allowance_and_give_back() -> None:
+    budget: PartialBudget[str] = PartialBudget(allowance=100, budget=1000)
+    assert budget.hold("a", 100, now=0)  # within the allowance: free
+    assert budget.borrowed == 0 and budget.next_due(10) is None
+    assert budget.hold("a", 700, now=1)
+    assert budget.hold("b", 400, now=2)
+    assert budget.borrowed == 900 and budget.peak == 900
+    # No room for 200 more: refused, and what it had borrowed is returned.
+    assert not budget.hold("b", 600, now=3)
+    assert budget.borrowed == 600 and budget.loan("b") == 0
+    # The message ends: everything goes back.
+    assert budget.hold("a", 0, now=4)
+    assert budget.borrowed == 0 and budget.peak == 900
+
+
+def test_unattached_connections_hold_their_allowance_and_no_more() -> None:
+    budget: PartialBudget[str] = PartialBudget(allowance=100, budget=1000)
+    assert budget.hold("stranger", 100, now=0, may_borrow=False)
+    assert not budget.hold("stranger", 101, now=0, may_borrow=False)
+    assert budget.borrowed == 0
+
+
+def test_slow_messages_that_borrow_become_overdue_oldest_first() -> None:
+    budget: PartialBudget[str] = PartialBudget(allowance=10, budget=1000)
+    budget.hold("a", 50, now=0)
+    budget.hold("b", 50, now=5)
+    budget.hold("a", 60, now=6)  # growing does not restart its clock
+    assert budget.next_due(10) == 10
+    assert budget.overdue(before=3) == ["a"]
+    budget.release("a")
+    assert budget.overdue(before=3) == [] and budget.next_due(10) == 15
