@@ -2,7 +2,8 @@
 
 Bare actors and their references (:class:`Actor`, :class:`ActorRef`,
 :class:`Delivery`), addresses, supervisors, the sentinel's server object
-and TLS contexts; a node's stores and identity and the sentinel's
+and TLS contexts, what a sentinel grants connections before they attach
+(:class:`DoorLimits`); a node's stores and identity and the sentinel's
 register of enrolled nodes (what ``fame enroll`` and ``fame admin``
 change offline); the defaults a program (the command line included)
 builds its settings from; the name of the envelope trace logger; and the
@@ -20,6 +21,7 @@ from ._fabric._identity import NodeStores, load_or_create_identity, rotate_node_
 from ._fabric._trace import TRACE_LOGGER
 from ._fabric._transport import HANDSHAKE_TIMEOUT, client_ssl_context, server_ssl_context
 from ._fabric.sentinel._admin_agent import ADMIN_ADDRESS as SENTINEL_ADMIN_ADDRESS
+from ._fabric.sentinel._door import DoorLimits
 from ._fabric.sentinel._registry import NodeRegistry
 from ._fabric.sentinel._server import (
     DEFAULT_HOST,
@@ -43,6 +45,7 @@ __all__ = [
     "ActorRef",
     "Address",
     "Delivery",
+    "DoorLimits",
     "NodeRegistry",
     "NodeStores",
     "Sentinel",

@@ -124,6 +124,7 @@ SUBMODULES = {
             "ActorRef",
             "Address",
             "Delivery",
+            "DoorLimits",
             "NodeRegistry",
             "NodeStores",
             "Sentinel",

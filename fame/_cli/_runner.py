@@ -32,6 +32,7 @@ from ._settings import (
     agent_entries,
     client_tls,
     forget_master_key,
+    sentinel_door_limits,
     sentinel_host,
     sentinel_limits,
     sentinel_port,
@@ -140,6 +141,7 @@ async def _sentinel_main(settings: MutableMapping[str, str], ready: _Ready, relo
     admission(settings)
     stream_idle_timeout(settings)
     sentinel_limits(settings)
+    sentinel_door_limits(settings)
     sentinel_tls(settings)
     client_credentials(settings)
     trust_on_first_use(settings)
@@ -166,6 +168,7 @@ async def _serve(
     _, open_admission = admission(settings)
     credentials = client_credentials(settings)
     max_connections, handshake_timeout = sentinel_limits(settings)
+    door_limits = sentinel_door_limits(settings)
     tls = sentinel_tls(settings)
     certfile, keyfile, client_cafile = tls if tls is not None else (None, None, None)
     async with (
@@ -185,6 +188,7 @@ async def _serve(
             admin=any(c.name == "admin" for c in credentials),
             max_connections=max_connections,
             handshake_timeout=handshake_timeout,
+            door_limits=door_limits,
             certfile=certfile,
             keyfile=keyfile,
             client_cafile=client_cafile,

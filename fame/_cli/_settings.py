@@ -32,6 +32,7 @@ from fame.lowlevel import (
     DEFAULT_MAX_CONNECTIONS,
     DEFAULT_PORT,
     HANDSHAKE_TIMEOUT,
+    DoorLimits,
     client_ssl_context,
 )
 
@@ -52,6 +53,7 @@ __all__ = [
     "positive_setting",
     "read_env_file",
     "read_token_file",
+    "sentinel_door_limits",
     "sentinel_host",
     "sentinel_limits",
     "sentinel_port",
@@ -125,6 +127,38 @@ def sentinel_limits(settings: Mapping[str, str]) -> tuple[int, float]:
     return (
         positive_setting(settings, "FAME_SENTINEL_MAX_CONNECTIONS", DEFAULT_MAX_CONNECTIONS, int),
         positive_setting(settings, "FAME_SENTINEL_HANDSHAKE_TIMEOUT", HANDSHAKE_TIMEOUT, float),
+    )
+
+
+def sentinel_door_limits(settings: Mapping[str, str]) -> DoorLimits:
+    """What the sentinel grants connections before they attach (:class:`DoorLimits`).
+
+    ``FAME_SENTINEL_MAX_UNATTACHED`` (128) connections may wait to attach,
+    ``FAME_SENTINEL_MAX_UNATTACHED_PER_ADDRESS`` (32) from one address, for
+    ``FAME_SENTINEL_ATTACH_DEADLINE`` (5) seconds; unfinished messages hold
+    ``FAME_SENTINEL_PARTIAL_FRAME_ALLOWANCE`` (65536) bytes per connection,
+    attached ones more from ``FAME_SENTINEL_PARTIAL_FRAME_BUDGET`` (33554432
+    bytes in all), for ``FAME_SENTINEL_PARTIAL_FRAME_DEADLINE`` (10) seconds.
+    """
+    d = DoorLimits()
+    prefix = "FAME_SENTINEL_"
+    return DoorLimits(
+        max_unattached=positive_setting(settings, prefix + "MAX_UNATTACHED", d.max_unattached, int),
+        max_unattached_per_address=positive_setting(
+            settings, prefix + "MAX_UNATTACHED_PER_ADDRESS", d.max_unattached_per_address, int
+        ),
+        attach_deadline=positive_setting(
+            settings, prefix + "ATTACH_DEADLINE", d.attach_deadline, float
+        ),
+        partial_allowance=positive_setting(
+            settings, prefix + "PARTIAL_FRAME_ALLOWANCE", d.partial_allowance, int
+        ),
+        partial_budget=positive_setting(
+            settings, prefix + "PARTIAL_FRAME_BUDGET", d.partial_budget, int
+        ),
+        partial_deadline=positive_setting(
+            settings, prefix + "PARTIAL_FRAME_DEADLINE", d.partial_deadline, float
+        ),
     )
 
 

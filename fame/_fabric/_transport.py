@@ -43,9 +43,12 @@ __all__ = [
     "server_ssl_context",
 ]
 
-# Let trio-websocket accept somewhat more than the codec does, so that an
-# oversized message gets the codec's readable error instead of a bare close.
-WS_MAX_MESSAGE = 2 * DEFAULT_MAX_MESSAGE_SIZE + 1024
+# Let trio-websocket accept a little more than the codec does, so that a
+# message slightly too large gets the codec's readable error instead of a bare
+# close; not much more: trio-websocket holds a message whole before the codec
+# sees it (and the sentinel's door bounds what all connections hold together).
+WS_MESSAGE_MARGIN = 64 * 1024
+WS_MAX_MESSAGE = DEFAULT_MAX_MESSAGE_SIZE + WS_MESSAGE_MARGIN
 WS_QUEUE = 64
 WS_RECEIVE_BUFFER = 1 << 16
 # Seconds for a websocket upgrade and then for the attach handshake, each;

@@ -64,11 +64,13 @@ def test_partial_messages_borrow_beyond_the_allowance_and_give_back() -> None:
     assert budget.borrowed == 0 and budget.peak == 900
 
 
-def test_unattached_connections_hold_their_allowance_and_no_more() -> None:
+def test_a_ceiling_keeps_part_of_the_budget_for_other_borrowers() -> None:
     budget: PartialBudget[str] = PartialBudget(allowance=100, budget=1000)
-    assert budget.hold("stranger", 100, now=0, may_borrow=False)
-    assert not budget.hold("stranger", 101, now=0, may_borrow=False)
-    assert budget.borrowed == 0
+    assert budget.hold("stranger", 600, now=0, ceiling=500)  # borrows 500
+    assert not budget.hold("another", 200, now=0, ceiling=500)
+    # Without a ceiling, the rest is there.
+    assert budget.hold("member", 600, now=0)
+    assert budget.borrowed == 1000
 
 
 def test_slow_messages_that_borrow_become_overdue_oldest_first() -> None:

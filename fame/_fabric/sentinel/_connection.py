@@ -1,7 +1,8 @@
 """How a sentinel serves each websocket, from the door to the close.
 
-A :class:`ConnectionHandler` admits at most ``max_connections`` websockets
-at once (more get HTTP 503 and the reason). Each one it accepts gets a
+A :class:`ConnectionHandler` admits at most ``max_connections`` attached
+websockets at once (more get HTTP 503 and the reason; those not attached
+yet are the door's, ``fame._fabric.sentinel._door``). Each one it accepts gets a
 reader (frames in: control frames to the attach state machine in
 ``fame._protocol``, envelopes to the :class:`Router`), a writer (its
 bounded outgoing queue to the socket) and a watchdog (it must attach
@@ -20,7 +21,7 @@ from __future__ import annotations
 import logging
 import secrets
 from contextlib import suppress
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
 from trio_websocket import WebSocketRequest
@@ -34,6 +35,9 @@ from ..._wire._schema import Batch, LinkError, RoutingHeader
 from .._identity import KEYSTORE, ROUTE_STORE, NodeStores
 from .._transport import LINK_ERRORS, is_link_failure, write_batched
 from ._routing import Conn, Router
+
+if TYPE_CHECKING:
+    from ._door import Door
 
 __all__ = ["PIN_PREFIX", "ConnectionHandler", "ConnectionNursery"]
 
@@ -83,6 +87,9 @@ async def _close_superseded(previous: Conn) -> None:
 class ConnectionHandler:
     """The sentinel's websocket handler: :meth:`handle` serves one connection."""
 
+    door: Door | None = None
+    """The sentinel's door (set by the sentinel): it counts attached links."""
+
     def __init__(
         self,
         router: Router,
@@ -109,12 +116,16 @@ class ConnectionHandler:
 
     async def handle(self, request: WebSocketRequest) -> None:
         """Serve one websocket; never raises (input cannot kill the sentinel)."""
+        door = self.door
+        if door is not None:
+            door.upgraded(request)  # its task ends on its own from here
         if request.path.split("?", 1)[0] != self.url_path:
             # The peer may be gone already; an error here must not reach the server.
             with suppress(*LINK_ERRORS), trio.move_on_after(self.handshake_timeout):
                 await request.reject(404, body=b"not a fame sentinel path")
             return
-        if self.connections >= self.max_connections:
+        # Only attached links count: those still attaching have the door's own budget.
+        if (door.attached if door is not None else self.connections) >= self.max_connections:
             await self._refuse_connection(request)
             return
         # Counted from here, before any checkpoint, until the handler returns.
@@ -137,8 +148,8 @@ class ConnectionHandler:
         self.refused_connections += 1
         if self.refused_connections == 1 or self.refused_connections % 1000 == 0:
             log.warning(
-                "refusing connections: %d open, the limit is %d (%d refused so far)",
-                self.connections,
+                "refusing connections: %d attached, the limit is %d (%d refused so far)",
+                self.door.attached if self.door is not None else self.connections,
                 self.max_connections,
                 self.refused_connections,
             )
@@ -255,6 +266,8 @@ class ConnectionHandler:
 
     async def _link(self, conn: Conn, event: Admitted) -> None:
         """Route ``event.node_id`` through ``conn``, closing the link it replaces."""
+        if self.door is not None:
+            self.door.attached_link(conn.ws)  # it counts toward max_connections from now
         conn.reply_address = f"{REPLY_NAME}@{event.path}"
         previous = self.router.routes.link(event.node_id, event.path, conn)
         if previous is not None and previous is not conn:

@@ -5,12 +5,14 @@ counts: the payload of the data message it has not finished. Up to
 ``allowance`` bytes of that are free (an attach, an ordinary envelope);
 beyond it, a connection borrows from one ``budget`` shared by all, and
 gives it back when the message ends or the connection closes. A
-connection that needs more than the budget has left, or that may not
-borrow at all (it has not attached: an unauthenticated peer holds at most
-its allowance), is refused: the door closes it. So the bytes held in
+connection that needs more than the budget has left is refused: the
+door closes it. A borrower may be held to a lower ``ceiling`` of the
+total: the door lets connections that have not attached (unauthenticated
+peers) borrow only while less than half the budget is lent, so strangers
+never take the half that attached peers can count on. The bytes held in
 partial messages never exceed ``connections x allowance + budget``,
-whatever the peers send; a large message from an attached peer still
-goes through whenever the budget has room for it.
+whatever the peers send; a large message still goes through whenever the
+budget has room for it.
 
 A message that borrows is expected to finish: :meth:`PartialBudget.overdue`
 names the borrowers whose message has been growing for longer than a
@@ -42,17 +44,19 @@ class PartialBudget(Generic[K]):
         self._loans: dict[K, int] = {}
         self._since: dict[K, float] = {}  # when each loan began
 
-    def hold(self, key: K, held: int, now: float, *, may_borrow: bool = True) -> bool:
+    def hold(self, key: K, held: int, now: float, *, ceiling: int | None = None) -> bool:
         """Connection ``key`` now holds ``held`` bytes of an unfinished message: allowed?
 
-        False if that needs more than the budget has left or than ``key`` may
-        borrow; its loan is then returned (the caller closes the connection).
+        A loan may grow while the total lent stays within ``ceiling`` (the
+        whole budget by default). False if it cannot; the loan is then
+        returned (the caller closes the connection).
         """
         need = max(0, held - self.allowance)
         loan = self._loans.get(key, 0)
         if need == loan:
             return True
-        if need > loan and (not may_borrow or self.borrowed + need - loan > self.budget):
+        top = self.budget if ceiling is None else min(ceiling, self.budget)
+        if need > loan and self.borrowed + need - loan > top:
             self.release(key)
             return False
         self.borrowed += need - loan

@@ -5,6 +5,9 @@ admitted and which bindings are accepted); it routes envelopes between
 them by address. This module starts one (:func:`open_sentinel`) and
 restores its state; the work is done by its parts, each in its module:
 
+- ``fame._fabric.sentinel._door``: every connection until it attaches (the
+  budget of unattached connections, their deadline, file descriptors
+  running out, the memory held in unfinished messages);
 - ``fame._fabric.sentinel._connection``: serving each websocket (the connection
   limit, the handshake deadline, reader, writer and watchdog), so that
   nothing a peer sends can hurt the sentinel or the other links;
@@ -29,11 +32,10 @@ import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import msgspec
 import trio
-from trio_websocket import serve_websocket
 
 from ..._agents._node import Node, open_node
 from ..._core._address import Address, AddressError, is_valid_label
@@ -60,13 +62,14 @@ from .._transport import (
     DEFAULT_HEARTBEAT,
     DEFAULT_QUEUE,
     HANDSHAKE_TIMEOUT,
-    WS_MAX_MESSAGE,
+    WS_MESSAGE_MARGIN,
     WS_QUEUE,
     WS_RECEIVE_BUFFER,
     server_ssl_context,
 )
 from ._admin_agent import ADMIN_ADDRESS, SentinelAdmin
 from ._connection import PIN_PREFIX, ConnectionHandler, ConnectionNursery
+from ._door import DEFAULT_DOOR_LIMITS, Door, DoorLimits, serve_door
 from ._local_uplink import SentinelUplink
 from ._registry import NodeRegistry, RegistryError, Revoked
 from ._routing import Router
@@ -106,6 +109,7 @@ class Sentinel:
         codec: Codec,
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
         handshake_timeout: float = HANDSHAKE_TIMEOUT,
+        door_limits: DoorLimits = DEFAULT_DOOR_LIMITS,
         open_admission: bool = False,
         trust_on_first_use: bool = False,
         clock: Callable[[], float] = time.time,
@@ -139,6 +143,8 @@ class Sentinel:
             max_connections=max_connections,
             handshake_timeout=handshake_timeout,
         )
+        self.door = Door(door_limits)
+        self.handler.door = self.door
         self.port = 0
         self.host = ""
 
@@ -238,6 +244,16 @@ class Sentinel:
     def connections(self) -> int:
         """Websockets being served now, attaching or attached."""
         return self.handler.connections
+
+    @property
+    def attached_connections(self) -> int:
+        """Websockets attached now: these count toward ``max_connections``."""
+        return self.door.attached
+
+    @property
+    def unattached_connections(self) -> int:
+        """Connections accepted and not attached yet (``door_limits.max_unattached`` at most)."""
+        return self.door.unattached
 
     @property
     def refused_connections(self) -> int:
@@ -344,6 +360,7 @@ async def open_sentinel(
     max_message_size: int | None = None,
     max_connections: int = DEFAULT_MAX_CONNECTIONS,
     handshake_timeout: float = HANDSHAKE_TIMEOUT,
+    door_limits: DoorLimits = DEFAULT_DOOR_LIMITS,
     clock: Callable[[], float] = time.time,
 ) -> AsyncIterator[Sentinel]:
     """Run a sentinel for the duration of the block; yields the :class:`Sentinel`.
@@ -371,10 +388,15 @@ async def open_sentinel(
     sentinel runs its own (``open_node(storage_provider=...)``); either
     way that node can host agents.
 
-    At most ``max_connections`` websockets are served at once (attaching or
-    attached); past that a new one is refused with HTTP 503 and a reason.
-    A connection must finish the websocket handshake, and then attach,
-    within ``handshake_timeout`` seconds each, or it is closed.
+    At most ``max_connections`` websockets are attached at once; past that
+    a new one is refused with HTTP 503 and a reason. A connection must
+    finish the websocket handshake, and then attach, within
+    ``handshake_timeout`` seconds each, or it is closed. Connections not
+    attached yet are bounded apart, by ``door_limits``
+    (:class:`~fame.lowlevel.DoorLimits`: how many, how many per address,
+    how long in all, and the memory their unfinished messages may hold):
+    a flood of peers that never attach sheds its own oldest members and
+    never locks out a newcomer.
     """
     admission = _resolve_credentials(token, credentials, open_admission)
     if max_connections < 1:
@@ -424,6 +446,7 @@ async def open_sentinel(
             codec=codec,
             max_connections=max_connections,
             handshake_timeout=handshake_timeout,
+            door_limits=door_limits,
             open_admission=open_admission,
             trust_on_first_use=trust_on_first_use,
             clock=clock,
@@ -448,19 +471,21 @@ async def open_sentinel(
             async with trio.open_nursery() as tasks:
                 tasks.start_soon(uplink.persist)
                 try:
-                    server = await tasks.start(
-                        lambda task_status: serve_websocket(
+                    bound_port = await tasks.start(
+                        lambda task_status: serve_door(
+                            sentinel.door,
                             sentinel.handler.handle,
                             host,
                             port,
                             ssl_context,
                             message_queue_size=WS_QUEUE,
-                            max_message_size=WS_MAX_MESSAGE,
+                            # Just over the codec's limit: a message a little too large
+                            # gets the codec's readable error, a larger one a close.
+                            max_message_size=codec.max_size + WS_MESSAGE_MARGIN,
                             receive_buffer_size=WS_RECEIVE_BUFFER,
                             connect_timeout=handshake_timeout,
                             disconnect_timeout=2,
-                            # Duck-typed: serve_listeners only calls start_soon.
-                            handler_nursery=cast(trio.Nursery, ConnectionNursery(tasks)),
+                            handler_nursery=ConnectionNursery(tasks),
                             task_status=task_status,
                         )
                     )
@@ -469,14 +494,14 @@ async def open_sentinel(
                         f"cannot listen on {host}:{port}: {exc.strerror or exc}"
                     ) from None
                 sentinel.host = host
-                sentinel.port = server.port
+                sentinel.port = bound_port
                 scheme = "wss" if ssl_context else "ws"
                 log.info(
                     "sentinel %s listening on %s://%s:%d%s",
                     identity.node_id,
                     scheme,
                     host,
-                    server.port,
+                    bound_port,
                     path,
                 )
                 try:
