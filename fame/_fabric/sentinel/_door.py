@@ -26,10 +26,10 @@ sans-IO in its own module, and does the I/O:
   connection's reader drains;
 - what running out of file descriptors does: ``accept`` fails with
   EMFILE (or ENFILE, ENOBUFS, ENOMEM); the door closes the oldest
-  unattached connection, pauses accepting for :data:`ACCEPT_PAUSE` and
-  logs one line at most every :data:`LOG_INTERVAL` seconds with the count,
-  never a traceback (trio's ``serve_listeners`` would log one per attempt,
-  ten a second).
+  unattached connection and accepts again, or pauses accepting for
+  :data:`ACCEPT_PAUSE` when there is none, and logs one line at most every
+  :data:`LOG_INTERVAL` seconds with the count, never a traceback (trio's
+  ``serve_listeners`` would log one per attempt, ten a second).
 
 Closing a connection here closes its socket at once (the descriptor is
 free before any task runs) and, if it has not reached the websocket
@@ -188,8 +188,8 @@ class DoorListener(trio.abc.Listener[DoorStream]):
             except OSError as exc:
                 if exc.errno not in OUT_OF_RESOURCES:
                     raise
-                self.door._out_of_resources(exc)
-                await trio.sleep(ACCEPT_PAUSE)
+                if not self.door._out_of_resources(exc):
+                    await trio.sleep(ACCEPT_PAUSE)  # nothing to shed: wait for a close
                 continue
             return self.door._admit(stream)
 
@@ -364,25 +364,26 @@ class Door:
             )
         return False
 
-    def _out_of_resources(self, exc: OSError) -> None:
+    def _out_of_resources(self, exc: OSError) -> bool:
+        """``accept`` failed for lack of descriptors: shed the oldest unattached; True if any."""
         self.out_of_resources += 1
         oldest = self.ledger.oldest()
         if oldest is not None:
-            self.ledger.forget(oldest)
             self.shed += 1
-            self._drop(oldest)
+            self._drop(oldest)  # its descriptor is free for the next accept
         if count := self._logs["resources"].hit(trio.current_time()):
             log.warning(
-                "cannot accept connections: %s (%d times since the last line); pausing"
-                " accepts for %g s each time and closing the oldest unattached connection"
-                " (%d attached, %d unattached now): raise the file limit (ulimit -n) or"
-                " lower max_connections",
+                "cannot accept connections: %s (%d times since the last line); closing the"
+                " oldest unattached connection each time, or pausing accepts for %g s when"
+                " none is left (%d attached, %d unattached now): raise the file limit"
+                " (ulimit -n) or lower max_connections",
                 exc.strerror or errno.errorcode.get(exc.errno or 0, exc),
                 count,
                 ACCEPT_PAUSE,
                 self.attached,
                 len(self.ledger),
             )
+        return oldest is not None
 
     def _drop(self, stream: DoorStream) -> None:
         """Close ``stream``'s socket now; end its task if the handler does not have it yet."""

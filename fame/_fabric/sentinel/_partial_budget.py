@@ -74,6 +74,11 @@ class PartialBudget(Generic[K]):
         self.borrowed -= self._loans.pop(key, 0)
         self._since.pop(key, None)
 
+    @property
+    def borrowers(self) -> int:
+        """Connections borrowing now."""
+        return len(self._loans)
+
     def loan(self, key: K) -> int:
         return self._loans.get(key, 0)
 
