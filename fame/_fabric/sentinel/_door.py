@@ -275,7 +275,8 @@ class Door:
                 self._drop(stream)
                 if count := self._logs["expired"].hit(now):
                     log.info(
-                        "closed %d connections that did not attach within %g s",
+                        "closed %d connections (since the last such line) that did not attach"
+                        " within %g s",
                         count,
                         limits.attach_deadline,
                     )
@@ -286,7 +287,7 @@ class Door:
                 if count := self._logs["overdue"].hit(now):
                     log.info(
                         "closing %r: its unfinished message of %d bytes took more than %g s"
-                        " (%d such closes since the last line)",
+                        " (%d such closes since the last such line)",
                         stream,
                         held,
                         limits.partial_deadline,
@@ -323,8 +324,9 @@ class Door:
             self._drop(old)
             if count := self._logs["shed"].hit(now):
                 log.warning(
-                    "shed %d unattached connections to make room for new ones (at most %d wait"
-                    " to attach, %d per address): peers connect and do not attach",
+                    "shed %d unattached connections (since the last such line) to make room for"
+                    " new ones (at most %d wait to attach, %d per address): peers connect and"
+                    " do not attach",
                     count,
                     self.limits.max_unattached,
                     self.limits.max_unattached_per_address,
@@ -356,7 +358,7 @@ class Door:
                 why += " for connections not attached yet (half of it)"
             log.info(
                 "closing %r: its unfinished message holds %d bytes and %s"
-                " (%d such closes since the last line)",
+                " (%d such closes since the last such line)",
                 stream,
                 held,
                 why,
@@ -373,7 +375,7 @@ class Door:
             self._drop(oldest)  # its descriptor is free for the next accept
         if count := self._logs["resources"].hit(trio.current_time()):
             log.warning(
-                "cannot accept connections: %s (%d times since the last line); closing the"
+                "cannot accept connections: %s (%d times since the last such line); closing the"
                 " oldest unattached connection each time, or pausing accepts for %g s when"
                 " none is left (%d attached, %d unattached now): raise the file limit"
                 " (ulimit -n) or lower max_connections",
