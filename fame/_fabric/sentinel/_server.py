@@ -389,8 +389,10 @@ async def open_sentinel(
     way that node can host agents.
 
     At most ``max_connections`` websockets are attached at once; past that
-    a new one is refused with HTTP 503 and a reason. A connection must
-    finish the websocket handshake, and then attach, within
+    a new one is refused with HTTP 503 and a reason (the check is at the
+    upgrade, so links upgraded before the limit was reached that attach
+    together may pass it, by ``max_unattached`` at most). A connection
+    must finish the websocket handshake, and then attach, within
     ``handshake_timeout`` seconds each, or it is closed. Connections not
     attached yet are bounded apart, by ``door_limits``
     (:class:`~fame.lowlevel.DoorLimits`: how many, how many per address,
