@@ -9,6 +9,15 @@ the caller.
 By default an agent handles one call at a time, like any actor, so its
 state needs no locks. Agents whose operations are safe to interleave (for
 example because all their state lives in a store) set ``max_concurrency``.
+
+Streams count against that concurrency: an open stream holds one slot for
+as long as it runs, waiting for credit included, except one slot that
+only plain calls may take, so streams never lock the agent's calls out. A
+one-at-a-time agent (``max_concurrency == 1``) runs its calls in its own
+task and serves one stream at a time beside them. At most
+``max_streams_per_caller`` streams of one caller (its verified principal
+and its reply address) may be open or waiting for a slot at once; past it
+a new one is refused with :class:`fame.errors.QuotaExceeded`.
 """
 
 from __future__ import annotations
@@ -48,7 +57,14 @@ class BaseAgent:
     """
 
     max_concurrency: ClassVar[int] = 1
-    """How many calls this agent may handle at once (streams not counted)."""
+    """How many calls and streams this agent may handle at once.
+
+    Streams may take all slots but one, which stays for plain calls; with
+    ``1``, calls run one at a time and one stream may run beside them.
+    """
+
+    max_streams_per_caller: ClassVar[int] = 8
+    """How many streams one caller may have open (or waiting to start) at once."""
 
     operations: ClassVar[dict[str, OperationSpec]] = {}
     """The agent's operations by name, collected when the class is created."""
@@ -61,6 +77,8 @@ class BaseAgent:
         cls.operations = collect_operations(cls)
         if cls.max_concurrency < 1:
             raise ValueError(f"{cls.__name__}.max_concurrency must be at least 1")
+        if cls.max_streams_per_caller < 1:
+            raise ValueError(f"{cls.__name__}.max_streams_per_caller must be at least 1")
 
     @property
     def storage_provider(self) -> StorageProvider:

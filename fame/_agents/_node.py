@@ -36,7 +36,7 @@ from .._wire._schema import Envelope
 from ._agent import BaseAgent
 from ._agent_actor import AgentActor
 from ._agent_scope import AgentScope
-from ._credit import DEFAULT_IDLE_TIMEOUT, DEFAULT_WINDOW
+from ._credit import DEFAULT_IDLE_TIMEOUT, DEFAULT_WINDOW, DEFAULT_WINDOW_BYTES
 from ._proxy import AgentT, Proxy
 from ._stream import Stream
 from ._switchboard import REPLY_NAME, Switchboard, Uplink
@@ -266,10 +266,17 @@ class Node:
         timeout: float | None = None,
         window: int = DEFAULT_WINDOW,
         item_type: Any = Any,
+        window_bytes: int | None = DEFAULT_WINDOW_BYTES,
     ) -> Stream[Any]:
-        """Call streaming operation ``op``; iterate the returned :class:`Stream`."""
+        """Call streaming operation ``op``; iterate the returned :class:`Stream`.
+
+        ``window`` items and ``window_bytes`` bytes of them (``None``: no
+        byte limit) may be in flight from the producer at once.
+        """
         timeout = self.default_timeout if timeout is None else timeout
-        return Stream(self._switchboard, address, op, args, timeout, window, item_type)
+        return Stream(
+            self._switchboard, address, op, args, timeout, window, item_type, window_bytes
+        )
 
     # --- for the fabric (private) ----------------------------------------------------
 

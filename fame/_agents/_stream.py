@@ -1,9 +1,9 @@
 """The caller's side of a streaming call: ``async for item in stream``.
 
 Flow control is credit based (see ``fame._agents._credit``): the stream
-grants its producer a window of items and returns credit as it consumes
-them, so a caller that stops reading stalls its producer after at most
-one window.
+grants its producer a window of items (64) and of bytes (4 MiB) and
+returns credit as it consumes them, so a caller that stops reading stalls
+its producer after at most one window.
 
 A producer whose consumer grants no credit for the *idle timeout* (300 s,
 or ``open_node(stream_idle_timeout=...)``) gives up: its generator is
@@ -28,10 +28,16 @@ import msgspec
 import trio
 
 from .._wire._schema import Cancel, Credit, Request
-from ._credit import DEFAULT_IDLE_TIMEOUT, DEFAULT_WINDOW, StreamConsumer, timeout_ms
+from ._credit import (
+    DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_WINDOW,
+    DEFAULT_WINDOW_BYTES,
+    StreamConsumer,
+    timeout_ms,
+)
 from ._switchboard import Switchboard
 
-__all__ = ["DEFAULT_IDLE_TIMEOUT", "DEFAULT_WINDOW", "Stream"]
+__all__ = ["DEFAULT_IDLE_TIMEOUT", "DEFAULT_WINDOW", "DEFAULT_WINDOW_BYTES", "Stream"]
 
 T = TypeVar("T")
 
@@ -53,6 +59,7 @@ class Stream(Generic[T]):
         timeout: float,
         window: int,
         item_type: Any,
+        window_bytes: int | None = DEFAULT_WINDOW_BYTES,
     ) -> None:
         self._switchboard = switchboard
         self._address = address
@@ -60,7 +67,7 @@ class Stream(Generic[T]):
         self._args = args
         self._timeout = timeout
         self._item_type = item_type
-        self._consumer = StreamConsumer(address, window)
+        self._consumer = StreamConsumer(address, window, window_bytes)
         self._corr: int | None = None
         # Captured now, on the loop: __del__ may run anywhere, even after the run.
         self._token = trio.lowlevel.current_trio_token()
@@ -76,8 +83,14 @@ class Stream(Generic[T]):
 
     async def __anext__(self) -> T:
         if self._corr is None:
+            window = self._consumer.window
             request = Request(
-                self._op, self._args, True, self._consumer.window.window, timeout_ms(self._timeout)
+                self._op,
+                self._args,
+                True,
+                window.window,
+                timeout_ms(self._timeout),
+                window.window_bytes,
             )
             self._corr = await self._switchboard.send_stream_request(
                 self._address, request, self._consumer, self._timeout
@@ -88,8 +101,8 @@ class Stream(Generic[T]):
             if self._consumer.finished:
                 self._switchboard.forget_stream(self._corr)  # ended: nothing more will arrive
             raise
-        if grant:
-            await self._switchboard.send_stream_control(self._address, self._corr, Credit(grant))
+        if grant[0] or grant[1]:
+            await self._switchboard.send_stream_control(self._address, self._corr, Credit(*grant))
         if self._item_type is not Any:
             item = msgspec.convert(item, self._item_type, strict=False)
         return cast(T, item)
