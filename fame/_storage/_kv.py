@@ -12,7 +12,7 @@ naming the namespace and key; it is never skipped.
 from __future__ import annotations
 
 import math
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from typing import Any, Generic, TypeVar
 
 import attrs
@@ -30,7 +30,20 @@ M = TypeVar("M")
 
 MAX_KEY_LENGTH = 1024
 PAGE_SIZE = 500
-"""Rows fetched per message by ``keys``, ``scan`` and ``list``."""
+"""The most rows fetched per message by ``keys``, ``scan`` and ``list``."""
+FIRST_PAGE_SIZE = 16
+"""Rows of the first page of a paging read; each next page is twice as large, up to
+:data:`PAGE_SIZE`. A read that is consumed slowly (a stream whose reader grants little
+credit) so never holds hundreds of records it cannot send yet; one read to its end
+pays a few more messages at its start (16 + 32 + ... + 256 = 496 rows in 5 of them)."""
+
+
+def page_sizes() -> Iterator[int]:
+    """The sizes of the pages of one paging read: 16, 32, 64, ... then PAGE_SIZE."""
+    size = min(FIRST_PAGE_SIZE, PAGE_SIZE)
+    while True:
+        yield size
+        size = min(size * 2, PAGE_SIZE)
 LOOP_SLICE = 200
 """Keys checked or records encoded or decoded in the caller's task between two checkpoints.
 
@@ -82,7 +95,8 @@ class KeyValueStore(Generic[M]):
     """A namespace of records of one model. Get one from ``provider.get_kv_store``.
 
     Every method is one message to the storage actor (``keys``, ``scan`` and
-    ``list`` one per page of :data:`PAGE_SIZE` rows), and every write is
+    ``list`` one per page: 16 rows first, doubling up to :data:`PAGE_SIZE`;
+    a page is fetched only when the previous one was consumed), and every write is
     acknowledged only once committed. Paging reads see writes committed
     between pages, like a cursor: they never load a namespace whole.
     """
@@ -224,11 +238,11 @@ class KeyValueStore(Generic[M]):
         """The live keys starting with ``prefix``, in order, page by page."""
         check_prefix(prefix)
         after: str | None = None
-        while True:
-            rows = await self._ask(Scan(prefix, after, PAGE_SIZE, values=False))
+        for size in page_sizes():
+            rows = await self._ask(Scan(prefix, after, size, values=False))
             for (key,) in rows:
                 yield key
-            if len(rows) < PAGE_SIZE:
+            if len(rows) < size:
                 return
             after = rows[-1][0]
 
@@ -243,8 +257,9 @@ class KeyValueStore(Generic[M]):
         if limit is not None and limit < 0:
             raise ValueError(f"limit must be >= 0, got {limit!r}")
         left = math.inf if limit is None else limit
+        sizes = page_sizes()
         while left > 0:
-            page = int(min(PAGE_SIZE, left))
+            page = int(min(next(sizes), left))
             rows = await self._ask(Scan(prefix, after, page, values=True))
             for key, data, _version in rows:
                 yield key, self._decode(key, data)
