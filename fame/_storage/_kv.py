@@ -44,6 +44,8 @@ def page_sizes() -> Iterator[int]:
     while True:
         yield size
         size = min(size * 2, PAGE_SIZE)
+
+
 LOOP_SLICE = 200
 """Keys checked or records encoded or decoded in the caller's task between two checkpoints.
 
