@@ -10,14 +10,16 @@ By default an agent handles one call at a time, like any actor, so its
 state needs no locks. Agents whose operations are safe to interleave (for
 example because all their state lives in a store) set ``max_concurrency``.
 
-Streams count against that concurrency: an open stream holds one slot for
-as long as it runs, waiting for credit included, except one slot that
-only plain calls may take, so streams never lock the agent's calls out. A
-one-at-a-time agent (``max_concurrency == 1``) runs its calls in its own
-task and serves one stream at a time beside them. At most
-``max_streams_per_caller`` streams of one caller (its verified principal
-and its reply address) may be open or waiting for a slot at once; past it
-a new one is refused with :class:`fame.errors.QuotaExceeded`.
+Streams count against that concurrency: a stream holds one slot while it
+works (from when its consumer grants credit until that credit is spent;
+one waiting for credit holds none, so a reader that stalls cannot lock
+the others out until the stream idle timeout), and streams never take the
+last slot, which stays for plain calls. A one-at-a-time agent
+(``max_concurrency == 1``) runs its calls in its own task and works on one
+stream at a time beside them. At most ``max_streams_per_caller`` streams
+of one caller (its verified principal and its reply address) may be open
+at once, working or not; past it a new one is refused with
+:class:`fame.errors.QuotaExceeded`.
 """
 
 from __future__ import annotations
@@ -57,10 +59,10 @@ class BaseAgent:
     """
 
     max_concurrency: ClassVar[int] = 1
-    """How many calls and streams this agent may handle at once.
+    """How many calls and streams this agent may work on at once.
 
     Streams may take all slots but one, which stays for plain calls; with
-    ``1``, calls run one at a time and one stream may run beside them.
+    ``1``, calls run one at a time and one stream may work beside them.
     """
 
     max_streams_per_caller: ClassVar[int] = 8

@@ -8,14 +8,15 @@ the agent's :class:`AgentScope`, so stopping or restarting the agent
 cancels them and their callers hear why.
 
 Streams count against the agent's concurrency (see
-:attr:`BaseAgent.max_concurrency`): each holds a slot of the agent's
-limiter for as long as it runs, and streams together never take the last
-slot, which stays for plain calls (a stream whose generator calls its own
-agent cannot lock it). A stream waits for its slot in its own task, so a
-plain call queued behind it is not held up; it gives up silently when its
-caller's deadline passed before a slot came. Each caller (verified
-principal and reply address) may have ``max_streams_per_caller`` streams
-open or waiting at once; one more is refused with ``quota_exceeded``.
+:attr:`BaseAgent.max_concurrency`): a stream holds a slot of the agent's
+limiter while it works (it has credit), never while it waits for credit,
+and streams together never take the last slot, which stays for plain
+calls (a stream whose generator calls its own agent cannot lock it). A
+stream waits for its slot in its own task, so a plain call queued behind
+it is not held up; it ends silently when its caller's deadline passed
+before a first slot came. Each caller (verified principal and reply
+address) may have ``max_streams_per_caller`` streams open at once; one
+more is refused with ``quota_exceeded``.
 """
 
 from __future__ import annotations

@@ -29,7 +29,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
-from contextlib import AsyncExitStack, aclosing
+from contextlib import aclosing
 from typing import Any, Protocol
 
 import msgspec
@@ -85,18 +85,19 @@ async def serve_stream(
 ) -> None:
     """Run streaming operation ``spec`` of ``owner``'s agent for ``request`` to its end.
 
-    The stream first takes one token of each of ``slots`` (the agent's
-    concurrency limiters) and holds them until it ends. If its caller's
-    deadline (``Request.timeout_ms``) passes first, it ends silently:
-    nobody waits for it any more.
+    The stream holds one token of each of ``slots`` (the agent's
+    concurrency limiters) while it works: from when it has credit until it
+    runs out of it. If its caller's deadline (``Request.timeout_ms``)
+    passes before it got its first slot, it ends silently: nobody waits
+    for it any more.
     """
-    credit = producer.credit
+    held = _Slots(slots)
     try:
         with producer.cancel_scope:
-            async with AsyncExitStack() as held:
-                if not await _take_slots(held, slots, request):
-                    return
-                await _serve(switchboard, owner, spec, kwargs, request, credit)
+            try:
+                await _serve(switchboard, owner, spec, kwargs, request, producer.credit, held)
+            finally:
+                held.release()
     except spec.errors as exc:
         await switchboard.reply_error(
             request,
@@ -110,17 +111,36 @@ async def serve_stream(
         await owner.crash(exc)
 
 
-async def _take_slots(
-    held: AsyncExitStack, slots: Sequence[trio.CapacityLimiter], request: Envelope
-) -> bool:
-    """Take a token of each limiter into ``held``; False if the caller's deadline passed."""
+class _Slots:
+    """The concurrency slots one stream holds: a token of each limiter, or none."""
+
+    __slots__ = ("_held", "_limiters", "_token")
+
+    def __init__(self, limiters: Sequence[trio.CapacityLimiter]) -> None:
+        self._limiters = limiters
+        self._token = object()
+        self._held = 0
+
+    @property
+    def held(self) -> bool:
+        return self._held == len(self._limiters)
+
+    async def take(self) -> None:
+        """Wait for a token of each limiter (in order: the same order for every stream)."""
+        while self._held < len(self._limiters):
+            await self._limiters[self._held].acquire_on_behalf_of(self._token)
+            self._held += 1
+
+    def release(self) -> None:
+        while self._held:
+            self._held -= 1
+            self._limiters[self._held].release_on_behalf_of(self._token)
+
+
+def _first_wait(request: Envelope) -> float:
+    """How long a new stream may wait for its first slot: its caller's deadline."""
     timeout_ms = request.frame.timeout_ms if isinstance(request.frame, Request) else None
-    wait = math.inf if timeout_ms is None else timeout_ms / 1000
-    with trio.move_on_after(wait):
-        for limiter in slots:
-            await held.enter_async_context(limiter)
-        return True
-    return False
+    return math.inf if timeout_ms is None else timeout_ms / 1000
 
 
 async def _serve(
@@ -130,18 +150,29 @@ async def _serve(
     kwargs: dict[str, Any],
     request: Envelope,
     credit: CreditBalance,
+    slots: _Slots,
 ) -> None:
     """Send the generator's items as credit allows, then the end of the stream."""
+    first_slot_by = trio.current_time() + _first_wait(request)
     async with aclosing(spec.function(owner.agent, **kwargs)) as items:
         while True:
             # Credit first, then the item: nothing is pulled (nor read from a
-            # store) that the consumer is not ready to take.
+            # store) that the consumer is not ready to take. A stream waiting
+            # for credit holds no slot: a reader that stalls cannot lock the
+            # agent's other callers out until the idle timeout.
             if not credit.try_take():
+                slots.release()
                 with trio.move_on_after(switchboard.stream_idle_timeout) as idle:
                     await credit.take()
                 if idle.cancelled_caught:
                     await _give_up_idle_stream(switchboard, owner, spec, request)
                     return
+            if not slots.held:
+                with trio.move_on_at(first_slot_by):
+                    await slots.take()
+                if not slots.held:
+                    return  # no slot before the caller's deadline: nobody waits now
+                first_slot_by = math.inf
             try:
                 item = await items.__anext__()
             except StopAsyncIteration:

@@ -10,7 +10,7 @@ import trio
 import trio.testing
 
 import fame
-from fame._wire._schema import Cancel, Envelope, Request
+from fame._wire._schema import Envelope, Request
 from fame.errors import QuotaExceeded
 
 PROVIDER: Any = object()  # agents here open no store
@@ -41,6 +41,18 @@ class Streams(fame.BaseAgent):
             self.running -= 1
 
     @fame.operation(streaming=True)
+    async def gated(self, n: int) -> AsyncIterator[int]:
+        """Works on each item until the gate opens: holds its slot meanwhile."""
+        self.started += 1
+        self.running += 1
+        try:
+            for i in range(n):
+                await self.gate.wait()
+                yield i
+        finally:
+            self.running -= 1
+
+    @fame.operation(streaming=True)
     async def blobs(self, n: int) -> AsyncIterator[bytes]:
         for _ in range(n):
             self.pulled += 1
@@ -60,57 +72,57 @@ class Capped(Streams):
     max_streams_per_caller = 2
 
 
-def raw_stream_request(to: str, corr: int, *, credit: int) -> Envelope:
+def raw_stream_request(to: str, corr: int, *, credit: int, op: str = "items") -> Envelope:
     """A streaming request as a peer would send it, granting ``credit`` items."""
-    return Envelope(0, to, 1, Request("items", {"n": 100}, True, credit, None), "_reply@x", corr)
+    return Envelope(0, to, 1, Request(op, {"n": 100}, True, credit, None), "_reply@x", corr)
 
 
-async def test_a_stream_without_credit_pulls_nothing_from_its_generator() -> None:
+async def test_a_stream_without_credit_pulls_nothing_and_holds_no_slot() -> None:
     agent = Streams()
     async with fame.open_node(storage_provider=PROVIDER) as node:
         await node.spawn(agent, "streams@local")
-        for corr in range(1, 4):
+        for corr in range(1, 6):
             await node._switchboard.route(raw_stream_request("streams@local", corr, credit=0))
         await trio.testing.wait_all_tasks_blocked()
-        assert len(node._switchboard.producers) == 3  # all accepted ...
+        assert len(node._switchboard.producers) == 5  # all accepted ...
         assert agent.pulled == 0  # ... and none asked its generator for an item
+        async with node.open_stream("streams@local", "items", {"n": 3}) as mine:
+            assert [i async for i in mine] == [0, 1, 2]  # they hold no slot
         assert await node.call("streams@local", "plain", {}) == "done"
 
 
-async def test_streams_hold_a_slot_and_leave_one_for_plain_calls() -> None:
+async def test_working_streams_hold_a_slot_and_leave_one_for_plain_calls() -> None:
     agent = Streams()  # max_concurrency = 3: two streams at most, one slot for calls
     async with fame.open_node(storage_provider=PROVIDER) as node:
         proxy = await node.spawn(agent, "streams@local")
-        first = node.open_stream("streams@local", "items", {"n": 10}, window=1)
-        second = node.open_stream("streams@local", "items", {"n": 10}, window=1)
-        third = node.open_stream("streams@local", "items", {"n": 3}, window=1)
-        got: list[int] = []
+        streams = [node.open_stream("streams@local", "gated", {"n": 2}) for _ in range(2)]
+        third = node.open_stream("streams@local", "items", {"n": 3})
+        got: dict[int, list[int]] = {0: [], 1: [], 2: []}
 
-        async def read_third() -> None:
-            got.extend([i async for i in third])
+        async def read(n: int, stream: fame.Stream[Any]) -> None:
+            async with stream:
+                got[n].extend([i async for i in stream])
 
         with trio.fail_after(GUARD):
-            async with first, second, third, trio.open_nursery() as nursery:
-                assert await first.__anext__() == 0
-                assert await second.__anext__() == 0
-
-                nursery.start_soon(read_third)
-                await trio.testing.wait_all_tasks_blocked()
-                assert agent.running == 2  # the third stream waits for a slot
-                assert got == []
+            async with trio.open_nursery() as nursery:
+                for n, stream in enumerate([*streams, third]):
+                    nursery.start_soon(read, n, stream)
+                    await trio.testing.wait_all_tasks_blocked()
+                assert agent.running == 2  # both gated streams work (wait at the gate)
+                assert got[2] == []  # the third waits for a slot
                 assert await proxy.plain() == "done"  # the slot kept for calls
-                await first.aclose()  # its slot goes to the third stream, read to its end
-        assert got == [0, 1, 2]
+                agent.gate.set()
+        assert got == {0: [0, 1], 1: [0, 1], 2: [0, 1, 2]}
 
 
 async def test_a_one_at_a_time_agent_serves_one_stream_beside_its_calls() -> None:
     agent = OneAtATime()
     async with fame.open_node(storage_provider=PROVIDER) as node:
         await node.spawn(agent, "one@local")
-        # A stream that got 1 item of credit holds the one stream slot.
-        await node._switchboard.route(raw_stream_request("one@local", 1, credit=1))
+        # A stream at work (waiting at the gate) holds the one stream slot.
+        await node._switchboard.route(raw_stream_request("one@local", 1, credit=1, op="gated"))
         await trio.testing.wait_all_tasks_blocked()
-        assert agent.pulled == 1
+        assert agent.running == 1
         async with node.open_stream("one@local", "items", {"n": 2}) as waiting:
             got: list[int] = []
             async with trio.open_nursery() as nursery:
@@ -121,10 +133,9 @@ async def test_a_one_at_a_time_agent_serves_one_stream_beside_its_calls() -> Non
                 nursery.start_soon(read)
                 await trio.testing.wait_all_tasks_blocked()
                 assert got == []
-                assert agent.started == 1  # the second stream waits for the slot ...
+                assert agent.pulled == 0  # the second stream waits for the slot ...
                 assert await node.call("one@local", "plain", {}) == "done"  # ... calls do not
-                cancel = Envelope(0, "one@local", 2, Cancel("done"), "_reply@x", 1)
-                await node._switchboard.route(cancel)
+                agent.gate.set()  # the first one sends its item, then waits for credit
             assert got == [0, 1]
 
 
