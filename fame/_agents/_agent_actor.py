@@ -242,7 +242,7 @@ class AgentActor(Actor):
                 self._switchboard, self, spec, kwargs, envelope, producer, self._stream_slots
             )
         except trio.Cancelled:
-            await self._answer_cancelled(envelope)
+            self._answer_cancelled_nowait(envelope)
             raise
         finally:
             self._switchboard.producers.pop(key, None)
@@ -260,6 +260,18 @@ class AgentActor(Actor):
             await self._switchboard.reply_error(
                 envelope, reason.kind, reason.message, actor=self.address, exc_type=reason.exc_type
             )
+
+    def _answer_cancelled_nowait(self, envelope: Envelope) -> None:
+        """Tell the caller of a cancelled stream why, if that needs no waiting.
+
+        A stopping agent may have thousands of streams open: each answer
+        waiting (up to :data:`ANSWER_TIMEOUT`) on its own would make the
+        stop slow; a caller whose path is full falls back to its deadline.
+        """
+        reason = self._scope.reason
+        self._switchboard.reply_error_nowait(
+            envelope, reason.kind, reason.message, actor=self.address
+        )
 
     async def reply_crash(self, envelope: Envelope, exc: Exception) -> None:
         """Tell the caller of ``envelope`` that the agent crashed with ``exc``."""

@@ -478,6 +478,24 @@ class Switchboard:
             self.crash_causes[request.corr] = cause
         await self.reply(request, Error(kind, message, actor, exc_type, traceback))
 
+    def reply_error_nowait(
+        self, request: Envelope, kind: str, message: str, *, actor: str | None = None
+    ) -> None:
+        """Answer ``request`` with an error if that needs no waiting; else drop it.
+
+        For the many tasks a stopping agent cancels at once: each tells its
+        caller why without a cancel scope or a wait of its own. A caller
+        whose path is full falls back to its own deadline.
+        """
+        if request.reply_to is None or request.corr is None:
+            return
+        frame = Error(kind, message, actor)
+        envelope = Envelope(0, request.reply_to, next(self._ids), frame, None, request.corr)
+        if request.reply_to == self.reply_address:
+            self._on_reply(envelope, frame, via_uplink=False)
+        elif self.uplink is not None:
+            self.uplink.send_nowait(envelope)
+
     # --- failing what waits ---------------------------------------------------------
 
     def link_lost(self, reason: str) -> None:
