@@ -9,6 +9,17 @@ the caller.
 By default an agent handles one call at a time, like any actor, so its
 state needs no locks. Agents whose operations are safe to interleave (for
 example because all their state lives in a store) set ``max_concurrency``.
+
+Streams count against that concurrency: a stream holds one slot while it
+works (from when its consumer grants credit until that credit is spent;
+one waiting for credit holds none, so a reader that stalls cannot lock
+the others out until the stream idle timeout), and streams never take the
+last slot, which stays for plain calls. A one-at-a-time agent
+(``max_concurrency == 1``) runs its calls in its own task and works on one
+stream at a time beside them. At most ``max_streams_per_caller`` streams
+of one caller (its verified principal and its reply address) may be open
+at once, working or not; past it a new one is refused with
+:class:`fame.errors.QuotaExceeded`.
 """
 
 from __future__ import annotations
@@ -48,7 +59,14 @@ class BaseAgent:
     """
 
     max_concurrency: ClassVar[int] = 1
-    """How many calls this agent may handle at once (streams not counted)."""
+    """How many calls and streams this agent may work on at once.
+
+    Streams may take all slots but one, which stays for plain calls; with
+    ``1``, calls run one at a time and one stream may work beside them.
+    """
+
+    max_streams_per_caller: ClassVar[int] = 8
+    """How many streams one caller may have open (or waiting to start) at once."""
 
     operations: ClassVar[dict[str, OperationSpec]] = {}
     """The agent's operations by name, collected when the class is created."""
@@ -61,6 +79,8 @@ class BaseAgent:
         cls.operations = collect_operations(cls)
         if cls.max_concurrency < 1:
             raise ValueError(f"{cls.__name__}.max_concurrency must be at least 1")
+        if cls.max_streams_per_caller < 1:
+            raise ValueError(f"{cls.__name__}.max_streams_per_caller must be at least 1")
 
     @property
     def storage_provider(self) -> StorageProvider:

@@ -6,6 +6,17 @@ a typed error to the caller. A plain call of a one-at-a-time agent runs in
 the actor's own task; streams and the calls of a concurrent agent run in
 the agent's :class:`AgentScope`, so stopping or restarting the agent
 cancels them and their callers hear why.
+
+Streams count against the agent's concurrency (see
+:attr:`BaseAgent.max_concurrency`): a stream holds a slot of the agent's
+limiter while it works (it has credit), never while it waits for credit,
+and streams together never take the last slot, which stays for plain
+calls (a stream whose generator calls its own agent cannot lock it). A
+stream waits for its slot in its own task, so a plain call queued behind
+it is not held up; it ends silently when its caller's deadline passed
+before a first slot came. Each caller (verified principal and reply
+address) may have ``max_streams_per_caller`` streams open at once; one
+more is refused with ``quota_exceeded``.
 """
 
 from __future__ import annotations
@@ -21,6 +32,7 @@ from .._core._errors import (
     InvalidArguments,
     NodeClosed,
     OperationFailed,
+    QuotaExceeded,
     UnknownOperation,
 )
 from .._wire._schema import Envelope, Reply, Request
@@ -59,7 +71,21 @@ class AgentActor(Actor):
         self._scope = scope
         self.operations = type(agent).operations
         self.concurrency = type(agent).max_concurrency
+        self.max_streams_per_caller = type(agent).max_streams_per_caller
         self._limiter = trio.CapacityLimiter(self.concurrency)
+        # Streams take at most all slots but one (one stream beside the calls of a
+        # one-at-a-time agent, whose calls do not use the limiter).
+        self._stream_limiter = trio.CapacityLimiter(max(1, self.concurrency - 1))
+        self._stream_slots = (
+            (self._stream_limiter,)
+            if self.concurrency == 1
+            else (self._stream_limiter, self._limiter)
+        )
+        self.streams_of: dict[tuple[str | None, str | None], int] = {}
+        """Open (or waiting) streams by caller: ``(principal, reply address)``."""
+        self._calls = 0
+        self._calls_done = trio.Event()
+        self._calls_done.set()
 
     async def on_start(self) -> None:
         # A restart waits here until the tasks of the crashed incarnation ended.
@@ -76,13 +102,13 @@ class AgentActor(Actor):
             raise
 
     async def on_stop(self) -> None:
-        if self.concurrency > 1:
+        if self._calls:
             # Calls still running in other tasks may finish before stop(): a graceful
             # close answers them instead of cutting them off. Half the stop timeout at
-            # most, so that stop() itself always gets its turn.
+            # most, so that stop() itself always gets its turn. Streams are not waited
+            # for: one whose consumer reads nothing would hold the stop to its timeout.
             with trio.move_on_after(self._switchboard.supervisor.stop_timeout / 2):
-                for _ in range(self.concurrency):
-                    await self._limiter.acquire_on_behalf_of(object())
+                await self._calls_done.wait()
         await self._scope.close(self._scope.reason)
         await self.agent.stop()
 
@@ -117,15 +143,40 @@ class AgentActor(Actor):
             await self._switchboard.reply_error(envelope, exc.kind, exc.message, actor=self.address)
             return
         if spec.streaming:
-            producer = StreamProducer(request.credit)
-            self._switchboard.producers[(envelope.reply_to, envelope.corr)] = producer
-            self._scope.start_soon(self._serve_stream, spec, kwargs, envelope, producer)
+            await self._open_stream(spec, kwargs, envelope, request)
         elif self.concurrency == 1:
             await self.call(spec, kwargs, envelope)
         else:
             token = object()
             await self._limiter.acquire_on_behalf_of(token)
+            if not self._calls:
+                self._calls_done = trio.Event()
+            self._calls += 1
             self._scope.start_soon(self._call_concurrently, spec, kwargs, envelope, token)
+
+    async def _open_stream(
+        self, spec: OperationSpec, kwargs: dict[str, Any], envelope: Envelope, request: Request
+    ) -> None:
+        """Start serving a stream, or refuse it if its caller has too many open."""
+        caller = (envelope.caller, envelope.reply_to)
+        count = self.streams_of.get(caller, 0)
+        if count >= self.max_streams_per_caller:
+            who = envelope.caller or envelope.reply_to or "a caller on this node"
+            error = QuotaExceeded(
+                f"{self.address} refused stream {request.op}(): {who} already has {count}"
+                f" streams open or waiting here (max_streams_per_caller ="
+                f" {self.max_streams_per_caller}); nothing ran: close a stream or read one"
+                " to its end first",
+                actor=self.address,
+            )
+            await self._switchboard.reply_error(
+                envelope, error.kind, error.message, actor=self.address
+            )
+            return
+        self.streams_of[caller] = count + 1
+        producer = StreamProducer(request.credit, request.credit_bytes)
+        self._switchboard.producers[(envelope.reply_to, envelope.corr)] = producer
+        self._scope.start_soon(self._serve_stream, spec, kwargs, envelope, producer)
 
     def _unknown(self, request: Request, *, remote: bool) -> UnknownOperation:
         spec = self.operations.get(request.op)
@@ -172,6 +223,9 @@ class AgentActor(Actor):
             await self.crash(exc)
         finally:
             self._limiter.release_on_behalf_of(token)
+            self._calls -= 1
+            if not self._calls:
+                self._calls_done.set()
 
     async def _serve_stream(
         self,
@@ -184,12 +238,20 @@ class AgentActor(Actor):
         # This task's own context: the caller stays set for the whole stream.
         enter_call(envelope.caller, envelope.reply_to)
         try:
-            await serve_stream(self._switchboard, self, spec, kwargs, envelope, producer)
+            await serve_stream(
+                self._switchboard, self, spec, kwargs, envelope, producer, self._stream_slots
+            )
         except trio.Cancelled:
-            await self._answer_cancelled(envelope)
+            self._answer_cancelled_nowait(envelope)
             raise
         finally:
             self._switchboard.producers.pop(key, None)
+            caller = (envelope.caller, envelope.reply_to)
+            left = self.streams_of.get(caller, 1) - 1
+            if left > 0:
+                self.streams_of[caller] = left
+            else:
+                self.streams_of.pop(caller, None)
 
     async def _answer_cancelled(self, envelope: Envelope) -> None:
         """Tell the caller of a task the agent's scope cancelled why (bounded, shielded)."""
@@ -198,6 +260,18 @@ class AgentActor(Actor):
             await self._switchboard.reply_error(
                 envelope, reason.kind, reason.message, actor=self.address, exc_type=reason.exc_type
             )
+
+    def _answer_cancelled_nowait(self, envelope: Envelope) -> None:
+        """Tell the caller of a cancelled stream why, if that needs no waiting.
+
+        A stopping agent may have thousands of streams open: each answer
+        waiting (up to :data:`ANSWER_TIMEOUT`) on its own would make the
+        stop slow; a caller whose path is full falls back to its deadline.
+        """
+        reason = self._scope.reason
+        self._switchboard.reply_error_nowait(
+            envelope, reason.kind, reason.message, actor=self.address
+        )
 
     async def reply_crash(self, envelope: Envelope, exc: Exception) -> None:
         """Tell the caller of ``envelope`` that the agent crashed with ``exc``."""

@@ -1,11 +1,13 @@
 """Credit-based flow control: the bookkeeping of both ends of a stream, free of I/O.
 
 A streaming request carries an initial ``credit``: how many items the
-consumer can buffer. The producer sends one :class:`StreamItem` per credit
-and then waits; the consumer returns credit (a :class:`Credit` frame) after
-it has *consumed* half of its window. So a consumer that stops reading
-stalls the producer after at most one window, and neither side, nor any
-router in between, holds more than a window of items per stream.
+consumer can buffer, and ``credit_bytes``: how many bytes of them. The
+producer sends one :class:`StreamItem` per credit while its byte credit is
+positive (an item larger than the byte window still goes, alone) and then
+waits; the consumer returns credit (a :class:`Credit` frame) after it has
+*consumed* half of its window, in items or bytes. So a consumer that stops
+reading stalls the producer after at most one window, and neither side,
+nor any router in between, holds more than a window per stream.
 
 :class:`StreamConsumer` is the consumer's side (its arithmetic is the
 sans-IO :class:`~fame._protocol._credit.CreditWindow`), :class:`CreditBalance`
@@ -20,12 +22,13 @@ from typing import Any
 import trio
 
 from .._core._errors import DeadlineExceeded, NodeClosed, ProtocolError, remote_error
-from .._protocol._credit import DEFAULT_WINDOW, CreditWindow
+from .._protocol._credit import DEFAULT_WINDOW, DEFAULT_WINDOW_BYTES, CreditWindow
 from .._wire._schema import Cancel, Credit, Error, Frame, StreamEnd, StreamItem
 
 __all__ = [
     "DEFAULT_IDLE_TIMEOUT",
     "DEFAULT_WINDOW",
+    "DEFAULT_WINDOW_BYTES",
     "CreditBalance",
     "StreamConsumer",
     "StreamProducer",
@@ -41,32 +44,53 @@ def timeout_ms(timeout: float) -> int | None:
 
 
 class CreditBalance:
-    """Producer-side credit: how many items may be sent before waiting."""
+    """Producer-side credit: how many items, and bytes, may be sent before waiting.
 
-    __slots__ = ("_changed", "available")
+    ``bytes`` is ``None`` when the consumer set no byte limit (an older
+    caller). It may go negative: an item is sent whenever the byte credit
+    is positive, however large, and the consumer grants its size back once
+    it is consumed.
+    """
 
-    def __init__(self, initial: int) -> None:
+    __slots__ = ("_changed", "available", "bytes")
+
+    def __init__(self, initial: int, initial_bytes: int | None = None) -> None:
         self.available = max(0, initial)
+        self.bytes = initial_bytes
         self._changed = trio.Event()
 
-    def grant(self, n: int) -> None:
+    @property
+    def ready(self) -> bool:
+        """Whether one more item may be sent now."""
+        return self.available > 0 and (self.bytes is None or self.bytes > 0)
+
+    def grant(self, n: int, nbytes: int = 0) -> None:
+        """The consumer returned ``n`` items and ``nbytes`` bytes of credit."""
         if n > 0:
             self.available += n
+        if nbytes > 0 and self.bytes is not None:
+            self.bytes += nbytes
+        if n > 0 or nbytes > 0:
             self._changed.set()
 
     def try_take(self) -> bool:
-        """Spend one credit if there is one, without waiting."""
-        if self.available > 0:
+        """Spend one item credit if an item may be sent now, without waiting."""
+        if self.ready:
             self.available -= 1
             return True
         return False
 
     async def take(self) -> None:
-        """Wait for one credit and spend it."""
-        while self.available <= 0:
+        """Wait until an item may be sent and spend its item credit."""
+        while not self.ready:
             self._changed = trio.Event()
             await self._changed.wait()
         self.available -= 1
+
+    def spend_bytes(self, size: int) -> None:
+        """Count an item of ``size`` bytes that was sent against the byte credit."""
+        if self.bytes is not None:
+            self.bytes -= size
 
 
 class StreamProducer:
@@ -74,15 +98,15 @@ class StreamProducer:
 
     __slots__ = ("cancel_scope", "credit")
 
-    def __init__(self, initial_credit: int) -> None:
-        self.credit = CreditBalance(initial_credit)
+    def __init__(self, initial_credit: int, initial_bytes: int | None = None) -> None:
+        self.credit = CreditBalance(initial_credit, initial_bytes)
         self.cancel_scope = trio.CancelScope()
 
     def control(self, frame: Frame) -> None:
         """Act on a control frame from the consumer: more credit, or stop."""
         match frame:
-            case Credit(n=n):
-                self.credit.grant(n)
+            case Credit(n=n, bytes=nbytes):
+                self.credit.grant(n, nbytes)
             case Cancel():
                 self.cancel_scope.cancel()
             case _:
@@ -92,9 +116,11 @@ class StreamProducer:
 class StreamConsumer:
     """The receiving end of one stream: a bounded queue fed by the node."""
 
-    def __init__(self, address: str, window: int) -> None:
+    def __init__(
+        self, address: str, window: int, window_bytes: int | None = DEFAULT_WINDOW_BYTES
+    ) -> None:
         self.address = address
-        self.window = CreditWindow(window)
+        self.window = CreditWindow(window, window_bytes)
         # +1 for the closing frame, which needs no credit.
         self._send, self._receive = trio.open_memory_channel[Frame](window + 1)
         self.finished = False
@@ -115,8 +141,11 @@ class StreamConsumer:
         self._error = exc
         self._send.close()
 
-    async def next(self, timeout: float | None) -> tuple[Any, int]:
-        """The next item and the credit to grant; raise StopAsyncIteration at the end."""
+    async def next(self, timeout: float | None) -> tuple[Any, tuple[int, int]]:
+        """The next item and the credit to grant, ``(items, bytes)``.
+
+        Raises StopAsyncIteration at the end.
+        """
         try:
             # Items usually wait in the buffer already: take one without paying for
             # a cancel scope. The periodic credit sends keep the reader cooperative.
@@ -128,8 +157,8 @@ class StreamConsumer:
             self.finished = True
             raise self._error or NodeClosed("stream closed") from None
         match frame:
-            case StreamItem(item=item):
-                return item, self.window.on_consumed()
+            case StreamItem(item=item, size=size):
+                return item, self.window.on_consumed(size)
             case StreamEnd():
                 self.finished = True
                 raise StopAsyncIteration

@@ -36,10 +36,11 @@ from .._wire._schema import Envelope
 from ._agent import BaseAgent
 from ._agent_actor import AgentActor
 from ._agent_scope import AgentScope
-from ._credit import DEFAULT_IDLE_TIMEOUT, DEFAULT_WINDOW
+from ._credit import DEFAULT_IDLE_TIMEOUT, DEFAULT_WINDOW, DEFAULT_WINDOW_BYTES
 from ._proxy import AgentT, Proxy
 from ._stream import Stream
 from ._switchboard import REPLY_NAME, Switchboard, Uplink
+from ._waiting_room import DEFAULT_WAITING_BYTES, DEFAULT_WAITING_REQUESTS, WaitingRoom
 
 __all__ = [
     "DEFAULT_TIMEOUT",
@@ -82,12 +83,19 @@ class Node:
         storage_provider: StorageProvider,
         default_timeout: float,
         stream_idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
+        waiting_room: WaitingRoom | None = None,
     ) -> None:
         self._tasks = tasks
         self.supervisor = supervisor
         self.storage_provider = storage_provider
         self.default_timeout = default_timeout
-        self._switchboard = Switchboard(supervisor, path, stream_idle_timeout=stream_idle_timeout)
+        self._switchboard = Switchboard(
+            supervisor,
+            path,
+            stream_idle_timeout=stream_idle_timeout,
+            waiting_room=waiting_room,
+            tasks=tasks,
+        )
         self._agent_types: dict[str, type[BaseAgent] | None] = {}
         self._pools: set[str] = set()
 
@@ -266,10 +274,17 @@ class Node:
         timeout: float | None = None,
         window: int = DEFAULT_WINDOW,
         item_type: Any = Any,
+        window_bytes: int | None = DEFAULT_WINDOW_BYTES,
     ) -> Stream[Any]:
-        """Call streaming operation ``op``; iterate the returned :class:`Stream`."""
+        """Call streaming operation ``op``; iterate the returned :class:`Stream`.
+
+        ``window`` items and ``window_bytes`` bytes of them (``None``: no
+        byte limit) may be in flight from the producer at once.
+        """
         timeout = self.default_timeout if timeout is None else timeout
-        return Stream(self._switchboard, address, op, args, timeout, window, item_type)
+        return Stream(
+            self._switchboard, address, op, args, timeout, window, item_type, window_bytes
+        )
 
     # --- for the fabric (private) ----------------------------------------------------
 
@@ -303,9 +318,13 @@ class Node:
         """Whether this node serves ``address`` as one member of a pool."""
         return address in self._pools
 
-    async def _deliver(self, envelope: Envelope) -> None:
-        """Take an envelope that arrived from the fabric (never blocks on a mailbox)."""
-        await self._switchboard.deliver(envelope)
+    async def _deliver(self, envelope: Envelope, size: int | None = None) -> None:
+        """Take an envelope that arrived from the fabric (never blocks on a mailbox).
+
+        ``size``: its encoded size, if the link knows it (it saves measuring
+        a request that has to wait for mailbox room).
+        """
+        await self._switchboard.deliver(envelope, size)
 
     def _link_lost(self, reason: str) -> None:
         """Fail every call and stream whose answer was to come through the lost link."""
@@ -325,6 +344,8 @@ async def open_node(
     default_timeout: float = DEFAULT_TIMEOUT,
     stop_timeout: float = 10.0,
     stream_idle_timeout: float | None = None,
+    waiting_room_requests: int = DEFAULT_WAITING_REQUESTS,
+    waiting_room_bytes: int = DEFAULT_WAITING_BYTES,
 ) -> AsyncIterator[Node]:
     """Run a node for the duration of the ``async with`` block.
 
@@ -342,10 +363,16 @@ async def open_node(
     ``stream_idle_timeout`` is how long a streaming operation waits for
     credit from a consumer that stopped reading before it gives up (its
     generator is closed); ``None`` means 300 s.
+
+    ``waiting_room_requests`` and ``waiting_room_bytes`` bound the requests
+    from the fabric the node holds while their agents' mailboxes are full
+    (4096 requests, 16 MiB); past them a request is answered ``overloaded``
+    and its caller retries until its own deadline.
     """
     idle_timeout = DEFAULT_IDLE_TIMEOUT if stream_idle_timeout is None else stream_idle_timeout
     if not idle_timeout > 0:
         raise ValueError(f"stream_idle_timeout must be > 0 seconds, got {stream_idle_timeout!r}")
+    waiting_room = WaitingRoom(waiting_room_requests, waiting_room_bytes)
     async with AsyncExitStack() as stack:
         if storage_provider is None:
             if _default_storage is None:
@@ -362,6 +389,7 @@ async def open_node(
                         storage_provider=storage_provider,
                         default_timeout=default_timeout,
                         stream_idle_timeout=idle_timeout,
+                        waiting_room=waiting_room,
                     )
                     yield node
             finally:

@@ -1,15 +1,18 @@
 """The caller's side of a streaming call: ``async for item in stream``.
 
 Flow control is credit based (see ``fame._agents._credit``): the stream
-grants its producer a window of items and returns credit as it consumes
-them, so a caller that stops reading stalls its producer after at most
-one window.
+grants its producer a window of items (64) and of bytes (4 MiB) and
+returns credit as it consumes them, so a caller that stops reading stalls
+its producer after at most one window.
 
 A producer whose consumer grants no credit for the *idle timeout* (300 s,
 or ``open_node(stream_idle_timeout=...)``) gives up: its generator is
 closed and the consumer, if it ever reads on, gets an error saying so.
 That is the last resort for a consumer that stopped reading without
 cancelling.
+
+A stream refused ``overloaded`` before its first item (nothing ran) is
+opened again after a jittered backoff until its timeout, like a call.
 
 A stream should be closed (``async with``, :meth:`Stream.aclose`, or read
 to its end). One that is garbage collected open warns with
@@ -27,11 +30,18 @@ from typing import Any, Generic, TypeVar, cast
 import msgspec
 import trio
 
+from .._core._errors import DeadlineExceeded, Overloaded
 from .._wire._schema import Cancel, Credit, Request
-from ._credit import DEFAULT_IDLE_TIMEOUT, DEFAULT_WINDOW, StreamConsumer, timeout_ms
-from ._switchboard import Switchboard
+from ._credit import (
+    DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_WINDOW,
+    DEFAULT_WINDOW_BYTES,
+    StreamConsumer,
+    timeout_ms,
+)
+from ._switchboard import OVERLOAD_BACKOFF, Switchboard
 
-__all__ = ["DEFAULT_IDLE_TIMEOUT", "DEFAULT_WINDOW", "Stream"]
+__all__ = ["DEFAULT_IDLE_TIMEOUT", "DEFAULT_WINDOW", "DEFAULT_WINDOW_BYTES", "Stream"]
 
 T = TypeVar("T")
 
@@ -53,6 +63,7 @@ class Stream(Generic[T]):
         timeout: float,
         window: int,
         item_type: Any,
+        window_bytes: int | None = DEFAULT_WINDOW_BYTES,
     ) -> None:
         self._switchboard = switchboard
         self._address = address
@@ -60,7 +71,7 @@ class Stream(Generic[T]):
         self._args = args
         self._timeout = timeout
         self._item_type = item_type
-        self._consumer = StreamConsumer(address, window)
+        self._consumer = StreamConsumer(address, window, window_bytes)
         self._corr: int | None = None
         # Captured now, on the loop: __del__ may run anywhere, even after the run.
         self._token = trio.lowlevel.current_trio_token()
@@ -76,23 +87,62 @@ class Stream(Generic[T]):
 
     async def __anext__(self) -> T:
         if self._corr is None:
+            item, grant = await self._start()
+        else:
+            item, grant = await self._next()
+        if grant[0] or grant[1]:
+            assert self._corr is not None
+            await self._switchboard.send_stream_control(self._address, self._corr, Credit(*grant))
+        if self._item_type is not Any:
+            item = msgspec.convert(item, self._item_type, strict=False)
+        return cast(T, item)
+
+    async def _start(self) -> tuple[Any, tuple[int, int]]:
+        """Send the request and wait for the first frame.
+
+        A first answer ``overloaded`` (nothing ran) sends the request again
+        after a jittered backoff, until the stream's timeout.
+        """
+        deadline = trio.current_time() + self._timeout
+        delays = OVERLOAD_BACKOFF.delays()
+        refused = 0
+        while True:
+            window = self._consumer.window
+            remaining = max(0.0, deadline - trio.current_time())
             request = Request(
-                self._op, self._args, True, self._consumer.window.window, timeout_ms(self._timeout)
+                self._op,
+                self._args,
+                True,
+                window.window,
+                timeout_ms(remaining),
+                window.window_bytes,
             )
             self._corr = await self._switchboard.send_stream_request(
-                self._address, request, self._consumer, self._timeout
+                self._address, request, self._consumer, remaining
             )
+            try:
+                return await self._next()
+            except Overloaded as exc:
+                refused += 1
+                wait = next(delays)
+                if trio.current_time() + wait >= deadline:
+                    raise DeadlineExceeded(
+                        f"{self._address} stayed overloaded for {self._timeout} s: {self._op}()"
+                        f" was refused {refused} times and never ran (last: {exc}); retry"
+                        " later or raise the deadline"
+                    ) from None
+            # A fresh consumer for the next attempt: the refused one is finished.
+            self._consumer = StreamConsumer(self._address, window.window, window.window_bytes)
+            await trio.sleep(wait)
+
+    async def _next(self) -> tuple[Any, tuple[int, int]]:
+        assert self._corr is not None
         try:
-            item, grant = await self._consumer.next(self._timeout)
+            return await self._consumer.next(self._timeout)
         except BaseException:
             if self._consumer.finished:
                 self._switchboard.forget_stream(self._corr)  # ended: nothing more will arrive
             raise
-        if grant:
-            await self._switchboard.send_stream_control(self._address, self._corr, Credit(grant))
-        if self._item_type is not Any:
-            item = msgspec.convert(item, self._item_type, strict=False)
-        return cast(T, item)
 
     async def aclose(self) -> None:
         """Stop the stream; the agent's generator is closed."""

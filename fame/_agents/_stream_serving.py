@@ -3,7 +3,13 @@
 An agent's actor starts :func:`serve_stream` as one of the agent's tasks
 for each streaming request it accepts. It runs the agent's generator and
 sends one :class:`StreamItem` per credit the consumer granted, then a
-:class:`StreamEnd`. How it ends tells the caller what happened:
+:class:`StreamEnd`. It waits for credit *before* it asks the generator for
+the next item: a stream nobody reads pulls nothing, so a generator paging
+through a store reads nothing beyond what was granted. Each item is
+encoded once, here (it travels as ``msgspec.Raw``, which the wire copies
+verbatim); its encoded size is what the byte credit is charged.
+
+How it ends tells the caller what happened:
 
 - an error the operation declares (``errors=``) reaches the caller as
   ``operation_failed``, and the agent keeps running;
@@ -21,20 +27,33 @@ closes the generator too.
 from __future__ import annotations
 
 import logging
+import math
+from collections.abc import Sequence
 from contextlib import aclosing
 from typing import Any, Protocol
 
+import msgspec
 import trio
 
 from .._core._errors import OperationFailed, ProtocolError, RemoteError, WireError
-from .._wire._schema import Envelope, StreamEnd, StreamItem
-from ._credit import StreamProducer
+from .._wire._schema import Envelope, Request, StreamEnd, StreamItem
+from ._credit import CreditBalance, StreamProducer
 from ._operation import OperationSpec
 from ._switchboard import Switchboard, unsendable
 
 __all__ = ["StreamOwner", "serve_stream"]
 
 log = logging.getLogger("fame.node")
+
+_item_encoder = msgspec.msgpack.Encoder()
+
+
+def encode_item(value: Any) -> msgspec.Raw:
+    """``value`` encoded once for the wire; :class:`fame.WireError` if it cannot be."""
+    try:
+        return msgspec.Raw(_item_encoder.encode(value))
+    except (TypeError, NotImplementedError, OverflowError, RecursionError) as exc:
+        raise WireError(f"cannot encode StreamItem: {exc}", code="unencodable") from None
 
 
 class StreamOwner(Protocol):
@@ -62,30 +81,23 @@ async def serve_stream(
     kwargs: dict[str, Any],
     request: Envelope,
     producer: StreamProducer,
+    slots: Sequence[trio.CapacityLimiter] = (),
 ) -> None:
-    """Run streaming operation ``spec`` of ``owner``'s agent for ``request`` to its end."""
+    """Run streaming operation ``spec`` of ``owner``'s agent for ``request`` to its end.
+
+    The stream holds one token of each of ``slots`` (the agent's
+    concurrency limiters) while it works: from when it has credit until it
+    runs out of it. If its caller's deadline (``Request.timeout_ms``)
+    passes before it got its first slot, it ends silently: nobody waits
+    for it any more.
+    """
+    held = _Slots(slots)
     try:
         with producer.cancel_scope:
-            async with aclosing(spec.function(owner.agent, **kwargs)) as items:
-                async for item in items:
-                    value = spec.convert_result(item)
-                    if not producer.credit.try_take():
-                        with trio.move_on_after(switchboard.stream_idle_timeout) as idle:
-                            await producer.credit.take()
-                        if idle.cancelled_caught:
-                            await _give_up_idle_stream(switchboard, owner, spec, request)
-                            return
-                    try:
-                        await switchboard.reply(request, StreamItem(value))
-                    except WireError as exc:
-                        # An item too big for the wire ends the stream with a
-                        # clear error; the agent did nothing wrong: no restart.
-                        message = unsendable(request, exc)
-                        await switchboard.reply_error(
-                            request, ProtocolError.kind, message, actor=owner.address
-                        )
-                        return
-            await switchboard.reply(request, StreamEnd())
+            try:
+                await _serve(switchboard, owner, spec, kwargs, request, producer.credit, held)
+            finally:
+                held.release()
     except spec.errors as exc:
         await switchboard.reply_error(
             request,
@@ -97,6 +109,87 @@ async def serve_stream(
     except Exception as exc:
         await owner.reply_crash(request, exc)
         await owner.crash(exc)
+
+
+class _Slots:
+    """The concurrency slots one stream holds: a token of each limiter, or none."""
+
+    __slots__ = ("_held", "_limiters", "_token")
+
+    def __init__(self, limiters: Sequence[trio.CapacityLimiter]) -> None:
+        self._limiters = limiters
+        self._token = object()
+        self._held = 0
+
+    @property
+    def held(self) -> bool:
+        return self._held == len(self._limiters)
+
+    async def take(self) -> None:
+        """Wait for a token of each limiter (in order: the same order for every stream)."""
+        while self._held < len(self._limiters):
+            await self._limiters[self._held].acquire_on_behalf_of(self._token)
+            self._held += 1
+
+    def release(self) -> None:
+        while self._held:
+            self._held -= 1
+            self._limiters[self._held].release_on_behalf_of(self._token)
+
+
+def _first_wait(request: Envelope) -> float:
+    """How long a new stream may wait for its first slot: its caller's deadline."""
+    timeout_ms = request.frame.timeout_ms if isinstance(request.frame, Request) else None
+    return math.inf if timeout_ms is None else timeout_ms / 1000
+
+
+async def _serve(
+    switchboard: Switchboard,
+    owner: StreamOwner,
+    spec: OperationSpec,
+    kwargs: dict[str, Any],
+    request: Envelope,
+    credit: CreditBalance,
+    slots: _Slots,
+) -> None:
+    """Send the generator's items as credit allows, then the end of the stream."""
+    first_slot_by = trio.current_time() + _first_wait(request)
+    async with aclosing(spec.function(owner.agent, **kwargs)) as items:
+        while True:
+            # Credit first, then the item: nothing is pulled (nor read from a
+            # store) that the consumer is not ready to take. A stream waiting
+            # for credit holds no slot: a reader that stalls cannot lock the
+            # agent's other callers out until the idle timeout.
+            if not credit.try_take():
+                slots.release()
+                with trio.move_on_after(switchboard.stream_idle_timeout) as idle:
+                    await credit.take()
+                if idle.cancelled_caught:
+                    await _give_up_idle_stream(switchboard, owner, spec, request)
+                    return
+            if not slots.held:
+                with trio.move_on_at(first_slot_by):
+                    await slots.take()
+                if not slots.held:
+                    return  # no slot before the caller's deadline: nobody waits now
+                first_slot_by = math.inf
+            try:
+                item = await items.__anext__()
+            except StopAsyncIteration:
+                break
+            try:
+                raw = encode_item(spec.convert_result(item))
+                await switchboard.reply(request, StreamItem(raw, len(raw)))
+            except WireError as exc:
+                # An item too big for the wire ends the stream with a clear
+                # error; the agent did nothing wrong: no restart.
+                message = unsendable(request, exc)
+                await switchboard.reply_error(
+                    request, ProtocolError.kind, message, actor=owner.address
+                )
+                return
+            credit.spend_bytes(len(raw))
+    await switchboard.reply(request, StreamEnd())
 
 
 async def _give_up_idle_stream(

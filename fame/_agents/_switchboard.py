@@ -19,6 +19,16 @@ Local delivery copies every payload through msgpack, the wire's own rules,
 so an agent and its caller never share a mutable object: a local call
 behaves exactly like a remote one.
 
+Overload is backpressure, not an error. A request from the uplink for an
+agent whose mailbox is full waits in the node's bounded
+:class:`~fame._agents._waiting_room.WaitingRoom` until room appears; only
+when that is full is it answered ``overloaded``. A call from this node
+that is answered ``overloaded`` (by an agent's node, or by a sentinel
+whose link to it is full) is sent again after a jittered backoff (5 ms
+doubling to 250 ms) until the caller's own deadline, which then fails with
+:class:`fame.DeadlineExceeded` saying the target stayed overloaded:
+``overloaded`` means nothing ran, so sending again is always safe.
+
 This is plumbing: the public face is :class:`fame.Node`; the fabric
 reaches it through the node's underscore methods.
 """
@@ -27,6 +37,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import math
 import secrets
 from contextlib import suppress
 from typing import Any, Protocol
@@ -35,11 +46,13 @@ import msgspec
 import trio
 
 from .._core._address import REPLY_NAME, Address
+from .._core._backoff import Backoff
 from .._core._errors import (
     DeadlineExceeded,
     MailboxFull,
     NodeClosed,
     NoRoute,
+    Overloaded,
     ProtocolError,
     WireError,
     remote_error,
@@ -58,13 +71,25 @@ from .._wire._schema import (
     StreamItem,
 )
 from ._credit import DEFAULT_IDLE_TIMEOUT, StreamConsumer, StreamProducer, timeout_ms
+from ._waiting_room import Waiting, WaitingRoom
 
-__all__ = ["CORR_LIMIT", "REPLY_NAME", "Switchboard", "Uplink", "random_corr", "unsendable"]
+__all__ = [
+    "CORR_LIMIT",
+    "OVERLOAD_BACKOFF",
+    "REPLY_NAME",
+    "Switchboard",
+    "Uplink",
+    "random_corr",
+    "unsendable",
+]
 
 log = logging.getLogger("fame.node")
 
 CORR_LIMIT = 1 << 63
 """Correlation ids are below this: they fit a msgpack int64 on the wire."""
+
+OVERLOAD_BACKOFF = Backoff(0.005, 0.25, jitter=True)
+"""The waits before sending again a request answered ``overloaded``."""
 
 
 def random_corr() -> int:
@@ -135,9 +160,16 @@ class Switchboard:
         path: str,
         *,
         stream_idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
+        waiting_room: WaitingRoom | None = None,
+        tasks: trio.Nursery | None = None,
     ) -> None:
         self.supervisor = supervisor
         self.stream_idle_timeout = stream_idle_timeout
+        self.waiting_room = waiting_room if waiting_room is not None else WaitingRoom()
+        # Where the tasks that move waiting requests into mailboxes run; without
+        # one (a bare switchboard in a test) a full mailbox is answered at once.
+        self._tasks = tasks
+        self._movers: set[str] = set()
         self.uplink: Uplink | None = None
         self._ids = itertools.count(1)
         self.dropped_answers = 0  # answers this node did not ask for (see _on_reply)
@@ -175,34 +207,58 @@ class Switchboard:
                 return corr
 
     async def call(self, address: str, op: str, args: dict[str, Any], timeout: float) -> Any:
-        """Call plain operation ``op`` of the agent at ``address``; return its result."""
+        """Call plain operation ``op`` of the agent at ``address``; return its result.
+
+        An ``overloaded`` answer (nothing ran) is retried with a jittered
+        backoff until ``timeout``; past it :class:`fame.DeadlineExceeded`
+        says whether the target stayed overloaded or did not answer.
+        """
+        deadline = trio.current_time() + timeout
+        refused = 0
+        last: Overloaded | None = None
+        delays = OVERLOAD_BACKOFF.delays()
+        with trio.move_on_at(deadline):
+            while True:
+                try:
+                    return await self._call_once(address, op, args, deadline)
+                except Overloaded as exc:
+                    refused, last = refused + 1, exc
+                await trio.sleep(next(delays))
+        if last is not None:
+            raise DeadlineExceeded(
+                f"{address} stayed overloaded for {timeout} s: {op}() was refused {refused}"
+                f" times and never ran (last: {last}); retry later or raise the deadline"
+            )
+        raise DeadlineExceeded(f"{address} did not answer {op}() within {timeout} s")
+
+    async def _call_once(self, address: str, op: str, args: dict[str, Any], deadline: float) -> Any:
+        """Send one request and wait for its answer (the caller bounds the wait)."""
         corr = self.new_corr()
         slot = ReplySlot()
         self.pending[corr] = slot
+        remaining = deadline - trio.current_time()
         envelope = Envelope(
             0,
             address,
             next(self._ids),
-            Request(op, args, False, 0, timeout_ms(timeout)),
+            Request(op, args, False, 0, timeout_ms(remaining)),
             self.reply_address,
             corr,
         )
         try:
-            with trio.move_on_after(timeout):
-                if await self.route(envelope, timeout=timeout):
-                    self.remote[corr] = address
-                match await slot.wait():
-                    case Reply(result=result):
-                        return result
-                    case Error(kind, message, actor, exc_type, traceback):
-                        error = remote_error(
-                            kind, message, actor=actor, exc_type=exc_type, traceback=traceback
-                        )
-                        error.__cause__ = self.crash_causes.pop(corr, None)
-                        raise error
-                    case frame:
-                        raise ProtocolError(f"unexpected {type(frame).__name__} in reply to a call")
-            raise DeadlineExceeded(f"{address} did not answer {op}() within {timeout} s")
+            if await self.route(envelope, timeout=None if math.isinf(remaining) else remaining):
+                self.remote[corr] = address
+            match await slot.wait():
+                case Reply(result=result):
+                    return result
+                case Error(kind, message, actor, exc_type, traceback):
+                    error = remote_error(
+                        kind, message, actor=actor, exc_type=exc_type, traceback=traceback
+                    )
+                    error.__cause__ = self.crash_causes.pop(corr, None)
+                    raise error
+                case frame:
+                    raise ProtocolError(f"unexpected {type(frame).__name__} in reply to a call")
         finally:
             del self.pending[corr]
             self.remote.pop(corr, None)
@@ -293,13 +349,17 @@ class Switchboard:
             return True
         raise NoRoute(f"no route to {to}: no such actor on this node", actor=to)
 
-    async def deliver(self, envelope: Envelope) -> None:
+    async def deliver(self, envelope: Envelope, size: int | None = None) -> None:
         """Take an envelope arriving from the uplink; never blocks on a full mailbox.
 
-        A request for an address not hosted here, or whose mailbox is full,
-        is answered at once with an error, so one busy agent never stalls
-        the link for the others. The envelope was just decoded: nobody else
-        holds its payload, so it is not copied.
+        A request for an address not hosted here is answered at once with
+        an error. One whose mailbox is full waits in the waiting room (it is
+        moved into the mailbox as room appears), or is answered
+        ``overloaded`` if the room is full too; so one busy agent never
+        stalls the link for the others. ``size`` is the envelope's encoded
+        size if the link knows it (else it is measured only when the request
+        has to wait). The envelope was just decoded: nobody else holds its
+        payload, so it is not copied.
         """
         if envelope.to == self.reply_address:
             self._on_reply(envelope, envelope.frame, via_uplink=True)
@@ -308,20 +368,74 @@ class Switchboard:
             case Credit() | Cancel():
                 self._control_stream(envelope)
                 return
-            case Request():
+            case Request() as request:
                 pass
             case _:
                 return  # replies for callers that moved on
-        ref = self.supervisor.ref(envelope.to)
+        to = envelope.to
+        ref = self.supervisor.ref(to)
         try:
             if ref is None:
-                raise NoRoute(f"no actor at {envelope.to}", actor=envelope.to)
-            ref.tell_nowait(envelope)
-        except (NoRoute, MailboxFull) as exc:
-            await self.reply_error(envelope, exc.kind, exc.message, actor=envelope.to)
+                raise NoRoute(f"no actor at {to}", actor=to)
+            if not self.waiting_room.has_waiting(to):
+                ref.tell_nowait(envelope)
+                return
+        except NoRoute as exc:
+            await self.reply_error(envelope, exc.kind, exc.message, actor=to)
+            return
         except NodeClosed as exc:
             # Says why: "... is stopped", or "the supervisor gave up on ...: <crash>".
-            await self.reply_error(envelope, NoRoute.kind, str(exc), actor=envelope.to)
+            await self.reply_error(envelope, NoRoute.kind, str(exc), actor=to)
+            return
+        except MailboxFull:
+            pass
+        if not self._wait_for_room(envelope, request, size):
+            room = self.waiting_room
+            message = (
+                f"{to} is overloaded: its mailbox is full and so is the waiting room of"
+                f" its node ({len(room)} requests, {room.bytes} bytes waiting); nothing ran,"
+                " retry later"
+            )
+            await self.reply_error(envelope, Overloaded.kind, message, actor=to)
+
+    def _wait_for_room(self, envelope: Envelope, request: Request, size: int | None) -> bool:
+        """Put a request for a full mailbox in the waiting room; False if it is full."""
+        if self._tasks is None:
+            return False
+        now = trio.current_time()
+        deadline = math.inf if request.timeout_ms is None else now + request.timeout_ms / 1000
+        if size is None:
+            size = len(_encoder.encode(envelope))  # only requests that must wait pay this
+        caller = (envelope.caller, envelope.reply_to)
+        to = envelope.to
+        if not self.waiting_room.admit(to, caller, Waiting(envelope, size, deadline)):
+            return False
+        if to not in self._movers:
+            self._movers.add(to)
+            self._tasks.start_soon(self._move_waiting, to)
+        return True
+
+    async def _move_waiting(self, address: str) -> None:
+        """Move the requests waiting for ``address`` into its mailbox as room appears."""
+        room = self.waiting_room
+        try:
+            while (waiting := room.next(address, trio.current_time())) is not None:
+                envelope = waiting.envelope
+                ref = self.supervisor.ref(address)
+                left = waiting.deadline - trio.current_time()
+                try:
+                    if ref is None:
+                        raise NoRoute(f"no actor at {address}", actor=address)
+                    await ref.tell(envelope, timeout=None if math.isinf(left) else left)
+                except MailboxFull:
+                    room.expired += 1  # its caller's deadline passed: nobody waits
+                except NoRoute as exc:
+                    await self.reply_error(envelope, exc.kind, exc.message, actor=address)
+                except NodeClosed as exc:
+                    await self.reply_error(envelope, NoRoute.kind, str(exc), actor=address)
+        finally:
+            # No checkpoint since next() found the queue empty: nothing was added since.
+            self._movers.discard(address)
 
     async def reply(self, request: Envelope, frame: Frame) -> None:
         """Send ``frame`` to the caller of ``request`` (dropped if it was a tell)."""
@@ -363,6 +477,24 @@ class Switchboard:
         ):
             self.crash_causes[request.corr] = cause
         await self.reply(request, Error(kind, message, actor, exc_type, traceback))
+
+    def reply_error_nowait(
+        self, request: Envelope, kind: str, message: str, *, actor: str | None = None
+    ) -> None:
+        """Answer ``request`` with an error if that needs no waiting; else drop it.
+
+        For the many tasks a stopping agent cancels at once: each tells its
+        caller why without a cancel scope or a wait of its own. A caller
+        whose path is full falls back to its own deadline.
+        """
+        if request.reply_to is None or request.corr is None:
+            return
+        frame = Error(kind, message, actor)
+        envelope = Envelope(0, request.reply_to, next(self._ids), frame, None, request.corr)
+        if request.reply_to == self.reply_address:
+            self._on_reply(envelope, frame, via_uplink=False)
+        elif self.uplink is not None:
+            self.uplink.send_nowait(envelope)
 
     # --- failing what waits ---------------------------------------------------------
 

@@ -7,10 +7,17 @@ or SIGINT. Then it leaves its blocks normally: agents finish what they
 were handling, every storage actor commits and closes its file (the WAL is
 checkpointed), and the process exits 0. A startup failure is one line on
 stderr and exit status 1.
+
+Stopping is bounded whatever the load: agents get :data:`SHUTDOWN_GRACE`
+seconds to finish; then whatever still runs in the node (calls, thousands
+of streams nobody reads, requests still arriving) is cancelled. The
+storage is opened outside the node, so its actors still commit and close
+their files after that.
 """
 
 from __future__ import annotations
 
+import contextvars
 import pkgutil
 import signal
 import ssl
@@ -51,6 +58,13 @@ from ._trust import (
 )
 
 __all__ = ["AgentSpec", "parse_agent_spec", "run_node", "run_sentinel", "storage_config"]
+
+
+SHUTDOWN_GRACE = 2.0
+"""Seconds a stopping node or sentinel lets its agents finish what they handle."""
+
+_stopping: contextvars.ContextVar[trio.CancelScope] = contextvars.ContextVar("_stopping")
+"""The scope of the running node or sentinel (see :func:`_guarded`), to bound its stop."""
 
 
 class StartupError(Exception):
@@ -129,6 +143,7 @@ async def _until_signal(
             on_hangup()
             continue
         print(f"fame {name}: {signal.Signals(signum).name} received, stopping", flush=True)
+        _stopping.get().deadline = trio.current_time() + SHUTDOWN_GRACE
         return
 
 
@@ -228,9 +243,13 @@ async def _guarded(fn: Callable[..., Awaitable[None]], *args: object) -> Excepti
 
     The error is re-raised by the caller once the storage block has exited,
     so it reaches the user whatever the storage provider does on unwinding.
+    Once a signal asked it to stop, ``fn`` gets :data:`SHUTDOWN_GRACE`
+    seconds to leave its blocks; then what still runs in it is cancelled.
     """
     try:
-        await fn(*args)
+        with trio.CancelScope() as stopping:
+            _stopping.set(stopping)
+            await fn(*args)
     except Exception as exc:
         return exc
     return None

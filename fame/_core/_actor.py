@@ -4,9 +4,11 @@ An :class:`Actor` handles one message at a time, so its own state needs no
 locks. Other code talks to it only through an :class:`ActorRef`:
 ``tell`` puts a message in the mailbox, ``ask`` also waits for the answer
 (the value ``handle`` returns). The mailbox is a bounded trio memory
-channel: a sender waits while it is full, and fails with
-:class:`fame.MailboxFull` when its deadline passes first, so a slow actor
-slows its senders instead of growing memory.
+channel: a sender waits while it is full, so a slow actor slows its
+senders instead of growing memory. A ``tell`` whose deadline passes first
+fails with :class:`fame.MailboxFull` (as does ``tell_nowait`` at once); an
+``ask`` fails with :class:`fame.DeadlineExceeded`, as for a late answer:
+its caller only sees that its deadline passed.
 
 An actor that wants to work on several messages at once (the storage actor
 commits many writes in one transaction) sets ``max_batch`` and overrides
@@ -129,14 +131,20 @@ class ActorRef:
         """Send ``message`` and wait for the answer.
 
         ``timeout`` bounds the whole call, waiting for mailbox room
-        included; past it :class:`fame.DeadlineExceeded` is raised and a
-        late answer is dropped. If the actor crashes on the message,
+        included; past it :class:`fame.DeadlineExceeded` is raised (also
+        when the mailbox stayed full: nothing was queued then) and a late
+        answer is dropped. If the actor crashes on the message,
         :class:`fame.ActorCrashed` is raised.
         """
         slot = ReplySlot()
         deadline = trio.current_time() + timeout if timeout is not None else math.inf
         # No yield after queueing: waiting for the answer is this call's schedule point.
-        await self._put(Delivery(message, slot), timeout, then_waits=True)
+        try:
+            await self._put(Delivery(message, slot), timeout, then_waits=True)
+        except MailboxFull:
+            raise DeadlineExceeded(
+                f"{self.address} had no mailbox room within {timeout} s; nothing was queued"
+            ) from None
         with trio.move_on_at(deadline):
             return await slot.wait()
         raise DeadlineExceeded(f"{self.address} did not answer within {timeout} s")

@@ -1,32 +1,42 @@
 """Stream credit, consumer side: when to give how much back. Pure arithmetic, no IO.
 
-The producer sends one item per credit; the consumer returns credit after
-it has *consumed* half of its window, so neither side, nor any router in
-between, holds more than a window of items per stream. The trio side of
-streams is ``fame._agents._credit``.
+The producer sends one item per item credit, while its byte credit is
+positive; the consumer returns credit after it has *consumed* half of its
+window, in items or in bytes, whichever comes first. So neither side, nor
+any router in between, holds more than a window of items per stream, nor
+more than the byte window plus one item (an item larger than the whole
+byte window still goes, alone). The trio side of streams is
+``fame._agents._credit``.
 """
 
 from __future__ import annotations
 
 from .._core._errors import ProtocolError
 
-__all__ = ["DEFAULT_WINDOW", "CreditWindow"]
+__all__ = ["DEFAULT_WINDOW", "DEFAULT_WINDOW_BYTES", "CreditWindow"]
 
 DEFAULT_WINDOW = 64
 """Items a stream consumer buffers unless it asks for another window."""
+
+DEFAULT_WINDOW_BYTES = 4 * 1024 * 1024
+"""Bytes of items a stream consumer lets be in flight unless it asks for another window."""
 
 
 class CreditWindow:
     """Consumer-side credit: when to give how much back."""
 
-    __slots__ = ("consumed", "outstanding", "window")
+    __slots__ = ("consumed", "consumed_bytes", "outstanding", "window", "window_bytes")
 
-    def __init__(self, window: int = DEFAULT_WINDOW) -> None:
+    def __init__(self, window: int = DEFAULT_WINDOW, window_bytes: int | None = None) -> None:
         if window < 1:
             raise ValueError("a stream window must be at least 1")
+        if window_bytes is not None and window_bytes < 1:
+            raise ValueError("a stream's byte window must be at least 1 byte")
         self.window = window
+        self.window_bytes = window_bytes  # None: no byte limit
         self.outstanding = window  # items the producer may still send
         self.consumed = 0
+        self.consumed_bytes = 0
 
     def on_item(self) -> None:
         """An item arrived; raise :class:`fame.ProtocolError` if it had no credit."""
@@ -34,11 +44,17 @@ class CreditWindow:
             raise ProtocolError("stream producer sent an item without credit")
         self.outstanding -= 1
 
-    def on_consumed(self) -> int:
-        """An item was handed to the reader; return credit to grant now (0: none yet)."""
+    def on_consumed(self, size: int = 0) -> tuple[int, int]:
+        """An item of ``size`` bytes was handed to the reader.
+
+        Returns the credit to grant now, ``(items, bytes)``; ``(0, 0)``: none yet.
+        """
         self.consumed += 1
-        if self.consumed * 2 >= self.window:
+        self.consumed_bytes += max(0, size)
+        half_bytes = self.window_bytes is not None and self.consumed_bytes * 2 >= self.window_bytes
+        if self.consumed * 2 >= self.window or half_bytes:
             grant, self.consumed = self.consumed, 0
+            grant_bytes, self.consumed_bytes = self.consumed_bytes, 0
             self.outstanding += grant
-            return grant
-        return 0
+            return grant, grant_bytes if self.window_bytes is not None else 0
+        return 0, 0

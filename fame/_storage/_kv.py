@@ -30,13 +30,46 @@ M = TypeVar("M")
 
 MAX_KEY_LENGTH = 1024
 PAGE_SIZE = 500
-"""Rows fetched per message by ``keys``, ``scan`` and ``list``."""
+"""The most rows fetched per message by ``keys``, ``scan`` and ``list``."""
+FIRST_PAGE_SIZE = 16
+"""Rows of the first page of a paging read. Each next page is twice as large, up to
+:data:`PAGE_SIZE`, while the reader keeps up: a page it took longer than
+:data:`SLOW_PAGE` seconds to consume makes the next one :data:`FIRST_PAGE_SIZE` again.
+So a read consumed slowly (a stream whose reader grants little credit) never holds
+hundreds of records it cannot send yet, and one read to its end quickly pays a few
+more messages at its start (16 + 32 + ... + 256 = 496 rows in 5 of them)."""
+SLOW_PAGE = 0.1
+"""Seconds to consume one page past which the reader counts as slow (see above)."""
+
 LOOP_SLICE = 200
 """Keys checked or records encoded or decoded in the caller's task between two checkpoints.
 
 Checking 50k keys or decoding 50k records takes tens of milliseconds; done
 in one go it would hold the event loop all that time.
 """
+
+
+class _PageSizes:
+    """The size of each next page of one paging read (see :data:`FIRST_PAGE_SIZE`)."""
+
+    __slots__ = ("_arrived_at", "size")
+
+    def __init__(self) -> None:
+        self.size = min(FIRST_PAGE_SIZE, PAGE_SIZE)
+        self._arrived_at: float | None = None
+
+    def next(self) -> int:
+        """The size of the page to fetch now; the previous one was consumed."""
+        if self._arrived_at is not None:
+            if trio.current_time() - self._arrived_at > SLOW_PAGE:
+                self.size = min(FIRST_PAGE_SIZE, PAGE_SIZE)
+            else:
+                self.size = min(self.size * 2, PAGE_SIZE)
+        return self.size
+
+    def arrived(self) -> None:
+        """The page just fetched arrived: its reader starts consuming it now."""
+        self._arrived_at = trio.current_time()
 
 
 @attrs.frozen
@@ -82,7 +115,9 @@ class KeyValueStore(Generic[M]):
     """A namespace of records of one model. Get one from ``provider.get_kv_store``.
 
     Every method is one message to the storage actor (``keys``, ``scan`` and
-    ``list`` one per page of :data:`PAGE_SIZE` rows), and every write is
+    ``list`` one per page: 16 rows first, doubling up to :data:`PAGE_SIZE`
+    while the reader keeps up; a page is fetched only when the previous one
+    was consumed), and every write is
     acknowledged only once committed. Paging reads see writes committed
     between pages, like a cursor: they never load a namespace whole.
     """
@@ -224,11 +259,14 @@ class KeyValueStore(Generic[M]):
         """The live keys starting with ``prefix``, in order, page by page."""
         check_prefix(prefix)
         after: str | None = None
+        sizes = _PageSizes()
         while True:
-            rows = await self._ask(Scan(prefix, after, PAGE_SIZE, values=False))
+            size = sizes.next()
+            rows = await self._ask(Scan(prefix, after, size, values=False))
+            sizes.arrived()
             for (key,) in rows:
                 yield key
-            if len(rows) < PAGE_SIZE:
+            if len(rows) < size:
                 return
             after = rows[-1][0]
 
@@ -243,9 +281,11 @@ class KeyValueStore(Generic[M]):
         if limit is not None and limit < 0:
             raise ValueError(f"limit must be >= 0, got {limit!r}")
         left = math.inf if limit is None else limit
+        sizes = _PageSizes()
         while left > 0:
-            page = int(min(PAGE_SIZE, left))
+            page = int(min(sizes.next(), left))
             rows = await self._ask(Scan(prefix, after, page, values=True))
+            sizes.arrived()
             for key, data, _version in rows:
                 yield key, self._decode(key, data)
             left -= len(rows)

@@ -97,7 +97,10 @@ class Request(_Msg, tag="req", frozen=True):
     ``stream`` asks for a streaming operation; ``credit`` is then the number
     of items the caller is ready to receive before it sends more
     :class:`Credit`. ``timeout_ms`` is the caller's remaining deadline, so
-    the callee can give up on work nobody waits for.
+    the callee can give up on work nobody waits for. ``credit_bytes`` is
+    the stream's initial byte credit: the producer sends while it has item
+    credit *and* byte credit (always one item when the byte credit is
+    positive); ``None`` (an older caller) sets no byte limit.
     """
 
     op: str
@@ -105,6 +108,7 @@ class Request(_Msg, tag="req", frozen=True):
     stream: bool = False
     credit: int = 0
     timeout_ms: int | None = None
+    credit_bytes: int | None = None
 
 
 class Reply(_Msg, tag="rep", frozen=True):
@@ -114,9 +118,15 @@ class Reply(_Msg, tag="rep", frozen=True):
 
 
 class StreamItem(_Msg, tag="item", frozen=True):
-    """One item of a streaming operation, consuming one credit."""
+    """One item of a streaming operation, consuming one credit.
+
+    ``size`` is the encoded size of ``item`` in bytes, as the producer
+    counted it against its byte credit: the consumer grants it back once
+    the item is consumed (0: an older producer, which counts no bytes).
+    """
 
     item: Any
+    size: int = 0
 
 
 class StreamEnd(_Msg, tag="end", frozen=True):
@@ -124,9 +134,10 @@ class StreamEnd(_Msg, tag="end", frozen=True):
 
 
 class Credit(_Msg, tag="credit", frozen=True):
-    """The consumer of a stream is ready for ``n`` more items."""
+    """The consumer of a stream is ready for ``n`` more items and ``bytes`` more bytes."""
 
     n: int
+    bytes: int = 0
 
 
 class Cancel(_Msg, tag="cancel", frozen=True):

@@ -115,11 +115,12 @@ async def test_a_consumer_that_stops_reading_stalls_the_producer() -> None:
         stream = node.open_stream("counter@local", "count", {"n": 100}, window=window)
         assert await stream.__anext__() == 0
         await trio.testing.wait_all_tasks_blocked()
-        # One window was sent; the generator made one more item and waits for credit.
-        assert agent.produced == window + 1
+        # One window was sent; the producer waits for credit before it asks the
+        # generator for one more item.
+        assert agent.produced == window
         assert await stream.__anext__() == 1  # half a window consumed: credit goes back
         await trio.testing.wait_all_tasks_blocked()
-        assert agent.produced == window + 1 + 2
+        assert agent.produced == window + 2
         rest = [i async for i in stream]
         assert rest == list(range(2, 100))
         assert agent.produced == 100
@@ -131,7 +132,7 @@ async def test_default_window_bounds_an_unread_proxy_stream() -> None:
         async with counter.count(n=10_000) as items:
             assert await items.__anext__() == 0
             await trio.testing.wait_all_tasks_blocked()
-            assert agent.produced == fame._agents._stream.DEFAULT_WINDOW + 1
+            assert agent.produced == fame._agents._stream.DEFAULT_WINDOW
         await trio.testing.wait_all_tasks_blocked()
         assert agent.closed == 1
 
@@ -238,13 +239,13 @@ def test_credit_never_lets_more_than_a_window_in_flight(window: int, steps: list
         elif not send and in_flight > 0:
             in_flight -= 1
             delivered += 1
-            producer.grant(consumer.on_consumed())
+            producer.grant(*consumer.on_consumed())
         assert 0 <= in_flight <= window
         assert producer.available + in_flight <= window
     # Draining everything always returns enough credit to keep going.
     while in_flight:
         in_flight -= 1
-        producer.grant(consumer.on_consumed())
+        producer.grant(*consumer.on_consumed())
     assert producer.available >= (window + 1) // 2
 
 
