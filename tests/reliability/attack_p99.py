@@ -55,7 +55,11 @@ ROWS: dict[str, tuple[Any, dict[str, Any], dict[str, Any]]] = {
         {"requests": 400, "record_kib": 900},
     ),
     "4 links that never read, 1 MB messages": (unread_links, {}, {"links": 4, "per_link": 300}),
-    "30,000 streams without credit": (creditless_streams, {}, {"streams": 30_000}),
+    "30,000 streams without credit": (
+        creditless_streams,
+        {},
+        {"requests": 30_000, "streams": 5},
+    ),
     "1,100 websockets that never attach": (never_attached, {}, {"sockets": 1100, "fresh": 72}),
     "3,000 slowloris sockets, 1,024 files": (
         slowloris,

@@ -162,6 +162,28 @@ class Legit:
             if len(self.failed) >= max_failures:
                 return  # enough to show what broke; the scenario fails on any
 
+    async def read_stream(self, items: int) -> None:
+        """Read the first ``items`` records of the storage agent's stream (one call)."""
+        start = time.perf_counter()
+        read = 0
+        try:
+            async with self.storage.retrieve_all_values() as values:
+                async for _ in values:
+                    read += 1
+                    if read == items:
+                        break
+        except fame.FameError as exc:
+            took = time.perf_counter() - start
+            failure = f"stream: {type(exc).__name__}({getattr(exc, 'kind', '')}) after {took:.1f} s"
+            self.failed.append(f"{failure}: {exc}"[:200])
+            print(f"{self.name}: {failure}: {exc}"[:200])
+            return
+        self.latencies.append(time.perf_counter() - start)
+        if read == items:
+            self.ok += 1
+        else:
+            self.failed.append(f"stream: {read} items of {items}")
+
     @property
     def calls(self) -> int:
         return self.ok + len(self.failed)
@@ -295,7 +317,11 @@ async def unread_replies(
             if stop.is_set():
                 break
             data = request(STORAGE, corr, reply_to, "retrieve_value", {"key": BIG_KEY})
-            await ws.send_message(data)
+            try:
+                await ws.send_message(data)
+            except LINK_DOWN:
+                tally.closed_by_sentinel += 1  # the sentinel closed this link: fair
+                break
             tally.requests += 1
             tally.bytes_sent += len(data)
         tally.extra["replies_asked_mib"] = round(requests * record_kib / 1024)
@@ -379,11 +405,11 @@ async def creditless_streams(
     tally: Tally,
     stop: trio.Event,
     *,
-    streams: int = 30_000,
+    requests: int = 30_000,
     records: int = 1000,
     record_bytes: int = 400,
 ) -> AsyncIterator[Tally]:
-    """One admitted client opens ``streams`` streams of the whole store and grants no credit."""
+    """One admitted client opens ``requests`` streams of the whole store and grants no credit."""
     async with fame.connect(services.url, token=services.token, default_timeout=GUARD) as setup:
         storage = setup.proxy(STORAGE, StorageAgent)
         value = "r" * record_bytes
@@ -400,11 +426,14 @@ async def creditless_streams(
         tally.links = 1
         nursery.start_soon(drain, ws, tally)  # reads its answers, never grants credit
         reply_to = f"_reply@{welcome.path}"
-        for corr in range(1, streams + 1):
+        for corr in range(1, requests + 1):
             if stop.is_set():
                 break
             data = request(STORAGE, corr, reply_to, "retrieve_all_values", {}, stream=True)
-            await ws.send_message(data)  # credit=0: Request's default
+            try:
+                await ws.send_message(data)  # credit=0: Request's default
+            except LINK_DOWN:
+                break  # the sentinel closed this link (drain counts it)
             tally.requests += 1
             tally.bytes_sent += len(data)
         tally.extra["records_in_store"] = records
@@ -611,9 +640,12 @@ async def binding_flood(
         answers: Counter[str] = Counter()
         per_node.append(answers)
         addresses = [f"flood-{k}-{j:04d}@fame.fabric" for j in range(per_identity)]
-        for start in range(0, per_identity, chunk):
-            await ws.send_message(codec.encode(Bind(addresses[start : start + chunk])))
-            tally.requests += 1
+        try:
+            for start in range(0, per_identity, chunk):
+                await ws.send_message(codec.encode(Bind(addresses[start : start + chunk])))
+                tally.requests += 1
+        except LINK_DOWN:
+            tally.closed_by_sentinel += 1
         answered = 0
         with trio.move_on_after(GUARD), suppress(*LINK_DOWN):
             while answered < per_identity:
@@ -766,14 +798,16 @@ async def run_scenario(
     *,
     rounds: int = 20,
     fresh: int = 0,
+    streams: int = 0,
     idle_rounds: int = 0,
     load: dict[str, int] | None = None,
     **size: Any,
 ) -> Outcome:
     """Warm up, take the idle figures, attack, call meanwhile, SIGTERM under the attack.
 
-    ``rounds`` of legitimate calls (echo, store, read back) and ``fresh``
-    new client connections run while the attack is in place;
+    ``rounds`` of legitimate calls (echo, store, read back), ``streams``
+    reads of 100 records and ``fresh`` new client connections run while
+    the attack is in place;
     ``idle_rounds`` run before it (the recipe's idle latency). ``load``:
     run :func:`run_load` with these sizes as well (or instead of an attack).
     Stops the services (node, then sentinel) while the attack still
@@ -818,6 +852,8 @@ async def run_scenario(
                         calling.start_soon(loaded)
                     with trio.move_on_after(LEGIT_PHASE_LIMIT) as cut:
                         await legit.run(rounds)
+                        for _ in range(streams):
+                            await legit.read_stream(100)
                         await fresh_connects(services, fresh, legit)
                     if cut.cancelled_caught:
                         legit.failed.append(
