@@ -10,7 +10,8 @@ attack is in place (fresh connections too, for the front-door rows).
 Prints one table: the legitimate client's p50 and p99 idle and attacked
 (per call, connections excluded), the ratio of the p99s (the aim is 3x
 at most), the peak RSS of the sentinel and of the node, and the
-legitimate successes and failures. Exits 1 if a legitimate call failed.
+legitimate successes and failures. Exits 1 if a legitimate call (or a
+store of the load row) failed.
 Not part of CI: it takes minutes and its figures depend on the machine.
 """
 
@@ -120,7 +121,9 @@ def main(argv: list[str] | None = None) -> int:
         idle = outcome.idle_legit.latencies if outcome.idle_legit else []
         hit = outcome.legit.latencies
         ratio = percentile(hit, 0.99) / percentile(idle, 0.99) if idle and hit else float("nan")
-        failed += len(outcome.legit.failed)
+        failed += len(outcome.legit.failed) + (
+            sum(outcome.load.errors.values()) if outcome.load else 0
+        )
         line = (
             f"{name:40} {ms(percentile(idle, 0.5)):>8} {ms(percentile(idle, 0.99)):>8}"
             f" {ms(percentile(hit, 0.5)):>8} {ms(percentile(hit, 0.99)):>8} {ratio:>5.1f}x"

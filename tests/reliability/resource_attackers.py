@@ -28,7 +28,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -635,7 +635,7 @@ async def binding_flood(
     per_node: list[Counter[str]] = []
 
     async def flood(ws: WebSocketConnection, k: int) -> None:
-        welcome = await attach_link(ws, services.token, role="node")
+        await attach_link(ws, services.token, role="node")
         tally.links += 1
         answers: Counter[str] = Counter()
         per_node.append(answers)
@@ -652,7 +652,6 @@ async def binding_flood(
                 names = answer_names(await ws.get_message())
                 answered += names.count("Bound") + names.count("BindRefused")
                 answers.update(names)
-        tally.extra.setdefault("node_ids", []).append(welcome.node_id)
 
     async with trio.open_nursery() as nursery:
         links = [await nursery.start(_held, open_link(services.url)) for _ in range(identities)]
@@ -828,11 +827,11 @@ async def run_scenario(
     outcome: Outcome | None = None
     load_result = None
     with trio.fail_after(GUARD * 10):
-        async with (
-            # Attached before the attack, and calling all along it.
-            fame.connect(services.url, token=services.token) as client,
-            trio.open_nursery() as watching,
-        ):
+        async with AsyncExitStack() as attached, trio.open_nursery() as watching:
+            # Attached before the attack, calling all along it, closed before the SIGTERM.
+            client = await attached.enter_async_context(
+                fame.connect(services.url, token=services.token)
+            )
             legit = Legit(client)
             watching.start_soon(MemoryWatch(services, stop, tally).run)
             clock = trio.current_time()
@@ -862,6 +861,7 @@ async def run_scenario(
                         )
                 seconds["legit_calls"] = trio.current_time() - clock - seconds["attack_setup"]
                 print(f"legit calls done after {seconds['legit_calls']:.1f} s: {legit.failed}")
+                await attached.aclose()
                 peaks = peak_kib(services)
                 clock = trio.current_time()
                 codes = await trio.to_thread.run_sync(services.down)
