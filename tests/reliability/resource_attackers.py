@@ -28,7 +28,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager, suppress
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -826,11 +826,10 @@ async def run_scenario(
     outcome: Outcome | None = None
     load_result = None
     with trio.fail_after(GUARD * 10):
-        async with AsyncExitStack() as attached, trio.open_nursery() as watching:
+        async with trio.open_nursery() as watching:
             # Attached before the attack, calling all along it, closed before the SIGTERM.
-            client = await attached.enter_async_context(
-                fame.connect(services.url, token=services.token)
-            )
+            release, gone = trio.Event(), trio.Event()
+            client = await watching.start(_hold_client, services, release, gone)
             legit = Legit(client)
             watching.start_soon(MemoryWatch(services, stop, tally).run)
             clock = trio.current_time()
@@ -860,7 +859,8 @@ async def run_scenario(
                         )
                 seconds["legit_calls"] = trio.current_time() - clock - seconds["attack_setup"]
                 print(f"legit calls done after {seconds['legit_calls']:.1f} s: {legit.failed}")
-                await attached.aclose()
+                release.set()
+                await gone.wait()
                 peaks = peak_kib(services)
                 clock = trio.current_time()
                 codes = await trio.to_thread.run_sync(services.down)
@@ -871,6 +871,21 @@ async def run_scenario(
             watching.cancel_scope.cancel()
     assert outcome is not None
     return outcome
+
+
+async def _hold_client(
+    services: FameServices,
+    release: trio.Event,
+    gone: trio.Event,
+    task_status: trio.TaskStatus[fame.Node] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """A client attached in its own task: handed over, closed when ``release`` is set."""
+    try:
+        async with fame.connect(services.url, token=services.token) as client:
+            task_status.started(client)
+            await release.wait()
+    finally:
+        gone.set()
 
 
 @asynccontextmanager
