@@ -96,7 +96,12 @@ async def test_replies_never_read_hold_no_memory_and_delay_no_one(
         services, unread_replies, rounds=ROUNDS, requests=400, record_kib=900
     )
     reliability_report(**outcome.figures())
-    assert outcome.tally.requests == 400  # 400 x 900 KB asked for, none read
+    # 400 x 900 KB asked for and none read; or the sentinel closed the link once too
+    # much was queued for it (a bounded queue holds a few dozen such replies at most).
+    tally = outcome.tally
+    assert tally.requests == 400 or (tally.closed_by_sentinel and tally.requests >= 32), (
+        tally.figures()
+    )
     assert_spared(services, outcome)
 
 
