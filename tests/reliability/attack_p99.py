@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import shutil
 import sys
 import tempfile
 import time
@@ -146,7 +147,10 @@ def main(argv: list[str] | None = None) -> int:
     print("latencies in ms (echo, store, read back); peak RSS (VmHWM); ratio = attacked/idle p99")
     print(header)
     print("\n".join(lines))
-    print(f"directories: {base}")
+    if args.keep:
+        print(f"directories (logs, stores): {base}")
+    else:
+        shutil.rmtree(base, ignore_errors=True)  # its conf/ holds secrets
     return 1 if failed else 0
 
 
