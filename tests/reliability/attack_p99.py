@@ -32,15 +32,13 @@ if __name__ == "__main__":  # run by path: make the repository and the tests imp
     ROOT = Path(__file__).resolve().parents[2]
     sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
+from tests.reliability.attack_scenario import Outcome, percentile, run_scenario
 from tests.reliability.fame_services import ECHO_AGENT, STORAGE_AGENT, FameServices
 from tests.reliability.resource_attackers import (
     MIB,
-    Outcome,
     binding_flood,
     creditless_streams,
     never_attached,
-    percentile,
-    run_scenario,
     slowloris,
     unfinished_frames,
     unread_links,

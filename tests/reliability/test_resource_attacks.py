@@ -3,7 +3,8 @@
 One test per row of the issue's table, each against a real ``fame
 sentinel`` and ``fame node`` (echo and the storage agent on encrypted
 SQLCipher) on 127.0.0.1, attacked by one admitted client or by
-unauthenticated sockets (:mod:`resource_attackers`, :mod:`raw_websocket`).
+unauthenticated sockets (:mod:`resource_attackers`, :mod:`raw_websocket`;
+:mod:`attack_scenario` runs each beside a legitimate client).
 Each asserts what does not depend on timing:
 
 - the attack was delivered (requests sent, sockets opened, bytes written);
@@ -31,14 +32,13 @@ from typing import Any
 
 from fame._wire._schema import BindRefused, Bound
 
+from .attack_scenario import Outcome, run_scenario
 from .conftest import Report
 from .fame_services import ECHO_AGENT, STORAGE_AGENT, FameServices, run_fame
 from .resource_attackers import (
-    Outcome,
     binding_flood,
     creditless_streams,
     never_attached,
-    run_scenario,
     slowloris,
     unfinished_frames,
     unread_links,
