@@ -86,6 +86,10 @@ lint:
 soak *args:
     {{python}} tests/reliability/soak.py {{args}}
 
+# Issue 12's attacks at full size: the legitimate client's idle vs attacked p99, peak RSS per attack
+attack *args:
+    {{python}} tests/reliability/attack_p99.py {{args}}
+
 # Run every benchmark and print figures with their same-run baselines
 bench:
     {{python}} bench/bench_runtime.py

@@ -20,6 +20,7 @@ signalled. Waits are blocking; async callers run them with
 from __future__ import annotations
 
 import os
+import resource
 import secrets
 import signal
 import socket
@@ -164,6 +165,7 @@ class Process:
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
         self.peak_rss_kib = 0
+        self.max_files: int | None = None  # RLIMIT_NOFILE of the process, if set
 
     @property
     def pid(self) -> int:
@@ -186,8 +188,14 @@ class Process:
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
+                preexec_fn=None if self.max_files is None else self._limit_files,
             )
         self.starts += 1
+
+    def _limit_files(self) -> None:
+        # Runs in the child between fork and exec: the limit is the process's own.
+        assert self.max_files is not None
+        resource.setrlimit(resource.RLIMIT_NOFILE, (self.max_files, self.max_files))
 
     def wait_ready(self, limit: float = START_LIMIT) -> None:
         deadline = time.monotonic() + limit
@@ -282,7 +290,8 @@ class FameServices:
     about ``conf/secrets.env``. ``fame_init``: let ``fame init`` write that
     file (as a user would) instead of writing it here. ``sentinel_storage``:
     the sentinel's storage profile (the node always uses encrypted SQLite,
-    in ``data/agent``).
+    in ``data/agent``). ``sentinel_max_files``: the sentinel's file
+    descriptor limit (``RLIMIT_NOFILE``), for scenarios that exhaust it.
     """
 
     def __init__(
@@ -292,6 +301,7 @@ class FameServices:
         registry: Any = None,
         fame_init: bool = False,
         sentinel_storage: str = "encrypted-sqlite",
+        sentinel_max_files: int | None = None,
         **settings: str,
     ) -> None:
         self.root = root
@@ -343,6 +353,7 @@ class FameServices:
         self.sentinel = Process(
             root, "sentinel", ["sentinel", "--config", "conf/sentinel.env", *secret_args], self.env
         )
+        self.sentinel.max_files = sentinel_max_files
         agent_args = [arg for agent in agents for arg in ("--agent", agent)]
         self.node = Process(
             root,
