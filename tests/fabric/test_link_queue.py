@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 import trio
 import trio.testing
 
+import fame
+from fame._fabric._identity import NodeStores
 from fame._fabric._link_queue import LinkLimits, LinkQueue
+from fame._fabric.sentinel._connection import ConnectionHandler
+from fame._fabric.sentinel._routing import Router
+from fame._protocol import SentinelLink, SentinelPolicy
+from fame._wire._schema import Codec
 
 
 async def test_a_queue_admits_up_to_its_budget_in_bytes() -> None:
@@ -154,3 +162,55 @@ def test_limits_are_validated() -> None:
         LinkQueue(budget=0)
     queue = LinkLimits(buffer=8, hard_cap=32).queue()
     assert (queue.budget, queue.hard_cap) == (8, 32)
+
+
+async def test_a_link_over_its_budget_past_the_grace_is_closed_as_stalled(
+    autojump_clock: Any,
+) -> None:
+    # The stall guard of a sentinel's connection, on a queue nobody drains.
+    async with fame.open_node() as node:
+        router = Router(node, Codec(), "nsentinel", limits=LinkLimits(buffer=10, stall_grace=5))
+        policy = SentinelPolicy("nsentinel", (), {}, router.routes, open_admission=True)
+        handler = ConnectionHandler(
+            router,
+            NodeStores(),
+            policy,
+            url_path="/",
+            heartbeat=5,
+            max_connections=8,
+            handshake_timeout=10,
+        )
+        ws: Any = None  # the guard touches only the queue
+        conn = router.new_conn(ws, SentinelLink(policy, b"n" * 32))
+        with trio.fail_after(60):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(handler._stall_guard, conn)
+                router.send(conn, b"x" * 8)
+                await trio.sleep(30)  # within budget: nothing happens, however long
+                assert conn.closing is None
+                router.send(conn, b"x" * 8)  # over budget now
+                assert router.queued_bytes == 16
+                await trio.sleep(4)
+                conn.out.receive_nowait()  # the peer caught up within the grace
+                router.send(conn, b"x" * 8)  # and fell behind again
+                await trio.sleep(4.9)
+                assert conn.closing is None  # the grace counts from the last time it went over
+                await trio.sleep(0.2)
+                assert conn.closing is not None and conn.closing.startswith("link stalled")
+                assert "5 s" in conn.closing
+        assert router.stalled == 1 and conn.out.closed
+
+
+async def test_an_answer_past_the_hard_cap_closes_the_link_at_once() -> None:
+    async with fame.open_node() as node:
+        router = Router(node, Codec(), "nsentinel", limits=LinkLimits(buffer=10, hard_cap=20))
+        policy = SentinelPolicy("nsentinel", (), {}, router.routes, open_admission=True)
+        ws: Any = None
+        conn = router.new_conn(ws, SentinelLink(policy, b"n" * 32))
+        router.send(conn, b"x" * 10)
+        router.send(conn, b"x" * 10)
+        assert conn.closing is None
+        router.send(conn, b"x" * 10)  # 21 > 20
+        assert conn.closing is not None and "hard cap" in conn.closing
+        router.send(conn, b"x")  # a closed link drops what it is sent
+        assert conn.out.bytes == 20 and router.stalled == 1

@@ -66,6 +66,7 @@ class Conn:
     __slots__ = (
         "closing",
         "denials",
+        "detached",
         "link",
         "out",
         "out_recv",
@@ -83,6 +84,7 @@ class Conn:
         # One queue, two names: producers send to ``out``, the writer drains ``out_recv``.
         self.out = self.out_recv = queue if queue is not None else LinkQueue()
         self.closing: str | None = None  # why the sentinel closes this link, once it does
+        self.detached = trio.Event()  # set once the router forgot the link
         self.seen = trio.current_time()
         # The nursery of the connection's tasks (reader, writer, watchdog).
         self.tasks: trio.Nursery | None = None
@@ -327,6 +329,7 @@ class Router:
             with trio.CancelScope(shield=True), trio.move_on_after(1):
                 await self._answer_lost(unanswered)
                 self._cancel_abandoned(abandoned)
+        conn.detached.set()
 
     async def _answer_lost(
         self, unanswered: list[tuple[tuple[str, int], str, Conn | None]]
