@@ -34,7 +34,9 @@ from ._settings import (
     forget_master_key,
     sentinel_host,
     sentinel_limits,
+    sentinel_link_limits,
     sentinel_port,
+    sentinel_quotas,
     sentinel_tls,
     sentinel_url,
     stream_idle_timeout,
@@ -140,6 +142,8 @@ async def _sentinel_main(settings: MutableMapping[str, str], ready: _Ready, relo
     admission(settings)
     stream_idle_timeout(settings)
     sentinel_limits(settings)
+    sentinel_link_limits(settings)
+    sentinel_quotas(settings)
     sentinel_tls(settings)
     client_credentials(settings)
     trust_on_first_use(settings)
@@ -185,6 +189,8 @@ async def _serve(
             admin=any(c.name == "admin" for c in credentials),
             max_connections=max_connections,
             handshake_timeout=handshake_timeout,
+            limits=sentinel_link_limits(settings),
+            quotas=sentinel_quotas(settings),
             certfile=certfile,
             keyfile=keyfile,
             client_cafile=client_cafile,
