@@ -48,6 +48,7 @@ from ..._wire._schema import (
     Request,
     RoutingHeader,
     bump_hops,
+    frame_tag,
     stamp_caller,
 )
 from .._link_queue import LinkLimits, LinkQueue
@@ -231,7 +232,7 @@ class Router:
                 if owner is not None:
                     # The caller's error does not name the node; the log does.
                     log.debug("%r: %s (bound to node %s)", conn, message, owner)
-                await self.reply_error(conn, data, kind, message)
+                self.reply_error(conn, head, kind, message)
             case Refuse(reason=reason):
                 await self.violation(conn, reason)
             case DropAnswer():
@@ -281,26 +282,20 @@ class Router:
         if head.reply_to is not None and head.corr is not None:
             # It never reached the target: it is not in flight, nor counted against the caller.
             self.inflight.finished(target, head.reply_to, head.corr)
-        await self.reply_error(conn, data, kind, message)
+        self.reply_error(conn, head, kind, message)
 
-    async def reply_error(self, conn: Conn, data: bytes, kind: str, message: str) -> None:
+    def reply_error(self, conn: Conn, head: RoutingHeader, kind: str, message: str) -> None:
         """Answer a request from ``conn`` that cannot be routed; other frames are dropped.
 
         The error goes back on ``conn``, the link the request came from (its
         ``reply_to`` is that link's own reply address: ``Routing.decide``
-        checked it), without waiting for room (:meth:`send`).
+        checked it), without waiting for room (:meth:`send`). It is made
+        from the routing header alone: refusing a large request costs no
+        decoding of its arguments.
         """
-        try:
-            envelope = self.codec.decode(data)
-        except WireError as exc:
-            await self.violation(conn, exc.reason)
+        if head.reply_to is None or frame_tag(head.frame) != "req":
             return
-        assert isinstance(envelope, Envelope)
-        if not isinstance(envelope.frame, Request) or envelope.reply_to is None:
-            return
-        error = Envelope(
-            0, envelope.reply_to, 0, Error(kind, message, envelope.to), None, envelope.corr
-        )
+        error = Envelope(0, head.reply_to, 0, Error(kind, message, head.to), None, head.corr)
         self.send(conn, self.codec.encode(error))
 
     # --- lost links ---------------------------------------------------------------
