@@ -22,6 +22,7 @@ from fame._protocol._identity import Identity
 from fame._wire._schema import (
     Batch,
     Bind,
+    BindRefused,
     Bound,
     Codec,
     Envelope,
@@ -67,13 +68,19 @@ class RawLink:
                 if isinstance(message, Envelope):
                     yield message
 
-    async def bind(self, *addresses: str) -> None:
+    async def bind(self, *addresses: str) -> dict[str, str]:
+        """Bind ``addresses``; once each is answered, return the refused ones with the reasons."""
         await self.send(Bind(list(addresses)))
         waiting = set(addresses)
+        refused: dict[str, str] = {}
         while waiting:
             for message in await self.receive():
                 if isinstance(message, Bound):
                     waiting.discard(message.address)
+                elif isinstance(message, BindRefused):
+                    waiting.discard(message.address)
+                    refused[message.address] = message.reason
+        return refused
 
 
 @asynccontextmanager

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import secrets
+from contextlib import AsyncExitStack
 
 import pytest
 import trio
 
 import fame
 import fame.errors
+from fame._fabric._identity import ROUTE_STORE
 from fame._fabric.sentinel._server import open_sentinel
 from fame._protocol._credentials import ClientCredential
 from fame._protocol._quotas import Quotas
 
 from .fabric_agents import Echo
+from .raw_link import open_raw_link
 
 
 class Gate(fame.BaseAgent):
@@ -128,3 +131,24 @@ async def test_trust_on_first_use_enrolls_no_node_past_the_cap() -> None:
             # The node enrolled already comes back; clients need no enrollment.
             async with fame.attach(first, url, token=token), fame.connect(url, token=token):
                 pass
+
+
+async def test_many_identities_binding_many_addresses_hold_at_most_their_quota() -> None:
+    # 10 node identities (trusted on first use) ask for 1,024 addresses each.
+    token = secrets.token_urlsafe(16)
+    with trio.fail_after(60):
+        async with open_sentinel(
+            port=0, trust_on_first_use=True, token=token, quotas=Quotas(bindings=256)
+        ) as sentinel:
+            url = f"ws://127.0.0.1:{sentinel.port}/"
+            before = len(await sentinel.stores.items(ROUTE_STORE))
+            async with AsyncExitStack() as stack:
+                for n in range(10):
+                    node = await stack.enter_async_context(open_raw_link(url, token, node=True))
+                    refused = await node.bind(*(f"a{i}.n{n}@fame.fabric" for i in range(1024)))
+                    assert len(refused) == 1024 - 256
+                    assert all("FAME_QUOTA_BINDINGS" in reason for reason in refused.values())
+                    assert sentinel.routes.held(node.path) == 256
+            # What reaches the disk is bounded by the quota too.
+            stored = await sentinel.stores.items(ROUTE_STORE)
+            assert len(stored) - before == 10 * 256
