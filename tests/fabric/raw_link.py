@@ -4,7 +4,10 @@
 use) over a real websocket and then hands the test the socket: it may send
 what it likes and read when it likes, or never (a peer that reads
 nothing). Its websocket buffers at most one received message, so a link
-that is not read pushes back onto the sentinel quickly.
+that is not read pushes back onto the sentinel quickly. It pings the
+sentinel every second whatever the test does, as a live peer that simply
+reads nothing would: the sentinel's heartbeat watchdog must not be what
+closes it.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from contextlib import asynccontextmanager
 
 import attrs
 import trio
-from trio_websocket import WebSocketConnection, open_websocket_url
+from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket_url
 
 from fame._protocol import NodeHandshake
 from fame._protocol._credentials import CLIENT, NODE
@@ -27,6 +30,7 @@ from fame._wire._schema import (
     Codec,
     Envelope,
     LinkMessage,
+    Ping,
     Request,
 )
 
@@ -89,7 +93,11 @@ async def open_raw_link(url: str, token: str, *, node: bool = False) -> AsyncIte
     codec = Codec()
     handshake = NodeHandshake(Identity.generate(), token, role=NODE if node else CLIENT)
     async with open_websocket_url(
-        url, message_queue_size=1, max_message_size=4 << 20, receive_buffer_size=1 << 14
+        url,
+        message_queue_size=1,
+        max_message_size=4 << 20,
+        receive_buffer_size=1 << 14,
+        disconnect_timeout=5,
     ) as ws:
         with trio.fail_after(30):
             while not handshake.attached:
@@ -99,4 +107,19 @@ async def open_raw_link(url: str, token: str, *, node: bool = False) -> AsyncIte
                 if answer is not None:
                     await ws.send_message(codec.encode(answer))
         assert handshake.path is not None
-        yield RawLink(ws, handshake.path, codec)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_keep_alive, ws, codec)
+            yield RawLink(ws, handshake.path, codec)
+            nursery.cancel_scope.cancel()
+
+
+async def _keep_alive(ws: WebSocketConnection, codec: Codec) -> None:
+    """Ping every second until the link closes."""
+    nonce = 0
+    while True:
+        await trio.sleep(1)
+        nonce += 1
+        try:
+            await ws.send_message(codec.encode(Ping(nonce)))
+        except (ConnectionClosed, trio.BrokenResourceError):
+            return

@@ -13,6 +13,7 @@ import secrets
 from collections import Counter
 
 import trio
+from trio_websocket import ConnectionClosed
 
 import fame
 import fame.errors
@@ -55,7 +56,10 @@ async def test_a_client_that_reads_no_answers_is_closed_and_others_are_served() 
                 assert conn is not None
                 # 200 answers of 256 KiB (50 MiB) for a peer that reads none of them.
                 for _ in range(200):
-                    await greedy.request("blob@fame.fabric", "blob", size=BLOB)
+                    try:
+                        await greedy.request("blob@fame.fabric", "blob", size=BLOB)
+                    except ConnectionClosed:
+                        break  # closed as stalled already: what this test waits for
                 await conn.out.wait_over_budget()
                 # Meanwhile everyone else is served, big answers included.
                 echo, blob = client.proxy("echo@fame.fabric"), client.proxy("blob@fame.fabric")
