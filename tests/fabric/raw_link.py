@@ -12,6 +12,7 @@ closes it.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -92,25 +93,38 @@ async def open_raw_link(url: str, token: str, *, node: bool = False) -> AsyncIte
     """Attach to the sentinel at ``url``; a client unless ``node`` (then trusted on first use)."""
     codec = Codec()
     handshake = NodeHandshake(Identity.generate(), token, role=NODE if node else CLIENT)
-    async with open_websocket_url(
-        url,
-        message_queue_size=1,
-        max_message_size=4 << 20,
-        receive_buffer_size=1 << 14,
-        disconnect_timeout=5,
-    ) as ws:
-        with trio.fail_after(30):
-            while not handshake.attached:
-                data = await ws.get_message()
-                assert isinstance(data, bytes)
-                answer = handshake.receive(codec.decode(data))
-                if answer is not None:
-                    await ws.send_message(codec.encode(answer))
-        assert handshake.path is not None
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(_keep_alive, ws, codec)
-            yield RawLink(ws, handshake.path, codec)
-            nursery.cancel_scope.cancel()
+    async with trio.open_nursery() as closing:
+        async with open_websocket_url(
+            url,
+            message_queue_size=1,
+            max_message_size=4 << 20,
+            receive_buffer_size=1 << 14,
+            disconnect_timeout=5,
+        ) as ws:
+            with trio.fail_after(30):
+                while not handshake.attached:
+                    data = await ws.get_message()
+                    assert isinstance(data, bytes)
+                    answer = handshake.receive(codec.decode(data))
+                    if answer is not None:
+                        await ws.send_message(codec.encode(answer))
+            assert handshake.path is not None
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(_keep_alive, ws, codec)
+                try:
+                    yield RawLink(ws, handshake.path, codec)
+                finally:
+                    nursery.cancel_scope.cancel()
+                    # trio-websocket's reader waits on its full queue of one message
+                    # and would never see the close: drop everything while it closes.
+                    closing.start_soon(_drain, ws)
+        closing.cancel_scope.cancel()
+
+
+async def _drain(ws: WebSocketConnection) -> None:
+    with contextlib.suppress(ConnectionClosed):
+        while True:
+            await ws.get_message()
 
 
 async def _keep_alive(ws: WebSocketConnection, codec: Codec) -> None:
