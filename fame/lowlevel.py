@@ -3,7 +3,8 @@
 Bare actors and their references (:class:`Actor`, :class:`ActorRef`,
 :class:`Delivery`), addresses, supervisors, the sentinel's server object
 and TLS contexts, what a sentinel grants connections before they attach
-(:class:`DoorLimits`); a node's stores and identity and the sentinel's
+(:class:`DoorLimits`), its link limits and per-principal quotas
+(:class:`LinkLimits`, :class:`Quotas`); a node's stores and identity and the sentinel's
 register of enrolled nodes (what ``fame enroll`` and ``fame admin``
 change offline); the defaults a program (the command line included)
 builds its settings from; the name of the envelope trace logger; and the
@@ -18,6 +19,7 @@ from ._core._address import Address
 from ._core._groups import collapse, leaves
 from ._core._supervisor import Supervisor, open_supervisor
 from ._fabric._identity import NodeStores, load_or_create_identity, rotate_node_key
+from ._fabric._link_queue import DEFAULT_LINK_BUFFER, DEFAULT_STALL_GRACE, LinkLimits
 from ._fabric._trace import TRACE_LOGGER
 from ._fabric._transport import HANDSHAKE_TIMEOUT, client_ssl_context, server_ssl_context
 from ._fabric.sentinel._admin_agent import ADMIN_ADDRESS as SENTINEL_ADMIN_ADDRESS
@@ -31,14 +33,18 @@ from ._fabric.sentinel._server import (
     serve_sentinel,
 )
 from ._fabric.sentinel._signing import rotate_sentinel_key, sentinel_public_keys
+from ._protocol._quotas import QUOTA_SETTINGS, Quotas
 
 __all__ = [
     "DEFAULT_HOST",
     "DEFAULT_IDLE_TIMEOUT",
+    "DEFAULT_LINK_BUFFER",
     "DEFAULT_MAX_CONNECTIONS",
     "DEFAULT_PORT",
+    "DEFAULT_STALL_GRACE",
     "DEFAULT_WINDOW",
     "HANDSHAKE_TIMEOUT",
+    "QUOTA_SETTINGS",
     "SENTINEL_ADMIN_ADDRESS",
     "TRACE_LOGGER",
     "Actor",
@@ -46,8 +52,10 @@ __all__ = [
     "Address",
     "Delivery",
     "DoorLimits",
+    "LinkLimits",
     "NodeRegistry",
     "NodeStores",
+    "Quotas",
     "Sentinel",
     "Supervisor",
     "client_ssl_context",

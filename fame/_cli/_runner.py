@@ -42,7 +42,9 @@ from ._settings import (
     sentinel_door_limits,
     sentinel_host,
     sentinel_limits,
+    sentinel_link_limits,
     sentinel_port,
+    sentinel_quotas,
     sentinel_tls,
     sentinel_url,
     stream_idle_timeout,
@@ -157,6 +159,8 @@ async def _sentinel_main(settings: MutableMapping[str, str], ready: _Ready, relo
     stream_idle_timeout(settings)
     sentinel_limits(settings)
     sentinel_door_limits(settings)
+    sentinel_link_limits(settings)
+    sentinel_quotas(settings)
     sentinel_tls(settings)
     client_credentials(settings)
     trust_on_first_use(settings)
@@ -204,6 +208,8 @@ async def _serve(
             max_connections=max_connections,
             handshake_timeout=handshake_timeout,
             door_limits=door_limits,
+            limits=sentinel_link_limits(settings),
+            quotas=sentinel_quotas(settings),
             certfile=certfile,
             keyfile=keyfile,
             client_cafile=client_cafile,

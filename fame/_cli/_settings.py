@@ -19,6 +19,7 @@ from __future__ import annotations
 import io
 import math
 import os
+import re
 import ssl
 from collections.abc import Callable, Iterable, Mapping, MutableMapping
 from pathlib import Path
@@ -29,10 +30,15 @@ from dotenv.parser import parse_stream
 from fame.lowlevel import (
     DEFAULT_HOST,
     DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_LINK_BUFFER,
     DEFAULT_MAX_CONNECTIONS,
     DEFAULT_PORT,
+    DEFAULT_STALL_GRACE,
     HANDSHAKE_TIMEOUT,
+    QUOTA_SETTINGS,
     DoorLimits,
+    LinkLimits,
+    Quotas,
     client_ssl_context,
 )
 
@@ -46,6 +52,7 @@ __all__ = [
     "admission",
     "admission_token",
     "agent_entries",
+    "byte_setting",
     "client_tls",
     "flag_setting",
     "forget_master_key",
@@ -56,7 +63,9 @@ __all__ = [
     "sentinel_door_limits",
     "sentinel_host",
     "sentinel_limits",
+    "sentinel_link_limits",
     "sentinel_port",
+    "sentinel_quotas",
     "sentinel_tls",
     "sentinel_url",
     "stream_idle_timeout",
@@ -160,6 +169,57 @@ def sentinel_door_limits(settings: Mapping[str, str]) -> DoorLimits:
             settings, prefix + "PARTIAL_FRAME_DEADLINE", d.partial_deadline, float
         ),
     )
+
+
+_BYTES = re.compile(r"(\d+)\s*(|b|k|kb|kib|m|mb|mib|g|gb|gib)", re.IGNORECASE)
+_UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+
+
+def byte_setting(settings: Mapping[str, str], name: str, default: int) -> int:
+    """The positive size in setting ``name``: bytes, or with a unit (``512KiB``, ``4MiB``, ``1G``).
+
+    Units are binary (K = 1024). Unset: ``default``; anything else is a
+    :class:`SettingError` naming the variable.
+    """
+    text = settings.get(name, "").strip()
+    if not text:
+        return default
+    match = _BYTES.fullmatch(text)
+    value = int(match[1]) * _UNITS[match[2][:1].lower()] if match else 0
+    if value <= 0:
+        raise SettingError(
+            f"{name}: expected a positive number of bytes (e.g. 4194304 or 4MiB), got {text[:40]!r}"
+        )
+    return value
+
+
+def sentinel_link_limits(settings: Mapping[str, str]) -> LinkLimits:
+    """What the sentinel queues per link and how long a link may stay behind.
+
+    ``FAME_SENTINEL_LINK_BUFFER`` (bytes, default 4 MiB) and
+    ``FAME_SENTINEL_STALL_GRACE`` (seconds, default 5).
+    """
+    return LinkLimits(
+        buffer=byte_setting(settings, "FAME_SENTINEL_LINK_BUFFER", DEFAULT_LINK_BUFFER),
+        stall_grace=positive_setting(
+            settings, "FAME_SENTINEL_STALL_GRACE", DEFAULT_STALL_GRACE, float
+        ),
+    )
+
+
+def sentinel_quotas(settings: Mapping[str, str]) -> Quotas:
+    """The per-principal quotas: ``FAME_QUOTA_REQUESTS_IN_FLIGHT``, ``FAME_QUOTA_STREAMS``,
+    ``FAME_QUOTA_BINDINGS``, ``FAME_QUOTA_ENROLLED_NODES`` (counts) and
+    ``FAME_QUOTA_BYTES_QUEUED`` (bytes); each unset one keeps its default."""
+    defaults = Quotas()
+    values: dict[str, int] = {}
+    for field, name in QUOTA_SETTINGS.items():
+        default = getattr(defaults, field)
+        if field == "bytes_queued":
+            values[field] = byte_setting(settings, name, default)
+        else:
+            values[field] = positive_setting(settings, name, default, int)
+    return Quotas(**values)
 
 
 def sentinel_host(settings: Mapping[str, str]) -> str:

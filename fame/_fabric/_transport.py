@@ -31,10 +31,10 @@ from trio_websocket import (
 from .._core._backoff import Backoff
 from .._core._errors import FameError
 from .._wire._schema import DEFAULT_MAX_MESSAGE_SIZE, Batch, Codec
+from ._link_queue import LinkQueue
 
 __all__ = [
     "DEFAULT_HEARTBEAT",
-    "DEFAULT_QUEUE",
     "HANDSHAKE_TIMEOUT",
     "RECONNECT_BACKOFF",
     "SentinelUnreachable",
@@ -54,10 +54,9 @@ WS_RECEIVE_BUFFER = 1 << 16
 # Seconds for a websocket upgrade and then for the attach handshake, each;
 # both ends of a link default to the same bound.
 HANDSHAKE_TIMEOUT = 10.0
-# Seconds between pings on a link, and messages its outgoing queue holds:
-# the same defaults at both ends.
+# Seconds between pings on a link, the same default at both ends. (Its
+# outgoing queue is bounded in bytes: ``fame._fabric._link_queue``.)
 DEFAULT_HEARTBEAT = 5.0
-DEFAULT_QUEUE = 256
 
 LINK_ERRORS = (ConnectionClosed, HandshakeError, OSError, trio.BrokenResourceError)
 
@@ -168,7 +167,7 @@ BATCH_LIMIT = 128
 
 async def write_batched(
     ws: WebSocketConnection,
-    out: trio.MemoryReceiveChannel[bytes],
+    out: trio.MemoryReceiveChannel[bytes] | LinkQueue,
     codec: Codec,
     on_marker: Callable[[], None] | None = None,
 ) -> None:
@@ -178,6 +177,8 @@ async def write_batched(
     waiting they go as one ``Batch`` of at most :data:`BATCH_LIMIT` messages
     and half the size limit. An empty message is a flush marker: it is not
     sent, and ``on_marker`` is called once everything before it was written.
+    From a :class:`LinkQueue`, each message taken frees its bytes at once:
+    what a batch holds while it is written is bounded by the batch limit.
     """
     budget = codec.max_size // 2
     held: bytes | None = None

@@ -15,8 +15,10 @@ bound again (they are kept in the node's ``__binding_store``).
 
 Per link the uplink runs a reader that only drains and dispatches (so
 websocket pings keep being answered), a writer that owns sending, and a
-heartbeat. The outgoing queue is bounded: a sender waits when the
-sentinel is slow, memory does not grow.
+heartbeat. The outgoing queue is bounded in bytes (``queue_bytes``, a
+:class:`LinkQueue`): a sender waits for room when the sentinel is slow
+(backpressure within this node, bounded by the caller's own deadline), so
+memory does not grow.
 """
 
 from __future__ import annotations
@@ -50,10 +52,10 @@ from .._wire._schema import (
     Refused,
 )
 from ._identity import BINDING_STORE, NodeStores, load_or_create_identity
+from ._link_queue import DEFAULT_LINK_BUFFER, LinkQueue
 from ._trace import show_envelope, tracing_enabled
 from ._transport import (
     DEFAULT_HEARTBEAT,
-    DEFAULT_QUEUE,
     HANDSHAKE_TIMEOUT,
     LINK_ERRORS,
     RECONNECT_BACKOFF,
@@ -98,7 +100,7 @@ class FabricUplink:
         sentinel_keys: Collection[bytes] | None = None,
         ssl_context: ssl.SSLContext | None = None,
         heartbeat: float = DEFAULT_HEARTBEAT,
-        queue_size: int = DEFAULT_QUEUE,
+        queue_bytes: int = DEFAULT_LINK_BUFFER,
         codec: Codec | None = None,
         connect_timeout: float = HANDSHAKE_TIMEOUT,
     ) -> None:
@@ -108,14 +110,14 @@ class FabricUplink:
         self.stores = stores
         self.ephemeral = ephemeral
         self.heartbeat = heartbeat
-        self.queue_size = queue_size
+        self.queue_bytes = queue_bytes
         self._token = token
         self.sentinel_keys = sentinel_keys
         self._ssl = ssl_context
         self.connect_timeout = connect_timeout
         self._codec = codec or Codec()
         self.bindings = BindingTracker()
-        self._out: trio.MemorySendChannel[bytes] | None = None
+        self._out: LinkQueue | None = None
         self._show = tracing_enabled()
         # Bind/unbind come from sync code (Node.spawn); a task persists and sends
         # them in order. Unbounded, but it only ever holds one item per spawn.
@@ -278,20 +280,20 @@ class FabricUplink:
                 raise SentinelUnreachable(f"{self.url} did not complete the handshake") from None
             assert handshake.path is not None
             self.node._set_path(handshake.path)
-            out_send, out_recv = trio.open_memory_channel[bytes](self.queue_size)
+            out = LinkQueue(self.queue_bytes)
             state = {"seen": trio.current_time()}
             # The sentinel sets the pace: we ping at its interval, so neither side
             # declares the other dead while both are fine.
             self.heartbeat = handshake.heartbeat_ms / 1000
             try:
                 async with unwrap_exception_group(), trio.open_nursery() as tasks:
-                    tasks.start_soon(self._writer, ws, out_recv)
-                    tasks.start_soon(self._heartbeat, out_send, state)
+                    tasks.start_soon(self._writer, ws, out)
+                    tasks.start_soon(self._heartbeat, out, state)
                     binds = self.bindings.on_attached()
                     self._bindings_moved()
-                    self._out = out_send
+                    self._out = out
                     for bind in binds:
-                        await out_send.send(codec.encode(bind))
+                        await out.send(codec.encode(bind))
                     self.attach_count += 1
                     self.attached.set()
                     if task_status is not None:
@@ -309,14 +311,14 @@ class FabricUplink:
                 self.node._link_lost(f"the link to {self.url} was lost")
                 self.bindings.on_detached()
                 self.attached = trio.Event()
-                out_send.close()
+                out.close()
 
     async def _report_started(self, task_status: Any) -> None:
         await self.wait_bound()
         self.started = True
         task_status.started(self)
 
-    async def _writer(self, ws: Any, out: trio.MemoryReceiveChannel[bytes]) -> None:
+    async def _writer(self, ws: Any, out: LinkQueue) -> None:
         await write_batched(ws, out, self._codec, lambda: self._flushed.set())
 
     async def flush(self, limit: float = 1.0) -> None:
@@ -337,7 +339,7 @@ class FabricUplink:
                 return
             await self._flushed.wait()
 
-    async def _heartbeat(self, out: trio.MemorySendChannel[bytes], state: dict[str, float]) -> None:
+    async def _heartbeat(self, out: LinkQueue, state: dict[str, float]) -> None:
         nonce = 0
         ping_timeout = 3 * self.heartbeat
         while True:
@@ -378,7 +380,7 @@ class FabricUplink:
             case Envelope():
                 if self._show:
                     show_envelope("recv", message, size)
-                await self.node._deliver(message)
+                await self.node._deliver(message, size)
             case Bound():
                 self.bindings.receive(message)
                 self._bindings_moved()
@@ -388,8 +390,10 @@ class FabricUplink:
                 self._bindings_moved()
             case Ping(nonce=nonce):
                 if self._out is not None:
-                    with contextlib.suppress(trio.WouldBlock):  # the sentinel's heartbeat
-                        self._out.send_nowait(self._codec.encode(Pong(nonce)))
+                    # The sentinel's heartbeat: answered at once, beyond the budget if
+                    # need be (the reader never waits; a full hard cap drops it).
+                    with contextlib.suppress(trio.ClosedResourceError):
+                        self._out.push(self._codec.encode(Pong(nonce)))
             case Pong():
                 pass
             case LinkError(reason=reason):

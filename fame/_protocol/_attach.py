@@ -41,6 +41,7 @@ from ._credentials import (
     matching_credential,
 )
 from ._identity import Identity, looks_like_node_id, verify_signature
+from ._quotas import Quotas, exceeded
 from ._route_table import RouteTable
 
 __all__ = [
@@ -149,6 +150,8 @@ class SentinelPolicy:
     ``pins`` maps node id -> the public key it last attached with.
     ``signers`` sign each challenge (several during a key rotation).
     ``clock`` gives Unix time, for the ends of keys and credentials.
+    ``quotas`` bound the addresses one node may bind and the node ids
+    trust on first use may enroll.
     """
 
     sentinel_id: str
@@ -162,6 +165,7 @@ class SentinelPolicy:
     signers: tuple[tuple[Identity, float | None], ...] = ()
     clock: Callable[[], float] = time.time
     authz: Policy = attrs.Factory(Policy.allow_all)
+    quotas: Quotas = attrs.Factory(Quotas)
 
     def active_signers(self) -> list[Identity]:
         """The signing keys that have not ended: each signs every challenge."""
@@ -314,6 +318,14 @@ class SentinelLink:
                 )
             if node_id in policy.pins or policy.routes.linked(node_id):
                 return self._refuse(f"node id {node_id} is taken; refusing the takeover")
+            cap = policy.quotas.enrolled_nodes
+            if len(policy.enrolled) >= cap:
+                return self._refuse(
+                    f"trust on first use enrolls no new node: {len(policy.enrolled)} node ids"
+                    f" are enrolled, the quota (enrolled_nodes = {cap}); the operator enrolls"
+                    " it with `fame enroll`, removes unused ones, or raises"
+                    " FAME_QUOTA_ENROLLED_NODES"
+                )
             enrollment = new_enrollment = Enrollment(
                 node_id, node_id, (EnrolledKey(attach.public_key),), now
             )
@@ -392,7 +404,20 @@ class SentinelLink:
                 out.append(BindRefused(address, reason))
                 self.events.append(BindDenied(self.node_id, address, reason))
                 continue
-            result = self.policy.routes.bind(address, self.node_id, pool=frame.pool)
+            routes = self.policy.routes
+            quota = self.policy.quotas.bindings
+            if routes.held(self.node_id) >= quota and not routes.holds(address, self.node_id):
+                reason = exceeded(
+                    str(self.principal),
+                    "bindings",
+                    quota,
+                    f"{routes.held(self.node_id)} addresses bound by node {self.node_id}",
+                    "unbind addresses it no longer serves",
+                )
+                out.append(BindRefused(address, reason))
+                self.events.append(BindDenied(self.node_id, address, reason))
+                continue
+            result = routes.bind(address, self.node_id, pool=frame.pool)
             if result.ok:
                 out.append(Bound(address))
                 if result.changed:

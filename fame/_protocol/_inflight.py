@@ -20,11 +20,18 @@ streams still open at other links would otherwise stall their producers
 until the idle timeout (a client killed while reading a stream sends no
 ``Cancel``); :meth:`InflightRequests.abandoned` hands them to the sentinel,
 which cancels each at the link serving it.
+
+A request forwarded for a principal is counted in :attr:`InflightRequests.usage`
+(its requests, and its streams) for as long as it is in the table, so the
+per-principal quotas (``fame._protocol._quotas``) see every way it leaves:
+answered, cancelled, lost with either link, or dropped past ``limit``.
 """
 
 from __future__ import annotations
 
 from typing import Generic, TypeVar
+
+from ._quotas import PrincipalUsage
 
 __all__ = ["InflightRequests"]
 
@@ -35,10 +42,12 @@ Key = tuple[str, int]
 class InflightRequests(Generic[L]):
     """Per link, the ``(reply_to, corr)`` of requests waiting for an answer from it."""
 
-    def __init__(self, limit: int = 65_536) -> None:
+    def __init__(self, limit: int = 65_536, usage: PrincipalUsage | None = None) -> None:
         if limit < 1:
             raise ValueError("limit must be at least 1")
         self.limit = limit
+        self.usage = usage if usage is not None else PrincipalUsage()
+        self._counted: dict[Key, tuple[str, bool]] = {}  # key -> (principal, stream)
         self._by_link: dict[L, dict[Key, str]] = {}  # per serving link: key -> address
         self._link_of: dict[Key, L] = {}
         # The caller's side: per caller link, its requests and where they went.
@@ -53,14 +62,21 @@ class InflightRequests(Generic[L]):
         *,
         caller: L | None = None,
         to: str = "",
+        principal: str | None = None,
+        stream: bool = False,
     ) -> None:
         """A request (or stream credit) from ``reply_to`` went to ``link``.
 
         ``caller`` is the link it came from (``None``: the sentinel's own
         node) and ``to`` the address it was sent to, for :meth:`abandoned`.
+        A request of ``principal`` counts in :attr:`usage` (a stream too,
+        if ``stream``) until it leaves the table.
         """
         waiting = self._by_link.setdefault(link, {})
         key = (reply_to, corr)
+        if principal is not None and key not in self._counted:
+            self._counted[key] = (principal, stream)
+            self.usage.count(principal, stream=stream)
         waiting[key] = to
         self._link_of[key] = link
         if caller is not None:
@@ -105,6 +121,7 @@ class InflightRequests(Generic[L]):
         orphans: list[tuple[L, str, Key]] = []
         for key, to in self._by_caller.pop(caller, {}).items():
             self._caller_of.pop(key, None)
+            self._uncount(key)
             link = self._link_of.pop(key, None)
             if link is None:
                 continue
@@ -114,7 +131,13 @@ class InflightRequests(Generic[L]):
             orphans.append((link, to, key))
         return orphans
 
+    def _uncount(self, key: Key) -> None:
+        counted = self._counted.pop(key, None)
+        if counted is not None:
+            self.usage.uncount(counted[0], stream=counted[1])
+
     def _forget(self, key: Key) -> None:
+        self._uncount(key)
         self._link_of.pop(key, None)
         caller = self._caller_of.pop(key, None)
         if caller is not None:

@@ -78,6 +78,7 @@ class RouteTable(Generic[L]):
         self._cursor: dict[str, int] = {}  # address -> index of the next member to try
         self._links: dict[str, L] = {}
         self._paths: dict[str, str] = {}  # node path -> node id (reply addresses)
+        self._held: dict[str, int] = {}  # node id -> addresses it binds (alone or in a pool)
 
     # --- bindings ---------------------------------------------------------------
 
@@ -88,8 +89,11 @@ class RouteTable(Generic[L]):
                 members = [m for m in value[len(POOL_PREFIX) :].split(",") if m]
                 if members:
                     self._pools[address] = members
+                    for member in members:
+                        self._hold(member, 1)
             else:
                 self._owner[address] = value
+                self._hold(value, 1)
 
     def record(self, address: str) -> str | None:
         """What to persist for ``address``: its owner, ``pool:<ids>``, or None (unbound)."""
@@ -116,10 +120,12 @@ class RouteTable(Generic[L]):
                 )
             if members is None:
                 self._pools[address] = [node_id]
+                self._hold(node_id, 1)
                 return BindResult(True, changed=True)
             if node_id in members:
                 return BindResult(True)
             members.append(node_id)
+            self._hold(node_id, 1)
             return BindResult(True, changed=True)
         if members is not None:
             return BindResult(
@@ -127,6 +133,7 @@ class RouteTable(Generic[L]):
             )
         if owner is None:
             self._owner[address] = node_id
+            self._hold(node_id, 1)
             return BindResult(True, changed=True)
         if owner == node_id:
             return BindResult(True)
@@ -136,15 +143,32 @@ class RouteTable(Generic[L]):
         """Remove ``node_id``'s binding of ``address``; True if something changed."""
         if self._owner.get(address) == node_id:
             del self._owner[address]
+            self._hold(node_id, -1)
             return True
         members = self._pools.get(address)
         if members is not None and node_id in members:
             members.remove(node_id)
+            self._hold(node_id, -1)
             if not members:
                 del self._pools[address]
                 self._cursor.pop(address, None)
             return True
         return False
+
+    def _hold(self, node_id: str, delta: int) -> None:
+        held = self._held.get(node_id, 0) + delta
+        if held > 0:
+            self._held[node_id] = held
+        else:
+            self._held.pop(node_id, None)
+
+    def held(self, node_id: str) -> int:
+        """How many addresses ``node_id`` binds, alone or as a pool member (its quota's use)."""
+        return self._held.get(node_id, 0)
+
+    def holds(self, address: str, node_id: str) -> bool:
+        """Whether ``node_id`` binds ``address`` already (alone or in its pool)."""
+        return self._owner.get(address) == node_id or node_id in self._pools.get(address, ())
 
     def owner(self, address: str) -> str | None:
         """The node that bound ``address`` alone (None for pools and unbound addresses)."""

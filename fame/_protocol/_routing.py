@@ -32,6 +32,7 @@ from .._wire._schema import (
 )
 from ._authz import Policy, Principal
 from ._inflight import InflightRequests
+from ._quotas import PrincipalUsage, Quotas, request_streams
 from ._route_table import RouteTable
 
 __all__ = ["Deliver", "DropAnswer", "Forward", "Refuse", "ReplyError", "RouteAction", "Routing"]
@@ -104,13 +105,20 @@ class Routing(Generic[L]):
       ``corr`` and no ``reply_to``, pass only from the link the request went
       to, and go only to the link the request came from (whatever the route
       table says about their address now).
+    - A request from a principal past one of its :class:`Quotas` (requests
+      in flight, open streams, bytes queued to its links) is answered
+      ``quota_exceeded`` and goes nowhere; other principals are unaffected.
     """
 
-    def __init__(self, sentinel_id: str, hosts: Callable[[str], bool]) -> None:
+    def __init__(
+        self, sentinel_id: str, hosts: Callable[[str], bool], quotas: Quotas | None = None
+    ) -> None:
         self.sentinel_id = sentinel_id
         self._hosts = hosts
+        self.quotas = quotas if quotas is not None else Quotas()
+        self.usage = PrincipalUsage()
         self.routes: RouteTable[L] = RouteTable()
-        self.inflight: InflightRequests[L] = InflightRequests()
+        self.inflight: InflightRequests[L] = InflightRequests(usage=self.usage)
         self.dropped_answers = 0  # answers from a link no open request went to
 
     def claim(self, address: str) -> str | None:
@@ -218,6 +226,18 @@ class Routing(Generic[L]):
         if reply_to is not None and corr is not None:
             if tag == "cancel":
                 self.inflight.finished(target, reply_to, corr)
+            elif tag == "req" and principal is not None:
+                try:
+                    stream = request_streams(head.frame)
+                except WireError as exc:
+                    return Refuse(exc.reason)
+                who = str(principal)
+                refusal = self.usage.refusal(who, self.quotas, stream=stream)
+                if refusal is not None:
+                    return ReplyError("quota_exceeded", refusal)
+                self.inflight.forwarded(
+                    target, reply_to, corr, caller=source, to=to, principal=who, stream=stream
+                )
             else:
                 self.inflight.forwarded(target, reply_to, corr, caller=source, to=to)
         return Forward(target, owner, stamp=tag == "req")

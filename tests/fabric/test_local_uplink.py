@@ -9,6 +9,7 @@ import trio
 
 import fame
 from fame._fabric._identity import NodeStores
+from fame._fabric._link_queue import LinkQueue
 from fame._fabric.sentinel._local_uplink import SentinelUplink
 from fame._fabric.sentinel._routing import Conn, Router
 from fame._protocol import SentinelLink, SentinelPolicy
@@ -23,7 +24,7 @@ async def test_a_link_closed_under_a_send_is_no_route_for_the_sender() -> None:
         router = Router(node, Codec(), "nsentinel")
         policy = SentinelPolicy("nsentinel", (), {}, router.routes, open_admission=True)
         ws: Any = None  # the queue is all send() touches
-        conn = Conn(ws, SentinelLink(policy, b"n" * 32), queue=1)
+        conn = Conn(ws, SentinelLink(policy, b"n" * 32), LinkQueue(1))
         router.routes.link("ncaller", "ncaller", conn)
         assert router.routes.bind("_reply@ncaller", "ncaller").ok
         uplink = SentinelUplink(router, NodeStores())

@@ -24,8 +24,8 @@ from fabric.fabric_agents import Echo
 
 import fame
 from fame._fabric._client import connect
+from fame._fabric._link_queue import DEFAULT_LINK_BUFFER
 from fame._fabric._transport import SentinelUnreachable
-from fame._fabric.sentinel._server import DEFAULT_QUEUE
 
 from .fame_services import sampling_rss, wait_until
 
@@ -114,6 +114,9 @@ async def test_a_frozen_node_is_declared_dead_unrouted_and_comes_back(
                             outcomes[f"unexpected: {exc}"] += 1
                     except fame.errors.MailboxFull:
                         outcomes["mailbox_full"] += 1
+                    except fame.errors.Overloaded:
+                        # The frozen node's queue had no room: refused at once, nothing ran.
+                        outcomes["overloaded"] += 1
                     outcomes["bytes" if unrouted_at else "bytes_before"] += FLOOD_PAYLOAD
                     await trio.sleep(0.05)  # a steady flood, not a CPU hog on a shared machine
 
@@ -161,27 +164,30 @@ async def test_a_frozen_node_is_declared_dead_unrouted_and_comes_back(
     assert outcomes["answered"] == 0
     # Declared dead by the heartbeat watchdog (3 silent beats), not by anything else.
     assert [line for line in sentinel.err if f"<link {node_id}> silent for" in line], sentinel.err
-    # The flooder's own link never dropped: the sentinel held its reader back while
-    # the frozen node's queue was full, which is back-pressure, not silence.
+    # The flooder's own link never dropped: while the frozen node's queue was full the
+    # sentinel refused its requests at once (overloaded), it never held its reader back.
     assert not [kind for kind in outcomes if kind.startswith("unexpected")], outcomes
     assert not late_deadlines, "a call sent after the node was unrouted waited out its deadline"
     assert outcomes["others_failed"] == 0 and outcomes["others_ok"] > 0, outcomes
     assert len(in_flight) == NAPS + 1
     growth_mib = (peaks["sentinel"] - base) / MIB
     sent_mib = (outcomes["bytes_before"] + outcomes["bytes"]) / MIB / MIB
-    # What the sentinel may hold for the frozen link: its queue (DEFAULT_QUEUE messages),
-    # plus slack for the interpreter (what was sent at it is reported beside).
-    bound_mib = DEFAULT_QUEUE * FLOOD_PAYLOAD / MIB / MIB + 32
+    # What the sentinel may hold for the frozen link: its queue (its byte budget plus
+    # one message), plus slack for the interpreter (what was sent at it is reported beside).
+    bound_mib = (DEFAULT_LINK_BUFFER + FLOOD_PAYLOAD) / MIB / MIB + 32
     assert growth_mib < bound_mib, (growth_mib, bound_mib, sent_mib)
     reliability_report(
         heartbeat_s=0.5,
         time_to_no_route_s=round(unrouted_at[0] - frozen_at, 2),
         in_flight_failed=len(in_flight),
         in_flight_failed_after_s=round(max(in_flight), 2),
-        calls_to_frozen_node=sum(outcomes[k] for k in ("deadline", "no_route", "mailbox_full")),
+        calls_to_frozen_node=sum(
+            outcomes[k] for k in ("deadline", "no_route", "mailbox_full", "overloaded")
+        ),
         no_route=outcomes["no_route"],
         deadline=outcomes["deadline"],
         mailbox_full=outcomes["mailbox_full"],
+        overloaded=outcomes["overloaded"],
         mib_sent_to_frozen_node=round(sent_mib, 1),
         mib_sent_before_unrouted=round(outcomes["bytes_before"] / MIB / MIB, 1),
         peak_rss_sentinel_mib=round(peaks["sentinel"] / MIB, 1),

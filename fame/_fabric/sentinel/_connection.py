@@ -5,9 +5,14 @@ websockets at once (more get HTTP 503 and the reason; those not attached
 yet are the door's, ``fame._fabric.sentinel._door``). Each one it accepts gets a
 reader (frames in: control frames to the attach state machine in
 ``fame._protocol``, envelopes to the :class:`Router`), a writer (its
-bounded outgoing queue to the socket) and a watchdog (it must attach
-within ``handshake_timeout`` and then never stay silent for three
-heartbeats).
+outgoing queue, bounded in bytes, to the socket), a watchdog (it must
+attach within ``handshake_timeout`` and then never stay silent for three
+heartbeats) and a stall guard (its queue must not stay over its budget
+for longer than the stall grace: its peer is not reading).
+
+The reader never waits for room in a queue, its own link's included: what
+the sentinel answers on a link (``Pong``, ``Bound``, a ``LinkError``) is
+queued at once, beyond the budget if need be (``Router.send``).
 
 Robustness rules: a bad frame costs its connection a ``LinkError``; after
 a few it is closed. Nothing a peer sends can raise out of its connection
@@ -98,7 +103,6 @@ class ConnectionHandler:
         *,
         url_path: str,
         heartbeat: float,
-        queue_size: int,
         max_connections: int,
         handshake_timeout: float,
     ) -> None:
@@ -108,7 +112,6 @@ class ConnectionHandler:
         self.codec = router.codec
         self.url_path = url_path
         self.heartbeat = heartbeat
-        self.queue_size = queue_size
         self.max_connections = max_connections
         self.handshake_timeout = handshake_timeout
         self.connections = 0  # websockets being served, attaching or attached
@@ -162,14 +165,15 @@ class ConnectionHandler:
             ws = await request.accept()
         except LINK_ERRORS:
             return
-        conn = Conn(ws, SentinelLink(self.policy, secrets.token_bytes(32)), self.queue_size)
+        conn = self.router.new_conn(ws, SentinelLink(self.policy, secrets.token_bytes(32)))
         try:
             async with unwrap_exception_group(), trio.open_nursery() as tasks:
                 conn.tasks = tasks
                 written = trio.Event()
                 tasks.start_soon(self._writer, conn, written)
                 tasks.start_soon(self._watchdog, conn)
-                await conn.out.send(self.codec.encode(conn.link.start()))
+                tasks.start_soon(self._stall_guard, conn)
+                self.router.send(conn, self.codec.encode(conn.link.start()))
                 await self._reader(conn)
                 # Let the writer flush what is queued (a Refused, a last LinkError).
                 conn.out.close()
@@ -182,13 +186,41 @@ class ConnectionHandler:
         finally:
             await self.router.detach(conn)
             with trio.CancelScope(shield=True), trio.move_on_after(1):
-                await ws.aclose()
+                if conn.closing is not None:
+                    # A close reason has at most 123 bytes.
+                    await ws.aclose(1008, conn.closing.encode()[:120].decode(errors="ignore"))
+                else:
+                    await ws.aclose()
 
     async def _writer(self, conn: Conn, written: trio.Event) -> None:
         try:
             await write_batched(conn.ws, conn.out_recv, self.codec)
         finally:
             written.set()
+
+    async def _stall_guard(self, conn: Conn) -> None:
+        """Close the link if its queue stays over its budget for the stall grace.
+
+        A peer that reads nothing leaves what it is sent in the sentinel's
+        memory; once the grace has passed, the link goes (its callers are
+        answered ``no_route`` at once) and the memory with it.
+        """
+        out = conn.out
+        grace = self.router.limits.stall_grace
+        while True:
+            await out.wait_over_budget()
+            since = out.over_since
+            if since is None:
+                await trio.lowlevel.checkpoint()
+                continue
+            await trio.sleep_until(since + grace)
+            if out.over_since == since:
+                self.router.close_stalled(
+                    conn,
+                    f"link stalled: the peer read too little for {grace:g} s while"
+                    f" {out.bytes} bytes waited (its budget is {out.budget})",
+                )
+                return
 
     async def _watchdog(self, conn: Conn) -> None:
         """Close links that stay silent (dead peer) or never finish attaching."""
@@ -235,8 +267,7 @@ class ConnectionHandler:
                     log.info("%r: closing after %d protocol violations", conn, link.strikes)
             else:
                 log.info("%r refused: %s", conn, getattr(answer, "reason", answer))
-            with suppress(trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError):
-                conn.out.send_nowait(self.codec.encode(answer))
+            self.router.send(conn, self.codec.encode(answer))
             return
         if isinstance(head, RoutingHeader):
             if not link.attached:
@@ -260,8 +291,9 @@ class ConnectionHandler:
         # and an envelope for them must never reach the node before its Welcome.
         admitted = await self._apply_events(conn)
         for frame in frames:
-            await conn.out.send(self.codec.encode(frame))
+            self.router.send(conn, self.codec.encode(frame))
         for event in admitted:
+            self.router.attached(conn)
             await self._link(conn, event)
 
     async def _link(self, conn: Conn, event: Admitted) -> None:

@@ -4,9 +4,18 @@ What to do with an envelope is decided sans IO (``fame._protocol._routing``);
 this module carries it out. Routing decodes only the :class:`RoutingHeader`
 and forwards the original bytes with the hop count patched in place, so the payload is never
 re-encoded. An envelope for an address nobody serves is answered at once
-with a ``no_route`` error naming the address. Each link has a bounded
-outgoing queue; a forwarder waits for room (with a limit), so a slow
-consumer slows its producers, it does not grow memory.
+with a ``no_route`` error naming the address.
+
+Each link has an outgoing queue bounded in bytes (:class:`LinkQueue`), and
+the reader of a link never waits for room in another link's queue: one
+slow link must not delay routing between the others. A request for a link
+over its budget is answered ``overloaded`` at once (nothing ran; the
+caller's runtime retries until its deadline). An answer or a stream or
+control frame is queued beyond the budget, up to the hard cap; a link past
+that cap, or over its budget for longer than the stall grace (the stall
+guard of ``fame._fabric.sentinel._connection``), is closed as stalled
+(:meth:`Router.close_stalled`), and its lost-link clean-up answers its
+callers at once.
 
 The :class:`Router` also keeps the requests in flight per link
 (:class:`InflightRequests`): when a link is lost, the callers it will never
@@ -29,6 +38,7 @@ from trio_websocket import WebSocketConnection
 from ..._agents._node import REPLY_NAME, Node
 from ..._core._errors import WireError
 from ..._protocol import SentinelLink
+from ..._protocol._quotas import Quotas
 from ..._protocol._routing import Deliver, DropAnswer, Forward, Refuse, ReplyError, Routing
 from ..._wire._schema import (
     Cancel,
@@ -38,26 +48,44 @@ from ..._wire._schema import (
     Request,
     RoutingHeader,
     bump_hops,
+    frame_tag,
     stamp_caller,
 )
+from .._link_queue import LinkLimits, LinkQueue
 from .._trace import show_envelope, tracing_enabled
 
-__all__ = ["FORWARD_TIMEOUT", "Conn", "Router"]
+__all__ = ["Conn", "Router"]
 
 log = logging.getLogger("fame.sentinel")
 
-FORWARD_TIMEOUT = 10.0
+_CLOSED = (trio.ClosedResourceError, trio.BrokenResourceError)
 
 
 class Conn:
     """One attached (or attaching) websocket."""
 
-    __slots__ = ("denials", "link", "out", "out_recv", "reply_address", "seen", "tasks", "ws")
+    __slots__ = (
+        "closing",
+        "denials",
+        "detached",
+        "link",
+        "out",
+        "out_recv",
+        "reply_address",
+        "seen",
+        "tasks",
+        "ws",
+    )
 
-    def __init__(self, ws: WebSocketConnection, link: SentinelLink, queue: int) -> None:
+    def __init__(
+        self, ws: WebSocketConnection, link: SentinelLink, queue: LinkQueue | None = None
+    ) -> None:
         self.ws = ws
         self.link = link
-        self.out, self.out_recv = trio.open_memory_channel[bytes](queue)
+        # One queue, two names: producers send to ``out``, the writer drains ``out_recv``.
+        self.out = self.out_recv = queue if queue is not None else LinkQueue()
+        self.closing: str | None = None  # why the sentinel closes this link, once it does
+        self.detached = trio.Event()  # set once the router forgot the link
         self.seen = trio.current_time()
         # The nursery of the connection's tasks (reader, writer, watchdog).
         self.tasks: trio.Nursery | None = None
@@ -72,15 +100,82 @@ class Conn:
 class Router:
     """Carries out the routing decisions (``fame._protocol._routing``) on websockets."""
 
-    def __init__(self, node: Node, codec: Codec, sentinel_id: str) -> None:
+    def __init__(
+        self,
+        node: Node,
+        codec: Codec,
+        sentinel_id: str,
+        *,
+        limits: LinkLimits | None = None,
+        quotas: Quotas | None = None,
+    ) -> None:
         self.node = node
         self.codec = codec
         self.sentinel_id = sentinel_id
-        self.routing: Routing[Conn] = Routing(sentinel_id, node._hosts)
+        self.limits = limits if limits is not None else LinkLimits()
+        self.routing: Routing[Conn] = Routing(sentinel_id, node._hosts, quotas)
         self.routes = self.routing.routes
         self.inflight = self.routing.inflight
+        self.usage = self.routing.usage
         self.violations = 0
+        self.overloaded = 0  # requests refused because their target link was full
+        self.stalled = 0  # links closed because their peer read nothing
+        self.queued_bytes = 0  # bytes waiting in all links' queues
         self._show = tracing_enabled()
+
+    def new_conn(self, ws: WebSocketConnection, link: SentinelLink) -> Conn:
+        """A connection whose queue has this router's limits, counted in :attr:`queued_bytes`."""
+        conn = Conn(ws, link, self.limits.queue())
+        conn.out.set_account(self._count_queued)
+        return conn
+
+    def _count_queued(self, delta: int) -> None:
+        self.queued_bytes += delta
+
+    def attached(self, conn: Conn) -> None:
+        """``conn`` was admitted: count its queue against its principal's bytes_queued quota."""
+        principal = str(conn.link.principal)
+        usage = self.usage
+
+        def count(delta: int) -> None:
+            self.queued_bytes += delta
+            usage.add_queued(principal, delta)
+
+        conn.out.set_account(count)
+
+    def send(self, conn: Conn, data: bytes) -> None:
+        """Queue what the sentinel owes ``conn`` (an answer, a control frame) without waiting.
+
+        Beyond the link's budget if need be, up to its hard cap; past that
+        the link is closed as stalled. A closed link drops it.
+        """
+        try:
+            queued = conn.out.push(data)
+        except _CLOSED:
+            return
+        if not queued:
+            out = conn.out
+            self.close_stalled(
+                conn,
+                f"link stalled: its peer read too slowly; {out.bytes} bytes waited for it,"
+                f" its hard cap is {out.hard_cap}",
+            )
+
+    def close_stalled(self, conn: Conn, reason: str) -> None:
+        """Close ``conn``, whose peer is not reading; its lost-link clean-up follows.
+
+        Logged once per link. Cancelling its tasks ends its reader and
+        writer; the connection's ``finally`` then detaches it (its callers
+        get ``no_route`` at once) and closes the socket, bounded.
+        """
+        if conn.closing is not None:
+            return
+        conn.closing = reason
+        self.stalled += 1
+        log.info("%r: closing: %s", conn, reason)
+        conn.out.close()
+        if conn.tasks is not None:
+            conn.tasks.cancel_scope.cancel()
 
     def claim(self, address: str) -> None:
         """Bind ``address`` to the sentinel's own node."""
@@ -92,8 +187,7 @@ class Router:
         """Answer a bad frame from ``conn`` with a ``LinkError``; its link counts a strike."""
         self.violations += 1
         frame = conn.link.violation(reason)
-        with suppress(trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError):
-            conn.out.send_nowait(self.codec.encode(frame))
+        self.send(conn, self.codec.encode(frame))
         if conn.link.should_close:
             log.info("%r: closing after %d protocol violations", conn, conn.link.strikes)
 
@@ -122,7 +216,7 @@ class Router:
                     except WireError as exc:
                         await self.violation(conn, exc.reason)
                         return
-                await self._forward(conn, target, owner, head.to, data)
+                await self._forward(conn, target, owner, head, data, request=stamp)
             case Deliver():
                 try:
                     envelope = self.codec.decode(data)
@@ -133,71 +227,76 @@ class Router:
                 if isinstance(envelope.frame, Request):
                     caller = str(conn.link.principal)
                     envelope = msgspec.structs.replace(envelope, caller=caller)
-                await self.node._deliver(envelope)
+                await self.node._deliver(envelope, len(data))
             case ReplyError(kind=kind, message=message, owner=owner):
                 if owner is not None:
                     # The caller's error does not name the node; the log does.
                     log.debug("%r: %s (bound to node %s)", conn, message, owner)
-                await self.reply_error(conn, data, kind, message)
+                self.reply_error(conn, head, kind, message)
             case Refuse(reason=reason):
                 await self.violation(conn, reason)
             case DropAnswer():
                 pass
 
     async def _forward(
-        self, conn: Conn, target: Conn, owner: str | None, to: str, data: bytes
+        self,
+        conn: Conn,
+        target: Conn,
+        owner: str | None,
+        head: RoutingHeader,
+        data: bytes,
+        *,
+        request: bool,
     ) -> None:
-        forwarded = bump_hops(data)
-        try:
-            # Fast path: room in the target's queue. No checkpoint per message:
-            # the reader checkpoints on every websocket message anyway. (No
-            # await since the decision either: target is still linked.)
-            target.out.send_nowait(forwarded)
-            return
-        except trio.WouldBlock:
-            pass
-        except (trio.ClosedResourceError, trio.BrokenResourceError):
-            no_route = self.routing.no_route_reason(to, owner)
-            await self.reply_error(conn, data, "no_route", no_route)
-            return
-        with trio.move_on_after(FORWARD_TIMEOUT) as waited:
-            try:
-                await target.out.send(forwarded)
-            except (trio.ClosedResourceError, trio.BrokenResourceError):
-                # The target's link closed while we waited: it is offline now.
-                no_route = self.routing.no_route_reason(to, owner)
-                await self.reply_error(conn, data, "no_route", no_route)
-                return
-        if waited.cancelled_caught:
-            await self.reply_error(
-                conn,
-                data,
-                "mailbox_full",
-                f"{to}: its node's link stayed full for {FORWARD_TIMEOUT:g} s",
-            )
+        """Queue ``data`` for ``target``, never waiting for room (see the module docstring).
 
-    async def reply_error(self, conn: Conn, data: bytes, kind: str, message: str) -> None:
+        No checkpoint per message: the reader checkpoints on every websocket
+        message anyway. (No await since the decision either: target is
+        still linked.)
+        """
+        forwarded = bump_hops(data)
+        if not request:
+            self.send(target, forwarded)
+            return
+        own, out = conn.out, target.out
+        kind = "overloaded"
+        if own.over_budget:
+            # Its own answers wait unread: more requests would only add to them.
+            message = (
+                f"{head.to}: {own.bytes} bytes of answers wait for this link to read them,"
+                f" over its budget of {own.budget}; nothing ran: retry later"
+            )
+        else:
+            try:
+                out.send_nowait(forwarded)
+                return
+            except trio.WouldBlock:
+                message = (
+                    f"{head.to}: its node's link has {out.bytes} bytes waiting, over its"
+                    f" budget of {out.budget}; nothing ran: retry later"
+                )
+            except _CLOSED:
+                kind, message = "no_route", self.routing.no_route_reason(head.to, owner)
+        if kind == "overloaded":
+            self.overloaded += 1
+        if head.reply_to is not None and head.corr is not None:
+            # It never reached the target: it is not in flight, nor counted against the caller.
+            self.inflight.finished(target, head.reply_to, head.corr)
+        self.reply_error(conn, head, kind, message)
+
+    def reply_error(self, conn: Conn, head: RoutingHeader, kind: str, message: str) -> None:
         """Answer a request from ``conn`` that cannot be routed; other frames are dropped.
 
         The error goes back on ``conn``, the link the request came from (its
         ``reply_to`` is that link's own reply address: ``Routing.decide``
-        checked it).
+        checked it), without waiting for room (:meth:`send`). It is made
+        from the routing header alone: refusing a large request costs no
+        decoding of its arguments.
         """
-        try:
-            envelope = self.codec.decode(data)
-        except WireError as exc:
-            await self.violation(conn, exc.reason)
+        if head.reply_to is None or frame_tag(head.frame) != "req":
             return
-        assert isinstance(envelope, Envelope)
-        if not isinstance(envelope.frame, Request) or envelope.reply_to is None:
-            return
-        error = Envelope(
-            0, envelope.reply_to, 0, Error(kind, message, envelope.to), None, envelope.corr
-        )
-        # The caller may be gone too (closed link): then there is nobody to tell.
-        closed = (trio.ClosedResourceError, trio.BrokenResourceError)
-        with trio.move_on_after(FORWARD_TIMEOUT), suppress(*closed):
-            await conn.out.send(self.codec.encode(error))
+        error = Envelope(0, head.reply_to, 0, Error(kind, message, head.to), None, head.corr)
+        self.send(conn, self.codec.encode(error))
 
     # --- lost links ---------------------------------------------------------------
 
@@ -216,12 +315,16 @@ class Router:
                 f"{REPLY_NAME}@{conn.link.path}", f"the caller's link ({node_id}) closed"
             )
         conn.link.close()
+        # Its queue is dropped with it: the bytes no longer count against anyone.
+        conn.out.close()
+        conn.out.set_account(None)
         unanswered = self.inflight.lost_requests(conn)
         abandoned = self.inflight.abandoned(conn)
         if unanswered or abandoned:
             with trio.CancelScope(shield=True), trio.move_on_after(1):
                 await self._answer_lost(unanswered)
                 self._cancel_abandoned(abandoned)
+        conn.detached.set()
 
     async def _answer_lost(
         self, unanswered: list[tuple[tuple[str, int], str, Conn | None]]
@@ -230,8 +333,7 @@ class Router:
 
         Each error goes to the link its request came from (or to the
         sentinel's own node), and names the address called, not the node
-        that served it. Best effort, never waiting for room: a caller whose
-        queue is full falls back to its own deadline.
+        that served it. Never waiting for room (:meth:`send`).
         """
         for (reply_to, corr), to, caller in unanswered:
             message = f"no answer from {to}: its node went away before answering"
@@ -240,19 +342,16 @@ class Router:
                 if reply_to == self.node.reply_address:
                     await self.node._deliver(error)
                 continue
-            with suppress(trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError):
-                caller.out.send_nowait(self.codec.encode(error))
+            self.send(caller, self.codec.encode(error))
 
     def _cancel_abandoned(self, abandoned: list[tuple[Conn, str, tuple[str, int]]]) -> None:
         """Cancel the requests a lost link was still waiting on at other links.
 
         A caller that dies (a client killed while reading a stream) sends no
         ``Cancel``; without this its producers would stay stalled until their
-        idle timeout. Best effort, never waiting for room: a producer whose
-        link is full falls back to that timeout.
+        idle timeout. Never waiting for room (:meth:`send`).
         """
         reason = "the caller's link closed"
         for target, to, (reply_to, corr) in abandoned:
             cancel = Envelope(0, to, 0, Cancel(reason), reply_to, corr)
-            with suppress(trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError):
-                target.out.send_nowait(self.codec.encode(cancel))
+            self.send(target, self.codec.encode(cancel))

@@ -49,6 +49,7 @@ from ..._protocol._credentials import (
     Enrollment,
     decode_enrollment,
 )
+from ..._protocol._quotas import Quotas
 from ..._protocol._route_table import POOL_PREFIX, record_owners
 from ..._wire._schema import Codec
 from .._identity import (
@@ -58,9 +59,9 @@ from .._identity import (
     NodeStores,
     load_or_create_identity,
 )
+from .._link_queue import LinkLimits
 from .._transport import (
     DEFAULT_HEARTBEAT,
-    DEFAULT_QUEUE,
     HANDSHAKE_TIMEOUT,
     WS_MESSAGE_MARGIN,
     WS_QUEUE,
@@ -105,7 +106,6 @@ class Sentinel:
         credentials: tuple[ClientCredential, ...],
         url_path: str,
         heartbeat: float,
-        queue_size: int,
         codec: Codec,
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
         handshake_timeout: float = HANDSHAKE_TIMEOUT,
@@ -113,11 +113,14 @@ class Sentinel:
         open_admission: bool = False,
         trust_on_first_use: bool = False,
         clock: Callable[[], float] = time.time,
+        limits: LinkLimits | None = None,
+        quotas: Quotas | None = None,
     ) -> None:
         self.node = node
         self.stores = stores
         self.codec = codec
-        self.router = Router(node, codec, sentinel_id)
+        self.quotas = quotas if quotas is not None else Quotas()
+        self.router = Router(node, codec, sentinel_id, limits=limits, quotas=self.quotas)
         self.routes = self.router.routes
         self.inflight = self.router.inflight
         self.pins: dict[str, bytes] = {}
@@ -132,6 +135,7 @@ class Sentinel:
             trust_on_first_use=trust_on_first_use,
             open_admission=open_admission,
             clock=clock,
+            quotas=self.quotas,
         )
         self.handler = ConnectionHandler(
             self.router,
@@ -139,7 +143,6 @@ class Sentinel:
             self.policy,
             url_path=url_path,
             heartbeat=heartbeat,
-            queue_size=queue_size,
             max_connections=max_connections,
             handshake_timeout=handshake_timeout,
         )
@@ -261,6 +264,11 @@ class Sentinel:
         return self.handler.refused_connections
 
     @property
+    def queued_bytes(self) -> int:
+        """Bytes waiting in the outgoing queues of all links now."""
+        return self.router.queued_bytes
+
+    @property
     def violations(self) -> int:
         """Protocol violations (bad frames) seen so far, on all links."""
         return self.router.violations
@@ -356,12 +364,13 @@ async def open_sentinel(
     keyfile: str | Path | None = None,
     client_cafile: str | Path | None = None,
     heartbeat: float = DEFAULT_HEARTBEAT,
-    queue_size: int = DEFAULT_QUEUE,
     max_message_size: int | None = None,
     max_connections: int = DEFAULT_MAX_CONNECTIONS,
     handshake_timeout: float = HANDSHAKE_TIMEOUT,
     door_limits: DoorLimits = DEFAULT_DOOR_LIMITS,
     clock: Callable[[], float] = time.time,
+    limits: LinkLimits | None = None,
+    quotas: Quotas | None = None,
 ) -> AsyncIterator[Sentinel]:
     """Run a sentinel for the duration of the block; yields the :class:`Sentinel`.
 
@@ -399,6 +408,12 @@ async def open_sentinel(
     how long in all, and the memory their unfinished messages may hold):
     a flood of peers that never attach sheds its own oldest members and
     never locks out a newcomer.
+
+    ``limits`` bounds each link's outgoing queue in bytes and says how long
+    a link may stay behind before it is closed (:class:`LinkLimits`);
+    ``quotas`` bounds what each principal may use at once (requests in
+    flight, open streams, bytes queued, bindings per node, enrolled nodes:
+    :class:`Quotas`). Both default to values that protect a two-core machine.
     """
     admission = _resolve_credentials(token, credentials, open_admission)
     if max_connections < 1:
@@ -444,7 +459,6 @@ async def open_sentinel(
             credentials=admission,
             url_path=path,
             heartbeat=heartbeat,
-            queue_size=queue_size,
             codec=codec,
             max_connections=max_connections,
             handshake_timeout=handshake_timeout,
@@ -452,6 +466,8 @@ async def open_sentinel(
             open_admission=open_admission,
             trust_on_first_use=trust_on_first_use,
             clock=clock,
+            limits=limits,
+            quotas=quotas,
         )
         sentinel.policy.authz = policy if policy is not None else Policy.allow_all()
         if policy is None:
