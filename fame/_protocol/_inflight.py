@@ -47,7 +47,10 @@ class InflightRequests(Generic[L]):
             raise ValueError("limit must be at least 1")
         self.limit = limit
         self.usage = usage if usage is not None else PrincipalUsage()
-        self._counted: dict[Key, tuple[str, bool]] = {}  # key -> (principal, stream)
+        # key -> (principal, stream, caller link): what it counts in usage and shares
+        self._counted: dict[Key, tuple[str, bool, L | None]] = {}
+        # per caller link: [requests, streams] counted, for the link's share of its quota
+        self._caller_counts: dict[L, list[int]] = {}
         self._by_link: dict[L, dict[Key, str]] = {}  # per serving link: key -> address
         self._link_of: dict[Key, L] = {}
         # The caller's side: per caller link, its requests and where they went.
@@ -75,8 +78,12 @@ class InflightRequests(Generic[L]):
         waiting = self._by_link.setdefault(link, {})
         key = (reply_to, corr)
         if principal is not None and key not in self._counted:
-            self._counted[key] = (principal, stream)
+            self._counted[key] = (principal, stream, caller)
             self.usage.count(principal, stream=stream)
+            if caller is not None:
+                counts = self._caller_counts.setdefault(caller, [0, 0])
+                counts[0] += 1
+                counts[1] += stream
         waiting[key] = to
         self._link_of[key] = link
         if caller is not None:
@@ -133,8 +140,21 @@ class InflightRequests(Generic[L]):
 
     def _uncount(self, key: Key) -> None:
         counted = self._counted.pop(key, None)
-        if counted is not None:
-            self.usage.uncount(counted[0], stream=counted[1])
+        if counted is None:
+            return
+        principal, stream, caller = counted
+        self.usage.uncount(principal, stream=stream)
+        counts = self._caller_counts.get(caller) if caller is not None else None
+        if counts is not None:
+            counts[0] -= 1
+            counts[1] -= stream
+            if counts[0] <= 0:
+                del self._caller_counts[caller]  # type: ignore[arg-type]
+
+    def caller_usage(self, caller: L) -> tuple[int, int]:
+        """Requests and streams of link ``caller`` in flight now (counted for its principal)."""
+        counts = self._caller_counts.get(caller)
+        return (counts[0], counts[1]) if counts is not None else (0, 0)
 
     def _forget(self, key: Key) -> None:
         self._uncount(key)

@@ -22,7 +22,13 @@ import msgspec
 
 from .._core._errors import WireError
 
-__all__ = ["QUOTA_SETTINGS", "PrincipalUsage", "Quotas", "request_streams"]
+__all__ = [
+    "QUOTA_SETTINGS",
+    "PrincipalUsage",
+    "Quotas",
+    "link_share_refusal",
+    "request_streams",
+]
 
 MIB = 1 << 20
 
@@ -32,6 +38,8 @@ QUOTA_SETTINGS = {
     "bindings": "FAME_QUOTA_BINDINGS",
     "enrolled_nodes": "FAME_QUOTA_ENROLLED_NODES",
     "bytes_queued": "FAME_QUOTA_BYTES_QUEUED",
+    "requests_in_flight_per_link": "FAME_QUOTA_REQUESTS_IN_FLIGHT_PER_LINK",
+    "streams_per_link": "FAME_QUOTA_STREAMS_PER_LINK",
 }
 """The setting of ``fame sentinel`` that raises each quota, named in refusals."""
 
@@ -48,6 +56,12 @@ class Quotas:
     The defaults protect a two-core machine and leave room for a legitimate
     heavy load: 4 client processes x 512 concurrent callers sharing one
     client credential keep 2,048 requests in flight.
+
+    Many processes often share one credential (every ``fame-client`` holds
+    ``client:default``), so one link may use only its share of its
+    principal's quotas (``*_per_link``): past it, its requests are answered
+    ``overloaded`` (retried by the caller until its deadline), and one
+    greedy process cannot spend the quota the others of its principal need.
     """
 
     requests_in_flight: int = attrs.field(default=4096, validator=_at_least_one)
@@ -60,6 +74,10 @@ class Quotas:
     """Node ids enrolled in all; past it trust on first use enrolls no new one."""
     bytes_queued: int = attrs.field(default=16 * MIB, validator=_at_least_one)
     """Bytes waiting in the sentinel's queues to a principal's links, in all."""
+    requests_in_flight_per_link: int = attrs.field(default=1024, validator=_at_least_one)
+    """Of those requests in flight, how many one link may have (its share)."""
+    streams_per_link: int = attrs.field(default=64, validator=_at_least_one)
+    """Of those open streams, how many one link may have (its share)."""
 
 
 def exceeded(principal: str, quota: str, value: int, what: str, remedy: str) -> str:
@@ -128,6 +146,28 @@ class PrincipalUsage:
                 "read the answers already sent",
             )
         return None
+
+
+def link_share_refusal(
+    principal: str, quotas: Quotas, requests: int, streams: int, *, stream: bool
+) -> str | None:
+    """Why a link with ``requests`` (``streams``) in flight may not send one more now, or None.
+
+    Backpressure, not an error of the principal: the caller retries.
+    """
+    limit = min(quotas.requests_in_flight_per_link, quotas.requests_in_flight)
+    if requests >= limit:
+        return (
+            f"this link of {principal} has {requests} requests in flight, its share"
+            f" (requests_in_flight_per_link = {limit}); nothing ran"
+        )
+    limit = min(quotas.streams_per_link, quotas.streams)
+    if stream and streams >= limit:
+        return (
+            f"this link of {principal} has {streams} streams open, its share"
+            f" (streams_per_link = {limit}); nothing ran"
+        )
+    return None
 
 
 def _decrement(counts: dict[str, int], key: str, by: int) -> None:

@@ -32,7 +32,7 @@ from .._wire._schema import (
 )
 from ._authz import Policy, Principal
 from ._inflight import InflightRequests
-from ._quotas import PrincipalUsage, Quotas, request_streams
+from ._quotas import PrincipalUsage, Quotas, link_share_refusal, request_streams
 from ._route_table import RouteTable
 
 __all__ = ["Deliver", "DropAnswer", "Forward", "Refuse", "ReplyError", "RouteAction", "Routing"]
@@ -235,6 +235,10 @@ class Routing(Generic[L]):
                 refusal = self.usage.refusal(who, self.quotas, stream=stream)
                 if refusal is not None:
                     return ReplyError("quota_exceeded", refusal)
+                requests, streams = self.inflight.caller_usage(source)
+                busy = link_share_refusal(who, self.quotas, requests, streams, stream=stream)
+                if busy is not None:
+                    return ReplyError("overloaded", busy)
                 self.inflight.forwarded(
                     target, reply_to, corr, caller=source, to=to, principal=who, stream=stream
                 )

@@ -151,6 +151,41 @@ def test_open_streams_have_their_own_quota() -> None:
     assert routing.usage.streams == {}
 
 
+def test_one_link_gets_only_its_share_and_the_others_of_its_principal_keep_theirs() -> None:
+    # Every fame-client holds client:default: a greedy process must not spend
+    # the quota the others of its principal need.
+    routing, bulk, other, server = _routing(
+        Quotas(requests_in_flight=10, requests_in_flight_per_link=2, streams_per_link=1)
+    )
+    same = Principal("client", "bulk", "nother")  # a second process of the same principal
+    for corr in (1, 2):
+        assert isinstance(
+            routing.decide(bulk, "_reply@nbulk", _call(corr, "_reply@nbulk"), BULK), Forward
+        )
+    busy = routing.decide(bulk, "_reply@nbulk", _call(3, "_reply@nbulk"), BULK)
+    assert isinstance(busy, ReplyError) and busy.kind == "overloaded"  # backpressure: retried
+    assert "requests_in_flight_per_link = 2" in busy.message and "nothing ran" in busy.message
+    assert routing.inflight.link_of("_reply@nbulk", 3) is None
+    stream = routing.decide(other, "_reply@nother", _call(1, "_reply@nother", stream=True), same)
+    assert isinstance(stream, Forward)
+    second = routing.decide(other, "_reply@nother", _call(2, "_reply@nother", stream=True), same)
+    assert isinstance(second, ReplyError) and second.kind == "overloaded"
+    assert "streams_per_link = 1" in second.message
+    assert isinstance(
+        routing.decide(other, "_reply@nother", _call(3, "_reply@nother"), same), Forward
+    )
+    assert routing.usage.requests == {"client:bulk": 4}
+    # An answer gives the link its place back; a lost link gives back all it held.
+    reply = header(Envelope(0, "_reply@nbulk", 2, Reply(None), None, 1))
+    assert routing.decide(server, "_reply@nserver", reply) == Forward(bulk, None)
+    assert routing.inflight.caller_usage(bulk) == (1, 0)
+    assert isinstance(routing.decide(bulk, "_reply@nbulk", _call(4, "_reply@nbulk"), BULK), Forward)
+    routing.inflight.lost(server)
+    assert routing.inflight.caller_usage(bulk) == (0, 0)
+    assert routing.inflight.caller_usage(other) == (0, 0)
+    assert routing.usage.requests == {}
+
+
 def _policy(quotas: Quotas) -> SentinelPolicy:
     return SentinelPolicy(
         "sentinel1",
