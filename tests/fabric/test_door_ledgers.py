@@ -16,6 +16,22 @@ def test_a_newcomer_sheds_the_oldest_of_its_own_address_first() -> None:
     assert ledger.count("10.0.0.1") == 3 and "b0" in ledger and "a0" not in ledger
 
 
+def test_a_churning_full_ledger_refuses_flooders_at_once_and_lets_a_fresh_peer_in() -> None:
+    ledger: UnattachedLedger[str] = UnattachedLedger(limit=8, per_address=8)
+    for i in range(8):  # four flooding addresses, two connections each, just now
+        ledger.admit(f"f{i}", f"10.0.0.{i % 4}", now=10.0 + i * 0.01)
+    # Full and churning: a flooder holding its fair share (8 / 4) is refused at accept...
+    assert ledger.refuses("10.0.0.1", now=10.2, churn_age=1.0)
+    # ...a fresh address is not: it gets in and sheds a flooder.
+    assert not ledger.refuses("10.0.0.9", now=10.2, churn_age=1.0)
+    assert ledger.admit("fresh", "10.0.0.9", now=10.2) == ["f0"]
+    # Not churning (the oldest waited long enough): everyone sheds as before.
+    assert not ledger.refuses("10.0.0.1", now=12.0, churn_age=1.0)
+    # Not full: nobody is refused.
+    ledger.forget("f1")
+    assert not ledger.refuses("10.0.0.2", now=10.2, churn_age=1.0)
+
+
 def test_a_full_ledger_sheds_the_oldest_of_the_address_holding_the_most() -> None:
     ledger: UnattachedLedger[str] = UnattachedLedger(limit=4, per_address=4)
     ledger.admit("b0", "10.0.0.2", now=0)  # the oldest of all, but from a small holder

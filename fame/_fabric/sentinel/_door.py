@@ -60,6 +60,8 @@ log = logging.getLogger("fame.sentinel")
 
 ACCEPT_PAUSE = 0.1
 """Seconds the door stops accepting after running out of file descriptors."""
+CHURN_AGE = 1.0
+"""A full ledger whose oldest connection is younger than this (seconds) is churning."""
 LOG_INTERVAL = 10.0
 """Seconds between two log lines about the same repeated event (with a count)."""
 OUT_OF_RESOURCES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
@@ -124,6 +126,14 @@ def _socket_of(stream: trio.abc.Stream) -> trio.socket.SocketType:
         stream = stream.transport_stream
     assert isinstance(stream, trio.SocketStream), stream
     return stream.socket
+
+
+def _address_of(stream: trio.abc.Stream) -> str:
+    """The remote host of ``stream``'s socket ("?" if the peer is gone already)."""
+    try:
+        return str(_socket_of(stream).getpeername()[0])
+    except OSError:
+        return "?"
 
 
 class DoorStream(trio.abc.Stream):
@@ -191,6 +201,8 @@ class DoorListener(trio.abc.Listener[DoorStream]):
                 if not self.door._out_of_resources(exc):
                     await trio.sleep(ACCEPT_PAUSE)  # nothing to shed: wait for a close
                 continue
+            if self.door._refused(stream):
+                continue
             return self.door._admit(stream)
 
     async def aclose(self) -> None:
@@ -226,12 +238,14 @@ class Door:
         # Counters since start, for tests and the administration.
         self.accepted = 0
         self.shed = 0  # unattached connections closed to make room for a newcomer
+        self.refused = 0  # newcomers closed at accept: their address floods a churning ledger
         self.expired = 0  # closed for not attaching within attach_deadline
         self.over_budget = 0  # closed for holding more of a partial message than allowed
         self.overdue = 0  # closed for a partial message older than partial_deadline
         self.out_of_resources = 0  # accept failures for lack of descriptors or memory
         self._logs = {
-            kind: _Throttled() for kind in ("shed", "expired", "budget", "overdue", "resources")
+            kind: _Throttled()
+            for kind in ("shed", "refused", "expired", "budget", "overdue", "resources")
         }
 
     @property
@@ -313,6 +327,23 @@ class Door:
                 if stream.dropped:
                     scope.cancel()
             await fn(*args)
+
+    def _refused(self, inner: trio.abc.Stream) -> bool:
+        """Close ``inner`` at once if its address floods a full, churning ledger (True)."""
+        address = _address_of(inner)
+        now = trio.current_time()
+        if not self.ledger.refuses(address, now, CHURN_AGE):
+            return False
+        self.refused += 1
+        _socket_of(inner).close()  # no upgrade, no task: the cheap way out
+        if count := self._logs["refused"].hit(now):
+            log.warning(
+                "refused %d connections (since the last such line) at accept: their addresses"
+                " keep connecting without attaching while %d connections wait to attach",
+                count,
+                len(self.ledger),
+            )
+        return True
 
     def _admit(self, inner: trio.abc.Stream) -> DoorStream:
         self._numbers += 1

@@ -12,6 +12,14 @@ connecting, so a flood of peers that never attach (or send their upgrade
 request a byte a minute) only ever evicts its own oldest members, and
 cannot lock out a fresh peer, even from the same address.
 
+Shedding costs the sentinel a whole websocket upgrade per newcomer. When
+the ledger is full and churning (its oldest connection is younger than
+``churn_age``: peers reconnect as fast as they are shed), a newcomer from
+an address that already holds its fair share of the ledger is refused
+right after accept instead (:meth:`UnattachedLedger.refuses`), which costs
+almost nothing; an address holding less than its share (a fresh peer
+among flooding ones) is still let in and sheds a flooder.
+
 Keys are whatever identifies a connection (the door uses its streams);
 times are the caller's clock. Nothing here does I/O.
 """
@@ -47,6 +55,22 @@ class UnattachedLedger(Generic[K]):
     def count(self, address: str) -> int:
         """Unattached connections from ``address`` now."""
         return len(self._by_address.get(address, ()))
+
+    def refuses(self, address: str, now: float, churn_age: float) -> bool:
+        """Whether a newcomer from ``address`` is refused at once rather than shedding.
+
+        Only while the ledger is full and churning, and only for an address
+        holding at least its fair share of it (the limit divided among the
+        addresses present): a flood from many addresses then costs an
+        accept per connection, not an upgrade.
+        """
+        if len(self._since) < self.limit:
+            return False
+        oldest = next(iter(self._since.values()))
+        if now - oldest >= churn_age:
+            return False
+        fair = max(1, self.limit // len(self._by_address))
+        return self.count(address) >= fair
 
     def admit(self, key: K, address: str, now: float) -> list[K]:
         """Record a new connection ``key`` from ``address``; the ones to shed for it.
