@@ -353,7 +353,7 @@ async def slowloris(
     interval: float = 2.0,
 ) -> AsyncIterator[Tally]:
     """``sockets`` TCP connections that send half an upgrade request and one header line
-    every ``interval`` seconds, forever; each reconnects when closed."""
+    every ``interval`` seconds, forever; each reconnects a second after it is closed."""
     started: list[float] = []
     first_done: list[bool] = []
     open_now = 0
@@ -396,7 +396,7 @@ async def slowloris(
             finally:
                 open_now -= 1
             tally.closed_by_sentinel += 1
-            await trio.sleep(0.2)
+            await trio.sleep(1.0)  # as never_attached: a churn, not a busy loop of this process
 
     def in_place() -> bool:
         # Every socket tried once, or waited STALL seconds for the sentinel to take it.
