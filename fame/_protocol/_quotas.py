@@ -18,17 +18,8 @@ clock, no I/O.
 from __future__ import annotations
 
 import attrs
-import msgspec
 
-from .._core._errors import WireError
-
-__all__ = [
-    "QUOTA_SETTINGS",
-    "PrincipalUsage",
-    "Quotas",
-    "link_share_refusal",
-    "request_streams",
-]
+__all__ = ["QUOTA_SETTINGS", "PrincipalUsage", "Quotas", "link_share_refusal"]
 
 MIB = 1 << 20
 
@@ -176,20 +167,3 @@ def _decrement(counts: dict[str, int], key: str, by: int) -> None:
         counts[key] = left
     else:
         counts.pop(key, None)
-
-
-class _RequestStream(msgspec.Struct, array_like=True, frozen=True, tag="req"):
-    op: str
-    args: msgspec.Raw = msgspec.Raw(b"")
-    stream: bool = False
-
-
-_request_stream_decoder = msgspec.msgpack.Decoder(_RequestStream)
-
-
-def request_streams(frame: msgspec.Raw) -> bool:
-    """Whether an undecoded request frame asks for a stream; its arguments stay undecoded."""
-    try:
-        return _request_stream_decoder.decode(frame).stream
-    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
-        raise WireError(f"malformed request: {exc}") from None

@@ -28,11 +28,11 @@ from .._wire._schema import (
     REPLY_FRAME_TAGS,
     RoutingHeader,
     frame_tag,
-    request_op,
+    request_head,
 )
 from ._authz import Policy, Principal
 from ._inflight import InflightRequests
-from ._quotas import PrincipalUsage, Quotas, link_share_refusal, request_streams
+from ._quotas import PrincipalUsage, Quotas, link_share_refusal
 from ._route_table import RouteTable
 
 __all__ = ["Deliver", "DropAnswer", "Forward", "Refuse", "ReplyError", "RouteAction", "Routing"]
@@ -196,17 +196,14 @@ class Routing(Generic[L]):
             # Its answers could carry no corr, and would count against the
             # answering node's link as violations.
             return Refuse("a request with a reply_to needs a corr")
-        if (
-            principal is not None
-            and authz is not None
-            and tag == "req"
-            and not authz.allows_everything
-        ):
+        stream = False
+        if principal is not None and tag == "req":
+            # One decode serves the policy (the operation) and the quotas (a stream?).
             try:
-                op = request_op(head.frame)
+                op, stream = request_head(head.frame)
             except WireError as exc:
                 return Refuse(exc.reason)
-            if not authz.may_call(principal, to, op):
+            if authz is not None and not authz.may_call(principal, to, op):
                 return ReplyError(
                     "permission_denied",
                     f"{principal} may not call {quoted(op)} of {to}: the sentinel's policy"
@@ -227,10 +224,6 @@ class Routing(Generic[L]):
             if tag == "cancel":
                 self.inflight.finished(target, reply_to, corr)
             elif tag == "req" and principal is not None:
-                try:
-                    stream = request_streams(head.frame)
-                except WireError as exc:
-                    return Refuse(exc.reason)
                 who = str(principal)
                 refusal = self.usage.refusal(who, self.quotas, stream=stream)
                 if refusal is not None:

@@ -62,7 +62,7 @@ __all__ = [
     "challenge_payload",
     "frame_tag",
     "peek_version",
-    "request_op",
+    "request_head",
     "stamp_caller",
 ]
 
@@ -222,19 +222,26 @@ the stream by its caller's ``(reply_to, corr)``. Any other frame with a
 """
 
 
-class _RequestOp(msgspec.Struct, array_like=True, frozen=True, tag="req"):
+class _RequestHead(msgspec.Struct, array_like=True, frozen=True, tag="req"):
     op: str
+    args: msgspec.Raw = msgspec.Raw(b"")
+    stream: bool = False
 
 
-_request_op_decoder = msgspec.msgpack.Decoder(_RequestOp)
+_request_head_decoder = msgspec.msgpack.Decoder(_RequestHead)
 
 
-def request_op(frame: msgspec.Raw) -> str:
-    """The operation name of an undecoded request frame, decoding nothing after it."""
+def request_head(frame: msgspec.Raw) -> tuple[str, bool]:
+    """The operation name of an undecoded request frame and whether it asks for a stream.
+
+    What a router needs (its policy checks the operation, its quotas count
+    streams), in one decode that leaves the arguments undecoded.
+    """
     try:
-        return _request_op_decoder.decode(frame).op
+        head = _request_head_decoder.decode(frame)
     except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
         raise WireError(f"malformed request: {exc}") from None
+    return head.op, head.stream
 
 
 def frame_tag(frame: msgspec.Raw) -> str:

@@ -10,7 +10,7 @@ from fame._protocol._authz import Principal
 from fame._protocol._credentials import ClientCredential
 from fame._protocol._identity import Identity
 from fame._protocol._inflight import InflightRequests
-from fame._protocol._quotas import PrincipalUsage, Quotas, request_streams
+from fame._protocol._quotas import PrincipalUsage, Quotas
 from fame._protocol._route_table import RouteTable
 from fame._protocol._routing import Forward, ReplyError, Routing
 from fame._wire._schema import (
@@ -25,6 +25,7 @@ from fame._wire._schema import (
     RoutingHeader,
     Unbind,
     Welcome,
+    request_head,
 )
 
 from .test_protocol import handshake
@@ -97,12 +98,15 @@ def test_the_inflight_table_uncounts_a_request_every_way_it_ends() -> None:
     assert usage.requests == {"client:a": 2}
 
 
-def test_request_streams_reads_the_flag_without_the_arguments() -> None:
+def test_request_head_reads_the_operation_and_the_flag_without_the_arguments() -> None:
     def frame(request: Request) -> msgspec.Raw:
         return header(Envelope(0, "a@b", 1, request, "_reply@c", 1)).frame
 
-    assert request_streams(frame(Request("count", {"big": "x" * 1000}, stream=True)))
-    assert not request_streams(frame(Request("say", {"text": "hi"})))
+    assert request_head(frame(Request("count", {"big": "x" * 1000}, stream=True))) == (
+        "count",
+        True,
+    )
+    assert request_head(frame(Request("say", {"text": "hi"}))) == ("say", False)
 
 
 def _routing(quotas: Quotas) -> tuple[Routing[Link], Link, Link, Link]:
