@@ -144,7 +144,7 @@ def sentinel_door_limits(settings: Mapping[str, str]) -> DoorLimits:
 
     ``FAME_SENTINEL_MAX_UNATTACHED`` (128) connections may wait to attach,
     ``FAME_SENTINEL_MAX_UNATTACHED_PER_ADDRESS`` (32) from one address, for
-    ``FAME_SENTINEL_ATTACH_DEADLINE`` (5) seconds; unfinished messages hold
+    ``FAME_SENTINEL_ATTACH_DEADLINE`` (10) seconds; unfinished messages hold
     ``FAME_SENTINEL_PARTIAL_FRAME_ALLOWANCE`` (65536) bytes per connection,
     attached ones more from ``FAME_SENTINEL_PARTIAL_FRAME_BUDGET`` (33554432
     bytes in all), for ``FAME_SENTINEL_PARTIAL_FRAME_DEADLINE`` (10) seconds.

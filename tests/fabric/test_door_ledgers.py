@@ -16,20 +16,28 @@ def test_a_newcomer_sheds_the_oldest_of_its_own_address_first() -> None:
     assert ledger.count("10.0.0.1") == 3 and "b0" in ledger and "a0" not in ledger
 
 
-def test_a_churning_full_ledger_refuses_flooders_at_once_and_lets_a_fresh_peer_in() -> None:
+def test_a_full_ledger_refuses_flooders_at_once_and_lets_a_fresh_peer_in() -> None:
     ledger: UnattachedLedger[str] = UnattachedLedger(limit=8, per_address=8)
-    for i in range(8):  # four flooding addresses, two connections each, just now
+    for i in range(8):  # four flooding addresses, two connections each
         ledger.admit(f"f{i}", f"10.0.0.{i % 4}", now=10.0 + i * 0.01)
-    # Full and churning: a flooder holding its fair share (8 / 4) is refused at accept...
-    assert ledger.refuses("10.0.0.1", now=10.2, churn_age=1.0)
+    # Full: a flooder holding its fair share (8 / 4) is refused at accept...
+    assert ledger.refuses("10.0.0.1")
     # ...a fresh address is not: it gets in and sheds a flooder.
-    assert not ledger.refuses("10.0.0.9", now=10.2, churn_age=1.0)
+    assert not ledger.refuses("10.0.0.9")
     assert ledger.admit("fresh", "10.0.0.9", now=10.2) == ["f0"]
-    # Not churning (the oldest waited long enough): everyone sheds as before.
-    assert not ledger.refuses("10.0.0.1", now=12.0, churn_age=1.0)
     # Not full: nobody is refused.
     ledger.forget("f1")
-    assert not ledger.refuses("10.0.0.2", now=10.2, churn_age=1.0)
+    assert not ledger.refuses("10.0.0.2")
+
+
+def test_a_flood_from_one_address_is_never_refused_only_shed() -> None:
+    # Its per-address cap keeps the ledger from filling: a fresh peer from the
+    # same address (a legitimate client behind the same IP) still gets in.
+    ledger: UnattachedLedger[int] = UnattachedLedger(limit=8, per_address=4)
+    for i in range(100):
+        assert not ledger.refuses("10.0.0.1")
+        ledger.admit(i, "10.0.0.1", now=float(i))
+    assert len(ledger) == 4
 
 
 def test_a_full_ledger_sheds_the_oldest_of_the_address_holding_the_most() -> None:

@@ -60,8 +60,6 @@ log = logging.getLogger("fame.sentinel")
 
 ACCEPT_PAUSE = 0.1
 """Seconds the door stops accepting after running out of file descriptors."""
-CHURN_AGE = 1.0
-"""A full ledger whose oldest connection is younger than this (seconds) is churning."""
 LOG_INTERVAL = 10.0
 """Seconds between two log lines about the same repeated event (with a count)."""
 OUT_OF_RESOURCES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
@@ -82,7 +80,7 @@ class DoorLimits:
 
     max_unattached: int = 128
     max_unattached_per_address: int = 32
-    attach_deadline: float = 5.0
+    attach_deadline: float = 10.0
     partial_allowance: int = 64 * 1024
     partial_budget: int = 32 * 1024 * 1024
     partial_deadline: float = 10.0
@@ -238,7 +236,7 @@ class Door:
         # Counters since start, for tests and the administration.
         self.accepted = 0
         self.shed = 0  # unattached connections closed to make room for a newcomer
-        self.refused = 0  # newcomers closed at accept: their address floods a churning ledger
+        self.refused = 0  # closed at accept: their address held its share of a full ledger
         self.expired = 0  # closed for not attaching within attach_deadline
         self.over_budget = 0  # closed for holding more of a partial message than allowed
         self.overdue = 0  # closed for a partial message older than partial_deadline
@@ -329,10 +327,10 @@ class Door:
             await fn(*args)
 
     def _refused(self, inner: trio.abc.Stream) -> bool:
-        """Close ``inner`` at once if its address floods a full, churning ledger (True)."""
+        """Close ``inner`` at once if its address holds its share of a full ledger (True)."""
         address = _address_of(inner)
         now = trio.current_time()
-        if not self.ledger.refuses(address, now, CHURN_AGE):
+        if not self.ledger.refuses(address):
             return False
         self.refused += 1
         _socket_of(inner).close()  # no upgrade, no task: the cheap way out

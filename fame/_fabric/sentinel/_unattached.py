@@ -13,12 +13,13 @@ request a byte a minute) only ever evicts its own oldest members, and
 cannot lock out a fresh peer, even from the same address.
 
 Shedding costs the sentinel a whole websocket upgrade per newcomer. When
-the ledger is full and churning (its oldest connection is younger than
-``churn_age``: peers reconnect as fast as they are shed), a newcomer from
-an address that already holds its fair share of the ledger is refused
-right after accept instead (:meth:`UnattachedLedger.refuses`), which costs
-almost nothing; an address holding less than its share (a fresh peer
-among flooding ones) is still let in and sheds a flooder.
+the ledger is full, a newcomer from an address that already holds its
+fair share of it is refused right after accept instead
+(:meth:`UnattachedLedger.refuses`), which costs almost nothing; an address
+holding less than its share (a fresh peer among flooding ones) is still
+let in and sheds a flooder. (An earlier rule refused only while the
+ledger churned, its oldest under a second old; on a starved machine the
+oldest aged past that and every flooder cost an upgrade again.)
 
 Keys are whatever identifies a connection (the door uses its streams);
 times are the caller's clock. Nothing here does I/O.
@@ -56,18 +57,16 @@ class UnattachedLedger(Generic[K]):
         """Unattached connections from ``address`` now."""
         return len(self._by_address.get(address, ()))
 
-    def refuses(self, address: str, now: float, churn_age: float) -> bool:
+    def refuses(self, address: str) -> bool:
         """Whether a newcomer from ``address`` is refused at once rather than shedding.
 
-        Only while the ledger is full and churning, and only for an address
-        holding at least its fair share of it (the limit divided among the
-        addresses present): a flood from many addresses then costs an
-        accept per connection, not an upgrade.
+        Only while the ledger is full, and only for an address holding at
+        least its fair share of it (the limit divided among the addresses
+        present): a flood from many addresses then costs an accept per
+        connection, not an upgrade. (A flood from one address never fills
+        the ledger, its per-address cap does: it sheds its own oldest.)
         """
         if len(self._since) < self.limit:
-            return False
-        oldest = next(iter(self._since.values()))
-        if now - oldest >= churn_age:
             return False
         fair = max(1, self.limit // len(self._by_address))
         return self.count(address) >= fair
