@@ -32,6 +32,7 @@ if __name__ == "__main__":  # run by path: make the repository and the tests imp
     ROOT = Path(__file__).resolve().parents[2]
     sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
+from tests.reliability.attack_process import in_own_process
 from tests.reliability.attack_scenario import Outcome, percentile, run_scenario
 from tests.reliability.fame_services import ECHO_AGENT, STORAGE_AGENT, FameServices
 from tests.reliability.resource_attackers import (
@@ -62,7 +63,7 @@ ROWS: dict[str, tuple[Any, dict[str, Any], dict[str, Any]]] = {
     ),
     "1,100 websockets that never attach": (never_attached, {}, {"sockets": 1100, "fresh": 72}),
     "3,000 slowloris sockets, 1,024 files": (
-        slowloris,
+        in_own_process(slowloris),
         {"sentinel_max_files": 1024},
         {"sockets": 3000, "fresh": 10},
     ),
