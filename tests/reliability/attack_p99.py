@@ -61,7 +61,11 @@ ROWS: dict[str, tuple[Any, dict[str, Any], dict[str, Any]]] = {
         {},
         {"requests": 30_000, "streams": 5},
     ),
-    "1,100 websockets that never attach": (never_attached, {}, {"sockets": 1100, "fresh": 72}),
+    "1,100 websockets that never attach": (
+        in_own_process(never_attached),
+        {},
+        {"sockets": 1100, "fresh": 72},
+    ),
     "3,000 slowloris sockets, 1,024 files": (
         in_own_process(slowloris),
         {"sentinel_max_files": 1024},

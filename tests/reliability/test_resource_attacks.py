@@ -142,7 +142,11 @@ async def test_websockets_that_never_attach_do_not_lock_out_fresh_clients(
 ) -> None:
     services = services_for(fame_services, "never-attach")
     outcome = await run_scenario(
-        services, never_attached, rounds=ROUNDS, fresh=FRESH_CONNECTS_CI, sockets=1100
+        services,
+        in_own_process(never_attached),
+        rounds=ROUNDS,
+        fresh=FRESH_CONNECTS_CI,
+        sockets=1100,
     )
     reliability_report(**outcome.figures(), fresh_connects=FRESH_CONNECTS_CI)
     tally = outcome.tally
