@@ -11,6 +11,7 @@ import fame
 from fame._fabric._client import connect
 from fame._fabric._transport import SentinelUnreachable
 from fame._fabric.sentinel._server import open_sentinel
+from fame.errors import RequestLost
 
 from .conftest import Fabric, free_port
 from .fabric_agents import Echo
@@ -51,16 +52,22 @@ async def test_remote_errors_are_typed(fabric: Fabric) -> None:
             await untyped.nope()
 
 
-async def test_no_route_is_immediate_and_names_the_address(fabric: Fabric) -> None:
+async def test_no_route_is_retried_until_the_deadline_then_names_the_address(
+    fabric: Fabric,
+) -> None:
     _, url = fabric.sentinel()
     async with connect(url, token=fabric.token) as client:
-        # A deadline far beyond the test: the error must come from the sentinel, not a timeout.
-        ghost = client.proxy("ghost@fame.fabric").with_timeout(3600)
-        with pytest.raises(fame.NoRoute) as info:
+        # Sent again and again (a node might bind it meanwhile), then NoRoute,
+        # which says nothing ran: not a bare timeout.
+        ghost = client.proxy("ghost@fame.fabric").with_timeout(2)
+        with trio.fail_after(30), pytest.raises(fame.NoRoute) as info:
             await ghost.anything()
         assert "ghost@fame.fabric" in str(info.value)
+        assert isinstance(info.value, fame.errors.NotApplied)
+        assert "nothing ran" in str(info.value)
+        # A stream is not sent again: its first answer is the sentinel's no-route.
         with pytest.raises(fame.NoRoute):
-            async for _ in ghost.any_stream():
+            async for _ in ghost.with_timeout(3600).any_stream():
                 pass
 
 
@@ -165,15 +172,16 @@ async def test_a_pool_with_no_member_attached_says_so(fabric: Fabric) -> None:
     _, url = fabric.sentinel()
     member, _, _ = fabric.node(url, "--no-spawn", "--pool", "work@fame.fabric")
     async with connect(url, token=fabric.token) as client:
-        work = client.proxy("work@fame.fabric", Echo).with_timeout(3600)
+        work = client.proxy("work@fame.fabric", Echo).with_timeout(2)
         assert await work.pid() == member.proc.pid
         member.kill()
         with trio.fail_after(60):  # the sentinel notices the closed link at once
             while True:
                 try:
                     await work.pid()
-                except fame.NoRoute as exc:
-                    if "none of the 1 nodes of its pool is attached" in str(exc):
-                        break
+                except RequestLost as exc:
                     # In flight when the node died: answered by the sentinel.
                     assert "went away before answering" in str(exc), str(exc)
+                except fame.NoRoute as exc:
+                    assert "none of the 1 nodes of its pool is attached" in str(exc), str(exc)
+                    break
