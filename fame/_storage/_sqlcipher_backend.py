@@ -9,6 +9,12 @@ Layout of every file (format ``fame/kv/v1``)::
 
     kv(key TEXT PRIMARY KEY, value BLOB, version INTEGER, expires_at REAL)
     fame_meta(name TEXT PRIMARY KEY, value)   -- 'format'; 'seq': versions reserved so far
+    fame_requests(id TEXT PRIMARY KEY, at REAL, answer BLOB)  -- deduplicated writes
+    fame_requests_at ON fame_requests(at)
+
+``fame_requests`` (see ``_dedupe``) came after the first files were made:
+opening a file without it adds it (and its index) in one transaction, which
+keeps every record; fame versions from before it ignore the table.
 
 WAL journal; ``synchronous=FULL`` by default, ``NORMAL`` on request.
 ``FAME_STORAGE_MAX_FILE_BYTES`` becomes ``PRAGMA max_page_count``; a
@@ -27,6 +33,7 @@ from pathlib import Path
 
 import sqlcipher3
 
+from ._dedupe import DedupeLimits
 from ._errors import DamagedDatabase, DatabaseInUse, StorageError, StorageFull
 from ._ops import (
     READ_CHUNK,
@@ -59,6 +66,21 @@ _SCHEMA = (
     "CREATE INDEX kv_expires ON kv (expires_at) WHERE expires_at IS NOT NULL",
     "CREATE TABLE fame_meta (name TEXT PRIMARY KEY NOT NULL, value) WITHOUT ROWID",
 )
+_REQUESTS_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS fame_requests (id TEXT PRIMARY KEY NOT NULL,"
+    " at REAL NOT NULL, answer BLOB NOT NULL) WITHOUT ROWID",
+    "CREATE INDEX IF NOT EXISTS fame_requests_at ON fame_requests (at)",
+)
+_FIND_REQUEST = "SELECT at, answer FROM fame_requests WHERE id = ?"
+_RECORD_REQUEST = "INSERT OR REPLACE INTO fame_requests (id, at, answer) VALUES (?, ?, ?)"
+# Both walk the index on ``at`` from its oldest end: the work is the rows removed.
+_PRUNE_EXPIRED_REQUESTS = (
+    "DELETE FROM fame_requests WHERE id IN (SELECT id FROM fame_requests WHERE at <= ?"
+    " ORDER BY at LIMIT ?)"
+)
+_PRUNE_OLDEST_REQUESTS = (
+    "DELETE FROM fame_requests WHERE id IN (SELECT id FROM fame_requests ORDER BY at LIMIT ?)"
+)
 _GET = f"SELECT value, version FROM kv WHERE key = ? AND {_LIVE}"
 _VERSION = f"SELECT version FROM kv WHERE key = ? AND {_LIVE}"
 _PUT = (
@@ -82,6 +104,7 @@ def open_sqlite(
     *,
     durability: str = "full",
     max_file_bytes: int | None = None,
+    dedupe: DedupeLimits = DedupeLimits(),  # noqa: B008 - frozen, so sharing it is safe
 ) -> SqliteBackend:
     """Open (creating if needed) the database at ``path``; blocking.
 
@@ -130,7 +153,17 @@ def open_sqlite(
             raise DamagedDatabase(
                 str(path), f"unknown format {meta.get('format')!r}, expected {FORMAT!r}"
             )
-        return SqliteBackend(conn, path, namespace, int(meta["seq"]), max_file_bytes)
+        if "fame_requests_at" not in tables:
+            # A new file, or one made before deduplicated writes: add the table.
+            conn.execute("BEGIN IMMEDIATE")
+            for statement in _REQUESTS_SCHEMA:
+                conn.execute(statement)
+            conn.execute("COMMIT")
+        # Counted once here (the index, in C), then kept by every transaction.
+        requests = int(conn.execute("SELECT count(*) FROM fame_requests").fetchone()[0])
+        return SqliteBackend(
+            conn, path, namespace, int(meta["seq"]), max_file_bytes, dedupe, requests
+        )
     except sqlcipher3.DatabaseError as exc:
         # Switching a new file to WAL and creating the schema write pages.
         error = (
@@ -192,8 +225,13 @@ class SqliteBackend:
         namespace: str,
         reserved: int,
         max_file_bytes: int | None = None,
+        dedupe: DedupeLimits = DedupeLimits(),  # noqa: B008 - frozen, so sharing it is safe
+        requests: int = 0,
     ) -> None:
         self._conn = conn
+        self.dedupe = dedupe
+        # Rows of fame_requests, so pruning by count never has to count them.
+        self._requests = requests
         self.path = path
         self.namespace = namespace
         self.max_file_bytes = max_file_bytes
@@ -283,9 +321,10 @@ class SqliteBackend:
         if self._damage is not None:
             raise DamagedDatabase(str(self.path), f"writes are refused: {self._damage.detail}")
         conn = self._conn
+        requests = self._requests
         conn.execute("BEGIN IMMEDIATE")
         try:
-            results, seq = apply_writes(self, self.namespace, ops, self._seq, now)
+            results, seq = apply_writes(self, self.namespace, ops, self._seq, now, self.dedupe)
             reserved = self._reserved
             if seq > reserved:
                 # Persisting the counter on every commit would write a second
@@ -295,6 +334,7 @@ class SqliteBackend:
                 conn.execute("UPDATE fame_meta SET value = ? WHERE name = 'seq'", (reserved,))
             conn.execute("COMMIT")
         except BaseException as exc:
+            self._requests = requests
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             if _is_full(exc):
@@ -322,6 +362,27 @@ class SqliteBackend:
 
     def purge(self, now: float, limit: int) -> int:
         return int(self._conn.execute(_PURGE, (now, limit)).rowcount)
+
+    def find_request(self, request_id: str) -> tuple[float, bytes] | None:
+        row: tuple[float, bytes] | None = self._conn.execute(
+            _FIND_REQUEST, (request_id,)
+        ).fetchone()
+        return row
+
+    def record_request(self, request_id: str, at: float, answer: bytes, *, replaces: bool) -> None:
+        self._conn.execute(_RECORD_REQUEST, (request_id, at, answer))
+        if not replaces:
+            self._requests += 1
+
+    def prune_requests(self, expired_at: float, keep: int, limit: int) -> int:
+        removed = int(self._conn.execute(_PRUNE_EXPIRED_REQUESTS, (expired_at, limit)).rowcount)
+        self._requests -= removed
+        over = min(self._requests - keep, limit - removed)
+        if over > 0:
+            oldest = int(self._conn.execute(_PRUNE_OLDEST_REQUESTS, (over,)).rowcount)
+            self._requests -= oldest
+            removed += oldest
+        return removed
 
     def close(self) -> None:
         """Checkpoint the WAL into the main file and close, leaving no ``-wal`` behind.
