@@ -165,11 +165,13 @@ class MemoryBackend:
             self._set_entry(key, None)
         return min(len(expired), limit)
 
-    def find_request(self, request_id: str) -> tuple[float, bytes] | None:
-        return self._requests.get(request_id)
+    def find_requests(self, request_ids: Sequence[str]) -> dict[str, tuple[float, bytes]]:
+        requests = self._requests
+        return {rid: requests[rid] for rid in request_ids if rid in requests}
 
-    def record_request(self, request_id: str, at: float, answer: bytes, *, replaces: bool) -> None:
-        self._set_request(request_id, (at, answer))
+    def record_requests(self, records: Sequence[tuple[str, float, bytes]], replaced: int) -> None:
+        for request_id, at, answer in records:
+            self._set_request(request_id, (at, answer))
 
     def prune_requests(self, expired_at: float, keep: int, limit: int) -> int:
         doomed: list[str] = []

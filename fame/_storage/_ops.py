@@ -162,12 +162,14 @@ class Transaction(Protocol):
 
     def purge(self, now: float, limit: int) -> int: ...
 
-    def find_request(self, request_id: str) -> tuple[float, bytes] | None:
-        """When ``request_id`` was recorded and its encoded answer, expired or not."""
+    def find_requests(self, request_ids: Sequence[str]) -> dict[str, tuple[float, bytes]]:
+        """The records among ``request_ids``: when each was made and its encoded
+        answer, expired ones included."""
         ...
 
-    def record_request(self, request_id: str, at: float, answer: bytes, *, replaces: bool) -> None:
-        """Record ``request_id``'s answer; ``replaces``: an expired record of it exists."""
+    def record_requests(self, records: Sequence[tuple[str, float, bytes]], replaced: int) -> None:
+        """Add ``(request id, at, answer)`` records, distinct ids; ``replaced`` of
+        them overwrite an expired record of the same id."""
         ...
 
     def prune_requests(self, expired_at: float, keep: int, limit: int) -> int:
@@ -232,7 +234,14 @@ def apply_writes(
     """
     results: list[object] = []
     since = now - limits.window
-    recorded = 0
+    request_ids = [
+        rid for op in ops if not isinstance(op, Purge) and (rid := op.request_id) is not None
+    ]
+    # One lookup for the whole batch; ids recorded by this transaction are in ``pending``.
+    known = txn.find_requests(request_ids) if request_ids else {}
+    pending: dict[str, Answer] = {}
+    records: list[tuple[str, float, bytes]] = []
+    replaced = 0
     prune = False
     for op in ops:
         if isinstance(op, Purge):
@@ -243,23 +252,27 @@ def apply_writes(
             results.append(StorageError(f"not a write operation: {op!r}"))
             continue
         request_id = op.request_id
-        replaces = False
+        found = None
         if request_id is not None:
-            found = txn.find_request(request_id)
-            if found is not None:
-                if found[0] > since:
-                    results.append(_replay(namespace, op, request_id, found[1]))
-                    continue
-                replaces = True  # recorded, but longer ago than the window: apply again
+            if request_id in pending:
+                results.append(_replay(namespace, op, request_id, pending[request_id]))
+                continue
+            found = known.get(request_id)
+            if found is not None and found[0] > since:
+                results.append(_replay(namespace, op, request_id, decode_answer(found[1])))
+                continue
+            # Not recorded, or longer ago than the window: apply (again).
         result, seq = _apply(txn, namespace, op, seq, now)
         if request_id is not None and not isinstance(result, StorageError):
-            answer = _answer(op, result)
-            txn.record_request(request_id, now, encode_answer(answer), replaces=replaces)
-            recorded += 1
+            answer = pending[request_id] = _answer(op, result)
+            records.append((request_id, now, encode_answer(answer)))
+            replaced += found is not None
             result = answer
         results.append(result)
-    if recorded or prune:
-        txn.prune_requests(since, limits.entries, PRUNE_STEP + recorded)
+    if records:
+        txn.record_requests(records, replaced)
+    if records or prune:
+        txn.prune_requests(since, limits.entries, PRUNE_STEP + len(records))
     return results, seq
 
 
@@ -309,9 +322,11 @@ def _answer(op: DeduplicatedOp, result: object) -> Answer:
     return DeleteManyAnswer(result)
 
 
-def _replay(namespace: str, op: DeduplicatedOp, request_id: str, data: bytes) -> object:
-    """The recorded answer to ``op``'s request id, or the error the retry fails with."""
-    answer = decode_answer(data)
+def _replay(namespace: str, op: DeduplicatedOp, request_id: str, answer: Answer | None) -> object:
+    """The recorded answer to ``op``'s request id, or the error the retry fails with.
+
+    ``answer`` is ``None`` if the stored one did not decode.
+    """
     if answer is None:
         return StorageError(
             f"the recorded answer to request id {quoted(request_id)} in namespace"
