@@ -178,7 +178,7 @@ def open_sqlite(
             int(meta["seq"]),
             max_file_bytes,
             dedupe,
-            (requests, math.inf if oldest is None else float(oldest[0])),
+            (requests, math.inf if oldest is None else _time(oldest[0], -math.inf)),
         )
     except sqlcipher3.DatabaseError as exc:
         # Switching a new file to WAL and creating the schema write pages.
@@ -192,6 +192,13 @@ def open_sqlite(
     except BaseException:
         conn.close()
         raise
+
+
+def _time(value: object, otherwise: float) -> float:
+    """``value`` read from a file as a time, or ``otherwise`` if it is not a number."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    return otherwise
 
 
 def _is_full(exc: BaseException) -> bool:
@@ -389,7 +396,10 @@ class SqliteBackend:
                 f" WHERE id IN ({', '.join('?' * len(chunk))})"
             )
             for request_id, at, answer in self._conn.execute(sql, chunk):
-                found[request_id] = (at, answer)
+                # A time that is not a number (a damaged or edited file) counts
+                # as recent: the retry is answered with the stored answer, which
+                # apply_writes checks, instead of being applied a second time.
+                found[request_id] = (_time(at, math.inf), answer)
         return found
 
     def record_requests(self, records: Sequence[tuple[str, float, bytes]], replaced: int) -> None:
@@ -409,7 +419,7 @@ class SqliteBackend:
         if expired or removed:
             self._requests -= removed
             oldest = self._conn.execute(_OLDEST_REQUEST).fetchone()
-            self._oldest_request = math.inf if oldest is None else float(oldest[0])
+            self._oldest_request = math.inf if oldest is None else _time(oldest[0], -math.inf)
         return removed
 
     def close(self) -> None:

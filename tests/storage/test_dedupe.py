@@ -322,6 +322,27 @@ async def test_a_file_of_the_previous_version_gets_the_table(
         assert await store.list() == {"kept": Doc("k"), "new": Doc("n")}
 
 
+async def test_a_damaged_record_fails_its_retry_only(tmp_path: Path, clock: FakeClock) -> None:
+    config = make_config("sqlite", tmp_path / "db")
+    async with open_storage(config, clock=clock) as provider:
+        store = await provider.get_kv_store(Doc, "ns")
+        await store.set("k", Doc("a"), request_id="bad-answer")
+        await store.set("j", Doc("a"), request_id="bad-time")
+    conn = sqlite3.connect(tmp_path / "db" / "ns_value.db")
+    conn.execute("UPDATE fame_requests SET answer = x'c1' WHERE id = 'bad-answer'")
+    conn.execute("UPDATE fame_requests SET at = 'noon', answer = 7 WHERE id = 'bad-time'")
+    conn.commit()
+    conn.close()
+    async with open_storage(config, clock=clock) as provider:
+        store = await provider.get_kv_store(Doc, "ns")
+        for key, request_id in (("k", "bad-answer"), ("j", "bad-time")):
+            with pytest.raises(StorageError, match="is damaged; the retry wrote nothing"):
+                await store.set(key, Doc("b"), request_id=request_id)
+        assert await store.get_many(["k", "j"]) == {"k": Doc("a"), "j": Doc("a")}
+        version = await store.set("k", Doc("c"), request_id="fresh")
+        assert await store.set("k", Doc("d"), request_id="fresh") == version
+
+
 @pytest.mark.parametrize(
     ("env", "variable"),
     [
