@@ -30,29 +30,56 @@ class VersionedLike(Protocol[M_co]):
 
 
 class KeyValueStoreLike(Protocol[M]):
-    """A namespace of records of one model (``fame.storage.KeyValueStore`` is one)."""
+    """A namespace of records of one model (``fame.storage.KeyValueStore`` is one).
+
+    Every write takes ``request_id``: a retry of a write with the same id is
+    not applied again and returns the first write's answer (within the
+    store's window; see docs/storage.md, "Deduplicated writes").
+    """
 
     async def set(
-        self, key: str, value: M, *, ttl: float | None = None, if_version: int | None = None
+        self,
+        key: str,
+        value: M,
+        *,
+        ttl: float | None = None,
+        if_version: int | None = None,
+        request_id: str | None = None,
     ) -> int: ...
+
+    async def set_versioned(
+        self,
+        key: str,
+        value: M,
+        *,
+        ttl: float | None = None,
+        if_version: int | None = None,
+        request_id: str | None = None,
+    ) -> VersionedLike[M]: ...
 
     async def get(self, key: str) -> M | None: ...
 
-    async def delete(self, key: str) -> bool: ...
+    async def delete(self, key: str, *, request_id: str | None = None) -> bool: ...
 
     async def list(self) -> dict[str, M]: ...
 
-    async def update(self, key: str, value: M, *, ttl: float | None = None) -> int: ...
+    async def update(
+        self, key: str, value: M, *, ttl: float | None = None, request_id: str | None = None
+    ) -> int: ...
 
     async def get_versioned(self, key: str) -> VersionedLike[M] | None: ...
 
     async def set_many(
-        self, items: Mapping[str, M] | Iterable[tuple[str, M]], *, ttl: float | None = None
+        self,
+        items: Mapping[str, M] | Iterable[tuple[str, M]],
+        *,
+        ttl: float | None = None,
+        request_id: str | None = None,
     ) -> None: ...
 
     async def get_many(self, keys: Iterable[str]) -> dict[str, M]: ...
 
-    async def delete_many(self, keys: Iterable[str]) -> int: ...
+    async def delete_many(self, keys: Iterable[str], *, request_id: str | None = None) -> int: ...
 
     async def count(self) -> int: ...
 

@@ -196,7 +196,10 @@ class BuiltinStorageProvider:
     def _open_backend(self, namespace: str) -> Backend:
         """Open the backend of ``namespace``; blocking for file profiles."""
         if self.config.profile == "memory":
-            return self._memory.setdefault(namespace, MemoryBackend(namespace))
+            backend = self._memory.get(namespace)
+            if backend is None:
+                backend = self._memory[namespace] = MemoryBackend(namespace, self.config.dedupe)
+            return backend
         assert self._directory is not None
         path = database_path(self._directory, namespace, encrypted=self._encrypted)
         key = None
@@ -213,6 +216,7 @@ class BuiltinStorageProvider:
             key,
             durability=self.config.durability,
             max_file_bytes=self.config.max_file_bytes,
+            dedupe=self.config.dedupe,
         )
 
     async def _actor(self, namespace: str) -> ActorRef:

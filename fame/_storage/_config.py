@@ -18,6 +18,10 @@ mapping (``os.environ``, or its merged config files) to
 ``FAME_STORAGE_DURABILITY``    ``full`` (default) or ``normal``
 ``FAME_STORAGE_MAX_FILE_BYTES``  optional cap on each database file; a
                                write past it fails and changes nothing
+``FAME_STORAGE_DEDUPE_WINDOW``   seconds a namespace remembers a write's
+                               request id and answer (default 86400)
+``FAME_STORAGE_DEDUPE_ENTRIES``  request ids remembered per namespace at
+                               most, oldest forgotten first (default 100000)
 =============================  ===========================================
 
 Every problem is reported as one :class:`StorageConfigError` line naming the
@@ -27,12 +31,14 @@ variable and what is expected, so the node runner can print it and exit.
 from __future__ import annotations
 
 import logging
+import math
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
 import attrs
 
+from ._dedupe import DEFAULT_ENTRIES, DEFAULT_WINDOW, DedupeLimits
 from ._errors import StorageConfigError
 from ._keys import MasterKey, parse_master_key
 
@@ -42,6 +48,8 @@ BUILTIN_PROFILES = ("memory", "sqlite", "encrypted-sqlite")
 Durability = str  # "full" | "normal"
 _DURABILITIES = ("full", "normal")
 MASTER_KEY_VARIABLE = "FAME_STORAGE_MASTER_KEY"
+DEDUPE_WINDOW_VARIABLE = "FAME_STORAGE_DEDUPE_WINDOW"
+DEDUPE_ENTRIES_VARIABLE = "FAME_STORAGE_DEDUPE_ENTRIES"
 
 log = logging.getLogger("fame.storage")
 
@@ -57,6 +65,11 @@ class StorageConfig:
     custom provider may want to read, except the master key's text:
     :func:`storage_config_from_env` leaves it out once parsed, so only
     ``master_key`` holds it, as bytes. The master key hides itself in reprs.
+
+    ``dedupe_window`` (seconds) and ``dedupe_entries`` bound what each
+    namespace remembers of writes sent with a request id (see
+    ``docs/storage.md``, "Deduplicated writes"): a retry within both limits
+    gets the original answer, a later one is applied again.
     """
 
     profile: str = "memory"
@@ -64,9 +77,30 @@ class StorageConfig:
     master_key: MasterKey | None = None
     durability: Durability = "full"
     max_file_bytes: int | None = None
+    dedupe_window: float = DEFAULT_WINDOW
+    dedupe_entries: int = DEFAULT_ENTRIES
     env: Mapping[str, str] = attrs.field(factory=dict, repr=False)
 
+    @property
+    def dedupe(self) -> DedupeLimits:
+        """The request-id window every namespace of this config keeps."""
+        return DedupeLimits(self.dedupe_window, self.dedupe_entries)
+
     def __attrs_post_init__(self) -> None:
+        window = self.dedupe_window
+        if (
+            isinstance(window, bool)
+            or not isinstance(window, int | float)
+            or not (window > 0 and math.isfinite(window))
+        ):
+            raise StorageConfigError(
+                DEDUPE_WINDOW_VARIABLE, f"expected a positive number of seconds, got {window!r}"
+            )
+        entries = self.dedupe_entries
+        if isinstance(entries, bool) or not isinstance(entries, int) or entries < 1:
+            raise StorageConfigError(
+                DEDUPE_ENTRIES_VARIABLE, f"expected a whole number >= 1, got {entries!r}"
+            )
         if self.durability not in _DURABILITIES:
             raise StorageConfigError(
                 "FAME_STORAGE_DURABILITY", f"expected 'full' or 'normal', got {self.durability!r}"
@@ -112,8 +146,37 @@ def storage_config_from_env(env: Mapping[str, str]) -> StorageConfig:
         master_key=master_key,
         durability=durability,
         max_file_bytes=max_file_bytes,
+        dedupe_window=_dedupe_window(env.get(DEDUPE_WINDOW_VARIABLE, "").strip()),
+        dedupe_entries=_dedupe_entries(env.get(DEDUPE_ENTRIES_VARIABLE, "").strip()),
         env=env,
     )
+
+
+def _dedupe_window(text: str) -> float:
+    if not text:
+        return DEFAULT_WINDOW
+    try:
+        window = float(text)
+    except ValueError:
+        window = math.nan
+    if not (window > 0 and math.isfinite(window)):
+        raise StorageConfigError(
+            DEDUPE_WINDOW_VARIABLE,
+            f"expected a positive number of seconds (default {DEFAULT_WINDOW:g}),"
+            f" got {text[:40]!r}",
+        )
+    return window
+
+
+def _dedupe_entries(text: str) -> int:
+    if not text:
+        return DEFAULT_ENTRIES
+    if not (text.isascii() and text.isdigit() and len(text) <= 18) or int(text) < 1:
+        raise StorageConfigError(
+            DEDUPE_ENTRIES_VARIABLE,
+            f"expected a whole number >= 1 (default {DEFAULT_ENTRIES}), got {text[:40]!r}",
+        )
+    return int(text)
 
 
 def _master_key(text: str) -> MasterKey | None:

@@ -7,6 +7,11 @@ type msgspec can decode). A value is checked on ``set`` by a full
 encode/decode round trip, and a stored record is checked again on every
 read: one that no longer fits the model raises :class:`RecordInvalid`
 naming the namespace and key; it is never skipped.
+
+Every write takes an optional ``request_id`` (a str of 1 to 512
+characters): the namespace applies a write with a given id once, and a retry
+with the same id gets the original answer back and writes nothing (see
+``_dedupe`` and docs/storage.md, "Deduplicated writes").
 """
 
 from __future__ import annotations
@@ -21,6 +26,12 @@ import trio
 
 from .._core._actor import ActorRef
 from .._core._errors import quoted
+from ._dedupe import (
+    DeleteAnswer,
+    DeleteManyAnswer,
+    PutAnswer,
+    check_request_id,
+)
 from ._errors import InvalidKey, RecordInvalid
 from ._ops import Count, Delete, DeleteMany, Get, GetMany, Put, PutMany, Row, Scan
 
@@ -176,8 +187,38 @@ class KeyValueStore(Generic[M]):
 
     # -- the seed's API -------------------------------------------------
 
+    async def _put(
+        self,
+        key: str,
+        value: M,
+        ttl: float | None,
+        if_version: int | None,
+        request_id: str | None,
+        *,
+        must_exist: bool = False,
+    ) -> tuple[int, bytes]:
+        """Send one ``Put``; the version and the encoded value as stored (the
+        original one if this is a replay of ``request_id``)."""
+        check_key(key)
+        check_request_id(request_id)
+        if if_version is not None and (not isinstance(if_version, int) or if_version < 0):
+            raise ValueError(f"if_version must be an int >= 0, got {if_version!r}")
+        data = self._encode(key, value)
+        put = Put(key, data, self._expires_at(ttl), if_version, must_exist, request_id)
+        if request_id is None:
+            version: int = await self._ask(put)
+            return version, data
+        answer: PutAnswer = await self._ask(put)
+        return answer.version, answer.value
+
     async def set(
-        self, key: str, value: M, *, ttl: float | None = None, if_version: int | None = None
+        self,
+        key: str,
+        value: M,
+        *,
+        ttl: float | None = None,
+        if_version: int | None = None,
+        request_id: str | None = None,
     ) -> int:
         """Store ``value`` under ``key``; return its new version.
 
@@ -185,33 +226,59 @@ class KeyValueStore(Generic[M]):
         does. ``if_version`` makes the write conditional: it must equal the
         key's current version (0: the key must not exist), else
         :class:`VersionConflict` is raised and nothing is written.
+        ``request_id``: a retry with the same id returns the first write's
+        version and writes nothing.
         """
-        check_key(key)
-        if if_version is not None and (not isinstance(if_version, int) or if_version < 0):
-            raise ValueError(f"if_version must be an int >= 0, got {if_version!r}")
-        data = self._encode(key, value)
-        version: int = await self._ask(Put(key, data, self._expires_at(ttl), if_version))
+        version, _data = await self._put(key, value, ttl, if_version, request_id)
         return version
+
+    async def set_versioned(
+        self,
+        key: str,
+        value: M,
+        *,
+        ttl: float | None = None,
+        if_version: int | None = None,
+        request_id: str | None = None,
+    ) -> Versioned[M]:
+        """Like ``set``, but return the value as stored with its version.
+
+        A retry with the same ``request_id`` returns the value and version
+        the first write stored, even if the key changed since.
+        """
+        version, data = await self._put(key, value, ttl, if_version, request_id)
+        return Versioned(self._decode(key, data), version)
 
     async def get(self, key: str) -> M | None:
         """The value under ``key``, or ``None`` if it is missing or expired."""
         row: Row | None = await self._ask(Get(check_key(key)))
         return None if row is None else self._decode(key, row[0])
 
-    async def delete(self, key: str) -> bool:
-        """Remove ``key``; idempotent. True if a live key was removed."""
-        existed: bool = await self._ask(Delete(check_key(key)))
-        return existed
+    async def delete(self, key: str, *, request_id: str | None = None) -> bool:
+        """Remove ``key``; idempotent. True if a live key was removed.
+
+        A retry with the same ``request_id`` returns the first answer.
+        """
+        check_key(key)
+        if check_request_id(request_id) is None:
+            existed: bool = await self._ask(Delete(key))
+            return existed
+        answer: DeleteAnswer = await self._ask(Delete(key, request_id))
+        return answer.existed
 
     async def list(self) -> dict[str, M]:
         """Every live record, in key order (fetched page by page)."""
         return {key: value async for key, value in self.scan()}
 
-    async def update(self, key: str, value: M, *, ttl: float | None = None) -> int:
-        """Like ``set``, but raise :class:`KeyMissing` (a ``KeyError``) if ``key`` is missing."""
-        check_key(key)
-        data = self._encode(key, value)
-        version: int = await self._ask(Put(key, data, self._expires_at(ttl), must_exist=True))
+    async def update(
+        self, key: str, value: M, *, ttl: float | None = None, request_id: str | None = None
+    ) -> int:
+        """Like ``set``, but raise :class:`KeyMissing` (a ``KeyError``) if ``key`` is missing.
+
+        A retry with the same ``request_id`` returns the first write's
+        version, even if the key was deleted since.
+        """
+        version, _data = await self._put(key, value, ttl, None, request_id, must_exist=True)
         return version
 
     # -- beyond the seed ------------------------------------------------
@@ -221,9 +288,17 @@ class KeyValueStore(Generic[M]):
         return None if row is None else Versioned(self._decode(key, row[0]), row[1])
 
     async def set_many(
-        self, items: Mapping[str, M] | Iterable[tuple[str, M]], *, ttl: float | None = None
+        self,
+        items: Mapping[str, M] | Iterable[tuple[str, M]],
+        *,
+        ttl: float | None = None,
+        request_id: str | None = None,
     ) -> None:
-        """Store several records in one transaction: all of them or none."""
+        """Store several records in one transaction: all of them or none.
+
+        A retry with the same ``request_id`` writes nothing.
+        """
+        check_request_id(request_id)
         pairs = list(items.items() if isinstance(items, Mapping) else items)
         encoded: list[tuple[str, bytes]] = []
         for n, (key, value) in enumerate(pairs, 1):
@@ -231,7 +306,7 @@ class KeyValueStore(Generic[M]):
             if n % LOOP_SLICE == 0:
                 await trio.lowlevel.checkpoint()
         if encoded:
-            await self._ask(PutMany(tuple(encoded), self._expires_at(ttl)))
+            await self._ask(PutMany(tuple(encoded), self._expires_at(ttl), request_id))
 
     async def get_many(self, keys: Iterable[str]) -> dict[str, M]:
         """The live records among ``keys``; missing ones are left out."""
@@ -244,11 +319,20 @@ class KeyValueStore(Generic[M]):
                 await trio.lowlevel.checkpoint()
         return found
 
-    async def delete_many(self, keys: Iterable[str]) -> int:
-        """Remove several keys in one transaction; return how many were live."""
+    async def delete_many(self, keys: Iterable[str], *, request_id: str | None = None) -> int:
+        """Remove several keys in one transaction; return how many were live.
+
+        A retry with the same ``request_id`` returns the first answer.
+        """
+        check_request_id(request_id)
         wanted = await _distinct_keys(keys)
-        removed: int = await self._ask(DeleteMany(wanted)) if wanted else 0
-        return removed
+        if not wanted:
+            return 0
+        if request_id is None:
+            removed: int = await self._ask(DeleteMany(wanted))
+            return removed
+        answer: DeleteManyAnswer = await self._ask(DeleteMany(wanted, request_id))
+        return answer.removed
 
     async def count(self) -> int:
         """How many live records the namespace holds."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import bisect
 from collections.abc import Sequence
 
+from ._dedupe import DedupeLimits
 from ._errors import StorageError
 from ._ops import (
     READ_CHUNK,
@@ -32,8 +33,17 @@ _Entry = tuple[bytes, int, float | None]
 class MemoryBackend:
     """A namespace in memory. See :class:`fame._storage._ops.Backend`."""
 
-    def __init__(self, namespace: str) -> None:
+    def __init__(
+        self,
+        namespace: str,
+        dedupe: DedupeLimits = DedupeLimits(),  # noqa: B008 - frozen, so sharing it is safe
+    ) -> None:
         self.namespace = namespace
+        self.dedupe = dedupe
+        # Recorded request ids, oldest first (``at`` comes from the clock, so
+        # insertion order is time order unless the clock goes back).
+        self._requests: dict[str, tuple[float, bytes]] = {}
+        self._request_undo: list[tuple[str, tuple[float, bytes] | None]] | None = None
         self._entries: dict[str, _Entry] = {}
         self._sorted: list[str] = []  # keys in order, for scans
         self._seq = 0
@@ -100,18 +110,29 @@ class MemoryBackend:
 
     def write(self, ops: Sequence[WriteOp], now: float) -> list[object]:
         undo: list[tuple[str, _Entry | None]] = []
-        self._undo = undo
+        request_undo: list[tuple[str, tuple[float, bytes] | None]] = []
+        self._undo, self._request_undo = undo, request_undo
         try:
-            results, seq = apply_writes(self, self.namespace, ops, self._seq, now)
+            results, seq = apply_writes(self, self.namespace, ops, self._seq, now, self.dedupe)
         except BaseException:
-            self._undo = None
+            self._undo = self._request_undo = None
             for key, previous in reversed(undo):
                 self._set_entry(key, previous)
+            # Restored records go back to the end: order only guides pruning.
+            for request_id, record in reversed(request_undo):
+                self._set_request(request_id, record)
             raise
         finally:
-            self._undo = None
+            self._undo = self._request_undo = None
         self._seq = seq
         return results
+
+    def _set_request(self, request_id: str, record: tuple[float, bytes] | None) -> None:
+        if self._request_undo is not None:
+            self._request_undo.append((request_id, self._requests.get(request_id)))
+        self._requests.pop(request_id, None)
+        if record is not None:
+            self._requests[request_id] = record
 
     def _set_entry(self, key: str, entry: _Entry | None) -> None:
         if self._undo is not None:
@@ -143,6 +164,25 @@ class MemoryBackend:
         for key in expired[:limit]:
             self._set_entry(key, None)
         return min(len(expired), limit)
+
+    def find_requests(self, request_ids: Sequence[str]) -> dict[str, tuple[float, bytes]]:
+        requests = self._requests
+        return {rid: requests[rid] for rid in request_ids if rid in requests}
+
+    def record_requests(self, records: Sequence[tuple[str, float, bytes]], replaced: int) -> None:
+        for request_id, at, answer in records:
+            self._set_request(request_id, (at, answer))
+
+    def prune_requests(self, expired_at: float, keep: int, limit: int) -> int:
+        doomed: list[str] = []
+        over = len(self._requests) - keep
+        for request_id, (at, _answer) in self._requests.items():
+            if len(doomed) >= limit or (at > expired_at and len(doomed) >= over):
+                break
+            doomed.append(request_id)
+        for request_id in doomed:
+            self._set_request(request_id, None)
+        return len(doomed)
 
     def close(self) -> None:
         """Nothing to release; the data stays with the provider until it closes."""

@@ -13,6 +13,11 @@ one key. A bulk read (:class:`GetMany`, :class:`Scan`, :class:`Count`)
 costs more as the data grows, so a backend answers it as
 :data:`ReadSteps`, a generator of bounded steps, which the storage actor
 runs off the event loop (see ``_storage_actor``).
+
+A write op with a ``request_id`` is deduplicated (see ``_dedupe``): if the
+namespace recorded that id within its window, the op is not applied and its
+result is the recorded answer; else it is applied and its answer recorded
+in the same transaction. Either way its result is its ``*Answer`` struct.
 """
 
 from __future__ import annotations
@@ -22,6 +27,18 @@ from typing import Protocol
 
 import attrs
 
+from .._core._errors import quoted
+from ._dedupe import (
+    PRUNE_STEP,
+    Answer,
+    DedupeLimits,
+    DeleteAnswer,
+    DeleteManyAnswer,
+    PutAnswer,
+    PutManyAnswer,
+    decode_answer,
+    encode_answer,
+)
 from ._errors import KeyMissing, StorageError, VersionConflict
 
 __all__ = [
@@ -29,6 +46,7 @@ __all__ = [
     "Backend",
     "BulkRead",
     "Count",
+    "DeduplicatedOp",
     "Delete",
     "DeleteMany",
     "Get",
@@ -83,22 +101,26 @@ class Put:
     expires_at: float | None = None
     if_version: int | None = None
     must_exist: bool = False
+    request_id: str | None = None
 
 
 @attrs.frozen
 class PutMany:
     items: tuple[tuple[str, bytes], ...]
     expires_at: float | None = None
+    request_id: str | None = None
 
 
 @attrs.frozen
 class Delete:
     key: str
+    request_id: str | None = None
 
 
 @attrs.frozen
 class DeleteMany:
     keys: tuple[str, ...]
+    request_id: str | None = None
 
 
 @attrs.frozen
@@ -140,6 +162,31 @@ class Transaction(Protocol):
 
     def purge(self, now: float, limit: int) -> int: ...
 
+    def find_requests(self, request_ids: Sequence[str]) -> dict[str, tuple[float, bytes]]:
+        """The records among ``request_ids``: when each was made and its encoded
+        answer, expired ones included."""
+        ...
+
+    def record_requests(self, records: Sequence[tuple[str, float, bytes]], replaced: int) -> None:
+        """Add ``(request id, at, answer)`` records, distinct ids; ``replaced`` of
+        them overwrite an expired record of the same id."""
+        ...
+
+    def prune_requests(self, expired_at: float, keep: int, limit: int) -> int:
+        """Forget at most ``limit`` records: those made at or before ``expired_at``,
+        then the oldest beyond the newest ``keep``; return how many were forgotten."""
+        ...
+
+
+DeduplicatedOp = Put | PutMany | Delete | DeleteMany
+
+_ANSWERS: dict[type, type] = {
+    Put: PutAnswer,
+    PutMany: PutManyAnswer,
+    Delete: DeleteAnswer,
+    DeleteMany: DeleteManyAnswer,
+}
+
 
 class Backend(Protocol):
     """One open database, used by its storage actor only, from one thread at a time."""
@@ -167,50 +214,132 @@ class Backend(Protocol):
 
 
 def apply_writes(
-    txn: Transaction, namespace: str, ops: Sequence[WriteOp], seq: int, now: float
+    txn: Transaction,
+    namespace: str,
+    ops: Sequence[WriteOp],
+    seq: int,
+    now: float,
+    limits: DedupeLimits = DedupeLimits(),  # noqa: B008 - frozen, so sharing it is safe
 ) -> tuple[list[object], int]:
     """Run ``ops`` in order inside ``txn``; return per-op results and the new counter.
 
     An op whose precondition fails (``update`` of a missing key, a stale
     ``if_version``) gets its error as its result and writes nothing; the
-    others in the same transaction are unaffected.
+    others in the same transaction are unaffected. Such a failure records
+    nothing either: a retry of it is judged afresh. An op with a request id
+    recorded within ``limits.window`` is a replay (see the module docstring);
+    a second op with the same id in ``ops`` replays the first. Transactions
+    that record an answer (and purges) also forget old records, a bounded
+    number of them (see :data:`PRUNE_STEP`).
     """
     results: list[object] = []
+    since = now - limits.window
+    request_ids = [
+        rid for op in ops if not isinstance(op, Purge) and (rid := op.request_id) is not None
+    ]
+    # One lookup for the whole batch; ids recorded by this transaction are in ``pending``.
+    known = txn.find_requests(request_ids) if request_ids else {}
+    pending: dict[str, Answer] = {}
+    records: list[tuple[str, float, bytes]] = []
+    replaced = 0
+    prune = False
     for op in ops:
-        if isinstance(op, Put):
-            if op.if_version is not None or op.must_exist:
-                current = txn.live_version(op.key, now)
-                if op.must_exist and current == 0:
-                    results.append(KeyMissing(namespace, op.key))
-                    continue
-                if op.if_version is not None and current != op.if_version:
-                    results.append(VersionConflict(namespace, op.key, op.if_version, current))
-                    continue
-            seq += 1
-            txn.put(op.key, op.value, seq, op.expires_at)
-            results.append(seq)
-        elif isinstance(op, PutMany):
-            versions = []
-            for key, value in op.items:
-                seq += 1
-                txn.put(key, value, seq, op.expires_at)
-                versions.append(seq)
-            results.append(versions)
-        elif isinstance(op, Delete):
-            existed = txn.live_version(op.key, now) != 0
-            txn.remove(op.key)
-            results.append(existed)
-        elif isinstance(op, DeleteMany):
-            removed = 0
-            for key in op.keys:
-                removed += txn.live_version(key, now) != 0
-                txn.remove(key)
-            results.append(removed)
-        elif isinstance(op, Purge):
+        if isinstance(op, Purge):
             results.append(txn.purge(now, op.limit))
-        else:  # pragma: no cover - the actor routes only write ops here
+            prune = True
+            continue
+        if not isinstance(op, DeduplicatedOp):  # pragma: no cover - the actor routes writes only
             results.append(StorageError(f"not a write operation: {op!r}"))
+            continue
+        request_id = op.request_id
+        found = None
+        if request_id is not None:
+            if request_id in pending:
+                results.append(_replay(namespace, op, request_id, pending[request_id]))
+                continue
+            found = known.get(request_id)
+            if found is not None and found[0] > since:
+                results.append(_replay(namespace, op, request_id, decode_answer(found[1])))
+                continue
+            # Not recorded, or longer ago than the window: apply (again).
+        result, seq = _apply(txn, namespace, op, seq, now)
+        if request_id is not None and not isinstance(result, StorageError):
+            answer = pending[request_id] = _answer(op, result)
+            records.append((request_id, now, encode_answer(answer)))
+            replaced += found is not None
+            result = answer
+        results.append(result)
+    if records:
+        txn.record_requests(records, replaced)
+    if records or prune:
+        txn.prune_requests(since, limits.entries, PRUNE_STEP + len(records))
     return results, seq
+
+
+def _apply(
+    txn: Transaction, namespace: str, op: DeduplicatedOp, seq: int, now: float
+) -> tuple[object, int]:
+    """Apply one op; its result (or precondition error) and the new counter."""
+    if isinstance(op, Put):
+        if op.if_version is not None or op.must_exist:
+            current = txn.live_version(op.key, now)
+            if op.must_exist and current == 0:
+                return KeyMissing(namespace, op.key), seq
+            if op.if_version is not None and current != op.if_version:
+                return VersionConflict(namespace, op.key, op.if_version, current), seq
+        seq += 1
+        txn.put(op.key, op.value, seq, op.expires_at)
+        return seq, seq
+    if isinstance(op, PutMany):
+        versions = []
+        for key, value in op.items:
+            seq += 1
+            txn.put(key, value, seq, op.expires_at)
+            versions.append(seq)
+        return versions, seq
+    if isinstance(op, Delete):
+        existed = txn.live_version(op.key, now) != 0
+        txn.remove(op.key)
+        return existed, seq
+    removed = 0
+    for key in op.keys:
+        removed += txn.live_version(key, now) != 0
+        txn.remove(key)
+    return removed, seq
+
+
+def _answer(op: DeduplicatedOp, result: object) -> Answer:
+    """The answer to record for ``op``, which was applied with ``result``."""
+    if isinstance(op, Put):
+        assert isinstance(result, int)
+        return PutAnswer(result, op.value)
+    if isinstance(op, PutMany):
+        assert isinstance(result, list)
+        return PutManyAnswer(result)
+    if isinstance(op, Delete):
+        return DeleteAnswer(bool(result))
+    assert isinstance(result, int)
+    return DeleteManyAnswer(result)
+
+
+def _replay(namespace: str, op: DeduplicatedOp, request_id: str, answer: Answer | None) -> object:
+    """The recorded answer to ``op``'s request id, or the error the retry fails with.
+
+    ``answer`` is ``None`` if the stored one did not decode.
+    """
+    if answer is None:
+        return StorageError(
+            f"the recorded answer to request id {quoted(request_id)} in namespace"
+            f" {namespace!r} is damaged; the retry wrote nothing (a new request id"
+            " makes a new write)"
+        )
+    if not isinstance(answer, _ANSWERS[type(op)]):
+        return StorageError(
+            f"request id {quoted(request_id)} in namespace {namespace!r} was first used"
+            f" for another kind of write ({type(answer).__name__.removesuffix('Answer')},"
+            f" not {type(op).__name__}); the retry wrote nothing"
+        )
+    return answer
 
 
 def prefix_upper_bound(prefix: str) -> str | None:

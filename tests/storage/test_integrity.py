@@ -67,16 +67,17 @@ async def test_structural_damage_in_a_plain_file_is_found(tmp_path: Path) -> Non
     await _fill(config, ("alpha",))
     target = directory / "alpha_value.db"
     data = bytearray(target.read_bytes())
-    # Overwrite the cell pointers of page 5, a leaf of the kv table: the page
-    # header stays valid, the tree does not. (Page 3 is the empty TTL index.)
-    start = 4 * PAGE_SIZE + 8
+    # Overwrite the cell pointers of page 7, a leaf of the kv table: the page
+    # header stays valid, the tree does not. (Pages 3 to 6 are the roots of the
+    # empty TTL index, fame_meta, fame_requests and its index.)
+    start = 6 * PAGE_SIZE + 8
     data[start : start + 64] = b"\xa5" * 64
     target.write_bytes(bytes(data))
 
     (result,) = check_files(config)
 
     assert not result.ok
-    assert any("page 5" in problem for problem in result.problems)
+    assert any("page 7" in problem for problem in result.problems)
 
 
 def _fame_check(directory: Path, key: str) -> subprocess.CompletedProcess[str]:
