@@ -1,12 +1,17 @@
 """``just soak``: the long crash loops, from the command line, with their figures.
 
 usage: python tests/reliability/soak.py [--cycles N] [--writers N] [--seed N]
-[--scenario agent|sentinel|all] [--freeze-every N] [--keep DIR]
+[--scenario agent|sentinel|delivery-agent|delivery-sentinel|all] [--freeze-every N]
+[--keep DIR]
 
 Runs the scenarios of :mod:`crash_loop` (SIGKILL the storage agent, then
 the sentinel, under concurrent writers; then verify every acknowledged
-write) and prints what each measured. Exits 1 if any scenario lost or
-damaged a write, hung, or could not go on.
+write) and of :mod:`delivery_loop` (the same faults plus freezes that are
+thawed, every write sent again with its own request id until
+acknowledged; then count each write's applications and check a
+register's history for linearizability), and prints what each measured.
+Exits 1 if any scenario lost, damaged or doubled a write, hung, or could
+not go on.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from tests.reliability.crash_loop import (
     errors_text,
     run_scenario,
 )
+from tests.reliability.delivery_loop import DELIVERY_SCENARIOS, DeliveryFigures, run_delivery
 from tests.reliability.fame_services import ServiceFailed
 
 __all__ = ["main"]
@@ -65,6 +71,26 @@ def _print(figures: Figures) -> None:
     )
 
 
+def _print_delivery(figures: DeliveryFigures) -> None:
+    f = figures
+    print(f"scenario delivery-{f.scenario}: every write applied once ({f.duration_s} s)")
+    print(f"  cycles             {f.cycles} ({f.kills} SIGKILLs, {f.freezes} freezes then thaws)")
+    print(f"  writes             {f.writes} ({f.acknowledged} acknowledged, {f.unresolved} not)")
+    print(f"  applied once       {f.applied_once}")
+    print(f"  applied twice      {f.applied_twice}")
+    print(f"  acknowledged, lost {f.lost}")
+    print(f"  sent again         {f.resent} (same request id)")
+    print(
+        f"  answers            {f.answers_outcome_unknown} outcome unknown,"
+        f" {f.answers_not_applied} not applied"
+    )
+    print(
+        f"  register           {f.register_operations} operations,"
+        f" linearizable: {f.register_linearizable} (checked in {f.register_check_s} s)"
+    )
+    print(f"  worst recovery     {f.worst_recovery_s:.2f} s")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description="SIGKILL the storage agent and/or the sentinel under write load, then"
@@ -73,7 +99,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cycles", type=int, default=200, help="kills per scenario (200)")
     parser.add_argument("--writers", type=int, default=16, help="concurrent writers (16)")
     parser.add_argument("--seed", type=int, default=None, help="RNG seed (random by default)")
-    parser.add_argument("--scenario", choices=[*SCENARIOS, "all"], default="all")
+    delivery = [f"delivery-{name}" for name in DELIVERY_SCENARIOS]
+    parser.add_argument("--scenario", choices=[*SCENARIOS, *delivery, "all"], default="all")
     parser.add_argument(
         "--freeze-every", type=int, default=10,
         help="SIGSTOP the victim past the call deadline before every Nth kill (10; 0: never)",
@@ -84,11 +111,14 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--cycles and --writers must be at least 1")
     seed = args.seed if args.seed is not None else secrets.randbelow(1 << 31)
     print(f"soak: seed {seed}, {args.cycles} cycles, {args.writers} writers", flush=True)
-    scenarios = SCENARIOS if args.scenario == "all" else (args.scenario,)
+    scenarios = (*SCENARIOS, *delivery) if args.scenario == "all" else (args.scenario,)
     failed = False
     for scenario in scenarios:
         root = args.keep / scenario if args.keep else None
         begun = time.monotonic()
+        if scenario.startswith("delivery-"):
+            failed |= _run_delivery(scenario, args, seed, root, begun)
+            continue
         try:
             scenario_run = functools.partial(
                 run_scenario,
@@ -111,6 +141,34 @@ def main(argv: list[str] | None = None) -> int:
             failed = True
         sys.stdout.flush()
     return 1 if failed else 0
+
+
+def _run_delivery(
+    scenario: str, args: argparse.Namespace, seed: int, root: Path | None, begun: float
+) -> bool:
+    """Run one delivery scenario and print it; True if it failed."""
+    name = scenario.removeprefix("delivery-")
+    try:
+        figures = trio.run(
+            functools.partial(
+                run_delivery,
+                name,
+                cycles=args.cycles,
+                writers=args.writers,
+                seed=seed,
+                freeze_every=args.freeze_every,
+                root=root,
+            )
+        )
+    except ServiceFailed as exc:
+        print(f"scenario {scenario}: FAILED after {time.monotonic() - begun:.0f} s: {exc}")
+        return True
+    _print_delivery(figures)
+    problems = figures.problems()
+    if problems:
+        print(f"scenario {scenario}: FAILED: {'; '.join(problems)}")
+    sys.stdout.flush()
+    return bool(problems)
 
 
 if __name__ == "__main__":

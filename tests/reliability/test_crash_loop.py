@@ -32,9 +32,10 @@ def assert_sound(figures: Figures, cycles: int) -> None:
     assert figures.kills_mid_traffic >= 1
     assert figures.in_flight_at_kills >= 1
     assert figures.hangs == 0
-    # The first cycle froze the victim past the deadline: calls gave up in time.
+    # The first cycle froze the victim past the deadline: calls gave up in time,
+    # saying they were sent and may have run.
     assert figures.freezes == 1
-    assert figures.errors["DeadlineExceeded"] >= 1
+    assert figures.errors["NoAnswerInTime"] >= 1
     assert figures.worst_overshoot_s <= OVERSHOOT_MARGIN, (
         f"a call returned {figures.worst_overshoot_s} s past its {CALL_DEADLINE} s deadline"
     )
