@@ -96,4 +96,5 @@ bench:
     {{python}} bench/bench_storage.py
     {{python}} bench/bench_fabric.py
     {{python}} bench/bench_e2e.py
+    {{python}} bench/bench_delivery.py
     {{python}} bench/bench_ticks.py

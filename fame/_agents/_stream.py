@@ -30,7 +30,7 @@ from typing import Any, Generic, TypeVar, cast
 import msgspec
 import trio
 
-from .._core._errors import NotSentInTime, Overloaded
+from .._core._errors import NoRoute, NotSentInTime, Overloaded
 from .._wire._schema import Cancel, Credit, Request
 from ._credit import (
     DEFAULT_IDLE_TIMEOUT,
@@ -39,7 +39,7 @@ from ._credit import (
     StreamConsumer,
     timeout_ms,
 )
-from ._switchboard import RETRY_BACKOFF, Switchboard
+from ._switchboard import ANSWER_RESERVE, RETRY_BACKOFF, Switchboard
 
 __all__ = ["DEFAULT_IDLE_TIMEOUT", "DEFAULT_WINDOW", "DEFAULT_WINDOW_BYTES", "Stream"]
 
@@ -100,8 +100,10 @@ class Stream(Generic[T]):
     async def _start(self) -> tuple[Any, tuple[int, int]]:
         """Send the request and wait for the first frame.
 
-        A first answer ``overloaded`` (nothing ran) sends the request again
-        after a jittered backoff, until the stream's timeout.
+        A first answer that says nothing ran (``overloaded``; ``no_route``
+        on a node with a sentinel, where the producer may be restarting or
+        this node re-attaching) sends the request again after a jittered
+        backoff, until the stream's timeout.
         """
         deadline = trio.current_time() + self._timeout
         delays = RETRY_BACKOFF.delays()
@@ -117,20 +119,28 @@ class Stream(Generic[T]):
                 timeout_ms(remaining),
                 window.window_bytes,
             )
-            self._corr = await self._switchboard.send_stream_request(
-                self._address, request, self._consumer, remaining
-            )
             try:
+                self._corr = await self._switchboard.send_stream_request(
+                    self._address, request, self._consumer, remaining
+                )
                 return await self._next()
-            except Overloaded as exc:
+            except (Overloaded, NoRoute) as exc:
+                if isinstance(exc, NoRoute) and self._switchboard.uplink is None:
+                    raise  # nothing here can bring the address back
                 refused += 1
                 wait = next(delays)
-                if trio.current_time() + wait >= deadline:
+                if trio.current_time() + wait >= deadline - min(ANSWER_RESERVE, self._timeout / 4):
+                    if isinstance(exc, NoRoute):
+                        raise NoRoute(
+                            f"{exc.message} (sent {refused} times over {self._timeout} s;"
+                            " nothing ran)",
+                            actor=exc.actor,
+                        ) from None
                     raise NotSentInTime(
                         f"{self._address} stayed overloaded for {self._timeout} s: {self._op}()"
                         f" was refused {refused} times and never ran (last: {exc}); retry"
                         " later or raise the deadline"
-                    ) from None
+                    ) from exc
             # A fresh consumer for the next attempt: the refused one is finished.
             self._consumer = StreamConsumer(self._address, window.window, window.window_bytes)
             await trio.sleep(wait)
