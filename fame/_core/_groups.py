@@ -11,12 +11,22 @@ This module is the one place that decides it: :func:`collapse` and
 :func:`unwrap_exception_group` remove single-leaf groups only, at any
 depth; :func:`leaves` lists what a group holds, for a program that reports
 each error on its own line.
+
+``trio.Cancelled`` leaves do not count beside an error: when a scope
+outside is cancelled while a nursery inside fails (a client whose attach
+fails just as its caller gives up), the group holds the error and the
+Cancelled of the tasks it stopped. Raising the error alone is what trio
+allows (cancellation is level-triggered: the next checkpoint of the
+cancelled scope raises Cancelled again), and it is what the caller can
+handle; a group that holds only Cancelled is left alone.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+
+import trio
 
 __all__ = ["collapse", "leaves", "unwrap_exception_group"]
 
@@ -35,10 +45,14 @@ def collapse(exc: BaseException) -> BaseException:
     """The one error inside ``exc`` if it holds exactly one, else ``exc`` itself.
 
     Nested groups of one (``ExceptionGroup([ExceptionGroup([e])])``) give
-    ``e``; a group with two or more errors anywhere inside is returned as is.
+    ``e``, and so does a group of ``e`` beside ``trio.Cancelled`` leaves; a
+    group with two or more errors anywhere inside is returned as is.
     """
     found = leaves(exc)
-    return found[0] if len(found) == 1 else exc
+    if len(found) == 1:
+        return found[0]
+    errors = [leaf for leaf in found if not isinstance(leaf, trio.Cancelled)]
+    return errors[0] if len(errors) == 1 else exc
 
 
 @asynccontextmanager

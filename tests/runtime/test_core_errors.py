@@ -53,6 +53,24 @@ def test_a_group_of_one_error_at_any_depth_collapses_to_it() -> None:
     assert collapse(error) is error
 
 
+async def test_an_error_beside_cancellations_is_raised_alone() -> None:
+    """A nursery fails while an outer scope cancels it: the caller sees the error."""
+    error = fame.NoRoute("x")
+    with trio.CancelScope() as outer:
+        with pytest.raises(fame.NoRoute) as raised:
+            async with unwrap_exception_group(), trio.open_nursery() as nursery:
+                nursery.start_soon(trio.sleep_forever)
+                await trio.testing.wait_all_tasks_blocked()
+                outer.cancel()  # the sleeper gets Cancelled: it belongs to the outer scope
+
+                async def fail() -> None:
+                    raise error
+
+                nursery.start_soon(fail)
+                await trio.sleep_forever()
+        assert raised.value is error
+
+
 def test_a_group_of_several_errors_stays_whole() -> None:
     first, second = KeyError("a"), OSError("b")
     group = ExceptionGroup("two", [ExceptionGroup("one", [first]), second])
