@@ -71,22 +71,31 @@ class StorageAgent(fame.BaseAgent):
     # caller gets OperationFailed and the agent is not restarted. So is a
     # failed commit (StorageFull when the file or disk is full, or a damaged
     # file): restarting the agent would not make room or repair the file.
-    @fame.operation(errors=(fame.storage.InvalidKey, fame.storage.StorageWriteFailed))
+    #
+    # Deduplicated: the write carries the call's request id (scoped by the
+    # verified caller) into the same transaction, so a call sent again after
+    # a lost answer is applied once and answered with the original record.
+    @fame.operation(
+        errors=(fame.storage.InvalidKey, fame.storage.StorageWriteFailed), deduplicated=True
+    )
     async def store_value(self, key: str, value: str) -> RecordModel:
         """Store ``value`` under ``key`` (replacing any record there) and return the record."""
-        record = RecordModel(value)
-        await self._store.set(key, record)
+        stored = await self._store.set_versioned(
+            key, RecordModel(value), request_id=fame.security.request_key()
+        )
+        record: RecordModel = stored.value
         return record
 
     @fame.operation(
-        errors=(fame.storage.InvalidKey, fame.storage.DamagedDatabase, fame.storage.RecordInvalid)
+        errors=(fame.storage.InvalidKey, fame.storage.DamagedDatabase, fame.storage.RecordInvalid),
+        idempotent=True,
     )
     async def retrieve_value(self, key: str) -> RecordModel | None:
         """The record under ``key``, or ``None`` if there is none."""
         record: RecordModel | None = await self._store.get(key)
         return record
 
-    @fame.operation(streaming=True)
+    @fame.operation(streaming=True, idempotent=True)
     async def retrieve_all_values(self) -> AsyncIterator[tuple[str, RecordModel]]:
         """Every ``(key, record)`` pair in key order, streamed page by page."""
         async for key, record in self._store.scan():

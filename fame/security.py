@@ -1,7 +1,10 @@
 """Who may attach, who may do what, and who called: fame's security API.
 
 - :func:`current_caller` tells a running operation the verified identity
-  of its caller (:class:`CallerIdentity`), for decisions of its own.
+  of its caller (:class:`CallerIdentity`), for decisions of its own;
+  :func:`request_key` gives the call's request id scoped by that identity,
+  to deduplicate the operation's writes by (no caller can replay or block
+  another's).
 - :class:`Policy` (built with :meth:`Policy.from_toml`) is what
   :func:`fame.open_sentinel` enforces: which :class:`Principal` may bind
   which addresses and call which operations, deny by default.
@@ -15,7 +18,7 @@
 test shows it.
 """
 
-from ._agents._call_context import CallerIdentity, current_caller
+from ._agents._call_context import CallerIdentity, current_caller, request_key
 from ._protocol._authz import Policy, PolicyError, Principal, default_policy_text
 from ._protocol._credentials import ClientCredential, format_public_key, parse_public_key
 
@@ -29,4 +32,5 @@ __all__ = [
     "default_policy_text",
     "format_public_key",
     "parse_public_key",
+    "request_key",
 ]

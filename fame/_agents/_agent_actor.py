@@ -28,11 +28,11 @@ import trio
 
 from .._core._actor import Actor, crash_error
 from .._core._errors import (
-    ActorCrashed,
     InvalidArguments,
     NodeClosed,
     OperationFailed,
     QuotaExceeded,
+    RequestLost,
     UnknownOperation,
 )
 from .._wire._schema import Envelope, Reply, Request
@@ -117,9 +117,10 @@ class AgentActor(Actor):
             await self._handle(message)
         except Exception as exc:
             # The agent restarts: its streams and concurrent calls end with it, now.
+            # Cut off mid-run, they may have had their effect: outcome unknown.
             self._scope.cancel(
-                ActorCrashed(
-                    f"cancelled: {self.address} restarts after a crash",
+                RequestLost(
+                    f"cancelled: {self.address} restarts after a crash; the call may have run",
                     actor=self.address,
                     exc_type=type(exc).__name__,
                 )
@@ -194,7 +195,7 @@ class AgentActor(Actor):
 
     async def call(self, spec: OperationSpec, kwargs: dict[str, Any], envelope: Envelope) -> None:
         """Run one plain operation and reply; a crash is answered, then re-raised."""
-        token = enter_call(envelope.caller, envelope.reply_to)
+        token = enter_call(envelope.caller, envelope.reply_to, _request_id(envelope))
         try:
             result = spec.convert_result(await spec.function(self.agent, **kwargs))
         except spec.errors as exc:
@@ -236,7 +237,7 @@ class AgentActor(Actor):
     ) -> None:
         key = (envelope.reply_to, envelope.corr)
         # This task's own context: the caller stays set for the whole stream.
-        enter_call(envelope.caller, envelope.reply_to)
+        enter_call(envelope.caller, envelope.reply_to, _request_id(envelope))
         try:
             await serve_stream(
                 self._switchboard, self, spec, kwargs, envelope, producer, self._stream_slots
@@ -293,3 +294,8 @@ class AgentActor(Actor):
             # A stopping agent takes no more messages; the caller already has its error.
             with contextlib.suppress(NodeClosed):
                 await ref.tell(_Crash(exc))
+
+
+def _request_id(envelope: Envelope) -> str | None:
+    frame = envelope.frame
+    return frame.request_id if isinstance(frame, Request) else None

@@ -20,7 +20,7 @@ from typing import Any
 
 import trio
 
-from .._core._errors import NoRoute, RemoteError
+from .._core._errors import RemoteError, RequestLost
 
 __all__ = ["AgentScope"]
 
@@ -33,13 +33,13 @@ class AgentScope:
         self._address = address
         self._nursery: trio.Nursery | None = None
         self._closed = trio.Event()
-        self.reason: RemoteError = NoRoute(f"{address} stopped", actor=address)
+        self.reason: RemoteError = _stopped(address)
         """Why the tasks were cancelled: what their callers are told."""
 
     async def open(self) -> None:
         """Open a fresh nursery, after the tasks of the previous one ended."""
         await self.close(self.reason)
-        self.reason = NoRoute(f"{self._address} stopped", actor=self._address)
+        self.reason = _stopped(self._address)
         self._closed = trio.Event()
         self._nursery = await self._host.start(self._run)
 
@@ -72,3 +72,8 @@ class AgentScope:
             self.reason = reason
             nursery.cancel_scope.cancel()
         await self._closed.wait()
+
+
+def _stopped(address: str) -> RequestLost:
+    """What the callers of a stopped agent's running calls are told: it may have run."""
+    return RequestLost(f"{address} stopped while handling the call; it may have run", actor=address)

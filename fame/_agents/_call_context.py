@@ -19,7 +19,10 @@ import attrs
 
 from .._core._address import REPLY_NAME
 
-__all__ = ["CallerIdentity", "current_caller", "enter_call", "leave_call"]
+__all__ = ["CallerIdentity", "current_caller", "enter_call", "leave_call", "request_key"]
+
+LOCAL_PRINCIPAL = "local"
+"""The scope of request ids of calls from inside the node (no verified remote caller)."""
 
 
 @attrs.frozen
@@ -46,15 +49,38 @@ class CallerIdentity:
         return self.principal.partition(":")[2]
 
 
-_current: ContextVar[CallerIdentity | None] = ContextVar("fame_caller", default=None)
+_current: ContextVar[tuple[CallerIdentity | None, str | None]] = ContextVar(
+    "fame_caller", default=(None, None)
+)
 
 
 def current_caller() -> CallerIdentity | None:
     """The verified caller of the operation running in this task; None for a local call."""
-    return _current.get()
+    return _current.get()[0]
 
 
-def enter_call(caller: str | None, reply_to: str | None) -> Token[CallerIdentity | None]:
+def request_key() -> str | None:
+    """The running call's request id, scoped by its verified caller; None if it has none.
+
+    Deduplicate a write by it (``store.set(..., request_id=fame.security.request_key())``):
+    the runtime sends a call again with the same request id after a lost
+    answer, and the caller chooses it (``proxy.with_request_id``), so the
+    retry must apply once and get the original answer. The key starts
+    with the caller's principal as the sentinel verified it (``local`` for
+    a call from inside this node), length-prefixed, so one principal's ids
+    can never match another's: no client can block or replay another's
+    writes by guessing or reusing its ids.
+    """
+    identity, request_id = _current.get()
+    if request_id is None:
+        return None
+    principal = LOCAL_PRINCIPAL if identity is None else identity.principal
+    return f"{len(principal)}:{principal}:{request_id}"
+
+
+def enter_call(
+    caller: str | None, reply_to: str | None, request_id: str | None = None
+) -> Token[tuple[CallerIdentity | None, str | None]]:
     """Make ``caller`` (an envelope's) the current caller; give the token to :func:`leave_call`."""
     identity = None
     if caller is not None:
@@ -62,8 +88,8 @@ def enter_call(caller: str | None, reply_to: str | None) -> Token[CallerIdentity
         if reply_to is not None and reply_to.startswith(REPLY_NAME + "@"):
             node_id = reply_to.partition("@")[2] or None
         identity = CallerIdentity(caller, node_id)
-    return _current.set(identity)
+    return _current.set((identity, request_id))
 
 
-def leave_call(token: Token[CallerIdentity | None]) -> None:
+def leave_call(token: Token[tuple[CallerIdentity | None, str | None]]) -> None:
     _current.reset(token)

@@ -20,7 +20,14 @@ class Caller(Protocol):
     """Something that calls operations of agents by address: a node."""
 
     async def call(
-        self, address: str, op: str, args: dict[str, Any], *, timeout: float | None = None
+        self,
+        address: str,
+        op: str,
+        args: dict[str, Any],
+        *,
+        timeout: float | None = None,
+        request_id: str | None = None,
+        retry_safe: bool = False,
     ) -> Any:
         """Call plain operation ``op`` of the agent at ``address``; return its result."""
 

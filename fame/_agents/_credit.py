@@ -21,7 +21,7 @@ from typing import Any
 
 import trio
 
-from .._core._errors import DeadlineExceeded, NodeClosed, ProtocolError, remote_error
+from .._core._errors import NoAnswerInTime, NodeClosed, ProtocolError, remote_error
 from .._protocol._credit import DEFAULT_WINDOW, DEFAULT_WINDOW_BYTES, CreditWindow
 from .._wire._schema import Cancel, Credit, Error, Frame, StreamEnd, StreamItem
 
@@ -179,4 +179,4 @@ class StreamConsumer:
             except (trio.EndOfChannel, trio.ClosedResourceError):
                 self.finished = True
                 raise self._error or NodeClosed("stream closed") from None
-        raise DeadlineExceeded(f"{self.address} sent no stream item within {timeout} s")
+        raise NoAnswerInTime(f"{self.address} sent no stream item within {timeout} s")

@@ -32,7 +32,7 @@ from .._core._errors import NoRoute
 from .._core._groups import unwrap_exception_group
 from .._core._storage_protocol import StorageProvider
 from .._core._supervisor import RestartPolicy, Supervisor, open_supervisor
-from .._wire._schema import Envelope
+from .._wire._schema import Envelope, check_request_id
 from ._agent import BaseAgent
 from ._agent_actor import AgentActor
 from ._agent_scope import AgentScope
@@ -256,14 +256,25 @@ class Node:
         args: dict[str, Any],
         *,
         timeout: float | None = None,
+        request_id: str | None = None,
+        retry_safe: bool = False,
     ) -> Any:
         """Call plain operation ``op`` of the agent at ``address``; return its result.
 
         Arguments and result are copies, as on the wire, also for an agent
-        on this node.
+        on this node. ``request_id`` (1 to 64 characters; a fresh random one
+        if ``None``) goes with every attempt of the call; ``retry_safe``
+        says that a lost answer may be retried with it (the operation is
+        idempotent or deduplicated; a typed proxy knows that from the
+        operation). What each error means is in :mod:`fame.errors`:
+        :class:`~fame.errors.NotApplied` or :class:`~fame.errors.OutcomeUnknown`.
         """
         timeout = self.default_timeout if timeout is None else timeout
-        return await self._switchboard.call(address, op, args, timeout)
+        if request_id is not None:
+            check_request_id(request_id)
+        return await self._switchboard.call(
+            address, op, args, timeout, request_id=request_id, retry_safe=retry_safe
+        )
 
     def open_stream(
         self,

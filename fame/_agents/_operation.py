@@ -34,6 +34,8 @@ class _Mark:
     streaming: bool
     errors: tuple[type[BaseException], ...]
     name: str | None
+    idempotent: bool = False
+    deduplicated: bool = False
 
 
 @typing.overload
@@ -44,6 +46,8 @@ def operation(
     streaming: bool = False,
     errors: tuple[type[BaseException], ...] = (),
     name: str | None = None,
+    idempotent: bool = False,
+    deduplicated: bool = False,
 ) -> Callable[[F], F]: ...
 
 
@@ -54,6 +58,8 @@ def operation(
     streaming: bool = False,
     errors: tuple[type[BaseException], ...] = (),
     name: str | None = None,
+    idempotent: bool = False,
+    deduplicated: bool = False,
 ) -> Any:
     """Mark an agent method as an operation callable by message.
 
@@ -64,8 +70,23 @@ def operation(
     :class:`fame.OperationFailed` and the agent keeps running. Any other
     exception is a crash: the caller gets :class:`fame.ActorCrashed` and the
     agent is restarted by its supervisor. ``name`` overrides the wire name.
+
+    What a caller's runtime may do when an answer is lost (the request may
+    have run) depends on two declarations. ``idempotent=True``: running it
+    twice has the effect of running it once (a read, a set to a fixed
+    value), so it is sent again freely. ``deduplicated=True``: it applies a
+    repeated request id once and answers the original result (it passes
+    :func:`fame.security.request_key` to its store's writes), so it is sent again
+    with the same id. Neither: a lost answer raises
+    :class:`fame.errors.RequestLost` and nothing is sent again.
     """
-    mark = _Mark(streaming=streaming, errors=tuple(errors), name=name)
+    mark = _Mark(
+        streaming=streaming,
+        errors=tuple(errors),
+        name=name,
+        idempotent=idempotent,
+        deduplicated=deduplicated,
+    )
 
     def decorate(func: F) -> F:
         if streaming and not inspect.isasyncgenfunction(func):
@@ -95,6 +116,13 @@ class OperationSpec:
     param_types: dict[str, Any]
     args_type: type[msgspec.Struct]
     result_type: Any
+    idempotent: bool = False
+    deduplicated: bool = False
+
+    @property
+    def retry_safe(self) -> bool:
+        """Whether a call whose answer was lost may be sent again (same request id)."""
+        return self.idempotent or self.deduplicated
 
     @classmethod
     def from_function(cls, attr_name: str, func: Callable[..., Any], owner: type) -> OperationSpec:
@@ -134,6 +162,8 @@ class OperationSpec:
             param_types=param_types,
             args_type=args_type,
             result_type=result,
+            idempotent=mark.idempotent,
+            deduplicated=mark.deduplicated,
         )
 
     def bind(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:

@@ -27,6 +27,7 @@ from typing import Any, Concatenate, Generic, ParamSpec, TypeVar
 
 import msgspec
 
+from .._wire._schema import check_request_id
 from ._agent import BaseAgent
 from ._caller import Caller  # what a proxy needs of a node: keeps the arrows one way
 from ._operation import _MARK, OperationSpec
@@ -61,12 +62,14 @@ class Proxy(Generic[AgentT]):
         agent_type: type[AgentT] | None = None,
         *,
         timeout: float | None = None,
+        request_id: str | None = None,
     ) -> None:
         self._node = node
         self._address = address
         # A plain actor is registered as BaseAgent: it has no operations to check.
         self._agent_type = None if agent_type is BaseAgent else agent_type
         self._timeout = timeout
+        self._request_id = None if request_id is None else check_request_id(request_id)
 
     @property
     def address(self) -> str:
@@ -78,7 +81,30 @@ class Proxy(Generic[AgentT]):
 
     def with_timeout(self, timeout: float) -> Proxy[AgentT]:
         """A proxy to the same agent whose calls have this deadline (seconds)."""
-        return Proxy(self._node, self._address, self._agent_type, timeout=timeout)
+        return Proxy(
+            self._node,
+            self._address,
+            self._agent_type,
+            timeout=timeout,
+            request_id=self._request_id,
+        )
+
+    def with_request_id(self, request_id: str) -> Proxy[AgentT]:
+        """A proxy whose calls carry ``request_id`` (1 to 64 characters) instead of a fresh one.
+
+        For a program that retries a call itself, across its own restarts
+        too: an operation that deduplicates by request id applies it once
+        and answers every retry with the original result. Use a new id for
+        each distinct call (a proxy from this is for one call and its
+        retries).
+        """
+        return Proxy(
+            self._node,
+            self._address,
+            self._agent_type,
+            timeout=self._timeout,
+            request_id=request_id,
+        )
 
     # --- typed calls ----------------------------------------------------------------
 
@@ -173,7 +199,14 @@ class Proxy(Generic[AgentT]):
     # --- the node's side --------------------------------------------------------------
 
     async def _result(self, name: str, args: dict[str, Any], spec: OperationSpec | None) -> Any:
-        result = await self._node.call(self._address, name, args, timeout=self._timeout)
+        result = await self._node.call(
+            self._address,
+            name,
+            args,
+            timeout=self._timeout,
+            request_id=self._request_id,
+            retry_safe=spec is not None and spec.retry_safe,
+        )
         if spec is not None and spec.result_type is not Any:
             return msgspec.convert(result, spec.result_type, strict=False)
         return result

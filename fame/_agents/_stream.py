@@ -30,7 +30,7 @@ from typing import Any, Generic, TypeVar, cast
 import msgspec
 import trio
 
-from .._core._errors import DeadlineExceeded, Overloaded
+from .._core._errors import NotSentInTime, Overloaded
 from .._wire._schema import Cancel, Credit, Request
 from ._credit import (
     DEFAULT_IDLE_TIMEOUT,
@@ -39,7 +39,7 @@ from ._credit import (
     StreamConsumer,
     timeout_ms,
 )
-from ._switchboard import OVERLOAD_BACKOFF, Switchboard
+from ._switchboard import RETRY_BACKOFF, Switchboard
 
 __all__ = ["DEFAULT_IDLE_TIMEOUT", "DEFAULT_WINDOW", "DEFAULT_WINDOW_BYTES", "Stream"]
 
@@ -104,7 +104,7 @@ class Stream(Generic[T]):
         after a jittered backoff, until the stream's timeout.
         """
         deadline = trio.current_time() + self._timeout
-        delays = OVERLOAD_BACKOFF.delays()
+        delays = RETRY_BACKOFF.delays()
         refused = 0
         while True:
             window = self._consumer.window
@@ -126,7 +126,7 @@ class Stream(Generic[T]):
                 refused += 1
                 wait = next(delays)
                 if trio.current_time() + wait >= deadline:
-                    raise DeadlineExceeded(
+                    raise NotSentInTime(
                         f"{self._address} stayed overloaded for {self._timeout} s: {self._op}()"
                         f" was refused {refused} times and never ran (last: {exc}); retry"
                         " later or raise the deadline"

@@ -48,12 +48,15 @@ import trio
 from .._core._address import REPLY_NAME, Address
 from .._core._backoff import Backoff
 from .._core._errors import (
-    DeadlineExceeded,
     MailboxFull,
+    NoAnswerInTime,
     NodeClosed,
     NoRoute,
+    NotSentInTime,
     Overloaded,
     ProtocolError,
+    RemoteError,
+    RequestLost,
     WireError,
     remote_error,
 )
@@ -75,10 +78,11 @@ from ._waiting_room import Waiting, WaitingRoom
 
 __all__ = [
     "CORR_LIMIT",
-    "OVERLOAD_BACKOFF",
     "REPLY_NAME",
+    "RETRY_BACKOFF",
     "Switchboard",
     "Uplink",
+    "new_request_id",
     "random_corr",
     "unsendable",
 ]
@@ -88,13 +92,27 @@ log = logging.getLogger("fame.node")
 CORR_LIMIT = 1 << 63
 """Correlation ids are below this: they fit a msgpack int64 on the wire."""
 
-OVERLOAD_BACKOFF = Backoff(0.005, 0.25, jitter=True)
-"""The waits before sending again a request answered ``overloaded``."""
+RETRY_BACKOFF = Backoff(0.005, 0.25, jitter=True)
+"""The waits before sending a call again (answered ``overloaded``, ``no_route``, or lost)."""
 
 
 def random_corr() -> int:
     """A correlation id nobody can guess: uniform in ``1 .. CORR_LIMIT - 1``."""
     return 1 + secrets.randbelow(CORR_LIMIT - 1)
+
+
+def new_request_id() -> str:
+    """A request id nobody can guess: 128 random bits, 22 URL-safe characters."""
+    return secrets.token_urlsafe(16)
+
+
+class _Attempt:
+    """Whether one attempt of a call left this node (so it may have run)."""
+
+    __slots__ = ("sent",)
+
+    def __init__(self) -> None:
+        self.sent = False
 
 
 _encoder = msgspec.msgpack.Encoder()
@@ -206,48 +224,94 @@ class Switchboard:
             if corr not in self.pending and corr not in self.consumers:
                 return corr
 
-    async def call(self, address: str, op: str, args: dict[str, Any], timeout: float) -> Any:
+    async def call(
+        self,
+        address: str,
+        op: str,
+        args: dict[str, Any],
+        timeout: float,
+        *,
+        request_id: str | None = None,
+        retry_safe: bool = False,
+    ) -> Any:
         """Call plain operation ``op`` of the agent at ``address``; return its result.
 
-        An ``overloaded`` answer (nothing ran) is retried with a jittered
-        backoff until ``timeout``; past it :class:`fame.DeadlineExceeded`
-        says whether the target stayed overloaded or did not answer.
+        Every attempt carries the same ``request_id`` (a fresh random one if
+        none is given). An answer that says nothing ran (``overloaded``, or
+        ``no_route`` on a node with an uplink: the target may be restarting,
+        this node re-attaching) is retried with a jittered backoff until
+        ``timeout``. A lost answer (:class:`fame.RequestLost`: the request
+        may have run) is retried only if ``retry_safe`` (the operation is
+        idempotent, or deduplicates by request id), else raised. Past the
+        deadline: :class:`fame.errors.NotSentInTime` if no attempt can
+        have run (:class:`fame.NoRoute` if there was no route all along),
+        else :class:`fame.errors.NoAnswerInTime`.
         """
+        if request_id is None:
+            request_id = new_request_id()
         deadline = trio.current_time() + timeout
-        refused = 0
-        last: Overloaded | None = None
-        delays = OVERLOAD_BACKOFF.delays()
+        attempt = _Attempt()
+        attempts = 0
+        maybe_ran = False  # an attempt reached the target and its outcome is unknown
+        last: RemoteError | None = None
+        delays = RETRY_BACKOFF.delays()
         with trio.move_on_at(deadline):
             while True:
+                attempts += 1
+                attempt = _Attempt()
                 try:
-                    return await self._call_once(address, op, args, deadline)
+                    return await self._call_once(address, op, args, deadline, request_id, attempt)
                 except Overloaded as exc:
-                    refused, last = refused + 1, exc
+                    last = exc
+                except NoRoute as exc:
+                    if self.uplink is None:
+                        raise  # nothing here can bring the address back
+                    last = exc
+                except RequestLost as exc:
+                    maybe_ran = True
+                    if not retry_safe:
+                        raise
+                    last = exc
                 await trio.sleep(next(delays))
-        if last is not None:
-            raise DeadlineExceeded(
-                f"{address} stayed overloaded for {timeout} s: {op}() was refused {refused}"
-                f" times and never ran (last: {last}); retry later or raise the deadline"
+        if maybe_ran or attempt.sent:
+            why = f" (last: {last})" if last is not None else ""
+            raise NoAnswerInTime(
+                f"{address} did not answer {op}() within {timeout} s after {attempts}"
+                f" attempt(s){why}; it may have run: send it again with request id"
+                f" {request_id!r} to learn its outcome without running it twice, if the"
+                " operation deduplicates"
             )
-        raise DeadlineExceeded(f"{address} did not answer {op}() within {timeout} s")
+        if isinstance(last, NoRoute):
+            raise NoRoute(
+                f"{last.message} (sent {attempts} times over {timeout} s; nothing ran)",
+                actor=last.actor,
+            )
+        raise NotSentInTime(
+            f"{address} could not take {op}() within {timeout} s: {attempts} attempt(s)"
+            f" refused before running (last: {last}); nothing ran, retry later or raise"
+            " the deadline"
+        )
 
-    async def _call_once(self, address: str, op: str, args: dict[str, Any], deadline: float) -> Any:
+    async def _call_once(
+        self,
+        address: str,
+        op: str,
+        args: dict[str, Any],
+        deadline: float,
+        request_id: str,
+        attempt: _Attempt,
+    ) -> Any:
         """Send one request and wait for its answer (the caller bounds the wait)."""
         corr = self.new_corr()
         slot = ReplySlot()
         self.pending[corr] = slot
         remaining = deadline - trio.current_time()
-        envelope = Envelope(
-            0,
-            address,
-            next(self._ids),
-            Request(op, args, False, 0, timeout_ms(remaining)),
-            self.reply_address,
-            corr,
-        )
+        request = Request(op, args, False, 0, timeout_ms(remaining), None, request_id)
+        envelope = Envelope(0, address, next(self._ids), request, self.reply_address, corr)
         try:
             if await self.route(envelope, timeout=None if math.isinf(remaining) else remaining):
                 self.remote[corr] = address
+            attempt.sent = True
             match await slot.wait():
                 case Reply(result=result):
                     return result
@@ -277,7 +341,9 @@ class Switchboard:
                     self.remote[corr] = address
         except trio.TooSlowError:
             self.forget_stream(corr)
-            raise DeadlineExceeded(f"{address} did not take {request.op}()") from None
+            raise NotSentInTime(
+                f"{address} did not take {request.op}() within {timeout} s; nothing ran"
+            ) from None
         except BaseException:
             self.forget_stream(corr)
             raise
@@ -507,7 +573,9 @@ class Switchboard:
         """
         remote, self.remote = self.remote, {}
         for corr, address in remote.items():
-            error = NoRoute(f"no answer from {address}: {reason}", actor=address)
+            error = RequestLost(
+                f"no answer from {address}: {reason}; it may have run", actor=address
+            )
             slot = self.pending.get(corr)
             if slot is not None:
                 slot.set(Error(error.kind, error.message, address, None))

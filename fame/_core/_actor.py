@@ -24,7 +24,7 @@ from typing import Any, ClassVar
 
 import trio
 
-from ._errors import ActorCrashed, DeadlineExceeded, MailboxFull, NodeClosed
+from ._errors import ActorCrashed, MailboxFull, NoAnswerInTime, NodeClosed, NotSentInTime
 from ._reply import ReplySlot
 
 __all__ = ["Actor", "ActorRef", "Delivery", "crash_error", "crash_traceback"]
@@ -142,12 +142,12 @@ class ActorRef:
         try:
             await self._put(Delivery(message, slot), timeout, then_waits=True)
         except MailboxFull:
-            raise DeadlineExceeded(
+            raise NotSentInTime(
                 f"{self.address} had no mailbox room within {timeout} s; nothing was queued"
             ) from None
         with trio.move_on_at(deadline):
             return await slot.wait()
-        raise DeadlineExceeded(f"{self.address} did not answer within {timeout} s")
+        raise NoAnswerInTime(f"{self.address} did not answer within {timeout} s")
 
     async def _put(
         self, delivery: Delivery, timeout: float | None, *, then_waits: bool = False

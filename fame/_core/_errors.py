@@ -20,15 +20,20 @@ __all__ = [
     "FameError",
     "InvalidArguments",
     "MailboxFull",
+    "NoAnswerInTime",
     "NoRoute",
     "NodeClosed",
+    "NotApplied",
+    "NotSentInTime",
     "OperationFailed",
+    "OutcomeUnknown",
     "Overloaded",
     "PermissionDenied",
     "ProtocolError",
     "ProtocolMismatch",
     "QuotaExceeded",
     "RemoteError",
+    "RequestLost",
     "SupervisorGaveUp",
     "UnknownOperation",
     "UntrustedSentinel",
@@ -79,8 +84,47 @@ class WireError(FameError, ValueError):
         self.code: WireErrorCode = code
 
 
+class NotApplied(FameError):
+    """What a call raised means *certainly not applied*: it was refused before it ran.
+
+    A base of every error that says so (:class:`NoRoute`,
+    :class:`Overloaded`, :class:`QuotaExceeded`, :class:`PermissionDenied`,
+    :class:`InvalidArguments`, :class:`UnknownOperation`,
+    :class:`MailboxFull`, :class:`NotSentInTime`): sending the call again
+    can never make it happen twice.
+    """
+
+
+class OutcomeUnknown(FameError):
+    """What a call raised means *outcome unknown*: it was sent and no answer came.
+
+    It may have run, completely or not at all. A base of
+    :class:`RequestLost` and :class:`NoAnswerInTime`. Sending it again is
+    safe for an idempotent operation, or with the same request id for one
+    that deduplicates by it (``proxy.with_request_id``): the retry then
+    gets the original answer.
+    """
+
+
 class DeadlineExceeded(FameError, TimeoutError):
-    """A call did not complete before its deadline."""
+    """A call did not complete before its deadline.
+
+    Raised as one of its two kinds, which say what is known:
+    :class:`NotSentInTime` (it never reached the target: nothing ran) or
+    :class:`NoAnswerInTime` (it was sent: it may have run).
+    """
+
+
+class NotSentInTime(DeadlineExceeded, NotApplied):
+    """The deadline passed before the call could reach its target; nothing ran.
+
+    The target stayed overloaded or unreachable (no route, a full mailbox)
+    for the whole deadline.
+    """
+
+
+class NoAnswerInTime(DeadlineExceeded, OutcomeUnknown):
+    """The call was sent and no answer came before the deadline; it may have run."""
 
 
 class NodeClosed(FameError):
@@ -169,13 +213,13 @@ class RemoteError(FameError):
         return f"{where}{what}{self.message}"
 
 
-class InvalidArguments(RemoteError):
+class InvalidArguments(RemoteError, NotApplied):
     """The arguments of a call did not fit the operation's signature."""
 
     kind = "invalid_arguments"
 
 
-class UnknownOperation(RemoteError):
+class UnknownOperation(RemoteError, NotApplied):
     """The target agent has no operation of that name (or of that kind)."""
 
     kind = "unknown_operation"
@@ -202,19 +246,36 @@ class OperationFailed(RemoteError):
     kind = "operation_failed"
 
 
-class MailboxFull(RemoteError):
+class MailboxFull(RemoteError, NotApplied):
     """A message could not be put in a bounded mailbox before the deadline."""
 
     kind = "mailbox_full"
 
 
-class NoRoute(RemoteError):
-    """No actor is bound at the address."""
+class NoRoute(RemoteError, NotApplied):
+    """No actor is bound at the address; the request reached nobody, so nothing ran.
+
+    A node behind a sentinel sends a call that got it again, with backoff,
+    until the caller's deadline (the target may be restarting, or this
+    node re-attaching), and raises it (or :class:`NotSentInTime`) only then.
+    """
+
+
+class RequestLost(RemoteError, OutcomeUnknown):
+    """The request was sent but its answer can no longer come; it may have run.
+
+    The link to the target (or this node's own link to the sentinel) went
+    away, or the target stopped or restarted while handling it. The
+    runtime sends such a call again by itself only if the operation is
+    idempotent or deduplicates by request id; otherwise it raises this.
+    """
+
+    kind = "request_lost"
 
     kind = "no_route"
 
 
-class PermissionDenied(RemoteError):
+class PermissionDenied(RemoteError, NotApplied):
     """The caller's principal may not call that operation of that address, or bind it; nothing ran.
 
     The sentinel's authorization policy decides (deny by default); the
@@ -224,7 +285,7 @@ class PermissionDenied(RemoteError):
     kind = "permission_denied"
 
 
-class QuotaExceeded(RemoteError):
+class QuotaExceeded(RemoteError, NotApplied):
     """The caller's principal (or its link) is over one of its quotas; nothing ran.
 
     Quotas bound what one principal may hold at once: requests in flight,
@@ -237,7 +298,7 @@ class QuotaExceeded(RemoteError):
     kind = "quota_exceeded"
 
 
-class Overloaded(RemoteError):
+class Overloaded(RemoteError, NotApplied):
     """The target had no room for the request (a full mailbox or link); nothing ran.
 
     Backpressure, not a failure: the runtime retries such a call with
@@ -265,6 +326,7 @@ _KINDS: dict[str, type[RemoteError]] = {
         OperationFailed,
         MailboxFull,
         NoRoute,
+        RequestLost,
         PermissionDenied,
         QuotaExceeded,
         Overloaded,

@@ -5,7 +5,8 @@
 When a node's link drops, the requests the sentinel already forwarded to it
 can never be answered. Without this table their callers would wait out
 their deadlines (30 s by default); with it, the sentinel answers each of
-them at once with a ``no_route`` error that says the node went away.
+them at once with a ``request_lost`` error that says the node went away
+(the request may have run).
 
 A request is keyed by the caller's ``(reply_to, corr)``. It is recorded
 when a request (or a stream credit) goes to a link, and forgotten when a

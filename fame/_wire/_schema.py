@@ -21,7 +21,7 @@ a remote one go through exactly the same code.
 
 from __future__ import annotations
 
-from typing import Any, Final
+from typing import Annotated, Any, Final
 
 import msgspec
 
@@ -32,6 +32,7 @@ __all__ = [
     "DEFAULT_MAX_MESSAGE_SIZE",
     "FINAL_FRAME_TAGS",
     "MAX_HOPS",
+    "MAX_REQUEST_ID",
     "PROTOCOL_VERSION",
     "REPLY_FRAME_TAGS",
     "Attach",
@@ -53,6 +54,7 @@ __all__ = [
     "Refused",
     "Reply",
     "Request",
+    "RequestId",
     "RoutingHeader",
     "StreamEnd",
     "StreamItem",
@@ -60,6 +62,7 @@ __all__ = [
     "Welcome",
     "bump_hops",
     "challenge_payload",
+    "check_request_id",
     "frame_tag",
     "peek_version",
     "request_head",
@@ -84,6 +87,22 @@ version keeps it at the same position (see :func:`peek_version`).
 """
 
 
+MAX_REQUEST_ID: Final = 64
+"""Longest request id accepted, in characters (the runtime makes 22)."""
+
+RequestId = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_REQUEST_ID)]
+"""A caller's id for one call, the same across its retries: 1 to 64 characters."""
+
+
+def check_request_id(request_id: object) -> str:
+    """``request_id`` if it is one (a str of 1 to 64 characters), else :class:`ValueError`."""
+    if not isinstance(request_id, str) or not 0 < len(request_id) <= MAX_REQUEST_ID:
+        raise ValueError(
+            f"a request id is a str of 1 to {MAX_REQUEST_ID} characters, got {request_id!r:.100}"
+        )
+    return request_id
+
+
 class _Msg(msgspec.Struct, array_like=True, omit_defaults=False, frozen=True):
     """Frozen: a message never changes once made, so queues, routers and traces share it safely."""
 
@@ -101,6 +120,12 @@ class Request(_Msg, tag="req", frozen=True):
     the stream's initial byte credit: the producer sends while it has item
     credit *and* byte credit (always one item when the byte credit is
     positive); ``None`` (an older caller) sets no byte limit.
+
+    ``request_id`` is chosen by the caller and stays the same when the
+    call is sent again (:data:`RequestId`): a callee that deduplicates
+    writes keys them by it, scoped by the caller's verified principal, so a
+    retry applies once and gets the original answer. ``None``: an older
+    caller, or a request nobody retries.
     """
 
     op: str
@@ -109,6 +134,7 @@ class Request(_Msg, tag="req", frozen=True):
     credit: int = 0
     timeout_ms: int | None = None
     credit_bytes: int | None = None
+    request_id: RequestId | None = None
 
 
 class Reply(_Msg, tag="rep", frozen=True):

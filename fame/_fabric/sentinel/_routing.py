@@ -36,7 +36,7 @@ import trio
 from trio_websocket import WebSocketConnection
 
 from ..._agents._node import REPLY_NAME, Node
-from ..._core._errors import WireError
+from ..._core._errors import RequestLost, WireError
 from ..._protocol import SentinelLink
 from ..._protocol._quotas import Quotas
 from ..._protocol._routing import Deliver, DropAnswer, Forward, Refuse, ReplyError, Routing
@@ -336,8 +336,9 @@ class Router:
         that served it. Never waiting for room (:meth:`send`).
         """
         for (reply_to, corr), to, caller in unanswered:
-            message = f"no answer from {to}: its node went away before answering"
-            error = Envelope(0, reply_to, 0, Error("no_route", message, to or None), None, corr)
+            message = f"no answer from {to}: its node went away before answering; it may have run"
+            lost = Error(RequestLost.kind, message, to or None)
+            error = Envelope(0, reply_to, 0, lost, None, corr)
             if caller is None:
                 if reply_to == self.node.reply_address:
                     await self.node._deliver(error)
