@@ -272,6 +272,9 @@ class Switchboard:
                     if not retry_safe:
                         raise
                     last = exc
+                # Answered: this attempt did not run (or is counted in maybe_ran), so a
+                # deadline that passes in the wait below finds nothing in flight.
+                attempt = _Attempt()
                 await trio.sleep(next(delays))
         if maybe_ran or attempt.sent:
             why = f" (last: {last})" if last is not None else ""

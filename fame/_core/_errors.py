@@ -260,6 +260,8 @@ class NoRoute(RemoteError, NotApplied):
     node re-attaching), and raises it (or :class:`NotSentInTime`) only then.
     """
 
+    kind = "no_route"
+
 
 class RequestLost(RemoteError, OutcomeUnknown):
     """The request was sent but its answer can no longer come; it may have run.
@@ -271,8 +273,6 @@ class RequestLost(RemoteError, OutcomeUnknown):
     """
 
     kind = "request_lost"
-
-    kind = "no_route"
 
 
 class PermissionDenied(RemoteError, NotApplied):
