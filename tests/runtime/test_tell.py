@@ -14,6 +14,7 @@ import attrs
 import msgspec
 import pytest
 import trio
+import trio.testing
 
 import fame
 from fame._agents._delivery_policy import Next, OutboxEntry, after_failure
@@ -128,3 +129,70 @@ def test_the_rules_retry_what_may_succeed_and_dead_letter_what_cannot() -> None:
     tired = msgspec.structs.replace(entry, attempts=2)
     verdict, after = after_failure(tired, NoRoute("x"), 100.0, config, rng)
     assert verdict is Next.DEAD and after.attempts == 3
+
+
+class Slow(fame.BaseAgent):
+    """A concurrent agent whose ``apply`` waits for the test to release it."""
+
+    max_concurrency = 4
+
+    def __init__(self) -> None:
+        self.runs = 0
+        self.started = trio.Event()
+        self.release = trio.Event()
+
+    @fame.operation
+    async def apply(self) -> str:
+        self.runs += 1
+        self.started.set()
+        await self.release.wait()
+        return "applied"
+
+
+async def test_a_resend_while_the_first_still_runs_waits_and_is_acknowledged_once() -> None:
+    async with fame.open_node() as node:
+        slow = Slow()
+        await node.spawn(slow, "slow@local")
+        board = node._switchboard
+        answers: list[object] = []
+
+        async def send() -> None:
+            answers.append(
+                await board.call("slow@local", "apply", {}, 10, request_id="r", once=True)
+            )
+
+        with trio.fail_after(10):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(send)
+                await slow.started.wait()
+                # The resend is answered overloaded (nothing ran) and retried by the caller.
+                nursery.start_soon(send)
+                await trio.testing.wait_all_tasks_blocked()
+                slow.release.set()
+        assert slow.runs == 1
+        assert sorted(answers, key=str) == [None, "applied"]
+
+
+async def test_the_inbox_forgets_past_its_window_and_its_count() -> None:
+    from fame._agents._inbox import Inbox
+
+    inbox = Inbox(None, DeliveryConfig(inbox_window=60.0, inbox_max=2))
+    for at, key in enumerate(("a", "b", "c")):
+        await inbox.record(key, 1000.0 + at)
+    assert not await inbox.applied("a", 1003.0)  # the oldest, past the count
+    assert await inbox.applied("b", 1003.0) and await inbox.applied("c", 1003.0)
+    assert not await inbox.applied("b", 1061.0)  # past the window
+    assert await inbox.applied("c", 1061.0)
+
+
+def test_a_told_request_carries_the_once_flag_and_an_older_request_decodes_without_it() -> None:
+    from fame._wire._schema import Codec, Envelope, Request
+
+    codec = Codec()
+    told = Envelope(0, "a@b", 1, Request("op", {}, request_id="m", once=True), "r@b", 1)
+    assert codec.decode(codec.encode(told)) == told
+    # An older peer's request: seven fields, no flag.
+    older = msgspec.msgpack.encode(["e", 0, "a@b", 1, ["req", "op", {}, False, 0, None, None, "m"],
+                                    "r@b", 1, None])  # fmt: skip
+    decoded = codec.decode(older)
+    assert isinstance(decoded.frame, Request) and decoded.frame.once is False
