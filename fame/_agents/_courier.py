@@ -13,6 +13,12 @@ Messages to every destination go through one loop, up to
 order, per destination either. A message to an address on this node goes
 the same way (through the switchboard, with the same inbox), so local and
 remote messages share one guarantee.
+
+Attempt times are wall-clock seconds (they are stored and outlive the
+process); the loop waits for them with trio's clock. Under a test's
+virtual clock (``autojump_clock``) a message that waits for a later
+attempt would make the loop spin through virtual time: such tests give
+their nodes nothing to retry.
 """
 
 from __future__ import annotations

@@ -69,12 +69,22 @@ class Inbox:
             if self._loaded:
                 return
             if self._provider is not None:
-                store = await self._provider.get_internal_kv_store(InboxRecord, INBOX_STORE)
-                found = [record async for _, record in store.scan()]
-                found.sort(key=lambda record: record.at)
-                for record in found:
-                    self._applied[record.key] = record.at
-                self._store = store
+                try:
+                    store = await self._provider.get_internal_kv_store(InboxRecord, INBOX_STORE)
+                    found = [record async for _, record in store.scan()]
+                except Exception as exc:
+                    # A damaged inbox file must not crash every agent that gets a told
+                    # message: the inbox works in memory, and says what that costs.
+                    log.error(
+                        "inbox not opened, kept in memory: a message resent after this node"
+                        " restarts may run twice: %s",
+                        exc,
+                    )
+                else:
+                    found.sort(key=lambda record: record.at)
+                    for record in found:
+                        self._applied[record.key] = record.at
+                    self._store = store
             self._loaded = True
         self._expire(now)
 
