@@ -13,9 +13,10 @@ Embed one in any Trio program::
         print(await agent.some_operation(x=1))
 
 The public face is small: spawn and stop agents, get proxies and refs,
-call by name. What the fabric needs (delivering envelopes from a link,
-setting the uplink and the path, failing what a lost link will never
-answer) are the underscore methods at the end of :class:`Node`.
+call by name, tell (fire and forget, through the outbox). What the
+fabric needs (delivering envelopes from a link, setting the uplink and
+the path, failing what a lost link will never answer) are the
+underscore methods at the end of :class:`Node`.
 """
 
 from __future__ import annotations
