@@ -4,7 +4,10 @@ Bare actors and their references (:class:`Actor`, :class:`ActorRef`,
 :class:`Delivery`), addresses, supervisors, the sentinel's server object
 and TLS contexts, what a sentinel grants connections before they attach
 (:class:`DoorLimits`), its link limits and per-principal quotas
-(:class:`LinkLimits`, :class:`Quotas`); a node's stores and identity and the sentinel's
+(:class:`LinkLimits`, :class:`Quotas`); the limits of ``node.tell``'s outbox
+and inbox (:class:`DeliveryConfig`) and a stopped node's dead letters
+(:class:`DeadLetters` of :class:`OutboxEntry`, what ``fame dlq`` changes);
+a node's stores and identity and the sentinel's
 register of enrolled nodes (what ``fame enroll`` and ``fame admin``
 change offline); the defaults a program (the command line included)
 builds its settings from; the name of the envelope trace logger; and the
@@ -13,6 +16,8 @@ of one error only, :func:`leaves` lists what a group holds). Most programs
 need only :mod:`fame`.
 """
 
+from ._agents._dead_letters import DeadLetters
+from ._agents._delivery_policy import DeliveryConfig, OutboxEntry
 from ._agents._stream import DEFAULT_IDLE_TIMEOUT, DEFAULT_WINDOW
 from ._core._actor import Actor, ActorRef, Delivery
 from ._core._address import Address
@@ -50,11 +55,14 @@ __all__ = [
     "Actor",
     "ActorRef",
     "Address",
+    "DeadLetters",
     "Delivery",
+    "DeliveryConfig",
     "DoorLimits",
     "LinkLimits",
     "NodeRegistry",
     "NodeStores",
+    "OutboxEntry",
     "Quotas",
     "Sentinel",
     "Supervisor",

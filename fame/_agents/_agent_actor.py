@@ -22,6 +22,7 @@ more is refused with ``quota_exceeded``.
 from __future__ import annotations
 
 import contextlib
+import time
 from typing import Any
 
 import trio
@@ -31,6 +32,7 @@ from .._core._errors import (
     InvalidArguments,
     NodeClosed,
     OperationFailed,
+    Overloaded,
     QuotaExceeded,
     RequestLost,
     UnknownOperation,
@@ -38,8 +40,9 @@ from .._core._errors import (
 from .._wire._schema import Envelope, Reply, Request
 from ._agent import AgentNode, BaseAgent
 from ._agent_scope import AgentScope
-from ._call_context import enter_call, leave_call
+from ._call_context import enter_call, leave_call, request_key
 from ._credit import StreamProducer
+from ._inbox import Inbox
 from ._operation import OperationSpec
 from ._stream_serving import serve_stream
 from ._switchboard import Switchboard
@@ -63,9 +66,15 @@ class AgentActor(Actor):
     """The actor that runs one agent: dispatches requests to operations."""
 
     def __init__(
-        self, agent: BaseAgent, node: AgentNode, switchboard: Switchboard, scope: AgentScope
+        self,
+        agent: BaseAgent,
+        node: AgentNode,
+        switchboard: Switchboard,
+        scope: AgentScope,
+        inbox: Inbox | None = None,
     ) -> None:
         self.agent = agent
+        self._inbox = inbox
         self._node = node
         self._switchboard = switchboard
         self._scope = scope
@@ -194,10 +203,39 @@ class AgentActor(Actor):
         )
 
     async def call(self, spec: OperationSpec, kwargs: dict[str, Any], envelope: Envelope) -> None:
-        """Run one plain operation and reply; a crash is answered, then re-raised."""
+        """Run one plain operation and reply; a crash is answered, then re-raised.
+
+        A told message (``Request.once``) goes through the node's inbox:
+        one already applied is acknowledged (``None``) without running, one
+        being applied right now is answered ``overloaded`` (its sender
+        tries again), and one that completes is recorded before its answer.
+        """
         token = enter_call(envelope.caller, envelope.reply_to, _request_id(envelope))
+        once = self._once_key(envelope)
+        began = False
         try:
+            if once is not None:
+                assert self._inbox is not None
+                if await self._inbox.applied(once, time.time()):
+                    if envelope.reply_to is not None:
+                        await self._switchboard.reply(envelope, Reply(None))
+                    return
+                if self._inbox.running(once):
+                    busy = Overloaded(
+                        f"{self.address} is applying this message now; nothing ran twice:"
+                        " send it again later",
+                        actor=self.address,
+                    )
+                    await self._switchboard.reply_error(
+                        envelope, busy.kind, busy.message, actor=self.address
+                    )
+                    return
+                self._inbox.begin(once)
+                began = True
             result = spec.convert_result(await spec.function(self.agent, **kwargs))
+            if once is not None:
+                assert self._inbox is not None
+                await self._inbox.record(once, time.time())
         except spec.errors as exc:
             error = OperationFailed(str(exc), actor=self.address, exc_type=type(exc).__name__)
             await self._switchboard.reply_error(
@@ -208,9 +246,18 @@ class AgentActor(Actor):
             await self.reply_crash(envelope, exc)
             raise
         finally:
+            if began and once is not None and self._inbox is not None:
+                self._inbox.end(once)
             leave_call(token)
         if envelope.reply_to is not None:
             await self._switchboard.reply(envelope, Reply(result))
+
+    def _once_key(self, envelope: Envelope) -> str | None:
+        """The inbox key of a told message (its scoped request id), else ``None``."""
+        frame = envelope.frame
+        if self._inbox is None or not isinstance(frame, Request) or not frame.once:
+            return None
+        return request_key()
 
     async def _call_concurrently(
         self, spec: OperationSpec, kwargs: dict[str, Any], envelope: Envelope, token: object

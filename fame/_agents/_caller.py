@@ -31,6 +31,11 @@ class Caller(Protocol):
     ) -> Any:
         """Call plain operation ``op`` of the agent at ``address``; return its result."""
 
+    async def tell(
+        self, address: str, op: str, args: dict[str, Any], *, request_id: str | None = None
+    ) -> str:
+        """Record a message to ``op`` of ``address`` in the outbox; return its id."""
+
     def open_stream(
         self,
         address: str,

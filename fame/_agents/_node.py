@@ -13,9 +13,10 @@ Embed one in any Trio program::
         print(await agent.some_operation(x=1))
 
 The public face is small: spawn and stop agents, get proxies and refs,
-call by name. What the fabric needs (delivering envelopes from a link,
-setting the uplink and the path, failing what a lost link will never
-answer) are the underscore methods at the end of :class:`Node`.
+call by name, tell (fire and forget, through the outbox). What the
+fabric needs (delivering envelopes from a link, setting the uplink and
+the path, failing what a lost link will never answer) are the
+underscore methods at the end of :class:`Node`.
 """
 
 from __future__ import annotations
@@ -36,7 +37,11 @@ from .._wire._schema import Envelope, check_request_id
 from ._agent import BaseAgent
 from ._agent_actor import AgentActor
 from ._agent_scope import AgentScope
+from ._courier import Courier
 from ._credit import DEFAULT_IDLE_TIMEOUT, DEFAULT_WINDOW, DEFAULT_WINDOW_BYTES
+from ._delivery_policy import DeliveryConfig
+from ._inbox import Inbox
+from ._outbox import Outbox
 from ._proxy import AgentT, Proxy
 from ._stream import Stream
 from ._switchboard import REPLY_NAME, Switchboard, Uplink
@@ -84,6 +89,7 @@ class Node:
         default_timeout: float,
         stream_idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
         waiting_room: WaitingRoom | None = None,
+        delivery: DeliveryConfig | None = None,
     ) -> None:
         self._tasks = tasks
         self.supervisor = supervisor
@@ -98,6 +104,9 @@ class Node:
         )
         self._agent_types: dict[str, type[BaseAgent] | None] = {}
         self._pools: set[str] = set()
+        delivery = delivery or DeliveryConfig()
+        self._courier = Courier(self._switchboard, Outbox(storage_provider, delivery), delivery)
+        self._inbox = Inbox(storage_provider, delivery)
 
     @property
     def path(self) -> str:
@@ -186,7 +195,7 @@ class Node:
         return Proxy(self, text, agent_type)
 
     def _agent_actor(self, agent: BaseAgent, scope: AgentScope) -> AgentActor:
-        return AgentActor(agent, self, self._switchboard, scope)
+        return AgentActor(agent, self, self._switchboard, scope, self._inbox)
 
     def _factory(
         self, factory: Callable[[], BaseAgent | Actor], scope: AgentScope
@@ -276,6 +285,30 @@ class Node:
             address, op, args, timeout, request_id=request_id, retry_safe=retry_safe
         )
 
+    async def tell(
+        self, address: str, op: str, args: dict[str, Any], *, request_id: str | None = None
+    ) -> str:
+        """Send ``op(**args)`` to the agent at ``address`` without waiting; return the message id.
+
+        Fire and forget, at least once: the message is recorded in this
+        node's outbox (durably, in ``__delivery_outbox``, on a node with
+        storage, before this returns; in memory on a client) and a task
+        of the node delivers it, again and again with backoff until the
+        receiver acknowledges it, across restarts of either side. The
+        receiver applies it once: its inbox remembers the message id
+        (scoped by this node's verified principal). ``request_id`` (1 to
+        64 characters; a fresh random one if ``None``) is the message id:
+        telling again with the id of a message still in the outbox records
+        nothing new. A message that cannot be delivered (refused for good,
+        or ``DeliveryConfig.max_attempts`` attempts failed) becomes a dead
+        letter (``fame dlq``). Messages to one destination may arrive in
+        any order. Raises :class:`fame.errors.OutboxFull` (nothing
+        recorded) when the outbox is full. A message to an agent on this
+        node takes the same path. Only plain operations can be told; the
+        result is dropped.
+        """
+        return await self._courier.tell(address, op, args, request_id)
+
     def open_stream(
         self,
         address: str,
@@ -357,6 +390,7 @@ async def open_node(
     stream_idle_timeout: float | None = None,
     waiting_room_requests: int = DEFAULT_WAITING_REQUESTS,
     waiting_room_bytes: int = DEFAULT_WAITING_BYTES,
+    delivery: DeliveryConfig | None = None,
 ) -> AsyncIterator[Node]:
     """Run a node for the duration of the ``async with`` block.
 
@@ -379,6 +413,11 @@ async def open_node(
     from the fabric the node holds while their agents' mailboxes are full
     (4096 requests, 16 MiB); past them a request is answered ``overloaded``
     and its caller retries until its own deadline.
+
+    ``delivery`` bounds the outbox of ``node.tell``, its dead letters and
+    the inbox (:class:`fame.DeliveryConfig`; ``None``: the defaults). The
+    outbox of a node with storage is durable: messages a previous run
+    left in it are sent again from the start.
     """
     idle_timeout = DEFAULT_IDLE_TIMEOUT if stream_idle_timeout is None else stream_idle_timeout
     if not idle_timeout > 0:
@@ -401,8 +440,13 @@ async def open_node(
                         default_timeout=default_timeout,
                         stream_idle_timeout=idle_timeout,
                         waiting_room=waiting_room,
+                        delivery=delivery,
                     )
-                    yield node
+                    await tasks.start(node._courier.run)
+                    try:
+                        yield node
+                    finally:
+                        node._courier.stop()
             finally:
                 # Only now: a graceful close first lets queued calls be answered.
                 if node is not None:

@@ -130,6 +130,30 @@ class Proxy(Generic[AgentT]):
             )
         return _Call(self, spec.name, spec.bind(args, kwargs), spec)
 
+    async def tell(
+        self,
+        operation: Callable[Concatenate[AgentT, P], Awaitable[Any]],
+        /,
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> str:
+        """Tell plain ``operation`` (``Agent.op``, unbound) these arguments; return the message id.
+
+        Returns once the message is in this node's outbox, not when it is
+        delivered: see :meth:`fame.Node.tell` (at-least-once delivery,
+        applied once by the receiver's inbox, no order promised). The
+        proxy's request id (``with_request_id``) is the message id if it
+        has one. Raises :class:`TypeError` at once if ``operation`` is not
+        a plain operation of this proxy's agent or the arguments do not
+        bind; :class:`fame.errors.OutboxFull` if the outbox is full.
+        """
+        spec = self._spec_of(operation)
+        if spec.streaming:
+            raise TypeError(f"{spec.name} is a streaming operation: it cannot be told")
+        return await self._node.tell(
+            self._address, spec.name, spec.bind(args, kwargs), request_id=self._request_id
+        )
+
     def stream(
         self,
         operation: Callable[Concatenate[AgentT, P], AsyncIterator[T]],

@@ -249,12 +249,15 @@ class Switchboard:
         *,
         request_id: str | None = None,
         retry_safe: bool = False,
+        once: bool = False,
     ) -> Any:
         """Call plain operation ``op`` of the agent at ``address``; return its result.
 
         Every attempt carries the same ``request_id`` (a fresh random one if
-        none is given). An answer that says nothing ran (``overloaded``, or
-        ``no_route`` on a node with an uplink: the target may be restarting,
+        none is given); ``once`` asks the receiver to deduplicate it through
+        its inbox (a told message from the outbox; see ``Request.once``). An
+        answer that says nothing ran (``overloaded``, or ``no_route`` on a
+        node with an uplink: the target may be restarting,
         this node re-attaching) is retried with a jittered backoff until
         ``timeout``. A lost answer (:class:`fame.RequestLost`: the request
         may have run) is retried only if ``retry_safe`` (the operation is
@@ -277,7 +280,9 @@ class Switchboard:
                 attempt = _Attempt()
                 began = trio.current_time()
                 try:
-                    return await self._call_once(address, op, args, deadline, request_id, attempt)
+                    return await self._call_once(
+                        address, op, args, deadline, request_id, attempt, once
+                    )
                 except Overloaded as exc:
                     last = exc
                 except NoRoute as exc:
@@ -331,13 +336,14 @@ class Switchboard:
         deadline: float,
         request_id: str,
         attempt: _Attempt,
+        once: bool = False,
     ) -> Any:
         """Send one request and wait for its answer (the caller bounds the wait)."""
         corr = self.new_corr()
         slot = ReplySlot()
         self.pending[corr] = slot
         remaining = deadline - trio.current_time()
-        request = Request(op, args, False, 0, timeout_ms(remaining), None, request_id)
+        request = Request(op, args, False, 0, timeout_ms(remaining), None, request_id, once)
         envelope = Envelope(0, address, next(self._ids), request, self.reply_address, corr)
         try:
             if await self.route(envelope, timeout=None if math.isinf(remaining) else remaining):

@@ -38,6 +38,7 @@ from ._settings import (
     admission,
     agent_entries,
     client_tls,
+    delivery_config,
     forget_master_key,
     sentinel_door_limits,
     sentinel_host,
@@ -157,6 +158,7 @@ async def _sentinel_main(settings: MutableMapping[str, str], ready: _Ready, relo
     sentinel_port(settings)
     admission(settings)
     stream_idle_timeout(settings)
+    delivery_config(settings)
     sentinel_limits(settings)
     sentinel_door_limits(settings)
     sentinel_link_limits(settings)
@@ -195,6 +197,7 @@ async def _serve(
             path="sentinel",
             storage_provider=provider,
             stream_idle_timeout=stream_idle_timeout(settings),
+            delivery=delivery_config(settings),
         ) as node,
         fame.open_sentinel(
             node=node,
@@ -268,6 +271,7 @@ async def _node_main(
     token = client_token(settings)
     classes = [(spec.load(), spec.address) for spec in agents]
     stream_idle_timeout(settings)
+    delivery_config(settings)
     tls = client_tls(settings)
     trusted = sentinel_keys(settings)
     config = storage_config(settings)
@@ -304,7 +308,9 @@ async def _attach(
     token, trusted = credentials
     async with (
         fame.open_node(
-            storage_provider=provider, stream_idle_timeout=stream_idle_timeout(settings)
+            storage_provider=provider,
+            stream_idle_timeout=stream_idle_timeout(settings),
+            delivery=delivery_config(settings),
         ) as node,
         fame.attach(node, url, token=token, ssl_context=tls, sentinel_keys=trusted) as uplink,
     ):

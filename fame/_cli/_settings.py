@@ -36,6 +36,7 @@ from fame.lowlevel import (
     DEFAULT_STALL_GRACE,
     HANDSHAKE_TIMEOUT,
     QUOTA_SETTINGS,
+    DeliveryConfig,
     DoorLimits,
     LinkLimits,
     Quotas,
@@ -54,6 +55,7 @@ __all__ = [
     "agent_entries",
     "byte_setting",
     "client_tls",
+    "delivery_config",
     "flag_setting",
     "forget_master_key",
     "load_settings",
@@ -129,6 +131,30 @@ def flag_setting(settings: Mapping[str, str], name: str) -> bool:
 def stream_idle_timeout(settings: Mapping[str, str]) -> float:
     """Seconds a stream producer waits for credit: ``FAME_STREAM_IDLE_TIMEOUT``, else 300."""
     return positive_setting(settings, "FAME_STREAM_IDLE_TIMEOUT", DEFAULT_IDLE_TIMEOUT, float)
+
+
+def delivery_config(settings: Mapping[str, str]) -> DeliveryConfig:
+    """The limits of ``node.tell``'s outbox and inbox: ``FAME_DELIVERY_*``, else the defaults.
+
+    ``FAME_DELIVERY_MAX_ATTEMPTS`` (attempts before a dead letter),
+    ``FAME_DELIVERY_OUTBOX_MAX_MESSAGES``, ``FAME_DELIVERY_OUTBOX_MAX_BYTES``
+    and ``FAME_DELIVERY_INBOX_WINDOW`` (seconds).
+    """
+    default = DeliveryConfig()
+    return DeliveryConfig(
+        max_attempts=positive_setting(
+            settings, "FAME_DELIVERY_MAX_ATTEMPTS", default.max_attempts, int
+        ),
+        max_messages=positive_setting(
+            settings, "FAME_DELIVERY_OUTBOX_MAX_MESSAGES", default.max_messages, int
+        ),
+        max_bytes=positive_setting(
+            settings, "FAME_DELIVERY_OUTBOX_MAX_BYTES", default.max_bytes, int
+        ),
+        inbox_window=positive_setting(
+            settings, "FAME_DELIVERY_INBOX_WINDOW", default.inbox_window, float
+        ),
+    )
 
 
 def sentinel_limits(settings: Mapping[str, str]) -> tuple[int, float]:

@@ -15,6 +15,7 @@
 ``fame admin nodes|pins|bindings``     list the sentinel's register (live if it runs)
 ``fame admin release ADDRESS``         drop the stored binding of an address
 ``fame rotate token|sentinel-key|...`` a new token or key, the old one for a grace
+``fame dlq list|replay|drop``          a stopped node's dead letters (``tell``)
 =====================================  ============================================
 
 Every command works in the project directory: ``--project DIR`` (before or
@@ -104,7 +105,31 @@ def _parser() -> argparse.ArgumentParser:
     dump.add_argument("namespace")
     dump.add_argument("--config", action="append", default=[], type=Path, metavar="FILE")
     _admin_commands(command)
+    _dlq_command(command)
     return parser
+
+
+def _dlq_command(command: Callable[[str, str], argparse.ArgumentParser]) -> None:
+    """``fame dlq``: the dead letters of a stopped node (``_dlq``)."""
+    dlq = command("dlq", "list, replay or drop a stopped node's dead letters (node.tell)")
+    actions = dlq.add_subparsers(dest="action", metavar="ACTION", required=True)
+    for name, text in (
+        ("list", "the dead letters: id, destination, operation, attempts, queued at, last error"),
+        ("replay", "put dead letters back in the outbox, attempts reset"),
+        ("drop", "forget dead letters"),
+    ):
+        sub = actions.add_parser(name, help=text)
+        if name != "list":
+            sub.add_argument("ids", nargs="*", metavar="ID", help="message ids (see list)")
+            sub.add_argument("--all", action="store_true", help="every dead letter")
+        sub.add_argument(
+            "--config", action="append", default=[], type=Path, metavar="FILE",
+            help="the node's settings (default: conf/agent.env and conf/secrets.env)",
+        )  # fmt: skip
+        sub.add_argument(
+            "--directory", type=Path, metavar="DIR",
+            help="the node's storage directory (default: FAME_STORAGE_DB_DIRECTORY)",
+        )  # fmt: skip
 
 
 def _admin_commands(command: Callable[[str, str], argparse.ArgumentParser]) -> None:
@@ -182,6 +207,14 @@ def _dispatch(args: argparse.Namespace) -> int:
             else command
         )
         return _admin.run(name, lambda: action(args))
+    if command == "dlq":
+        from . import _admin, _dlq
+
+        files = args.config or [AGENT_CONF, SECRETS_FILE]
+        settings = load_settings(files, optional=not args.config)
+        return _admin.run(
+            f"dlq {args.action}", lambda: _dlq.dlq(args, settings, own_project=not args.config)
+        )
     if command == "logs":
         return _services.logs(args.n)
     actions = {

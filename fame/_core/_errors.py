@@ -16,6 +16,7 @@ __all__ = [
     "ActorCrashed",
     "AdmissionRefused",
     "AgentNotStarted",
+    "DeadLetterNotFound",
     "DeadlineExceeded",
     "FameError",
     "InvalidArguments",
@@ -26,6 +27,7 @@ __all__ = [
     "NotApplied",
     "NotSentInTime",
     "OperationFailed",
+    "OutboxFull",
     "OutcomeUnknown",
     "Overloaded",
     "PermissionDenied",
@@ -104,6 +106,19 @@ class OutcomeUnknown(FameError):
     that deduplicates by it (``proxy.with_request_id``): the retry then
     gets the original answer.
     """
+
+
+class OutboxFull(FameError):
+    """A told message was refused: the sender's outbox holds its maximum; nothing was recorded.
+
+    The outbox is bounded in messages and bytes (``DeliveryConfig``). It
+    empties as its messages are delivered or dead-lettered: wait for the
+    destinations to come back, or raise the limits.
+    """
+
+
+class DeadLetterNotFound(FameError, LookupError):
+    """``fame dlq replay|drop ID``: no dead letter has that id; nothing was changed."""
 
 
 class DeadlineExceeded(FameError, TimeoutError):

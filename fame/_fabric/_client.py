@@ -18,6 +18,9 @@ from collections.abc import AsyncIterator, Collection
 from contextlib import asynccontextmanager
 from typing import TypeVar
 
+import attrs
+
+from .._agents._delivery_policy import DeliveryConfig
 from .._agents._node import DEFAULT_TIMEOUT, Node, open_node
 from .._core._errors import FameError
 from .._core._storage_protocol import KeyValueStoreLike
@@ -49,6 +52,7 @@ async def connect(
     heartbeat: float = DEFAULT_HEARTBEAT,
     connect_timeout: float = HANDSHAKE_TIMEOUT,
     sentinel_keys: Collection[bytes] | None = None,
+    delivery: DeliveryConfig | None = None,
 ) -> AsyncIterator[Node]:
     """Attach an ephemeral node to the sentinel at ``url`` as a client and yield it.
 
@@ -59,10 +63,19 @@ async def connect(
     token, :class:`fame.errors.UntrustedSentinel` for a sentinel that
     does not prove one of ``sentinel_keys``, and ``SentinelUnreachable``
     when nothing answers at ``url``.
+
+    A client has no storage: the outbox of its ``tell`` (bounded by
+    ``delivery``) lives in memory, for as long as the client runs; what
+    it has not delivered when it ends is lost (the first tell logs a
+    warning saying so). Use a node with storage for durable messages.
     """
+    delivery = attrs.evolve(delivery or DeliveryConfig(), durable=False)
     async with (
         open_node(
-            path="client", storage_provider=_NoStorage(), default_timeout=default_timeout
+            path="client",
+            storage_provider=_NoStorage(),
+            default_timeout=default_timeout,
+            delivery=delivery,
         ) as node,
         attach(
             node,

@@ -126,6 +126,12 @@ class Request(_Msg, tag="req", frozen=True):
     writes keys them by it, scoped by the caller's verified principal, so a
     retry applies once and gets the original answer. ``None``: an older
     caller, or a request nobody retries.
+
+    ``once`` (a told message, ``node.tell``): the receiving node
+    deduplicates the request through its inbox by ``request_id`` scoped by
+    the verified caller, so a message its sender's outbox sends again runs
+    once (a duplicate is acknowledged without running). ``False`` (an older
+    caller, or a plain call): no inbox is consulted.
     """
 
     op: str
@@ -135,6 +141,7 @@ class Request(_Msg, tag="req", frozen=True):
     timeout_ms: int | None = None
     credit_bytes: int | None = None
     request_id: RequestId | None = None
+    once: bool = False
 
 
 class Reply(_Msg, tag="rep", frozen=True):

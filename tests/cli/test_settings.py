@@ -19,6 +19,7 @@ from fame._cli._settings import (
     admission,
     admission_token,
     agent_entries,
+    delivery_config,
     flag_setting,
     load_settings,
     positive_setting,
@@ -37,6 +38,7 @@ from fame._cli._trust import (
 )
 from fame._fabric._transport import HANDSHAKE_TIMEOUT
 from fame._fabric.sentinel._server import DEFAULT_HOST, DEFAULT_MAX_CONNECTIONS, DEFAULT_PORT
+from fame.lowlevel import DeliveryConfig
 
 
 def write(path: Path, text: str) -> Path:
@@ -204,3 +206,20 @@ def test_agent_entries_are_split_on_spaces_and_commas() -> None:
     assert agent_entries({}) == []
     text = " a.b:C@x@y, d.e:F@z@w\tg:H@q "
     assert agent_entries({"FAME_AGENTS": text}) == ["a.b:C@x@y", "d.e:F@z@w", "g:H@q"]
+
+
+def test_delivery_settings_bound_the_outbox_and_name_a_bad_value() -> None:
+    assert delivery_config({}) == DeliveryConfig()
+    config = delivery_config(
+        {
+            "FAME_DELIVERY_MAX_ATTEMPTS": "5",
+            "FAME_DELIVERY_OUTBOX_MAX_MESSAGES": "100",
+            "FAME_DELIVERY_OUTBOX_MAX_BYTES": "65536",
+            "FAME_DELIVERY_INBOX_WINDOW": "3600",
+        }
+    )
+    assert (config.max_attempts, config.max_messages, config.max_bytes) == (5, 100, 65536)
+    assert config.inbox_window == 3600.0
+    with pytest.raises(SettingError) as info:
+        delivery_config({"FAME_DELIVERY_MAX_ATTEMPTS": "0"})
+    assert str(info.value).startswith("FAME_DELIVERY_MAX_ATTEMPTS: expected a positive")

@@ -70,3 +70,38 @@ class Echo(fame.BaseAgent):
                 yield {"i": i, "pad": pad}
         finally:
             Echo.closed += 1
+
+
+class Counter(fame.BaseAgent):
+    """Counts the applications of ``add`` in its store (the delivery tests).
+
+    Each application is printed (``APPLIED <request key> <total>``, for a
+    test that reads a child's output), kept in :attr:`applied` and signalled
+    on :attr:`changed` (for a test in the same process).
+    """
+
+    def __init__(self) -> None:
+        self.applied: list[str | None] = []
+        self.changed = trio.Event()
+
+    async def start(self) -> None:
+        self._store = await self.storage_provider.get_kv_store(int, "counter")
+
+    @fame.operation
+    async def add(self, amount: int) -> int:
+        total = (await self._store.get("total") or 0) + amount
+        await self._store.set("total", total)
+        key = fame.security.request_key()
+        self.applied.append(key)
+        self.changed.set()
+        self.changed = trio.Event()
+        print("APPLIED", key, total, flush=True)
+        return total
+
+    @fame.operation(idempotent=True)
+    async def total(self) -> int:
+        return await self._store.get("total") or 0
+
+    @fame.operation(streaming=True)
+    async def totals(self) -> AsyncIterator[int]:
+        yield await self._store.get("total") or 0

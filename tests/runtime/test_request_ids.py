@@ -144,3 +144,12 @@ async def test_operations_declare_whether_a_lost_answer_may_be_retried() -> None
     assert not specs["key"].retry_safe
     assert specs["read"].idempotent and specs["read"].retry_safe
     assert specs["write"].deduplicated and specs["write"].retry_safe
+
+
+def test_the_wire_kinds_of_no_route_and_request_lost_come_back_as_themselves() -> None:
+    from fame._core._errors import remote_error
+
+    for cls, kind in ((NoRoute, "no_route"), (RequestLost, "request_lost")):
+        assert cls.kind == kind
+        error = remote_error(kind, "why", actor="a@b")
+        assert type(error) is cls and error.actor == "a@b"
