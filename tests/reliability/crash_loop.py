@@ -59,7 +59,9 @@ __all__ = [
     "ScenarioFailed",
     "checksum_value",
     "errors_text",
+    "project_root",
     "run_scenario",
+    "wait_progress",
 ]
 
 T = TypeVar("T")
@@ -196,7 +198,7 @@ async def _writer(index: int, agent: Any, load: _Load, rng: random.Random) -> No
             await trio.sleep(rng.uniform(0.02, 0.1))
 
 
-async def _wait_progress(load: _Load, since: int, victim: Process, services: FameServices) -> float:
+async def wait_progress(load: _Load, since: int, victim: Process, services: FameServices) -> float:
     """Wait until a write is acknowledged after ``since``; return how long it took."""
     started = trio.current_time()
     while len(load.acked) <= since:
@@ -260,7 +262,7 @@ async def _cycles(
     freeze_every: int,
 ) -> None:
     """Kill and restart ``victim`` ``cycles`` times while the writers write."""
-    await _wait_progress(load, 0, victim, services)
+    await wait_progress(load, 0, victim, services)
     for cycle in range(cycles):
         # Let traffic run for a random while, then pull the plug.
         await trio.sleep(rng.uniform(0.0, 0.4))
@@ -288,7 +290,7 @@ async def _cycles(
         await trio.to_thread.run_sync(victim.wait_ready)
         # Only acknowledgements from now on prove that traffic flows again.
         since = len(load.acked)
-        recovery = await _wait_progress(load, since, victim, services)
+        recovery = await wait_progress(load, since, victim, services)
         figures.worst_recovery_s = round(max(figures.worst_recovery_s, recovery), 3)
         figures.cycles += 1
 
@@ -348,7 +350,7 @@ async def run_scenario(
     """
     if scenario not in SCENARIOS:
         raise ValueError(f"unknown scenario {scenario!r}: expected one of {', '.join(SCENARIOS)}")
-    with _project_root(root) as where, _client_log(where / "run" / "client.log"):
+    with project_root(root) as where, _client_log(where / "run" / "client.log"):
         services = FameServices(where, STORAGE_AGENT)
         figures = Figures(scenario)
         started = trio.current_time()
@@ -409,12 +411,13 @@ def _client_log(path: Path) -> Iterator[None]:
 
 
 @contextmanager
-def _project_root(root: Path | None) -> Iterator[Path]:
+def project_root(root: Path | None, prefix: str = "fame-soak-") -> Iterator[Path]:
+    """``root`` (made if missing, kept), or a fresh temporary directory removed afterwards."""
     if root is not None:
         root.mkdir(parents=True, exist_ok=True)
         yield root
         return
-    where = Path(tempfile.mkdtemp(prefix="fame-soak-"))
+    where = Path(tempfile.mkdtemp(prefix=prefix))
     try:
         yield where
     finally:

@@ -31,11 +31,7 @@ from __future__ import annotations
 
 import random
 import secrets
-import shutil
-import tempfile
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,7 +42,8 @@ import fame
 from agents.storage_agent import STORAGE_AGENT_ADDRESS, StorageAgent
 from fame.errors import NotApplied, OutcomeUnknown
 
-from .fame_services import STORAGE_AGENT, FameServices, Process, ServiceFailed
+from .crash_loop import project_root, wait_progress
+from .fame_services import STORAGE_AGENT, FameServices, Process
 from .ledger_agent import LEDGER_ADDRESS, LEDGER_AGENT, Ledger
 from .linearizability import Recorder, check_register
 
@@ -55,15 +52,9 @@ __all__ = ["DELIVERY_SCENARIOS", "DeliveryFigures", "run_delivery"]
 DELIVERY_SCENARIOS = ("agent", "sentinel")
 CALL_DEADLINE = 5.0
 """Seconds each call may take (the proxies' timeout)."""
-RECOVERY_LIMIT = 60.0
-"""Seconds after a restart or a thaw within which a write must be acknowledged again."""
 FINISH_LIMIT = 60.0
 """Seconds the writers get, after the last fault, to resolve the writes they hold."""
 REGISTER_KEY = "register"
-
-
-class DeliveryFailed(ServiceFailed):
-    """The loop could not go on: a service died, or traffic never resumed."""
 
 
 @dataclass
@@ -207,23 +198,6 @@ async def _register_client(
         await trio.sleep(rng.uniform(0.0, 0.01))
 
 
-async def _wait_progress(load: _Load, services: FameServices, what: str) -> float:
-    """Wait until one more write is acknowledged; return how long it took."""
-    since, started = len(load.acked), trio.current_time()
-    while len(load.acked) <= since:
-        if trio.current_time() - started > RECOVERY_LIMIT:
-            raise DeliveryFailed(
-                f"no write acknowledged within {RECOVERY_LIMIT:g} s after {what}\n"
-                f"sentinel log:\n{services.sentinel.log_tail()}\n"
-                f"agent log:\n{services.node.log_tail()}"
-            )
-        for service in (services.sentinel, services.node):
-            if not service.running:
-                raise DeliveryFailed(f"the {service.name} died:\n{service.log_tail()}")
-        await trio.sleep(0.01)
-    return trio.current_time() - started
-
-
 async def _faults(
     victim: Process,
     services: FameServices,
@@ -233,7 +207,7 @@ async def _faults(
     cycles: int,
     freeze_every: int,
 ) -> None:
-    await _wait_progress(load, services, "start")
+    await wait_progress(load, len(load.acked), victim, services)
     for cycle in range(cycles):
         await trio.sleep(rng.uniform(0.05, 0.5))
         if freeze_every and cycle % freeze_every == freeze_every - 1:
@@ -242,15 +216,13 @@ async def _faults(
             figures.freezes += 1
             await trio.sleep(CALL_DEADLINE + 1.0)
             victim.thaw()
-            what = f"thawing the {victim.name}"
         else:
             await trio.to_thread.run_sync(victim.kill)
             figures.kills += 1
             await trio.sleep(rng.uniform(0.0, 0.2))
             victim.start()
             await trio.to_thread.run_sync(victim.wait_ready)
-            what = f"restarting the {victim.name}"
-        recovery = await _wait_progress(load, services, what)
+        recovery = await wait_progress(load, len(load.acked), victim, services)
         figures.worst_recovery_s = round(max(figures.worst_recovery_s, recovery), 3)
         figures.cycles += 1
 
@@ -343,7 +315,7 @@ async def run_delivery(
     """
     if scenario not in DELIVERY_SCENARIOS:
         raise ValueError(f"unknown scenario {scenario!r}: one of {', '.join(DELIVERY_SCENARIOS)}")
-    with _project_root(root) as where:
+    with project_root(root, prefix="fame-delivery-") as where:
         services = FameServices(where, STORAGE_AGENT, LEDGER_AGENT)
         figures = DeliveryFigures(scenario)
         started = trio.current_time()
@@ -356,16 +328,3 @@ async def run_delivery(
             services.abort()
             figures.duration_s = round(trio.current_time() - started, 1)
     return figures
-
-
-@contextmanager
-def _project_root(root: Path | None) -> Iterator[Path]:
-    if root is not None:
-        root.mkdir(parents=True, exist_ok=True)
-        yield root
-        return
-    where = Path(tempfile.mkdtemp(prefix="fame-delivery-"))
-    try:
-        yield where
-    finally:
-        shutil.rmtree(where, ignore_errors=True)
