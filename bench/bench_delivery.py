@@ -17,13 +17,9 @@ Run: ``python bench/bench_delivery.py [--rounds N]`` (``just bench``).
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
-import socket
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -32,9 +28,10 @@ import trio
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench_project import client_credentials, fame_cli, new_project  # noqa: E402
+
 import fame  # noqa: E402
 from agents.storage_agent import STORAGE_AGENT_ADDRESS, StorageAgent  # noqa: E402
-from fame.security import parse_public_key  # noqa: E402
 
 PLAIN_ADDRESS = "plain@fame.fabric"
 STORES = {1: 600, 32: 4000}
@@ -66,26 +63,6 @@ who = ["role:client"]
 addresses = ["plain@fame.fabric"]
 operations = ["*"]
 """
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def _fame(root: Path, env: dict[str, str], *args: str) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "fame._cli.fame", *args],
-        cwd=root,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if result.returncode != 0:
-        raise SystemExit(f"fame {' '.join(args)} failed:\n{result.stdout}{result.stderr}")
 
 
 async def _stores(agent: fame.Proxy[StorageAgent], prefix: str, count: int, callers: int) -> float:
@@ -129,11 +106,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
-    root = Path(tempfile.mkdtemp(prefix="fame-bench-delivery-"))
-    (root / "conf").mkdir()
-    for name in ("sentinel.env", "agent.env", "policy.toml"):
-        shutil.copy(REPO / "conf" / name, root / "conf" / name)
-    shutil.copytree(REPO / "agents", root / "agents", ignore=shutil.ignore_patterns("__pycache__"))
+    root, env, port = new_project("fame-bench-delivery-")
     (root / "plain_storage.py").write_text(PLAIN_AGENT)
     with (root / "conf" / "policy.toml").open("a") as policy:
         policy.write(POLICY)
@@ -148,28 +121,12 @@ def main() -> None:
         )
         + "\n"
     )
-    port = _free_port()
-    env = {**os.environ, "FAME_SENTINEL_PORT": str(port)}
-    for name in ("FAME_STORAGE_MASTER_KEY", "FAME_ADMISSION_TOKEN", "FAME_SENTINEL_URL"):
-        env.pop(name, None)
     try:
-        _fame(root, env, "up")
-        token = next(
-            line.split("=", 1)[1]
-            for line in (root / "conf" / "secrets.env").read_text().splitlines()
-            if line.startswith("FAME_ADMISSION_TOKEN=")
-        )
-        keys = [
-            parse_public_key(line)
-            for line in (root / "conf" / "sentinel.keys").read_text().splitlines()
-            if line.startswith("ed25519:")
-        ]
+        fame_cli(root, env, "up")
+        token, keys = client_credentials(root)
         figures = trio.run(_measure, f"ws://127.0.0.1:{port}", token, keys, args.rounds)
     finally:
-        subprocess.run(
-            [sys.executable, "-m", "fame._cli.fame", "stop"],
-            cwd=root, env=env, capture_output=True, check=False,
-        )  # fmt: skip
+        fame_cli(root, env, "stop", check=False)
         shutil.rmtree(root, ignore_errors=True)
     print("deduplication on the whole path: store_value through the sentinel, encrypted-sqlite")
     print(f"  median of {args.rounds} interleaved rounds, stores/s")

@@ -16,12 +16,8 @@ Run it with ``just bench`` or ``python bench/bench_e2e.py [--records N]``.
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
-import socket
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -30,33 +26,10 @@ import trio
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench_project import client_credentials, fame_cli, new_project  # noqa: E402
+
 import fame  # noqa: E402
 from agents.storage_agent import STORAGE_AGENT_ADDRESS, StorageAgent  # noqa: E402
-from fame.security import parse_public_key  # noqa: E402
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def _fame(root: Path, env: dict[str, str], *args: str) -> float:
-    """Run ``fame ARGS`` in ``root``; return its wall-clock seconds (fail loudly)."""
-    start = time.perf_counter()
-    result = subprocess.run(
-        [sys.executable, "-m", "fame._cli.fame", *args],
-        cwd=root,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    elapsed = time.perf_counter() - start
-    if result.returncode != 0:
-        raise SystemExit(f"fame {' '.join(args)} failed:\n{result.stdout}{result.stderr}")
-    return elapsed
 
 
 def _rss_mib(root: Path, name: str) -> float:
@@ -97,41 +70,21 @@ def main() -> None:
     parser.add_argument("--callers", type=int, default=32)
     args = parser.parse_args()
 
-    root = Path(tempfile.mkdtemp(prefix="fame-bench-e2e-"))
-    (root / "conf").mkdir()
-    for name in ("sentinel.env", "agent.env"):
-        shutil.copy(REPO / "conf" / name, root / "conf" / name)
-    # The example project's agents: `fame node` imports them from the project root.
-    shutil.copytree(REPO / "agents", root / "agents", ignore=shutil.ignore_patterns("__pycache__"))
-    port = _free_port()
-    env = {**os.environ, "FAME_SENTINEL_PORT": str(port)}
-    for name in ("FAME_STORAGE_MASTER_KEY", "FAME_ADMISSION_TOKEN", "FAME_SENTINEL_URL"):
-        env.pop(name, None)
+    root, env, port = new_project("fame-bench-e2e-")
     try:
-        cold = _fame(root, env, "up")
+        cold = fame_cli(root, env, "up")
         idle = {name: _rss_mib(root, name) for name in ("sentinel", "agent")}
-        token = ""
-        for line in (root / "conf" / "secrets.env").read_text().splitlines():
-            if line.startswith("FAME_ADMISSION_TOKEN="):
-                token = line.split("=", 1)[1]
+        token, keys = client_credentials(root)
         url = f"ws://127.0.0.1:{port}"
-        keys = [
-            parse_public_key(line)
-            for line in (root / "conf" / "sentinel.keys").read_text().splitlines()
-            if line.startswith("ed25519:")
-        ]
         store_s, stream_s, count = trio.run(_load, url, token, keys, args.records, args.callers)
         loaded = {name: _rss_mib(root, name) for name in ("sentinel", "agent")}
-        stop = _fame(root, env, "stop")
-        warm = _fame(root, env, "up")
+        stop = fame_cli(root, env, "stop")
+        warm = fame_cli(root, env, "up")
         after_restart = {name: _rss_mib(root, name) for name in ("sentinel", "agent")}
-        _fame(root, env, "stop")
+        fame_cli(root, env, "stop")
         size = sum(p.stat().st_size for p in (root / "data").rglob("*") if p.is_file())
     finally:
-        subprocess.run(
-            [sys.executable, "-m", "fame._cli.fame", "stop"],
-            cwd=root, env=env, capture_output=True, check=False,
-        )  # fmt: skip
+        fame_cli(root, env, "stop", check=False)
         shutil.rmtree(root, ignore_errors=True)
 
     print("storage example, end to end (real processes, encrypted-sqlite, 127.0.0.1)")
