@@ -9,19 +9,30 @@ Layout of every file (format ``fame/kv/v1``)::
 
     kv(key TEXT PRIMARY KEY, value BLOB, version INTEGER, expires_at REAL)
     fame_meta(name TEXT PRIMARY KEY, value)   -- 'format'; 'seq': versions reserved so far
-    fame_requests(n INTEGER PRIMARY KEY, id TEXT, at REAL, answer BLOB)  -- deduplicated writes
-    UNIQUE INDEX fame_requests_id ON fame_requests(id)
+    fame_requests(gen INTEGER, id TEXT, at REAL, answer BLOB,
+                  PRIMARY KEY (gen, id)) WITHOUT ROWID  -- deduplicated writes
 
 ``fame_requests`` (see ``_dedupe``) came after the first files were made:
-opening a file without it adds it (and its index) in one transaction, which
-keeps every record; fame versions from before it ignore the table. Its rows
-are in the order they were recorded (``n``), which is the order of ``at``
-(the clock when recorded), so pruning the oldest walks ``n`` and needs no
-index on ``at``. Keying the table by id instead, with an index on ``at``,
-took 4 % (ids in order) to 58 % (random ids) more time per commit of 32
-recorded writes in a raw test: the answers then land in the b-tree that
-random ids scatter. A clock that steps back only delays pruning: a
-lookup still compares ``at`` with the window.
+opening a file without it adds it in one transaction, which keeps every
+record; fame versions from before it ignore the table. Its first layout
+(rows numbered in the order recorded, plus a unique index on ``id``) wrote
+three pages per recorded write (the ``kv`` leaf, the table's and the
+index's); opening such a file moves its records, in their order, into
+generations in one transaction.
+
+Records go into *generations*: one b-tree keyed by ``(gen, id)``, so a
+record costs one page (the current generation is the right end of the
+tree; ids that grow with time, like the runtime's, append to it) and no
+index. A generation takes :data:`GENERATIONS`-th of the count limit, or of
+the time window, whichever comes first; then the next one starts. A lookup
+probes each generation that may hold a live record (about
+:data:`GENERATIONS` probes per id, in C, in one statement). Pruning walks
+the oldest generation: a wholly expired one goes, else its first records
+in id order as the count requires, a generation's worth (at most the
+transaction's step) at once. So oldest-first holds between generations,
+and within the oldest one the order is the ids' (see docs/storage.md).
+The backend keeps each generation's count and times in memory (read once
+at open), so a transaction that has nothing to prune runs no statement.
 
 WAL journal; ``synchronous=FULL`` by default, ``NORMAL`` on request.
 ``FAME_STORAGE_MAX_FILE_BYTES`` becomes ``PRAGMA max_page_count``; a
@@ -67,6 +78,8 @@ LOCK_WAIT = 2.0
 """Seconds to wait for another process's lock on a file before giving up."""
 SEQ_BLOCK = 1000
 """Versions reserved per write of the counter (see :meth:`SqliteBackend.write`)."""
+GENERATIONS = 16
+"""Generations of request records a namespace keeps, about (see the module docstring)."""
 _LIVE = "(expires_at IS NULL OR expires_at > ?)"
 _SCHEMA = (
     "CREATE TABLE kv (key TEXT PRIMARY KEY NOT NULL, value BLOB NOT NULL,"
@@ -75,20 +88,26 @@ _SCHEMA = (
     "CREATE TABLE fame_meta (name TEXT PRIMARY KEY NOT NULL, value) WITHOUT ROWID",
 )
 _REQUESTS_SCHEMA = (
-    "CREATE TABLE IF NOT EXISTS fame_requests (n INTEGER PRIMARY KEY, id TEXT NOT NULL,"
-    " at REAL NOT NULL, answer BLOB NOT NULL)",
-    "CREATE UNIQUE INDEX IF NOT EXISTS fame_requests_id ON fame_requests (id)",
+    "CREATE TABLE fame_requests (gen INTEGER NOT NULL, id TEXT NOT NULL, at REAL NOT NULL,"
+    " answer BLOB NOT NULL, PRIMARY KEY (gen, id)) WITHOUT ROWID"
 )
-# REPLACE removes an expired record of the same id: the new one goes last.
-_RECORD_REQUEST = "INSERT OR REPLACE INTO fame_requests (id, at, answer) VALUES (?, ?, ?)"
-_OLDEST_REQUEST = "SELECT at FROM fame_requests ORDER BY n LIMIT 1"
-# Both walk the oldest rows, at most LIMIT of them, whatever the table holds.
-_PRUNE_EXPIRED_REQUESTS = (
-    "DELETE FROM fame_requests WHERE n IN (SELECT n FROM (SELECT n, at FROM fame_requests"
-    " ORDER BY n LIMIT ?) WHERE at <= ?)"
+# The layout before generations: rows in the order recorded (n), and an index on id.
+# Its rows move to the new table in that order, ``cap`` rows per generation.
+_UPGRADE_REQUESTS = (
+    "ALTER TABLE fame_requests RENAME TO fame_requests_v1",
+    _REQUESTS_SCHEMA,
+    "INSERT INTO fame_requests (gen, id, at, answer) SELECT"
+    " (n - (SELECT min(n) FROM fame_requests_v1)) / :cap, id, at, answer FROM fame_requests_v1",
+    "DROP TABLE fame_requests_v1",
 )
-_PRUNE_OLDEST_REQUESTS = (
-    "DELETE FROM fame_requests WHERE n IN (SELECT n FROM fame_requests ORDER BY n LIMIT ?)"
+_GENERATIONS = "SELECT gen, count(*), min(at), max(at) FROM fame_requests GROUP BY gen ORDER BY gen"
+# OR REPLACE: an expired record of the same id in the same generation (a clock
+# that jumped) is overwritten; one in an older generation stays until pruned.
+_RECORD_REQUEST = "INSERT OR REPLACE INTO fame_requests (gen, id, at, answer) VALUES (?, ?, ?, ?)"
+_PRUNE_GENERATION = "DELETE FROM fame_requests WHERE gen = ?"
+_PRUNE_FIRST_OF_GENERATION = (
+    "DELETE FROM fame_requests WHERE gen = ?1 AND id IN"
+    " (SELECT id FROM fame_requests WHERE gen = ?1 ORDER BY id LIMIT ?2)"
 )
 _GET = f"SELECT value, version FROM kv WHERE key = ? AND {_LIVE}"
 _VERSION = f"SELECT version FROM kv WHERE key = ? AND {_LIVE}"
@@ -162,23 +181,24 @@ def open_sqlite(
             raise DamagedDatabase(
                 str(path), f"unknown format {meta.get('format')!r}, expected {FORMAT!r}"
             )
-        if "fame_requests_id" not in tables:
-            # A new file, or one made before deduplicated writes: add the table.
+        if "fame_requests" not in tables or "fame_requests_id" in tables:
+            # A new file, one made before deduplicated writes, or one with the
+            # layout before generations: add the table, moving any records.
             conn.execute("BEGIN IMMEDIATE")
-            for statement in _REQUESTS_SCHEMA:
-                conn.execute(statement)
+            if "fame_requests" in tables:
+                cap = _generation_cap(dedupe)
+                for statement in _UPGRADE_REQUESTS:
+                    conn.execute(statement, {"cap": cap} if ":cap" in statement else ())
+            else:
+                conn.execute(_REQUESTS_SCHEMA)
             conn.execute("COMMIT")
-        # Counted once here (the index, in C), then kept by every transaction.
-        requests = int(conn.execute("SELECT count(*) FROM fame_requests").fetchone()[0])
-        oldest = conn.execute(_OLDEST_REQUEST).fetchone()
+        # Read once here (SQLite scans the table in C), then kept by every transaction.
+        generations = {
+            int(gen): (int(count), _time(first, -math.inf), _time(newest, math.inf))
+            for gen, count, first, newest in conn.execute(_GENERATIONS)
+        }
         return SqliteBackend(
-            conn,
-            path,
-            namespace,
-            int(meta["seq"]),
-            max_file_bytes,
-            dedupe,
-            (requests, math.inf if oldest is None else _time(oldest[0], -math.inf)),
+            conn, path, namespace, int(meta["seq"]), max_file_bytes, dedupe, generations
         )
     except sqlcipher3.DatabaseError as exc:
         # Switching a new file to WAL and creating the schema write pages.
@@ -194,11 +214,20 @@ def open_sqlite(
         raise
 
 
+_Generation = tuple[int, float, float]
+"""A generation of request records: how many, the first one's time, the newest one's."""
+
+
 def _time(value: object, otherwise: float) -> float:
     """``value`` read from a file as a time, or ``otherwise`` if it is not a number."""
     if isinstance(value, int | float) and not isinstance(value, bool):
         return float(value)
     return otherwise
+
+
+def _generation_cap(limits: DedupeLimits) -> int:
+    """Records a generation of ``fame_requests`` takes before the next one starts."""
+    return max(1, limits.entries // GENERATIONS)
 
 
 def _is_full(exc: BaseException) -> bool:
@@ -249,13 +278,19 @@ class SqliteBackend:
         reserved: int,
         max_file_bytes: int | None = None,
         dedupe: DedupeLimits = DedupeLimits(),  # noqa: B008 - frozen, so sharing it is safe
-        requests: tuple[int, float] = (0, math.inf),
+        generations: dict[int, _Generation] | None = None,
     ) -> None:
         self._conn = conn
         self.dedupe = dedupe
-        # Rows of fame_requests and the first one's time (inf: none), so a
-        # transaction that has nothing to prune runs no statement to find out.
-        self._requests, self._oldest_request = requests
+        # The generations of fame_requests, oldest first, each with its row
+        # count, its first record's time and its newest's: so a lookup probes
+        # only the generations that may hold a live record, and a transaction
+        # that has nothing to prune runs no statement to find out.
+        self._generations = dict(sorted((generations or {}).items()))
+        self._requests = sum(count for count, _first, _newest in self._generations.values())
+        self._next_generation = max(self._generations, default=-1) + 1
+        # The generation each id found by find_requests is in (see record_requests).
+        self._found: dict[str, int] = {}
         self.path = path
         self.namespace = namespace
         self.max_file_bytes = max_file_bytes
@@ -345,7 +380,7 @@ class SqliteBackend:
         if self._damage is not None:
             raise DamagedDatabase(str(self.path), f"writes are refused: {self._damage.detail}")
         conn = self._conn
-        requests = self._requests, self._oldest_request
+        requests = self._requests, dict(self._generations), self._next_generation
         conn.execute("BEGIN IMMEDIATE")
         try:
             results, seq = apply_writes(self, self.namespace, ops, self._seq, now, self.dedupe)
@@ -358,7 +393,7 @@ class SqliteBackend:
                 conn.execute("UPDATE fame_meta SET value = ? WHERE name = 'seq'", (reserved,))
             conn.execute("COMMIT")
         except BaseException as exc:
-            self._requests, self._oldest_request = requests
+            self._requests, self._generations, self._next_generation = requests
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             if _is_full(exc):
@@ -387,39 +422,82 @@ class SqliteBackend:
     def purge(self, now: float, limit: int) -> int:
         return int(self._conn.execute(_PURGE, (now, limit)).rowcount)
 
-    def find_requests(self, request_ids: Sequence[str]) -> dict[str, tuple[float, bytes]]:
+    def find_requests(
+        self, request_ids: Sequence[str], since: float
+    ) -> dict[str, tuple[float, bytes]]:
+        # Generations whose newest record expired hold no live one: not probed.
+        live = [gen for gen, (_c, _f, newest) in self._generations.items() if newest > since]
         found: dict[str, tuple[float, bytes]] = {}
+        self._found = {}
+        if not live:
+            return found
+        gens = ", ".join(map(str, live))
         for start in range(0, len(request_ids), READ_CHUNK):
             chunk = request_ids[start : start + READ_CHUNK]
+            # One b-tree probe per (generation, id): the key is (gen, id).
             sql = (
-                "SELECT id, at, answer FROM fame_requests"
-                f" WHERE id IN ({', '.join('?' * len(chunk))})"
+                "SELECT gen, id, at, answer FROM fame_requests"
+                f" WHERE gen IN ({gens}) AND id IN ({', '.join('?' * len(chunk))})"
+                " ORDER BY gen"
             )
-            for request_id, at, answer in self._conn.execute(sql, chunk):
+            for gen, request_id, at, answer in self._conn.execute(sql, chunk):
                 # A time that is not a number (a damaged or edited file) counts
                 # as recent: the retry is answered with the stored answer, which
                 # apply_writes checks, instead of being applied a second time.
+                # An id recorded again after it expired: the newest record wins.
                 found[request_id] = (_time(at, math.inf), answer)
+                self._found[request_id] = gen
         return found
 
-    def record_requests(self, records: Sequence[tuple[str, float, bytes]], replaced: int) -> None:
-        self._conn.executemany(_RECORD_REQUEST, records)
-        if self._requests == replaced:  # the table was empty: these are the first rows
-            self._oldest_request = records[0][1]
-        self._requests += len(records) - replaced
+    def record_requests(self, records: Sequence[tuple[str, float, bytes]]) -> None:
+        at = records[0][1]
+        last = next(reversed(self._generations), None)
+        if last is not None:
+            count, first, newest = self._generations[last]
+            if count < _generation_cap(self.dedupe) and first <= at < first + self._span:
+                gen = last
+            else:
+                last = None
+        if last is None:
+            gen = self._next_generation
+            self._next_generation += 1
+            count, first, newest = 0, at, at
+        self._conn.executemany(
+            _RECORD_REQUEST, [(gen, request_id, at, answer) for request_id, at, answer in records]
+        )
+        added = sum(self._found.get(request_id) != gen for request_id, _at, _answer in records)
+        self._generations[gen] = (count + added, first, max(newest, at))
+        self._requests += added
+        self._found = {}
+
+    @property
+    def _span(self) -> float:
+        """Seconds from a generation's first record after which the next one starts."""
+        return self.dedupe.window / GENERATIONS
 
     def prune_requests(self, expired_at: float, keep: int, limit: int) -> int:
         removed = 0
-        expired = expired_at >= self._oldest_request
-        if expired:
-            removed = int(self._conn.execute(_PRUNE_EXPIRED_REQUESTS, (limit, expired_at)).rowcount)
-        over = min(self._requests - removed - keep, limit - removed)
-        if over > 0:
-            removed += int(self._conn.execute(_PRUNE_OLDEST_REQUESTS, (over,)).rowcount)
-        if expired or removed:
-            self._requests -= removed
-            oldest = self._conn.execute(_OLDEST_REQUEST).fetchone()
-            self._oldest_request = math.inf if oldest is None else _time(oldest[0], -math.inf)
+        cap = _generation_cap(self.dedupe)
+        for gen, (count, first, newest) in list(self._generations.items()):
+            expired = newest <= expired_at
+            over = self._requests - keep
+            if removed >= limit or (not expired and over <= 0):
+                break
+            # A wholly expired generation goes; else its first rows in id order,
+            # up to a generation's worth at once (at most ``limit``), so that a
+            # full table is pruned every few hundred records rather than by
+            # every transaction (each prune writes its own pages).
+            doomed = min(count if expired else max(over, min(cap, count)), limit - removed)
+            if doomed >= count:
+                gone = int(self._conn.execute(_PRUNE_GENERATION, (gen,)).rowcount)
+            else:
+                gone = int(self._conn.execute(_PRUNE_FIRST_OF_GENERATION, (gen, doomed)).rowcount)
+            removed += gone
+            self._requests -= gone
+            if gone >= count:
+                del self._generations[gen]
+            else:
+                self._generations[gen] = (count - gone, first, newest)
         return removed
 
     def close(self) -> None:

@@ -31,10 +31,17 @@ from fame._storage import (
     open_storage,
     storage_config_from_env,
 )
-from fame._storage._dedupe import MAX_REQUEST_ID_LENGTH, DedupeLimits, PutAnswer
+from fame._storage._dedupe import (
+    MAX_REQUEST_ID_LENGTH,
+    PRUNE_STEP,
+    DedupeLimits,
+    DeleteAnswer,
+    PutAnswer,
+    encode_answer,
+)
 from fame._storage._memory import MemoryBackend
 from fame._storage._ops import Put
-from fame._storage._sqlcipher_backend import _SCHEMA, FORMAT, open_sqlite
+from fame._storage._sqlcipher_backend import _SCHEMA, FORMAT, GENERATIONS, open_sqlite
 
 from .conftest import FakeClock, make_config
 
@@ -320,6 +327,132 @@ async def test_a_file_of_the_previous_version_gets_the_table(
         store = await provider.get_kv_store(Doc, "old")
         assert await store.set("new", Doc("again"), request_id="r") == version
         assert await store.list() == {"kept": Doc("k"), "new": Doc("n")}
+
+
+def _rows(path: Path) -> list[tuple[int, str]]:
+    """The (generation, id) of every request record in a plain sqlite file."""
+    conn = sqlite3.connect(path)
+    try:
+        return conn.execute("SELECT gen, id FROM fame_requests ORDER BY gen, id").fetchall()
+    finally:
+        conn.close()
+
+
+async def test_a_file_with_the_first_layout_of_records_is_upgraded(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    """The layout before generations (rows by ``n``, an index on id) moves over whole."""
+    directory = tmp_path / "db"
+    directory.mkdir(mode=0o700)
+    conn = sqlite3.connect(directory / "old_value.db")
+    for statement in _SCHEMA:
+        conn.execute(statement)
+    conn.execute(
+        "CREATE TABLE fame_requests (n INTEGER PRIMARY KEY, id TEXT NOT NULL,"
+        " at REAL NOT NULL, answer BLOB NOT NULL)"
+    )
+    conn.execute("CREATE UNIQUE INDEX fame_requests_id ON fame_requests (id)")
+    conn.execute("INSERT INTO fame_meta VALUES ('format', ?), ('seq', 1000)", (FORMAT,))
+    stored = msgspec.msgpack.encode(Doc("v"))
+    conn.execute("INSERT INTO kv VALUES ('k', ?, 7, NULL)", (stored,))
+    # Ids that sort against the order they were recorded in: the order must come from n.
+    for n in range(32):
+        answer = encode_answer(PutAnswer(n + 1, stored) if n else DeleteAnswer(True))
+        conn.execute(
+            "INSERT INTO fame_requests VALUES (?, ?, ?, ?)",
+            (n + 5, f"r{99 - n}", clock.now - 60 + n, answer),
+        )
+    conn.commit()
+    conn.close()
+    config = make_config("sqlite", directory, dedupe_entries=32)  # 2 per generation
+    async with open_storage(config, clock=clock) as provider:
+        store = await provider.get_kv_store(Doc, "old")
+        assert await store.get_versioned("k") == Versioned(Doc("v"), 7)
+        assert await store.delete("k", request_id="r99") is True  # replayed: kept
+        assert await store.get("k") == Doc("v")
+        for n in range(1, 32):
+            assert await store.set("k", Doc("x"), request_id=f"r{99 - n}") == n + 1
+        assert await store.get("k") == Doc("v")
+        # Two new records push out the oldest generation: the first two recorded.
+        await store.set("a", Doc("a"), request_id="new1")
+        await store.set("b", Doc("b"), request_id="new2")
+    rows = _rows(directory / "old_value.db")
+    assert len(rows) == 32
+    assert {"r99", "r98"}.isdisjoint(request_id for _gen, request_id in rows)
+    async with open_storage(config, clock=clock) as provider:
+        store = await provider.get_kv_store(Doc, "old")
+        assert await store.set("b", Doc("again"), request_id="new2") > 1000
+        assert await store.get("b") == Doc("b")
+        assert await store.delete("k", request_id="r99") is True  # forgotten: applied anew
+        assert await store.get("k") is None
+
+
+def test_pruning_by_count_goes_by_generation_and_never_exceeds_the_limit(
+    tmp_path: Path,
+) -> None:
+    """Whatever the ids, a record outlives the next ``entries - entries/16`` records.
+
+    A principal that sorts first and one that sorts last record in turn: the
+    oldest generation goes first, so neither can keep its own records longer
+    by evicting the other's, except within one generation.
+    """
+    entries = 8 * GENERATIONS  # 8 records per generation
+    backend = open_sqlite(tmp_path / "ns.db", "ns", None, dedupe=DedupeLimits(1e9, entries))
+    recorded: list[tuple[str, PutAnswer]] = []
+    now = 1000.0
+    try:
+        for i in range(6 * entries):
+            now += 1
+            request_id = f"{'a' if i % 2 else 'z'}:{secrets.token_hex(4)}"
+            (answer,) = backend.write([Put(f"k{i % 50}", b"\xa1x", request_id=request_id)], now)
+            assert isinstance(answer, PutAnswer)
+            recorded.append((request_id, answer))
+            if i % 97 == 0 or i == 6 * entries - 1:
+                newest = recorded[-(entries - entries // GENERATIONS) :]
+                replays = backend.write(
+                    [Put("other", b"\xa1y", request_id=rid) for rid, _answer in newest], now
+                )
+                assert replays == [answer for _rid, answer in newest]
+    finally:
+        backend.close()
+    rows = _rows(tmp_path / "ns.db")
+    # Full tables are pruned a generation's worth at a time.
+    assert entries - entries // GENERATIONS <= len(rows) <= entries
+    assert len({gen for gen, _id in rows}) <= GENERATIONS + 1
+
+
+def test_expired_generations_are_pruned_in_bounded_steps(tmp_path: Path) -> None:
+    path = tmp_path / "ns.db"
+
+    def write(ops: list[Put], now: float) -> list[object]:
+        """One transaction on the file, opened for it (the records survive reopening)."""
+        backend = open_sqlite(path, "ns", None, dedupe=DedupeLimits(window=160.0))
+        try:
+            return backend.write(ops, now)
+        finally:
+            backend.close()
+
+    many = 3 * PRUNE_STEP
+    write([Put(f"k{i}", b"\xa1x", request_id=f"old{i}") for i in range(many)], 1000.0)
+    write([Put("k", b"\xa1x", request_id="mid")], 1050.0)  # a new generation
+    assert len(_rows(path)) == many + 1
+    # Past the window of the first generation: each transaction forgets at
+    # most PRUNE_STEP more records than it adds, oldest generation first.
+    write([Put("k", b"\xa1x", request_id="new0")], 1200.0)
+    assert len(_rows(path)) == many + 2 - (PRUNE_STEP + 1)
+    # An expired record not yet pruned is not replayed: the write is applied.
+    (again,) = write([Put("k", b"\xa1z", request_id=f"old{many - 1}")], 1200.0)
+    assert isinstance(again, PutAnswer) and again.value == b"\xa1z"
+    for i in range(1, 4):
+        write([Put("k", b"\xa1x", request_id=f"new{i}")], 1200.0)
+    assert {request_id for _gen, request_id in _rows(path)} == {
+        "mid",
+        f"old{many - 1}",
+        "new0",
+        "new1",
+        "new2",
+        "new3",
+    }
 
 
 async def test_a_damaged_record_fails_its_retry_only(tmp_path: Path, clock: FakeClock) -> None:
