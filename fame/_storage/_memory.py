@@ -165,13 +165,11 @@ class MemoryBackend:
             self._set_entry(key, None)
         return min(len(expired), limit)
 
-    def find_requests(
-        self, request_ids: Sequence[str], since: float
-    ) -> dict[str, tuple[float, bytes]]:
+    def find_requests(self, request_ids: Sequence[str]) -> dict[str, tuple[float, bytes]]:
         requests = self._requests
         return {rid: requests[rid] for rid in request_ids if rid in requests}
 
-    def record_requests(self, records: Sequence[tuple[str, float, bytes]]) -> None:
+    def record_requests(self, records: Sequence[tuple[str, float, bytes]], replaced: int) -> None:
         for request_id, at, answer in records:
             self._set_request(request_id, (at, answer))
 

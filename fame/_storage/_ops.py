@@ -162,16 +162,14 @@ class Transaction(Protocol):
 
     def purge(self, now: float, limit: int) -> int: ...
 
-    def find_requests(
-        self, request_ids: Sequence[str], since: float
-    ) -> dict[str, tuple[float, bytes]]:
+    def find_requests(self, request_ids: Sequence[str]) -> dict[str, tuple[float, bytes]]:
         """The records among ``request_ids``: when each was made and its encoded
-        answer. Records made at or before ``since`` (expired) may be left out."""
+        answer, expired ones included."""
         ...
 
-    def record_requests(self, records: Sequence[tuple[str, float, bytes]]) -> None:
-        """Add ``(request id, at, answer)`` records, distinct ids; one of them
-        may replace an expired record of the same id."""
+    def record_requests(self, records: Sequence[tuple[str, float, bytes]], replaced: int) -> None:
+        """Add ``(request id, at, answer)`` records, distinct ids; ``replaced`` of
+        them overwrite an expired record of the same id."""
         ...
 
     def prune_requests(self, expired_at: float, keep: int, limit: int) -> int:
@@ -240,9 +238,10 @@ def apply_writes(
         rid for op in ops if not isinstance(op, Purge) and (rid := op.request_id) is not None
     ]
     # One lookup for the whole batch; ids recorded by this transaction are in ``pending``.
-    known = txn.find_requests(request_ids, since) if request_ids else {}
+    known = txn.find_requests(request_ids) if request_ids else {}
     pending: dict[str, Answer] = {}
     records: list[tuple[str, float, bytes]] = []
+    replaced = 0
     prune = False
     for op in ops:
         if isinstance(op, Purge):
@@ -253,6 +252,7 @@ def apply_writes(
             results.append(StorageError(f"not a write operation: {op!r}"))
             continue
         request_id = op.request_id
+        found = None
         if request_id is not None:
             if request_id in pending:
                 results.append(_replay(namespace, op, request_id, pending[request_id]))
@@ -266,10 +266,11 @@ def apply_writes(
         if request_id is not None and not isinstance(result, StorageError):
             answer = pending[request_id] = _answer(op, result)
             records.append((request_id, now, encode_answer(answer)))
+            replaced += found is not None
             result = answer
         results.append(result)
     if records:
-        txn.record_requests(records)
+        txn.record_requests(records, replaced)
     if records or prune:
         txn.prune_requests(since, limits.entries, PRUNE_STEP + len(records))
     return results, seq

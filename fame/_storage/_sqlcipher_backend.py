@@ -9,30 +9,23 @@ Layout of every file (format ``fame/kv/v1``)::
 
     kv(key TEXT PRIMARY KEY, value BLOB, version INTEGER, expires_at REAL)
     fame_meta(name TEXT PRIMARY KEY, value)   -- 'format'; 'seq': versions reserved so far
-    fame_requests(gen INTEGER, id TEXT, at REAL, answer BLOB,
-                  PRIMARY KEY (gen, id)) WITHOUT ROWID  -- deduplicated writes
+    fame_requests(n INTEGER PRIMARY KEY, id TEXT, at REAL, answer BLOB)  -- deduplicated writes
 
 ``fame_requests`` (see ``_dedupe``) came after the first files were made:
-opening a file without it adds it in one transaction, which keeps every
-record; fame versions from before it ignore the table. Its first layout
-(rows numbered in the order recorded, plus a unique index on ``id``) wrote
-three pages per recorded write (the ``kv`` leaf, the table's and the
-index's); opening such a file moves its records, in their order, into
-generations in one transaction.
+opening a file without it adds it in one transaction; fame versions from
+before it ignore the table. Its rows are a log in the order they were
+recorded (``n``, which is also the order of ``at``, the clock when
+recorded), so a record is appended at the right edge of one b-tree (SQLite
+fills those pages whole) and pruning the oldest walks ``n``.
 
-Records go into *generations*: one b-tree keyed by ``(gen, id)``, so a
-record costs one page (the current generation is the right end of the
-tree; ids that grow with time, like the runtime's, append to it) and no
-index. A generation takes :data:`GENERATIONS`-th of the count limit, or of
-the time window, whichever comes first; then the next one starts. A lookup
-probes each generation that may hold a live record (about
-:data:`GENERATIONS` probes per id, in C, in one statement). Pruning walks
-the oldest generation: a wholly expired one goes, else its first records
-in id order as the count requires, a generation's worth (at most the
-transaction's step) at once. So oldest-first holds between generations,
-and within the oldest one the order is the ids' (see docs/storage.md).
-The backend keeps each generation's count and times in memory (read once
-at open), so a transaction that has nothing to prune runs no statement.
+It has no index on ``id``: the backend finds a record's ``n`` in memory
+(:class:`RequestSlots`, built from the table at open), so a recorded write
+adds about one page to its commit, whatever the ids look like. An index on
+``id`` (the table's first layout, ``fame_requests_id``, dropped when such a
+file is opened) added a page per write, one per id for random ids, and
+rebalanced its leaves as it grew; a table keyed by ``id`` (``WITHOUT
+ROWID``) does the same. A fame version with the index re-creates it when it
+opens the file, so files move both ways.
 
 WAL journal; ``synchronous=FULL`` by default, ``NORMAL`` on request.
 ``FAME_STORAGE_MAX_FILE_BYTES`` becomes ``PRAGMA max_page_count``; a
@@ -68,6 +61,7 @@ from ._ops import (
     prefix_upper_bound,
 )
 from ._probe import PAGE_SIZE
+from ._request_slots import RequestSlots
 
 __all__ = ["SqliteBackend", "open_sqlite"]
 
@@ -78,8 +72,6 @@ LOCK_WAIT = 2.0
 """Seconds to wait for another process's lock on a file before giving up."""
 SEQ_BLOCK = 1000
 """Versions reserved per write of the counter (see :meth:`SqliteBackend.write`)."""
-GENERATIONS = 16
-"""Generations of request records a namespace keeps, about (see the module docstring)."""
 _LIVE = "(expires_at IS NULL OR expires_at > ?)"
 _SCHEMA = (
     "CREATE TABLE kv (key TEXT PRIMARY KEY NOT NULL, value BLOB NOT NULL,"
@@ -88,26 +80,20 @@ _SCHEMA = (
     "CREATE TABLE fame_meta (name TEXT PRIMARY KEY NOT NULL, value) WITHOUT ROWID",
 )
 _REQUESTS_SCHEMA = (
-    "CREATE TABLE fame_requests (gen INTEGER NOT NULL, id TEXT NOT NULL, at REAL NOT NULL,"
-    " answer BLOB NOT NULL, PRIMARY KEY (gen, id)) WITHOUT ROWID"
+    "CREATE TABLE fame_requests (n INTEGER PRIMARY KEY, id TEXT NOT NULL,"
+    " at REAL NOT NULL, answer BLOB NOT NULL)"
 )
-# The layout before generations: rows in the order recorded (n), and an index on id.
-# Its rows move to the new table in that order, ``cap`` rows per generation.
-_UPGRADE_REQUESTS = (
-    "ALTER TABLE fame_requests RENAME TO fame_requests_v1",
-    _REQUESTS_SCHEMA,
-    "INSERT INTO fame_requests (gen, id, at, answer) SELECT"
-    " (n - (SELECT min(n) FROM fame_requests_v1)) / :cap, id, at, answer FROM fame_requests_v1",
-    "DROP TABLE fame_requests_v1",
+_RECORD_REQUEST = "INSERT INTO fame_requests (n, id, at, answer) VALUES (?, ?, ?, ?)"
+_FORGET_REQUEST = "DELETE FROM fame_requests WHERE n = ?"
+_OLDEST_REQUEST = "SELECT at FROM fame_requests ORDER BY n LIMIT 1"
+# Both walk the oldest rows, at most LIMIT of them, whatever the table holds.
+_PRUNE_EXPIRED_REQUESTS = (
+    "DELETE FROM fame_requests WHERE n IN (SELECT n FROM (SELECT n, at FROM fame_requests"
+    " ORDER BY n LIMIT ?) WHERE at <= ?) RETURNING n, id"
 )
-_GENERATIONS = "SELECT gen, count(*), min(at), max(at) FROM fame_requests GROUP BY gen ORDER BY gen"
-# OR REPLACE: an expired record of the same id in the same generation (a clock
-# that jumped) is overwritten; one in an older generation stays until pruned.
-_RECORD_REQUEST = "INSERT OR REPLACE INTO fame_requests (gen, id, at, answer) VALUES (?, ?, ?, ?)"
-_PRUNE_GENERATION = "DELETE FROM fame_requests WHERE gen = ?"
-_PRUNE_FIRST_OF_GENERATION = (
-    "DELETE FROM fame_requests WHERE gen = ?1 AND id IN"
-    " (SELECT id FROM fame_requests WHERE gen = ?1 ORDER BY id LIMIT ?2)"
+_PRUNE_OLDEST_REQUESTS = (
+    "DELETE FROM fame_requests WHERE n IN (SELECT n FROM fame_requests ORDER BY n LIMIT ?)"
+    " RETURNING n, id"
 )
 _GET = f"SELECT value, version FROM kv WHERE key = ? AND {_LIVE}"
 _VERSION = f"SELECT version FROM kv WHERE key = ? AND {_LIVE}"
@@ -182,23 +168,25 @@ def open_sqlite(
                 str(path), f"unknown format {meta.get('format')!r}, expected {FORMAT!r}"
             )
         if "fame_requests" not in tables or "fame_requests_id" in tables:
-            # A new file, one made before deduplicated writes, or one with the
-            # layout before generations: add the table, moving any records.
+            # A new file or one made before deduplicated writes gets the
+            # table; one with the first layout loses the index on id.
             conn.execute("BEGIN IMMEDIATE")
             if "fame_requests" in tables:
-                cap = _generation_cap(dedupe)
-                for statement in _UPGRADE_REQUESTS:
-                    conn.execute(statement, {"cap": cap} if ":cap" in statement else ())
+                conn.execute("DROP INDEX fame_requests_id")
             else:
                 conn.execute(_REQUESTS_SCHEMA)
             conn.execute("COMMIT")
-        # Read once here (SQLite scans the table in C), then kept by every transaction.
-        generations = {
-            int(gen): (int(count), _time(first, -math.inf), _time(newest, math.inf))
-            for gen, count, first, newest in conn.execute(_GENERATIONS)
-        }
+        # Read once here, then kept by every transaction.
+        slots = RequestSlots.read(conn.execute("SELECT n, id FROM fame_requests ORDER BY n"))
+        oldest = conn.execute(_OLDEST_REQUEST).fetchone()
         return SqliteBackend(
-            conn, path, namespace, int(meta["seq"]), max_file_bytes, dedupe, generations
+            conn,
+            path,
+            namespace,
+            int(meta["seq"]),
+            max_file_bytes,
+            dedupe,
+            (slots, math.inf if oldest is None else _time(oldest[0], -math.inf)),
         )
     except sqlcipher3.DatabaseError as exc:
         # Switching a new file to WAL and creating the schema write pages.
@@ -214,20 +202,11 @@ def open_sqlite(
         raise
 
 
-_Generation = tuple[int, float, float]
-"""A generation of request records: how many, the first one's time, the newest one's."""
-
-
 def _time(value: object, otherwise: float) -> float:
     """``value`` read from a file as a time, or ``otherwise`` if it is not a number."""
     if isinstance(value, int | float) and not isinstance(value, bool):
         return float(value)
     return otherwise
-
-
-def _generation_cap(limits: DedupeLimits) -> int:
-    """Records a generation of ``fame_requests`` takes before the next one starts."""
-    return max(1, limits.entries // GENERATIONS)
 
 
 def _is_full(exc: BaseException) -> bool:
@@ -278,19 +257,16 @@ class SqliteBackend:
         reserved: int,
         max_file_bytes: int | None = None,
         dedupe: DedupeLimits = DedupeLimits(),  # noqa: B008 - frozen, so sharing it is safe
-        generations: dict[int, _Generation] | None = None,
+        requests: tuple[RequestSlots, float] | None = None,
     ) -> None:
         self._conn = conn
         self.dedupe = dedupe
-        # The generations of fame_requests, oldest first, each with its row
-        # count, its first record's time and its newest's: so a lookup probes
-        # only the generations that may hold a live record, and a transaction
-        # that has nothing to prune runs no statement to find out.
-        self._generations = dict(sorted((generations or {}).items()))
-        self._requests = sum(count for count, _first, _newest in self._generations.values())
-        self._next_generation = max(self._generations, default=-1) + 1
-        # The generation each id found by find_requests is in (see record_requests).
-        self._found: dict[str, int] = {}
+        # Where each request id's record is, and the first record's time
+        # (inf: none), so a transaction that has nothing to prune runs no
+        # statement to find out.
+        self._slots, self._oldest_request = requests or (RequestSlots(), math.inf)
+        # What find_requests learnt about the ids of the running transaction.
+        self._found: dict[str, tuple[int | None, bool]] = {}
         self.path = path
         self.namespace = namespace
         self.max_file_bytes = max_file_bytes
@@ -380,8 +356,9 @@ class SqliteBackend:
         if self._damage is not None:
             raise DamagedDatabase(str(self.path), f"writes are refused: {self._damage.detail}")
         conn = self._conn
-        requests = self._requests, dict(self._generations), self._next_generation
+        oldest = self._oldest_request
         conn.execute("BEGIN IMMEDIATE")
+        self._slots.begin()
         try:
             results, seq = apply_writes(self, self.namespace, ops, self._seq, now, self.dedupe)
             reserved = self._reserved
@@ -393,7 +370,8 @@ class SqliteBackend:
                 conn.execute("UPDATE fame_meta SET value = ? WHERE name = 'seq'", (reserved,))
             conn.execute("COMMIT")
         except BaseException as exc:
-            self._requests, self._generations, self._next_generation = requests
+            self._slots.roll_back()
+            self._oldest_request = oldest
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             if _is_full(exc):
@@ -404,6 +382,7 @@ class SqliteBackend:
                     self._damage = error
                 raise error from exc
             raise
+        self._slots.commit()
         self._seq, self._reserved = seq, reserved
         return results
 
@@ -422,83 +401,63 @@ class SqliteBackend:
     def purge(self, now: float, limit: int) -> int:
         return int(self._conn.execute(_PURGE, (now, limit)).rowcount)
 
-    def find_requests(
-        self, request_ids: Sequence[str], since: float
-    ) -> dict[str, tuple[float, bytes]]:
-        # Generations whose newest record expired hold no live one: not probed.
-        live = [gen for gen, (_c, _f, newest) in self._generations.items() if newest > since]
+    def find_requests(self, request_ids: Sequence[str]) -> dict[str, tuple[float, bytes]]:
+        slots = self._slots
+        candidates = {request_id: slots.candidates(request_id) for request_id in request_ids}
+        wanted = sorted({n for ns in candidates.values() for n in ns})
+        rows: dict[int, tuple[object, object, object]] = {}
+        for start in range(0, len(wanted), READ_CHUNK):
+            chunk = wanted[start : start + READ_CHUNK]
+            sql = (
+                "SELECT n, id, at, answer FROM fame_requests"
+                f" WHERE n IN ({', '.join('?' * len(chunk))})"
+            )
+            for n, request_id, at, answer in self._conn.execute(sql, chunk):
+                rows[n] = (request_id, at, answer)
         found: dict[str, tuple[float, bytes]] = {}
         self._found = {}
-        if not live:
-            return found
-        gens = ", ".join(map(str, live))
-        for start in range(0, len(request_ids), READ_CHUNK):
-            chunk = request_ids[start : start + READ_CHUNK]
-            # One b-tree probe per (generation, id): the key is (gen, id).
-            sql = (
-                "SELECT gen, id, at, answer FROM fame_requests"
-                f" WHERE gen IN ({gens}) AND id IN ({', '.join('?' * len(chunk))})"
-                " ORDER BY gen"
-            )
-            for gen, request_id, at, answer in self._conn.execute(sql, chunk):
+        for request_id, ns in candidates.items():
+            mine = [n for n in ns if rows.get(n, (None,))[0] == request_id]
+            if mine:
+                _id, at, answer = rows[max(mine)]
                 # A time that is not a number (a damaged or edited file) counts
                 # as recent: the retry is answered with the stored answer, which
                 # apply_writes checks, instead of being applied a second time.
-                # An id recorded again after it expired: the newest record wins.
-                found[request_id] = (_time(at, math.inf), answer)
-                self._found[request_id] = gen
+                found[request_id] = (_time(at, math.inf), answer)  # type: ignore[assignment]
+            # Whether the id's slot holds another id's record (a hash clash).
+            slot = slots.slot_of(request_id)
+            taken = slot is not None and rows.get(slot, (request_id,))[0] != request_id
+            self._found[request_id] = (max(mine) if mine else None, taken)
         return found
 
-    def record_requests(self, records: Sequence[tuple[str, float, bytes]]) -> None:
-        at = records[0][1]
-        last = next(reversed(self._generations), None)
-        if last is not None:
-            count, first, newest = self._generations[last]
-            if count < _generation_cap(self.dedupe) and first <= at < first + self._span:
-                gen = last
-            else:
-                last = None
-        if last is None:
-            gen = self._next_generation
-            self._next_generation += 1
-            count, first, newest = 0, at, at
-        self._conn.executemany(
-            _RECORD_REQUEST, [(gen, request_id, at, answer) for request_id, at, answer in records]
-        )
-        added = sum(self._found.get(request_id) != gen for request_id, _at, _answer in records)
-        self._generations[gen] = (count + added, first, max(newest, at))
-        self._requests += added
+    def record_requests(self, records: Sequence[tuple[str, float, bytes]], replaced: int) -> None:
+        if self._slots.count == replaced:  # the table was empty: these are the first rows
+            self._oldest_request = records[0][1]
+        rows = []
+        for request_id, at, answer in records:
+            previous, taken = self._found.get(request_id, (None, False))
+            if previous is not None:
+                # An expired record of the same id: the new one goes last.
+                self._conn.execute(_FORGET_REQUEST, (previous,))
+                self._slots.forget(previous, request_id)
+            rows.append((self._slots.add(request_id, taken), request_id, at, answer))
+        self._conn.executemany(_RECORD_REQUEST, rows)
         self._found = {}
 
-    @property
-    def _span(self) -> float:
-        """Seconds from a generation's first record after which the next one starts."""
-        return self.dedupe.window / GENERATIONS
-
     def prune_requests(self, expired_at: float, keep: int, limit: int) -> int:
-        removed = 0
-        cap = _generation_cap(self.dedupe)
-        for gen, (count, first, newest) in list(self._generations.items()):
-            expired = newest <= expired_at
-            over = self._requests - keep
-            if removed >= limit or (not expired and over <= 0):
-                break
-            # A wholly expired generation goes; else its first rows in id order,
-            # up to a generation's worth at once (at most ``limit``), so that a
-            # full table is pruned every few hundred records rather than by
-            # every transaction (each prune writes its own pages).
-            doomed = min(count if expired else max(over, min(cap, count)), limit - removed)
-            if doomed >= count:
-                gone = int(self._conn.execute(_PRUNE_GENERATION, (gen,)).rowcount)
-            else:
-                gone = int(self._conn.execute(_PRUNE_FIRST_OF_GENERATION, (gen, doomed)).rowcount)
-            removed += gone
-            self._requests -= gone
-            if gone >= count:
-                del self._generations[gen]
-            else:
-                self._generations[gen] = (count - gone, first, newest)
-        return removed
+        removed: list[tuple[int, object]] = []
+        expired = expired_at >= self._oldest_request
+        if expired:
+            removed += self._conn.execute(_PRUNE_EXPIRED_REQUESTS, (limit, expired_at)).fetchall()
+        over = min(self._slots.count - len(removed) - keep, limit - len(removed))
+        if over > 0:
+            removed += self._conn.execute(_PRUNE_OLDEST_REQUESTS, (over,)).fetchall()
+        for n, request_id in removed:
+            self._slots.forget(n, request_id)
+        if expired or removed:
+            oldest = self._conn.execute(_OLDEST_REQUEST).fetchone()
+            self._oldest_request = math.inf if oldest is None else _time(oldest[0], -math.inf)
+        return len(removed)
 
     def close(self) -> None:
         """Checkpoint the WAL into the main file and close, leaving no ``-wal`` behind.

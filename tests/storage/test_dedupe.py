@@ -28,12 +28,12 @@ from fame._storage import (
     StorageWriteFailed,
     VersionConflict,
     Versioned,
+    _request_slots,
     open_storage,
     storage_config_from_env,
 )
 from fame._storage._dedupe import (
     MAX_REQUEST_ID_LENGTH,
-    PRUNE_STEP,
     DedupeLimits,
     DeleteAnswer,
     PutAnswer,
@@ -41,7 +41,7 @@ from fame._storage._dedupe import (
 )
 from fame._storage._memory import MemoryBackend
 from fame._storage._ops import Put
-from fame._storage._sqlcipher_backend import _SCHEMA, FORMAT, GENERATIONS, open_sqlite
+from fame._storage._sqlcipher_backend import _SCHEMA, FORMAT, open_sqlite
 
 from .conftest import FakeClock, make_config
 
@@ -329,22 +329,23 @@ async def test_a_file_of_the_previous_version_gets_the_table(
         assert await store.list() == {"kept": Doc("k"), "new": Doc("n")}
 
 
-def _rows(path: Path) -> list[tuple[int, str]]:
-    """The (generation, id) of every request record in a plain sqlite file."""
+def _request_rows(path: Path) -> list[tuple[int, str]]:
+    """The (n, id) of every request record in a plain sqlite file, oldest first."""
     conn = sqlite3.connect(path)
     try:
-        return conn.execute("SELECT gen, id FROM fame_requests ORDER BY gen, id").fetchall()
+        return conn.execute("SELECT n, id FROM fame_requests ORDER BY n").fetchall()
     finally:
         conn.close()
 
 
-async def test_a_file_with_the_first_layout_of_records_is_upgraded(
+async def test_a_file_with_the_index_on_ids_keeps_its_records(
     tmp_path: Path, clock: FakeClock
 ) -> None:
-    """The layout before generations (rows by ``n``, an index on id) moves over whole."""
+    """The table's first layout had an index on id: opening drops it, keeps every record."""
     directory = tmp_path / "db"
     directory.mkdir(mode=0o700)
-    conn = sqlite3.connect(directory / "old_value.db")
+    path = directory / "old_value.db"
+    conn = sqlite3.connect(path)
     for statement in _SCHEMA:
         conn.execute(statement)
     conn.execute(
@@ -355,8 +356,8 @@ async def test_a_file_with_the_first_layout_of_records_is_upgraded(
     conn.execute("INSERT INTO fame_meta VALUES ('format', ?), ('seq', 1000)", (FORMAT,))
     stored = msgspec.msgpack.encode(Doc("v"))
     conn.execute("INSERT INTO kv VALUES ('k', ?, 7, NULL)", (stored,))
-    # Ids that sort against the order they were recorded in: the order must come from n.
-    for n in range(32):
+    # Ids that sort against the order they were recorded in: the order is n's.
+    for n in range(8):
         answer = encode_answer(PutAnswer(n + 1, stored) if n else DeleteAnswer(True))
         conn.execute(
             "INSERT INTO fame_requests VALUES (?, ?, ?, ?)",
@@ -364,95 +365,65 @@ async def test_a_file_with_the_first_layout_of_records_is_upgraded(
         )
     conn.commit()
     conn.close()
-    config = make_config("sqlite", directory, dedupe_entries=32)  # 2 per generation
+    config = make_config("sqlite", directory, dedupe_entries=8)
     async with open_storage(config, clock=clock) as provider:
         store = await provider.get_kv_store(Doc, "old")
         assert await store.get_versioned("k") == Versioned(Doc("v"), 7)
-        assert await store.delete("k", request_id="r99") is True  # replayed: kept
-        assert await store.get("k") == Doc("v")
-        for n in range(1, 32):
+        assert await store.delete("k", request_id="r99") is True  # replayed
+        for n in range(1, 8):
             assert await store.set("k", Doc("x"), request_id=f"r{99 - n}") == n + 1
         assert await store.get("k") == Doc("v")
-        # Two new records push out the oldest generation: the first two recorded.
-        await store.set("a", Doc("a"), request_id="new1")
-        await store.set("b", Doc("b"), request_id="new2")
-    rows = _rows(directory / "old_value.db")
-    assert len(rows) == 32
-    assert {"r99", "r98"}.isdisjoint(request_id for _gen, request_id in rows)
+        await store.set("a", Doc("a"), request_id="new1")  # pushes out the oldest, r99
+    conn = sqlite3.connect(path)
+    try:
+        indexes = conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'").fetchall()
+    finally:
+        conn.close()
+    assert ("fame_requests_id",) not in indexes
+    rows = _request_rows(path)
+    assert [request_id for _n, request_id in rows] == [f"r{99 - n}" for n in range(1, 8)] + ["new1"]
+    assert rows[-1][0] > rows[-2][0]  # appended after the old rows
     async with open_storage(config, clock=clock) as provider:
         store = await provider.get_kv_store(Doc, "old")
-        assert await store.set("b", Doc("again"), request_id="new2") > 1000
-        assert await store.get("b") == Doc("b")
+        assert await store.set("k", Doc("y"), request_id="r98") == 2  # still remembered
         assert await store.delete("k", request_id="r99") is True  # forgotten: applied anew
         assert await store.get("k") is None
 
 
-def test_pruning_by_count_goes_by_generation_and_never_exceeds_the_limit(
-    tmp_path: Path,
+@pytest.mark.parametrize("profile", FILE_PROFILES)
+async def test_ids_whose_slots_clash_are_kept_apart(
+    open_with: Opener, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Whatever the ids, a record outlives the next ``entries - entries/16`` records.
+    """Every id in one slot (a hash that clashes always): each still finds its own record."""
+    monkeypatch.setattr(_request_slots, "slot_hash", lambda request_id: 7)
+    async with open_with(dedupe_entries=6) as provider:
+        store = await provider.get_kv_store(Doc, "ns")
+        first = {
+            f"c{i}": await store.set(f"k{i}", Doc(f"{i}"), request_id=f"c{i}") for i in range(4)
+        }
 
-    A principal that sorts first and one that sorts last record in turn: the
-    oldest generation goes first, so neither can keep its own records longer
-    by evicting the other's, except within one generation.
-    """
-    entries = 8 * GENERATIONS  # 8 records per generation
-    backend = open_sqlite(tmp_path / "ns.db", "ns", None, dedupe=DedupeLimits(1e9, entries))
-    recorded: list[tuple[str, PutAnswer]] = []
-    now = 1000.0
-    try:
-        for i in range(6 * entries):
-            now += 1
-            request_id = f"{'a' if i % 2 else 'z'}:{secrets.token_hex(4)}"
-            (answer,) = backend.write([Put(f"k{i % 50}", b"\xa1x", request_id=request_id)], now)
-            assert isinstance(answer, PutAnswer)
-            recorded.append((request_id, answer))
-            if i % 97 == 0 or i == 6 * entries - 1:
-                newest = recorded[-(entries - entries // GENERATIONS) :]
-                replays = backend.write(
-                    [Put("other", b"\xa1y", request_id=rid) for rid, _answer in newest], now
-                )
-                assert replays == [answer for _rid, answer in newest]
-    finally:
-        backend.close()
-    rows = _rows(tmp_path / "ns.db")
-    # Full tables are pruned a generation's worth at a time.
-    assert entries - entries // GENERATIONS <= len(rows) <= entries
-    assert len({gen for gen, _id in rows}) <= GENERATIONS + 1
+        async def put(i: int) -> None:
+            await store.set(f"k{i}", Doc(f"{i}"), request_id=f"c{i}")
 
-
-def test_expired_generations_are_pruned_in_bounded_steps(tmp_path: Path) -> None:
-    path = tmp_path / "ns.db"
-
-    def write(ops: list[Put], now: float) -> list[object]:
-        """One transaction on the file, opened for it (the records survive reopening)."""
-        backend = open_sqlite(path, "ns", None, dedupe=DedupeLimits(window=160.0))
-        try:
-            return backend.write(ops, now)
-        finally:
-            backend.close()
-
-    many = 3 * PRUNE_STEP
-    write([Put(f"k{i}", b"\xa1x", request_id=f"old{i}") for i in range(many)], 1000.0)
-    write([Put("k", b"\xa1x", request_id="mid")], 1050.0)  # a new generation
-    assert len(_rows(path)) == many + 1
-    # Past the window of the first generation: each transaction forgets at
-    # most PRUNE_STEP more records than it adds, oldest generation first.
-    write([Put("k", b"\xa1x", request_id="new0")], 1200.0)
-    assert len(_rows(path)) == many + 2 - (PRUNE_STEP + 1)
-    # An expired record not yet pruned is not replayed: the write is applied.
-    (again,) = write([Put("k", b"\xa1z", request_id=f"old{many - 1}")], 1200.0)
-    assert isinstance(again, PutAnswer) and again.value == b"\xa1z"
-    for i in range(1, 4):
-        write([Put("k", b"\xa1x", request_id=f"new{i}")], 1200.0)
-    assert {request_id for _gen, request_id in _rows(path)} == {
-        "mid",
-        f"old{many - 1}",
-        "new0",
-        "new1",
-        "new2",
-        "new3",
-    }
+        # Concurrent writes share a group commit: new ids may clash in one transaction.
+        with trio.fail_after(10):
+            async with trio.open_nursery() as nursery:
+                for i in (4, 5):
+                    nursery.start_soon(put, i)
+        for i in range(4):
+            assert await store.set(f"k{i}", Doc("retry"), request_id=f"c{i}") == first[f"c{i}"]
+    async with open_with(dedupe_entries=6) as provider:  # the map read back from the file
+        store = await provider.get_kv_store(Doc, "ns")
+        for i in range(4):
+            assert await store.set(f"k{i}", Doc("retry"), request_id=f"c{i}") == first[f"c{i}"]
+        before = await next_version(store)
+        for i in (4, 5):
+            await store.set(f"k{i}", Doc("retry"), request_id=f"c{i}")
+        assert await next_version(store) == before + 1  # both replayed
+        await store.set("n", Doc("n"), request_id="c6")  # pushes out the oldest, c0
+        assert await store.set("k1", Doc("again"), request_id="c1") == first["c1"]
+        assert await store.set("k0", Doc("again"), request_id="c0") > before
+        assert await store.get_many(["k0", "k1"]) == {"k0": Doc("again"), "k1": Doc("1")}
 
 
 async def test_a_damaged_record_fails_its_retry_only(tmp_path: Path, clock: FakeClock) -> None:
