@@ -9,12 +9,13 @@ when the file opens and changed with every transaction, and a transaction
 that fails is undone here too.
 
 Ids are mapped by their ``hash()``: str hashes are keyed per process
-(SipHash), so a peer cannot choose ids that clash on purpose. A clash is
-still handled: the map points to one ``n`` per hash, the owner's, and the
-lookup checks the id stored in that row; an id whose hash is held by
-another id's record is kept in a second map by the id itself. About 100
-bytes of memory per record (``FAME_STORAGE_DEDUPE_ENTRIES`` records at
-most per namespace, plus a backlog a lowered limit leaves).
+(SipHash, unless PYTHONHASHSEED fixes the key), so a peer cannot choose ids
+that clash on purpose. A clash is still handled: the map points to one
+``n`` per hash, the owner's, and the lookup checks the id stored in that
+row; an id whose hash is held by another id's record is kept in a second
+map by the id itself. About 90 bytes of memory per record
+(``FAME_STORAGE_DEDUPE_ENTRIES`` records at most per namespace, plus a
+backlog a lowered limit leaves).
 """
 
 from __future__ import annotations
