@@ -6,8 +6,9 @@ same number of ``set`` calls by 1 writer, then by 32 concurrent writers (the
 storage actor commits their writes in groups), once without and once with a
 request id, the two kinds interleaved round after round in one process so
 that disk and CPU noise hits both alike. Request ids are either random
-(``uuid4().hex``, the worst case for the table's b-tree) or sequential
-(``caller:counter``). Figures are the median of the rounds, in writes/s.
+(``uuid4().hex``, the worst case for a b-tree keyed by id, which the table no
+longer has) or sequential (``caller:counter``). Figures are the median of
+the rounds, in writes/s.
 
 Run: ``python bench/bench_dedupe.py [rounds] [full|normal]`` (about a minute
 with 5 rounds; ``normal`` leaves out most of the fsync wait, so it shows the

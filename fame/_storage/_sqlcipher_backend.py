@@ -10,18 +10,22 @@ Layout of every file (format ``fame/kv/v1``)::
     kv(key TEXT PRIMARY KEY, value BLOB, version INTEGER, expires_at REAL)
     fame_meta(name TEXT PRIMARY KEY, value)   -- 'format'; 'seq': versions reserved so far
     fame_requests(n INTEGER PRIMARY KEY, id TEXT, at REAL, answer BLOB)  -- deduplicated writes
-    UNIQUE INDEX fame_requests_id ON fame_requests(id)
 
 ``fame_requests`` (see ``_dedupe``) came after the first files were made:
-opening a file without it adds it (and its index) in one transaction, which
-keeps every record; fame versions from before it ignore the table. Its rows
-are in the order they were recorded (``n``), which is the order of ``at``
-(the clock when recorded), so pruning the oldest walks ``n`` and needs no
-index on ``at``. Keying the table by id instead, with an index on ``at``,
-took 4 % (ids in order) to 58 % (random ids) more time per commit of 32
-recorded writes in a raw test: the answers then land in the b-tree that
-random ids scatter. A clock that steps back only delays pruning: a
-lookup still compares ``at`` with the window.
+opening a file without it adds it in one transaction; fame versions from
+before it ignore the table. Its rows are a log in the order they were
+recorded (``n``, which is also the order of ``at``, the clock when
+recorded), so a record is appended at the right edge of one b-tree (SQLite
+fills those pages whole) and pruning the oldest walks ``n``.
+
+It has no index on ``id``: the backend finds a record's ``n`` in memory
+(:class:`RequestSlots`, built from the table at open), so a recorded write
+adds about one page to its commit, whatever the ids look like. An index on
+``id`` (the table's first layout, ``fame_requests_id``, dropped when such a
+file is opened) added a page per write, one per id for random ids, and
+rebalanced its leaves as it grew; a table keyed by ``id`` (``WITHOUT
+ROWID``) does the same. A fame version with the index re-creates it when it
+opens the file, so files move both ways.
 
 WAL journal; ``synchronous=FULL`` by default, ``NORMAL`` on request.
 ``FAME_STORAGE_MAX_FILE_BYTES`` becomes ``PRAGMA max_page_count``; a
@@ -57,6 +61,7 @@ from ._ops import (
     prefix_upper_bound,
 )
 from ._probe import PAGE_SIZE
+from ._request_slots import RequestSlots
 
 __all__ = ["SqliteBackend", "open_sqlite"]
 
@@ -75,20 +80,20 @@ _SCHEMA = (
     "CREATE TABLE fame_meta (name TEXT PRIMARY KEY NOT NULL, value) WITHOUT ROWID",
 )
 _REQUESTS_SCHEMA = (
-    "CREATE TABLE IF NOT EXISTS fame_requests (n INTEGER PRIMARY KEY, id TEXT NOT NULL,"
-    " at REAL NOT NULL, answer BLOB NOT NULL)",
-    "CREATE UNIQUE INDEX IF NOT EXISTS fame_requests_id ON fame_requests (id)",
+    "CREATE TABLE fame_requests (n INTEGER PRIMARY KEY, id TEXT NOT NULL,"
+    " at REAL NOT NULL, answer BLOB NOT NULL)"
 )
-# REPLACE removes an expired record of the same id: the new one goes last.
-_RECORD_REQUEST = "INSERT OR REPLACE INTO fame_requests (id, at, answer) VALUES (?, ?, ?)"
+_RECORD_REQUEST = "INSERT INTO fame_requests (n, id, at, answer) VALUES (?, ?, ?, ?)"
+_FORGET_REQUEST = "DELETE FROM fame_requests WHERE n = ?"
 _OLDEST_REQUEST = "SELECT at FROM fame_requests ORDER BY n LIMIT 1"
 # Both walk the oldest rows, at most LIMIT of them, whatever the table holds.
 _PRUNE_EXPIRED_REQUESTS = (
     "DELETE FROM fame_requests WHERE n IN (SELECT n FROM (SELECT n, at FROM fame_requests"
-    " ORDER BY n LIMIT ?) WHERE at <= ?)"
+    " ORDER BY n LIMIT ?) WHERE at <= ?) RETURNING n, id"
 )
 _PRUNE_OLDEST_REQUESTS = (
     "DELETE FROM fame_requests WHERE n IN (SELECT n FROM fame_requests ORDER BY n LIMIT ?)"
+    " RETURNING n, id"
 )
 _GET = f"SELECT value, version FROM kv WHERE key = ? AND {_LIVE}"
 _VERSION = f"SELECT version FROM kv WHERE key = ? AND {_LIVE}"
@@ -162,14 +167,17 @@ def open_sqlite(
             raise DamagedDatabase(
                 str(path), f"unknown format {meta.get('format')!r}, expected {FORMAT!r}"
             )
-        if "fame_requests_id" not in tables:
-            # A new file, or one made before deduplicated writes: add the table.
+        if "fame_requests" not in tables or "fame_requests_id" in tables:
+            # A new file or one made before deduplicated writes gets the
+            # table; one with the first layout loses the index on id.
             conn.execute("BEGIN IMMEDIATE")
-            for statement in _REQUESTS_SCHEMA:
-                conn.execute(statement)
+            if "fame_requests" in tables:
+                conn.execute("DROP INDEX fame_requests_id")
+            else:
+                conn.execute(_REQUESTS_SCHEMA)
             conn.execute("COMMIT")
-        # Counted once here (the index, in C), then kept by every transaction.
-        requests = int(conn.execute("SELECT count(*) FROM fame_requests").fetchone()[0])
+        # Read once here, then kept by every transaction.
+        slots = RequestSlots.read(conn.execute("SELECT n, id FROM fame_requests ORDER BY n"))
         oldest = conn.execute(_OLDEST_REQUEST).fetchone()
         return SqliteBackend(
             conn,
@@ -178,7 +186,7 @@ def open_sqlite(
             int(meta["seq"]),
             max_file_bytes,
             dedupe,
-            (requests, math.inf if oldest is None else _time(oldest[0], -math.inf)),
+            (slots, math.inf if oldest is None else _time(oldest[0], -math.inf)),
         )
     except sqlcipher3.DatabaseError as exc:
         # Switching a new file to WAL and creating the schema write pages.
@@ -249,13 +257,16 @@ class SqliteBackend:
         reserved: int,
         max_file_bytes: int | None = None,
         dedupe: DedupeLimits = DedupeLimits(),  # noqa: B008 - frozen, so sharing it is safe
-        requests: tuple[int, float] = (0, math.inf),
+        requests: tuple[RequestSlots, float] | None = None,
     ) -> None:
         self._conn = conn
         self.dedupe = dedupe
-        # Rows of fame_requests and the first one's time (inf: none), so a
-        # transaction that has nothing to prune runs no statement to find out.
-        self._requests, self._oldest_request = requests
+        # Where each request id's record is, and the first record's time
+        # (inf: none), so a transaction that has nothing to prune runs no
+        # statement to find out.
+        self._slots, self._oldest_request = requests or (RequestSlots(), math.inf)
+        # What find_requests learnt about the ids of the running transaction.
+        self._found: dict[str, tuple[int | None, bool]] = {}
         self.path = path
         self.namespace = namespace
         self.max_file_bytes = max_file_bytes
@@ -345,8 +356,9 @@ class SqliteBackend:
         if self._damage is not None:
             raise DamagedDatabase(str(self.path), f"writes are refused: {self._damage.detail}")
         conn = self._conn
-        requests = self._requests, self._oldest_request
+        oldest = self._oldest_request
         conn.execute("BEGIN IMMEDIATE")
+        self._slots.begin()
         try:
             results, seq = apply_writes(self, self.namespace, ops, self._seq, now, self.dedupe)
             reserved = self._reserved
@@ -358,7 +370,8 @@ class SqliteBackend:
                 conn.execute("UPDATE fame_meta SET value = ? WHERE name = 'seq'", (reserved,))
             conn.execute("COMMIT")
         except BaseException as exc:
-            self._requests, self._oldest_request = requests
+            self._slots.roll_back()
+            self._oldest_request = oldest
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             if _is_full(exc):
@@ -369,6 +382,7 @@ class SqliteBackend:
                     self._damage = error
                 raise error from exc
             raise
+        self._slots.commit()
         self._seq, self._reserved = seq, reserved
         return results
 
@@ -388,39 +402,62 @@ class SqliteBackend:
         return int(self._conn.execute(_PURGE, (now, limit)).rowcount)
 
     def find_requests(self, request_ids: Sequence[str]) -> dict[str, tuple[float, bytes]]:
-        found: dict[str, tuple[float, bytes]] = {}
-        for start in range(0, len(request_ids), READ_CHUNK):
-            chunk = request_ids[start : start + READ_CHUNK]
+        slots = self._slots
+        candidates = {request_id: slots.candidates(request_id) for request_id in request_ids}
+        wanted = sorted({n for ns in candidates.values() for n in ns})
+        rows: dict[int, tuple[object, object, object]] = {}
+        for start in range(0, len(wanted), READ_CHUNK):
+            chunk = wanted[start : start + READ_CHUNK]
             sql = (
-                "SELECT id, at, answer FROM fame_requests"
-                f" WHERE id IN ({', '.join('?' * len(chunk))})"
+                "SELECT n, id, at, answer FROM fame_requests"
+                f" WHERE n IN ({', '.join('?' * len(chunk))})"
             )
-            for request_id, at, answer in self._conn.execute(sql, chunk):
+            for n, request_id, at, answer in self._conn.execute(sql, chunk):
+                rows[n] = (request_id, at, answer)
+        found: dict[str, tuple[float, bytes]] = {}
+        self._found = {}
+        for request_id, ns in candidates.items():
+            mine = [n for n in ns if rows.get(n, (None,))[0] == request_id]
+            if mine:
+                _id, at, answer = rows[max(mine)]
                 # A time that is not a number (a damaged or edited file) counts
                 # as recent: the retry is answered with the stored answer, which
                 # apply_writes checks, instead of being applied a second time.
-                found[request_id] = (_time(at, math.inf), answer)
+                found[request_id] = (_time(at, math.inf), answer)  # type: ignore[assignment]
+            # Whether the id's slot holds another id's record (a hash clash).
+            slot = slots.slot_of(request_id)
+            taken = slot is not None and rows.get(slot, (request_id,))[0] != request_id
+            self._found[request_id] = (max(mine) if mine else None, taken)
         return found
 
     def record_requests(self, records: Sequence[tuple[str, float, bytes]], replaced: int) -> None:
-        self._conn.executemany(_RECORD_REQUEST, records)
-        if self._requests == replaced:  # the table was empty: these are the first rows
+        if self._slots.count == replaced:  # the table was empty: these are the first rows
             self._oldest_request = records[0][1]
-        self._requests += len(records) - replaced
+        rows = []
+        for request_id, at, answer in records:
+            previous, taken = self._found.get(request_id, (None, False))
+            if previous is not None:
+                # An expired record of the same id: the new one goes last.
+                self._conn.execute(_FORGET_REQUEST, (previous,))
+                self._slots.forget(previous, request_id)
+            rows.append((self._slots.add(request_id, taken), request_id, at, answer))
+        self._conn.executemany(_RECORD_REQUEST, rows)
+        self._found = {}
 
     def prune_requests(self, expired_at: float, keep: int, limit: int) -> int:
-        removed = 0
+        removed: list[tuple[int, object]] = []
         expired = expired_at >= self._oldest_request
         if expired:
-            removed = int(self._conn.execute(_PRUNE_EXPIRED_REQUESTS, (limit, expired_at)).rowcount)
-        over = min(self._requests - removed - keep, limit - removed)
+            removed += self._conn.execute(_PRUNE_EXPIRED_REQUESTS, (limit, expired_at)).fetchall()
+        over = min(self._slots.count - len(removed) - keep, limit - len(removed))
         if over > 0:
-            removed += int(self._conn.execute(_PRUNE_OLDEST_REQUESTS, (over,)).rowcount)
+            removed += self._conn.execute(_PRUNE_OLDEST_REQUESTS, (over,)).fetchall()
+        for n, request_id in removed:
+            self._slots.forget(n, request_id)
         if expired or removed:
-            self._requests -= removed
             oldest = self._conn.execute(_OLDEST_REQUEST).fetchone()
             self._oldest_request = math.inf if oldest is None else _time(oldest[0], -math.inf)
-        return removed
+        return len(removed)
 
     def close(self) -> None:
         """Checkpoint the WAL into the main file and close, leaving no ``-wal`` behind.

@@ -28,10 +28,17 @@ from fame._storage import (
     StorageWriteFailed,
     VersionConflict,
     Versioned,
+    _request_slots,
     open_storage,
     storage_config_from_env,
 )
-from fame._storage._dedupe import MAX_REQUEST_ID_LENGTH, DedupeLimits, PutAnswer
+from fame._storage._dedupe import (
+    MAX_REQUEST_ID_LENGTH,
+    DedupeLimits,
+    DeleteAnswer,
+    PutAnswer,
+    encode_answer,
+)
 from fame._storage._memory import MemoryBackend
 from fame._storage._ops import Put
 from fame._storage._sqlcipher_backend import _SCHEMA, FORMAT, open_sqlite
@@ -320,6 +327,103 @@ async def test_a_file_of_the_previous_version_gets_the_table(
         store = await provider.get_kv_store(Doc, "old")
         assert await store.set("new", Doc("again"), request_id="r") == version
         assert await store.list() == {"kept": Doc("k"), "new": Doc("n")}
+
+
+def _request_rows(path: Path) -> list[tuple[int, str]]:
+    """The (n, id) of every request record in a plain sqlite file, oldest first."""
+    conn = sqlite3.connect(path)
+    try:
+        return conn.execute("SELECT n, id FROM fame_requests ORDER BY n").fetchall()
+    finally:
+        conn.close()
+
+
+async def test_a_file_with_the_index_on_ids_keeps_its_records(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    """The table's first layout had an index on id: opening drops it, keeps every record."""
+    directory = tmp_path / "db"
+    directory.mkdir(mode=0o700)
+    path = directory / "old_value.db"
+    conn = sqlite3.connect(path)
+    for statement in _SCHEMA:
+        conn.execute(statement)
+    conn.execute(
+        "CREATE TABLE fame_requests (n INTEGER PRIMARY KEY, id TEXT NOT NULL,"
+        " at REAL NOT NULL, answer BLOB NOT NULL)"
+    )
+    conn.execute("CREATE UNIQUE INDEX fame_requests_id ON fame_requests (id)")
+    conn.execute("INSERT INTO fame_meta VALUES ('format', ?), ('seq', 1000)", (FORMAT,))
+    stored = msgspec.msgpack.encode(Doc("v"))
+    conn.execute("INSERT INTO kv VALUES ('k', ?, 7, NULL)", (stored,))
+    # Ids that sort against the order they were recorded in: the order is n's.
+    for n in range(8):
+        answer = encode_answer(PutAnswer(n + 1, stored) if n else DeleteAnswer(True))
+        conn.execute(
+            "INSERT INTO fame_requests VALUES (?, ?, ?, ?)",
+            (n + 5, f"r{99 - n}", clock.now - 60 + n, answer),
+        )
+    conn.commit()
+    conn.close()
+    config = make_config("sqlite", directory, dedupe_entries=8)
+    async with open_storage(config, clock=clock) as provider:
+        store = await provider.get_kv_store(Doc, "old")
+        assert await store.get_versioned("k") == Versioned(Doc("v"), 7)
+        assert await store.delete("k", request_id="r99") is True  # replayed
+        for n in range(1, 8):
+            assert await store.set("k", Doc("x"), request_id=f"r{99 - n}") == n + 1
+        assert await store.get("k") == Doc("v")
+        await store.set("a", Doc("a"), request_id="new1")  # pushes out the oldest, r99
+    conn = sqlite3.connect(path)
+    try:
+        indexes = conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'").fetchall()
+    finally:
+        conn.close()
+    assert ("fame_requests_id",) not in indexes
+    rows = _request_rows(path)
+    assert [request_id for _n, request_id in rows] == [f"r{99 - n}" for n in range(1, 8)] + ["new1"]
+    assert rows[-1][0] > rows[-2][0]  # appended after the old rows
+    async with open_storage(config, clock=clock) as provider:
+        store = await provider.get_kv_store(Doc, "old")
+        assert await store.set("k", Doc("y"), request_id="r98") == 2  # still remembered
+        assert await store.delete("k", request_id="r99") is True  # forgotten: applied anew
+        assert await store.get("k") is None
+
+
+@pytest.mark.parametrize("profile", FILE_PROFILES)
+async def test_ids_whose_slots_clash_are_kept_apart(
+    open_with: Opener, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every id in one slot (a hash that clashes always): each still finds its own record."""
+    monkeypatch.setattr(_request_slots, "slot_hash", lambda request_id: 7)
+    async with open_with(dedupe_entries=6) as provider:
+        store = await provider.get_kv_store(Doc, "ns")
+        first = {
+            f"c{i}": await store.set(f"k{i}", Doc(f"{i}"), request_id=f"c{i}") for i in range(4)
+        }
+
+        async def put(i: int) -> None:
+            await store.set(f"k{i}", Doc(f"{i}"), request_id=f"c{i}")
+
+        # Concurrent writes share a group commit: new ids may clash in one transaction.
+        with trio.fail_after(10):
+            async with trio.open_nursery() as nursery:
+                for i in (4, 5):
+                    nursery.start_soon(put, i)
+        for i in range(4):
+            assert await store.set(f"k{i}", Doc("retry"), request_id=f"c{i}") == first[f"c{i}"]
+    async with open_with(dedupe_entries=6) as provider:  # the map read back from the file
+        store = await provider.get_kv_store(Doc, "ns")
+        for i in range(4):
+            assert await store.set(f"k{i}", Doc("retry"), request_id=f"c{i}") == first[f"c{i}"]
+        before = await next_version(store)
+        for i in (4, 5):
+            await store.set(f"k{i}", Doc("retry"), request_id=f"c{i}")
+        assert await next_version(store) == before + 1  # both replayed
+        await store.set("n", Doc("n"), request_id="c6")  # pushes out the oldest, c0
+        assert await store.set("k1", Doc("again"), request_id="c1") == first["c1"]
+        assert await store.set("k0", Doc("again"), request_id="c0") > before
+        assert await store.get_many(["k0", "k1"]) == {"k0": Doc("again"), "k1": Doc("1")}
 
 
 async def test_a_damaged_record_fails_its_retry_only(tmp_path: Path, clock: FakeClock) -> None:

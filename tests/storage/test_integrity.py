@@ -68,8 +68,8 @@ async def test_structural_damage_in_a_plain_file_is_found(tmp_path: Path) -> Non
     target = directory / "alpha_value.db"
     data = bytearray(target.read_bytes())
     # Overwrite the cell pointers of page 7, a leaf of the kv table: the page
-    # header stays valid, the tree does not. (Pages 3 to 6 are the roots of the
-    # empty TTL index, fame_meta, fame_requests and its index.)
+    # header stays valid, the tree does not. (Pages 3 to 5 are the roots of the
+    # empty TTL index, fame_meta and fame_requests; 6 is the first kv leaf.)
     start = 6 * PAGE_SIZE + 8
     data[start : start + 64] = b"\xa5" * 64
     target.write_bytes(bytes(data))
