@@ -171,7 +171,14 @@ async def unread_replies(
             tally.requests += 1
             tally.bytes_sent += len(data)
         tally.extra["replies_asked_mib"] = round(requests * record_kib / 1024)
-        yield tally  # never reads: trio-websocket stops reading the socket after one message
+        try:
+            yield tally  # never reads: trio-websocket stops reading the socket after one message
+        finally:
+            # Read what is queued now, so that trio-websocket's reader, blocked on
+            # its full message queue, sees the close: else leaving the link waits
+            # for it for ever (a teardown hang seen once in a loaded run).
+            with trio.move_on_after(GUARD):
+                await drain(ws, Tally())
 
 
 @asynccontextmanager
