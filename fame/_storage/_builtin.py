@@ -25,7 +25,7 @@ from .._core._errors import NodeClosed
 from .._core._supervisor import Supervisor, open_supervisor
 from ._config import StorageConfig, prepare_directory
 from ._errors import DamagedDatabase, WrongMasterKey
-from ._keys import derive_file_key
+from ._keys import file_key
 from ._kv import KeyValueStore
 from ._memory import MemoryBackend
 from ._namespace import (
@@ -190,8 +190,8 @@ class BuiltinStorageProvider:
         raise WrongMasterKey(str(self._directory), path.name)
 
     def _file_key(self, file_name: str) -> bytes:
-        assert self.config.master_key is not None
-        return derive_file_key(self.config.master_key, file_name)
+        assert self.config.master_key is not None and self._directory is not None
+        return file_key(self.config.master_key, self._directory / file_name)
 
     def _open_backend(self, namespace: str) -> Backend:
         """Open the backend of ``namespace``; blocking for file profiles."""

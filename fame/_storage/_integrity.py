@@ -11,7 +11,7 @@ from __future__ import annotations
 import attrs
 
 from ._config import StorageConfig
-from ._keys import derive_file_key
+from ._keys import file_key
 from ._namespace import namespace_files
 from ._sqlcipher_backend import integrity_check
 
@@ -42,7 +42,7 @@ def check_files(config: StorageConfig) -> list[FileCheck]:
         key = None
         if encrypted:
             assert config.master_key is not None
-            key = derive_file_key(config.master_key, path.name)
+            key = file_key(config.master_key, path)
         wal = path.with_name(path.name + "-wal")
         checks.append(
             FileCheck(

@@ -26,6 +26,7 @@ import hmac
 import re
 import secrets
 import zlib
+from pathlib import Path
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
@@ -38,6 +39,7 @@ __all__ = [
     "MIN_MASTER_KEY_BYTES",
     "MasterKey",
     "derive_file_key",
+    "file_key",
     "parse_master_key",
 ]
 
@@ -194,3 +196,13 @@ def derive_file_key(master: MasterKey, file_name: str) -> bytes:
         info=(KDF_INFO_PREFIX + file_name).encode("utf-8"),
     )
     return hkdf.derive(master._material)
+
+
+def file_key(master: MasterKey, path: Path) -> bytes:
+    """The bytes ``PRAGMA key`` is given (as ``x'<hex>'``) for the database file at ``path``.
+
+    Every opener of an encrypted file asks here, so how a file's key is
+    found (derived from the master key and the file's name, its header's
+    salt) is decided in one place.
+    """
+    return derive_file_key(master, path.name)
