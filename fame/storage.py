@@ -4,7 +4,8 @@ A node gets its storage from a :class:`StorageProvider` (``open_node``
 takes one); :func:`open_storage` opens the built-in provider for a
 :class:`StorageConfig`, and agents get a typed :class:`KeyValueStore` per
 namespace from it. :func:`check_files` and :func:`namespace_files` inspect a
-storage directory offline (``fame check``, ``fame inspect``). See
+storage directory offline (``fame check``, ``fame inspect``), on private
+copies made by :func:`snapshot_directory` / :func:`open_snapshot`. See
 ``docs/storage.md``.
 """
 
@@ -37,6 +38,7 @@ from ._storage import (
 )
 from ._storage._integrity import FileCheck, check_files
 from ._storage._namespace import namespace_files
+from ._storage._snapshot import open_snapshot, snapshot_directory
 
 __all__ = [
     "ENTRY_POINT_GROUP",
@@ -63,8 +65,10 @@ __all__ = [
     "WrongMasterKey",
     "check_files",
     "namespace_files",
+    "open_snapshot",
     "open_storage",
     "open_storage_from_env",
     "parse_master_key",
+    "snapshot_directory",
     "storage_config_from_env",
 ]

@@ -110,9 +110,11 @@ SUBMODULES = {
             "Versioned",
             "check_files",
             "namespace_files",
+            "open_snapshot",
             "open_storage",
             "open_storage_from_env",
             "parse_master_key",
+            "snapshot_directory",
             "storage_config_from_env",
             *STORAGE_ERRORS,
         ]

@@ -482,13 +482,15 @@ class SqliteBackend:
 def integrity_check(path: Path, key: bytes | None) -> list[str]:
     """Run SQLCipher's and SQLite's integrity checks on ``path``; return the problems.
 
-    The file is opened read-only and immutable: no ``-wal``/``-shm`` file is
-    created, no lock is taken and nothing is written, so this is safe on a
-    stopped node's files or a copy. A running node's ``-wal`` is not seen.
-    ``cipher_integrity_check`` authenticates every page with the key;
-    ``integrity_check`` then checks the b-trees. An empty list means sound.
+    ``path`` must be a private copy (see ``_snapshot``): it is opened
+    normally, so SQLite replays its ``-wal`` (committed transactions a
+    stopped node left there) and may write the copy. Opening the original
+    immutable instead would ignore that ``-wal`` and call a sound file
+    damaged. ``cipher_integrity_check`` authenticates every page with the
+    key; ``integrity_check`` then checks the b-trees. An empty list means
+    sound.
     """
-    conn = sqlcipher3.connect(f"{path.absolute().as_uri()}?mode=ro&immutable=1", uri=True)
+    conn = sqlcipher3.connect(str(path), timeout=LOCK_WAIT)
     try:
         conn.execute("PRAGMA cipher_log_level = NONE")
         if key is not None:
