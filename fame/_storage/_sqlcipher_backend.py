@@ -40,6 +40,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import time
 from collections.abc import Generator, Sequence
 from pathlib import Path
 
@@ -72,6 +73,10 @@ LOCK_WAIT = 2.0
 """Seconds to wait for another process's lock on a file before giving up."""
 SEQ_BLOCK = 1000
 """Versions reserved per write of the counter (see :meth:`SqliteBackend.write`)."""
+WAL_CHECKPOINT_BYTES = 4 * 1024 * 1024
+"""Default size past which a commit checkpoints the ``-wal`` (``wal_checkpoint_bytes``)."""
+CHECKPOINT_RETRY = 1.0
+"""Seconds before a checkpoint that met a full disk is tried again."""
 _LIVE = "(expires_at IS NULL OR expires_at > ?)"
 _SCHEMA = (
     "CREATE TABLE kv (key TEXT PRIMARY KEY NOT NULL, value BLOB NOT NULL,"
@@ -119,12 +124,20 @@ def open_sqlite(
     durability: str = "full",
     max_file_bytes: int | None = None,
     dedupe: DedupeLimits = DedupeLimits(),  # noqa: B008 - frozen, so sharing it is safe
+    wal_checkpoint_bytes: int = WAL_CHECKPOINT_BYTES,
 ) -> SqliteBackend:
     """Open (creating if needed) the database at ``path``; blocking.
 
     The caller has already probed the file (see ``_probe``). Reading
     ``sqlite_master`` right after keying makes a bad key or a damaged file
     fail here, before anything is written.
+
+    Opening a current file writes nothing, so a node whose disk is full
+    still starts. A file that needs a layout change (the WAL switch, a
+    missing table) meets a full disk as ``SQLITE_FULL``: it is then opened
+    for reads only, and each write first retries the change and fails with
+    :class:`StorageFull` until there is room. A new file that cannot be
+    set up raises :class:`StorageFull` (it holds nothing to read).
     """
     conn = sqlcipher3.connect(
         str(path), timeout=LOCK_WAIT, isolation_level=None, check_same_thread=False
@@ -138,7 +151,7 @@ def open_sqlite(
         # here true. It also keeps the WAL index in memory (no -shm file).
         conn.execute("PRAGMA locking_mode = EXCLUSIVE")
         try:
-            tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
+            tables = _tables(conn)
             # Take the write lock now rather than on the first write.
             conn.execute("BEGIN IMMEDIATE")
             conn.execute("COMMIT")
@@ -150,36 +163,37 @@ def open_sqlite(
             raise DamagedDatabase(
                 str(path), f"not a fame key-value database (tables: {', '.join(sorted(tables))})"
             )
-        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-        if mode != "wal":
-            raise StorageError(f"{path}: cannot switch to WAL journal mode (got {mode!r})")
         conn.execute(f"PRAGMA synchronous = {'FULL' if durability == 'full' else 'NORMAL'}")
+        # Checkpoints are the backend's (see SqliteBackend.write), on the
+        # worker thread, bounded by wal_checkpoint_bytes.
+        conn.execute("PRAGMA wal_autocheckpoint = 0")
         if max_file_bytes is not None:
             conn.execute(f"PRAGMA max_page_count = {max(1, max_file_bytes // PAGE_SIZE)}")
-        if not tables:
-            conn.execute("BEGIN IMMEDIATE")
-            for statement in _SCHEMA:
-                conn.execute(statement)
-            conn.execute("INSERT INTO fame_meta VALUES ('format', ?), ('seq', 0)", (FORMAT,))
-            conn.execute("COMMIT")
+        pending = False
+        try:
+            _set_up(conn, path, tables)
+        except sqlcipher3.DatabaseError as exc:
+            if not (_is_full(exc) and tables):
+                raise
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            pending = True
+            log.warning(
+                "%s: the disk is full; opened for reads only until there is room to update"
+                " its layout",
+                path.name,
+            )
         meta = dict(conn.execute("SELECT name, value FROM fame_meta").fetchall())
         if meta.get("format") != FORMAT:
             raise DamagedDatabase(
                 str(path), f"unknown format {meta.get('format')!r}, expected {FORMAT!r}"
             )
-        if "fame_requests" not in tables or "fame_requests_id" in tables:
-            # A new file or one made before deduplicated writes gets the
-            # table; one with the first layout loses the index on id.
-            conn.execute("BEGIN IMMEDIATE")
-            if "fame_requests" in tables:
-                conn.execute("DROP INDEX fame_requests_id")
-            else:
-                conn.execute(_REQUESTS_SCHEMA)
-            conn.execute("COMMIT")
-        # Read once here, then kept by every transaction.
-        slots = RequestSlots.read(conn.execute("SELECT n, id FROM fame_requests ORDER BY n"))
-        oldest = conn.execute(_OLDEST_REQUEST).fetchone()
-        return SqliteBackend(
+        slots, oldest = RequestSlots(), None
+        if "fame_requests" in _tables(conn):
+            # Read once here, then kept by every transaction.
+            slots = RequestSlots.read(conn.execute("SELECT n, id FROM fame_requests ORDER BY n"))
+            oldest = conn.execute(_OLDEST_REQUEST).fetchone()
+        backend = SqliteBackend(
             conn,
             path,
             namespace,
@@ -187,7 +201,10 @@ def open_sqlite(
             max_file_bytes,
             dedupe,
             (slots, math.inf if oldest is None else _time(oldest[0], -math.inf)),
+            wal_checkpoint_bytes=wal_checkpoint_bytes,
         )
+        backend._set_up_pending = pending
+        return backend
     except sqlcipher3.DatabaseError as exc:
         # Switching a new file to WAL and creating the schema write pages.
         error = (
@@ -200,6 +217,38 @@ def open_sqlite(
     except BaseException:
         conn.close()
         raise
+
+
+def _tables(conn: sqlcipher3.Connection) -> set[str]:
+    return {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
+
+
+def _set_up(conn: sqlcipher3.Connection, path: Path, tables: set[str]) -> None:
+    """Bring the file to the current layout, writing only what is missing.
+
+    A current file is not written at all: a node on a full disk must be
+    able to open it and serve reads.
+    """
+    if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if mode != "wal":
+            raise StorageError(f"{path}: cannot switch to WAL journal mode (got {mode!r})")
+    if not tables:
+        conn.execute("BEGIN IMMEDIATE")
+        for statement in _SCHEMA:
+            conn.execute(statement)
+        conn.execute("INSERT INTO fame_meta VALUES ('format', ?), ('seq', 0)", (FORMAT,))
+        conn.execute("COMMIT")
+        tables = _tables(conn)
+    if "fame_requests" not in tables or "fame_requests_id" in tables:
+        # A new file or one made before deduplicated writes gets the
+        # table; one with the first layout loses the index on id.
+        conn.execute("BEGIN IMMEDIATE")
+        if "fame_requests" in tables:
+            conn.execute("DROP INDEX fame_requests_id")
+        else:
+            conn.execute(_REQUESTS_SCHEMA)
+        conn.execute("COMMIT")
 
 
 def _time(value: object, otherwise: float) -> float:
@@ -258,8 +307,16 @@ class SqliteBackend:
         max_file_bytes: int | None = None,
         dedupe: DedupeLimits = DedupeLimits(),  # noqa: B008 - frozen, so sharing it is safe
         requests: tuple[RequestSlots, float] | None = None,
+        *,
+        wal_checkpoint_bytes: int = WAL_CHECKPOINT_BYTES,
     ) -> None:
         self._conn = conn
+        self._wal = path.with_name(path.name + "-wal")
+        self.wal_checkpoint_bytes = wal_checkpoint_bytes
+        # Monotonic time before which no checkpoint is tried (one met a full disk).
+        self._checkpoint_at = -math.inf
+        # The file needs a layout change that a full disk refused at open.
+        self._set_up_pending = False
         self.dedupe = dedupe
         # Where each request id's record is, and the first record's time
         # (inf: none), so a transaction that has nothing to prune runs no
@@ -353,9 +410,67 @@ class SqliteBackend:
         return rows
 
     def write(self, ops: Sequence[WriteOp], now: float) -> list[object]:
+        """Apply ``ops`` in one transaction; then checkpoint if the ``-wal`` grew too large.
+
+        A transaction that meets a full disk is tried once more after a
+        checkpoint that succeeds: folding the ``-wal`` into pages the file
+        already has, then truncating it, may be what makes room.
+        """
         if self._damage is not None:
             raise DamagedDatabase(str(self.path), f"writes are refused: {self._damage.detail}")
+        try:
+            results = self._write(ops, now)
+        except StorageFull:
+            if not self._checkpoint():
+                raise
+            results = self._write(ops, now)
+        if self._wal_bytes() > self.wal_checkpoint_bytes:
+            self._checkpoint()
+        return results
+
+    def _wal_bytes(self) -> int:
+        try:
+            return self._wal.stat().st_size
+        except OSError:
+            return 0
+
+    def _checkpoint(self) -> bool:
+        """Fold the ``-wal`` into the file and truncate it; False if it could not be done.
+
+        Runs on the thread of the writes, between two transactions. Every
+        transaction in the ``-wal`` is committed whatever happens here: a
+        checkpoint that fails (a full disk) keeps the ``-wal`` and is tried
+        again after :data:`CHECKPOINT_RETRY` seconds, at a later commit.
+        """
+        if time.monotonic() < self._checkpoint_at or self._wal_bytes() == 0:
+            return False
+        try:
+            busy = self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+        except sqlcipher3.DatabaseError as exc:
+            self._checkpoint_at = time.monotonic() + CHECKPOINT_RETRY
+            reason = "the disk is full" if _is_full(exc) else f"{type(exc).__name__}: {exc}"
+            log.warning(
+                "%s: checkpoint failed (%s); its -wal file is kept and the checkpoint tried"
+                " again later",
+                self.path.name,
+                reason,
+            )
+            return False
+        return not busy
+
+    def _write(self, ops: Sequence[WriteOp], now: float) -> list[object]:
         conn = self._conn
+        if self._set_up_pending:
+            try:
+                _set_up(conn, self.path, _tables(conn))
+            except sqlcipher3.DatabaseError as exc:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                if _is_full(exc):
+                    full = _full(conn, self.path, self.namespace, len(ops), self.max_file_bytes)
+                    raise full from exc
+                raise _database_error(self.path, exc, "cannot update its layout") from exc
+            self._set_up_pending = False
         oldest = self._oldest_request
         conn.execute("BEGIN IMMEDIATE")
         self._slots.begin()
