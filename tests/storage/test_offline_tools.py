@@ -1,0 +1,210 @@
+"""``fame inspect``, ``dump`` and ``check`` never change a byte, and see a kept ``-wal``.
+
+Real ``fame`` processes on a directory left in three states by a real
+writer process (``wal_writer``): after a clean stop, after a SIGKILL while
+it held the store open (its ``-wal`` holds the last transactions), and
+after a full disk stopped it (a 2 MiB tmpfs; the ``-wal`` is kept on
+purpose). Every file of the directory is hashed, and the names listed,
+before and after each tool. ``check`` must call the data sound, and
+``dump`` must show every record the writer saw acknowledged.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from fame.storage import MasterKey
+
+from .conftest import hashes
+from .wal_writer import value_of
+
+REPO = Path(__file__).resolve().parents[2]
+NAMESPACE = "notes"
+FILE = f"{NAMESPACE}_encrypted_value.db"
+WAIT = 60  # seconds any child may take, at most
+
+
+def environment(directory: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FAME_")}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    return env | {
+        "FAME_STORAGE_PROFILE": "encrypted-sqlite",
+        "FAME_STORAGE_DB_DIRECTORY": str(directory),
+        **extra,
+    }
+
+
+def start_writer(mode: str, count: int, env: dict[str, str]) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "tests.storage.wal_writer", mode, NAMESPACE, str(count)],
+        cwd=REPO,
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+
+
+def read_until(proc: subprocess.Popen[str], last: tuple[str, ...]) -> list[str]:
+    """The writer's lines up to and including the first that starts with one of ``last``."""
+    assert proc.stdout is not None
+    lines = []
+    for line in proc.stdout:
+        lines.append(line.strip())
+        if line.startswith(last):
+            return lines
+    raise AssertionError(f"the writer ended (status {proc.wait(WAIT)}) after {lines[-3:]}")
+
+
+def acked(lines: list[str]) -> list[str]:
+    return [line.split()[1] for line in lines if line.startswith("ack ")]
+
+
+def fame(root: Path, *args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "fame._cli.fame", *args],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=WAIT,
+        check=False,
+    )
+
+
+@contextmanager
+def tiny_volume(where: Path) -> Iterator[Path]:
+    """A real 2 MiB tmpfs mounted at ``where`` for the block."""
+    where.mkdir()
+    subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=2m,mode=0700", "tmpfs", str(where)], check=True
+    )
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", str(where)], check=True)
+
+
+def run_tools(root: Path, directory: Path, env: dict[str, str], keys: list[str]) -> None:
+    """Each tool leaves every byte and name as it was; check says sound; dump has every key."""
+    outcomes = {}
+    for args in (
+        ["inspect", str(directory)],
+        ["dump", str(directory), NAMESPACE],
+        ["check", str(directory)],
+    ):
+        before = hashes(directory)
+        done = fame(root, *args, env=env)
+        assert hashes(directory) == before, f"fame {args[0]} changed the directory"
+        assert done.returncode == 0, f"fame {args[0]}: {done.stderr}"
+        outcomes[args[0]] = done.stdout
+    dumped = {
+        record["key"]: record["value"] for record in map(json.loads, outcomes["dump"].splitlines())
+    }
+    assert all(dumped.get(key) == value_of(key) for key in keys), (
+        f"{sum(1 for key in keys if key not in dumped)} of {len(keys)} acknowledged records missing"
+    )
+    assert f"{FILE}: ok" in outcomes["check"]
+    assert f"{NAMESPACE:<28}" in outcomes["inspect"]
+
+
+@pytest.fixture
+def key_env(tmp_path: Path) -> dict[str, str]:
+    return {"FAME_STORAGE_MASTER_KEY": MasterKey.generate().export()}
+
+
+def test_after_a_clean_stop(tmp_path: Path, key_env: dict[str, str]) -> None:
+    directory = tmp_path / "data"
+    env = environment(directory, **key_env)
+    writer = start_writer("exit", 200, env)
+    lines = read_until(writer, ("done",))
+    assert writer.wait(WAIT) == 0
+    assert not (directory / f"{FILE}-wal").exists()
+    run_tools(tmp_path, directory, env, acked(lines))
+
+
+def test_after_a_sigkill_and_while_the_writer_runs(tmp_path: Path, key_env: dict[str, str]) -> None:
+    directory = tmp_path / "data"
+    env = environment(directory, **key_env)
+    writer = start_writer("hold", 300, env)
+    try:
+        lines = read_until(writer, ("done",))
+        # A running writer holds the file: every tool refuses, naming its pid, and reads nothing.
+        for args in (
+            ["inspect", str(directory)],
+            ["dump", str(directory), NAMESPACE],
+            ["check", str(directory)],
+        ):
+            before = hashes(directory)
+            done = fame(tmp_path, *args, env=env)
+            assert hashes(directory) == before
+            assert done.returncode == 2, done.stderr
+            assert f"pid {writer.pid}" in done.stderr and "Stop the node" in done.stderr
+            assert len(done.stderr.strip().splitlines()) == 1
+        writer.send_signal(signal.SIGKILL)
+    finally:
+        writer.kill()
+        writer.wait(WAIT)
+    wal = directory / f"{FILE}-wal"
+    assert wal.stat().st_size > 0, "the SIGKILL should leave the last transactions in the -wal"
+    run_tools(tmp_path, directory, env, acked(lines))
+    assert "-wal file was replayed" in fame(tmp_path, "check", str(directory), env=env).stdout
+
+
+def test_after_a_full_disk_stop(tmp_path: Path, key_env: dict[str, str]) -> None:
+    with tiny_volume(tmp_path / "volume") as volume:
+        directory = volume / "data"
+        env = environment(directory, **key_env, FAME_STORAGE_WAL_CHECKPOINT_BYTES="65536")
+        writer = start_writer("fill", 100_000, env)
+        lines = read_until(writer, ("full",))
+        assert writer.wait(WAIT) == 0
+        assert (directory / f"{FILE}-wal").stat().st_size > 0, "the full disk should keep the -wal"
+        keys = acked(lines)
+        run_tools(tmp_path, directory, env, keys)
+
+        # The node restarts on the full disk: it reads every record and refuses writes.
+        server = start_writer("serve", 0, env)
+        out, _ = server.communicate("".join(f"ack {key}\n" for key in keys), timeout=WAIT)
+        assert server.returncode == 0
+        assert out.split() == ["read", str(len(keys)), "write-full", FILE]
+
+
+def test_checkpoints_keep_the_wal_bounded(tmp_path: Path) -> None:
+    import trio
+
+    from fame.storage import StorageConfig, open_storage
+
+    threshold = 65536
+    config = StorageConfig(
+        profile="encrypted-sqlite",
+        directory=tmp_path,
+        master_key=MasterKey.generate(),
+        wal_checkpoint_bytes=threshold,
+    )
+    wal = tmp_path / f"{FILE}-wal"
+    sizes = []
+
+    async def main() -> None:
+        async with open_storage(config) as provider:
+            store = await provider.get_kv_store(str, NAMESPACE)
+            for i in range(1500):
+                await store.set(f"k{i:06d}", secrets.token_hex(200))
+                sizes.append(wal.stat().st_size)
+            # A batch of 20 writes in one transaction: the bound is the threshold plus one batch.
+            await store.set_many({f"b{i:06d}": secrets.token_hex(200) for i in range(20)})
+            sizes.append(wal.stat().st_size)
+
+    trio.run(main)
+    one_commit = 8 * (4096 + 24)  # a few pages per transaction, each with its frame header
+    assert max(sizes) <= threshold + one_commit, max(sizes)
+    assert sizes.count(0) >= 5, "checkpoints should have truncated the -wal several times"
