@@ -179,8 +179,8 @@ def open_sqlite(
                 conn.execute("ROLLBACK")
             pending = True
             log.warning(
-                "%s: the disk is full; opened for reads only until there is room to update"
-                " its layout",
+                "%s: no room to update its layout (a full disk, or its size limit);"
+                " opened for reads only, writes fail until there is room",
                 path.name,
             )
         meta = dict(conn.execute("SELECT name, value FROM fame_meta").fetchall())

@@ -208,3 +208,44 @@ def test_checkpoints_keep_the_wal_bounded(tmp_path: Path) -> None:
     one_commit = 8 * (4096 + 24)  # a few pages per transaction, each with its frame header
     assert max(sizes) <= threshold + one_commit, max(sizes)
     assert sizes.count(0) >= 5, "checkpoints should have truncated the -wal several times"
+
+
+async def test_a_full_file_that_needs_a_layout_change_opens_for_reads(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A file of the previous layout at its size limit: reads work, writes fail until room."""
+    import sqlite3
+
+    import msgspec
+
+    from fame._storage._sqlcipher_backend import _SCHEMA, FORMAT
+    from fame.storage import StorageConfig, StorageFull, open_storage
+
+    directory = tmp_path / "db"
+    directory.mkdir(mode=0o700)
+    conn = sqlite3.connect(directory / "old_value.db")
+    for statement in _SCHEMA:
+        conn.execute(statement)
+    conn.execute("INSERT INTO fame_meta VALUES ('format', ?), ('seq', 1000)", (FORMAT,))
+    i = 0
+    while conn.execute("PRAGMA page_count").fetchone()[0] < 20:
+        value = msgspec.msgpack.encode(value_of(f"k{i:06d}"))
+        conn.execute("INSERT INTO kv VALUES (?, ?, 1, NULL)", (f"k{i:06d}", value))
+        i += 1
+    pages = conn.execute("PRAGMA page_count").fetchone()[0]
+    conn.commit()
+    conn.close()
+    full = StorageConfig(profile="sqlite", directory=directory, max_file_bytes=pages * 4096)
+    async with open_storage(full) as provider:
+        store = await provider.get_kv_store(str, "old")
+        assert await store.count() == i
+        assert await store.get("k000000") == value_of("k000000")
+        with pytest.raises(StorageFull) as info:
+            await store.set("new", "n")
+        assert info.value.path.endswith("old_value.db") and info.value.limit == pages * 4096
+    assert "opened for reads only" in caplog.text
+    roomy = StorageConfig(profile="sqlite", directory=directory)
+    async with open_storage(roomy) as provider:
+        store = await provider.get_kv_store(str, "old")
+        await store.set("new", "n", request_id="r")
+        assert await store.count() == i + 1
