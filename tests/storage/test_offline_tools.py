@@ -26,6 +26,7 @@ import pytest
 from fame.storage import MasterKey
 
 from .conftest import hashes
+from .kill_points import kill_at_random_points
 from .wal_writer import value_of
 
 REPO = Path(__file__).resolve().parents[2]
@@ -249,3 +250,41 @@ async def test_a_full_file_that_needs_a_layout_change_opens_for_reads(
         store = await provider.get_kv_store(str, "old")
         await store.set("new", "n", request_id="r")
         assert await store.count() == i + 1
+
+
+def test_check_after_sigkills_at_random_points(tmp_path: Path, key_env: dict[str, str]) -> None:
+    """50 writers SIGKILLed mid-work: check changes nothing, calls it sound, reads every ack."""
+    template = tmp_path / "template"
+    (template / "data").mkdir(parents=True, mode=0o700)
+    env = environment(Path("data"), **key_env)
+
+    def check(copy: Path, killed: bool) -> None:
+        directory = copy / "data"
+        keys = acked((copy / "acks").read_text().splitlines())
+        before = hashes(directory)
+        done = fame(copy, "check", str(directory), env=env)
+        assert hashes(directory) == before, "fame check changed the directory"
+        assert done.returncode == 0, done.stderr
+        readable = int(done.stdout.split(" records readable")[0].rsplit(" ", 1)[1])
+        # Writes after the last ack line may be committed too, never fewer.
+        assert readable >= len(keys), (readable, len(keys), killed)
+
+    report = kill_at_random_points(
+        template=template,
+        work=tmp_path / "work",
+        argv=lambda copy: [
+            sys.executable,
+            "-m",
+            "tests.storage.wal_writer",
+            "exit",
+            NAMESPACE,
+            "300",
+            "acks",
+        ],
+        ready="writing",
+        check=check,
+        env=env,
+        points=50,
+    )
+    # The rest found the writer closing or gone: still a state the tools must read.
+    assert report.killed_mid_work >= 10, report

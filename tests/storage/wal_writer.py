@@ -1,9 +1,11 @@
 """A child process for the offline-tool tests: writes a namespace, says what was acknowledged.
 
-``python -m tests.storage.wal_writer MODE NAMESPACE COUNT``, configured by
-the ``FAME_STORAGE_*`` environment. Every write that returned is printed as
-``ack KEY`` (flushed) before the next one starts, so the parent knows what
-the store acknowledged whatever happens next. Modes:
+``python -m tests.storage.wal_writer MODE NAMESPACE COUNT [ACKS_FILE]``,
+configured by the ``FAME_STORAGE_*`` environment. Every write that returned
+is printed as ``ack KEY`` (flushed; also appended to ``ACKS_FILE`` if
+given) before the next one starts, so the parent knows what the store
+acknowledged whatever happens next. It prints ``writing`` when the store
+is open. Modes:
 
 - ``exit``: write COUNT records, print ``done``, close the store cleanly;
 - ``hold``: write COUNT records, print ``done``, then wait on stdin with the
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import TextIO
 
 import trio
 
@@ -31,10 +34,16 @@ def value_of(key: str) -> str:
     return (key + ":") * 40
 
 
-async def main(mode: str, namespace: str, count: int) -> None:
+def open_acks(path: str | None) -> TextIO | None:
+    return open(path, "a", encoding="utf-8") if path else None
+
+
+async def main(mode: str, namespace: str, count: int, acks_file: str | None) -> None:
     config = storage_config_from_env(os.environ)
+    acks = open_acks(acks_file)
     async with open_storage(config) as provider:
         store = await provider.get_kv_store(str, namespace)
+        print("writing", flush=True)
         if mode == "serve":
             keys = [line.split()[1] for line in sys.stdin if line.startswith("ack ")]
             found = await store.get_many(keys)
@@ -56,6 +65,9 @@ async def main(mode: str, namespace: str, count: int) -> None:
                     raise
                 print("full", flush=True)
                 return
+            if acks is not None:
+                acks.write(f"ack {key}\n")
+                acks.flush()  # in the kernel's hands: a SIGKILL cannot lose it
             print(f"ack {key}", flush=True)
         print("done", flush=True)
         if mode == "hold":
@@ -63,4 +75,4 @@ async def main(mode: str, namespace: str, count: int) -> None:
 
 
 if __name__ == "__main__":
-    trio.run(main, sys.argv[1], sys.argv[2], int(sys.argv[3]))
+    trio.run(main, sys.argv[1], sys.argv[2], int(sys.argv[3]), (sys.argv[4:] or [None])[0])
