@@ -28,6 +28,10 @@ ROWID``) does the same. A fame version with the index re-creates it when it
 opens the file, so files move both ways.
 
 WAL journal; ``synchronous=FULL`` by default, ``NORMAL`` on request.
+SQLite's automatic checkpoints are off: a commit that leaves the ``-wal``
+past ``wal_checkpoint_bytes`` checkpoints it (``TRUNCATE``) on the same
+thread, and one that meets a full disk keeps the ``-wal`` for later.
+Opening a current file writes nothing, so a node on a full disk starts.
 ``FAME_STORAGE_MAX_FILE_BYTES`` becomes ``PRAGMA max_page_count``; a
 transaction that would grow the file past it, or that meets a full disk,
 fails with ``SQLITE_FULL``, which is raised as :class:`StorageFull`.
