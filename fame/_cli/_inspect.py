@@ -31,6 +31,8 @@ import attrs
 import msgspec
 import trio
 
+from fame.errors import WrongMasterKey
+from fame.lowlevel import leaves
 from fame.storage import (
     DamagedDatabase,
     DatabaseInUse,
@@ -94,7 +96,17 @@ def _records(config: StorageConfig, wanted: list[str]) -> dict[str, list[tuple[s
         if name in wanted
     ]
     with snapshot_directory(files) as copy:
-        return trio.run(_read, attrs.evolve(config, directory=copy), wanted)
+        try:
+            return trio.run(_read, attrs.evolve(config, directory=copy), wanted)
+        except BaseException as exc:
+            # Name the directory the user gave, not the copy (gone when this returns).
+            for error in leaves(exc):
+                if isinstance(error, WrongMasterKey):
+                    raise WrongMasterKey(str(config.directory), error.file) from None
+                if isinstance(error, DamagedDatabase):
+                    path = config.directory / Path(error.path).name
+                    raise DamagedDatabase(str(path), error.detail) from None
+            raise
 
 
 async def _read(config: StorageConfig, wanted: list[str]) -> dict[str, list[tuple[str, Any]]]:

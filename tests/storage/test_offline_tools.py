@@ -304,3 +304,20 @@ async def read_all(config: StorageConfig, keys: list[str]) -> dict[str, str]:
     async with open_storage(config) as provider:
         store = await provider.get_kv_store(str, NAMESPACE)
         return await store.get_many(keys)
+
+
+def test_a_wrong_key_names_the_directory_not_the_copy(
+    tmp_path: Path, key_env: dict[str, str]
+) -> None:
+    directory = tmp_path / "data"
+    writer = start_writer("exit", 5, environment(directory, **key_env))
+    read_until(writer, ("done",))
+    assert writer.wait(WAIT) == 0
+    wrong = environment(directory, FAME_STORAGE_MASTER_KEY=MasterKey.generate().export())
+    for args in (["inspect", str(directory)], ["dump", str(directory), NAMESPACE]):
+        before = hashes(directory)
+        done = fame(tmp_path, *args, env=wrong)
+        assert hashes(directory) == before
+        assert done.returncode != 0
+        assert "does not match the databases in data " in done.stderr, done.stderr
+        assert "fame-snapshot" not in done.stderr
