@@ -35,7 +35,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from ._errors import DatabaseInUse
+from ._errors import DatabaseInUse, StorageError
 
 __all__ = ["held_by", "open_snapshot", "snapshot_directory", "wal_path"]
 
@@ -107,7 +107,13 @@ def snapshot_directory(paths: Iterable[Path]) -> Iterator[Path]:
     try:
         directory.chmod(0o700)  # mkdtemp makes it 0700; say so whatever the platform
         for path in paths:
-            _copy(path, directory)
+            try:
+                _copy(path, directory)
+            except OSError as exc:
+                raise StorageError(
+                    f"cannot copy {path} for reading: {exc.strerror or exc}; nothing was changed"
+                    " (the copy goes to TMPDIR, which needs room for the files)"
+                ) from None
         for path in paths:
             # A node that started while we copied may have changed the files.
             _refuse_if_held(path)
