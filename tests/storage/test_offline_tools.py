@@ -33,6 +33,7 @@ from fame.storage import (
     StorageConfig,
     StorageFull,
     check_files,
+    open_snapshot,
     open_storage,
     snapshot_directory,
     storage_config_from_env,
@@ -321,3 +322,22 @@ def test_a_wrong_key_names_the_directory_not_the_copy(
         assert done.returncode != 0
         assert "does not match the databases in data " in done.stderr, done.stderr
         assert "fame-snapshot" not in done.stderr
+
+
+def test_open_snapshot_copies_the_file_and_its_wal_privately(tmp_path: Path) -> None:
+    original = tmp_path / FILE
+    original.write_bytes(b"db" * 100)
+    (tmp_path / f"{FILE}-wal").write_bytes(b"wal" * 10)
+    (tmp_path / f"{FILE}-shm").write_bytes(b"shm")  # never copied: SQLite rebuilds it
+    before = hashes(tmp_path)
+    with open_snapshot(original) as copy:
+        assert copy.name == FILE and copy.parent != tmp_path
+        assert copy.parent.stat().st_mode & 0o777 == 0o700
+        assert sorted(p.name for p in copy.parent.iterdir()) == [FILE, f"{FILE}-wal"]
+        assert copy.read_bytes() == original.read_bytes()
+        copy.write_bytes(b"changed")
+    assert not copy.parent.exists()
+    assert hashes(tmp_path) == before
+    (tmp_path / f"{FILE}-wal").write_bytes(b"")  # an empty -wal is not copied
+    with open_snapshot(original) as copy:
+        assert [p.name for p in copy.parent.iterdir()] == [FILE]
