@@ -79,7 +79,8 @@ class StorageConfig:
 
     ``wal_checkpoint_bytes`` bounds each file's ``-wal``: SQLite's automatic
     checkpoints are off, and a commit that leaves the ``-wal`` larger than
-    this checkpoints it into the file and truncates it (see
+    this checkpoints it into the file; the ``-wal`` is then reused from its
+    start (see
     ``docs/storage.md``, "Offline tools and checkpoints").
     """
 

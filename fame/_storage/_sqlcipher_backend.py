@@ -29,8 +29,9 @@ opens the file, so files move both ways.
 
 WAL journal; ``synchronous=FULL`` by default, ``NORMAL`` on request.
 SQLite's automatic checkpoints are off: a commit that leaves the ``-wal``
-past ``wal_checkpoint_bytes`` checkpoints it (``TRUNCATE``) on the same
-thread, and one that meets a full disk keeps the ``-wal`` for later.
+past ``wal_checkpoint_bytes`` checkpoints it on the same thread (the
+``-wal`` is then reused from its start), and one that meets a full disk
+keeps the ``-wal`` for later. Closing checkpoints with ``TRUNCATE``.
 Opening a current file writes nothing, so a node on a full disk starts.
 ``FAME_STORAGE_MAX_FILE_BYTES`` becomes ``PRAGMA max_page_count``; a
 transaction that would grow the file past it, or that meets a full disk,
@@ -169,8 +170,13 @@ def open_sqlite(
             )
         conn.execute(f"PRAGMA synchronous = {'FULL' if durability == 'full' else 'NORMAL'}")
         # Checkpoints are the backend's (see SqliteBackend.write), on the
-        # worker thread, bounded by wal_checkpoint_bytes.
+        # worker thread, bounded by wal_checkpoint_bytes. After a checkpoint
+        # the next commit writes the -wal from its start again, cut to
+        # journal_size_limit: rewriting a file in place is a cheaper fsync
+        # than growing it, and the -wal grows past the limit only when a
+        # checkpoint is due.
         conn.execute("PRAGMA wal_autocheckpoint = 0")
+        conn.execute(f"PRAGMA journal_size_limit = {wal_checkpoint_bytes}")
         if max_file_bytes is not None:
             conn.execute(f"PRAGMA max_page_count = {max(1, max_file_bytes // PAGE_SIZE)}")
         pending = False
@@ -416,9 +422,11 @@ class SqliteBackend:
     def write(self, ops: Sequence[WriteOp], now: float) -> list[object]:
         """Apply ``ops`` in one transaction; then checkpoint if the ``-wal`` grew too large.
 
-        A transaction that meets a full disk is tried once more after a
-        checkpoint that succeeds: folding the ``-wal`` into pages the file
-        already has, then truncating it, may be what makes room.
+        The ``-wal`` is rewritten from its start after a checkpoint and cut
+        to ``wal_checkpoint_bytes`` (``journal_size_limit``), so it grows
+        past that size only when a checkpoint is due. A transaction that
+        meets a full disk is tried once more after a checkpoint that
+        succeeds: the ``-wal``'s space can then be reused.
         """
         if self._damage is not None:
             raise DamagedDatabase(str(self.path), f"writes are refused: {self._damage.detail}")
@@ -439,7 +447,7 @@ class SqliteBackend:
             return 0
 
     def _checkpoint(self) -> bool:
-        """Fold the ``-wal`` into the file and truncate it; False if it could not be done.
+        """Fold the ``-wal`` into the file, to be rewritten from its start; False if not done.
 
         Runs on the thread of the writes, between two transactions. Every
         transaction in the ``-wal`` is committed whatever happens here: a
@@ -449,7 +457,7 @@ class SqliteBackend:
         if time.monotonic() < self._checkpoint_at or self._wal_bytes() == 0:
             return False
         try:
-            busy = self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+            busy = self._conn.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()[0]
         except sqlcipher3.DatabaseError as exc:
             self._checkpoint_at = time.monotonic() + CHECKPOINT_RETRY
             reason = "the disk is full" if _is_full(exc) else f"{type(exc).__name__}: {exc}"

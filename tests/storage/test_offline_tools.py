@@ -217,9 +217,10 @@ def test_checkpoints_keep_the_wal_bounded(tmp_path: Path) -> None:
             sizes.append(wal.stat().st_size)
 
     trio.run(main)
-    one_commit = 8 * (4096 + 24)  # a few pages per transaction, each with its frame header
+    one_commit = 16 * (4096 + 24)  # one transaction: its pages (b-tree splits too), with headers
     assert max(sizes) <= threshold + one_commit, max(sizes)
-    assert sizes.count(0) >= 5, "checkpoints should have truncated the -wal several times"
+    # Without checkpoints the -wal would hold every write, about ten times the threshold.
+    assert sizes[-1] <= threshold + one_commit
 
 
 async def test_a_full_file_that_needs_a_layout_change_opens_for_reads(
