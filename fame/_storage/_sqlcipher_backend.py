@@ -311,8 +311,13 @@ class SqliteBackend:
         # SQLCipher fails every statement of a connection that met one.
         self.reconnect: Callable[[], sqlcipher3.Connection] | None = None
         self._encrypted = True
-        # The damaged pages found by the last integrity check, until a commit.
+        # The damaged pages found by the integrity check after the first damage.
         self._pages: tuple[int, ...] | None = None
+        # Set once a read or write met a damaged page: from then on writes are
+        # refused, so a damaged file is never written again (``fame salvage``
+        # copies what it holds) and no acknowledged write lands in a file
+        # that must be replaced. Reads of undamaged pages go on.
+        self._damage: DamagedDatabase | None = None
         # Set if the connection could not be opened again: every call fails so.
         self._lost: StorageError | None = None
         # Versions up to ``reserved`` may have been handed out before the
@@ -379,13 +384,11 @@ class SqliteBackend:
             else:
                 if self._pages is None:
                     self._pages = damaged_pages(self._conn, self._encrypted)
-        return DamagedDatabase(
-            str(self.path),
-            f"{what} ({exc})",
-            pages=self._pages or (),
-            key=key,
-            after_key=after_key,
+        damage = DamagedDatabase(
+            str(self.path), f"{what} ({exc})", pages=self._pages or (), key=key, after_key=after_key
         )
+        self._damage = self._damage or damage
+        return damage
 
     def _get_many(self, keys: tuple[str, ...], now: float) -> Generator[None, None, dict[str, Row]]:
         """The live rows among ``keys``, in the order of ``keys``; one query per step.
@@ -464,6 +467,13 @@ class SqliteBackend:
 
     def write(self, ops: Sequence[WriteOp], now: float) -> list[object]:
         self._check_open()
+        if self._damage is not None:
+            raise DamagedDatabase(
+                str(self.path),
+                f"writes are refused since a damaged page was found ({self._damage.detail});"
+                " copy its readable records with fame salvage",
+                pages=self._damage.pages,
+            )
         conn = self._conn
         oldest = self._oldest_request
         conn.execute("BEGIN IMMEDIATE")
@@ -497,7 +507,6 @@ class SqliteBackend:
                 raise _database_error(self.path, exc, "write failed") from exc
             raise
         self._slots.commit()
-        self._pages = None  # the next damage report checks the pages again
         self._seq, self._reserved = seq, reserved
         return results
 
