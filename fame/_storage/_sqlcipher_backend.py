@@ -64,6 +64,7 @@ from ._ops import (
 from ._probe import PAGE_SIZE
 from ._request_slots import RequestSlots
 from ._sqlcipher_damage import damaged_pages, is_damage
+from ._sqlcipher_salvage import RawRow, insert_rows
 
 __all__ = ["SqliteBackend", "open_sqlite"]
 
@@ -509,6 +510,15 @@ class SqliteBackend:
         self._slots.commit()
         self._seq, self._reserved = seq, reserved
         return results
+
+    def insert_rows(self, rows: Sequence[RawRow], seq: int) -> None:
+        """Add records as they were stored elsewhere (``fame salvage``), in one commit.
+
+        Versions are kept, and the counter moves to ``seq`` (at least the
+        highest of them), so later writes get versions never used before.
+        """
+        insert_rows(self._conn, rows, seq)
+        self._seq = self._reserved = max(self._reserved, seq)
 
     # Transaction protocol, used by apply_writes inside write().
 
