@@ -4,7 +4,9 @@ A node gets its storage from a :class:`StorageProvider` (``open_node``
 takes one); :func:`open_storage` opens the built-in provider for a
 :class:`StorageConfig`, and agents get a typed :class:`KeyValueStore` per
 namespace from it. :func:`check_files` and :func:`namespace_files` inspect a
-storage directory offline (``fame check``, ``fame inspect``). See
+storage directory offline (``fame check``, ``fame inspect``);
+:func:`salvage_namespace` copies the readable records of a damaged file
+(``fame salvage``). See
 ``docs/storage.md``.
 """
 
@@ -37,6 +39,7 @@ from ._storage import (
 )
 from ._storage._integrity import FileCheck, check_files
 from ._storage._namespace import namespace_files
+from ._storage._salvage import LostRange, SalvageReport, salvage_namespace
 
 __all__ = [
     "ENTRY_POINT_GROUP",
@@ -48,8 +51,10 @@ __all__ = [
     "InvalidNamespace",
     "KeyMissing",
     "KeyValueStore",
+    "LostRange",
     "MasterKey",
     "RecordInvalid",
+    "SalvageReport",
     "StorageActor",
     "StorageConfig",
     "StorageConfigError",
@@ -66,5 +71,6 @@ __all__ = [
     "open_storage",
     "open_storage_from_env",
     "parse_master_key",
+    "salvage_namespace",
     "storage_config_from_env",
 ]

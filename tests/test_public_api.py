@@ -102,7 +102,9 @@ SUBMODULES = {
             "ENTRY_POINT_GROUP",
             "FileCheck",
             "KeyValueStore",
+            "LostRange",
             "MasterKey",
+            "SalvageReport",
             "StorageActor",
             "StorageConfig",
             "StorageProvider",
@@ -113,6 +115,7 @@ SUBMODULES = {
             "open_storage",
             "open_storage_from_env",
             "parse_master_key",
+            "salvage_namespace",
             "storage_config_from_env",
             *STORAGE_ERRORS,
         ]

@@ -9,6 +9,7 @@
 ``fame inspect DIR``                   list the namespaces of a storage directory
 ``fame dump DIR NAMESPACE``            print a namespace as JSON lines
 ``fame check DIR``                     verify every page and record of a directory
+``fame salvage DIR NS --to OUT``       copy a damaged namespace's readable records
 ``fame identity``                      print the project agent's node id and key
 ``fame enroll [NODE_ID PUBLIC_KEY]``   let a node attach to the project's sentinel
 ``fame revoke NODE_ID``                remove a node's enrollment, pin and bindings
@@ -106,7 +107,20 @@ def _parser() -> argparse.ArgumentParser:
     dump.add_argument("--config", action="append", default=[], type=Path, metavar="FILE")
     _admin_commands(command)
     _dlq_command(command)
+    _salvage_command(command)
     return parser
+
+
+def _salvage_command(command: Callable[[str, str], argparse.ArgumentParser]) -> None:
+    """``fame salvage``: copy a damaged namespace's readable records (``_salvage``)."""
+    salvage = command("salvage", "copy every readable record of a namespace into a new file")
+    salvage.add_argument("directory", type=Path, help="the storage directory (left unchanged)")
+    salvage.add_argument("namespace")
+    salvage.add_argument(
+        "--to", required=True, type=Path, metavar="OUT_DIR", dest="out",
+        help="where the new file goes (created if needed; an existing file is never replaced)",
+    )  # fmt: skip
+    salvage.add_argument("--config", action="append", default=[], type=Path, metavar="FILE")
 
 
 def _dlq_command(command: Callable[[str, str], argparse.ArgumentParser]) -> None:
@@ -162,7 +176,7 @@ def _admin_commands(command: Callable[[str, str], argparse.ArgumentParser]) -> N
 
 def _absolute(args: argparse.Namespace) -> None:
     """Make the paths given on the command line absolute before changing directory."""
-    for name in ("config", "ready_file", "directory"):
+    for name in ("config", "ready_file", "directory", "out"):
         value = getattr(args, name, None)
         if isinstance(value, list):
             setattr(args, name, [path.absolute() for path in value])
@@ -215,6 +229,12 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _admin.run(
             f"dlq {args.action}", lambda: _dlq.dlq(args, settings, own_project=not args.config)
         )
+    if command == "salvage":
+        from . import _salvage
+
+        files = args.config or [AGENT_CONF, SECRETS_FILE]
+        settings = load_settings(files, optional=not args.config)
+        return _salvage.salvage(args.directory, args.namespace, args.out, settings)
     if command == "logs":
         return _services.logs(args.n)
     actions = {

@@ -63,7 +63,13 @@ class LostRange:
 
 @attrs.frozen
 class SalvageReport:
-    """What ``salvage_namespace`` did. ``complete``: every record was copied."""
+    """What ``salvage_namespace`` did.
+
+    ``complete``: every record was copied (``lost`` is empty). ``pages``
+    are the source's pages that fail authentication (encrypted files
+    only), which may also be pages of no record (the log of request ids,
+    which is not copied). ``probes``: reads that met damage.
+    """
 
     namespace: str
     source: Path
@@ -75,7 +81,7 @@ class SalvageReport:
 
     @property
     def complete(self) -> bool:
-        return not self.lost and not self.pages
+        return not self.lost
 
 
 def work_directory(out_directory: Path, namespace: str) -> Path:
@@ -171,7 +177,9 @@ def _copy(
                     break
                 start, inclusive = rows[-1][0], False
             backend.insert_rows([], max(reader.seq(), highest))
-            pages = reader.damaged_pages() if lost or reader.reopened else ()
+            # Every page is authenticated, also those no read touched (the
+            # request log's, say): the report says all that is damaged.
+            pages = reader.damaged_pages()
         finally:
             backend.close()
     finally:
