@@ -109,12 +109,14 @@ def salvage_namespace(config: StorageConfig, namespace: str, out_directory: Path
         raise StorageError(f"no file for namespace {namespace!r} in {config.directory}")
     out_directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     final = database_path(out_directory, namespace, encrypted=encrypted)
+    work = work_directory(out_directory, namespace)
     if final.exists():
+        # A run killed after its rename may have left its (empty) work directory.
+        shutil.rmtree(work, ignore_errors=True)
         raise StorageError(
             f"{final} already exists; salvage never replaces a file: move it away or choose"
             " another output directory (nothing was written)"
         )
-    work = work_directory(out_directory, namespace)
     shutil.rmtree(work, ignore_errors=True)  # what a killed run left
     (work / "source").mkdir(mode=0o700, parents=True)
     copy = work / "source" / source.name
@@ -133,8 +135,9 @@ def salvage_namespace(config: StorageConfig, namespace: str, out_directory: Path
     building = work / final.name
     out_key = None if config.master_key is None else file_key(config.master_key, building)
     report = _copy(copy, key, building, out_key, namespace)
+    shutil.rmtree(work / "source")
     _publish(building, final)
-    shutil.rmtree(work, ignore_errors=True)
+    work.rmdir()
     return attrs.evolve(report, source=source, output=final)
 
 
