@@ -7,7 +7,6 @@ the schema) are flipped, as a bad disk sector would.
 
 from __future__ import annotations
 
-import secrets
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -15,14 +14,14 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from agents.storage_agent import NAMESPACE, RecordModel
 from fame._storage._keys import file_key
-from fame.storage import StorageConfig, open_storage, parse_master_key
+from fame.storage import MasterKey, StorageConfig, open_storage, parse_master_key
 
 __all__ = ["MASTER_KEY", "NAMESPACE", "RECORDS", "config", "damage", "fill", "key_of", "value_of"]
 
 RECORDS = 20_000
 PAGE = 4096
 _DATA = PAGE - 80  # the reserved tail: 16-byte IV, 64-byte HMAC
-MASTER_KEY = secrets.token_urlsafe(32)
+MASTER_KEY = MasterKey.generate().export()
 CREATED = datetime(2026, 1, 1, tzinfo=UTC)
 
 
