@@ -37,7 +37,7 @@ from ._keys import file_key
 from ._namespace import check_agent_namespace, check_internal_namespace, database_path
 from ._probe import KeyCheck, probe_encrypted, probe_plain
 from ._sqlcipher_backend import open_sqlite
-from ._sqlcipher_salvage import RawRow, SalvageReader, Unreadable
+from ._sqlcipher_salvage import RawRow, SalvageReader
 
 __all__ = ["LostRange", "SalvageReport", "salvage_namespace", "work_directory"]
 
@@ -161,21 +161,18 @@ def _copy(
             start: str | None = None
             inclusive = True
             while True:
-                try:
-                    rows = reader.forward(start, inclusive=inclusive, limit=BATCH)
-                except Unreadable as damage:
-                    rows = damage.rows
+                rows, damaged = reader.forward(start, inclusive=inclusive, limit=BATCH)
+                copied, highest = _store(backend, rows, copied, highest)
+                if damaged:
                     # With no row read, the damage starts at ``start`` (a key
                     # read before: it is reported as the range's lower end).
                     after = rows[-1][0] if rows else start
-                    copied, highest = _store(backend, rows, copied, highest)
                     resume = _next_readable(reader, after)
                     lost.append(LostRange(after, resume))
                     if resume is None:
                         break
                     start, inclusive = resume, True
                     continue
-                copied, highest = _store(backend, rows, copied, highest)
                 if len(rows) < BATCH:
                     break
                 start, inclusive = rows[-1][0], False
@@ -205,22 +202,20 @@ def _next_readable(reader: SalvageReader, after: str | None) -> str | None:
     """
     low = b"" if after is None else after.encode("utf-8")
     found: str | None = None
-    try:
-        last = reader.last_key()
-    except Unreadable:
+    last, damaged = reader.last_key()
+    if damaged:
         high = _TOP
+    elif last is None or (after is not None and last <= after):
+        return None
     else:
-        if last is None or (after is not None and last <= after):
-            return None
         found, high = last, last.encode("utf-8")
     finest = max(len(low), len(high)) + _EXTRA_BYTES
     for _ in range(_MAX_PROBES):
         probe = _between(low, high, finest)
         if probe is None:
             break
-        try:
-            key = reader.first_after(probe)
-        except Unreadable:
+        key, damaged = reader.first_after(probe)
+        if damaged:
             low = probe
             continue
         # Readable past the probe: the damage ends before it. ``None``:

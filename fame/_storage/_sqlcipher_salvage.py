@@ -3,10 +3,10 @@
 :class:`SalvageReader` reads the ``kv`` table of a copy of a damaged file
 (the original is never opened by SQLite). Every read is bounded by a key
 range, so SQLite descends the b-tree straight to it and touches only the
-pages that hold it; a read that meets a damaged page raises
-:class:`Unreadable` with the rows it got before, and the reader opens its
-connection again (SQLCipher fails every later statement of a connection
-that met one, see ``_sqlcipher_damage``). Keys are compared as SQLite
+pages that hold it. A read that meets a damaged page returns the rows it
+got before with ``damaged`` set, and the reader opens its connection
+again (SQLCipher fails every later statement of a connection that met
+one, see ``_sqlcipher_damage``). Keys are compared as SQLite
 compares TEXT (``BINARY``: the bytes of the UTF-8 form), so the probes of
 a bisection are byte strings, bound as ``CAST(? AS TEXT)``: a probe need
 not be valid UTF-8.
@@ -23,21 +23,13 @@ import sqlcipher3
 from ._errors import DamagedDatabase
 from ._sqlcipher_damage import damaged_pages, is_damage
 
-__all__ = ["RawRow", "SalvageReader", "Unreadable", "insert_rows"]
+__all__ = ["RawRow", "SalvageReader", "insert_rows"]
 
 RawRow = tuple[str, bytes, int, float | None]
 """A stored record as it is: key, encoded value, version, expiry time."""
 
 _COLUMNS = "key, value, version, expires_at"
 _SEQ = "SELECT value FROM fame_meta WHERE name = 'seq'"
-
-
-class Unreadable(Exception):
-    """A read met a damaged page; ``rows`` are those it got before, in its order."""
-
-    def __init__(self, rows: list[RawRow]) -> None:
-        super().__init__("a damaged page")
-        self.rows = rows
 
 
 class SalvageReader:
@@ -71,7 +63,8 @@ class SalvageReader:
         self._conn = self._connect()
         self.reopened += 1
 
-    def _rows(self, sql: str, args: Sequence[object]) -> list[RawRow]:
+    def _rows(self, sql: str, args: Sequence[object]) -> tuple[list[RawRow], bool]:
+        """The rows ``sql`` gives, and whether it met a damaged page (then they stop there)."""
         rows: list[RawRow] = []
         try:
             for row in self._conn.execute(sql, args):
@@ -80,11 +73,14 @@ class SalvageReader:
             if not is_damage(exc):
                 raise
             self._reopen()
-            raise Unreadable(rows) from None
-        return rows
+            return rows, True
+        return rows, False
 
-    def forward(self, start: str | None, *, inclusive: bool, limit: int) -> list[RawRow]:
-        """Up to ``limit`` records from ``start`` on (all of them if ``None``), in key order."""
+    def forward(
+        self, start: str | None, *, inclusive: bool, limit: int
+    ) -> tuple[list[RawRow], bool]:
+        """Up to ``limit`` records from ``start`` on (all of them if ``None``), in key order,
+        and whether a damaged page stopped the read after them."""
         if start is None:
             return self._rows(f"SELECT {_COLUMNS} FROM kv ORDER BY key LIMIT ?", (limit,))
         op = ">=" if inclusive else ">"
@@ -92,18 +88,20 @@ class SalvageReader:
             f"SELECT {_COLUMNS} FROM kv WHERE key {op} ? ORDER BY key LIMIT ?", (start, limit)
         )
 
-    def first_after(self, probe: bytes) -> str | None:
-        """The first key greater than the bytes ``probe``; ``None`` if there is none."""
-        rows = self._rows(
+    def first_after(self, probe: bytes) -> tuple[str | None, bool]:
+        """The first key greater than the bytes ``probe`` (``None``: none), or
+        ``(None, True)`` if finding it met a damaged page."""
+        rows, damaged = self._rows(
             f"SELECT {_COLUMNS} FROM kv WHERE key > CAST(? AS TEXT) ORDER BY key LIMIT 1",
             (probe,),
         )
-        return rows[0][0] if rows else None
+        return (rows[0][0] if rows else None), damaged
 
-    def last_key(self) -> str | None:
-        """The greatest key, read from the end of the table; ``None`` if it is empty."""
-        rows = self._rows(f"SELECT {_COLUMNS} FROM kv ORDER BY key DESC LIMIT 1", ())
-        return rows[0][0] if rows else None
+    def last_key(self) -> tuple[str | None, bool]:
+        """The greatest key, read from the end of the table (``None``: it is empty),
+        or ``(None, True)`` if the end of the table is damaged."""
+        rows, damaged = self._rows(f"SELECT {_COLUMNS} FROM kv ORDER BY key DESC LIMIT 1", ())
+        return (rows[0][0] if rows else None), damaged
 
     def seq(self) -> int:
         """The versions the file had reserved (0 if its counter cannot be read)."""
