@@ -37,15 +37,21 @@ def is_damage(exc: BaseException) -> bool:
     return "malformed" in text or "not a database" in text or "corrupt" in text
 
 
-def damaged_pages(conn: sqlcipher3.Connection, encrypted: bool) -> tuple[int, ...]:
+def damaged_pages(
+    conn: sqlcipher3.Connection, encrypted: bool, *, size: int = 0, max_size: int | None = None
+) -> tuple[int, ...]:
     """The page numbers that fail authentication, best effort (empty if unknown).
+
+    A file of ``size`` bytes above ``max_size`` is not checked: a node asks
+    from its event loop, where checking a gigabyte would stall it for
+    seconds (``fame check`` and ``fame salvage`` name the pages of any file).
 
     Only an encrypted file can say: a page of a plain file has no HMAC, and
     SQLite's own ``integrity_check`` reads the whole file and stops short
     at a damaged page. ``conn`` must be a fresh connection (no deferred
     error); this leaves it so.
     """
-    if not encrypted:
+    if not encrypted or (max_size is not None and size > max_size):
         return ()
     try:
         rows = conn.execute("PRAGMA cipher_integrity_check").fetchmany(_MAX_PAGES)
