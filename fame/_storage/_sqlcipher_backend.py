@@ -359,7 +359,7 @@ class SqliteBackend:
 
     def _check_open(self) -> None:
         if self._lost is not None:
-            raise self._lost
+            raise StorageError(str(self._lost))  # one object per caller
 
     def _read_error(self, exc: sqlcipher3.DatabaseError, *, key: str | None = None) -> StorageError:
         if is_damage(exc):

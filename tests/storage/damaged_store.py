@@ -49,8 +49,10 @@ def value_of(i: int) -> RecordModel:
     return RecordModel(f"value {i} " + "x" * 80, created=CREATED)
 
 
-def damage(path: Path) -> int:
+def damage(path: Path, near: float = 0.5) -> int:
     """Flip bytes inside a leaf page of records near the middle of ``path``; its number.
+
+    ``near``: where in the file to look for the leaf, 0.5 being the middle.
 
     A leaf, not an interior page of the b-tree: an interior page is the way
     to many leaves, and a bad one hides all of them (``fame salvage`` finds
@@ -62,7 +64,7 @@ def damage(path: Path) -> int:
     data = bytearray(path.read_bytes())
     key = file_key(parse_master_key(MASTER_KEY), path)
     pages = len(data) // PAGE
-    middle = pages // 2
+    middle = int(pages * near)
     for page in sorted(range(2, pages + 1), key=lambda n: abs(n - middle)):
         raw = bytes(data[(page - 1) * PAGE : page * PAGE])
         iv = raw[_DATA : _DATA + 16]
