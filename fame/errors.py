@@ -6,6 +6,7 @@ errors from :class:`StorageError`. The most common ones are also exported
 by :mod:`fame` itself.
 """
 
+from ._agents._state import StateConflict
 from ._core._address import AddressError
 from ._core._errors import (
     ActorCrashed,
@@ -94,6 +95,7 @@ __all__ = [
     "RequestLost",
     "SentinelConfigError",
     "SentinelUnreachable",
+    "StateConflict",
     "StorageConfigError",
     "StorageError",
     "StorageFull",

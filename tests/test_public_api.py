@@ -90,6 +90,7 @@ SUBMODULES = {
             "RequestLost",
             "SentinelConfigError",
             "SentinelUnreachable",
+            "StateConflict",
             "SupervisorGaveUp",
             "UnknownOperation",
             "UntrustedSentinel",
