@@ -50,6 +50,7 @@ STORAGE_ERRORS = [
     "InvalidNamespace",
     "KeyMissing",
     "RecordInvalid",
+    "RecordTooNew",
     "StorageConfigError",
     "StorageError",
     "StorageFull",
