@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import secrets
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -77,23 +79,26 @@ class Stateless(fame.BaseAgent):
             pass
 
 
-def _config(directory: Path, key: str) -> StorageConfig:
-    return StorageConfig(
-        profile="encrypted-sqlite", directory=directory, master_key=parse_master_key(key)
-    )
+def _config(directory: Path, key: str, profile: str = "encrypted-sqlite") -> StorageConfig:
+    master = parse_master_key(key) if profile == "encrypted-sqlite" else None
+    return StorageConfig(profile=profile, directory=directory, master_key=master)
 
 
-async def test_state_survives_a_crash_and_a_node_restart_on_encrypted_files(
-    tmp_path: Path,
+@pytest.mark.parametrize("profile", ["sqlite", "encrypted-sqlite"])
+async def test_state_survives_a_crash_and_a_node_restart_on_files(
+    tmp_path: Path, profile: str
 ) -> None:
     key = secrets.token_urlsafe(32)
+    state_file = (
+        "__agent_state" + ("_encrypted" if profile == "encrypted-sqlite" else "") + ("_value.db")
+    )
     policy = fame.RestartPolicy(backoff_initial=0)
     async with (
-        open_storage(_config(tmp_path, key)) as provider,
+        open_storage(_config(tmp_path, key, profile)) as provider,
         fame.open_node(storage_provider=provider, restart_policy=policy) as node,
     ):
         counter = await node.spawn(SerialCounter, "counter@local")  # fresh instance per start
-        assert not (tmp_path / STATE_FILE).exists()  # created by the first state() only
+        assert not (tmp_path / state_file).exists()  # created by the first state() only
         assert await counter.bump() == 1
         assert await counter.bump() == 2
         with pytest.raises(fame.ActorCrashed):
@@ -101,15 +106,69 @@ async def test_state_survives_a_crash_and_a_node_restart_on_encrypted_files(
         assert await counter.peek() == 2  # the crashed block's change is gone
         assert node.supervisor.restart_count("counter@local") == 1
         assert await counter.bump() == 3
-    assert (tmp_path / STATE_FILE).exists()
+    assert (tmp_path / state_file).exists()
     async with (
-        open_storage(_config(tmp_path, key)) as provider,
+        open_storage(_config(tmp_path, key, profile)) as provider,
         fame.open_node(storage_provider=provider) as node,
     ):
         counter = await node.spawn(Counter(), "counter@local")
         assert await counter.bump() == 4
         other = await node.spawn(Counter(), "other@local")  # its own record, by address
         assert await other.bump() == 1
+
+
+NODE = """
+import os, sys, msgspec, trio, fame
+from pathlib import Path
+from fame.storage import StorageConfig, open_storage, parse_master_key
+
+class CounterState(msgspec.Struct):
+    count: int = 0
+
+class Counter(fame.BaseAgent):
+    state_model = CounterState
+
+    @fame.operation
+    async def bump(self) -> int:
+        async with self.state() as s:
+            s.count += 1
+            return s.count
+
+async def main(directory, key):
+    config = StorageConfig(
+        profile="encrypted-sqlite", directory=Path(directory), master_key=parse_master_key(key)
+    )
+    async with open_storage(config) as provider, fame.open_node(storage_provider=provider) as node:
+        counter = await node.spawn(Counter(), "counter@local")
+        for _ in range(20):
+            print(await counter.bump(), flush=True)  # acknowledged: committed
+        os._exit(0)  # as SIGKILL would: nothing closed, nothing checkpointed
+
+trio.run(main, *sys.argv[1:])
+"""
+
+
+async def test_acknowledged_state_survives_a_node_process_that_dies(tmp_path: Path) -> None:
+    key = secrets.token_urlsafe(32)
+    for run in range(2):
+        done = await trio.to_thread.run_sync(
+            lambda: subprocess.run(
+                [sys.executable, "-c", NODE, str(tmp_path), key],
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=False,
+            )
+        )
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.split() == [str(n) for n in range(20 * run + 1, 20 * run + 21)]
+        assert (tmp_path / (STATE_FILE + "-wal")).exists()  # never checkpointed
+    async with (
+        open_storage(_config(tmp_path, key)) as provider,
+        fame.open_node(storage_provider=provider) as node,
+    ):
+        counter = await node.spawn(Counter(), "counter@local")
+        assert await counter.peek() == 40
 
 
 async def test_concurrent_bumps_from_many_tasks_count_exactly() -> None:
