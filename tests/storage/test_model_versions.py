@@ -8,6 +8,7 @@ import msgspec
 import pytest
 
 from fame._storage._migrate import MigrationProgress, migrate_namespace
+from fame._storage._ops import Rewrite
 from fame.storage import KeyValueStore, RecordInvalid, RecordTooNew, StorageProvider
 
 from .conftest import FakeClock
@@ -143,3 +144,23 @@ async def test_migrate_rewrites_old_records_and_keeps_their_expiry(
     assert await new.get("short") is None  # the expiry was kept
     again = await migrate_namespace(new, batch=50)
     assert (again.upgraded, again.current) == (0, 120)
+
+
+async def test_migrate_takes_a_prefix_and_leaves_records_changed_meanwhile(
+    provider: StorageProvider,
+) -> None:
+    old = await provider.get_kv_store(OrderV1, NS)
+    await old.set_many({"a1": OrderV1("x", 1), "a2": OrderV1("y", 2), "b1": OrderV1("z", 3)})
+    new = await provider.get_kv_store(OrderV2, NS)
+    assert isinstance(new, KeyValueStore)
+    result = await migrate_namespace(new, prefix="a")
+    assert (result.checked, result.upgraded) == (2, 2)
+    untyped = await provider.get_kv_store(Any, NS)
+    assert await untyped.get("b1") == {"name": "z", "qty": 3}  # outside the prefix: as it was
+    # A rewrite whose version is stale (the record changed after it was read) is skipped.
+    versioned = await old.get_versioned("b1")
+    assert versioned is not None
+    await old.set("b1", OrderV1("changed", 4))
+    stale = Rewrite((("b1", versioned.version, b"\x80"),))
+    assert await new._ask(stale) == 0
+    assert await old.get("b1") == OrderV1("changed", 4)
