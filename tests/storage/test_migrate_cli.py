@@ -180,7 +180,9 @@ def test_migrate_refuses_what_it_cannot_do_in_one_line(tmp_path: Path, suite_sec
     assert len(busy.stderr.splitlines()) == 1
 
 
-def test_migrate_survives_sigkill_at_50_points(tmp_path: Path, suite_secrets: Any) -> None:
+def test_migrate_survives_sigkill_at_50_points(
+    tmp_path: Path, suite_secrets: Any, reliability_report: Any
+) -> None:
     template = tmp_path / "project"
     make_project(template, suite_secrets)
     reruns = 0
@@ -204,4 +206,11 @@ def test_migrate_survives_sigkill_at_50_points(tmp_path: Path, suite_secrets: An
         seed=14,
     )
     assert report.killed_mid_work >= 25, report
+    reliability_report(
+        points=report.points,
+        killed_mid_work=report.killed_mid_work,
+        finished_first=report.finished_first,
+        work_seconds=round(report.work_seconds, 3),
+        reruns=reruns,
+    )
     shutil.rmtree(tmp_path / "work", ignore_errors=True)
