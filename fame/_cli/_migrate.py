@@ -103,6 +103,14 @@ def migrate(
     batch: int = DEFAULT_MIGRATION_BATCH,
 ) -> int:
     """Run ``fame migrate``; print the final count."""
+    if not 1 <= batch <= 10_000:
+        raise AdminError(f"--batch must be from 1 to 10000 records, not {batch}")
+    config = _inspect._config(directory, settings)
+    if config.profile not in ("sqlite", "encrypted-sqlite"):
+        raise AdminError(
+            f"the storage profile is {config.profile!r}: fame migrate works on the files of"
+            " the sqlite and encrypted-sqlite profiles; nothing was changed"
+        )
     names = {name for name, _ in _inspect.namespaces(directory, settings)}
     if namespace not in names:
         listed = ", ".join(sorted(names)) or "none"
@@ -111,7 +119,6 @@ def migrate(
             " nothing was changed"
         )
     model = _model(spec)
-    config = _inspect._config(directory, settings)
     try:
         done = trio.run(_run, config, namespace, model, spec, prefix, batch)
     except Exception as exc:

@@ -158,6 +158,7 @@ def test_migrate_refuses_what_it_cannot_do_in_one_line(tmp_path: Path, suite_sec
     for extra, model, words in (
         (("--namespace", "nope"), "models:OrderV2", "no namespace 'nope'"),
         ((), "models:Missing", "cannot load model"),
+        (("--batch", "0"), "models:OrderV2", "--batch must be"),
         # Version-1 code meets the version-2 records already there: it stops, names one.
         ((), "models:OrderV1", "written by version 2 of model OrderV1"),
     ):
