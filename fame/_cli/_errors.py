@@ -63,9 +63,8 @@ def wrong_master_key_hint(exc: WrongMasterKey) -> str:
         )
     return (
         f"{found} Set FAME_STORAGE_MASTER_KEY to the key these files were created with"
-        f" (from your backup). {shown} is not the project's {DATA_DIR}/, so fame clean does not"
-        f" touch it; only to start afresh without this data: move it aside (mv {shown}"
-        f" {shown}.old)"
+        f" (from your backup). {shown} lies outside this project's {DATA_DIR}/; only to start"
+        f" afresh without this data: move it aside (mv {shown} {shown}.old)"
     )
 
 

@@ -195,7 +195,7 @@ def test_storage_example_end_to_end(project: Project) -> None:
 
     # clean: stops, removes the secrets, data/ and run/; keeps the committed config.
     secrets_file.write_text(secrets)
-    clean = project.just("clean")
+    clean = project.just("clean", "--yes")
     assert clean.returncode == 0, clean.stderr
     assert not (root / "data").exists()
     assert not (root / "run").exists()
