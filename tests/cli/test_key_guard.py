@@ -287,7 +287,9 @@ def test_a_wrong_key_elsewhere_never_says_clean(project: Project) -> None:
     before = project.digests()
     line = project.refused("inspect", str(elsewhere))
     assert line == hint_of(project, line, "inspect", elsewhere)
-    assert line.startswith(f"fame inspect: the master key does not match the databases in {elsewhere}")
+    assert line.startswith(
+        f"fame inspect: the master key does not match the databases in {elsewhere}"
+    )
     assert f"move it aside (mv {elsewhere} {elsewhere}.old)" in line
     assert "clean" not in line and "conf/secrets.env" not in line
     assert project.digests() == before
@@ -332,7 +334,9 @@ def test_clean_on_a_terminal_asks_and_no_keeps_everything(project: Project) -> N
 
     status, output = project.on_terminal("clean", answer=b"y")
     assert status == 0, output
-    assert "fame clean: removed data/" in output and "fame clean: removed conf/secrets.env" in output
+    assert (
+        "fame clean: removed data/" in output and "fame clean: removed conf/secrets.env" in output
+    )
     assert not (root / "data").exists() and not (root / "conf" / "secrets.env").exists()
 
 
