@@ -137,6 +137,29 @@ def _add_admin_credential(command: str) -> None:
         _say(f"fame {command}: added an admin credential (FAME_ADMIN_TOKEN) to {SECRETS_FILE}")
 
 
+def _add_admission_token(command: str) -> bool:
+    """Give ``conf/secrets.env`` an admission token when it holds none (a key put back alone).
+
+    After a lost ``conf/secrets.env`` the master key may be all that could be
+    restored; the token is not tied to any data, so a new one is made, as for
+    a new project. Not when the sentinel takes its token from elsewhere
+    (``FAME_ADMISSION_TOKEN_FILE``, the environment) or admits anyone.
+    """
+    settings = load_settings([SENTINEL_CONF, SECRETS_FILE], optional=True)
+    if any(
+        settings.get(name, "").strip()
+        for name in ("FAME_ADMISSION_TOKEN", "FAME_ADMISSION_TOKEN_FILE", "FAME_OPEN_ADMISSION")
+    ):
+        return False
+    with SECRETS_FILE.open("a", encoding="utf-8") as f:
+        f.write(f"FAME_ADMISSION_TOKEN={secrets.token_urlsafe(32)}\n")
+    _say(
+        f"fame {command}: added a new admission token (FAME_ADMISSION_TOKEN) to {SECRETS_FILE}:"
+        " clients read it from there"
+    )
+    return True
+
+
 def _refuse_new_key(command: str) -> bool:
     """Say so and return True if a new master key would orphan encrypted data.
 
@@ -153,28 +176,33 @@ def _refuse_new_key(command: str) -> bool:
     return True
 
 
+def _lacks_master_key(command: str) -> bool:
+    """Say so and return True if ``conf/secrets.env`` (nor the environment) has no master key.
+
+    The file is left as it is: where data exists, only its own key helps.
+    """
+    if load_settings([SECRETS_FILE]).get("FAME_STORAGE_MASTER_KEY", "").strip():
+        return False
+    found = encrypted_data()
+    remedy = (
+        f" with the key {', '.join(str(d.directory) for d in found)} was created with,"
+        " from your backup"
+        if found
+        else " (fame keygen makes one), or remove the file: no data depends on it"
+    )
+    _fail(
+        f"fame {command}: {SECRETS_FILE} exists but lacks FAME_STORAGE_MASTER_KEY; it was"
+        f" left unchanged (add the line FAME_STORAGE_MASTER_KEY=...{remedy})"
+    )
+    return True
+
+
 def _init_secrets(command: str) -> int:
     if SECRETS_FILE.exists():
-        values = read_env_file(SECRETS_FILE)
-        missing = [
-            name
-            for name in ("FAME_STORAGE_MASTER_KEY", "FAME_ADMISSION_TOKEN")
-            if not values.get(name)
-        ]
-        if missing:
-            found = encrypted_data() if "FAME_STORAGE_MASTER_KEY" in missing else []
-            remedy = (
-                f"the master key must be the one {', '.join(str(d.directory) for d in found)}"
-                " was created with: take it from your backup"
-                if found
-                else "or remove the file if no data depends on it"
-            )
-            _fail(
-                f"fame {command}: {SECRETS_FILE} exists but lacks {', '.join(missing)}; it was"
-                f" left unchanged (add the missing line; {remedy})"
-            )
+        if _lacks_master_key(command):
             return 1
-        _say(f"fame {command}: {SECRETS_FILE} exists: keeping its master key and admission token")
+        kept = "master key" if _add_admission_token(command) else "master key and admission token"
+        _say(f"fame {command}: {SECRETS_FILE} exists: keeping its {kept}")
         _add_admin_credential(command)
         return 0
     if _refuse_new_key(command):
@@ -322,8 +350,12 @@ def up() -> int:
                 " (make it one with: fame init, or pass --project DIR)"
             )
             return 1
-    if not SECRETS_FILE.exists() and _init_secrets("up") != 0:
+    if not SECRETS_FILE.exists():
+        if _init_secrets("up") != 0:
+            return 1
+    elif _lacks_master_key("up"):
         return 1
+    _add_admission_token("up")
     _add_admin_credential("up")
     _add_missing_policy()
     if SERVICES[0].pid() is None and _enroll_agent_quietly():

@@ -203,6 +203,36 @@ def test_up_and_init_refuse_a_new_key_where_data_is(project: Project) -> None:
         assert not (root / "run").exists()
 
 
+def test_the_key_put_back_alone_is_enough_to_start_again(
+    project: Project, template: Path, suite_secrets: Any
+) -> None:
+    """The refusal's way out works: only the master key line restored, ``fame up`` serves."""
+    root = project.root
+    secrets_file = root / "conf" / "secrets.env"
+    key_line = next(
+        line for line in secrets_file.read_text().splitlines() if line.startswith("FAME_STORAGE_")
+    )
+    secrets_file.write_text("# restored by hand\n")
+    for command in ("up", "init"):
+        assert project.refused(command) == (
+            f"fame {command}: conf/secrets.env exists but lacks FAME_STORAGE_MASTER_KEY; it was"
+            " left unchanged (add the line FAME_STORAGE_MASTER_KEY=... with the key data/agent,"
+            " data/sentinel was created with, from your backup)"
+        )
+    assert secrets_file.read_text() == "# restored by hand\n"
+
+    secrets_file.write_text(key_line + "\n")
+    try:
+        up = project.fame("up")
+        suite_secrets.add_env_file(secrets_file)
+        assert up.returncode == 0, up.stdout + up.stderr
+        assert "fame up: added a new admission token (FAME_ADMISSION_TOKEN)" in up.stdout
+        assert "fame up: storage@fame.fabric answers" in up.stdout, up.stdout
+    finally:
+        assert project.fame("stop").returncode == 0
+    assert (root / "conf" / "secrets.env").read_text().startswith(key_line + "\n")
+
+
 def test_the_refusal_names_a_storage_directory_outside_data(project: Project) -> None:
     root = project.root
     elsewhere = root.parent / "elsewhere" / "agent"
