@@ -370,6 +370,19 @@ def test_clean_on_a_terminal_asks_and_no_keeps_everything(project: Project) -> N
     assert not (root / "data").exists() and not (root / "conf" / "secrets.env").exists()
 
 
+def test_a_no_leaves_running_services_running(project: Project) -> None:
+    try:
+        up = project.fame("up")
+        assert up.returncode == 0, up.stdout + up.stderr
+        status, output = project.on_terminal("clean", answer=b"n")
+        assert status == 1 and "fame clean: nothing was removed" in output, output
+        assert "fame stop" not in output
+        running = project.fame("status")
+        assert running.returncode == 0, running.stdout
+    finally:
+        assert project.fame("stop").returncode == 0
+
+
 def test_clean_keeps_the_key_of_data_it_does_not_manage(project: Project) -> None:
     root = project.root
     elsewhere = root.parent / "elsewhere"
