@@ -4,7 +4,9 @@ A node gets its storage from a :class:`StorageProvider` (``open_node``
 takes one); :func:`open_storage` opens the built-in provider for a
 :class:`StorageConfig`, and agents get a typed :class:`KeyValueStore` per
 namespace from it. :func:`check_files` and :func:`namespace_files` inspect a
-storage directory offline (``fame check``, ``fame inspect``). See
+storage directory offline (``fame check``, ``fame inspect``);
+:func:`migrate_namespace` upgrades a namespace to its model's version
+(``fame migrate``). See
 ``docs/storage.md``.
 """
 
@@ -19,6 +21,7 @@ from ._storage import (
     KeyValueStore,
     MasterKey,
     RecordInvalid,
+    RecordTooNew,
     StorageActor,
     StorageConfig,
     StorageConfigError,
@@ -36,9 +39,12 @@ from ._storage import (
     storage_config_from_env,
 )
 from ._storage._integrity import FileCheck, check_files
+from ._storage._migrate import DEFAULT_BATCH as DEFAULT_MIGRATION_BATCH
+from ._storage._migrate import MigrationProgress, migrate_namespace
 from ._storage._namespace import namespace_files
 
 __all__ = [
+    "DEFAULT_MIGRATION_BATCH",
     "ENTRY_POINT_GROUP",
     "DamagedDatabase",
     "DatabaseInUse",
@@ -49,7 +55,9 @@ __all__ = [
     "KeyMissing",
     "KeyValueStore",
     "MasterKey",
+    "MigrationProgress",
     "RecordInvalid",
+    "RecordTooNew",
     "StorageActor",
     "StorageConfig",
     "StorageConfigError",
@@ -62,6 +70,7 @@ __all__ = [
     "Versioned",
     "WrongMasterKey",
     "check_files",
+    "migrate_namespace",
     "namespace_files",
     "open_storage",
     "open_storage_from_env",

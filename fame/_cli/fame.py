@@ -10,6 +10,7 @@
 ``fame inspect DIR``                   list the namespaces of a storage directory
 ``fame dump DIR NAMESPACE``            print a namespace as JSON lines
 ``fame check DIR``                     verify every page and record of a directory
+``fame migrate DIR --namespace NS``    upgrade a namespace's records to its model's version
 ``fame identity``                      print the project agent's node id and key
 ``fame enroll [NODE_ID PUBLIC_KEY]``   let a node attach to the project's sentinel
 ``fame revoke NODE_ID``                remove a node's enrollment, pin and bindings
@@ -107,6 +108,7 @@ def _parser() -> argparse.ArgumentParser:
     dump.add_argument("--config", action="append", default=[], type=Path, metavar="FILE")
     _admin_commands(command)
     _dlq_command(command)
+    _migrate_command(command)
     return parser
 
 
@@ -117,6 +119,20 @@ def _clean_command(command: Callable[[str, str], argparse.ArgumentParser]) -> No
         "--yes", "-y", action="store_true",
         help="do not ask (needed without a terminal): the data and its key are gone for good",
     )  # fmt: skip
+
+
+def _migrate_command(command: Callable[[str, str], argparse.ArgumentParser]) -> None:
+    """``fame migrate``: a stopped node's namespace to its model's version (``_migrate``)."""
+    migrate = command("migrate", "rewrite a namespace's records in its model's current version")
+    migrate.add_argument("directory", type=Path)
+    migrate.add_argument("--namespace", required=True, metavar="NS")
+    migrate.add_argument(
+        "--model", required=True, metavar="MODULE:CLASS",
+        help="the model with __fame_version__ (and __fame_upgrade__), importable from the project",
+    )  # fmt: skip
+    migrate.add_argument("--prefix", default="", help="only the keys starting with it")
+    migrate.add_argument("--batch", type=int, default=500, help="records per transaction")
+    migrate.add_argument("--config", action="append", default=[], type=Path, metavar="FILE")
 
 
 def _dlq_command(command: Callable[[str, str], argparse.ArgumentParser]) -> None:
@@ -225,6 +241,19 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _admin.run(
             f"dlq {args.action}", lambda: _dlq.dlq(args, settings, own_project=not args.config)
         )
+    if command == "migrate":
+        from . import _admin, _migrate
+
+        import_from_project(project)  # the model is one of the project's modules
+        files = args.config or [AGENT_CONF, SECRETS_FILE]
+        settings = load_settings(files, optional=not args.config)
+        return _admin.run(
+            "migrate",
+            lambda: _migrate.migrate(
+                args.directory, args.namespace, args.model, settings,
+                prefix=args.prefix, batch=args.batch,
+            ),
+        )  # fmt: skip
     if command == "logs":
         return _services.logs(args.n)
     if command == "clean":
