@@ -4,12 +4,16 @@ A node gets its storage from a :class:`StorageProvider` (``open_node``
 takes one); :func:`open_storage` opens the built-in provider for a
 :class:`StorageConfig`, and agents get a typed :class:`KeyValueStore` per
 namespace from it. :func:`check_files` and :func:`namespace_files` inspect a
-storage directory offline (``fame check``, ``fame inspect``). See
-``docs/storage.md``.
+storage directory offline (``fame check``, ``fame inspect``);
+:func:`backup_storage`, :func:`restore_backup`, :func:`export_namespace` and
+:func:`import_namespace` back up, restore and move one (``fame backup``,
+``restore``, ``export``, ``import``). See ``docs/storage.md``.
 """
 
 from ._storage import (
     ENTRY_POINT_GROUP,
+    BackupInvalid,
+    BackupRefused,
     DamagedDatabase,
     DatabaseInUse,
     EncryptionMismatch,
@@ -35,21 +39,32 @@ from ._storage import (
     parse_master_key,
     storage_config_from_env,
 )
+from ._storage._backup import Restored, restore_backup, verify_backup
+from ._storage._backup_manifest import BackupManifest, FileCopy
+from ._storage._export import ExportedRecord, export_namespace, import_namespace
+from ._storage._file_lock import files_in_use
 from ._storage._integrity import FileCheck, check_files
 from ._storage._namespace import namespace_files
+from ._storage._offline_backup import backup_storage
 
 __all__ = [
     "ENTRY_POINT_GROUP",
+    "BackupInvalid",
+    "BackupManifest",
+    "BackupRefused",
     "DamagedDatabase",
     "DatabaseInUse",
     "EncryptionMismatch",
+    "ExportedRecord",
     "FileCheck",
+    "FileCopy",
     "InvalidKey",
     "InvalidNamespace",
     "KeyMissing",
     "KeyValueStore",
     "MasterKey",
     "RecordInvalid",
+    "Restored",
     "StorageActor",
     "StorageConfig",
     "StorageConfigError",
@@ -61,10 +76,16 @@ __all__ = [
     "VersionConflict",
     "Versioned",
     "WrongMasterKey",
+    "backup_storage",
     "check_files",
+    "export_namespace",
+    "files_in_use",
+    "import_namespace",
     "namespace_files",
     "open_storage",
     "open_storage_from_env",
     "parse_master_key",
+    "restore_backup",
     "storage_config_from_env",
+    "verify_backup",
 ]

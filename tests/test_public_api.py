@@ -43,6 +43,8 @@ TOP_LEVEL = [
 ]
 
 STORAGE_ERRORS = [
+    "BackupInvalid",
+    "BackupRefused",
     "DamagedDatabase",
     "DatabaseInUse",
     "EncryptionMismatch",
@@ -100,20 +102,30 @@ SUBMODULES = {
     "fame.storage": sorted(
         [
             "ENTRY_POINT_GROUP",
+            "BackupManifest",
+            "ExportedRecord",
             "FileCheck",
+            "FileCopy",
             "KeyValueStore",
             "MasterKey",
+            "Restored",
             "StorageActor",
             "StorageConfig",
             "StorageProvider",
             "StorageProviderFactory",
             "Versioned",
+            "backup_storage",
             "check_files",
+            "export_namespace",
+            "files_in_use",
+            "import_namespace",
             "namespace_files",
             "open_storage",
             "open_storage_from_env",
             "parse_master_key",
+            "restore_backup",
             "storage_config_from_env",
+            "verify_backup",
             *STORAGE_ERRORS,
         ]
     ),
