@@ -20,7 +20,7 @@ from fame.lowlevel import SENTINEL_ADMIN_ADDRESS
 from ._settings import SECRETS_FILE, SENTINEL_CONF, client_tls, load_settings, sentinel_url
 from ._trust import sentinel_keys
 
-__all__ = ["LiveAdminError", "call"]
+__all__ = ["LiveAdminError", "call", "call_waiting"]
 
 TIMEOUT = 30.0
 
@@ -29,7 +29,7 @@ class LiveAdminError(Exception):
     """The running sentinel refused, or could not be asked; the message says what to do."""
 
 
-async def _call(operation: str, args: dict[str, Any]) -> Any:
+async def _call(operation: str, args: dict[str, Any], timeout: float = TIMEOUT) -> Any:
     settings = load_settings([SENTINEL_CONF, SECRETS_FILE], optional=True)
     token = settings.get("FAME_ADMIN_TOKEN", "").strip()
     if not token:
@@ -42,14 +42,19 @@ async def _call(operation: str, args: dict[str, Any]) -> Any:
     async with fame.connect(
         url, token=token, ssl_context=client_tls(settings), sentinel_keys=sentinel_keys(settings)
     ) as node:
-        proxy = node.proxy(SENTINEL_ADMIN_ADDRESS).with_timeout(TIMEOUT)
+        proxy = node.proxy(SENTINEL_ADMIN_ADDRESS).with_timeout(timeout)
         return await getattr(proxy, operation)(**args)
 
 
 def call(operation: str, **args: Any) -> Any:
     """Call ``operation`` of the running sentinel's administration; its result."""
+    return call_waiting(operation, TIMEOUT, **args)
+
+
+def call_waiting(operation: str, timeout: float, **args: Any) -> Any:
+    """:func:`call`, waiting up to ``timeout`` seconds for the answer (a long backup)."""
     try:
-        return trio.run(_call, operation, args)
+        return trio.run(_call, operation, args, timeout)
     except PermissionDenied:
         raise LiveAdminError(
             "the sentinel's policy does not let client:admin call its administration: add"
