@@ -150,6 +150,7 @@ SUBMODULES = {
             "DeliveryConfig",
             "DoorLimits",
             "LinkLimits",
+            "NodeAdmin",
             "NodeRegistry",
             "NodeStores",
             "OutboxEntry",

@@ -20,6 +20,7 @@ from typing import Any
 
 import trio
 
+from fame.lowlevel import SENTINEL_ADMIN_ADDRESS
 from fame.storage import (
     BackupManifest,
     StorageConfig,
@@ -31,7 +32,7 @@ from fame.storage import (
 
 from . import _live_admin
 from ._errors import shown_path
-from ._settings import SECRETS_FILE, SENTINEL_CONF, load_settings
+from ._settings import AGENT_CONF, SECRETS_FILE, SENTINEL_CONF, load_settings
 
 __all__ = ["BackupError", "backup", "restore"]
 
@@ -52,10 +53,16 @@ def config_for(directory: Path, settings: Mapping[str, str]) -> StorageConfig:
     return storage_config_from_env(merged)
 
 
-def _sentinel_directory() -> Path | None:
-    settings = load_settings([SENTINEL_CONF, SECRETS_FILE], optional=True)
-    found = settings.get("FAME_STORAGE_DB_DIRECTORY", "").strip()
-    return Path(found).resolve() if found else None
+def _service_of(directory: Path) -> tuple[str, str] | None:
+    """The project's service keeping ``directory`` and its administration's address."""
+    for name, conf in (("sentinel", SENTINEL_CONF), ("agent node", AGENT_CONF)):
+        settings = load_settings([conf, SECRETS_FILE], optional=True)
+        found = settings.get("FAME_STORAGE_DB_DIRECTORY", "").strip()
+        if found and Path(found).resolve() == directory.resolve():
+            if name == "sentinel":
+                return name, SENTINEL_ADMIN_ADDRESS
+            return name, _live_admin.node_admin_address(settings)
+    return None
 
 
 def _summary(destination: Path, files: int, size: int, records: int, seconds: float) -> str:
@@ -82,18 +89,17 @@ def backup(
                 " drop --offline to have the running service write the backup, or stop it"
                 " (`just stop`) first"
             )
-        if directory.resolve() != _sentinel_directory():
+        service = _service_of(directory)
+        if service is None:
             raise BackupError(
-                f"{shown_path(held[0])} is in use by a running process that is not this"
-                " project's sentinel: nothing was written; stop that node (`just stop`),"
-                " then run fame backup again"
+                f"{shown_path(held[0])} is in use by a running process that is not one of this"
+                " project's services: nothing was written; stop it, then run fame backup again"
             )
-        print(
-            f"fame backup: asking the running sentinel to copy {shown_path(directory)}", flush=True
-        )
+        name, address = service
+        print(f"fame backup: asking the running {name} ({address}) to copy {shown_path(directory)}")
         try:
             done: dict[str, Any] = _live_admin.call_waiting(
-                "backup", LIVE_TIMEOUT, destination=str(destination.absolute())
+                "backup", LIVE_TIMEOUT, address, destination=str(destination.absolute())
             )
         except _live_admin.LiveAdminError as exc:
             raise BackupError(str(exc)) from None
