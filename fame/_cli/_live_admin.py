@@ -69,12 +69,13 @@ async def _call(
 
 def call(operation: str, **args: Any) -> Any:
     """Call ``operation`` of the running sentinel's administration; its result."""
-    return call_waiting(operation, TIMEOUT, **args)
+    return call_waiting(operation, TIMEOUT, None, **args)
 
 
-def call_waiting(operation: str, timeout: float, address: str | None = None, **args: Any) -> Any:
+def call_waiting(operation: str, timeout: float, address: str | None, /, **args: Any) -> Any:
     """:func:`call`, waiting up to ``timeout`` seconds for the answer (a long backup),
-    of the administration at ``address`` (default: the sentinel's)."""
+    of the administration at ``address`` (None: the sentinel's). Positional-only, so
+    an operation's own ``address`` argument goes to the operation."""
     target = address or SENTINEL_ADMIN_ADDRESS
     try:
         return trio.run(_call, operation, args, timeout, address)
