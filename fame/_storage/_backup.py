@@ -148,7 +148,8 @@ def restore_backup(
     staging = data.with_name(f".{data.name}.restoring")
     if staging.exists():
         shutil.rmtree(staging)  # an interrupted restore
-    staging.mkdir(mode=0o700, parents=False)
+    data.parent.mkdir(parents=True, exist_ok=True)
+    staging.mkdir(mode=0o700)
     for copy in manifest.files:
         target = staging / copy.name
         shutil.copyfile(backup / copy.name, target)
@@ -161,6 +162,10 @@ def restore_backup(
     if data.exists():
         stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
         kept = data.with_name(f"{data.name}.before-restore-{stamp}")
+        n = 1
+        while kept.exists():  # two restores within a second: keep both
+            n += 1
+            kept = data.with_name(f"{data.name}.before-restore-{stamp}-{n}")
         os.rename(data, kept)
     os.rename(staging, data)
     fsync_directory(data.parent)

@@ -129,6 +129,14 @@ def test_backup_of_running_services_while_a_client_writes(project: Project) -> N
     assert refused.returncode == 1 and "not an empty directory" in refused.stderr
     refused = project.fame("restore", "backups/agent", "--to", "data/agent", "--yes")
     assert refused.returncode == 1 and "in use by a running process" in refused.stderr
+    # Only the admin credential may ask a node for a backup: an ordinary client may not.
+    destination = f"destination={project.root / 'stolen'}"
+    done = run_cli(
+        project.root, "fame._cli.client", "call", "admin@agent.fame", "backup", destination,
+        env=project.env,
+    )  # fmt: skip
+    assert done.returncode == 1 and "may not call 'backup'" in done.stderr, done.stderr
+    assert not (project.root / "stolen").exists()
     project.ok("stop")
     # The backup passes fame check (which leaves it restorable), then goes back in place.
     for name in ("agent", "sentinel"):
