@@ -15,12 +15,22 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from fame.storage import export_namespace, import_namespace
+from fame.storage import export_namespace, files_in_use, import_namespace
 
-from ._backup import config_for
+from ._backup import BackupError, config_for
 from ._errors import shown_path
 
 __all__ = ["export", "import_"]
+
+
+def _stopped(directory: Path, command: str) -> None:
+    held = files_in_use(directory)
+    if held:
+        raise BackupError(
+            f"{shown_path(held[0])} is in use by a running process: nothing was {command}ed;"
+            " stop the services (`just stop`) first, or back the directory up while it runs"
+            " with fame backup"
+        )
 
 
 @contextmanager
@@ -53,6 +63,7 @@ def export(
     if not directory.is_dir():
         raise FileNotFoundError(f"{directory} is not a directory")
     config = config_for(directory, settings)
+    _stopped(directory, "export")
     show = progress or sys.stderr.isatty()
     if output is None:
         with _bar(show, "rec") as bar:
@@ -74,6 +85,7 @@ def import_(
     if not source.is_file():
         raise FileNotFoundError(f"{source} is not a file")
     config = config_for(directory, settings)
+    _stopped(directory, "import")
     with _bar(progress or sys.stderr.isatty(), "B") as bar:
         count = import_namespace(config, namespace, source, bar)
     print(f"fame import: {count} records written into {namespace} in {shown_path(directory)}")

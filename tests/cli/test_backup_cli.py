@@ -129,6 +129,8 @@ def test_backup_of_running_services_while_a_client_writes(project: Project) -> N
     assert refused.returncode == 1 and "not an empty directory" in refused.stderr
     refused = project.fame("restore", "backups/agent", "--to", "data/agent", "--yes")
     assert refused.returncode == 1 and "in use by a running process" in refused.stderr
+    refused = project.fame("export", "data/agent", NAMESPACE, "-o", "x.jsonl")
+    assert refused.returncode == 1 and "nothing was exported" in refused.stderr
     # Only the admin credential may ask a node for a backup: an ordinary client may not.
     destination = f"destination={project.root / 'stolen'}"
     done = run_cli(
