@@ -5,7 +5,8 @@
 ``fame node --config FILE... --agent``  run a node hosting agents
 ``fame keygen [--convert]``            print a new master key (or token)
 ``fame init``                          make the project directory a project
-``fame up|stop|status|logs|clean``     the project's local services
+``fame up|stop|status|logs``           the project's local services
+``fame clean [--yes]``                 stop, then delete data/, the secrets, run/ (asks)
 ``fame inspect DIR``                   list the namespaces of a storage directory
 ``fame dump DIR NAMESPACE``            print a namespace as JSON lines
 ``fame check DIR``                     verify every page and record of a directory
@@ -96,7 +97,7 @@ def _parser() -> argparse.ArgumentParser:
     command("status", help="show whether the services run")
     logs = command("logs", help="print the end of the services' logs")
     logs.add_argument("-n", type=int, default=40, help="lines per log (default 40)")
-    command("clean", help="stop, then remove conf/secrets.env, data/ and run/")
+    _clean_command(command)
     for name, text in (
         ("inspect", "list the namespaces of a storage directory"),
         ("check", "verify every page and record of a storage directory"),
@@ -172,6 +173,15 @@ def _backup_command(args: argparse.Namespace) -> int:
         )
 
     return _admin.run(command, action)
+
+
+def _clean_command(command: Callable[[str, str], argparse.ArgumentParser]) -> None:
+    """``fame clean``: asks before it deletes the data (``_clean``)."""
+    clean = command("clean", "stop, then remove data/, conf/secrets.env and run/ (asks first)")
+    clean.add_argument(
+        "--yes", "-y", action="store_true",
+        help="do not ask (needed without a terminal): the data and its key are gone for good",
+    )  # fmt: skip
 
 
 def _dlq_command(command: Callable[[str, str], argparse.ArgumentParser]) -> None:
@@ -287,12 +297,13 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _backup_command(args)
     if command == "logs":
         return _services.logs(args.n)
+    if command == "clean":
+        return _services.clean(args.yes)
     actions = {
         "init": _services.init,
         "up": _services.up,
         "stop": _services.stop,
         "status": _services.status,
-        "clean": _services.clean,
     }
     return actions[command]()
 
