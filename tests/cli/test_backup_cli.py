@@ -148,6 +148,9 @@ def test_backup_of_running_services_while_a_client_writes(project: Project) -> N
     said = project.ok("restore", "backups/agent", "--to", "data/agent", "--yes")
     assert "the previous directory was kept at data/agent.before-restore-" in said, said
     project.ok("restore", "backups/sentinel", "--to", "data/sentinel", "--yes")
+    exported = project.ok("export", "data/agent", NAMESPACE)
+    keys = {json.loads(line)["key"] for line in exported.splitlines()}
+    assert {f"w{i:06}" for i in range(51)} <= keys  # every write acknowledged before it
     project.ok("up")
     for i in (0, 25, 50):
         assert f"v{i}" in project.client("get", f"w{i:06}")
