@@ -43,6 +43,8 @@ from ._fabric.sentinel._registry import RegistryError
 from ._fabric.sentinel._server import SentinelConfigError
 from ._protocol._authz import PolicyError
 from ._storage import (
+    BackupInvalid,
+    BackupRefused,
     DamagedDatabase,
     DatabaseInUse,
     EncryptionMismatch,
@@ -65,6 +67,8 @@ __all__ = [
     "AdminRefused",
     "AdmissionRefused",
     "AgentNotStarted",
+    "BackupInvalid",
+    "BackupRefused",
     "DamagedDatabase",
     "DatabaseInUse",
     "DeadLetterNotFound",

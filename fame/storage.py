@@ -8,10 +8,15 @@ storage directory offline (``fame check``, ``fame inspect``);
 :func:`migrate_namespace` upgrades a namespace to its model's version
 (``fame migrate``). See
 ``docs/storage.md``.
+:func:`backup_storage`, :func:`restore_backup`, :func:`export_namespace` and
+:func:`import_namespace` back up, restore and move one (``fame backup``,
+``restore``, ``export``, ``import``). See ``docs/storage.md``.
 """
 
 from ._storage import (
     ENTRY_POINT_GROUP,
+    BackupInvalid,
+    BackupRefused,
     DamagedDatabase,
     DatabaseInUse,
     EncryptionMismatch,
@@ -38,18 +43,28 @@ from ._storage import (
     parse_master_key,
     storage_config_from_env,
 )
+from ._storage._backup import Restored, restore_backup, verify_backup
+from ._storage._backup_manifest import BackupManifest, FileCopy
+from ._storage._export import ExportedRecord, export_namespace, import_namespace
+from ._storage._file_lock import files_in_use
 from ._storage._integrity import FileCheck, check_files
 from ._storage._migrate import DEFAULT_BATCH as DEFAULT_MIGRATION_BATCH
 from ._storage._migrate import MigrationProgress, migrate_namespace
 from ._storage._namespace import namespace_files
+from ._storage._offline_backup import backup_storage
 
 __all__ = [
     "DEFAULT_MIGRATION_BATCH",
     "ENTRY_POINT_GROUP",
+    "BackupInvalid",
+    "BackupManifest",
+    "BackupRefused",
     "DamagedDatabase",
     "DatabaseInUse",
     "EncryptionMismatch",
+    "ExportedRecord",
     "FileCheck",
+    "FileCopy",
     "InvalidKey",
     "InvalidNamespace",
     "KeyMissing",
@@ -58,6 +73,7 @@ __all__ = [
     "MigrationProgress",
     "RecordInvalid",
     "RecordTooNew",
+    "Restored",
     "StorageActor",
     "StorageConfig",
     "StorageConfigError",
@@ -69,11 +85,17 @@ __all__ = [
     "VersionConflict",
     "Versioned",
     "WrongMasterKey",
+    "backup_storage",
     "check_files",
+    "export_namespace",
+    "files_in_use",
+    "import_namespace",
     "migrate_namespace",
     "namespace_files",
     "open_storage",
     "open_storage_from_env",
     "parse_master_key",
+    "restore_backup",
     "storage_config_from_env",
+    "verify_backup",
 ]

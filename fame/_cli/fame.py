@@ -11,6 +11,10 @@
 ``fame dump DIR NAMESPACE``            print a namespace as JSON lines
 ``fame check DIR``                     verify every page and record of a directory
 ``fame migrate DIR --namespace NS``    upgrade a namespace's records to its model's version
+``fame backup DIR DEST [--offline]``   a consistent copy of a directory, live or stopped
+``fame restore BACKUP --to DIR``       put a verified backup in place of a directory
+``fame export DIR NAMESPACE [-o F]``   a namespace as JSON lines (bytes, versions)
+``fame import DIR NAMESPACE FILE``     write exported JSON lines into a namespace
 ``fame identity``                      print the project agent's node id and key
 ``fame enroll [NODE_ID PUBLIC_KEY]``   let a node attach to the project's sentinel
 ``fame revoke NODE_ID``                remove a node's enrollment, pin and bindings
@@ -109,7 +113,68 @@ def _parser() -> argparse.ArgumentParser:
     _admin_commands(command)
     _dlq_command(command)
     _migrate_command(command)
+    _backup_commands(command)
     return parser
+
+
+def _backup_commands(command: Callable[[str, str], argparse.ArgumentParser]) -> None:
+    """``fame backup|restore|export|import`` (``_backup``, ``_export``)."""
+
+    def config(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument(
+            "--config", action="append", default=[], type=Path, metavar="FILE",
+            help="settings with the master key (default: conf/agent.env and conf/secrets.env)",
+        )  # fmt: skip
+
+    backup = command("backup", "copy a storage directory consistently, even while its node runs")
+    backup.add_argument("directory", type=Path, help="the storage directory, e.g. data/agent")
+    backup.add_argument("backup_dest", type=Path, metavar="DEST", help="a new directory")
+    backup.add_argument(
+        "--offline", action="store_true",
+        help="copy the files here, and refuse if a running process holds them",
+    )  # fmt: skip
+    config(backup)
+    restore = command("restore", "put a verified backup in place of a storage directory")
+    restore.add_argument("backup_dir", type=Path, metavar="BACKUP")
+    restore.add_argument("--to", dest="directory", type=Path, required=True, metavar="DIR")
+    restore.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    config(restore)
+    export = command("export", "write a namespace as JSON lines: key, value bytes, version")
+    export.add_argument("directory", type=Path)
+    export.add_argument("namespace")
+    export.add_argument("-o", "--output", dest="export_output", type=Path, metavar="FILE")
+    export.add_argument("--progress", action="store_true", help="show a progress bar anyway")
+    config(export)
+    import_ = command("import", "write exported JSON lines into a namespace (idempotent)")
+    import_.add_argument("directory", type=Path)
+    import_.add_argument("namespace")
+    import_.add_argument("import_file", type=Path, metavar="FILE")
+    import_.add_argument("--progress", action="store_true", help="show a progress bar anyway")
+    config(import_)
+
+
+def _backup_command(args: argparse.Namespace) -> int:
+    from . import _admin, _backup, _export
+
+    files = args.config or [AGENT_CONF, SECRETS_FILE]
+    settings = load_settings(files, optional=not args.config)
+    command = args.command
+
+    def action() -> int:
+        if command == "backup":
+            return _backup.backup(args.directory, args.backup_dest, settings, offline=args.offline)
+        if command == "restore":
+            return _backup.restore(args.backup_dir, args.directory, settings, yes=args.yes)
+        if command == "export":
+            return _export.export(
+                args.directory, args.namespace, args.export_output, settings,
+                progress=args.progress,
+            )  # fmt: skip
+        return _export.import_(
+            args.directory, args.namespace, args.import_file, settings, progress=args.progress
+        )
+
+    return _admin.run(command, action)
 
 
 def _clean_command(command: Callable[[str, str], argparse.ArgumentParser]) -> None:
@@ -188,7 +253,10 @@ def _admin_commands(command: Callable[[str, str], argparse.ArgumentParser]) -> N
 
 def _absolute(args: argparse.Namespace) -> None:
     """Make the paths given on the command line absolute before changing directory."""
-    for name in ("config", "ready_file", "directory"):
+    for name in (
+        "config", "ready_file", "directory", "backup_dest", "backup_dir", "export_output",
+        "import_file",
+    ):  # fmt: skip
         value = getattr(args, name, None)
         if isinstance(value, list):
             setattr(args, name, [path.absolute() for path in value])
@@ -254,6 +322,8 @@ def _dispatch(args: argparse.Namespace) -> int:
                 prefix=args.prefix, batch=args.batch,
             ),
         )  # fmt: skip
+    if command in ("backup", "restore", "export", "import"):
+        return _backup_command(args)
     if command == "logs":
         return _services.logs(args.n)
     if command == "clean":

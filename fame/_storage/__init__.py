@@ -5,6 +5,7 @@ Agents get a typed :class:`KeyValueStore` per namespace from the node's
 :class:`StorageActor`. See ``docs/storage.md``.
 """
 
+from ._backup import BackupInvalid, BackupRefused
 from ._builtin import BuiltinStorageProvider
 from ._config import StorageConfig, storage_config_from_env
 from ._errors import (
@@ -37,6 +38,8 @@ from ._storage_actor import StorageActor
 
 __all__ = [
     "ENTRY_POINT_GROUP",
+    "BackupInvalid",
+    "BackupRefused",
     "BuiltinStorageProvider",
     "DamagedDatabase",
     "DatabaseInUse",

@@ -44,6 +44,7 @@ from ._errors import KeyMissing, StorageError, VersionConflict
 __all__ = [
     "READ_CHUNK",
     "Backend",
+    "Backup",
     "BulkRead",
     "Count",
     "DeduplicatedOp",
@@ -122,6 +123,18 @@ class Delete:
 class DeleteMany:
     keys: tuple[str, ...]
     request_id: str | None = None
+
+
+@attrs.frozen
+class Backup:
+    """Copy the database file, as committed now, into ``directory`` (see ``_backup``).
+
+    ``key`` is the key the copy is encrypted with: the source file's own, so
+    the copy opens with the same master key; ``None`` for a plain file.
+    """
+
+    directory: str
+    key: bytes | None = attrs.field(repr=False)
 
 
 @attrs.frozen

@@ -45,6 +45,7 @@ from pathlib import Path
 
 import sqlcipher3
 
+from ._backup_manifest import FileCopy
 from ._dedupe import DedupeLimits
 from ._errors import DamagedDatabase, DatabaseInUse, StorageError, StorageFull
 from ._ops import (
@@ -462,6 +463,12 @@ class SqliteBackend:
             oldest = self._conn.execute(_OLDEST_REQUEST).fetchone()
             self._oldest_request = math.inf if oldest is None else _time(oldest[0], -math.inf)
         return len(removed)
+
+    def backup(self, directory: Path, key: bytes | None) -> FileCopy:
+        """Copy this file as committed now into ``directory`` (see ``_sqlcipher_backup``)."""
+        from ._sqlcipher_backup import copy_live
+
+        return copy_live(self._conn, self.path, directory, key)
 
     def close(self) -> None:
         """Checkpoint the WAL into the main file and close, leaving no ``-wal`` behind.
