@@ -28,10 +28,12 @@ from pathlib import Path
 import trio
 
 import fame
+from fame.lowlevel import NodeAdmin
 from fame.security import format_public_key
 from fame.storage import StorageConfig, StorageProvider, open_storage, storage_config_from_env
 
 from ._errors import errors, one_line, shown_path
+from ._live_admin import node_admin_address
 from ._logs import configure_logging
 from ._settings import (
     SettingError,
@@ -316,6 +318,9 @@ async def _attach(
     ):
         for cls, address in classes:
             await node.spawn(cls, address)
+        # Its live storage administration (fame backup), for the admin only;
+        # a policy that does not let it bind leaves the node serving as before.
+        await node.spawn(lambda: NodeAdmin(provider), node_admin_address(settings))
         # Ready means reachable: the sentinel confirmed every agent's address.
         await uplink.wait_bound()
         refused = {

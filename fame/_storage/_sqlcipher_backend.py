@@ -46,6 +46,7 @@ from pathlib import Path
 
 import sqlcipher3
 
+from ._backup_manifest import FileCopy
 from ._dedupe import DedupeLimits
 from ._errors import DamagedDatabase, DatabaseInUse, StorageError, StorageFull
 from ._ops import (
@@ -108,6 +109,7 @@ _PUT = (
     " expires_at = excluded.expires_at"
 )
 _DELETE = "DELETE FROM kv WHERE key = ?"
+_REPLACE = "UPDATE kv SET value = ?, version = ? WHERE key = ?"
 _PURGE = (
     "DELETE FROM kv WHERE key IN (SELECT key FROM kv WHERE expires_at IS NOT NULL"
     " AND expires_at <= ? LIMIT ?)"
@@ -546,6 +548,9 @@ class SqliteBackend:
     def remove(self, key: str) -> None:
         self._conn.execute(_DELETE, (key,))
 
+    def replace(self, key: str, value: bytes, version: int) -> None:
+        self._conn.execute(_REPLACE, (value, version, key))
+
     def purge(self, now: float, limit: int) -> int:
         return int(self._conn.execute(_PURGE, (now, limit)).rowcount)
 
@@ -606,6 +611,12 @@ class SqliteBackend:
             oldest = self._conn.execute(_OLDEST_REQUEST).fetchone()
             self._oldest_request = math.inf if oldest is None else _time(oldest[0], -math.inf)
         return len(removed)
+
+    def backup(self, directory: Path, key: bytes | None) -> FileCopy:
+        """Copy this file as committed now into ``directory`` (see ``_sqlcipher_backup``)."""
+        from ._sqlcipher_backup import copy_live
+
+        return copy_live(self._conn, self.path, directory, key)
 
     def close(self) -> None:
         """Checkpoint the WAL into the main file and close, leaving no ``-wal`` behind.
