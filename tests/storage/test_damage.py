@@ -146,3 +146,28 @@ async def test_a_stream_ends_at_the_damage_and_the_agent_keeps_running(
         ).value
     assert len(started) == 1, "the agent was restarted"
     assert len(opened) == 1, "the storage actor was restarted"
+
+
+async def test_a_write_that_meets_the_damaged_page_is_rolled_back(tmp_path: Path) -> None:
+    """The first operation on the file is a write to the damaged page: nothing of it is kept."""
+    directory = tmp_path / "db"
+    path = await fill(directory, 5_000)
+    page = damage(path)
+    async with open_storage(config(directory)) as provider:
+        store = await provider.get_kv_store(RecordModel, NAMESPACE)
+        victims = []
+        for i in range(5_000):
+            try:
+                await store.get(key_of(i))
+            except DamagedDatabase:
+                victims.append(key_of(i))
+    assert victims
+    async with open_storage(config(directory)) as provider:
+        store = await provider.get_kv_store(RecordModel, NAMESPACE)
+        with pytest.raises(StorageWriteFailed) as write:
+            await store.set_many({"a-new-key": RecordModel("v"), victims[0]: RecordModel("w")})
+        cause = write.value.__cause__
+        assert isinstance(cause, DamagedDatabase) and cause.pages == (page,)
+        assert await store.get("a-new-key") is None  # rolled back: none of the writes kept
+        assert await store.get(key_of(0)) == value_of(0)
+        assert await store.get(key_of(4_999)) == value_of(4_999)
