@@ -36,7 +36,7 @@ from ._errors import DamagedDatabase, StorageError, WrongMasterKey
 from ._keys import file_key
 from ._namespace import check_agent_namespace, check_internal_namespace, database_path
 from ._probe import KeyCheck, probe_encrypted, probe_plain
-from ._sqlcipher_backend import open_sqlite
+from ._sqlcipher_backend import SqliteBackend, open_sqlite
 from ._sqlcipher_salvage import RawRow, SalvageReader
 
 __all__ = ["LostRange", "SalvageReport", "salvage_namespace", "work_directory"]
@@ -159,16 +159,19 @@ def _copy(
         try:
             copied, highest, lost = 0, 0, []
             start: str | None = None
+            last_copied: str | None = None
             inclusive = True
             while True:
                 rows, damaged = reader.forward(start, inclusive=inclusive, limit=BATCH)
                 copied, highest = _store(backend, rows, copied, highest)
+                if rows:
+                    last_copied = rows[-1][0]
                 if damaged:
-                    # With no row read, the damage starts at ``start`` (a key
-                    # read before: it is reported as the range's lower end).
-                    after = rows[-1][0] if rows else start
-                    resume = _next_readable(reader, after)
-                    lost.append(LostRange(after, resume))
+                    # Bisect past the last key read (or ``start``, which was
+                    # readable a moment ago, so the search moves on); report
+                    # everything between the keys copied on either side.
+                    resume = _next_readable(reader, rows[-1][0] if rows else start)
+                    lost.append(LostRange(last_copied, resume))
                     if resume is None:
                         break
                     start, inclusive = resume, True
@@ -187,9 +190,11 @@ def _copy(
     return SalvageReport(namespace, copy, building, copied, tuple(lost), pages, reader.reopened)
 
 
-def _store(backend: object, rows: list[RawRow], copied: int, highest: int) -> tuple[int, int]:
+def _store(
+    backend: SqliteBackend, rows: list[RawRow], copied: int, highest: int
+) -> tuple[int, int]:
     if rows:
-        backend.insert_rows(rows, 0)  # type: ignore[attr-defined]
+        backend.insert_rows(rows, 0)
         highest = max(highest, max(row[2] for row in rows))
     return copied + len(rows), highest
 
