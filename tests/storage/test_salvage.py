@@ -133,6 +133,44 @@ async def test_every_key_not_copied_is_in_a_reported_range(tmp_path: Path) -> No
         assert (key in copied) != inside, key  # copied, or reported as not readable
 
 
+CRASHED_WRITER = """
+import os, sys, trio
+from pathlib import Path
+from agents.storage_agent import NAMESPACE, RecordModel
+from fame.storage import StorageConfig, open_storage, parse_master_key
+
+async def main():
+    config = StorageConfig(
+        profile="encrypted-sqlite", directory=Path(sys.argv[1]),
+        master_key=parse_master_key(os.environ["FAME_STORAGE_MASTER_KEY"]),
+    )
+    async with open_storage(config) as provider:
+        store = await provider.get_kv_store(RecordModel, NAMESPACE)
+        await store.set("zz-only-in-the-wal", RecordModel("acknowledged"))
+        os._exit(0)  # as a SIGKILL would: the -wal is not checkpointed
+
+trio.run(main)
+"""
+
+
+async def test_records_only_in_a_kept_wal_are_salvaged(tmp_path: Path) -> None:
+    source = tmp_path / "db"
+    await fill(source, 2_000)
+    writer = await trio.run_process(
+        [sys.executable, "-c", CRASHED_WRITER, str(source)], env=fame_env(), check=False
+    )
+    assert writer.returncode == 0
+    assert (source / f"{FILE}-wal").stat().st_size > 0
+    before = hashes(source)
+    report = await trio.to_thread.run_sync(
+        lambda: salvage_namespace(config(source), NAMESPACE, tmp_path / "out")
+    )
+    assert report.complete and report.copied == 2_001
+    assert hashes(source) == before  # the -wal was copied, not replayed into the source
+    copied = await read_all(tmp_path / "out")
+    assert copied["zz-only-in-the-wal"].value == "acknowledged"
+
+
 KILL_RECORDS = 10_000
 
 
