@@ -374,7 +374,10 @@ class KeyValueStore(Generic[M]):
         return rows
 
     async def keys(self, prefix: str = "") -> AsyncIterator[str]:
-        """The live keys starting with ``prefix``, in order, page by page."""
+        """The live keys starting with ``prefix``, in order, page by page.
+
+        Ends at a damaged page as :meth:`scan` does.
+        """
         check_prefix(prefix)
         after: str | None = None
         sizes = _PageSizes()
@@ -399,7 +402,12 @@ class KeyValueStore(Generic[M]):
         self, prefix: str = "", *, limit: int | None = None, after: str | None = None
     ) -> AsyncIterator[tuple[str, M]]:
         """Live ``(key, value)`` pairs with keys starting with ``prefix`` and greater
-        than ``after``, in key order, at most ``limit`` of them, page by page."""
+        than ``after``, in key order, at most ``limit`` of them, page by page.
+
+        A damaged page of the file ends the scan with :class:`DamagedDatabase`
+        after every record before it was delivered; its ``after_key`` is the
+        last key delivered (``None``: none). Nothing is skipped.
+        """
         check_prefix(prefix)
         if after is not None:
             check_prefix(after, "after")

@@ -33,6 +33,13 @@ transaction that would grow the file past it, or that meets a full disk,
 fails with ``SQLITE_FULL``, which is raised as :class:`StorageFull`.
 A backend is used by its storage actor only, from one thread at a time
 (hence ``check_same_thread=False``).
+
+A damaged page (see ``_sqlcipher_damage``) fails the read that touched it
+with :class:`DamagedDatabase` (naming the file, the damaged pages and the
+key, or for a scan the last key read); the backend then opens its
+connection again, as SQLCipher fails every later statement of the old one,
+so reads of other pages go on. From then on it refuses writes: a damaged
+file is never written again (``fame salvage`` copies what it holds).
 """
 
 from __future__ import annotations
