@@ -4,7 +4,9 @@ A node gets its storage from a :class:`StorageProvider` (``open_node``
 takes one); :func:`open_storage` opens the built-in provider for a
 :class:`StorageConfig`, and agents get a typed :class:`KeyValueStore` per
 namespace from it. :func:`check_files` and :func:`namespace_files` inspect a
-storage directory offline (``fame check``, ``fame inspect``). See
+storage directory offline (``fame check``, ``fame inspect``);
+:func:`plan_rekey` and :func:`rekey_files` re-encrypt one under a new
+master key (``fame rekey``). See
 ``docs/storage.md``.
 """
 
@@ -37,6 +39,7 @@ from ._storage import (
 )
 from ._storage._integrity import FileCheck, check_files
 from ._storage._namespace import namespace_files
+from ._storage._rekey import RekeyPlan, plan_rekey, rekey_files
 
 __all__ = [
     "ENTRY_POINT_GROUP",
@@ -50,6 +53,7 @@ __all__ = [
     "KeyValueStore",
     "MasterKey",
     "RecordInvalid",
+    "RekeyPlan",
     "StorageActor",
     "StorageConfig",
     "StorageConfigError",
@@ -66,5 +70,7 @@ __all__ = [
     "open_storage",
     "open_storage_from_env",
     "parse_master_key",
+    "plan_rekey",
+    "rekey_files",
     "storage_config_from_env",
 ]

@@ -103,6 +103,7 @@ SUBMODULES = {
             "FileCheck",
             "KeyValueStore",
             "MasterKey",
+            "RekeyPlan",
             "StorageActor",
             "StorageConfig",
             "StorageProvider",
@@ -113,6 +114,8 @@ SUBMODULES = {
             "open_storage",
             "open_storage_from_env",
             "parse_master_key",
+            "plan_rekey",
+            "rekey_files",
             "storage_config_from_env",
             *STORAGE_ERRORS,
         ]

@@ -33,6 +33,7 @@ from fame.storage import StorageConfig, StorageProvider, open_storage, storage_c
 
 from ._errors import errors, one_line, shown_path
 from ._logs import configure_logging
+from ._rekey import PENDING_KEY, pending_hint
 from ._settings import (
     SettingError,
     admission,
@@ -110,8 +111,12 @@ def storage_config(settings: MutableMapping[str, str]) -> StorageConfig:
     """Parse the storage settings once, then drop the master key's text.
 
     From here on the process holds the key as bytes in ``config.master_key``
-    only: not in ``settings``, ``config.env`` or ``os.environ``.
+    only: not in ``settings``, ``config.env`` or ``os.environ``. A node
+    refuses to start while ``fame rekey`` has not finished: some files are
+    under the new key already.
     """
+    if settings.get(PENDING_KEY, "").strip():
+        raise StartupError(pending_hint())
     config = storage_config_from_env(settings)
     forget_master_key(settings)
     return config

@@ -16,6 +16,7 @@
 ``fame admin release ADDRESS``         drop the stored binding of an address
 ``fame rotate token|sentinel-key|...`` a new token or key, the old one for a grace
 ``fame dlq list|replay|drop``          a stopped node's dead letters (``tell``)
+``fame rekey [DIR...] [--new-key KEY]`` re-encrypt the storage under a new master key
 =====================================  ============================================
 
 Every command works in the project directory: ``--project DIR`` (before or
@@ -106,6 +107,7 @@ def _parser() -> argparse.ArgumentParser:
     dump.add_argument("--config", action="append", default=[], type=Path, metavar="FILE")
     _admin_commands(command)
     _dlq_command(command)
+    _rekey_command(command)
     return parser
 
 
@@ -130,6 +132,18 @@ def _dlq_command(command: Callable[[str, str], argparse.ArgumentParser]) -> None
             "--directory", type=Path, metavar="DIR",
             help="the node's storage directory (default: FAME_STORAGE_DB_DIRECTORY)",
         )  # fmt: skip
+
+
+def _rekey_command(command: Callable[[str, str], argparse.ArgumentParser]) -> None:
+    """``fame rekey``: a new master key for the stopped project's storage (``_rekey``)."""
+    rekey = command("rekey", "re-encrypt every storage file under a new master key (stopped)")
+    rekey.add_argument(
+        "directories", nargs="*", type=Path, metavar="DIR",
+        help="storage directories (default: those of conf/agent.env and conf/sentinel.env)",
+    )  # fmt: skip
+    rekey.add_argument(
+        "--new-key", metavar="KEY", help="the new master key (default: a new random one)"
+    )
 
 
 def _admin_commands(command: Callable[[str, str], argparse.ArgumentParser]) -> None:
@@ -162,7 +176,7 @@ def _admin_commands(command: Callable[[str, str], argparse.ArgumentParser]) -> N
 
 def _absolute(args: argparse.Namespace) -> None:
     """Make the paths given on the command line absolute before changing directory."""
-    for name in ("config", "ready_file", "directory"):
+    for name in ("config", "ready_file", "directory", "directories"):
         value = getattr(args, name, None)
         if isinstance(value, list):
             setattr(args, name, [path.absolute() for path in value])
@@ -215,6 +229,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _admin.run(
             f"dlq {args.action}", lambda: _dlq.dlq(args, settings, own_project=not args.config)
         )
+    if command == "rekey":
+        from . import _rekey
+
+        return _rekey.rekey(args.directories, args.new_key)
     if command == "logs":
         return _services.logs(args.n)
     actions = {
