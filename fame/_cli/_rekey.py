@@ -39,6 +39,7 @@ from fame.storage import (
 )
 
 from ._errors import shown_path
+from ._processes import SERVICES
 from ._settings import (
     AGENT_CONF,
     MASTER_KEY,
@@ -168,6 +169,14 @@ def _plan(directories: Sequence[Path], current: MasterKey, new: MasterKey) -> li
 
 def rekey(directories: Sequence[Path], new_key_text: str | None) -> int:
     """Run ``fame rekey``; progress lines on stderr; 0 when every file is under the new key."""
+    running = [f"{s.name} (pid {pid})" for s in SERVICES if (pid := s.pid()) is not None]
+    if running:
+        # A node opens a namespace's file on first use: one running may hold
+        # no file yet, and open one under the old key mid-rotation.
+        raise RekeyRefused(
+            f"the services run: {', '.join(running)}; stop them first (just stop), then run"
+            " fame rekey again. Nothing was changed"
+        )
     current, new, pending = _keys(new_key_text)
     directories = list(directories) or project_directories()
     if not directories:
