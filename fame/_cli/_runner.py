@@ -111,15 +111,17 @@ def storage_config(settings: MutableMapping[str, str]) -> StorageConfig:
     """Parse the storage settings once, then drop the master key's text.
 
     From here on the process holds the key as bytes in ``config.master_key``
-    only: not in ``settings``, ``config.env`` or ``os.environ``. A node
-    refuses to start while ``fame rekey`` has not finished: some files are
-    under the new key already.
+    only: not in ``settings``, ``config.env`` or ``os.environ``.
     """
-    if settings.get(PENDING_KEY, "").strip():
-        raise StartupError(pending_hint())
     config = storage_config_from_env(settings)
     forget_master_key(settings)
     return config
+
+
+def refuse_pending_rekey(settings: Mapping[str, str]) -> None:
+    """Refuse to start while ``fame rekey`` has not finished: some files have the new key."""
+    if settings.get(PENDING_KEY, "").strip():
+        raise StartupError(pending_hint())
 
 
 def _describe_storage(config: StorageConfig) -> str:
@@ -159,6 +161,7 @@ Reload = Callable[[], MutableMapping[str, str]]
 
 
 async def _sentinel_main(settings: MutableMapping[str, str], ready: _Ready, reload: Reload) -> None:
+    refuse_pending_rekey(settings)
     # Every setting is checked before the storage opens, so a typo costs nothing.
     sentinel_port(settings)
     admission(settings)
@@ -272,6 +275,7 @@ async def _guarded(fn: Callable[..., Awaitable[None]], *args: object) -> Excepti
 async def _node_main(
     settings: MutableMapping[str, str], agents: Sequence[AgentSpec], ready: _Ready
 ) -> None:
+    refuse_pending_rekey(settings)
     url = sentinel_url(settings)
     token = client_token(settings)
     classes = [(spec.load(), spec.address) for spec in agents]
