@@ -207,9 +207,11 @@ def rekey(directories: Sequence[Path], new_key_text: str | None) -> int:
         written += rekey_files(plan, current, new, progress)
     elapsed = time.monotonic() - began
     write_private(SECRETS_FILE, _secrets_text({MASTER_KEY: new.export(), PENDING_KEY: ""}))
-    rate = written / _MB / elapsed if elapsed > 0 else 0.0
+    # The rate of the files as they were: a copy leaves out free pages, so
+    # it may be smaller.
+    rate = size / _MB / elapsed if elapsed > 0 else 0.0
     _say(
-        f"done: {files} files, {written / _MB:.1f} MB in {elapsed:.2f} s ({rate:.1f} MB/s);"
-        f" {MASTER_KEY} in {SECRETS_FILE} is now the new key"
+        f"done: {files} files, {size / _MB:.1f} MB in {elapsed:.2f} s ({rate:.1f} MB/s,"
+        f" {written / _MB:.1f} MB written); {MASTER_KEY} in {SECRETS_FILE} is now the new key"
     )
     return 0
