@@ -8,7 +8,7 @@ under the new key, its fsync and the rename). The same copy machinery
 migrates v1 files when a node opens their directory, so the figure is
 also that migration's rate.
 
-Run: ``python bench/bench_rekey.py [MB]`` (default 55, which makes about 50 MB of files; about 20 s).
+Run: ``python bench/bench_rekey.py [MB]`` (default 55: about 50 MB of files; about 20 s).
 """
 
 from __future__ import annotations
@@ -79,7 +79,7 @@ def main() -> None:
             check=True,
         )
         print(done.stderr, end="")
-        found = re.search(r"\(([0-9.]+) MB/s\)", done.stderr)
+        found = re.search(r"\(([0-9.]+) MB/s", done.stderr)
         print(f"rekey: {found.group(1) if found else '?'} MB/s (MB = 2^20 bytes)")
 
 
