@@ -136,19 +136,19 @@ def _keys(new_key_text: str | None) -> tuple[MasterKey, MasterKey, bool]:
             " fame rekey rotates the file's key: unset it and run again. Nothing was changed"
         )
     current = parse_master_key(current_text, MASTER_KEY)
-    asked = parse_master_key(new_key_text, "--new-key") if new_key_text else None
+    asked = parse_master_key(new_key_text, "--new-key-file") if new_key_text else None
     pending_text = values.get(PENDING_KEY, "")
     if pending_text.strip():
         pending = parse_master_key(pending_text, PENDING_KEY)
         if asked is not None and asked != pending:
             raise RekeyRefused(
                 f"a rotation to another key is pending ({PENDING_KEY} in {SECRETS_FILE});"
-                " run fame rekey without --new-key to finish it first. Nothing was changed"
+                " run fame rekey without --new-key-file to finish it first. Nothing was changed"
             )
         return current, pending, True
     new = asked or MasterKey.generate()
     if new == current:
-        raise RekeyRefused("--new-key is the current master key: nothing to do")
+        raise RekeyRefused("the key of --new-key-file is the current master key: nothing to do")
     return current, new, False
 
 

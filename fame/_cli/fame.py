@@ -16,7 +16,7 @@
 ``fame admin release ADDRESS``         drop the stored binding of an address
 ``fame rotate token|sentinel-key|...`` a new token or key, the old one for a grace
 ``fame dlq list|replay|drop``          a stopped node's dead letters (``tell``)
-``fame rekey [DIR...] [--new-key KEY]`` re-encrypt the storage under a new master key
+``fame rekey [DIR...]``                re-encrypt the storage under a new master key
 =====================================  ============================================
 
 Every command works in the project directory: ``--project DIR`` (before or
@@ -41,7 +41,13 @@ from . import _services
 from ._errors import errors, one_line
 from ._hardening import disable_core_dumps
 from ._project import PROJECT_ENV, enter_project, import_from_project
-from ._settings import AGENT_CONF, SECRETS_FILE, ConfigFileError, load_settings
+from ._settings import (
+    AGENT_CONF,
+    SECRETS_FILE,
+    ConfigFileError,
+    load_settings,
+    read_token_file,
+)
 
 __all__ = ["main"]
 
@@ -142,8 +148,11 @@ def _rekey_command(command: Callable[[str, str], argparse.ArgumentParser]) -> No
         help="storage directories (default: those of conf/agent.env and conf/sentinel.env)",
     )  # fmt: skip
     rekey.add_argument(
-        "--new-key", metavar="KEY", help="the new master key (default: a new random one)"
-    )
+        "--new-key-file", metavar="FILE",
+        type=lambda text: text if text == "-" else str(Path(text).absolute()),
+        help="read the new master key from FILE, or stdin for - (never argv, which ps shows);"
+        " default: a new random one",
+    )  # fmt: skip
 
 
 def _admin_commands(command: Callable[[str, str], argparse.ArgumentParser]) -> None:
@@ -232,7 +241,10 @@ def _dispatch(args: argparse.Namespace) -> int:
     if command == "rekey":
         from . import _rekey
 
-        return _rekey.rekey(args.directories, args.new_key)
+        new_key = None
+        if args.new_key_file is not None:
+            new_key = read_token_file(args.new_key_file, sys.stdin, source="--new-key-file")
+        return _rekey.rekey(args.directories, new_key)
     if command == "logs":
         return _services.logs(args.n)
     actions = {

@@ -22,6 +22,7 @@ or its new key, and which one is told by probing page 1 with each.
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import secrets
@@ -34,7 +35,7 @@ from ._errors import DamagedDatabase, DatabaseInUse, StorageError, WrongMasterKe
 from ._keys import MasterKey, find_file_key, salted_file_key
 from ._namespace import ENCRYPTED_SUFFIX
 from ._probe import SALT_SIZE, read_salt
-from ._sqlcipher_rekey import export_rekeyed, holds_lock
+from ._sqlcipher_rekey import export_rekeyed
 
 __all__ = [
     "TEMP_SUFFIX",
@@ -50,6 +51,10 @@ log = logging.getLogger("fame.storage")
 
 TEMP_SUFFIX = ".rekey-tmp"
 """The copy being written; its name never ends like a database file's."""
+# SQLite's lock bytes (os_unix.c): every connection that has the file open
+# for reading or writing holds a POSIX lock on part of this range.
+_SHARED_FIRST = 0x40000000 + 2
+_SHARED_SIZE = 510
 
 
 def encrypted_files(directory: Path) -> list[Path]:
@@ -145,31 +150,26 @@ class RekeyPlan:
 
 
 def plan_rekey(directory: Path, old: MasterKey, new: MasterKey) -> RekeyPlan:
-    """Check ``directory`` before anything is changed: which files still need the new key.
+    """Check ``directory`` without changing a byte: which files still need the new key.
 
     Raises :class:`DatabaseInUse` if a process (a running node) holds a
     file, :class:`WrongMasterKey` if no file opens with either key,
     :class:`DamagedDatabase` for a file that opens with neither while
-    others do. Removes copies a killed run left.
+    others do. Copies a killed run left are removed afterwards.
     """
-    remove_temporaries(directory)
     todo, done, lost = [], [], []
     for path in encrypted_files(directory):
         if read_salt(path) is None:
             done.append(path)  # never written: it takes the key it is first opened with
             continue
-        under_new = find_file_key(new, path)
-        if under_new.verified:
-            key = under_new.key
+        if find_file_key(new, path).verified:
             done.append(path)
-        else:
-            found = find_file_key(old, path)
-            if not found.verified:
-                lost.append(path)
-                continue
-            key = found.key
+        elif find_file_key(old, path).verified:
             todo.append(path)
-        if holds_lock(path, key):
+        else:
+            lost.append(path)
+            continue
+        if held_by_another_process(path):
             raise DatabaseInUse(str(path))
     if lost:
         if not todo and not done:
@@ -177,6 +177,7 @@ def plan_rekey(directory: Path, old: MasterKey, new: MasterKey) -> RekeyPlan:
         raise DamagedDatabase(
             str(lost[0]), "page 1 authenticates with neither the current nor the new master key"
         )
+    remove_temporaries(directory)
     return RekeyPlan(directory, todo, done)
 
 
@@ -197,6 +198,27 @@ def rekey_files(
         total += size
         progress(path, size)
     return total
+
+
+def held_by_another_process(path: Path) -> bool:
+    """Whether a process has ``path`` open through SQLite (a running node does).
+
+    Asks for a write lock on SQLite's shared-lock range without waiting and
+    gives it back at once: nothing is read or written, unlike opening the
+    file, which would replay and checkpoint a ``-wal``. POSIX locks belong
+    to the process, so this must not be asked while this process has the
+    file open in SQLite (closing ``fd`` would drop that connection's locks).
+    """
+    fd = os.open(path, os.O_RDWR)
+    try:
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, _SHARED_SIZE, _SHARED_FIRST)
+        except OSError:
+            return True
+        fcntl.lockf(fd, fcntl.LOCK_UN, _SHARED_SIZE, _SHARED_FIRST)
+        return False
+    finally:
+        os.close(fd)
 
 
 def _fsync_directory(directory: Path) -> None:

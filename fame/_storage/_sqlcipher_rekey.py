@@ -17,7 +17,7 @@ import sqlcipher3
 from ._errors import StorageError
 from ._sqlcipher_backend import LOCK_WAIT, _database_error
 
-__all__ = ["export_rekeyed", "holds_lock"]
+__all__ = ["export_rekeyed"]
 
 
 def export_rekeyed(source: Path, key: bytes, target: Path, new_key: bytes) -> None:
@@ -45,28 +45,5 @@ def export_rekeyed(source: Path, key: bytes, target: Path, new_key: bytes) -> No
             conn.execute("DETACH DATABASE rekeyed")
         except sqlcipher3.DatabaseError as exc:
             raise _database_error(source, exc, "cannot copy it under the new key") from None
-    finally:
-        conn.close()
-
-
-def holds_lock(path: Path, key: bytes) -> bool:
-    """Whether another process holds ``path`` (a running node does, for its whole life).
-
-    Opens the file as the copy will (exclusive locking, so no ``-shm``)
-    without waiting for a lock. False also for a file that cannot be read
-    for another reason: the copy reports that one.
-    """
-    conn = sqlcipher3.connect(str(path), timeout=0, isolation_level=None)
-    try:
-        conn.execute("PRAGMA cipher_log_level = NONE")
-        conn.execute(f"PRAGMA key = \"x'{key.hex()}'\"")
-        conn.execute("PRAGMA locking_mode = EXCLUSIVE")
-        try:
-            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
-        except sqlcipher3.OperationalError as exc:
-            return "locked" in str(exc) or "busy" in str(exc)
-        except sqlcipher3.DatabaseError:
-            return False
-        return False
     finally:
         conn.close()

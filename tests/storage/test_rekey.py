@@ -104,9 +104,11 @@ def test_rekey_moves_every_file_to_the_new_key(tmp_path: Path) -> None:
     old = make_project(tmp_path, 200, legacy=True)
     before = listing(tmp_path)
     new = MasterKey.generate()
-    done = fame(tmp_path, "rekey", "--new-key", new.export())
+    (tmp_path / "new.key").write_text(new.export() + "\n")
+    done = fame(tmp_path, "rekey", "--new-key-file", "new.key")
     assert done.returncode == 0, done.stderr
-    assert re.search(r"done: 6 files, [0-9.]+ MB in [0-9.]+ s \([0-9.]+ MB/s\)", done.stderr)
+    assert re.search(r"done: 6 files, [0-9.]+ MB in [0-9.]+ s \([0-9.]+ MB/s", done.stderr)
+    (tmp_path / "new.key").unlink()
     assert listing(tmp_path) == before  # no file added or left behind
     values = secrets_of(tmp_path)
     assert parse_master_key(values[MASTER]) == new
