@@ -12,6 +12,7 @@ from fame._storage import MasterKey, WrongMasterKey, open_storage
 from fame._storage._keys import derive_file_key, file_key, find_file_key
 from fame._storage._probe import KeyCheck, page_one_verifies, probe_encrypted
 from fame._storage._rekey import TEMP_SUFFIX
+from fame.storage import check_files
 
 from .rekey_data import NAMESPACES, config, expected, fill, legacy_keys, read_all, record
 
@@ -94,3 +95,12 @@ def test_a_wrong_master_key_is_still_named_and_nothing_is_migrated(tmp_path: Pat
         trio.run(open_with_another_key)
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
     assert set(before) >= {n + "_encrypted_value.db" for n in NAMESPACES}
+
+
+def test_the_offline_check_reads_a_v1_directory_without_migrating_it(tmp_path: Path) -> None:
+    master = MasterKey.generate()
+    fill(tmp_path, master, 20, legacy=True)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    checks = check_files(config(tmp_path, master))
+    assert [c.ok for c in checks] == [True] * len(NAMESPACES)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
