@@ -73,7 +73,10 @@ def _say(text: str) -> None:
 
 
 def project_directories() -> list[Path]:
-    """The encrypted storage directories of ``conf/agent.env`` and ``conf/sentinel.env``."""
+    """The encrypted storage directories of ``conf/agent.env`` and ``conf/sentinel.env``.
+
+    One that does not exist yet (a service never started) has nothing to rekey.
+    """
     found: list[Path] = []
     for conf in (AGENT_CONF, SENTINEL_CONF):
         if not conf.exists():
@@ -82,7 +85,7 @@ def project_directories() -> list[Path]:
         if values.get("FAME_STORAGE_PROFILE", "").strip() != "encrypted-sqlite":
             continue
         text = values.get("FAME_STORAGE_DB_DIRECTORY", "").strip()
-        if text and Path(text).absolute() not in found:
+        if text and Path(text).is_dir() and Path(text).absolute() not in found:
             found.append(Path(text).absolute())
     return found
 
