@@ -6,6 +6,7 @@ errors from :class:`StorageError`. The most common ones are also exported
 by :mod:`fame` itself.
 """
 
+from ._agents._state import StateConflict
 from ._core._address import AddressError
 from ._core._errors import (
     ActorCrashed,
@@ -49,6 +50,7 @@ from ._storage import (
     InvalidNamespace,
     KeyMissing,
     RecordInvalid,
+    RecordTooNew,
     StorageConfigError,
     StorageError,
     StorageFull,
@@ -89,11 +91,13 @@ __all__ = [
     "ProtocolMismatch",
     "QuotaExceeded",
     "RecordInvalid",
+    "RecordTooNew",
     "RegistryError",
     "RemoteError",
     "RequestLost",
     "SentinelConfigError",
     "SentinelUnreachable",
+    "StateConflict",
     "StorageConfigError",
     "StorageError",
     "StorageFull",

@@ -6,7 +6,9 @@ takes one); :func:`open_storage` opens the built-in provider for a
 namespace from it. :func:`check_files` and :func:`namespace_files` inspect a
 storage directory offline (``fame check``, ``fame inspect``);
 :func:`plan_rekey` and :func:`rekey_files` re-encrypt one under a new
-master key (``fame rekey``). See
+master key (``fame rekey``);
+:func:`migrate_namespace` upgrades a namespace to its model's version
+(``fame migrate``). See
 ``docs/storage.md``.
 """
 
@@ -21,6 +23,7 @@ from ._storage import (
     KeyValueStore,
     MasterKey,
     RecordInvalid,
+    RecordTooNew,
     StorageActor,
     StorageConfig,
     StorageConfigError,
@@ -38,10 +41,13 @@ from ._storage import (
     storage_config_from_env,
 )
 from ._storage._integrity import FileCheck, check_files
+from ._storage._migrate import DEFAULT_BATCH as DEFAULT_MIGRATION_BATCH
+from ._storage._migrate import MigrationProgress, migrate_namespace
 from ._storage._namespace import namespace_files
 from ._storage._rekey import RekeyPlan, plan_rekey, rekey_files
 
 __all__ = [
+    "DEFAULT_MIGRATION_BATCH",
     "ENTRY_POINT_GROUP",
     "DamagedDatabase",
     "DatabaseInUse",
@@ -52,7 +58,9 @@ __all__ = [
     "KeyMissing",
     "KeyValueStore",
     "MasterKey",
+    "MigrationProgress",
     "RecordInvalid",
+    "RecordTooNew",
     "RekeyPlan",
     "StorageActor",
     "StorageConfig",
@@ -66,6 +74,7 @@ __all__ = [
     "Versioned",
     "WrongMasterKey",
     "check_files",
+    "migrate_namespace",
     "namespace_files",
     "open_storage",
     "open_storage_from_env",

@@ -5,10 +5,12 @@
 ``fame node --config FILE... --agent``  run a node hosting agents
 ``fame keygen [--convert]``            print a new master key (or token)
 ``fame init``                          make the project directory a project
-``fame up|stop|status|logs|clean``     the project's local services
+``fame up|stop|status|logs``           the project's local services
+``fame clean [--yes]``                 stop, then delete data/, the secrets, run/ (asks)
 ``fame inspect DIR``                   list the namespaces of a storage directory
 ``fame dump DIR NAMESPACE``            print a namespace as JSON lines
 ``fame check DIR``                     verify every page and record of a directory
+``fame migrate DIR --namespace NS``    upgrade a namespace's records to its model's version
 ``fame identity``                      print the project agent's node id and key
 ``fame enroll [NODE_ID PUBLIC_KEY]``   let a node attach to the project's sentinel
 ``fame revoke NODE_ID``                remove a node's enrollment, pin and bindings
@@ -99,7 +101,7 @@ def _parser() -> argparse.ArgumentParser:
     command("status", help="show whether the services run")
     logs = command("logs", help="print the end of the services' logs")
     logs.add_argument("-n", type=int, default=40, help="lines per log (default 40)")
-    command("clean", help="stop, then remove conf/secrets.env, data/ and run/")
+    _clean_command(command)
     for name, text in (
         ("inspect", "list the namespaces of a storage directory"),
         ("check", "verify every page and record of a storage directory"),
@@ -114,7 +116,31 @@ def _parser() -> argparse.ArgumentParser:
     _admin_commands(command)
     _dlq_command(command)
     _rekey_command(command)
+    _migrate_command(command)
     return parser
+
+
+def _clean_command(command: Callable[[str, str], argparse.ArgumentParser]) -> None:
+    """``fame clean``: asks before it deletes the data (``_clean``)."""
+    clean = command("clean", "stop, then remove data/, conf/secrets.env and run/ (asks first)")
+    clean.add_argument(
+        "--yes", "-y", action="store_true",
+        help="do not ask (needed without a terminal): the data and its key are gone for good",
+    )  # fmt: skip
+
+
+def _migrate_command(command: Callable[[str, str], argparse.ArgumentParser]) -> None:
+    """``fame migrate``: a stopped node's namespace to its model's version (``_migrate``)."""
+    migrate = command("migrate", "rewrite a namespace's records in its model's current version")
+    migrate.add_argument("directory", type=Path)
+    migrate.add_argument("--namespace", required=True, metavar="NS")
+    migrate.add_argument(
+        "--model", required=True, metavar="MODULE:CLASS",
+        help="the model with __fame_version__ (and __fame_upgrade__), importable from the project",
+    )  # fmt: skip
+    migrate.add_argument("--prefix", default="", help="only the keys starting with it")
+    migrate.add_argument("--batch", type=int, default=500, help="records per transaction")
+    migrate.add_argument("--config", action="append", default=[], type=Path, metavar="FILE")
 
 
 def _dlq_command(command: Callable[[str, str], argparse.ArgumentParser]) -> None:
@@ -245,14 +271,28 @@ def _dispatch(args: argparse.Namespace) -> int:
         if args.new_key_file is not None:
             new_key = read_token_file(args.new_key_file, sys.stdin, source="--new-key-file")
         return _rekey.rekey(args.directories, new_key)
+    if command == "migrate":
+        from . import _admin, _migrate
+
+        import_from_project(project)  # the model is one of the project's modules
+        files = args.config or [AGENT_CONF, SECRETS_FILE]
+        settings = load_settings(files, optional=not args.config)
+        return _admin.run(
+            "migrate",
+            lambda: _migrate.migrate(
+                args.directory, args.namespace, args.model, settings,
+                prefix=args.prefix, batch=args.batch,
+            ),
+        )  # fmt: skip
     if command == "logs":
         return _services.logs(args.n)
+    if command == "clean":
+        return _services.clean(args.yes)
     actions = {
         "init": _services.init,
         "up": _services.up,
         "stop": _services.stop,
         "status": _services.status,
-        "clean": _services.clean,
     }
     return actions[command]()
 

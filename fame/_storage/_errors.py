@@ -21,6 +21,7 @@ __all__ = [
     "InvalidNamespace",
     "KeyMissing",
     "RecordInvalid",
+    "RecordTooNew",
     "StorageConfigError",
     "StorageError",
     "StorageFull",
@@ -174,3 +175,25 @@ class StorageFull(StorageWriteFailed):
         self.path = path
         self.writes = writes
         self.limit = limit
+
+
+class RecordTooNew(StorageError):
+    """A stored record written by a newer version of its model than this code has.
+
+    It is refused, never decoded: run the newer code, or roll the data back.
+    ``version`` is the record's, ``model_version`` the model's
+    ``__fame_version__`` (1 when it declares none).
+    """
+
+    def __init__(
+        self, namespace: str, key: str, model: str, version: int, model_version: int
+    ) -> None:
+        super().__init__(
+            f"stored record for key {key!r} in namespace {namespace!r} was written by version"
+            f" {version} of model {model}, newer than this code's version {model_version};"
+            " it was not read: run the code that wrote it, or a newer one"
+        )
+        self.namespace = namespace
+        self.key = key
+        self.version = version
+        self.model_version = model_version

@@ -6,7 +6,9 @@ work. Models may be ``msgspec.Struct``, attrs classes or dataclasses (or any
 type msgspec can decode). A value is checked on ``set`` by a full
 encode/decode round trip, and a stored record is checked again on every
 read: one that no longer fits the model raises :class:`RecordInvalid`
-naming the namespace and key; it is never skipped.
+naming the namespace and key; it is never skipped. A model may carry a
+version (``__fame_version__``): older records are upgraded on read, newer
+ones refused (see ``_model_version``).
 
 Every write takes an optional ``request_id`` (a str of 1 to 512
 characters): the namespace applies a write with a given id once, and a retry
@@ -33,6 +35,7 @@ from ._dedupe import (
     check_request_id,
 )
 from ._errors import InvalidKey, RecordInvalid
+from ._model_version import ModelVersion
 from ._ops import Count, Delete, DeleteMany, Get, GetMany, Put, PutMany, Row, Scan
 
 __all__ = ["KeyValueStore", "Versioned"]
@@ -143,6 +146,7 @@ class KeyValueStore(Generic[M]):
         self._model_name = getattr(model, "__qualname__", repr(model))
         self._encoder = msgspec.msgpack.Encoder()
         self._decoder: msgspec.msgpack.Decoder[M] = msgspec.msgpack.Decoder(model)
+        self._versions = ModelVersion(model, namespace, self._model_name)
 
     def __repr__(self) -> str:
         return f"<KeyValueStore[{self._model_name}] {self.namespace!r}>"
@@ -165,11 +169,12 @@ class KeyValueStore(Generic[M]):
             raise RecordInvalid(
                 self.namespace, key, self._model_name, str(exc), stored=False
             ) from None
-        return data
+        return self._versions.encode(data)
 
     def _decode(self, key: str, data: bytes) -> M:
+        payload, _upgraded = self._versions.payload(key, data)
         try:
-            return self._decoder.decode(data)
+            return self._decoder.decode(payload)
         except (msgspec.ValidationError, msgspec.DecodeError) as exc:
             raise RecordInvalid(
                 self.namespace, key, self._model_name, str(exc), stored=True
@@ -181,6 +186,22 @@ class KeyValueStore(Generic[M]):
         if not (isinstance(ttl, int | float) and ttl > 0 and math.isfinite(ttl)):
             raise ValueError(f"ttl must be a positive number of seconds, got {ttl!r}")
         return self._clock() + ttl
+
+    def _upgraded(self, key: str, data: bytes) -> bytes | None:
+        """A stored value re-encoded in the model's version, or ``None`` if it is in it.
+
+        The upgraded value is decoded and validated as any read is (for ``fame migrate``).
+        """
+        payload, upgraded = self._versions.payload(key, data)
+        if not upgraded:
+            return None
+        try:
+            value = self._decoder.decode(payload)
+        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+            raise RecordInvalid(
+                self.namespace, key, self._model_name, str(exc), stored=True
+            ) from None
+        return self._encode(key, value)
 
     async def _ask(self, message: object) -> Any:
         return await self._ref.ask(message, timeout=None)

@@ -159,6 +159,9 @@ class MemoryBackend:
     def remove(self, key: str) -> None:
         self._set_entry(key, None)
 
+    def replace(self, key: str, value: bytes, version: int) -> None:
+        self._set_entry(key, (value, version, self._entries[key][2]))
+
     def purge(self, now: float, limit: int) -> int:
         expired = [k for k, e in self._entries.items() if e[2] is not None and e[2] <= now]
         for key in expired[:limit]:

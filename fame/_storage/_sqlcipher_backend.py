@@ -103,6 +103,7 @@ _PUT = (
     " expires_at = excluded.expires_at"
 )
 _DELETE = "DELETE FROM kv WHERE key = ?"
+_REPLACE = "UPDATE kv SET value = ?, version = ? WHERE key = ?"
 _PURGE = (
     "DELETE FROM kv WHERE key IN (SELECT key FROM kv WHERE expires_at IS NOT NULL"
     " AND expires_at <= ? LIMIT ?)"
@@ -397,6 +398,9 @@ class SqliteBackend:
 
     def remove(self, key: str) -> None:
         self._conn.execute(_DELETE, (key,))
+
+    def replace(self, key: str, value: bytes, version: int) -> None:
+        self._conn.execute(_REPLACE, (value, version, key))
 
     def purge(self, now: float, limit: int) -> int:
         return int(self._conn.execute(_PURGE, (now, limit)).rowcount)

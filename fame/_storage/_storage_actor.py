@@ -50,13 +50,14 @@ from ._ops import (
     Put,
     PutMany,
     ReadSteps,
+    Rewrite,
     Scan,
 )
 from ._worker import Worker
 
 __all__ = ["INLINE_READS_PER_CHECKPOINT", "StorageActor"]
 
-_WRITES = (Put, PutMany, Delete, DeleteMany, Purge)
+_WRITES = (Put, PutMany, Delete, DeleteMany, Purge, Rewrite)
 _BULK_READS = (GetMany, Scan, Count)
 
 INLINE_READS_PER_CHECKPOINT = 64
