@@ -5,6 +5,8 @@ takes one); :func:`open_storage` opens the built-in provider for a
 :class:`StorageConfig`, and agents get a typed :class:`KeyValueStore` per
 namespace from it. :func:`check_files` and :func:`namespace_files` inspect a
 storage directory offline (``fame check``, ``fame inspect``);
+:func:`plan_rekey` and :func:`rekey_files` re-encrypt one under a new
+master key (``fame rekey``);
 :func:`migrate_namespace` upgrades a namespace to its model's version
 (``fame migrate``);
 :func:`salvage_namespace` copies the readable records of a damaged file
@@ -54,6 +56,7 @@ from ._storage._migrate import DEFAULT_BATCH as DEFAULT_MIGRATION_BATCH
 from ._storage._migrate import MigrationProgress, migrate_namespace
 from ._storage._namespace import namespace_files
 from ._storage._offline_backup import backup_storage
+from ._storage._rekey import RekeyPlan, plan_rekey, rekey_files
 from ._storage._salvage import LostRange, SalvageReport, salvage_namespace
 
 __all__ = [
@@ -77,6 +80,7 @@ __all__ = [
     "MigrationProgress",
     "RecordInvalid",
     "RecordTooNew",
+    "RekeyPlan",
     "Restored",
     "SalvageReport",
     "StorageActor",
@@ -100,6 +104,8 @@ __all__ = [
     "open_storage",
     "open_storage_from_env",
     "parse_master_key",
+    "plan_rekey",
+    "rekey_files",
     "restore_backup",
     "salvage_namespace",
     "storage_config_from_env",

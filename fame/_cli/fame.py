@@ -23,6 +23,7 @@
 ``fame admin release ADDRESS``         drop the stored binding of an address
 ``fame rotate token|sentinel-key|...`` a new token or key, the old one for a grace
 ``fame dlq list|replay|drop``          a stopped node's dead letters (``tell``)
+``fame rekey [DIR...]``                re-encrypt the storage under a new master key
 =====================================  ============================================
 
 Every command works in the project directory: ``--project DIR`` (before or
@@ -47,7 +48,13 @@ from . import _services
 from ._errors import errors, one_line
 from ._hardening import disable_core_dumps
 from ._project import PROJECT_ENV, enter_project, import_from_project
-from ._settings import AGENT_CONF, SECRETS_FILE, ConfigFileError, load_settings
+from ._settings import (
+    AGENT_CONF,
+    SECRETS_FILE,
+    ConfigFileError,
+    load_settings,
+    read_token_file,
+)
 
 __all__ = ["main"]
 
@@ -113,6 +120,7 @@ def _parser() -> argparse.ArgumentParser:
     dump.add_argument("--config", action="append", default=[], type=Path, metavar="FILE")
     _admin_commands(command)
     _dlq_command(command)
+    _rekey_command(command)
     _migrate_command(command)
     _backup_commands(command)
     _salvage_command(command)
@@ -237,6 +245,21 @@ def _dlq_command(command: Callable[[str, str], argparse.ArgumentParser]) -> None
         )  # fmt: skip
 
 
+def _rekey_command(command: Callable[[str, str], argparse.ArgumentParser]) -> None:
+    """``fame rekey``: a new master key for the stopped project's storage (``_rekey``)."""
+    rekey = command("rekey", "re-encrypt every storage file under a new master key (stopped)")
+    rekey.add_argument(
+        "directories", nargs="*", type=Path, metavar="DIR",
+        help="storage directories (default: those of conf/agent.env and conf/sentinel.env)",
+    )  # fmt: skip
+    rekey.add_argument(
+        "--new-key-file", metavar="FILE",
+        type=lambda text: text if text == "-" else str(Path(text).absolute()),
+        help="read the new master key from FILE, or stdin for - (never argv, which ps shows);"
+        " default: a new random one",
+    )  # fmt: skip
+
+
 def _admin_commands(command: Callable[[str, str], argparse.ArgumentParser]) -> None:
     """The offline administration of the sentinel's register (``_admin``)."""
     command("identity", "print this project's agent node id and public key (made if absent)")
@@ -268,8 +291,8 @@ def _admin_commands(command: Callable[[str, str], argparse.ArgumentParser]) -> N
 def _absolute(args: argparse.Namespace) -> None:
     """Make the paths given on the command line absolute before changing directory."""
     for name in (
-        "config", "ready_file", "directory", "backup_dest", "backup_dir", "export_output",
-        "import_file", "out",
+        "config", "ready_file", "directory", "directories", "backup_dest", "backup_dir",
+        "export_output", "import_file", "out",
     ):  # fmt: skip
         value = getattr(args, name, None)
         if isinstance(value, list):
@@ -323,6 +346,13 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _admin.run(
             f"dlq {args.action}", lambda: _dlq.dlq(args, settings, own_project=not args.config)
         )
+    if command == "rekey":
+        from . import _rekey
+
+        new_key = None
+        if args.new_key_file is not None:
+            new_key = read_token_file(args.new_key_file, sys.stdin, source="--new-key-file")
+        return _rekey.rekey(args.directories, new_key)
     if command == "migrate":
         from . import _admin, _migrate
 

@@ -3,7 +3,8 @@
 One :class:`StorageActor` per namespace, spawned on first use. When the
 provider opens, it creates the directory and probes every existing file of
 its profile (see ``_probe``), so a wrong master key stops the node at start
-instead of at the first read. A damaged file does not: it is reported with
+instead of at the first read. Files keyed by the first, unsalted scheme are
+re-encrypted under the salted one first (``_rekey``). A damaged file does not: it is reported with
 :class:`DamagedDatabase` when its namespace is opened, and the node's other
 namespaces keep working.
 """
@@ -41,6 +42,7 @@ from ._namespace import (
 )
 from ._ops import Backend, Backup, Purge
 from ._probe import KeyCheck, probe_encrypted, probe_plain
+from ._rekey import migrate_legacy_files
 from ._sqlcipher_backend import open_sqlite
 from ._storage_actor import StorageActor
 
@@ -190,6 +192,10 @@ class BuiltinStorageProvider:
                 with contextlib.suppress(DamagedDatabase):
                     probe_plain(path)
             return
+        # Files written before per-file salts get them now, before any is used
+        # (crash-safe: see ``_rekey``); a leftover copy of a killed run goes.
+        assert self.config.master_key is not None
+        migrate_legacy_files(directory, self.config.master_key)
         # Probe every file before judging any: a later file that verifies shows
         # that an earlier failure is damage, not a wrong key.
         unverified = []

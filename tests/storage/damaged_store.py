@@ -62,7 +62,7 @@ def damage(path: Path, near: float = 0.5) -> int:
     ROWID`` table).
     """
     data = bytearray(path.read_bytes())
-    key = file_key(parse_master_key(MASTER_KEY), path)
+    key = file_key(parse_master_key(MASTER_KEY), path)[:32]  # then the salt, if any
     pages = len(data) // PAGE
     middle = int(pages * near)
     for page in sorted(range(2, pages + 1), key=lambda n: abs(n - middle)):
