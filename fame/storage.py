@@ -8,7 +8,9 @@ storage directory offline (``fame check``, ``fame inspect``);
 :func:`plan_rekey` and :func:`rekey_files` re-encrypt one under a new
 master key (``fame rekey``);
 :func:`migrate_namespace` upgrades a namespace to its model's version
-(``fame migrate``). See
+(``fame migrate``);
+:func:`salvage_namespace` copies the readable records of a damaged file
+(``fame salvage``). See
 ``docs/storage.md``.
 :func:`backup_storage`, :func:`restore_backup`, :func:`export_namespace` and
 :func:`import_namespace` back up, restore and move one (``fame backup``,
@@ -55,6 +57,7 @@ from ._storage._migrate import MigrationProgress, migrate_namespace
 from ._storage._namespace import namespace_files
 from ._storage._offline_backup import backup_storage
 from ._storage._rekey import RekeyPlan, plan_rekey, rekey_files
+from ._storage._salvage import LostRange, SalvageReport, salvage_namespace
 
 __all__ = [
     "DEFAULT_MIGRATION_BATCH",
@@ -72,12 +75,14 @@ __all__ = [
     "InvalidNamespace",
     "KeyMissing",
     "KeyValueStore",
+    "LostRange",
     "MasterKey",
     "MigrationProgress",
     "RecordInvalid",
     "RecordTooNew",
     "RekeyPlan",
     "Restored",
+    "SalvageReport",
     "StorageActor",
     "StorageConfig",
     "StorageConfigError",
@@ -102,6 +107,7 @@ __all__ = [
     "plan_rekey",
     "rekey_files",
     "restore_backup",
+    "salvage_namespace",
     "storage_config_from_env",
     "verify_backup",
 ]

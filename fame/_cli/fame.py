@@ -15,6 +15,7 @@
 ``fame restore BACKUP --to DIR``       put a verified backup in place of a directory
 ``fame export DIR NAMESPACE [-o F]``   a namespace as JSON lines (bytes, versions)
 ``fame import DIR NAMESPACE FILE``     write exported JSON lines into a namespace
+``fame salvage DIR NS --to OUT``       copy a damaged namespace's readable records
 ``fame identity``                      print the project agent's node id and key
 ``fame enroll [NODE_ID PUBLIC_KEY]``   let a node attach to the project's sentinel
 ``fame revoke NODE_ID``                remove a node's enrollment, pin and bindings
@@ -122,6 +123,7 @@ def _parser() -> argparse.ArgumentParser:
     _rekey_command(command)
     _migrate_command(command)
     _backup_commands(command)
+    _salvage_command(command)
     return parser
 
 
@@ -208,6 +210,18 @@ def _migrate_command(command: Callable[[str, str], argparse.ArgumentParser]) -> 
     migrate.add_argument("--config", action="append", default=[], type=Path, metavar="FILE")
 
 
+def _salvage_command(command: Callable[[str, str], argparse.ArgumentParser]) -> None:
+    """``fame salvage``: copy a damaged namespace's readable records (``_salvage``)."""
+    salvage = command("salvage", "copy every readable record of a namespace into a new file")
+    salvage.add_argument("directory", type=Path, help="the storage directory (left unchanged)")
+    salvage.add_argument("namespace")
+    salvage.add_argument(
+        "--to", required=True, type=Path, metavar="OUT_DIR", dest="out",
+        help="where the new file goes (created if needed; an existing file is never replaced)",
+    )  # fmt: skip
+    salvage.add_argument("--config", action="append", default=[], type=Path, metavar="FILE")
+
+
 def _dlq_command(command: Callable[[str, str], argparse.ArgumentParser]) -> None:
     """``fame dlq``: the dead letters of a stopped node (``_dlq``)."""
     dlq = command("dlq", "list, replay or drop a stopped node's dead letters (node.tell)")
@@ -278,7 +292,7 @@ def _absolute(args: argparse.Namespace) -> None:
     """Make the paths given on the command line absolute before changing directory."""
     for name in (
         "config", "ready_file", "directory", "directories", "backup_dest", "backup_dir",
-        "export_output", "import_file",
+        "export_output", "import_file", "out",
     ):  # fmt: skip
         value = getattr(args, name, None)
         if isinstance(value, list):
@@ -354,6 +368,12 @@ def _dispatch(args: argparse.Namespace) -> int:
         )  # fmt: skip
     if command in ("backup", "restore", "export", "import"):
         return _backup_command(args)
+    if command == "salvage":
+        from . import _salvage
+
+        files = args.config or [AGENT_CONF, SECRETS_FILE]
+        settings = load_settings(files, optional=not args.config)
+        return _salvage.salvage(args.directory, args.namespace, args.out, settings)
     if command == "logs":
         return _services.logs(args.n)
     if command == "clean":

@@ -102,6 +102,8 @@ class MemoryBackend:
             for key in keys[index : index + READ_CHUNK]:
                 if len(rows) >= op.limit or not key.startswith(op.prefix):
                     return rows
+                if op.upto is not None and key > op.upto:
+                    return rows
                 entry = self._live(key, now)
                 if entry is not None:
                     rows.append((key, entry[0], entry[1]) if op.values else (key,))

@@ -81,12 +81,17 @@ class GetMany:
 
 @attrs.frozen
 class Scan:
-    """Up to ``limit`` live rows with keys starting with ``prefix``, after ``after``."""
+    """Up to ``limit`` live rows with keys starting with ``prefix``, after ``after``.
+
+    ``upto``: no key greater than it (the store re-reads the rows a scan
+    got before it met a damaged page, see ``KeyValueStore.scan``).
+    """
 
     prefix: str
     after: str | None
     limit: int
     values: bool
+    upto: str | None = None
 
 
 @attrs.frozen
