@@ -58,10 +58,11 @@ build:
     @command -v fame >/dev/null && command -v fame-client >/dev/null && echo "console scripts ok: $(command -v fame) $(command -v fame-client)" || { echo "console scripts missing: run python3 -m pip install -e '.[dev]'"; exit 1; }
     @{{python}} -m compileall -q fame agents bin/fame bin/fame-client && echo "byte-compiled fame/ agents/ bin/"
 
-# Stop the services, then remove conf/secrets.env, data/ and run/
+# Stop the services, then remove data/, conf/secrets.env and run/: lists them and asks first (--yes: no question)
 [no-exit-message]
-clean:
-    @{{fame}} clean
+[positional-arguments]
+clean *args:
+    @{{fame}} clean "$@"
 
 # Build the wheel and the sdist into dist/ (the distribution is fame-actors; `import fame`)
 dist:

@@ -34,7 +34,7 @@ import sqlcipher3
 import trio
 
 from fame._storage import StorageConfig, open_storage, parse_master_key
-from fame._storage._keys import derive_file_key
+from fame._storage._keys import file_key
 from fame._storage._worker import Worker
 
 
@@ -51,7 +51,7 @@ KEY_TEXT = secrets.token_urlsafe(32)
 def raw_connection(path: Path) -> sqlcipher3.Connection:
     conn = sqlcipher3.connect(str(path), isolation_level=None, check_same_thread=False)
     conn.execute("PRAGMA cipher_log_level = NONE")
-    key = derive_file_key(parse_master_key(KEY_TEXT), path.name)
+    key = file_key(parse_master_key(KEY_TEXT), path)
     conn.execute(f"PRAGMA key = \"x'{key.hex()}'\"")
     conn.execute("PRAGMA journal_mode = WAL")
     conn.execute("PRAGMA synchronous = FULL")

@@ -6,6 +6,7 @@ errors from :class:`StorageError`. The most common ones are also exported
 by :mod:`fame` itself.
 """
 
+from ._agents._state import StateConflict
 from ._core._address import AddressError
 from ._core._errors import (
     ActorCrashed,
@@ -42,6 +43,8 @@ from ._fabric.sentinel._registry import RegistryError
 from ._fabric.sentinel._server import SentinelConfigError
 from ._protocol._authz import PolicyError
 from ._storage import (
+    BackupInvalid,
+    BackupRefused,
     DamagedDatabase,
     DatabaseInUse,
     EncryptionMismatch,
@@ -49,6 +52,7 @@ from ._storage import (
     InvalidNamespace,
     KeyMissing,
     RecordInvalid,
+    RecordTooNew,
     StorageConfigError,
     StorageError,
     StorageFull,
@@ -63,6 +67,8 @@ __all__ = [
     "AdminRefused",
     "AdmissionRefused",
     "AgentNotStarted",
+    "BackupInvalid",
+    "BackupRefused",
     "DamagedDatabase",
     "DatabaseInUse",
     "DeadLetterNotFound",
@@ -89,11 +95,13 @@ __all__ = [
     "ProtocolMismatch",
     "QuotaExceeded",
     "RecordInvalid",
+    "RecordTooNew",
     "RegistryError",
     "RemoteError",
     "RequestLost",
     "SentinelConfigError",
     "SentinelUnreachable",
+    "StateConflict",
     "StorageConfigError",
     "StorageError",
     "StorageFull",

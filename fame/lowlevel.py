@@ -25,6 +25,7 @@ from ._core._groups import collapse, leaves
 from ._core._supervisor import Supervisor, open_supervisor
 from ._fabric._identity import NodeStores, load_or_create_identity, rotate_node_key
 from ._fabric._link_queue import DEFAULT_LINK_BUFFER, DEFAULT_STALL_GRACE, LinkLimits
+from ._fabric._node_admin import NodeAdmin
 from ._fabric._trace import TRACE_LOGGER
 from ._fabric._transport import HANDSHAKE_TIMEOUT, client_ssl_context, server_ssl_context
 from ._fabric.sentinel._admin_agent import ADMIN_ADDRESS as SENTINEL_ADMIN_ADDRESS
@@ -60,6 +61,7 @@ __all__ = [
     "DeliveryConfig",
     "DoorLimits",
     "LinkLimits",
+    "NodeAdmin",
     "NodeRegistry",
     "NodeStores",
     "OutboxEntry",

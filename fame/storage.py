@@ -5,12 +5,23 @@ takes one); :func:`open_storage` opens the built-in provider for a
 :class:`StorageConfig`, and agents get a typed :class:`KeyValueStore` per
 namespace from it. :func:`check_files` and :func:`namespace_files` inspect a
 storage directory offline (``fame check``, ``fame inspect``), on private
-copies made by :func:`snapshot_directory` / :func:`open_snapshot`. See
+copies made by :func:`snapshot_directory` / :func:`open_snapshot`;
+:func:`plan_rekey` and :func:`rekey_files` re-encrypt one under a new
+master key (``fame rekey``);
+:func:`migrate_namespace` upgrades a namespace to its model's version
+(``fame migrate``);
+:func:`salvage_namespace` copies the readable records of a damaged file
+(``fame salvage``). See
 ``docs/storage.md``.
+:func:`backup_storage`, :func:`restore_backup`, :func:`export_namespace` and
+:func:`import_namespace` back up, restore and move one (``fame backup``,
+``restore``, ``export``, ``import``). See ``docs/storage.md``.
 """
 
 from ._storage import (
     ENTRY_POINT_GROUP,
+    BackupInvalid,
+    BackupRefused,
     DamagedDatabase,
     DatabaseInUse,
     EncryptionMismatch,
@@ -20,6 +31,7 @@ from ._storage import (
     KeyValueStore,
     MasterKey,
     RecordInvalid,
+    RecordTooNew,
     StorageActor,
     StorageConfig,
     StorageConfigError,
@@ -36,22 +48,43 @@ from ._storage import (
     parse_master_key,
     storage_config_from_env,
 )
+from ._storage._backup import Restored, restore_backup, verify_backup
+from ._storage._backup_manifest import BackupManifest, FileCopy
+from ._storage._export import ExportedRecord, export_namespace, import_namespace
+from ._storage._file_lock import files_in_use
 from ._storage._integrity import FileCheck, check_files
+from ._storage._migrate import DEFAULT_BATCH as DEFAULT_MIGRATION_BATCH
+from ._storage._migrate import MigrationProgress, migrate_namespace
 from ._storage._namespace import namespace_files
+from ._storage._offline_backup import backup_storage
+from ._storage._rekey import RekeyPlan, plan_rekey, rekey_files
+from ._storage._salvage import LostRange, SalvageReport, salvage_namespace
 from ._storage._snapshot import open_snapshot, snapshot_directory
 
 __all__ = [
+    "DEFAULT_MIGRATION_BATCH",
     "ENTRY_POINT_GROUP",
+    "BackupInvalid",
+    "BackupManifest",
+    "BackupRefused",
     "DamagedDatabase",
     "DatabaseInUse",
     "EncryptionMismatch",
+    "ExportedRecord",
     "FileCheck",
+    "FileCopy",
     "InvalidKey",
     "InvalidNamespace",
     "KeyMissing",
     "KeyValueStore",
+    "LostRange",
     "MasterKey",
+    "MigrationProgress",
     "RecordInvalid",
+    "RecordTooNew",
+    "RekeyPlan",
+    "Restored",
+    "SalvageReport",
     "StorageActor",
     "StorageConfig",
     "StorageConfigError",
@@ -63,12 +96,22 @@ __all__ = [
     "VersionConflict",
     "Versioned",
     "WrongMasterKey",
+    "backup_storage",
     "check_files",
+    "export_namespace",
+    "files_in_use",
+    "import_namespace",
+    "migrate_namespace",
     "namespace_files",
     "open_snapshot",
     "open_storage",
     "open_storage_from_env",
     "parse_master_key",
+    "plan_rekey",
+    "rekey_files",
+    "restore_backup",
+    "salvage_namespace",
     "snapshot_directory",
     "storage_config_from_env",
+    "verify_backup",
 ]

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import fame
 from fame._storage import parse_master_key
-from fame._storage._keys import derive_file_key
+from fame._storage._keys import derive_file_key, file_key
 from fame._storage._namespace import ENCRYPTED_SUFFIX
 
 ENV_SECRETS = {"FAME_STORAGE_MASTER_KEY": "master_key", "FAME_ADMISSION_TOKEN": "token"}
@@ -134,7 +134,7 @@ class Needles:
         return found
 
 
-def build_needles(master_keys: Iterable[str], tokens: Iterable[str], files: set[str]) -> Needles:
+def build_needles(master_keys: Iterable[str], tokens: Iterable[str], files: set[Path]) -> Needles:
     needles = Needles()
     masters = sorted(set(master_keys))
     for number, text in enumerate(masters):
@@ -144,8 +144,13 @@ def build_needles(master_keys: Iterable[str], tokens: Iterable[str], files: set[
         except fame.FameError:
             continue  # a deliberately bad key: only its text can leak
         needles.add_bytes(key._material, f"master key #{number} (decoded)")
-        for name in sorted(files):
-            needles.add_bytes(derive_file_key(key, name), f"file key of {name} (master #{number})")
+        for path in sorted(files):
+            name = path.name
+            # The key the file is opened with (salted: read from its header),
+            # and the first, unsalted scheme's, which older files used.
+            needles.add_bytes(file_key(key, path)[:32], f"file key of {name} (master #{number})")
+            v1 = derive_file_key(key, name)
+            needles.add_bytes(v1, f"v1 file key of {name} (master #{number})")
             needles.counts["derived_keys"] = needles.counts.get("derived_keys", 0) + 1
     for number, text in enumerate(sorted(set(tokens))):
         needles.add_text(text, f"admission token #{number}")
@@ -193,7 +198,7 @@ def scan(base: Path, registry: SecretRegistry, texts: Iterable[tuple[str, str]] 
     """
     for path in base.rglob("*.env"):
         registry.add_env_file(path)
-    encrypted_files = {path.name for path in base.rglob("*" + ENCRYPTED_SUFFIX)}
+    encrypted_files = set(base.rglob("*" + ENCRYPTED_SUFFIX))
     needles = build_needles(
         registry.secrets["master_key"], registry.secrets["token"], encrypted_files
     )

@@ -24,12 +24,14 @@ at once, working or not; past it a new one is refused with
 
 from __future__ import annotations
 
+from contextlib import AbstractAsyncContextManager
 from typing import Any, ClassVar, Protocol
 
 from .._core._errors import AgentNotStarted
 from .._core._storage_protocol import StorageProvider
 from ._caller import Caller
 from ._operation import OperationSpec, collect_operations
+from ._state import StateSlot, open_state
 
 __all__ = ["AgentNode", "BaseAgent"]
 
@@ -71,8 +73,12 @@ class BaseAgent:
     operations: ClassVar[dict[str, OperationSpec]] = {}
     """The agent's operations by name, collected when the class is created."""
 
+    state_model: ClassVar[type[Any] | None] = None
+    """The model of the agent's durable state (see :meth:`state`); ``None``: no state."""
+
     _fame_node: AgentNode | None = None
     _fame_address: str | None = None
+    _fame_state: StateSlot | None = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -110,6 +116,28 @@ class BaseAgent:
         if self._fame_node is None:
             raise AgentNotStarted(f"{type(self).__name__} has not been spawned on a node")
         return self._fame_node
+
+    def state(self) -> AbstractAsyncContextManager[Any]:
+        """The agent's durable state, for one transactional block::
+
+            async with self.state() as s:  # a state_model instance
+                s.count += 1
+
+        The record under the agent's address (default-constructed if there
+        is none) is read at the start of the block and written back, only if
+        it changed, when the block exits normally; a block that raises writes
+        nothing. Blocks of one agent run one at a time. A write that finds
+        the state changed by another writer since the read raises
+        :class:`fame.errors.StateConflict` and writes nothing. The state
+        survives restarts of the agent and of the node (on a file profile).
+        """
+        model = type(self).state_model
+        owner = type(self).__name__
+        if model is None:
+            raise TypeError(f"{owner} has no state: set the class attribute state_model")
+        if self._fame_state is None:
+            self._fame_state = StateSlot()
+        return open_state(self._fame_state, self.storage_provider, model, self.address, owner)
 
     async def start(self) -> None:
         """Called when the agent starts, and again after each restart."""

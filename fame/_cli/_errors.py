@@ -16,9 +16,10 @@ import fame
 from fame.errors import WrongMasterKey
 from fame.lowlevel import collapse, leaves
 
-from ._settings import ConfigFileError
+from ._settings import SECRETS_FILE, ConfigFileError
+from ._stored_data import DATA_DIR, is_own
 
-__all__ = ["describe", "errors", "one_line", "shown_path"]
+__all__ = ["describe", "errors", "one_line", "shown_path", "wrong_master_key_hint"]
 
 
 def errors(exc: BaseException) -> list[BaseException]:
@@ -40,15 +41,38 @@ def shown_path(path: str | os.PathLike[str]) -> str:
         return str(absolute)
 
 
+def wrong_master_key_hint(exc: WrongMasterKey) -> str:
+    """What to do about a wrong key: get the right one back; start afresh only last.
+
+    The way to start afresh depends on whose directory it is: the project's
+    own ``data/`` is what ``fame clean`` removes (after asking); a directory
+    elsewhere no ``fame`` command deletes, so the hint never sends its owner
+    to ``fame clean``, which would remove the project's data and key instead.
+    """
+    shown = shown_path(exc.directory)
+    found = (
+        f"the master key does not match the databases in {shown} ({exc.file} cannot be"
+        " decrypted with FAME_STORAGE_MASTER_KEY); no file was changed."
+    )
+    if is_own(exc.directory):
+        return (
+            f"{found} Put back the key these files were created with: restore {SECRETS_FILE}"
+            " from your backup (the line FAME_STORAGE_MASTER_KEY=...). Only to start afresh"
+            f" without this data: move it aside (mv {DATA_DIR} {DATA_DIR}.old), or delete"
+            " it with fame clean (it asks first)"
+        )
+    return (
+        f"{found} Set FAME_STORAGE_MASTER_KEY to the key these files were created with"
+        f" (from your backup). {shown} lies outside this project's {DATA_DIR}/; only to start"
+        f" afresh without this data: move it aside (mv {shown} {shown}.old)"
+    )
+
+
 def describe(exc: BaseException) -> str | None:
     """The user-facing line for a configuration or storage error; ``None`` if not one."""
     exc = collapse(exc)
     if isinstance(exc, WrongMasterKey):
-        return (
-            f"the master key does not match the databases in {shown_path(exc.directory)}"
-            f" ({exc.file} cannot be decrypted with FAME_STORAGE_MASTER_KEY); no file was"
-            " changed. Use the key these files were created with, or start over with: fame clean"
-        )
+        return wrong_master_key_hint(exc)
     if isinstance(exc, ConfigFileError | fame.FameError):
         return str(exc)
     if isinstance(exc, OSError) and exc.errno == errno.EADDRINUSE:

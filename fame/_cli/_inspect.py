@@ -105,7 +105,13 @@ def _records(config: StorageConfig, wanted: list[str]) -> dict[str, list[tuple[s
                     raise WrongMasterKey(str(config.directory), error.file) from None
                 if isinstance(error, DamagedDatabase):
                     path = config.directory / Path(error.path).name
-                    raise DamagedDatabase(str(path), error.detail) from None
+                    raise DamagedDatabase(
+                        str(path),
+                        error.detail,
+                        pages=error.pages,
+                        key=error.key,
+                        after_key=error.after_key,
+                    ) from None
             raise
 
 

@@ -28,11 +28,14 @@ from pathlib import Path
 import trio
 
 import fame
+from fame.lowlevel import NodeAdmin
 from fame.security import format_public_key
 from fame.storage import StorageConfig, StorageProvider, open_storage, storage_config_from_env
 
 from ._errors import errors, one_line, shown_path
+from ._live_admin import node_admin_address
 from ._logs import configure_logging
+from ._rekey import PENDING_KEY, pending_hint
 from ._settings import (
     SettingError,
     admission,
@@ -117,6 +120,12 @@ def storage_config(settings: MutableMapping[str, str]) -> StorageConfig:
     return config
 
 
+def refuse_pending_rekey(settings: Mapping[str, str]) -> None:
+    """Refuse to start while ``fame rekey`` has not finished: some files have the new key."""
+    if settings.get(PENDING_KEY, "").strip():
+        raise StartupError(pending_hint())
+
+
 def _describe_storage(config: StorageConfig) -> str:
     if config.directory is None:
         return config.profile
@@ -154,6 +163,7 @@ Reload = Callable[[], MutableMapping[str, str]]
 
 
 async def _sentinel_main(settings: MutableMapping[str, str], ready: _Ready, reload: Reload) -> None:
+    refuse_pending_rekey(settings)
     # Every setting is checked before the storage opens, so a typo costs nothing.
     sentinel_port(settings)
     admission(settings)
@@ -267,6 +277,7 @@ async def _guarded(fn: Callable[..., Awaitable[None]], *args: object) -> Excepti
 async def _node_main(
     settings: MutableMapping[str, str], agents: Sequence[AgentSpec], ready: _Ready
 ) -> None:
+    refuse_pending_rekey(settings)
     url = sentinel_url(settings)
     token = client_token(settings)
     classes = [(spec.load(), spec.address) for spec in agents]
@@ -316,6 +327,9 @@ async def _attach(
     ):
         for cls, address in classes:
             await node.spawn(cls, address)
+        # Its live storage administration (fame backup), for the admin only;
+        # a policy that does not let it bind leaves the node serving as before.
+        await node.spawn(lambda: NodeAdmin(provider), node_admin_address(settings))
         # Ready means reachable: the sentinel confirmed every agent's address.
         await uplink.wait_bound()
         refused = {

@@ -23,7 +23,6 @@ from __future__ import annotations
 import logging
 import os
 import secrets
-import shutil
 import signal
 import ssl
 import subprocess
@@ -55,6 +54,7 @@ from ._settings import (
     read_env_file,
     sentinel_url,
 )
+from ._stored_data import encrypted_data, lost_key_message
 from ._trust import client_token, sentinel_keys
 
 __all__ = ["SERVICES", "clean", "init", "logs", "status", "stop", "up"]
@@ -80,9 +80,13 @@ def init() -> int:
     ``conf/sentinel.env`` and ``conf/agent.env`` (with the starter agent
     ``storage_agent.py`` if ``conf/agent.env`` is new), then
     ``conf/secrets.env`` (master key, admission token, mode 0600). Existing
-    files are kept as they are. Then the project's agent is enrolled at its
+    files are kept as they are; a missing ``conf/secrets.env`` is not made
+    anew while encrypted data is there (nothing is written then, see
+    :func:`_refuse_new_key`). Then the project's agent is enrolled at its
     sentinel, once, when its identity persists (``fame enroll``).
     """
+    if _refuse_new_key("init"):
+        return 1
     new_agent_conf = not AGENT_CONF.exists()
     for path, text in project_files().items():
         if path.exists() or (path == STARTER_MODULE and not new_agent_conf):
@@ -90,7 +94,7 @@ def init() -> int:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text, encoding="utf-8")
         _say(f"fame init: wrote {path}")
-    if _init_secrets() != 0:
+    if _init_secrets("init") != 0:
         return 1
     if _admin.run("init", _admin.publish_sentinel_keys):
         return 1
@@ -133,23 +137,76 @@ def _add_admin_credential(command: str) -> None:
         _say(f"fame {command}: added an admin credential (FAME_ADMIN_TOKEN) to {SECRETS_FILE}")
 
 
-def _init_secrets() -> int:
+def _add_admission_token(command: str) -> bool:
+    """Give ``conf/secrets.env`` an admission token when it holds none (a key put back alone).
+
+    After a lost ``conf/secrets.env`` the master key may be all that could be
+    restored; the token is not tied to any data, so a new one is made, as for
+    a new project. Not when the sentinel takes its token from elsewhere
+    (``FAME_ADMISSION_TOKEN_FILE``, the environment) or admits anyone.
+    """
+    settings = load_settings([SENTINEL_CONF, SECRETS_FILE], optional=True)
+    if any(
+        settings.get(name, "").strip()
+        for name in ("FAME_ADMISSION_TOKEN", "FAME_ADMISSION_TOKEN_FILE", "FAME_OPEN_ADMISSION")
+    ):
+        return False
+    with SECRETS_FILE.open("a", encoding="utf-8") as f:
+        f.write(f"FAME_ADMISSION_TOKEN={secrets.token_urlsafe(32)}\n")
+    _say(
+        f"fame {command}: added a new admission token (FAME_ADMISSION_TOKEN) to {SECRETS_FILE}:"
+        " clients read it from there"
+    )
+    return True
+
+
+def _refuse_new_key(command: str) -> bool:
+    """Say so and return True if a new master key would orphan encrypted data.
+
+    Without ``conf/secrets.env``, ``init`` and ``up`` would write a new
+    master key; where encrypted files exist, that key cannot open them, and
+    the way out must be the old key, not a new start that throws them away.
+    """
     if SECRETS_FILE.exists():
-        values = read_env_file(SECRETS_FILE)
-        missing = [
-            name
-            for name in ("FAME_STORAGE_MASTER_KEY", "FAME_ADMISSION_TOKEN")
-            if not values.get(name)
-        ]
-        if missing:
-            _fail(
-                f"fame init: {SECRETS_FILE} exists but lacks {', '.join(missing)}; it was left"
-                " unchanged (add the missing line, or remove the file if no data depends on it)"
-            )
+        return False
+    found = encrypted_data()
+    if not found:
+        return False
+    _fail(lost_key_message(command, found))
+    return True
+
+
+def _lacks_master_key(command: str) -> bool:
+    """Say so and return True if ``conf/secrets.env`` (nor the environment) has no master key.
+
+    The file is left as it is: where data exists, only its own key helps.
+    """
+    if load_settings([SECRETS_FILE]).get("FAME_STORAGE_MASTER_KEY", "").strip():
+        return False
+    found = encrypted_data()
+    remedy = (
+        f" with the key {', '.join(str(d.directory) for d in found)} was created with,"
+        " from your backup"
+        if found
+        else " (fame keygen makes one), or remove the file: no data depends on it"
+    )
+    _fail(
+        f"fame {command}: {SECRETS_FILE} exists but lacks FAME_STORAGE_MASTER_KEY; it was"
+        f" left unchanged (add the line FAME_STORAGE_MASTER_KEY=...{remedy})"
+    )
+    return True
+
+
+def _init_secrets(command: str) -> int:
+    if SECRETS_FILE.exists():
+        if _lacks_master_key(command):
             return 1
-        _say(f"fame init: {SECRETS_FILE} exists: keeping its master key and admission token")
-        _add_admin_credential("init")
+        kept = "master key" if _add_admission_token(command) else "master key and admission token"
+        _say(f"fame {command}: {SECRETS_FILE} exists: keeping its {kept}")
+        _add_admin_credential(command)
         return 0
+    if _refuse_new_key(command):
+        return 1
     CONF_DIR.mkdir(exist_ok=True)
     text = (
         "# Written by `fame init`. Keep it secret; do not commit it.\n"
@@ -164,27 +221,20 @@ def _init_secrets() -> int:
         f.write(text)
     os.chmod(SECRETS_FILE, 0o600)
     _say(
-        f"fame init: wrote {SECRETS_FILE} (mode 0600): a new master key, admission token and"
+        f"fame {command}: wrote {SECRETS_FILE} (mode 0600): a new master key, admission token and"
         " admin credential"
     )
     return 0
 
 
-def clean() -> int:
-    """Stop the services, then remove the secrets, ``data/`` and ``run/``.
+def clean(yes: bool = False) -> int:
+    """Stop the services, then remove the secrets, ``data/`` and ``run/``, once confirmed.
 
-    ``stop`` always ends with the services gone (it kills what does not stop
-    in time), so nothing is removed from under a running node.
+    See :mod:`fame._cli._clean`: it lists what goes and asks first.
     """
-    stop()
-    for path in (Path("data"), RUN_DIR):
-        if path.exists():
-            shutil.rmtree(path)
-            _say(f"fame clean: removed {path}/")
-    if SECRETS_FILE.exists():
-        SECRETS_FILE.unlink()
-        _say(f"fame clean: removed {SECRETS_FILE}")
-    return 0
+    from ._clean import clean as clean_project
+
+    return clean_project(yes, stop, _say)
 
 
 # -- up ------------------------------------------------------------------------
@@ -300,8 +350,12 @@ def up() -> int:
                 " (make it one with: fame init, or pass --project DIR)"
             )
             return 1
-    if not SECRETS_FILE.exists() and _init_secrets() != 0:
+    if not SECRETS_FILE.exists():
+        if _init_secrets("up") != 0:
+            return 1
+    elif _lacks_master_key("up"):
         return 1
+    _add_admission_token("up")
     _add_admin_credential("up")
     _add_missing_policy()
     if SERVICES[0].pid() is None and _enroll_agent_quietly():

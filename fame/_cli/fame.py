@@ -5,10 +5,17 @@
 ``fame node --config FILE... --agent``  run a node hosting agents
 ``fame keygen [--convert]``            print a new master key (or token)
 ``fame init``                          make the project directory a project
-``fame up|stop|status|logs|clean``     the project's local services
+``fame up|stop|status|logs``           the project's local services
+``fame clean [--yes]``                 stop, then delete data/, the secrets, run/ (asks)
 ``fame inspect DIR``                   list the namespaces of a storage directory
 ``fame dump DIR NAMESPACE``            print a namespace as JSON lines
 ``fame check DIR``                     verify every page and record of a directory
+``fame migrate DIR --namespace NS``    upgrade a namespace's records to its model's version
+``fame backup DIR DEST [--offline]``   a consistent copy of a directory, live or stopped
+``fame restore BACKUP --to DIR``       put a verified backup in place of a directory
+``fame export DIR NAMESPACE [-o F]``   a namespace as JSON lines (bytes, versions)
+``fame import DIR NAMESPACE FILE``     write exported JSON lines into a namespace
+``fame salvage DIR NS --to OUT``       copy a damaged namespace's readable records
 ``fame identity``                      print the project agent's node id and key
 ``fame enroll [NODE_ID PUBLIC_KEY]``   let a node attach to the project's sentinel
 ``fame revoke NODE_ID``                remove a node's enrollment, pin and bindings
@@ -16,6 +23,7 @@
 ``fame admin release ADDRESS``         drop the stored binding of an address
 ``fame rotate token|sentinel-key|...`` a new token or key, the old one for a grace
 ``fame dlq list|replay|drop``          a stopped node's dead letters (``tell``)
+``fame rekey [DIR...]``                re-encrypt the storage under a new master key
 =====================================  ============================================
 
 Every command works in the project directory: ``--project DIR`` (before or
@@ -40,7 +48,13 @@ from . import _services
 from ._errors import errors, one_line
 from ._hardening import disable_core_dumps
 from ._project import PROJECT_ENV, enter_project, import_from_project
-from ._settings import AGENT_CONF, SECRETS_FILE, ConfigFileError, load_settings
+from ._settings import (
+    AGENT_CONF,
+    SECRETS_FILE,
+    ConfigFileError,
+    load_settings,
+    read_token_file,
+)
 
 __all__ = ["main"]
 
@@ -92,7 +106,7 @@ def _parser() -> argparse.ArgumentParser:
     command("status", help="show whether the services run")
     logs = command("logs", help="print the end of the services' logs")
     logs.add_argument("-n", type=int, default=40, help="lines per log (default 40)")
-    command("clean", help="stop, then remove conf/secrets.env, data/ and run/")
+    _clean_command(command)
     for name, text in (
         ("inspect", "list the namespaces of a storage directory"),
         ("check", "verify every page and record of a storage directory"),
@@ -106,7 +120,106 @@ def _parser() -> argparse.ArgumentParser:
     dump.add_argument("--config", action="append", default=[], type=Path, metavar="FILE")
     _admin_commands(command)
     _dlq_command(command)
+    _rekey_command(command)
+    _migrate_command(command)
+    _backup_commands(command)
+    _salvage_command(command)
     return parser
+
+
+def _backup_commands(command: Callable[[str, str], argparse.ArgumentParser]) -> None:
+    """``fame backup|restore|export|import`` (``_backup``, ``_export``)."""
+
+    def config(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument(
+            "--config", action="append", default=[], type=Path, metavar="FILE",
+            help="settings with the master key (default: conf/agent.env and conf/secrets.env)",
+        )  # fmt: skip
+
+    backup = command("backup", "copy a storage directory consistently, even while its node runs")
+    backup.add_argument("directory", type=Path, help="the storage directory, e.g. data/agent")
+    backup.add_argument("backup_dest", type=Path, metavar="DEST", help="a new directory")
+    backup.add_argument(
+        "--offline", action="store_true",
+        help="copy the files here, and refuse if a running process holds them",
+    )  # fmt: skip
+    config(backup)
+    restore = command("restore", "put a verified backup in place of a storage directory")
+    restore.add_argument("backup_dir", type=Path, metavar="BACKUP")
+    restore.add_argument("--to", dest="directory", type=Path, required=True, metavar="DIR")
+    restore.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    config(restore)
+    export = command("export", "write a namespace as JSON lines: key, value bytes, version")
+    export.add_argument("directory", type=Path)
+    export.add_argument("namespace")
+    export.add_argument("-o", "--output", dest="export_output", type=Path, metavar="FILE")
+    export.add_argument("--progress", action="store_true", help="show a progress bar anyway")
+    config(export)
+    import_ = command("import", "write exported JSON lines into a namespace (idempotent)")
+    import_.add_argument("directory", type=Path)
+    import_.add_argument("namespace")
+    import_.add_argument("import_file", type=Path, metavar="FILE")
+    import_.add_argument("--progress", action="store_true", help="show a progress bar anyway")
+    config(import_)
+
+
+def _backup_command(args: argparse.Namespace) -> int:
+    from . import _admin, _backup, _export
+
+    files = args.config or [AGENT_CONF, SECRETS_FILE]
+    settings = load_settings(files, optional=not args.config)
+    command = args.command
+
+    def action() -> int:
+        if command == "backup":
+            return _backup.backup(args.directory, args.backup_dest, settings, offline=args.offline)
+        if command == "restore":
+            return _backup.restore(args.backup_dir, args.directory, settings, yes=args.yes)
+        if command == "export":
+            return _export.export(
+                args.directory, args.namespace, args.export_output, settings,
+                progress=args.progress,
+            )  # fmt: skip
+        return _export.import_(
+            args.directory, args.namespace, args.import_file, settings, progress=args.progress
+        )
+
+    return _admin.run(command, action)
+
+
+def _clean_command(command: Callable[[str, str], argparse.ArgumentParser]) -> None:
+    """``fame clean``: asks before it deletes the data (``_clean``)."""
+    clean = command("clean", "stop, then remove data/, conf/secrets.env and run/ (asks first)")
+    clean.add_argument(
+        "--yes", "-y", action="store_true",
+        help="do not ask (needed without a terminal): the data and its key are gone for good",
+    )  # fmt: skip
+
+
+def _migrate_command(command: Callable[[str, str], argparse.ArgumentParser]) -> None:
+    """``fame migrate``: a stopped node's namespace to its model's version (``_migrate``)."""
+    migrate = command("migrate", "rewrite a namespace's records in its model's current version")
+    migrate.add_argument("directory", type=Path)
+    migrate.add_argument("--namespace", required=True, metavar="NS")
+    migrate.add_argument(
+        "--model", required=True, metavar="MODULE:CLASS",
+        help="the model with __fame_version__ (and __fame_upgrade__), importable from the project",
+    )  # fmt: skip
+    migrate.add_argument("--prefix", default="", help="only the keys starting with it")
+    migrate.add_argument("--batch", type=int, default=500, help="records per transaction")
+    migrate.add_argument("--config", action="append", default=[], type=Path, metavar="FILE")
+
+
+def _salvage_command(command: Callable[[str, str], argparse.ArgumentParser]) -> None:
+    """``fame salvage``: copy a damaged namespace's readable records (``_salvage``)."""
+    salvage = command("salvage", "copy every readable record of a namespace into a new file")
+    salvage.add_argument("directory", type=Path, help="the storage directory (left unchanged)")
+    salvage.add_argument("namespace")
+    salvage.add_argument(
+        "--to", required=True, type=Path, metavar="OUT_DIR", dest="out",
+        help="where the new file goes (created if needed; an existing file is never replaced)",
+    )  # fmt: skip
+    salvage.add_argument("--config", action="append", default=[], type=Path, metavar="FILE")
 
 
 def _dlq_command(command: Callable[[str, str], argparse.ArgumentParser]) -> None:
@@ -130,6 +243,21 @@ def _dlq_command(command: Callable[[str, str], argparse.ArgumentParser]) -> None
             "--directory", type=Path, metavar="DIR",
             help="the node's storage directory (default: FAME_STORAGE_DB_DIRECTORY)",
         )  # fmt: skip
+
+
+def _rekey_command(command: Callable[[str, str], argparse.ArgumentParser]) -> None:
+    """``fame rekey``: a new master key for the stopped project's storage (``_rekey``)."""
+    rekey = command("rekey", "re-encrypt every storage file under a new master key (stopped)")
+    rekey.add_argument(
+        "directories", nargs="*", type=Path, metavar="DIR",
+        help="storage directories (default: those of conf/agent.env and conf/sentinel.env)",
+    )  # fmt: skip
+    rekey.add_argument(
+        "--new-key-file", metavar="FILE",
+        type=lambda text: text if text == "-" else str(Path(text).absolute()),
+        help="read the new master key from FILE, or stdin for - (never argv, which ps shows);"
+        " default: a new random one",
+    )  # fmt: skip
 
 
 def _admin_commands(command: Callable[[str, str], argparse.ArgumentParser]) -> None:
@@ -162,7 +290,10 @@ def _admin_commands(command: Callable[[str, str], argparse.ArgumentParser]) -> N
 
 def _absolute(args: argparse.Namespace) -> None:
     """Make the paths given on the command line absolute before changing directory."""
-    for name in ("config", "ready_file", "directory"):
+    for name in (
+        "config", "ready_file", "directory", "directories", "backup_dest", "backup_dir",
+        "export_output", "import_file", "out",
+    ):  # fmt: skip
         value = getattr(args, name, None)
         if isinstance(value, list):
             setattr(args, name, [path.absolute() for path in value])
@@ -215,14 +346,43 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _admin.run(
             f"dlq {args.action}", lambda: _dlq.dlq(args, settings, own_project=not args.config)
         )
+    if command == "rekey":
+        from . import _rekey
+
+        new_key = None
+        if args.new_key_file is not None:
+            new_key = read_token_file(args.new_key_file, sys.stdin, source="--new-key-file")
+        return _rekey.rekey(args.directories, new_key)
+    if command == "migrate":
+        from . import _admin, _migrate
+
+        import_from_project(project)  # the model is one of the project's modules
+        files = args.config or [AGENT_CONF, SECRETS_FILE]
+        settings = load_settings(files, optional=not args.config)
+        return _admin.run(
+            "migrate",
+            lambda: _migrate.migrate(
+                args.directory, args.namespace, args.model, settings,
+                prefix=args.prefix, batch=args.batch,
+            ),
+        )  # fmt: skip
+    if command in ("backup", "restore", "export", "import"):
+        return _backup_command(args)
+    if command == "salvage":
+        from . import _salvage
+
+        files = args.config or [AGENT_CONF, SECRETS_FILE]
+        settings = load_settings(files, optional=not args.config)
+        return _salvage.salvage(args.directory, args.namespace, args.out, settings)
     if command == "logs":
         return _services.logs(args.n)
+    if command == "clean":
+        return _services.clean(args.yes)
     actions = {
         "init": _services.init,
         "up": _services.up,
         "stop": _services.stop,
         "status": _services.status,
-        "clean": _services.clean,
     }
     return actions[command]()
 

@@ -364,6 +364,11 @@ def _toml_string(text: str) -> str:
     return '"' + "".join(out) + '"'
 
 
+def node_admin_address(node_name: str) -> str:
+    """Where the node enrolled as ``node_name`` serves its live storage administration."""
+    return f"admin@{node_name}.fame"
+
+
 def default_policy_text(
     agent_address: str = "storage@fame.fabric", node_name: str = "agent"
 ) -> str:
@@ -385,6 +390,7 @@ def default_policy_text(
         )
     address = _toml_string(agent_address)
     node = _toml_string(f"node:{node_name}")
+    node_admin = _toml_string(node_admin_address(node_name))
     return f"""\
 # Authorization policy: who may bind which addresses and call which operations.
 #
@@ -405,6 +411,11 @@ def default_policy_text(
 who = [{node}]
 addresses = [{address}]
 
+# It serves its live storage administration there too (`fame backup`).
+[[bind]]
+who = [{node}]
+addresses = [{node_admin}]
+
 # Clients may call every operation of it.
 [[call]]
 who = ["role:client"]
@@ -412,9 +423,10 @@ addresses = [{address}]
 operations = ["*"]
 
 # The holder of the admin credential (FAME_ADMIN_TOKEN) may administer the
-# running sentinel (`fame admin`, `fame enroll`, `fame revoke`).
+# running sentinel (`fame admin`, `fame enroll`, `fame revoke`, `fame backup`)
+# and back up the running node.
 [[call]]
 who = ["client:admin"]
-addresses = ["admin@sentinel.fame"]
+addresses = ["admin@sentinel.fame", {node_admin}]
 operations = ["*"]
 """

@@ -5,6 +5,7 @@ Agents get a typed :class:`KeyValueStore` per namespace from the node's
 :class:`StorageActor`. See ``docs/storage.md``.
 """
 
+from ._backup import BackupInvalid, BackupRefused
 from ._builtin import BuiltinStorageProvider
 from ._config import StorageConfig, storage_config_from_env
 from ._errors import (
@@ -15,6 +16,7 @@ from ._errors import (
     InvalidNamespace,
     KeyMissing,
     RecordInvalid,
+    RecordTooNew,
     StorageConfigError,
     StorageError,
     StorageFull,
@@ -36,6 +38,8 @@ from ._storage_actor import StorageActor
 
 __all__ = [
     "ENTRY_POINT_GROUP",
+    "BackupInvalid",
+    "BackupRefused",
     "BuiltinStorageProvider",
     "DamagedDatabase",
     "DatabaseInUse",
@@ -46,6 +50,7 @@ __all__ = [
     "KeyValueStore",
     "MasterKey",
     "RecordInvalid",
+    "RecordTooNew",
     "StorageActor",
     "StorageConfig",
     "StorageConfigError",

@@ -3,7 +3,8 @@
 One :class:`StorageActor` per namespace, spawned on first use. When the
 provider opens, it creates the directory and probes every existing file of
 its profile (see ``_probe``), so a wrong master key stops the node at start
-instead of at the first read. A damaged file does not: it is reported with
+instead of at the first read. Files keyed by the first, unsalted scheme are
+re-encrypted under the salted one first (``_rekey``). A damaged file does not: it is reported with
 :class:`DamagedDatabase` when its namespace is opened, and the node's other
 namespaces keep working.
 """
@@ -11,6 +12,7 @@ namespaces keep working.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import time
 from collections.abc import AsyncIterator, Callable
@@ -23,8 +25,10 @@ import trio
 from .._core._actor import ActorRef
 from .._core._errors import NodeClosed
 from .._core._supervisor import Supervisor, open_supervisor
+from ._backup import begin_backup, finish_backup
+from ._backup_manifest import BackupManifest
 from ._config import StorageConfig, prepare_directory
-from ._errors import DamagedDatabase, WrongMasterKey
+from ._errors import DamagedDatabase, StorageError, WrongMasterKey
 from ._keys import file_key
 from ._kv import KeyValueStore
 from ._memory import MemoryBackend
@@ -34,9 +38,11 @@ from ._namespace import (
     check_agent_namespace,
     check_internal_namespace,
     database_path,
+    namespace_files,
 )
-from ._ops import Backend, Purge
+from ._ops import Backend, Backup, Purge
 from ._probe import KeyCheck, probe_encrypted, probe_plain
+from ._rekey import migrate_legacy_files
 from ._sqlcipher_backend import open_sqlite
 from ._storage_actor import StorageActor
 
@@ -125,6 +131,30 @@ class BuiltinStorageProvider:
         ref = await self._actor(check_internal_namespace(namespace))
         return KeyValueStore(model, namespace, ref, self._clock)
 
+    async def backup(self, destination: Path) -> BackupManifest:
+        """Back up every database file of the directory into the new directory ``destination``.
+
+        Each file is copied by the storage actor that owns it (opened now if
+        no agent opened it yet), as committed when its turn comes; the
+        manifest is written last (see ``_backup``). Raises
+        :class:`BackupRefused` if ``destination`` exists and is not empty.
+        """
+        directory = self._directory
+        if directory is None:
+            raise StorageError("the memory profile keeps no files to back up")
+        partial = await trio.to_thread.run_sync(begin_backup, destination)
+        found = await trio.to_thread.run_sync(
+            functools.partial(namespace_files, directory, encrypted=self._encrypted)
+        )
+        copies = []
+        for namespace, path in found:
+            key = self._file_key(path.name) if self._encrypted else None
+            ref = await self._actor(namespace)
+            copies.append(await ref.ask(Backup(str(partial), key), timeout=None))
+        manifest = BackupManifest(self._clock(), self.config.profile, tuple(copies))
+        await trio.to_thread.run_sync(finish_backup, partial, destination, manifest)
+        return manifest
+
     async def purge_expired(self) -> int:
         """Remove expired records from every open namespace now; return how many."""
         total = 0
@@ -162,6 +192,10 @@ class BuiltinStorageProvider:
                 with contextlib.suppress(DamagedDatabase):
                     probe_plain(path)
             return
+        # Files written before per-file salts get them now, before any is used
+        # (crash-safe: see ``_rekey``); a leftover copy of a killed run goes.
+        assert self.config.master_key is not None
+        migrate_legacy_files(directory, self.config.master_key)
         # Probe every file before judging any: a later file that verifies shows
         # that an earlier failure is damage, not a wrong key.
         unverified = []

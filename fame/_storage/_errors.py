@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 
-from .._core._errors import FameError
+from .._core._errors import FameError, quoted
 
 __all__ = [
     "DamagedDatabase",
@@ -21,6 +21,7 @@ __all__ = [
     "InvalidNamespace",
     "KeyMissing",
     "RecordInvalid",
+    "RecordTooNew",
     "StorageConfigError",
     "StorageError",
     "StorageFull",
@@ -68,12 +69,44 @@ class WrongMasterKey(StorageError):
 
 
 class DamagedDatabase(StorageError):
-    """A database file that is damaged or not a database at all."""
+    """A database file that is damaged or not a database at all.
 
-    def __init__(self, path: str, detail: str) -> None:
-        super().__init__(f"damaged database file {path}: {detail}; the file was left unchanged")
+    Raised when the file is opened, and by a read (or a write) that met a
+    damaged page of an open file: only that operation fails, the namespace
+    stays open and its other records stay readable. ``pages`` are the
+    file's pages that fail authentication (SQLCipher's
+    ``cipher_integrity_check``; empty when unknown, e.g. the ``sqlite``
+    profile). ``key`` is the key a point read asked for; ``after_key`` is,
+    for a scan, the last key it delivered (``None``: none), so a caller
+    knows where it stopped: every key up to it was read, none was skipped.
+    ``fame salvage`` copies the readable records of such a file.
+    """
+
+    def __init__(
+        self,
+        path: str,
+        detail: str,
+        *,
+        pages: tuple[int, ...] = (),
+        key: str | None = None,
+        after_key: str | None = None,
+    ) -> None:
+        where = ""
+        if pages:
+            shown = ", ".join(map(str, pages[:10])) + (" ..." if len(pages) > 10 else "")
+            where += f" (damaged page{'s' if len(pages) > 1 else ''}: {shown})"
+        if key is not None:
+            where += f"; reading key {quoted(key)}"
+        if after_key is not None:
+            where += f"; the scan read every key up to {quoted(after_key)}"
+        super().__init__(
+            f"damaged database file {path}: {detail}{where}; the file was left unchanged"
+        )
         self.path = path
         self.detail = detail
+        self.pages = pages
+        self.key = key
+        self.after_key = after_key
 
 
 class DatabaseInUse(StorageError):
@@ -177,3 +210,25 @@ class StorageFull(StorageWriteFailed):
         self.path = path
         self.writes = writes
         self.limit = limit
+
+
+class RecordTooNew(StorageError):
+    """A stored record written by a newer version of its model than this code has.
+
+    It is refused, never decoded: run the newer code, or roll the data back.
+    ``version`` is the record's, ``model_version`` the model's
+    ``__fame_version__`` (1 when it declares none).
+    """
+
+    def __init__(
+        self, namespace: str, key: str, model: str, version: int, model_version: int
+    ) -> None:
+        super().__init__(
+            f"stored record for key {key!r} in namespace {namespace!r} was written by version"
+            f" {version} of model {model}, newer than this code's version {model_version};"
+            " it was not read: run the code that wrote it, or a newer one"
+        )
+        self.namespace = namespace
+        self.key = key
+        self.version = version
+        self.model_version = model_version

@@ -1,10 +1,20 @@
 """The master key and the per-file keys derived from it.
 
 The master key is never given to SQLCipher. Each database file gets its own
-raw 256-bit key, ``HKDF-SHA256(master, salt=None, info="fame/kv/v1/<file
-name>")``, passed as ``PRAGMA key = "x'<hex>'"``. A raw key skips
-SQLCipher's PBKDF2 (about 100 ms per open), and a leaked file key exposes
-that one file only.
+raw 256-bit key, ``HKDF-SHA256(master, salt=<the file's salt>,
+info="fame/kv/v2/<file name>")``, passed with that salt as ``PRAGMA key =
+"x'<64 hex key><32 hex salt>'"``. The salt is the 16 random bytes SQLCipher
+keeps in clear at the start of the file: a new file gets a new random salt
+here, an existing one is read back from the file's first bytes, so no extra
+file holds it. Two directories (two nodes) sharing a master key therefore
+get different keys for files of the same name. A raw key skips SQLCipher's
+PBKDF2 (about 100 ms per open), and a leaked file key exposes that one file
+only.
+
+The first scheme (``v1``: ``salt=None``, ``info="fame/kv/v1/<file name>"``,
+the salt left to SQLCipher) gave every node the same key for the same file
+name. :func:`find_file_key` still recognises such a file, and the provider
+re-encrypts it under the v2 scheme when it opens the directory (``_rekey``).
 
 Written form. ``fame keygen`` writes ``fk1_`` + base64url (no padding) of
 the key bytes followed by a 4-byte checksum, the first 4 bytes of
@@ -28,19 +38,24 @@ import secrets
 import zlib
 from pathlib import Path
 
+import attrs
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from ._errors import StorageConfigError
+from ._probe import SALT_SIZE, page_one_verifies, read_salt
 
 __all__ = [
     "CHECKSUM_BYTES",
     "KEY_PREFIX",
     "MIN_MASTER_KEY_BYTES",
+    "FileKey",
     "MasterKey",
     "derive_file_key",
     "file_key",
+    "find_file_key",
     "parse_master_key",
+    "salted_file_key",
 ]
 
 MIN_MASTER_KEY_BYTES = 32
@@ -48,6 +63,8 @@ KEY_PREFIX = "fk1_"
 """The version prefix of the checked written form (``fame keygen``)."""
 CHECKSUM_BYTES = 4
 KDF_INFO_PREFIX = "fame/kv/v1/"
+"""The first scheme's HKDF info prefix (no salt): see :func:`derive_file_key`."""
+KDF_INFO_PREFIX_V2 = "fame/kv/v2/"
 
 _HEX = re.compile(r"[0-9a-fA-F]+")
 _BASE64URL = re.compile(r"[A-Za-z0-9_-]+={0,2}")
@@ -188,7 +205,11 @@ def _classes(text: str, alphabets: tuple[str, ...]) -> int:
 
 
 def derive_file_key(master: MasterKey, file_name: str) -> bytes:
-    """The 32-byte raw SQLCipher key of the file called ``file_name``."""
+    """The 32-byte key of ``file_name`` under the first scheme (v1, no salt).
+
+    Kept to recognise (and migrate) files written before per-file salts,
+    and for tests that make such files. New code asks :func:`file_key`.
+    """
     hkdf = HKDF(
         algorithm=hashes.SHA256(),
         length=32,
@@ -198,11 +219,62 @@ def derive_file_key(master: MasterKey, file_name: str) -> bytes:
     return hkdf.derive(master._material)
 
 
+def salted_file_key(master: MasterKey, file_name: str, salt: bytes) -> bytes:
+    """The v2 key bytes of ``file_name`` with ``salt``: 32 key bytes, then the salt."""
+    if len(salt) != SALT_SIZE:
+        raise ValueError(f"a file salt is {SALT_SIZE} bytes, got {len(salt)}")
+    hkdf = HKDF(
+        algorithm=hashes.SHA256(),
+        length=32,
+        salt=salt,
+        info=(KDF_INFO_PREFIX_V2 + file_name).encode("utf-8"),
+    )
+    return hkdf.derive(master._material) + salt
+
+
+@attrs.frozen
+class FileKey:
+    """The key of one database file and the scheme it was found under.
+
+    ``version`` is 2 for the salted scheme, 1 for a file written before it
+    (to be migrated). ``verified`` is False for a file without a page yet
+    (its key is new) and for one no candidate key authenticates: the caller
+    probes it and names the problem (wrong master key or damage).
+    """
+
+    key: bytes = attrs.field(repr=False)
+    version: int
+    verified: bool
+
+
+def find_file_key(master: MasterKey, path: Path) -> FileKey:
+    """Find the key of the database file at ``path`` under ``master``.
+
+    An existing file's salt is read from its first 16 bytes and the v2 key
+    derived with it; if page 1 does not authenticate with that key but does
+    with the v1 key, the file is a v1 file. A missing or empty file gets a
+    new random salt. Reading one page and two cheap derivations: fine at
+    every open.
+    """
+    salt = read_salt(path)
+    if salt is None:
+        return FileKey(salted_file_key(master, path.name, secrets.token_bytes(SALT_SIZE)), 2, False)
+    key = salted_file_key(master, path.name, salt)
+    if page_one_verifies(path, key):
+        return FileKey(key, 2, True)
+    legacy = derive_file_key(master, path.name)
+    if page_one_verifies(path, legacy):
+        return FileKey(legacy, 1, True)
+    return FileKey(key, 2, False)
+
+
 def file_key(master: MasterKey, path: Path) -> bytes:
     """The bytes ``PRAGMA key`` is given (as ``x'<hex>'``) for the database file at ``path``.
 
     Every opener of an encrypted file asks here, so how a file's key is
-    found (derived from the master key and the file's name, its header's
-    salt) is decided in one place.
+    found (derived from the master key, the file's name and its header's
+    salt) is decided in one place. It opens a v1 file too (see
+    :func:`find_file_key`), so the offline tools read directories not yet
+    migrated.
     """
-    return derive_file_key(master, path.name)
+    return find_file_key(master, path).key

@@ -6,7 +6,9 @@ work. Models may be ``msgspec.Struct``, attrs classes or dataclasses (or any
 type msgspec can decode). A value is checked on ``set`` by a full
 encode/decode round trip, and a stored record is checked again on every
 read: one that no longer fits the model raises :class:`RecordInvalid`
-naming the namespace and key; it is never skipped.
+naming the namespace and key; it is never skipped. A model may carry a
+version (``__fame_version__``): older records are upgraded on read, newer
+ones refused (see ``_model_version``).
 
 Every write takes an optional ``request_id`` (a str of 1 to 512
 characters): the namespace applies a write with a given id once, and a retry
@@ -17,7 +19,7 @@ with the same id gets the original answer back and writes nothing (see
 from __future__ import annotations
 
 import math
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from typing import Any, Generic, TypeVar
 
 import attrs
@@ -32,7 +34,8 @@ from ._dedupe import (
     PutAnswer,
     check_request_id,
 )
-from ._errors import InvalidKey, RecordInvalid
+from ._errors import DamagedDatabase, InvalidKey, RecordInvalid
+from ._model_version import ModelVersion
 from ._ops import Count, Delete, DeleteMany, Get, GetMany, Put, PutMany, Row, Scan
 
 __all__ = ["KeyValueStore", "Versioned"]
@@ -58,6 +61,11 @@ LOOP_SLICE = 200
 Checking 50k keys or decoding 50k records takes tens of milliseconds; done
 in one go it would hold the event loop all that time.
 """
+
+
+def _stopped_at(damage: DamagedDatabase, last: str | None) -> DamagedDatabase:
+    """``damage`` naming ``last``, the last key the scan delivered, as where it stopped."""
+    return DamagedDatabase(damage.path, damage.detail, pages=damage.pages, after_key=last)
 
 
 class _PageSizes:
@@ -143,6 +151,7 @@ class KeyValueStore(Generic[M]):
         self._model_name = getattr(model, "__qualname__", repr(model))
         self._encoder = msgspec.msgpack.Encoder()
         self._decoder: msgspec.msgpack.Decoder[M] = msgspec.msgpack.Decoder(model)
+        self._versions = ModelVersion(model, namespace, self._model_name)
 
     def __repr__(self) -> str:
         return f"<KeyValueStore[{self._model_name}] {self.namespace!r}>"
@@ -165,11 +174,12 @@ class KeyValueStore(Generic[M]):
             raise RecordInvalid(
                 self.namespace, key, self._model_name, str(exc), stored=False
             ) from None
-        return data
+        return self._versions.encode(data)
 
     def _decode(self, key: str, data: bytes) -> M:
+        payload, _upgraded = self._versions.payload(key, data)
         try:
-            return self._decoder.decode(data)
+            return self._decoder.decode(payload)
         except (msgspec.ValidationError, msgspec.DecodeError) as exc:
             raise RecordInvalid(
                 self.namespace, key, self._model_name, str(exc), stored=True
@@ -181,6 +191,22 @@ class KeyValueStore(Generic[M]):
         if not (isinstance(ttl, int | float) and ttl > 0 and math.isfinite(ttl)):
             raise ValueError(f"ttl must be a positive number of seconds, got {ttl!r}")
         return self._clock() + ttl
+
+    def _upgraded(self, key: str, data: bytes) -> bytes | None:
+        """A stored value re-encoded in the model's version, or ``None`` if it is in it.
+
+        The upgraded value is decoded and validated as any read is (for ``fame migrate``).
+        """
+        payload, upgraded = self._versions.payload(key, data)
+        if not upgraded:
+            return None
+        try:
+            value = self._decoder.decode(payload)
+        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+            raise RecordInvalid(
+                self.namespace, key, self._model_name, str(exc), stored=True
+            ) from None
+        return self._encode(key, value)
 
     async def _ask(self, message: object) -> Any:
         return await self._ref.ask(message, timeout=None)
@@ -339,14 +365,32 @@ class KeyValueStore(Generic[M]):
         total: int = await self._ask(Count())
         return total
 
+    async def _rows_before(self, damage: DamagedDatabase, scan: Scan) -> Sequence[Any]:
+        """The rows ``scan`` read before it met the damage (the backend names the last one)."""
+        last = damage.after_key
+        if last is None or (scan.after is not None and last <= scan.after):
+            return []
+        rows: Sequence[Any] = await self._ask(attrs.evolve(scan, upto=last))
+        return rows
+
     async def keys(self, prefix: str = "") -> AsyncIterator[str]:
-        """The live keys starting with ``prefix``, in order, page by page."""
+        """The live keys starting with ``prefix``, in order, page by page.
+
+        Ends at a damaged page as :meth:`scan` does.
+        """
         check_prefix(prefix)
         after: str | None = None
         sizes = _PageSizes()
         while True:
             size = sizes.next()
-            rows = await self._ask(Scan(prefix, after, size, values=False))
+            scan = Scan(prefix, after, size, values=False)
+            try:
+                rows = await self._ask(scan)
+            except DamagedDatabase as exc:
+                rows = await self._rows_before(exc, scan)
+                for (key,) in rows:
+                    yield key
+                raise _stopped_at(exc, rows[-1][0] if rows else after) from None
             sizes.arrived()
             for (key,) in rows:
                 yield key
@@ -358,7 +402,12 @@ class KeyValueStore(Generic[M]):
         self, prefix: str = "", *, limit: int | None = None, after: str | None = None
     ) -> AsyncIterator[tuple[str, M]]:
         """Live ``(key, value)`` pairs with keys starting with ``prefix`` and greater
-        than ``after``, in key order, at most ``limit`` of them, page by page."""
+        than ``after``, in key order, at most ``limit`` of them, page by page.
+
+        A damaged page of the file ends the scan with :class:`DamagedDatabase`
+        after every record before it was delivered; its ``after_key`` is the
+        last key delivered (``None``: none). Nothing is skipped.
+        """
         check_prefix(prefix)
         if after is not None:
             check_prefix(after, "after")
@@ -368,7 +417,14 @@ class KeyValueStore(Generic[M]):
         sizes = _PageSizes()
         while left > 0:
             page = int(min(sizes.next(), left))
-            rows = await self._ask(Scan(prefix, after, page, values=True))
+            scan = Scan(prefix, after, page, values=True)
+            try:
+                rows = await self._ask(scan)
+            except DamagedDatabase as exc:
+                rows = await self._rows_before(exc, scan)
+                for key, data, _version in rows:
+                    yield key, self._decode(key, data)
+                raise _stopped_at(exc, rows[-1][0] if rows else after) from None
             sizes.arrived()
             for key, data, _version in rows:
                 yield key, self._decode(key, data)

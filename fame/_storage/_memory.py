@@ -102,6 +102,8 @@ class MemoryBackend:
             for key in keys[index : index + READ_CHUNK]:
                 if len(rows) >= op.limit or not key.startswith(op.prefix):
                     return rows
+                if op.upto is not None and key > op.upto:
+                    return rows
                 entry = self._live(key, now)
                 if entry is not None:
                     rows.append((key, entry[0], entry[1]) if op.values else (key,))
@@ -158,6 +160,9 @@ class MemoryBackend:
 
     def remove(self, key: str) -> None:
         self._set_entry(key, None)
+
+    def replace(self, key: str, value: bytes, version: int) -> None:
+        self._set_entry(key, (value, version, self._entries[key][2]))
 
     def purge(self, now: float, limit: int) -> int:
         expired = [k for k, e in self._entries.items() if e[2] is not None and e[2] <= now]

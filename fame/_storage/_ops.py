@@ -44,6 +44,7 @@ from ._errors import KeyMissing, StorageError, VersionConflict
 __all__ = [
     "READ_CHUNK",
     "Backend",
+    "Backup",
     "BulkRead",
     "Count",
     "DeduplicatedOp",
@@ -56,6 +57,7 @@ __all__ = [
     "PutMany",
     "ReadOp",
     "ReadSteps",
+    "Rewrite",
     "Row",
     "Scan",
     "Transaction",
@@ -79,12 +81,17 @@ class GetMany:
 
 @attrs.frozen
 class Scan:
-    """Up to ``limit`` live rows with keys starting with ``prefix``, after ``after``."""
+    """Up to ``limit`` live rows with keys starting with ``prefix``, after ``after``.
+
+    ``upto``: no key greater than it (the store re-reads the rows a scan
+    got before it met a damaged page, see ``KeyValueStore.scan``).
+    """
 
     prefix: str
     after: str | None
     limit: int
     values: bool
+    upto: str | None = None
 
 
 @attrs.frozen
@@ -124,15 +131,39 @@ class DeleteMany:
 
 
 @attrs.frozen
+class Backup:
+    """Copy the database file, as committed now, into ``directory`` (see ``_backup``).
+
+    ``key`` is the key the copy is encrypted with: the source file's own, so
+    the copy opens with the same master key; ``None`` for a plain file.
+    """
+
+    directory: str
+    key: bytes | None = attrs.field(repr=False)
+
+
+@attrs.frozen
 class Purge:
     """Remove up to ``limit`` expired rows."""
 
     limit: int = 10_000
 
 
+@attrs.frozen
+class Rewrite:
+    """Give records new values, each only if it still has the version given, keeping
+    its expiry; the answer is how many were rewritten (``fame migrate``).
+
+    ``items`` are ``(key, version read, new value)``; a record changed, deleted
+    or expired since it was read is left as it is.
+    """
+
+    items: tuple[tuple[str, int, bytes], ...]
+
+
 BulkRead = GetMany | Scan | Count
 ReadOp = Get | BulkRead
-WriteOp = Put | PutMany | Delete | DeleteMany | Purge
+WriteOp = Put | PutMany | Delete | DeleteMany | Purge | Rewrite
 
 READ_CHUNK = 500
 """Keys or rows one step of a bulk read handles, at most (see :data:`ReadSteps`)."""
@@ -159,6 +190,10 @@ class Transaction(Protocol):
     def put(self, key: str, value: bytes, version: int, expires_at: float | None) -> None: ...
 
     def remove(self, key: str) -> None: ...
+
+    def replace(self, key: str, value: bytes, version: int) -> None:
+        """Give the live ``key`` a new value and version; its expiry stays."""
+        ...
 
     def purge(self, now: float, limit: int) -> int: ...
 
@@ -235,7 +270,9 @@ def apply_writes(
     results: list[object] = []
     since = now - limits.window
     request_ids = [
-        rid for op in ops if not isinstance(op, Purge) and (rid := op.request_id) is not None
+        rid
+        for op in ops
+        if not isinstance(op, Purge | Rewrite) and (rid := op.request_id) is not None
     ]
     # One lookup for the whole batch; ids recorded by this transaction are in ``pending``.
     known = txn.find_requests(request_ids) if request_ids else {}
@@ -247,6 +284,15 @@ def apply_writes(
         if isinstance(op, Purge):
             results.append(txn.purge(now, op.limit))
             prune = True
+            continue
+        if isinstance(op, Rewrite):
+            rewritten = 0
+            for key, version, value in op.items:
+                if txn.live_version(key, now) == version:
+                    seq += 1
+                    txn.replace(key, value, seq)
+                    rewritten += 1
+            results.append(rewritten)
             continue
         if not isinstance(op, DeduplicatedOp):  # pragma: no cover - the actor routes writes only
             results.append(StorageError(f"not a write operation: {op!r}"))

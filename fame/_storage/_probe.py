@@ -10,8 +10,10 @@ An SQLCipher 4 file (default settings, which fame uses) is a sequence of
 4096-byte pages. Page 1 starts with a 16-byte random salt. Every page ends
 with a 16-byte IV and a 64-byte HMAC-SHA512 over the encrypted bytes, the IV
 and the page number (little-endian). With a raw key the HMAC key is
-``PBKDF2-HMAC-SHA512(key, salt XOR 0x3a, 2 iterations, 32 bytes)``. Checking
-that HMAC tells:
+``PBKDF2-HMAC-SHA512(key, salt XOR 0x3a, 2 iterations, 32 bytes)``. A key of
+48 bytes is a 32-byte raw key followed by the salt SQLCipher is told to use
+(``x'<key><salt>'``, see ``_keys``); the salt is then that one, not the
+file's. Checking that HMAC tells:
 
 * page 1 verifies: the key is right;
 * no page verifies: the key is wrong (or every page is damaged, which the
@@ -29,11 +31,19 @@ from pathlib import Path
 
 from ._errors import DamagedDatabase, EncryptionMismatch
 
-__all__ = ["KeyCheck", "probe_encrypted", "probe_plain"]
+__all__ = [
+    "SALT_SIZE",
+    "KeyCheck",
+    "page_one_verifies",
+    "probe_encrypted",
+    "probe_plain",
+    "read_salt",
+]
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
 PAGE_SIZE = 4096
-_SALT_SIZE = 16
+SALT_SIZE = 16
+_RAW_KEY_SIZE = 32
 _HMAC_SIZE = 64
 _MAX_PAGES_CHECKED = 4096  # bounds the time spent classifying a large bad file
 
@@ -83,7 +93,7 @@ def probe_encrypted(path: Path, key: bytes) -> KeyCheck:
         raise DamagedDatabase(
             str(path), f"its size is not a whole number of {PAGE_SIZE}-byte SQLCipher pages"
         )
-    hmac_key = _hmac_key(key, head[:_SALT_SIZE])
+    hmac_key = _hmac_key(key, head[:SALT_SIZE])
     if _page_verifies(hmac_key, head, 1):
         return KeyCheck.VERIFIED
     # Only a file that fails is read further, to tell a wrong key from damage.
@@ -96,6 +106,31 @@ def probe_encrypted(path: Path, key: bytes) -> KeyCheck:
                 str(path), "page 1 fails authentication while other pages decrypt with this key"
             )
     return KeyCheck.NO_PAGE_VERIFIES
+
+
+def read_salt(path: Path) -> bytes | None:
+    """The 16-byte salt at the start of an encrypted file; None if it has none yet.
+
+    The salt is not secret: SQLCipher keeps it in clear as the file's first
+    bytes. A missing file, an empty one (never written) or one shorter than
+    a salt has none.
+    """
+    head = _read_head(path)
+    if head is None or len(head) < PAGE_SIZE:
+        return None
+    return head[:SALT_SIZE]
+
+
+def page_one_verifies(path: Path, key: bytes) -> bool:
+    """Whether page 1 of ``path`` authenticates with ``key``: cheap, one page read.
+
+    Tells which of several candidate keys is the file's, without the wider
+    read :func:`probe_encrypted` does to tell a wrong key from damage.
+    """
+    head = _read_head(path)
+    if head is None or len(head) < PAGE_SIZE or head.startswith(SQLITE_MAGIC):
+        return False
+    return _page_verifies(_hmac_key(key, head[:SALT_SIZE]), head, 1)
 
 
 def _read_head(path: Path) -> bytes | None:
@@ -119,6 +154,13 @@ def _looks_encrypted(path: Path, head: bytes) -> bool:
 
 
 def _hmac_key(key: bytes, salt: bytes) -> bytes:
+    """The page HMAC key for a raw ``key``; ``salt`` is the file's.
+
+    A 48-byte key carries the salt SQLCipher uses for it: a file written
+    with another salt does not authenticate, as it would not open.
+    """
+    if len(key) == _RAW_KEY_SIZE + SALT_SIZE:
+        key, salt = key[:_RAW_KEY_SIZE], key[_RAW_KEY_SIZE:]
     hmac_salt = bytes(b ^ 0x3A for b in salt)
     return hashlib.pbkdf2_hmac("sha512", key, hmac_salt, 2, 32)
 
@@ -126,7 +168,7 @@ def _hmac_key(key: bytes, salt: bytes) -> bytes:
 def _page_verifies(hmac_key: bytes, page: bytes, number: int) -> bool:
     if len(page) != PAGE_SIZE:
         return False
-    start = _SALT_SIZE if number == 1 else 0
+    start = SALT_SIZE if number == 1 else 0
     mac = hmac.new(
         hmac_key, page[start : PAGE_SIZE - _HMAC_SIZE] + number.to_bytes(4, "little"), "sha512"
     ).digest()

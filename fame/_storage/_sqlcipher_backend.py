@@ -38,19 +38,28 @@ transaction that would grow the file past it, or that meets a full disk,
 fails with ``SQLITE_FULL``, which is raised as :class:`StorageFull`.
 A backend is used by its storage actor only, from one thread at a time
 (hence ``check_same_thread=False``).
+
+A damaged page (see ``_sqlcipher_damage``) fails the read that touched it
+with :class:`DamagedDatabase` (naming the file, the damaged pages and the
+key, or for a scan the last key read); the backend then opens its
+connection again, as SQLCipher fails every later statement of the old one,
+so reads of other pages go on. From then on it refuses writes: a damaged
+file is never written again (``fame salvage`` copies what it holds).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
 import time
-from collections.abc import Generator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from pathlib import Path
 
 import sqlcipher3
 
+from ._backup_manifest import FileCopy
 from ._dedupe import DedupeLimits
 from ._errors import DamagedDatabase, DatabaseInUse, StorageError, StorageFull
 from ._ops import (
@@ -68,6 +77,8 @@ from ._ops import (
 )
 from ._probe import PAGE_SIZE
 from ._request_slots import RequestSlots
+from ._sqlcipher_damage import damaged_pages, is_damage
+from ._sqlcipher_salvage import RawRow, insert_rows
 
 __all__ = ["SqliteBackend", "open_sqlite"]
 
@@ -76,6 +87,8 @@ log = logging.getLogger("fame.storage")
 FORMAT = "fame/kv/v1"
 LOCK_WAIT = 2.0
 """Seconds to wait for another process's lock on a file before giving up."""
+PAGE_CHECK_LIMIT = 64 << 20
+"""Files up to this size name their damaged pages in ``DamagedDatabase`` (about 0.2 s)."""
 SEQ_BLOCK = 1000
 """Versions reserved per write of the counter (see :meth:`SqliteBackend.write`)."""
 WAL_CHECKPOINT_BYTES = 4 * 1024 * 1024
@@ -113,6 +126,7 @@ _PUT = (
     " expires_at = excluded.expires_at"
 )
 _DELETE = "DELETE FROM kv WHERE key = ?"
+_REPLACE = "UPDATE kv SET value = ?, version = ? WHERE key = ?"
 _PURGE = (
     "DELETE FROM kv WHERE key IN (SELECT key FROM kv WHERE expires_at IS NOT NULL"
     " AND expires_at <= ? LIMIT ?)"
@@ -144,17 +158,8 @@ def open_sqlite(
     :class:`StorageFull` until there is room. A new file that cannot be
     set up raises :class:`StorageFull` (it holds nothing to read).
     """
-    conn = sqlcipher3.connect(
-        str(path), timeout=LOCK_WAIT, isolation_level=None, check_same_thread=False
-    )
+    conn = _connect(path, key)
     try:
-        conn.execute("PRAGMA cipher_log_level = NONE")
-        if key is not None:
-            conn.execute(f"PRAGMA key = \"x'{key.hex()}'\"")
-        # The connection holds its lock until it closes: no other process can
-        # open the file meanwhile, which keeps the version counter cached
-        # here true. It also keeps the WAL index in memory (no -shm file).
-        conn.execute("PRAGMA locking_mode = EXCLUSIVE")
         try:
             tables = _tables(conn)
             # Take the write lock now rather than on the first write.
@@ -168,17 +173,7 @@ def open_sqlite(
             raise DamagedDatabase(
                 str(path), f"not a fame key-value database (tables: {', '.join(sorted(tables))})"
             )
-        conn.execute(f"PRAGMA synchronous = {'FULL' if durability == 'full' else 'NORMAL'}")
-        # Checkpoints are the backend's (see SqliteBackend.write), on the
-        # worker thread, bounded by wal_checkpoint_bytes. After a checkpoint
-        # the next commit writes the -wal from its start again, cut to
-        # journal_size_limit: rewriting a file in place is a cheaper fsync
-        # than growing it, and the -wal grows past the limit only when a
-        # checkpoint is due.
-        conn.execute("PRAGMA wal_autocheckpoint = 0")
-        conn.execute(f"PRAGMA journal_size_limit = {wal_checkpoint_bytes}")
-        if max_file_bytes is not None:
-            conn.execute(f"PRAGMA max_page_count = {max(1, max_file_bytes // PAGE_SIZE)}")
+        _settle(conn, durability, max_file_bytes, wal_checkpoint_bytes)
         pending = False
         try:
             _set_up(conn, path, tables)
@@ -214,6 +209,10 @@ def open_sqlite(
             wal_checkpoint_bytes=wal_checkpoint_bytes,
         )
         backend._set_up_pending = pending
+        backend.reconnect = lambda: _reconnect(
+            path, key, durability, max_file_bytes, wal_checkpoint_bytes
+        )
+        backend._encrypted = key is not None
         return backend
     except sqlcipher3.DatabaseError as exc:
         # Switching a new file to WAL and creating the schema write pages.
@@ -259,6 +258,74 @@ def _set_up(conn: sqlcipher3.Connection, path: Path, tables: set[str]) -> None:
         else:
             conn.execute(_REQUESTS_SCHEMA)
         conn.execute("COMMIT")
+
+
+def _connect(path: Path, key: bytes | None) -> sqlcipher3.Connection:
+    """A keyed connection to ``path`` that will hold the file with an exclusive lock."""
+    conn = sqlcipher3.connect(
+        str(path), timeout=LOCK_WAIT, isolation_level=None, check_same_thread=False
+    )
+    try:
+        conn.execute("PRAGMA cipher_log_level = NONE")
+        if key is not None:
+            conn.execute(f"PRAGMA key = \"x'{key.hex()}'\"")
+        # The connection holds its lock until it closes: no other process can
+        # open the file meanwhile, which keeps the version counter cached
+        # here true. It also keeps the WAL index in memory (no -shm file).
+        conn.execute("PRAGMA locking_mode = EXCLUSIVE")
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def _settle(
+    conn: sqlcipher3.Connection,
+    durability: str,
+    max_file_bytes: int | None,
+    wal_checkpoint_bytes: int,
+) -> None:
+    """The durability, checkpoints and size limit every connection of a backend runs with.
+
+    None of these writes the file (the switch to WAL is ``_set_up``'s).
+    Checkpoints are the backend's (see :meth:`SqliteBackend.write`), on the
+    worker thread, bounded by ``wal_checkpoint_bytes``. After a checkpoint
+    the next commit writes the ``-wal`` from its start again, cut to
+    ``journal_size_limit``: rewriting a file in place is a cheaper fsync
+    than growing it, and the ``-wal`` grows past the limit only when a
+    checkpoint is due.
+    """
+    conn.execute(f"PRAGMA synchronous = {'FULL' if durability == 'full' else 'NORMAL'}")
+    conn.execute("PRAGMA wal_autocheckpoint = 0")
+    conn.execute(f"PRAGMA journal_size_limit = {wal_checkpoint_bytes}")
+    if max_file_bytes is not None:
+        conn.execute(f"PRAGMA max_page_count = {max(1, max_file_bytes // PAGE_SIZE)}")
+
+
+def _reconnect(
+    path: Path,
+    key: bytes | None,
+    durability: str,
+    max_file_bytes: int | None,
+    wal_checkpoint_bytes: int,
+) -> sqlcipher3.Connection:
+    """A new connection to a file a backend had open, set up as ``open_sqlite`` set it up."""
+    conn = _connect(path, key)
+    try:
+        conn.execute("BEGIN IMMEDIATE")  # takes the exclusive lock again
+        conn.execute("COMMIT")
+        _settle(conn, durability, max_file_bytes, wal_checkpoint_bytes)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
 
 
 def _time(value: object, otherwise: float) -> float:
@@ -337,22 +404,33 @@ class SqliteBackend:
         self.path = path
         self.namespace = namespace
         self.max_file_bytes = max_file_bytes
-        # Set once a read or write met a damaged page. SQLCipher then refuses
-        # writes anyway ("readonly database"); refusing them here names the
-        # cause, and the damaged file is never written again.
+        # How to open the file again after a damaged page (set by open_sqlite):
+        # SQLCipher fails every statement of a connection that met one.
+        self.reconnect: Callable[[], sqlcipher3.Connection] | None = None
+        self._encrypted = True
+        # The damaged pages found by the integrity check after the first damage.
+        self._pages: tuple[int, ...] | None = None
+        # Set once a read or write met a damaged page: from then on writes are
+        # refused, so a damaged file is never written again (``fame salvage``
+        # copies what it holds) and no acknowledged write lands in a file
+        # that must be replaced. Reads of undamaged pages go on.
         self._damage: DamagedDatabase | None = None
+        # Set if the connection could not be opened again: every call fails so.
+        self._lost: StorageError | None = None
         # Versions up to ``reserved`` may have been handed out before the
         # file was last closed (or crashed): continue above it.
         self._seq = self._reserved = reserved
 
     def get(self, op: Get, now: float) -> Row | None:
+        self._check_open()
         try:
             row: Row | None = self._conn.execute(_GET, (op.key, now)).fetchone()
         except sqlcipher3.DatabaseError as exc:
-            raise self._read_error(exc) from None
+            raise self._read_error(exc, key=op.key) from None
         return row
 
     def read_steps(self, op: BulkRead, now: float) -> ReadSteps:
+        self._check_open()
         try:
             if isinstance(op, GetMany):
                 return (yield from self._get_many(op.keys, now))
@@ -366,14 +444,60 @@ class SqliteBackend:
             raise self._read_error(exc) from None
         raise StorageError(f"not a read operation: {op!r}")
 
-    def _read_error(self, exc: sqlcipher3.DatabaseError) -> StorageError:
-        error = _database_error(self.path, exc, "read failed")
-        if isinstance(error, DamagedDatabase):
-            self._damage = error
-        return error
+    def _check_open(self) -> None:
+        if self._lost is not None:
+            raise StorageError(str(self._lost))  # one object per caller
+
+    def _read_error(self, exc: sqlcipher3.DatabaseError, *, key: str | None = None) -> StorageError:
+        if is_damage(exc):
+            return self._damaged(exc, "read failed", key=key)
+        return _database_error(self.path, exc, "read failed")
+
+    def _damaged(
+        self,
+        exc: sqlcipher3.DatabaseError,
+        what: str,
+        *,
+        key: str | None = None,
+        after_key: str | None = None,
+    ) -> DamagedDatabase:
+        """Name the damage ``exc`` reports, after opening the connection again.
+
+        The new connection has no deferred error, so the next statement
+        fails only if it too touches a damaged page. Between closing and
+        reopening, the file is briefly not locked.
+        """
+        if self.reconnect is not None:
+            with contextlib.suppress(sqlcipher3.Error):
+                self._conn.close()
+            try:
+                self._conn = self.reconnect()
+            except sqlcipher3.DatabaseError as reopen:
+                self._lost = StorageError(
+                    f"{self.path}: cannot be opened again after a damaged page"
+                    f" ({type(reopen).__name__}: {reopen}); restart the node to reopen it"
+                )
+                log.error("%s", self._lost)
+            else:
+                if self._pages is None:
+                    self._pages = damaged_pages(
+                        self._conn,
+                        self._encrypted,
+                        size=_size(self.path),
+                        max_size=PAGE_CHECK_LIMIT,
+                    )
+        damage = DamagedDatabase(
+            str(self.path), f"{what} ({exc})", pages=self._pages or (), key=key, after_key=after_key
+        )
+        self._damage = self._damage or damage
+        return damage
 
     def _get_many(self, keys: tuple[str, ...], now: float) -> Generator[None, None, dict[str, Row]]:
-        """The live rows among ``keys``, in the order of ``keys``; one query per step."""
+        """The live rows among ``keys``, in the order of ``keys``; one query per step.
+
+        A chunk that meets a damaged page is read again key by key, so the
+        error names the first key that cannot be read.
+        """
         found: dict[str, Row] = {}
         for start in range(0, len(keys), READ_CHUNK):
             if start:
@@ -383,10 +507,20 @@ class SqliteBackend:
                 f"SELECT key, value, version FROM kv WHERE key IN ({', '.join('?' * len(chunk))})"
                 f" AND {_LIVE}"
             )
-            rows = {
-                key: (value, version)
-                for key, value, version in self._conn.execute(sql, (*chunk, now))
-            }
+            try:
+                rows = {
+                    key: (value, version)
+                    for key, value, version in self._conn.execute(sql, (*chunk, now))
+                }
+            except sqlcipher3.DatabaseError as exc:
+                if not is_damage(exc):
+                    raise
+                self._damaged(exc, "read failed")
+                rows = {}
+                for key in chunk:
+                    row = self.get(Get(key), now)
+                    if row is not None:
+                        rows[key] = row
             for key in chunk:
                 row = rows.get(key)
                 if row is not None:
@@ -401,22 +535,36 @@ class SqliteBackend:
         """
         columns = "key, value, version" if op.values else "key"
         upper = prefix_upper_bound(op.prefix)
-        below = "" if upper is None else " AND key < ?"
+        below = ""
         if op.after is not None and op.after >= op.prefix:
             low, above = op.after, "key > ?"
         else:
             low, above = op.prefix, "key >= ?"
+        bounds: list[object] = []
+        if upper is not None:
+            below += " AND key < ?"
+            bounds.append(upper)
+        if op.upto is not None:
+            below += " AND key <= ?"
+            bounds.append(op.upto)
         rows: list[tuple[object, ...]] = []
         while (limit := min(READ_CHUNK, op.limit - len(rows))) > 0:
             if rows:
                 yield
             sql = f"SELECT {columns} FROM kv WHERE {above}{below} AND {_LIVE} ORDER BY key LIMIT ?"
-            args = (low, now, limit) if upper is None else (low, upper, now, limit)
-            page = self._conn.execute(sql, args).fetchall()
-            rows += page
-            if len(page) < limit:
+            before = len(rows)
+            try:
+                # Row by row: if a page is damaged, the rows before it are known.
+                for row in self._conn.execute(sql, (low, *bounds, now, limit)):
+                    rows.append(row)
+            except sqlcipher3.DatabaseError as exc:
+                if not is_damage(exc):
+                    raise
+                last = str(rows[-1][0]) if rows else op.after
+                raise self._damaged(exc, "scan failed", after_key=last) from None
+            if len(rows) - before < limit:
                 break
-            low, above = page[-1][0], "key > ?"
+            low, above = str(rows[-1][0]), "key > ?"
         return rows
 
     def write(self, ops: Sequence[WriteOp], now: float) -> list[object]:
@@ -428,8 +576,14 @@ class SqliteBackend:
         meets a full disk is tried once more after a checkpoint that
         succeeds: the ``-wal``'s space can then be reused.
         """
+        self._check_open()
         if self._damage is not None:
-            raise DamagedDatabase(str(self.path), f"writes are refused: {self._damage.detail}")
+            raise DamagedDatabase(
+                str(self.path),
+                f"writes are refused since a damaged page was found ({self._damage.detail});"
+                " copy its readable records with fame salvage",
+                pages=self._damage.pages,
+            )
         try:
             results = self._write(ops, now)
         except StorageFull:
@@ -500,18 +654,32 @@ class SqliteBackend:
             self._slots.roll_back()
             self._oldest_request = oldest
             if conn.in_transaction:
-                conn.execute("ROLLBACK")
+                try:
+                    conn.execute("ROLLBACK")
+                except sqlcipher3.DatabaseError:
+                    # A connection that met a damaged page may refuse even
+                    # this; reopening it (below) discards the transaction.
+                    if not is_damage(exc):
+                        raise
             if _is_full(exc):
                 raise _full(conn, self.path, self.namespace, len(ops), self.max_file_bytes) from exc
             if isinstance(exc, sqlcipher3.DatabaseError):
-                error = _database_error(self.path, exc, "write failed")
-                if isinstance(error, DamagedDatabase):
-                    self._damage = error
-                raise error from exc
+                if is_damage(exc):
+                    raise self._damaged(exc, "write failed, rolled back") from None
+                raise _database_error(self.path, exc, "write failed") from exc
             raise
         self._slots.commit()
         self._seq, self._reserved = seq, reserved
         return results
+
+    def insert_rows(self, rows: Sequence[RawRow], seq: int) -> None:
+        """Add records as they were stored elsewhere (``fame salvage``), in one commit.
+
+        Versions are kept, and the counter moves to ``seq`` (at least the
+        highest of them), so later writes get versions never used before.
+        """
+        insert_rows(self._conn, rows, seq)
+        self._seq = self._reserved = max(self._reserved, seq)
 
     # Transaction protocol, used by apply_writes inside write().
 
@@ -524,6 +692,9 @@ class SqliteBackend:
 
     def remove(self, key: str) -> None:
         self._conn.execute(_DELETE, (key,))
+
+    def replace(self, key: str, value: bytes, version: int) -> None:
+        self._conn.execute(_REPLACE, (value, version, key))
 
     def purge(self, now: float, limit: int) -> int:
         return int(self._conn.execute(_PURGE, (now, limit)).rowcount)
@@ -585,6 +756,12 @@ class SqliteBackend:
             oldest = self._conn.execute(_OLDEST_REQUEST).fetchone()
             self._oldest_request = math.inf if oldest is None else _time(oldest[0], -math.inf)
         return len(removed)
+
+    def backup(self, directory: Path, key: bytes | None) -> FileCopy:
+        """Copy this file as committed now into ``directory`` (see ``_sqlcipher_backup``)."""
+        from ._sqlcipher_backup import copy_live
+
+        return copy_live(self._conn, self.path, directory, key)
 
     def close(self) -> None:
         """Checkpoint the WAL into the main file and close, leaving no ``-wal`` behind.

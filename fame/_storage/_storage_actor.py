@@ -33,6 +33,7 @@ connection is used by one thread at a time.
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import trio
 
@@ -40,6 +41,7 @@ from .._core._actor import Actor, Delivery
 from ._errors import StorageError, StorageFull, StorageWriteFailed
 from ._ops import (
     Backend,
+    Backup,
     BulkRead,
     Count,
     Delete,
@@ -50,13 +52,14 @@ from ._ops import (
     Put,
     PutMany,
     ReadSteps,
+    Rewrite,
     Scan,
 )
 from ._worker import Worker
 
 __all__ = ["INLINE_READS_PER_CHECKPOINT", "StorageActor"]
 
-_WRITES = (Put, PutMany, Delete, DeleteMany, Purge)
+_WRITES = (Put, PutMany, Delete, DeleteMany, Purge, Rewrite)
 _BULK_READS = (GetMany, Scan, Count)
 
 INLINE_READS_PER_CHECKPOINT = 64
@@ -143,6 +146,8 @@ class StorageActor(Actor):
             try:
                 if isinstance(message, Get):
                     delivery.reply(backend.get(message, now))
+                elif isinstance(message, Backup):
+                    delivery.reply(await self._backup(backend, message))
                 elif isinstance(message, _BULK_READS):
                     delivery.reply(await self._read_in_steps(backend, message, now, delivery))
                 else:
@@ -151,6 +156,20 @@ class StorageActor(Actor):
                 delivery.fail(exc)
         if writes:
             await self._commit(backend, writes)
+
+    async def _backup(self, backend: Backend, op: Backup) -> object:
+        """Copy the file whole, in one job on the worker thread.
+
+        One job, not steps: SQLite's online backup restarts when another
+        connection writes the source between two steps, and this actor's
+        writes would wait between them anyway. The copy runs at disk speed
+        (tens of MB/s at least, see ``docs/storage.md``), so a namespace's
+        other requests wait for that long; other namespaces do not wait.
+        """
+        copy = getattr(backend, "backup", None)
+        if copy is None or self._worker is None:
+            raise StorageError(f"namespace {self.namespace!r} keeps no file to back up")
+        return await self._worker.run(copy, Path(op.directory), op.key)
 
     async def _read_in_steps(
         self, backend: Backend, op: BulkRead, now: float, delivery: Delivery

@@ -193,9 +193,14 @@ def test_storage_example_end_to_end(project: Project) -> None:
     assert digests(root) == before
     assert project.pids() == [] or not any(_alive(pid) for pid in project.pids())
 
-    # clean: stops, removes the secrets, data/ and run/; keeps the committed config.
+    # clean: without a terminal it needs --yes, and removes nothing without it.
     secrets_file.write_text(secrets)
-    clean = project.just("clean")
+    before = digests(root)
+    unasked = project.just("clean")
+    assert "nothing was removed: not asked on a terminal" in one_error_line(unasked, "fame clean")
+    assert digests(root) == before and secrets_file.read_text() == secrets
+    # clean --yes: stops, removes the secrets, data/ and run/; keeps the committed config.
+    clean = project.just("clean", "--yes")
     assert clean.returncode == 0, clean.stderr
     assert not (root / "data").exists()
     assert not (root / "run").exists()

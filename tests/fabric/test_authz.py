@@ -217,11 +217,11 @@ def test_who_names_principals_exactly_not_as_globs() -> None:
 
 def test_describe_sums_up_the_rules() -> None:
     summary = policy(default_policy_text()).describe()
-    assert "policy.toml: 1 bind rule(s), 2 call rule(s); anything else is denied" in summary
+    assert "policy.toml: 2 bind rule(s), 2 call rule(s); anything else is denied" in summary
     assert "bind node:agent -> storage@fame.fabric" in summary
     assert "call role:client -> storage@fame.fabric operations *" in summary
     # The live administration: the admin credential only.
-    assert "call client:admin -> admin@sentinel.fame operations *" in summary
+    assert "call client:admin -> admin@sentinel.fame, admin@agent.fame operations *" in summary
     assert "allow-all" in Policy.allow_all().describe()
 
 

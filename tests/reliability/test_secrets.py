@@ -30,7 +30,7 @@ from secret_scan import build_needles, scan
 import fame
 from agents.storage_agent import StorageAgent
 from fame._storage import open_storage, parse_master_key, storage_config_from_env
-from fame._storage._keys import derive_file_key
+from fame._storage._keys import file_key as find_key
 from fame._storage._namespace import ENCRYPTED_SUFFIX
 
 from .fame_services import STORAGE_AGENT, FameServices, run_cli, run_fame
@@ -40,12 +40,15 @@ MIN_LOG_FILES = 5
 MIN_BYTES = 4096
 
 
-def test_the_grep_finds_a_secret_in_every_encoding() -> None:
+def test_the_grep_finds_a_secret_in_every_encoding(tmp_path: Path) -> None:
     """The scanner itself works: a planted key is found however it is written."""
     text = secrets.token_urlsafe(32)
     key = parse_master_key(text)
-    file_key = derive_file_key(key, "ns" + ENCRYPTED_SUFFIX)
-    needles = build_needles([text], ["tok-" + secrets.token_urlsafe(24)], {"ns" + ENCRYPTED_SUFFIX})
+    # A file with a header salt, as SQLCipher writes one: its key depends on it.
+    path = tmp_path / ("ns" + ENCRYPTED_SUFFIX)
+    path.write_bytes(secrets.token_bytes(4096))
+    file_key = find_key(key, path)[:32]
+    needles = build_needles([text], ["tok-" + secrets.token_urlsafe(24)], {path})
     assert needles.counts == {"derived_keys": 1, "master_keys": 1, "tokens": 1}
     token = next(t for t in (w.decode() for w in needles.words) if t.startswith("tok-"))
     planted = [

@@ -16,7 +16,7 @@ import msgspec
 import pytest
 import trio
 
-from fame._storage._keys import derive_file_key
+from fame._storage._keys import file_key
 from fame._storage._memory import MemoryBackend
 from fame._storage._ops import (
     READ_CHUNK,
@@ -60,7 +60,7 @@ def open_backend(profile: str, directory: Path) -> Backend:
     if profile == "encrypted-sqlite":
         master = make_config(profile, directory).master_key
         assert master is not None
-        key = derive_file_key(master, path.name)
+        key = file_key(master, path)
     return open_sqlite(path, "bulk", key)
 
 

@@ -11,6 +11,7 @@ default policy also names only ``client:admin`` for it.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, Protocol
 
 from ..._agents._agent import BaseAgent
@@ -76,9 +77,10 @@ class Administered(Protocol):
 class SentinelAdmin(BaseAgent):
     """Lists and changes the sentinel's enrolled nodes, pins, bindings and keys, live."""
 
-    def __init__(self, sentinel: Administered) -> None:
+    def __init__(self, sentinel: Administered, storage: object = None) -> None:
         super().__init__()
         self._sentinel = sentinel
+        self._storage = storage
 
     @operation(errors=_ERRORS)
     async def nodes(self) -> list[dict[str, Any]]:
@@ -146,3 +148,34 @@ class SentinelAdmin(BaseAgent):
         if not grace >= 0:
             raise ValueError(f"the grace period is a number of seconds >= 0, not {grace!r}")
         return [format_public_key(k) for k in await self._sentinel.rotate_signing_key(grace)]
+
+    @operation(errors=_ERRORS)
+    async def backup(self, destination: str) -> dict[str, Any]:
+        """Back up the sentinel's storage into the new directory ``destination`` (absolute).
+
+        Its stores hold their files locked while it runs, so it copies them
+        itself (see ``fame.storage.backup_storage``); the answer sums up the
+        manifest it wrote.
+        """
+        _admin_only()
+        return await backup_summary(self._storage, destination)
+
+
+async def backup_summary(storage: object, destination: str) -> dict[str, Any]:
+    """Back up ``storage`` (a provider that can) into ``destination``; what it wrote."""
+    backup = getattr(storage, "backup", None)
+    if backup is None:
+        raise AdminRefused("this node's storage provider cannot make backups: nothing was written")
+    path = Path(destination)
+    if not path.is_absolute():
+        raise ValueError(f"the backup destination must be an absolute path, not {destination!r}")
+    try:
+        manifest = await backup(path)
+    except FameError as exc:  # a StorageError (a layer above): said as a refusal
+        raise AdminRefused(f"{type(exc).__name__}: {exc}") from None
+    return {
+        "directory": str(path),
+        "files": len(manifest.files),
+        "bytes": manifest.total_bytes,
+        "records": sum(f.records for f in manifest.files),
+    }

@@ -484,7 +484,7 @@ async def open_sentinel(
         for address in node._local_addresses():
             uplink.bind(address)
         if admin:
-            await node.spawn(lambda: SentinelAdmin(sentinel), ADMIN_ADDRESS)
+            await node.spawn(lambda: SentinelAdmin(sentinel, node.storage_provider), ADMIN_ADDRESS)
         try:
             async with trio.open_nursery() as tasks:
                 tasks.start_soon(uplink.persist)
