@@ -12,7 +12,7 @@ remove the copy afterwards. The temporary directory is made by
 copy of the files).
 
 A running node holds each of its files with SQLite's exclusive lock (a
-POSIX lock on the lock bytes at offset 1 GiB, see :func:`held_by`). A copy
+POSIX lock on the lock bytes at offset 1 GiB, see ``_file_lock``). A copy
 taken meanwhile may catch a checkpoint half-way and look damaged, so the
 tools refuse a held file with :class:`DatabaseInUse` instead of reading a
 copy that may be behind or torn. They test for the lock without taking it,
@@ -26,23 +26,16 @@ for a process that does not hold the files open itself (the CLI).
 
 from __future__ import annotations
 
-import fcntl
-import os
 import shutil
-import struct
 import tempfile
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from ._errors import DatabaseInUse, StorageError
+from ._file_lock import file_holder
 
-__all__ = ["held_by", "open_snapshot", "snapshot_directory", "wal_path"]
-
-LOCK_BYTES_OFFSET = 0x40000000
-"""SQLite's PENDING byte; RESERVED follows, then the 510 SHARED bytes."""
-LOCK_BYTES = 512
-_FLOCK = "hhqqi"  # struct flock on Linux: l_type, l_whence, l_start, l_len, l_pid
+__all__ = ["open_snapshot", "snapshot_directory", "wal_path"]
 
 
 def wal_path(path: Path) -> Path:
@@ -50,30 +43,8 @@ def wal_path(path: Path) -> Path:
     return path.with_name(path.name + "-wal")
 
 
-def held_by(path: Path) -> int | None:
-    """The pid of the process holding a SQLite lock on ``path``, or ``None``.
-
-    Asks the kernel (``F_GETLK``) whether a write lock on SQLite's lock
-    bytes would conflict; that takes no lock and writes nothing. A node's
-    store holds them for as long as the file is open (``locking_mode =
-    EXCLUSIVE``). A missing file is held by no one.
-    """
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except FileNotFoundError:
-        return None
-    try:
-        query = struct.pack(_FLOCK, fcntl.F_WRLCK, os.SEEK_SET, LOCK_BYTES_OFFSET, LOCK_BYTES, 0)
-        kind, _whence, _start, _length, pid = struct.unpack(
-            _FLOCK, fcntl.fcntl(fd, fcntl.F_GETLK, query)
-        )
-    finally:
-        os.close(fd)
-    return None if kind == fcntl.F_UNLCK else int(pid)
-
-
 def _refuse_if_held(path: Path) -> None:
-    pid = held_by(path)
+    pid = file_holder(path)
     if pid is not None:
         raise DatabaseInUse(str(path), pid)
 
