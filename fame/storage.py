@@ -4,7 +4,8 @@ A node gets its storage from a :class:`StorageProvider` (``open_node``
 takes one); :func:`open_storage` opens the built-in provider for a
 :class:`StorageConfig`, and agents get a typed :class:`KeyValueStore` per
 namespace from it. :func:`check_files` and :func:`namespace_files` inspect a
-storage directory offline (``fame check``, ``fame inspect``);
+storage directory offline (``fame check``, ``fame inspect``), on private
+copies made by :func:`snapshot_directory` / :func:`open_snapshot`;
 :func:`plan_rekey` and :func:`rekey_files` re-encrypt one under a new
 master key (``fame rekey``);
 :func:`migrate_namespace` upgrades a namespace to its model's version
@@ -58,6 +59,7 @@ from ._storage._namespace import namespace_files
 from ._storage._offline_backup import backup_storage
 from ._storage._rekey import RekeyPlan, plan_rekey, rekey_files
 from ._storage._salvage import LostRange, SalvageReport, salvage_namespace
+from ._storage._snapshot import open_snapshot, snapshot_directory
 
 __all__ = [
     "DEFAULT_MIGRATION_BATCH",
@@ -101,6 +103,7 @@ __all__ = [
     "import_namespace",
     "migrate_namespace",
     "namespace_files",
+    "open_snapshot",
     "open_storage",
     "open_storage_from_env",
     "parse_master_key",
@@ -108,6 +111,7 @@ __all__ = [
     "rekey_files",
     "restore_backup",
     "salvage_namespace",
+    "snapshot_directory",
     "storage_config_from_env",
     "verify_backup",
 ]

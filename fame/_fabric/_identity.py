@@ -62,10 +62,20 @@ class NodeStores:
         return None if value is None else bytes(value)
 
     async def set(self, namespace: str, key: str, value: bytes) -> None:
+        """Keep ``value`` under ``key``; a value already there is not written again.
+
+        A restarting node sets what it set before (its bindings): skipping
+        the unchanged ones keeps the start free of writes, so a node whose
+        disk is full still starts and serves reads.
+        """
         if not self.persistent:
             self._memory.setdefault(namespace, {})[key] = value
             return
-        await (await self._store(namespace)).set(key, value)
+        store = await self._store(namespace)
+        current = await store.get(key)
+        if current is not None and bytes(current) == value:
+            return
+        await store.set(key, value)
 
     async def delete(self, namespace: str, key: str) -> None:
         if not self.persistent:

@@ -251,6 +251,7 @@ class BuiltinStorageProvider:
             durability=self.config.durability,
             max_file_bytes=self.config.max_file_bytes,
             dedupe=self.config.dedupe,
+            wal_checkpoint_bytes=self.config.wal_checkpoint_bytes,
         )
 
     async def _actor(self, namespace: str) -> ActorRef:

@@ -22,6 +22,9 @@ mapping (``os.environ``, or its merged config files) to
                                request id and answer (default 86400)
 ``FAME_STORAGE_DEDUPE_ENTRIES``  request ids remembered per namespace at
                                most, oldest forgotten first (default 100000)
+``FAME_STORAGE_WAL_CHECKPOINT_BYTES``  a commit that leaves a file's
+                               ``-wal`` larger than this checkpoints it
+                               (default 4194304, at least 65536)
 =============================  ===========================================
 
 Every problem is reported as one :class:`StorageConfigError` line naming the
@@ -50,6 +53,9 @@ _DURABILITIES = ("full", "normal")
 MASTER_KEY_VARIABLE = "FAME_STORAGE_MASTER_KEY"
 DEDUPE_WINDOW_VARIABLE = "FAME_STORAGE_DEDUPE_WINDOW"
 DEDUPE_ENTRIES_VARIABLE = "FAME_STORAGE_DEDUPE_ENTRIES"
+WAL_CHECKPOINT_VARIABLE = "FAME_STORAGE_WAL_CHECKPOINT_BYTES"
+DEFAULT_WAL_CHECKPOINT_BYTES = 4 * 1024 * 1024
+MIN_WAL_CHECKPOINT_BYTES = 65536
 
 log = logging.getLogger("fame.storage")
 
@@ -70,6 +76,12 @@ class StorageConfig:
     namespace remembers of writes sent with a request id (see
     ``docs/storage.md``, "Deduplicated writes"): a retry within both limits
     gets the original answer, a later one is applied again.
+
+    ``wal_checkpoint_bytes`` bounds each file's ``-wal``: SQLite's automatic
+    checkpoints are off, and a commit that leaves the ``-wal`` larger than
+    this checkpoints it into the file; the ``-wal`` is then reused from its
+    start (see
+    ``docs/storage.md``, "Offline tools and checkpoints").
     """
 
     profile: str = "memory"
@@ -79,6 +91,7 @@ class StorageConfig:
     max_file_bytes: int | None = None
     dedupe_window: float = DEFAULT_WINDOW
     dedupe_entries: int = DEFAULT_ENTRIES
+    wal_checkpoint_bytes: int = DEFAULT_WAL_CHECKPOINT_BYTES
     env: Mapping[str, str] = attrs.field(factory=dict, repr=False)
 
     @property
@@ -100,6 +113,13 @@ class StorageConfig:
         if isinstance(entries, bool) or not isinstance(entries, int) or entries < 1:
             raise StorageConfigError(
                 DEDUPE_ENTRIES_VARIABLE, f"expected a whole number >= 1, got {entries!r}"
+            )
+        wal = self.wal_checkpoint_bytes
+        if isinstance(wal, bool) or not isinstance(wal, int) or wal < MIN_WAL_CHECKPOINT_BYTES:
+            raise StorageConfigError(
+                WAL_CHECKPOINT_VARIABLE,
+                f"expected a whole number of bytes, at least {MIN_WAL_CHECKPOINT_BYTES},"
+                f" got {wal!r}",
             )
         if self.durability not in _DURABILITIES:
             raise StorageConfigError(
@@ -148,6 +168,7 @@ def storage_config_from_env(env: Mapping[str, str]) -> StorageConfig:
         max_file_bytes=max_file_bytes,
         dedupe_window=_dedupe_window(env.get(DEDUPE_WINDOW_VARIABLE, "").strip()),
         dedupe_entries=_dedupe_entries(env.get(DEDUPE_ENTRIES_VARIABLE, "").strip()),
+        wal_checkpoint_bytes=_wal_checkpoint_bytes(env.get(WAL_CHECKPOINT_VARIABLE, "").strip()),
         env=env,
     )
 
@@ -175,6 +196,20 @@ def _dedupe_entries(text: str) -> int:
         raise StorageConfigError(
             DEDUPE_ENTRIES_VARIABLE,
             f"expected a whole number >= 1 (default {DEFAULT_ENTRIES}), got {text[:40]!r}",
+        )
+    return int(text)
+
+
+def _wal_checkpoint_bytes(text: str) -> int:
+    if not text:
+        return DEFAULT_WAL_CHECKPOINT_BYTES
+    if not (text.isascii() and text.isdigit() and len(text) <= 18) or (
+        int(text) < MIN_WAL_CHECKPOINT_BYTES
+    ):
+        raise StorageConfigError(
+            WAL_CHECKPOINT_VARIABLE,
+            f"expected a whole number of bytes, at least {MIN_WAL_CHECKPOINT_BYTES}"
+            f" (default {DEFAULT_WAL_CHECKPOINT_BYTES}), got {text[:40]!r}",
         )
     return int(text)
 

@@ -112,12 +112,15 @@ class DamagedDatabase(StorageError):
 class DatabaseInUse(StorageError):
     """Another process (another node on the same directory?) holds the file open."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, pid: int | None = None) -> None:
+        who = "another process" if pid is None else f"another process (pid {pid})"
         super().__init__(
-            f"database file {path} is in use by another process; each storage directory"
+            f"database file {path} is in use by {who}; each storage directory"
             " belongs to one node at a time"
         )
         self.path = path
+        self.pid = pid
+        """The holder's process id, when it is known (the offline tools ask the kernel)."""
 
 
 class EncryptionMismatch(StorageError):

@@ -14,7 +14,7 @@ import os
 import struct
 from pathlib import Path
 
-__all__ = ["file_in_use", "files_in_use"]
+__all__ = ["file_holder", "file_in_use", "files_in_use"]
 
 _PENDING_BYTE = 0x40000000
 _LOCK_BYTES = 512  # PENDING, RESERVED and the SHARED range
@@ -24,16 +24,22 @@ _FLOCK = "hhqqi4x"
 
 def file_in_use(path: Path) -> bool:
     """True if another process holds a SQLite lock on ``path``."""
+    return file_holder(path) is not None
+
+
+def file_holder(path: Path) -> int | None:
+    """The pid of the process holding a SQLite lock on ``path``, or ``None``."""
     try:
-        fd = os.open(path, os.O_RDONLY)
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except FileNotFoundError:
-        return False
+        return None
     try:
         query = struct.pack(_FLOCK, fcntl.F_WRLCK, os.SEEK_SET, _PENDING_BYTE, _LOCK_BYTES, 0)
         answer = fcntl.fcntl(fd, fcntl.F_GETLK, query)
     finally:
         os.close(fd)
-    return struct.unpack(_FLOCK, answer)[0] != fcntl.F_UNLCK
+    kind, _whence, _start, _length, pid = struct.unpack(_FLOCK, answer)
+    return None if kind == fcntl.F_UNLCK else int(pid)
 
 
 def files_in_use(directory: Path) -> list[Path]:

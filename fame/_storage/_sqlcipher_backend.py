@@ -28,6 +28,11 @@ ROWID``) does the same. A fame version with the index re-creates it when it
 opens the file, so files move both ways.
 
 WAL journal; ``synchronous=FULL`` by default, ``NORMAL`` on request.
+SQLite's automatic checkpoints are off: a commit that leaves the ``-wal``
+past ``wal_checkpoint_bytes`` checkpoints it on the same thread (the
+``-wal`` is then reused from its start), and one that meets a full disk
+keeps the ``-wal`` for later. Closing checkpoints with ``TRUNCATE``.
+Opening a current file writes nothing, so a node on a full disk starts.
 ``FAME_STORAGE_MAX_FILE_BYTES`` becomes ``PRAGMA max_page_count``; a
 transaction that would grow the file past it, or that meets a full disk,
 fails with ``SQLITE_FULL``, which is raised as :class:`StorageFull`.
@@ -48,6 +53,7 @@ import contextlib
 import logging
 import math
 import os
+import time
 from collections.abc import Callable, Generator, Sequence
 from pathlib import Path
 
@@ -85,6 +91,10 @@ PAGE_CHECK_LIMIT = 64 << 20
 """Files up to this size name their damaged pages in ``DamagedDatabase`` (about 0.2 s)."""
 SEQ_BLOCK = 1000
 """Versions reserved per write of the counter (see :meth:`SqliteBackend.write`)."""
+WAL_CHECKPOINT_BYTES = 4 * 1024 * 1024
+"""Default size past which a commit checkpoints the ``-wal`` (``wal_checkpoint_bytes``)."""
+CHECKPOINT_RETRY = 1.0
+"""Seconds before a checkpoint that met a full disk is tried again."""
 _LIVE = "(expires_at IS NULL OR expires_at > ?)"
 _SCHEMA = (
     "CREATE TABLE kv (key TEXT PRIMARY KEY NOT NULL, value BLOB NOT NULL,"
@@ -133,17 +143,25 @@ def open_sqlite(
     durability: str = "full",
     max_file_bytes: int | None = None,
     dedupe: DedupeLimits = DedupeLimits(),  # noqa: B008 - frozen, so sharing it is safe
+    wal_checkpoint_bytes: int = WAL_CHECKPOINT_BYTES,
 ) -> SqliteBackend:
     """Open (creating if needed) the database at ``path``; blocking.
 
     The caller has already probed the file (see ``_probe``). Reading
     ``sqlite_master`` right after keying makes a bad key or a damaged file
     fail here, before anything is written.
+
+    Opening a current file writes nothing, so a node whose disk is full
+    still starts. A file that needs a layout change (the WAL switch, a
+    missing table) meets a full disk as ``SQLITE_FULL``: it is then opened
+    for reads only, and each write first retries the change and fails with
+    :class:`StorageFull` until there is room. A new file that cannot be
+    set up raises :class:`StorageFull` (it holds nothing to read).
     """
     conn = _connect(path, key)
     try:
         try:
-            tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
+            tables = _tables(conn)
             # Take the write lock now rather than on the first write.
             conn.execute("BEGIN IMMEDIATE")
             conn.execute("COMMIT")
@@ -155,30 +173,31 @@ def open_sqlite(
             raise DamagedDatabase(
                 str(path), f"not a fame key-value database (tables: {', '.join(sorted(tables))})"
             )
-        _settle(conn, path, durability, max_file_bytes)
-        if not tables:
-            conn.execute("BEGIN IMMEDIATE")
-            for statement in _SCHEMA:
-                conn.execute(statement)
-            conn.execute("INSERT INTO fame_meta VALUES ('format', ?), ('seq', 0)", (FORMAT,))
-            conn.execute("COMMIT")
+        _settle(conn, durability, max_file_bytes, wal_checkpoint_bytes)
+        pending = False
+        try:
+            _set_up(conn, path, tables)
+        except sqlcipher3.DatabaseError as exc:
+            if not (_is_full(exc) and tables):
+                raise
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            pending = True
+            log.warning(
+                "%s: no room to update its layout (a full disk, or its size limit);"
+                " opened for reads only, writes fail until there is room",
+                path.name,
+            )
         meta = dict(conn.execute("SELECT name, value FROM fame_meta").fetchall())
         if meta.get("format") != FORMAT:
             raise DamagedDatabase(
                 str(path), f"unknown format {meta.get('format')!r}, expected {FORMAT!r}"
             )
-        if "fame_requests" not in tables or "fame_requests_id" in tables:
-            # A new file or one made before deduplicated writes gets the
-            # table; one with the first layout loses the index on id.
-            conn.execute("BEGIN IMMEDIATE")
-            if "fame_requests" in tables:
-                conn.execute("DROP INDEX fame_requests_id")
-            else:
-                conn.execute(_REQUESTS_SCHEMA)
-            conn.execute("COMMIT")
-        # Read once here, then kept by every transaction.
-        slots = RequestSlots.read(conn.execute("SELECT n, id FROM fame_requests ORDER BY n"))
-        oldest = conn.execute(_OLDEST_REQUEST).fetchone()
+        slots, oldest = RequestSlots(), None
+        if "fame_requests" in _tables(conn):
+            # Read once here, then kept by every transaction.
+            slots = RequestSlots.read(conn.execute("SELECT n, id FROM fame_requests ORDER BY n"))
+            oldest = conn.execute(_OLDEST_REQUEST).fetchone()
         backend = SqliteBackend(
             conn,
             path,
@@ -187,8 +206,12 @@ def open_sqlite(
             max_file_bytes,
             dedupe,
             (slots, math.inf if oldest is None else _time(oldest[0], -math.inf)),
+            wal_checkpoint_bytes=wal_checkpoint_bytes,
         )
-        backend.reconnect = lambda: _reconnect(path, key, durability, max_file_bytes)
+        backend._set_up_pending = pending
+        backend.reconnect = lambda: _reconnect(
+            path, key, durability, max_file_bytes, wal_checkpoint_bytes
+        )
         backend._encrypted = key is not None
         return backend
     except sqlcipher3.DatabaseError as exc:
@@ -203,6 +226,38 @@ def open_sqlite(
     except BaseException:
         conn.close()
         raise
+
+
+def _tables(conn: sqlcipher3.Connection) -> set[str]:
+    return {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
+
+
+def _set_up(conn: sqlcipher3.Connection, path: Path, tables: set[str]) -> None:
+    """Bring the file to the current layout, writing only what is missing.
+
+    A current file is not written at all: a node on a full disk must be
+    able to open it and serve reads.
+    """
+    if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if mode != "wal":
+            raise StorageError(f"{path}: cannot switch to WAL journal mode (got {mode!r})")
+    if not tables:
+        conn.execute("BEGIN IMMEDIATE")
+        for statement in _SCHEMA:
+            conn.execute(statement)
+        conn.execute("INSERT INTO fame_meta VALUES ('format', ?), ('seq', 0)", (FORMAT,))
+        conn.execute("COMMIT")
+        tables = _tables(conn)
+    if "fame_requests" not in tables or "fame_requests_id" in tables:
+        # A new file or one made before deduplicated writes gets the
+        # table; one with the first layout loses the index on id.
+        conn.execute("BEGIN IMMEDIATE")
+        if "fame_requests" in tables:
+            conn.execute("DROP INDEX fame_requests_id")
+        else:
+            conn.execute(_REQUESTS_SCHEMA)
+        conn.execute("COMMIT")
 
 
 def _connect(path: Path, key: bytes | None) -> sqlcipher3.Connection:
@@ -225,26 +280,41 @@ def _connect(path: Path, key: bytes | None) -> sqlcipher3.Connection:
 
 
 def _settle(
-    conn: sqlcipher3.Connection, path: Path, durability: str, max_file_bytes: int | None
+    conn: sqlcipher3.Connection,
+    durability: str,
+    max_file_bytes: int | None,
+    wal_checkpoint_bytes: int,
 ) -> None:
-    """The journal, durability and size limit every connection of a backend runs with."""
-    mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-    if mode != "wal":
-        raise StorageError(f"{path}: cannot switch to WAL journal mode (got {mode!r})")
+    """The durability, checkpoints and size limit every connection of a backend runs with.
+
+    None of these writes the file (the switch to WAL is ``_set_up``'s).
+    Checkpoints are the backend's (see :meth:`SqliteBackend.write`), on the
+    worker thread, bounded by ``wal_checkpoint_bytes``. After a checkpoint
+    the next commit writes the ``-wal`` from its start again, cut to
+    ``journal_size_limit``: rewriting a file in place is a cheaper fsync
+    than growing it, and the ``-wal`` grows past the limit only when a
+    checkpoint is due.
+    """
     conn.execute(f"PRAGMA synchronous = {'FULL' if durability == 'full' else 'NORMAL'}")
+    conn.execute("PRAGMA wal_autocheckpoint = 0")
+    conn.execute(f"PRAGMA journal_size_limit = {wal_checkpoint_bytes}")
     if max_file_bytes is not None:
         conn.execute(f"PRAGMA max_page_count = {max(1, max_file_bytes // PAGE_SIZE)}")
 
 
 def _reconnect(
-    path: Path, key: bytes | None, durability: str, max_file_bytes: int | None
+    path: Path,
+    key: bytes | None,
+    durability: str,
+    max_file_bytes: int | None,
+    wal_checkpoint_bytes: int,
 ) -> sqlcipher3.Connection:
     """A new connection to a file a backend had open, set up as ``open_sqlite`` set it up."""
     conn = _connect(path, key)
     try:
         conn.execute("BEGIN IMMEDIATE")  # takes the exclusive lock again
         conn.execute("COMMIT")
-        _settle(conn, path, durability, max_file_bytes)
+        _settle(conn, durability, max_file_bytes, wal_checkpoint_bytes)
     except BaseException:
         conn.close()
         raise
@@ -314,8 +384,16 @@ class SqliteBackend:
         max_file_bytes: int | None = None,
         dedupe: DedupeLimits = DedupeLimits(),  # noqa: B008 - frozen, so sharing it is safe
         requests: tuple[RequestSlots, float] | None = None,
+        *,
+        wal_checkpoint_bytes: int = WAL_CHECKPOINT_BYTES,
     ) -> None:
         self._conn = conn
+        self._wal = path.with_name(path.name + "-wal")
+        self.wal_checkpoint_bytes = wal_checkpoint_bytes
+        # Monotonic time before which no checkpoint is tried (one met a full disk).
+        self._checkpoint_at = -math.inf
+        # The file needs a layout change that a full disk refused at open.
+        self._set_up_pending = False
         self.dedupe = dedupe
         # Where each request id's record is, and the first record's time
         # (inf: none), so a transaction that has nothing to prune runs no
@@ -490,6 +568,14 @@ class SqliteBackend:
         return rows
 
     def write(self, ops: Sequence[WriteOp], now: float) -> list[object]:
+        """Apply ``ops`` in one transaction; then checkpoint if the ``-wal`` grew too large.
+
+        The ``-wal`` is rewritten from its start after a checkpoint and cut
+        to ``wal_checkpoint_bytes`` (``journal_size_limit``), so it grows
+        past that size only when a checkpoint is due. A transaction that
+        meets a full disk is tried once more after a checkpoint that
+        succeeds: the ``-wal``'s space can then be reused.
+        """
         self._check_open()
         if self._damage is not None:
             raise DamagedDatabase(
@@ -498,7 +584,59 @@ class SqliteBackend:
                 " copy its readable records with fame salvage",
                 pages=self._damage.pages,
             )
+        try:
+            results = self._write(ops, now)
+        except StorageFull:
+            if not self._checkpoint():
+                raise
+            results = self._write(ops, now)
+        if self._wal_bytes() > self.wal_checkpoint_bytes:
+            self._checkpoint()
+        return results
+
+    def _wal_bytes(self) -> int:
+        try:
+            return self._wal.stat().st_size
+        except OSError:
+            return 0
+
+    def _checkpoint(self) -> bool:
+        """Fold the ``-wal`` into the file, to be rewritten from its start; False if not done.
+
+        Runs on the thread of the writes, between two transactions. Every
+        transaction in the ``-wal`` is committed whatever happens here: a
+        checkpoint that fails (a full disk) keeps the ``-wal`` and is tried
+        again after :data:`CHECKPOINT_RETRY` seconds, at a later commit.
+        """
+        if time.monotonic() < self._checkpoint_at or self._wal_bytes() == 0:
+            return False
+        try:
+            busy = self._conn.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()[0]
+        except sqlcipher3.DatabaseError as exc:
+            self._checkpoint_at = time.monotonic() + CHECKPOINT_RETRY
+            reason = "the disk is full" if _is_full(exc) else f"{type(exc).__name__}: {exc}"
+            log.warning(
+                "%s: checkpoint failed (%s); its -wal file is kept and the checkpoint tried"
+                " again later",
+                self.path.name,
+                reason,
+            )
+            return False
+        return not busy
+
+    def _write(self, ops: Sequence[WriteOp], now: float) -> list[object]:
         conn = self._conn
+        if self._set_up_pending:
+            try:
+                _set_up(conn, self.path, _tables(conn))
+            except sqlcipher3.DatabaseError as exc:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                if _is_full(exc):
+                    full = _full(conn, self.path, self.namespace, len(ops), self.max_file_bytes)
+                    raise full from exc
+                raise _database_error(self.path, exc, "cannot update its layout") from exc
+            self._set_up_pending = False
         oldest = self._oldest_request
         conn.execute("BEGIN IMMEDIATE")
         self._slots.begin()
@@ -648,13 +786,15 @@ class SqliteBackend:
 def integrity_check(path: Path, key: bytes | None) -> list[str]:
     """Run SQLCipher's and SQLite's integrity checks on ``path``; return the problems.
 
-    The file is opened read-only and immutable: no ``-wal``/``-shm`` file is
-    created, no lock is taken and nothing is written, so this is safe on a
-    stopped node's files or a copy. A running node's ``-wal`` is not seen.
-    ``cipher_integrity_check`` authenticates every page with the key;
-    ``integrity_check`` then checks the b-trees. An empty list means sound.
+    ``path`` must be a private copy (see ``_snapshot``): it is opened
+    normally, so SQLite replays its ``-wal`` (committed transactions a
+    stopped node left there) and may write the copy. Opening the original
+    immutable instead would ignore that ``-wal`` and call a sound file
+    damaged. ``cipher_integrity_check`` authenticates every page with the
+    key; ``integrity_check`` then checks the b-trees. An empty list means
+    sound.
     """
-    conn = sqlcipher3.connect(f"{path.absolute().as_uri()}?mode=ro&immutable=1", uri=True)
+    conn = sqlcipher3.connect(str(path), timeout=LOCK_WAIT)
     try:
         conn.execute("PRAGMA cipher_log_level = NONE")
         if key is not None:

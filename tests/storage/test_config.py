@@ -119,6 +119,16 @@ def test_master_key_never_leaks(tmp_path: Path) -> None:
         ({"FAME_STORAGE_DURABILITY": "sometimes"}, "FAME_STORAGE_DURABILITY", "'full' or 'normal'"),
         ({"FAME_STORAGE_MAX_FILE_BYTES": "lots"}, "FAME_STORAGE_MAX_FILE_BYTES", "whole number"),
         ({"FAME_STORAGE_MASTER_KEY": "hunter2"}, "FAME_STORAGE_MASTER_KEY", "fewer than 32"),
+        (
+            {"FAME_STORAGE_WAL_CHECKPOINT_BYTES": "4k"},
+            "FAME_STORAGE_WAL_CHECKPOINT_BYTES",
+            "whole number of bytes, at least 65536",
+        ),
+        (
+            {"FAME_STORAGE_WAL_CHECKPOINT_BYTES": "1000"},
+            "FAME_STORAGE_WAL_CHECKPOINT_BYTES",
+            "at least 65536",
+        ),
     ],
 )
 def test_config_errors(env: dict[str, str], variable: str, expected: str) -> None:
@@ -195,3 +205,9 @@ async def test_directory_that_cannot_be_written(directory: str, expected: str) -
     assert message.startswith("FAME_STORAGE_DB_DIRECTORY: ")
     assert expected in message
     assert "\n" not in message
+
+
+def test_wal_checkpoint_bytes() -> None:
+    assert storage_config_from_env({}).wal_checkpoint_bytes == 4 * 1024 * 1024
+    env = {"FAME_STORAGE_WAL_CHECKPOINT_BYTES": " 1048576 "}
+    assert storage_config_from_env(env).wal_checkpoint_bytes == 1048576
