@@ -147,10 +147,9 @@ class BuiltinStorageProvider:
             functools.partial(namespace_files, directory, encrypted=self._encrypted)
         )
         copies = []
-        for namespace, path in found:
-            key = self._file_key(path.name) if self._encrypted else None
+        for namespace, _path in found:
             ref = await self._actor(namespace)
-            copies.append(await ref.ask(Backup(str(partial), key), timeout=None))
+            copies.append(await ref.ask(Backup(str(partial)), timeout=None))
         manifest = BackupManifest(self._clock(), self.config.profile, tuple(copies))
         await trio.to_thread.run_sync(finish_backup, partial, destination, manifest)
         return manifest

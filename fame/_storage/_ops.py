@@ -134,12 +134,11 @@ class DeleteMany:
 class Backup:
     """Copy the database file, as committed now, into ``directory`` (see ``_backup``).
 
-    ``key`` is the key the copy is encrypted with: the source file's own, so
-    the copy opens with the same master key; ``None`` for a plain file.
+    The copy is encrypted with the source file's own key (the one its backend
+    holds), so it opens with the same master key.
     """
 
     directory: str
-    key: bytes | None = attrs.field(repr=False)
 
 
 @attrs.frozen

@@ -213,6 +213,7 @@ def open_sqlite(
             path, key, durability, max_file_bytes, wal_checkpoint_bytes
         )
         backend._encrypted = key is not None
+        backend._key = key
         return backend
     except sqlcipher3.DatabaseError as exc:
         # Switching a new file to WAL and creating the schema write pages.
@@ -408,6 +409,7 @@ class SqliteBackend:
         # SQLCipher fails every statement of a connection that met one.
         self.reconnect: Callable[[], sqlcipher3.Connection] | None = None
         self._encrypted = True
+        self._key: bytes | None = None  # the key it was opened with (set by open_sqlite)
         # The damaged pages found by the integrity check after the first damage.
         self._pages: tuple[int, ...] | None = None
         # Set once a read or write met a damaged page: from then on writes are
@@ -757,11 +759,17 @@ class SqliteBackend:
             self._oldest_request = math.inf if oldest is None else _time(oldest[0], -math.inf)
         return len(removed)
 
-    def backup(self, directory: Path, key: bytes | None) -> FileCopy:
-        """Copy this file as committed now into ``directory`` (see ``_sqlcipher_backup``)."""
+    def backup(self, directory: Path) -> FileCopy:
+        """Copy this file as committed now into ``directory`` (see ``_sqlcipher_backup``).
+
+        The copy is encrypted with this file's own key (salt included), so it
+        opens with the same master key. The key is the one this backend was
+        opened with, never found again from the file: opening the held file
+        from this process and closing it would drop the node's POSIX lock on it.
+        """
         from ._sqlcipher_backup import copy_live
 
-        return copy_live(self._conn, self.path, directory, key)
+        return copy_live(self._conn, self.path, directory, self._key)
 
     def close(self) -> None:
         """Checkpoint the WAL into the main file and close, leaving no ``-wal`` behind.

@@ -169,7 +169,7 @@ class StorageActor(Actor):
         copy = getattr(backend, "backup", None)
         if copy is None or self._worker is None:
             raise StorageError(f"namespace {self.namespace!r} keeps no file to back up")
-        return await self._worker.run(copy, Path(op.directory), op.key)
+        return await self._worker.run(copy, Path(op.directory))
 
     async def _read_in_steps(
         self, backend: Backend, op: BulkRead, now: float, delivery: Delivery

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import os
 import secrets
+import subprocess
 import sys
 from pathlib import Path
 
@@ -156,3 +159,36 @@ async def test_restore_refuses_while_the_directory_is_in_use(tmp_path: Path) -> 
     assert proc.stdout.decode().strip() == "in use: items_encrypted_value.db"
     assert sorted(p.name for p in (tmp_path / "data").iterdir()) == before
     assert not [name for name in _listing(tmp_path) if "before-restore" in name]
+
+
+def _holders(directory: Path) -> dict[str, int | None]:
+    """Who holds each database file, asked from another process (a process cannot see its own)."""
+    code = (
+        "import json, sys; from pathlib import Path;"
+        " from fame._storage._file_lock import file_holder;"
+        " files = sorted(Path(sys.argv[1]).glob('*.db'));"
+        " print(json.dumps({p.name: file_holder(p) for p in files}))"
+    )
+
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(directory)], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+@pytest.mark.parametrize("profile", ["sqlite", "encrypted-sqlite"])
+async def test_every_file_stays_locked_through_a_backup(tmp_path: Path, profile: str) -> None:
+    """A backup must not open the held files from the node's process: closing such a
+    descriptor would drop the node's POSIX lock, and another process could then open
+    the file under the running node."""
+    config = _config(tmp_path / "data", secrets.token_urlsafe(32), profile)
+    async with open_storage(config) as provider:
+        for namespace in ("items", "others"):
+            store = await provider.get_kv_store(int, namespace)
+            await store.set("a", 1)
+        before = await trio.to_thread.run_sync(_holders, tmp_path / "data")
+        assert set(before.values()) == {os.getpid()}, before
+        await provider.backup(tmp_path / "backup")  # type: ignore[attr-defined]
+        after = await trio.to_thread.run_sync(_holders, tmp_path / "data")
+    assert after == before
