@@ -1,6 +1,6 @@
 """Backup throughput: ``provider.backup`` against what an operator would do by hand, in one run.
 
-An encrypted directory of about 50 MB (three namespaces of 300-byte random
+An encrypted directory of at least 50 MB (three namespaces of 300-byte random
 values) is filled once. Each round then makes three copies of the same
 files, interleaved (the order rotates round after round, so disk and CPU
 noise hits all alike), each into a new directory on the same disk:
@@ -27,7 +27,7 @@ Figures are the median of the rounds, in MB/s of the source files (MB =
 faster). Setup (opening the provider, removing copies) is not timed.
 
 Run: ``python bench/bench_backup.py [MB] [--rounds N]`` (default 50 MB, 3
-rounds: about 15 s on an idle machine).
+rounds: about 15 s).
 """
 
 from __future__ import annotations

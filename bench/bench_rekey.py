@@ -23,7 +23,7 @@ faster). The same copy machinery migrates v1 files when a node opens their
 directory, so the figure is also that migration's rate.
 
 Run: ``python bench/bench_rekey.py [MB] [--rounds N]`` (default 55: about
-50 MB of files; 3 rounds: about 25 s on an idle machine).
+50 MB of files; 3 rounds: about 15 s).
 """
 
 from __future__ import annotations
