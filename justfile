@@ -99,3 +99,5 @@ bench:
     {{python}} bench/bench_e2e.py
     {{python}} bench/bench_delivery.py
     {{python}} bench/bench_ticks.py
+    {{python}} bench/bench_backup.py
+    {{python}} bench/bench_rekey.py
