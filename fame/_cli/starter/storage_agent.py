@@ -95,8 +95,16 @@ class StorageAgent(fame.BaseAgent):
         record: RecordModel | None = await self._store.get(key)
         return record
 
-    @fame.operation(streaming=True, idempotent=True)
+    @fame.operation(
+        streaming=True,
+        idempotent=True,
+        errors=(fame.storage.DamagedDatabase, fame.storage.RecordInvalid),
+    )
     async def retrieve_all_values(self) -> AsyncIterator[tuple[str, RecordModel]]:
-        """Every ``(key, record)`` pair in key order, streamed page by page."""
+        """Every ``(key, record)`` pair in key order, streamed page by page.
+
+        A damaged page ends the stream with ``DamagedDatabase`` naming the
+        last key sent; the agent keeps running.
+        """
         async for key, record in self._store.scan():
             yield key, record
