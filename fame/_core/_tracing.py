@@ -52,12 +52,26 @@ def _trace_api() -> Any:
     return _otel or None
 
 
+_UNKNOWN: Final = object()
+
+
 def tracing_on() -> bool:
-    """Whether the program set a tracer provider (the API's default one records nothing)."""
+    """Whether the program set a tracer provider (the API's default one records nothing).
+
+    Asked on every call, so it reads the API's global first: ``get_tracer_provider()``
+    looks at the environment each time no provider is set (2 us, most of a call's
+    tracing-off cost). A provider the API would build from ``OTEL_PYTHON_TRACER_PROVIDER``
+    counts from the first ``get_tracer_provider()`` call on.
+    """
     api = _trace_api()
     if api is None:
         return False
-    return not isinstance(api.get_tracer_provider(), api.ProxyTracerProvider)
+    provider = getattr(api, "_TRACER_PROVIDER", _UNKNOWN)
+    if provider is None:
+        return False
+    if provider is _UNKNOWN:  # another API version: ask it the public way
+        provider = api.get_tracer_provider()
+    return not isinstance(provider, api.ProxyTracerProvider)
 
 
 def _parse(traceparent: str) -> Any:
