@@ -30,9 +30,19 @@ import fame
 from fame._core._errors import WireError
 from fame._fabric.sentinel._server import open_sentinel
 from fame._wire import _schema
-from fame._wire._schema import Codec, Envelope, Request, RoutingHeader, request_head
+from fame._wire._schema import (
+    Codec,
+    Envelope,
+    LinkError,
+    Reply,
+    Request,
+    RoutingHeader,
+    request_head,
+)
 from fame._wire._trace_context import request_trace, retrace
 from fame.storage import StorageConfig, open_storage, parse_master_key
+
+from .raw_link import open_raw_link
 
 ADDRESS = "records@fame.fabric"
 TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
@@ -210,6 +220,34 @@ def test_a_malformed_trace_makes_the_request_malformed(bad: str) -> None:
         request_head(head.frame)
     with pytest.raises(WireError):
         request_trace(head.frame)
+
+
+async def test_the_sentinel_refuses_a_malformed_trace_before_the_callee_sees_it() -> None:
+    token = secrets.token_urlsafe(16)
+    bad = TRACEPARENT.replace("-01", "-zz")
+    with trio.fail_after(30):
+        async with (
+            open_sentinel(port=0, trust_on_first_use=True, token=token) as sentinel,
+            fame.open_node() as node,
+        ):
+            url = f"ws://127.0.0.1:{sentinel.port}/"
+            await node.spawn(Records, ADDRESS)
+            async with fame.attach(node, url, token=token) as uplink:
+                await uplink.wait_bound()
+                async with open_raw_link(url, token) as link:
+                    args = {"key": "k", "value": "v"}
+                    frame = Request("store_value", args, timeout_ms=60_000, trace=bad)
+                    await link.send(Envelope(0, ADDRESS, 1, frame, link.reply_to, 1))
+                    [answer] = await link.receive()
+                    assert isinstance(answer, LinkError)
+                    # The link still works: a well-formed traced request is answered.
+                    frame = Request("store_value", args, timeout_ms=60_000, trace=TRACEPARENT)
+                    await link.send(Envelope(0, ADDRESS, 2, frame, link.reply_to, 2))
+                    async for envelope in link.envelopes():
+                        assert envelope.corr == 2
+                        assert envelope.frame == Reply("v")
+                        break
+            assert sentinel.router.violations == 1
 
 
 def test_retrace_rewrites_only_the_trace_in_place() -> None:
