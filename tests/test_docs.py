@@ -24,6 +24,7 @@ import shlex
 import socket
 import subprocess
 import sys
+from html import unescape
 from pathlib import Path
 
 import pytest
@@ -87,7 +88,7 @@ SAMPLE_OUTPUT = {
         "stored 'todo/1' (version 1)",
         "starred todo/2 -> Note(text='run the bench', stars=1)",
         "todo notes: ['todo/1', 'todo/2']",
-        "rejected:",
+        "rejected: notes@local: store_value(): invalid argument 'value'",
         "failed as declared:",
         "node closed",
     ],
@@ -227,5 +228,39 @@ def test_site_builds_strict_with_every_public_name(tmp_path: Path) -> None:
         missing = [name for name in module.__all__ if f"{module_name}.{name}" not in anchors]
         assert missing == [], f"reference/{page}.md lacks {missing}"
         assert not [a for a in anchors if a.startswith(f"{module_name}._")], "private names shown"
-    for page in ("agents", "embedding", "operating", "security"):
-        assert (site / "guide" / page / "index.html").is_file()
+    for page in sorted(GUIDE.glob("*.md")):
+        html = (site / "guide" / page.stem / "index.html").read_text()
+        _assert_snippets_rendered(page, html)
+
+
+def _assert_snippets_rendered(page: Path, html: str) -> None:
+    """Every ``--8<-- "file:section"`` of ``page`` shows its file's lines in the built page.
+
+    A snippet line that a formatter rewrote (``--8 < --``) or that the
+    snippets extension skipped would leave the marker and not the code.
+    """
+    text = unescape(re.sub(r"<[^>]+>", "", html))
+    includes = re.findall(r'^--8<-- "([^":]+)(?::(\w+))?"$', page.read_text(), re.M)
+    markers = len(re.findall(r"^-+ ?8 ?<", page.read_text(), re.M))
+    assert len(includes) == markers, f"{page.name}: a snippet line is malformed"
+    for path, section in includes:
+        source = (ROOT / path).read_text()
+        if section:
+            source = source.split(f"[start:{section}]", 1)[1].split(f"[end:{section}]", 1)[0]
+        for line in source.splitlines()[1:-1]:
+            line = line.strip()
+            if line and "--8<--" not in line:
+                assert line in text, f"{page.name}: {path}:{section} not rendered ({line!r})"
+
+
+def test_every_policy_in_the_guide_is_a_valid_policy() -> None:
+    from fame.security import Policy
+
+    blocks = [
+        block
+        for page in sorted(GUIDE.glob("*.md"))
+        for block in re.findall(r"```toml\n(.*?)```", page.read_text(), re.S)
+    ]
+    assert blocks
+    for block in blocks:
+        Policy.from_toml(block)
