@@ -56,13 +56,14 @@ def _run(argv: list[str], *, cwd: Path, timeout: float, **env: str) -> str:
         argv,
         cwd=cwd,
         env=_env(**env),
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,  # one stream, in the order the lines were written
         text=True,
         timeout=timeout,
         check=False,
     )
-    assert done.returncode == 0, f"{argv} exited {done.returncode}:\n{done.stdout}{done.stderr}"
-    return done.stdout + done.stderr
+    assert done.returncode == 0, f"{argv} exited {done.returncode}:\n{done.stdout}"
+    return done.stdout
 
 
 # Each sample, and lines (in order) its output must hold: what the guide says it prints.
