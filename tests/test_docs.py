@@ -229,6 +229,8 @@ def test_site_builds_strict_with_every_public_name(tmp_path: Path) -> None:
         missing = [name for name in module.__all__ if f"{module_name}.{name}" not in anchors]
         assert missing == [], f"reference/{page}.md lacks {missing}"
         assert not [a for a in anchors if a.startswith(f"{module_name}._")], "private names shown"
+        # docs/hooks/sphinx_roles.py turned the docstrings' Sphinx roles into code.
+        assert not re.findall(r":(?:class|func|meth|mod|attr|data|exc):`", html), page
     for page in sorted(GUIDE.glob("*.md")):
         html = (site / "guide" / page.stem / "index.html").read_text()
         _assert_snippets_rendered(page, html)
