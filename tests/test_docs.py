@@ -274,3 +274,15 @@ def test_every_policy_in_the_guide_is_a_valid_policy() -> None:
     assert blocks
     for block in blocks:
         Policy.from_toml(block)
+
+
+def test_every_setting_in_the_guide_is_a_documented_variable() -> None:
+    readme = (ROOT / "README.md").read_text()
+    names = {
+        name
+        for page in sorted(GUIDE.glob("*.md"))
+        for block in re.findall(r"```ini\n(.*?)```", page.read_text(), re.S)
+        for name in re.findall(r"^(\w+)=", block, re.M)
+    }
+    assert names
+    assert sorted(name for name in names if f"`{name}`" not in readme) == []
