@@ -8,7 +8,7 @@ answers, from which percentiles over a recent window are read.
 Each routed request costs a dict insert and each final answer a dict pop
 and a ring append: nothing is sorted until someone asks. Memory is
 bounded three ways: at most ``max_addresses`` addresses are tracked (the
-rest are summed under :data:`OTHER`: a node may be asked for any name on
+rest are summed under one more, :data:`OTHER`: a node may be asked for any name on
 its path), at most ``max_pending`` requests wait for an answer (past that
 the oldest are forgotten, as ``InflightRequests`` forgets them), and each
 address keeps its latest ``reservoir`` latencies.
