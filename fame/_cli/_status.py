@@ -147,6 +147,19 @@ class _Rates:
         return {a: (n - last[1].get(a, 0)) / elapsed for a, n in calls.items()}
 
 
+def watched(status: SentinelStatus) -> list[tuple[str, Any, bool]]:
+    """Each address to show: ``(address, its traffic or None, whether anyone serves it)``.
+
+    The addresses called so far and the bound ones not called yet, so that
+    an idle agent shows up too (and an address held by a gone node says so).
+    """
+    served = {b.address: bool(b.attached) for b in status.bindings}
+    traffic = {t.address: t for t in status.traffic}
+    return [
+        (a, traffic.get(a), served.get(a, True)) for a in sorted(served.keys() | traffic.keys())
+    ]
+
+
 def _rate(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f}"
 
@@ -154,11 +167,17 @@ def _rate(value: float | None) -> str:
 def plain_lines(status: SentinelStatus, rates: dict[str, float | None]) -> list[str]:
     """One line per address, for ``--watch`` without a terminal."""
     stamp = time.strftime("%H:%M:%S", time.localtime(status.now))
-    return [
-        f"{stamp} {t.address} calls/s={_rate(rates.get(t.address))} p50={_ms(t.p50)}"
-        f" p99={_ms(t.p99)} in_flight={t.in_flight} errors={t.errors} calls={t.calls}"
-        for t in status.traffic
-    ] or [f"{stamp} (no traffic yet)"]
+    lines = []
+    for address, t, served in watched(status):
+        gone = "" if served else " (not attached)"
+        if t is None:
+            lines.append(f"{stamp} {address} calls/s=0.0 in_flight=0 errors=0 calls=0{gone}")
+            continue
+        lines.append(
+            f"{stamp} {address} calls/s={_rate(rates.get(address))} p50={_ms(t.p50)}"
+            f" p99={_ms(t.p99)} in_flight={t.in_flight} errors={t.errors} calls={t.calls}{gone}"
+        )
+    return lines or [f"{stamp} (nothing bound, no traffic)"]
 
 
 def _table(status: SentinelStatus, rates: dict[str, float | None], frame: int, note: str) -> Any:
@@ -171,10 +190,14 @@ def _table(status: SentinelStatus, rates: dict[str, float | None], frame: int, n
     )
     for name in ("address", "calls/s", "p50", "p99", "in flight", "errors", "calls"):
         table.add_column(name, justify="left" if name == "address" else "right")
-    for t in status.traffic:
+    for address, t, served in watched(status):
+        shown = address if served else f"{address} (not attached)"
+        if t is None:
+            table.add_row(shown, "0.0", "-", "-", "0", "0", "0")
+            continue
         table.add_row(
-            t.address,
-            _rate(rates.get(t.address)),
+            shown,
+            _rate(rates.get(address)),
             _ms(t.p50),
             _ms(t.p99),
             str(t.in_flight),
