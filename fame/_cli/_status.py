@@ -151,9 +151,12 @@ def watched(status: SentinelStatus) -> list[tuple[str, Any, bool]]:
     """Each address to show: ``(address, its traffic or None, whether anyone serves it)``.
 
     The addresses called so far and the bound ones not called yet, so that
-    an idle agent shows up too (and an address held by a gone node says so).
+    an idle agent shows up too (and an address held by a gone node says so);
+    not the sentinel's own (its admin agent).
     """
-    served = {b.address: bool(b.attached) for b in status.bindings}
+    served = {  # the sentinel's own agents are served in place, not routed: never counted
+        b.address: bool(b.attached) for b in status.bindings if b.owners != [status.sentinel_id]
+    }
     traffic = {t.address: t for t in status.traffic}
     return [
         (a, traffic.get(a), served.get(a, True)) for a in sorted(served.keys() | traffic.keys())
