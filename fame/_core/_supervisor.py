@@ -161,9 +161,11 @@ class _Cell:
             actor = self._new_actor()
             try:
                 await actor.on_start()
-                return actor
             except Exception as start_exc:
                 exc = start_exc
+            else:
+                log.info("%s restarted (restart %d)", self.address, len(self.restarts))
+                return actor
 
     async def _loop(self, actor: Actor) -> None:
         receive = self.receive
