@@ -188,7 +188,9 @@ def test_readable_lines_show_attach_detach_and_one_traceback_per_crash(scene: An
 
 
 def test_json_format_writes_one_object_per_line(scene: Any) -> None:
-    sentinel_log, node_log = crash_once(scene(FAME_LOG_FORMAT="json"))
+    # At the most verbose: the session's leak scan reads these logs for the token too.
+    verbose = {"FAME_LOG_LEVEL": "debug", "FAME_SHOW_ENVELOPES": "1"}
+    sentinel_log, node_log = crash_once(scene(FAME_LOG_FORMAT="json", **verbose))
     sentinel = [json.loads(line) for line in sentinel_log.splitlines()]
     node = [json.loads(line) for line in node_log.splitlines()]
     for document in sentinel + node:
@@ -199,6 +201,7 @@ def test_json_format_writes_one_object_per_line(scene: Any) -> None:
     assert {(d["level"], d["logger"]) for d in attached} == {("INFO", "fame.sentinel")}
     assert len(attached) == 3, sentinel_log
     assert any(d["message"].startswith("listening on ws://") for d in sentinel)
+    assert any(d["logger"] == "fame.trace" for d in sentinel + node)
     crashes = [d for d in node if "exception" in d]
     assert len(crashes) == 1, node_log
     assert crashes[0]["level"] == "ERROR" and crashes[0]["logger"] == "fame.supervisor"
