@@ -43,6 +43,20 @@ class Crashy(fame.BaseAgent):
         return "fine now"
 
 
+class CrashyConcurrent(fame.BaseAgent):
+    # Its calls run in tasks of their own: a crash reaches the supervisor via its mailbox.
+
+    max_concurrency = 4
+    crashed = False
+
+    @fame.operation
+    async def boom(self) -> str:
+        if not CrashyConcurrent.crashed:
+            CrashyConcurrent.crashed = True
+            raise RuntimeError("crashy boom")
+        return "fine now"
+
+
 class Broken(fame.BaseAgent):
     async def start(self) -> None:
         raise RuntimeError("broken start")
@@ -149,10 +163,10 @@ def scene(tmp_path: Path, suite_secrets: Any) -> Iterator[Any]:
             one.close()
 
 
-def crash_once(scene: Scene, *, info: bool = True) -> tuple[str, str]:
+def crash_once(scene: Scene, *, info: bool = True, agent: str = "Crashy") -> tuple[str, str]:
     """Start both, crash the agent once, stop both; return the sentinel's and the node's log."""
     sentinel = scene.start("sentinel")
-    node = scene.start("node", "--agent", "crashy:Crashy@crashy@fame.fabric")
+    node = scene.start("node", "--agent", f"crashy:{agent}@crashy@fame.fabric")
     first = scene.call("crashy@fame.fabric", "boom")
     assert first.returncode == 1, first
     scene.wait_for("node", "crashy@fame.fabric restarted")
@@ -170,8 +184,11 @@ def records(log: str) -> list[tuple[str, str, str]]:
     return [m.groups() for m in map(TEXT_LINE.match, log.splitlines()) if m]  # type: ignore[misc]
 
 
-def test_readable_lines_show_attach_detach_and_one_traceback_per_crash(scene: Any) -> None:
-    sentinel_log, node_log = crash_once(scene())
+@pytest.mark.parametrize("agent", ["Crashy", "CrashyConcurrent"])
+def test_readable_lines_show_attach_detach_and_one_traceback_per_crash(
+    scene: Any, agent: str
+) -> None:
+    sentinel_log, node_log = crash_once(scene(), agent=agent)
     sentinel = records(sentinel_log)
     assert any(
         level == "INFO" and logger == "fame.sentinel" and re.match(r"node \S+ attached as ", text)
