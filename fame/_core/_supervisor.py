@@ -102,7 +102,10 @@ class _Cell:
                     await self._loop(actor)
                     return
                 except Exception as exc:
-                    actor = await self._restart(actor, exc)
+                    crash = exc
+                # Restarted outside the handler: a restart that fails again is not
+                # "during handling" of this crash, so its log does not repeat this traceback.
+                actor = await self._restart(actor, crash)
         finally:
             self._close()
             self._fail_queued(NodeClosed(f"{self.address} stopped"))

@@ -57,6 +57,20 @@ class CrashyConcurrent(fame.BaseAgent):
         return "fine now"
 
 
+class Doomed(fame.BaseAgent):
+    # Crashes on its call, then in every restart: the supervisor gives up, the node stops.
+    started = 0
+
+    async def start(self) -> None:
+        Doomed.started += 1
+        if Doomed.started > 1:
+            raise RuntimeError("doomed restart")
+
+    @fame.operation
+    async def boom(self) -> str:
+        raise RuntimeError("crashy boom")
+
+
 class Broken(fame.BaseAgent):
     async def start(self) -> None:
         raise RuntimeError("broken start")
@@ -259,6 +273,23 @@ def test_a_fatal_error_logs_one_traceback_and_one_line(scene: Any) -> None:
     assert log.count(TRACEBACK) == 1, log
     assert log.count("RuntimeError: broken start") == 2, log  # ends the traceback; the one line
     assert log.splitlines()[-1] == "fame node: RuntimeError: broken start"
+
+
+def test_a_supervisor_giving_up_logs_each_crash_once_and_stops_with_one_line(
+    scene: Any,
+) -> None:
+    one = scene()
+    one.start("sentinel")
+    node = one.start("node", "--agent", "crashy:Doomed@crashy@fame.fabric")
+    assert one.call("crashy@fame.fabric", "boom").returncode == 1
+    assert node.wait(timeout=WAIT_LIMIT) == 1
+    log = one.log("node")
+    crashes = [r for r in records(log) if r[0] == "ERROR"]
+    assert all(logger == "fame.supervisor" for _, logger, _ in crashes), log
+    assert crashes[-1][2].endswith("the supervisor gives up on it"), log
+    assert log.count(TRACEBACK) == len(crashes) == 6, log  # the call's crash, 5 restarts
+    last = log.splitlines()[-1]
+    assert last.startswith("fame node: crashy@fame.fabric crashed 6 times"), log
 
 
 LEVELS = "debug, info, warning, error, critical"
