@@ -348,7 +348,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         project = resolve_project(args.project)
         settings = load_settings([project / SENTINEL_CONF, project / SECRETS_FILE], optional=True)
-        configure_logging(settings, show_envelopes=args.verbose)
+        configure_logging(settings, show_envelopes=args.verbose, default_level="warning")
         configure_tracing(settings)
         if args.token_file is not None:
             token: str | None = read_token_file(args.token_file, sys.stdin)
