@@ -37,6 +37,7 @@ from .._core._errors import (
     RequestLost,
     UnknownOperation,
 )
+from .._core._tracing import span
 from .._wire._schema import Envelope, Reply, Request
 from ._agent import AgentNode, BaseAgent
 from ._agent_scope import AgentScope
@@ -232,7 +233,8 @@ class AgentActor(Actor):
                     return
                 self._inbox.begin(once)
                 began = True
-            result = spec.convert_result(await spec.function(self.agent, **kwargs))
+            with _operation_span(self.address, envelope):
+                result = spec.convert_result(await spec.function(self.agent, **kwargs))
             if once is not None:
                 assert self._inbox is not None
                 await self._inbox.record(once, time.time())
@@ -346,3 +348,15 @@ class AgentActor(Actor):
 def _request_id(envelope: Envelope) -> str | None:
     frame = envelope.frame
     return frame.request_id if isinstance(frame, Request) else None
+
+
+def _operation_span(address: str, envelope: Envelope) -> contextlib.AbstractContextManager[Any]:
+    """The server span of one operation, a child of the caller's span (``Request.trace``)."""
+    request = envelope.frame
+    assert isinstance(request, Request)
+    attributes = {"fame.address": address}
+    if envelope.caller is not None:
+        attributes["fame.caller"] = envelope.caller
+    return span(
+        f"fame.operation {request.op}", kind="SERVER", parent=request.trace, attributes=attributes
+    )

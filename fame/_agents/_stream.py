@@ -31,6 +31,7 @@ import msgspec
 import trio
 
 from .._core._errors import NoRoute, NotSentInTime, Overloaded
+from .._core._tracing import current_traceparent
 from .._wire._schema import Cancel, Credit, Request
 from ._credit import (
     DEFAULT_IDLE_TIMEOUT,
@@ -118,6 +119,7 @@ class Stream(Generic[T]):
                 window.window,
                 timeout_ms(remaining),
                 window.window_bytes,
+                trace=current_traceparent(),  # the stream's producer joins the caller's trace
             )
             try:
                 self._corr = await self._switchboard.send_stream_request(

@@ -63,6 +63,7 @@ from .._core._errors import (
 )
 from .._core._reply import ReplySlot
 from .._core._supervisor import Supervisor
+from .._core._tracing import current_traceparent, span
 from .._wire._schema import (
     Cancel,
     Credit,
@@ -251,6 +252,29 @@ class Switchboard:
         retry_safe: bool = False,
         once: bool = False,
     ) -> Any:
+        """:meth:`_call` in a client span when tracing is on (its requests carry the span)."""
+        with span(f"fame.call {op}", kind="CLIENT", attributes={"fame.to": address}):
+            return await self._call(
+                address,
+                op,
+                args,
+                timeout,
+                request_id=request_id,
+                retry_safe=retry_safe,
+                once=once,
+            )
+
+    async def _call(
+        self,
+        address: str,
+        op: str,
+        args: dict[str, Any],
+        timeout: float,
+        *,
+        request_id: str | None = None,
+        retry_safe: bool = False,
+        once: bool = False,
+    ) -> Any:
         """Call plain operation ``op`` of the agent at ``address``; return its result.
 
         Every attempt carries the same ``request_id`` (a fresh random one if
@@ -343,7 +367,9 @@ class Switchboard:
         slot = ReplySlot()
         self.pending[corr] = slot
         remaining = deadline - trio.current_time()
-        request = Request(op, args, False, 0, timeout_ms(remaining), None, request_id, once)
+        request = Request(
+            op, args, False, 0, timeout_ms(remaining), None, request_id, once, current_traceparent()
+        )
         envelope = Envelope(0, address, next(self._ids), request, self.reply_address, corr)
         try:
             if await self.route(envelope, timeout=None if math.isinf(remaining) else remaining):

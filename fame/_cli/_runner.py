@@ -54,6 +54,7 @@ from ._settings import (
     sentinel_url,
     stream_idle_timeout,
 )
+from ._tracing import configure_tracing
 from ._trust import (
     add_sentinel_keys,
     authorization_policy,
@@ -387,6 +388,7 @@ def run_sentinel(
     ready.clear()
     try:
         configure_logging(settings)
+        configure_tracing(settings)
     except SettingError as exc:
         print(f"fame sentinel: {exc}", file=sys.stderr, flush=True)
         return 1
@@ -406,6 +408,7 @@ def run_node(
         texts = list(agents) or agent_entries(settings)
         specs = [parse_agent_spec(text) for text in texts]
         configure_logging(settings)
+        configure_tracing(settings)
     except (StartupError, SettingError) as exc:
         print(f"fame node: {exc}", file=sys.stderr, flush=True)
         return 1

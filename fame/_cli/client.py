@@ -49,6 +49,7 @@ from ._settings import (
     read_token_file,
     sentinel_url,
 )
+from ._tracing import configure_tracing
 from ._trust import client_token, sentinel_keys
 
 __all__ = ["main", "record_json"]
@@ -348,6 +349,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         project = resolve_project(args.project)
         settings = load_settings([project / SENTINEL_CONF, project / SECRETS_FILE], optional=True)
         configure_logging(settings, show_envelopes=args.verbose, default_level="warning")
+        configure_tracing(settings)
         if args.token_file is not None:
             token: str | None = read_token_file(args.token_file, sys.stdin)
         else:

@@ -28,6 +28,7 @@ import trio
 
 from .._core._actor import ActorRef
 from .._core._errors import quoted
+from .._core._tracing import span
 from ._dedupe import (
     DeleteAnswer,
     DeleteManyAnswer,
@@ -209,7 +210,11 @@ class KeyValueStore(Generic[M]):
         return self._encode(key, value)
 
     async def _ask(self, message: object) -> Any:
-        return await self._ref.ask(message, timeout=None)
+        # One span per message to the storage actor, in the caller's trace (ambient context).
+        with span(
+            f"fame.storage {type(message).__name__}", attributes={"fame.namespace": self.namespace}
+        ):
+            return await self._ref.ask(message, timeout=None)
 
     # -- the seed's API -------------------------------------------------
 

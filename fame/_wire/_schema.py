@@ -26,6 +26,7 @@ from typing import Annotated, Any, Final
 import msgspec
 
 from .._core._errors import WireError
+from .._core._tracing import TRACEPARENT_LENGTH, TRACEPARENT_PATTERN
 
 __all__ = [
     "ANSWER_FRAME_TAGS",
@@ -58,6 +59,7 @@ __all__ = [
     "RoutingHeader",
     "StreamEnd",
     "StreamItem",
+    "TraceParent",
     "Unbind",
     "Welcome",
     "bump_hops",
@@ -103,6 +105,15 @@ def check_request_id(request_id: object) -> str:
     return request_id
 
 
+TraceParent = Annotated[
+    str,
+    msgspec.Meta(
+        min_length=TRACEPARENT_LENGTH, max_length=TRACEPARENT_LENGTH, pattern=TRACEPARENT_PATTERN
+    ),
+]
+"""A W3C ``traceparent``: ``00-<trace id>-<parent span id>-<flags>``, lowercase hex."""
+
+
 class _Msg(msgspec.Struct, array_like=True, omit_defaults=False, frozen=True):
     """Frozen: a message never changes once made, so queues, routers and traces share it safely."""
 
@@ -132,6 +143,11 @@ class Request(_Msg, tag="req", frozen=True):
     the verified caller, so a message its sender's outbox sends again runs
     once (a duplicate is acknowledged without running). ``False`` (an older
     caller, or a plain call): no inbox is consulted.
+
+    ``trace`` is the caller's span as a W3C ``traceparent``
+    (:data:`TraceParent`) when the caller traces with OpenTelemetry, so the
+    callee's spans join the caller's trace; ``None`` (tracing off, or an
+    older caller): one ``nil`` byte. Anything else is a malformed request.
     """
 
     op: str
@@ -142,6 +158,7 @@ class Request(_Msg, tag="req", frozen=True):
     credit_bytes: int | None = None
     request_id: RequestId | None = None
     once: bool = False
+    trace: TraceParent | None = None
 
 
 class Reply(_Msg, tag="rep", frozen=True):
@@ -259,6 +276,14 @@ class _RequestHead(msgspec.Struct, array_like=True, frozen=True, tag="req"):
     op: str
     args: msgspec.Raw = msgspec.Raw(b"")
     stream: bool = False
+    # Skipped undecoded, up to ``trace``: a router checks it (a peer's hostile input
+    # must not reach the callee's node, which would drop the whole message).
+    credit: msgspec.Raw = msgspec.Raw(b"")
+    timeout_ms: msgspec.Raw = msgspec.Raw(b"")
+    credit_bytes: msgspec.Raw = msgspec.Raw(b"")
+    request_id: msgspec.Raw = msgspec.Raw(b"")
+    once: msgspec.Raw = msgspec.Raw(b"")
+    trace: TraceParent | None = None
 
 
 _request_head_decoder = msgspec.msgpack.Decoder(_RequestHead)
@@ -268,7 +293,8 @@ def request_head(frame: msgspec.Raw) -> tuple[str, bool]:
     """The operation name of an undecoded request frame and whether it asks for a stream.
 
     What a router needs (its policy checks the operation, its quotas count
-    streams), in one decode that leaves the arguments undecoded.
+    streams), in one decode that leaves the arguments undecoded. A
+    malformed ``trace`` makes the request malformed.
     """
     try:
         head = _request_head_decoder.decode(frame)

@@ -37,6 +37,7 @@ from trio_websocket import WebSocketConnection
 
 from ..._agents._node import REPLY_NAME, Node
 from ..._core._errors import RequestLost, WireError
+from ..._core._tracing import current_traceparent, span, tracing_on
 from ..._protocol import SentinelLink
 from ..._protocol._address_stats import AddressStats
 from ..._protocol._quotas import Quotas
@@ -53,6 +54,7 @@ from ..._wire._schema import (
     frame_tag,
     stamp_caller,
 )
+from ..._wire._trace_context import request_trace, retrace
 from .._link_queue import LinkLimits, LinkQueue
 from .._trace import show_envelope, tracing_enabled
 
@@ -234,6 +236,25 @@ class Router:
         """Deliver envelope ``data`` (whose header is ``head``) that arrived on ``conn``."""
         if self._show:
             self._trace(data)
+        if tracing_on():
+            trace = _traced_request(head)
+            if trace is not None:
+                op, traceparent = trace
+                with span(
+                    f"fame.route {op}",
+                    kind="SERVER",
+                    parent=traceparent,
+                    attributes={"fame.to": head.to, "fame.caller": str(conn.link.principal)},
+                ):
+                    # The callee's span becomes a child of this one.
+                    ours = current_traceparent()
+                    if ours is not None:
+                        data = retrace(data, head, ours)
+                    await self._route(conn, head, data)
+                return
+        await self._route(conn, head, data)
+
+    async def _route(self, conn: Conn, head: RoutingHeader, data: bytes) -> None:
         link = conn.link
         match self.routing.decide(
             conn, conn.reply_address, head, link.principal, link.policy.authz
@@ -391,3 +412,18 @@ class Router:
             self.stats.cancelled((reply_to, corr))
             cancel = Envelope(0, to, 0, Cancel(reason), reply_to, corr)
             self.send(target, self.codec.encode(cancel))
+
+
+def _traced_request(head: RoutingHeader) -> tuple[str, str] | None:
+    """The operation and ``traceparent`` of a traced request, else ``None``.
+
+    Asked only while tracing is on. A malformed frame is ``None`` here: the
+    routing decision refuses it.
+    """
+    try:
+        if frame_tag(head.frame) != "req":
+            return None
+        op, trace = request_trace(head.frame)
+    except WireError:
+        return None
+    return None if trace is None else (op, trace)
