@@ -161,6 +161,7 @@ async def _serve(
             # for credit holds no slot: a reader that stalls cannot lock the
             # agent's other callers out until the idle timeout.
             if not credit.try_take():
+                switchboard.metrics.credit_stall(owner.address)
                 slots.release()
                 with trio.move_on_after(switchboard.stream_idle_timeout) as idle:
                     await credit.take()
