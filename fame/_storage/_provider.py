@@ -29,8 +29,8 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import cast
 
-from .._core._storage_protocol import StorageProvider
 from .._core._metrics import NO_METRICS, Metrics
+from .._core._storage_protocol import StorageProvider
 from .._core._supervisor import Supervisor
 from ._builtin import open_builtin_storage
 from ._config import BUILTIN_PROFILES, StorageConfig, storage_config_from_env
