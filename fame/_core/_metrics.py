@@ -61,6 +61,21 @@ SAMPLED: dict[str, tuple[Literal["gauge", "counter"], str, tuple[str, ...]]] = {
         "Websockets a sentinel turned away because max_connections were open.",
         (),
     ),
+    "fame_sentinel_stalled_links": (
+        "counter",
+        "Links a sentinel closed because their peer stopped reading.",
+        (),
+    ),
+    "fame_sentinel_requests": (
+        "counter",
+        "Requests a sentinel forwarded to the node serving their address.",
+        (),
+    ),
+    "fame_sentinel_request_errors": (
+        "counter",
+        "Requests a sentinel answered itself with an error, by kind (no_route, overloaded, ...).",
+        ("kind",),
+    ),
     "fame_sentinel_violations": (
         "counter",
         "Protocol violations (bad frames) a sentinel saw on its links.",

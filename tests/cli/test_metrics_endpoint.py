@@ -116,6 +116,7 @@ def test_the_counters_match_the_calls_made(tmp_path: Path, suite_secrets: Any) -
             health = json.loads(body)
             assert health["status"] == "ok" and health["service"] == service
         before = scrape(node_port)
+        sentinel_before = scrape(sentinel_port)
         for n in range(STORES):
             project.client("store", f"k{n}", f"value {n}")
         for n in range(READS):
@@ -153,6 +154,11 @@ def test_the_counters_match_the_calls_made(tmp_path: Path, suite_secrets: Any) -
     assert node[("fame_mailbox_depth", frozenset({("address", STORAGE)}))] == 0
     # The sentinel: the node's link stays attached (each client has left).
     assert sentinel[("fame_links", frozenset({("state", "attached")}))] >= 1
+    # Every call of the workload went through it to the node, none was refused.
+    requests = ("fame_sentinel_requests_total", frozenset())
+    assert sentinel[requests] - sentinel_before[requests] == STORES + READS
+    refused = [k for k in sentinel if k[0] == "fame_sentinel_request_errors_total"]
+    assert all(sentinel[k] == sentinel_before.get(k, 0.0) for k in refused), refused
     assert ("fame_sentinel_violations_total", frozenset()) in sentinel
 
 

@@ -276,6 +276,10 @@ class Sentinel:
         yield ("fame_link_queue_bytes", ("sentinel",), self.queued_bytes)
         yield ("fame_sentinel_refused_connections", (), self.refused_connections)
         yield ("fame_sentinel_violations", (), self.violations)
+        yield ("fame_sentinel_stalled_links", (), self.router.stalled)
+        yield ("fame_sentinel_requests", (), self.router.requests_forwarded)
+        for kind, count in list(self.router.request_errors.items()):
+            yield ("fame_sentinel_request_errors", (kind,), count)
 
     @property
     def violations(self) -> int:
