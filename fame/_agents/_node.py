@@ -373,6 +373,11 @@ class Node:
         """
         await self._switchboard.deliver(envelope, size)
 
+    @property
+    def _metrics(self) -> Metrics:
+        """Where the node records: its fabric link adds its own figures there."""
+        return self._switchboard.metrics
+
     def _link_lost(self, reason: str) -> None:
         """Fail every call and stream whose answer was to come through the lost link."""
         self._switchboard.link_lost(reason)

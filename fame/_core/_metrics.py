@@ -43,7 +43,7 @@ SAMPLED: dict[str, tuple[Literal["gauge", "counter"], str, tuple[str, ...]]] = {
     ),
     "fame_links": (
         "gauge",
-        "Websocket links of a sentinel, by state (attached, unattached).",
+        "Websocket links: a sentinel's by state (attached, unattached); a node's uplink (0 or 1).",
         ("state",),
     ),
     "fame_link_queue_bytes": (
@@ -53,7 +53,7 @@ SAMPLED: dict[str, tuple[Literal["gauge", "counter"], str, tuple[str, ...]]] = {
     ),
     "fame_link_queue_depth": (
         "gauge",
-        "Frames waiting in the outgoing queue of a node's uplink.",
+        "Envelopes waiting in the outgoing queue of a node's uplink.",
         ("link",),
     ),
     "fame_sentinel_refused_connections": (

@@ -152,6 +152,9 @@ def test_the_counters_match_the_calls_made(tmp_path: Path, suite_secrets: Any) -
     }
     assert STORES in commits.values(), commits
     assert node[("fame_mailbox_depth", frozenset({("address", STORAGE)}))] == 0
+    # The node's own link to the sentinel: up, its queue drained between calls.
+    assert node[("fame_links", frozenset({("state", "attached")}))] == 1
+    assert ("fame_link_queue_bytes", frozenset({("link", "uplink")})) in node
     # The sentinel: the node's link stays attached (each client has left).
     assert sentinel[("fame_links", frozenset({("state", "attached")}))] >= 1
     # Every call of the workload went through it to the node, none was refused.
