@@ -270,6 +270,7 @@ async def _serve(
         print(f"fame sentinel: {line}", flush=True)
         ready.set(line)
         await _until_signal(signals, "sentinel", on_hangup)
+        ready.line = None  # stopping: /healthz says 503 from now on
 
 
 async def _guarded(fn: Callable[..., Awaitable[None]], *args: object) -> Exception | None:
@@ -369,6 +370,7 @@ async def _attach(
         print(f"fame node: {line}", flush=True)
         ready.set(line)
         await _until_signal(signals, "node")
+        ready.line = None  # stopping: /healthz says 503 from now on
 
 
 def _run(name: str, main: object, *args: object) -> int:
