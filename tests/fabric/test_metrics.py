@@ -126,11 +126,15 @@ async def test_calls_commits_stalls_and_restarts_are_counted() -> None:
                 # The consumer reads no more: its producer runs out of credit.
                 with trio.fail_after(30):
                     await metrics.stalled.wait()
+            async with agent.numbers(up_to=5) as stream:
+                assert [n async for n in stream] == [0, 1, 2, 3, 4]
             code, body = await get(port, "/healthz")
             assert code == 200 and json.loads(body) == {"status": "ok", "node": "test"}
             code, text = await get(port, "/metrics")
             assert code == 200
             found = samples(text)
+        # The node closed: every stream task has ended and recorded its outcome.
+        streams = samples(metrics.render())
         assert await get(port, "/nothing") == (404, b"try /metrics or /healthz\n")
         nursery.cancel_scope.cancel()
 
@@ -149,6 +153,11 @@ async def test_calls_commits_stalls_and_restarts_are_counted() -> None:
     assert value(found, "fame_storage_commit_batch_size_sum", namespace="metered") == 7
     assert value(found, "fame_storage_commit_seconds_count", namespace="metered") == 7
     assert value(found, "fame_mailbox_depth", address=AGENT) == 0
+    # A stream is one call: the one read to its end is ok, the one left unread cancelled.
+    numbers = {"address": AGENT, "operation": "numbers"}
+    assert value(streams, "fame_calls_total", **numbers, outcome="ok") == 1
+    assert value(streams, "fame_calls_total", **numbers, outcome="cancelled") == 1
+    assert value(streams, "fame_call_seconds_count", **numbers) == 2
     assert ("fame_mailbox_depth", frozenset({("address", "storage/metered")})) in found
 
 
