@@ -171,6 +171,7 @@ SUBMODULES = {
             "PrometheusMetrics",
             "Quotas",
             "Sentinel",
+            "SentinelStatus",
             "Supervisor",
             "client_ssl_context",
             "collapse",

@@ -39,9 +39,11 @@ from trio_websocket import WebSocketConnection
 from ..._agents._node import REPLY_NAME, Node
 from ..._core._errors import RequestLost, WireError
 from ..._protocol import SentinelLink
+from ..._protocol._address_stats import AddressStats
 from ..._protocol._quotas import Quotas
 from ..._protocol._routing import Deliver, DropAnswer, Forward, Refuse, ReplyError, Routing
 from ..._wire._schema import (
+    FINAL_FRAME_TAGS,
     Cancel,
     Codec,
     Envelope,
@@ -61,6 +63,8 @@ log = logging.getLogger("fame.sentinel")
 
 _CLOSED = (trio.ClosedResourceError, trio.BrokenResourceError)
 
+MAX_BIND_REFUSALS = 256
+
 
 class Conn:
     """One attached (or attaching) websocket."""
@@ -74,6 +78,7 @@ class Conn:
         "out_recv",
         "reply_address",
         "seen",
+        "since",
         "tasks",
         "ws",
     )
@@ -93,6 +98,7 @@ class Conn:
         # The only address this link's requests may ask answers to; set on attach.
         self.reply_address = ""
         self.denials = 0  # bind refusals so far, for a bounded log
+        self.since = 0.0  # when it attached (wall clock), for ``fame status``
 
     def __repr__(self) -> str:
         return f"<link {self.link.node_id or '(attaching)'}>"
@@ -125,7 +131,30 @@ class Router:
         # For the metrics (read on scrape): plain counts, so routing pays an increment.
         self.requests_forwarded = 0  # requests queued for the link of their target's node
         self.request_errors: collections.Counter[str] = collections.Counter()  # by error kind
+        self.stats = AddressStats()  # per-address calls and latencies, for ``fame status``
+        # address -> (node id, reason, owner) of its latest bind refusal, for ``fame status``
+        self.bind_refusals: dict[str, tuple[str, str, str | None]] = {}
         self._show = tracing_enabled()
+
+    def refused_bind(self, address: str, node_id: str, reason: str, owner: str | None) -> None:
+        """Remember why ``address`` was refused to ``node_id`` (the latest few hundred)."""
+        self.bind_refusals.pop(address, None)
+        self.bind_refusals[address] = (node_id, reason, owner)
+        if len(self.bind_refusals) > MAX_BIND_REFUSALS:
+            del self.bind_refusals[next(iter(self.bind_refusals))]
+
+    def _count(self, head: RoutingHeader, request: bool) -> None:
+        """Note a forwarded request, or an answer or cancel, in :attr:`stats`."""
+        reply_to, corr = head.reply_to, head.corr
+        if request:
+            key = (reply_to, corr) if reply_to is not None and corr is not None else None
+            self.stats.started(key, head.to, trio.current_time())
+        elif corr is not None:
+            tag = frame_tag(head.frame)
+            if reply_to is None and tag in FINAL_FRAME_TAGS:  # an answer: to its caller
+                self.stats.finished((head.to, corr), trio.current_time(), error=tag == "err")
+            elif tag == "cancel":
+                self.stats.cancelled((reply_to, corr))
 
     def new_conn(self, ws: WebSocketConnection, link: SentinelLink) -> Conn:
         """A connection whose queue has this router's limits, counted in :attr:`queued_bytes`."""
@@ -220,6 +249,8 @@ class Router:
                     except WireError as exc:
                         await self.violation(conn, exc.reason)
                         return
+                with suppress(WireError):  # counted only: decide() checked the frame
+                    self._count(head, stamp)
                 await self._forward(conn, target, owner, head, data, request=stamp)
             case Deliver():
                 try:
@@ -287,6 +318,7 @@ class Router:
         if head.reply_to is not None and head.corr is not None:
             # It never reached the target: it is not in flight, nor counted against the caller.
             self.inflight.finished(target, head.reply_to, head.corr)
+            self.stats.finished((head.reply_to, head.corr), trio.current_time(), error=True)
         self.reply_error(conn, head, kind, message)
 
     def reply_error(self, conn: Conn, head: RoutingHeader, kind: str, message: str) -> None:
@@ -341,7 +373,9 @@ class Router:
         sentinel's own node), and names the address called, not the node
         that served it. Never waiting for room (:meth:`send`).
         """
+        now = trio.current_time()
         for (reply_to, corr), to, caller in unanswered:
+            self.stats.finished((reply_to, corr), now, error=True)
             message = f"no answer from {to}: its node went away before answering; it may have run"
             lost = Error(RequestLost.kind, message, to or None)
             error = Envelope(0, reply_to, 0, lost, None, corr)
@@ -360,5 +394,6 @@ class Router:
         """
         reason = "the caller's link closed"
         for target, to, (reply_to, corr) in abandoned:
+            self.stats.cancelled((reply_to, corr))
             cancel = Envelope(0, to, 0, Cancel(reason), reply_to, corr)
             self.send(target, self.codec.encode(cancel))

@@ -76,6 +76,7 @@ from ._local_uplink import SentinelUplink
 from ._registry import NodeRegistry, RegistryError, Revoked
 from ._routing import Router
 from ._signing import SigningKey, load_or_create_signing_keys, rotate_signing_key
+from ._status import SentinelStatus, sentinel_status
 
 __all__ = ["Sentinel", "SentinelConfigError", "open_sentinel", "serve_sentinel"]
 
@@ -280,6 +281,10 @@ class Sentinel:
         yield ("fame_sentinel_requests", (), self.router.requests_forwarded)
         for kind, count in list(self.router.request_errors.items()):
             yield ("fame_sentinel_request_errors", (kind,), count)
+
+    def status(self, window: float) -> SentinelStatus:
+        """A live snapshot of links, bindings and traffic (``fame status``)."""
+        return sentinel_status(self.router, self.policy.clock(), window, self.connections)
 
     @property
     def violations(self) -> int:
