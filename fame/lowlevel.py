@@ -10,7 +10,10 @@ and inbox (:class:`DeliveryConfig`) and a stopped node's dead letters
 a node's stores and identity and the sentinel's
 register of enrolled nodes (what ``fame enroll`` and ``fame admin``
 change offline); the defaults a program (the command line included)
-builds its settings from; the name of the envelope trace logger; and the
+builds its settings from; the name of the envelope trace logger; the
+metrics a node, its storage and a sentinel record into
+(:class:`Metrics`, :class:`PrometheusMetrics`) and the server of their
+``/metrics`` and ``/healthz`` (:func:`serve_metrics`); and the
 exception-group helpers fame itself uses (:func:`collapse` removes groups
 of one error only, :func:`leaves` lists what a group holds). Most programs
 need only :mod:`fame`.
@@ -22,10 +25,13 @@ from ._agents._stream import DEFAULT_IDLE_TIMEOUT, DEFAULT_WINDOW
 from ._core._actor import Actor, ActorRef, Delivery
 from ._core._address import Address
 from ._core._groups import collapse, leaves
+from ._core._metrics import Metrics
 from ._core._supervisor import Supervisor, open_supervisor
 from ._fabric._identity import NodeStores, load_or_create_identity, rotate_node_key
 from ._fabric._link_queue import DEFAULT_LINK_BUFFER, DEFAULT_STALL_GRACE, LinkLimits
+from ._fabric._metrics_http import serve_metrics
 from ._fabric._node_admin import NodeAdmin
+from ._fabric._prometheus import PrometheusMetrics
 from ._fabric._trace import TRACE_LOGGER
 from ._fabric._transport import HANDSHAKE_TIMEOUT, client_ssl_context, server_ssl_context
 from ._fabric.sentinel._admin_agent import ADMIN_ADDRESS as SENTINEL_ADMIN_ADDRESS
@@ -62,10 +68,12 @@ __all__ = [
     "DeliveryConfig",
     "DoorLimits",
     "LinkLimits",
+    "Metrics",
     "NodeAdmin",
     "NodeRegistry",
     "NodeStores",
     "OutboxEntry",
+    "PrometheusMetrics",
     "Quotas",
     "Sentinel",
     "SentinelStatus",
@@ -78,6 +86,7 @@ __all__ = [
     "rotate_node_key",
     "rotate_sentinel_key",
     "sentinel_public_keys",
+    "serve_metrics",
     "serve_sentinel",
     "server_ssl_context",
 ]

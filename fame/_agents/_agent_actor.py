@@ -151,6 +151,9 @@ class AgentActor(Actor):
                 raise self._unknown(request, remote=envelope.caller is not None)
             kwargs = spec.convert_args(request.args)
         except (UnknownOperation, InvalidArguments) as exc:
+            # A caller's unknown name is no label: it would grow the metrics without end.
+            name = spec.name if spec is not None else "(unknown)"
+            self._switchboard.metrics.call(self.address, name, exc.kind, 0.0)
             await self._switchboard.reply_error(envelope, exc.kind, exc.message, actor=self.address)
             return
         if spec.streaming:
@@ -214,10 +217,15 @@ class AgentActor(Actor):
         token = enter_call(envelope.caller, envelope.reply_to, _request_id(envelope))
         once = self._once_key(envelope)
         began = False
+        metrics = self._switchboard.metrics
+        # Read the clock only for metrics that record: off, a call pays nothing more.
+        started = time.perf_counter() if metrics.enabled else 0.0
+        outcome = "cancelled"
         try:
             if once is not None:
                 assert self._inbox is not None
                 if await self._inbox.applied(once, time.time()):
+                    outcome = "ok"
                     if envelope.reply_to is not None:
                         await self._switchboard.reply(envelope, Reply(None))
                     return
@@ -227,6 +235,7 @@ class AgentActor(Actor):
                         " send it again later",
                         actor=self.address,
                     )
+                    outcome = busy.kind
                     await self._switchboard.reply_error(
                         envelope, busy.kind, busy.message, actor=self.address
                     )
@@ -238,19 +247,24 @@ class AgentActor(Actor):
             if once is not None:
                 assert self._inbox is not None
                 await self._inbox.record(once, time.time())
+            outcome = "ok"
         except spec.errors as exc:
             error = OperationFailed(str(exc), actor=self.address, exc_type=type(exc).__name__)
+            outcome = error.kind
             await self._switchboard.reply_error(
                 envelope, error.kind, error.message, actor=self.address, exc_type=error.exc_type
             )
             return
         except Exception as exc:
+            outcome = "actor_crashed"
             await self.reply_crash(envelope, exc)
             raise
         finally:
             if began and once is not None and self._inbox is not None:
                 self._inbox.end(once)
             leave_call(token)
+            if metrics.enabled:
+                metrics.call(self.address, spec.name, outcome, time.perf_counter() - started)
         if envelope.reply_to is not None:
             await self._switchboard.reply(envelope, Reply(result))
 

@@ -31,6 +31,7 @@ from .._core._actor import DEFAULT_MAILBOX_SIZE, Actor, ActorRef
 from .._core._address import Address
 from .._core._errors import NoRoute
 from .._core._groups import unwrap_exception_group
+from .._core._metrics import NO_METRICS, Metrics
 from .._core._storage_protocol import StorageProvider
 from .._core._supervisor import RestartPolicy, Supervisor, open_supervisor
 from .._wire._schema import Envelope, check_request_id
@@ -90,6 +91,7 @@ class Node:
         stream_idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
         waiting_room: WaitingRoom | None = None,
         delivery: DeliveryConfig | None = None,
+        metrics: Metrics = NO_METRICS,
     ) -> None:
         self._tasks = tasks
         self.supervisor = supervisor
@@ -101,6 +103,7 @@ class Node:
             stream_idle_timeout=stream_idle_timeout,
             waiting_room=waiting_room,
             tasks=tasks,
+            metrics=metrics,
         )
         self._agent_types: dict[str, type[BaseAgent] | None] = {}
         self._pools: set[str] = set()
@@ -370,6 +373,11 @@ class Node:
         """
         await self._switchboard.deliver(envelope, size)
 
+    @property
+    def _metrics(self) -> Metrics:
+        """Where the node records: its fabric link adds its own figures there."""
+        return self._switchboard.metrics
+
     def _link_lost(self, reason: str) -> None:
         """Fail every call and stream whose answer was to come through the lost link."""
         self._switchboard.link_lost(reason)
@@ -391,6 +399,7 @@ async def open_node(
     waiting_room_requests: int = DEFAULT_WAITING_REQUESTS,
     waiting_room_bytes: int = DEFAULT_WAITING_BYTES,
     delivery: DeliveryConfig | None = None,
+    metrics: Metrics = NO_METRICS,
 ) -> AsyncIterator[Node]:
     """Run a node for the duration of the ``async with`` block.
 
@@ -418,6 +427,10 @@ async def open_node(
     the inbox (:class:`fame.DeliveryConfig`; ``None``: the defaults). The
     outbox of a node with storage is durable: messages a previous run
     left in it are sent again from the start.
+
+    ``metrics`` records the node's calls, stream stalls, mailbox depths and
+    restarts (see ``fame.lowlevel.PrometheusMetrics``); the default records
+    nothing and costs nothing.
     """
     idle_timeout = DEFAULT_IDLE_TIMEOUT if stream_idle_timeout is None else stream_idle_timeout
     if not idle_timeout > 0:
@@ -441,11 +454,14 @@ async def open_node(
                         stream_idle_timeout=idle_timeout,
                         waiting_room=waiting_room,
                         delivery=delivery,
+                        metrics=metrics,
                     )
                     await tasks.start(node._courier.run)
+                    metrics.add_source(sup.samples)
                     try:
                         yield node
                     finally:
+                        metrics.remove_source(sup.samples)
                         node._courier.stop()
             finally:
                 # Only now: a graceful close first lets queued calls be answered.

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from collections.abc import Sequence
 from contextlib import aclosing
 from typing import Any, Protocol
@@ -92,13 +93,18 @@ async def serve_stream(
     for it any more.
     """
     held = _Slots(slots)
+    metrics = switchboard.metrics
+    started = time.perf_counter() if metrics.enabled else 0.0
+    outcome = "cancelled"  # also a stream its consumer cancelled
     try:
         with producer.cancel_scope:
             try:
                 await _serve(switchboard, owner, spec, kwargs, request, producer.credit, held)
+                outcome = "ok"
             finally:
                 held.release()
     except spec.errors as exc:
+        outcome = OperationFailed.kind
         await switchboard.reply_error(
             request,
             OperationFailed.kind,
@@ -107,8 +113,13 @@ async def serve_stream(
             exc_type=type(exc).__name__,
         )
     except Exception as exc:
+        outcome = "actor_crashed"
         await owner.reply_crash(request, exc)
         await owner.crash(exc)
+    finally:
+        if metrics.enabled:
+            # A stream is one call: its time is the whole stream's, from open to end.
+            metrics.call(owner.address, spec.name, outcome, time.perf_counter() - started)
 
 
 class _Slots:
@@ -161,6 +172,7 @@ async def _serve(
             # for credit holds no slot: a reader that stalls cannot lock the
             # agent's other callers out until the idle timeout.
             if not credit.try_take():
+                switchboard.metrics.credit_stall(owner.address)
                 slots.release()
                 with trio.move_on_after(switchboard.stream_idle_timeout) as idle:
                     await credit.take()

@@ -61,6 +61,7 @@ from .._core._errors import (
     WireError,
     remote_error,
 )
+from .._core._metrics import NO_METRICS, Metrics
 from .._core._reply import ReplySlot
 from .._core._supervisor import Supervisor
 from .._core._tracing import current_traceparent, span
@@ -197,8 +198,11 @@ class Switchboard:
         stream_idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
         waiting_room: WaitingRoom | None = None,
         tasks: trio.Nursery | None = None,
+        metrics: Metrics = NO_METRICS,
     ) -> None:
         self.supervisor = supervisor
+        self.metrics = metrics
+        """Where this node's agents record their calls (nothing, by default)."""
         self.stream_idle_timeout = stream_idle_timeout
         self.waiting_room = waiting_room if waiting_room is not None else WaitingRoom()
         # Where the tasks that move waiting requests into mailboxes run; without

@@ -29,13 +29,14 @@ from pathlib import Path
 import trio
 
 import fame
-from fame.lowlevel import NodeAdmin
+from fame.lowlevel import Metrics, NodeAdmin
 from fame.security import format_public_key
 from fame.storage import StorageConfig, StorageProvider, open_storage, storage_config_from_env
 
 from ._errors import describe, errors, one_line, shown_path
 from ._live_admin import node_admin_address
 from ._logs import configure_logging, say
+from ._metrics import MetricsPortError, metrics_server
 from ._rekey import PENDING_KEY, pending_hint
 from ._settings import (
     SettingError,
@@ -44,6 +45,7 @@ from ._settings import (
     client_tls,
     delivery_config,
     forget_master_key,
+    metrics_endpoint,
     sentinel_door_limits,
     sentinel_host,
     sentinel_limits,
@@ -141,12 +143,16 @@ class _Ready:
 
     def __init__(self, path: Path | None) -> None:
         self.path = path
+        self.line: str | None = None
+        """The ready line while the service serves: what ``/healthz`` reports."""
 
     def set(self, text: str) -> None:
+        self.line = text
         if self.path is not None:
             self.path.write_text(text + "\n", encoding="utf-8")
 
     def clear(self) -> None:
+        self.line = None
         if self.path is not None:
             self.path.unlink(missing_ok=True)
 
@@ -181,10 +187,16 @@ async def _sentinel_main(settings: MutableMapping[str, str], ready: _Ready, relo
     client_credentials(settings)
     trust_on_first_use(settings)
     authorization_policy(settings)
+    endpoint = metrics_endpoint(settings, "sentinel")
     config = storage_config(settings)
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
-        async with open_storage(config) as provider:
-            failure = await _guarded(_serve, provider, signals, settings, config, ready, reload)
+        async with (
+            metrics_server(endpoint, "sentinel", lambda: ready.line) as metrics,
+            open_storage(config, metrics=metrics) as provider,
+        ):
+            failure = await _guarded(
+                _serve, provider, signals, settings, config, ready, reload, metrics
+            )
     if failure is not None:
         raise failure
     say("sentinel", "stopped, storage closed")
@@ -197,6 +209,7 @@ async def _serve(
     config: StorageConfig,
     ready: _Ready,
     reload: Reload,
+    metrics: Metrics,
 ) -> None:
     host = sentinel_host(settings)
     port = sentinel_port(settings)
@@ -212,6 +225,7 @@ async def _serve(
             storage_provider=provider,
             stream_idle_timeout=stream_idle_timeout(settings),
             delivery=delivery_config(settings),
+            metrics=metrics,
         ) as node,
         fame.open_sentinel(
             node=node,
@@ -230,6 +244,7 @@ async def _serve(
             certfile=certfile,
             keyfile=keyfile,
             client_cafile=client_cafile,
+            metrics=metrics,
         ) as sentinel,
     ):
         # Its keys in the keys file before it says it is ready: the nodes
@@ -259,6 +274,7 @@ async def _serve(
         say("sentinel", line)
         ready.set(line)
         await _until_signal(signals, "sentinel", on_hangup)
+        ready.line = None  # stopping: /healthz says 503 from now on
 
 
 async def _guarded(fn: Callable[..., Awaitable[None]], *args: object) -> Exception | None:
@@ -289,9 +305,13 @@ async def _node_main(
     delivery_config(settings)
     tls = client_tls(settings)
     trusted = sentinel_keys(settings)
+    endpoint = metrics_endpoint(settings, "node")
     config = storage_config(settings)
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-        async with open_storage(config) as provider:
+        async with (
+            metrics_server(endpoint, "node", lambda: ready.line) as metrics,
+            open_storage(config, metrics=metrics) as provider,
+        ):
             failure = await _guarded(
                 _attach,
                 provider,
@@ -303,6 +323,7 @@ async def _node_main(
                 settings,
                 config,
                 ready,
+                metrics,
             )
     if failure is not None:
         raise failure
@@ -319,6 +340,7 @@ async def _attach(
     settings: Mapping[str, str],
     config: StorageConfig,
     ready: _Ready,
+    metrics: Metrics,
 ) -> None:
     token, trusted = credentials
     async with (
@@ -326,6 +348,7 @@ async def _attach(
             storage_provider=provider,
             stream_idle_timeout=stream_idle_timeout(settings),
             delivery=delivery_config(settings),
+            metrics=metrics,
         ) as node,
         fame.attach(node, url, token=token, ssl_context=tls, sentinel_keys=trusted) as uplink,
     ):
@@ -351,6 +374,7 @@ async def _attach(
         say("node", line)
         ready.set(line)
         await _until_signal(signals, "node")
+        ready.line = None  # stopping: /healthz says 503 from now on
 
 
 def _run(name: str, main: object, *args: object) -> int:
@@ -363,7 +387,7 @@ def _run(name: str, main: object, *args: object) -> int:
         return 130
     except BaseException as exc:
         for error in errors(exc):
-            if isinstance(error, StartupError):
+            if isinstance(error, (StartupError, MetricsPortError)):
                 text = str(error)
             else:
                 text = one_line(error)

@@ -59,6 +59,7 @@ __all__ = [
     "flag_setting",
     "forget_master_key",
     "load_settings",
+    "metrics_endpoint",
     "positive_setting",
     "read_env_file",
     "read_token_file",
@@ -263,6 +264,31 @@ def sentinel_port(settings: Mapping[str, str]) -> int:
     if not 0 <= port <= 65535:
         raise SettingError(f"FAME_SENTINEL_PORT: expected a port number, got {text[:40]!r}")
     return port
+
+
+METRICS_PORT = {"sentinel": "FAME_SENTINEL_METRICS_PORT", "node": "FAME_NODE_METRICS_PORT"}
+"""The variable of each service's metrics port: two, so one environment can set both."""
+
+
+def metrics_endpoint(settings: Mapping[str, str], service: str) -> tuple[str, int] | None:
+    """Where ``service`` (``sentinel`` or ``node``) serves ``/metrics`` and ``/healthz``.
+
+    Off (``None``) unless its port variable (:data:`METRICS_PORT`) is set to
+    a port other than 0; on ``FAME_METRICS_HOST``, else 127.0.0.1: the
+    figures name agents and operations, so they are not offered to the
+    network unless asked for.
+    """
+    name = METRICS_PORT[service]
+    text = settings.get(name, "").strip() or "0"
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535:
+        raise SettingError(f"{name}: expected a port number (0: off), got {text[:40]!r}")
+    if port == 0:
+        return None
+    return settings.get("FAME_METRICS_HOST", "").strip() or "127.0.0.1", port
 
 
 def admission_token(settings: Mapping[str, str]) -> str | None:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import collections
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 
 import attrs
@@ -28,6 +28,7 @@ from ._actor import DEFAULT_MAILBOX_SIZE, Actor, ActorRef, Delivery, crash_error
 from ._backoff import Backoff
 from ._errors import NodeClosed, SupervisorGaveUp
 from ._groups import unwrap_exception_group
+from ._metrics import Sample
 
 __all__ = ["RestartPolicy", "Supervisor", "open_supervisor"]
 
@@ -237,6 +238,13 @@ class Supervisor:
     def restart_count(self, address: str) -> int:
         """How many times the actor at ``address`` has been restarted so far."""
         return self._cells[address].restart_count
+
+    def samples(self) -> Iterator[Sample]:
+        """Each actor's mailbox depth and restarts so far: a metrics source (read on scrape)."""
+        for address, cell in list(self._cells.items()):
+            depth = cell.send.statistics().current_buffer_used
+            yield ("fame_mailbox_depth", (address,), depth)
+            yield ("fame_actor_restarts", (address,), cell.restart_count)
 
     async def spawn(
         self,

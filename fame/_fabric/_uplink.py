@@ -27,7 +27,7 @@ import contextlib
 import logging
 import math
 import ssl
-from collections.abc import AsyncIterator, Collection
+from collections.abc import AsyncIterator, Collection, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -36,6 +36,7 @@ import trio
 from .._agents._node import Node
 from .._core._errors import AdmissionRefused, NoRoute, ProtocolError, WireError
 from .._core._groups import unwrap_exception_group
+from .._core._metrics import Sample
 from .._protocol import BindingTracker, NodeHandshake
 from .._protocol._credentials import CLIENT, NODE
 from .._protocol._identity import Identity
@@ -130,6 +131,13 @@ class FabricUplink:
         self.attach_count = 0
         self.started = False
         self._flushed = trio.Event()
+
+    def samples(self) -> Iterator[Sample]:
+        """Its link and what waits in its outgoing queue: a metrics source (read on scrape)."""
+        out = self._out
+        yield ("fame_links", ("attached",), 0 if out is None else 1)
+        yield ("fame_link_queue_bytes", ("uplink",), 0 if out is None else out.bytes)
+        yield ("fame_link_queue_depth", ("uplink",), 0 if out is None else len(out))
 
     # --- Uplink protocol (called by the node) -------------------------------------
 
@@ -472,6 +480,7 @@ async def attach(
             url,
         )
     node._set_uplink(uplink)
+    node._metrics.add_source(uplink.samples)
     try:
         async with unwrap_exception_group(), trio.open_nursery() as tasks:
             await tasks.start(uplink.run)
@@ -482,4 +491,5 @@ async def attach(
             finally:
                 tasks.cancel_scope.cancel()
     finally:
+        node._metrics.remove_source(uplink.samples)
         node._set_uplink(None)

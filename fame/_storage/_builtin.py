@@ -24,6 +24,7 @@ import trio
 
 from .._core._actor import ActorRef
 from .._core._errors import NodeClosed
+from .._core._metrics import NO_METRICS, Metrics
 from .._core._supervisor import Supervisor, open_supervisor
 from ._backup import begin_backup, finish_backup
 from ._backup_manifest import BackupManifest
@@ -58,12 +59,16 @@ async def open_builtin_storage(
     clock: Callable[[], float] = time.time,
     purge_interval: float = 60.0,
     supervisor: Supervisor | None = None,
+    metrics: Metrics = NO_METRICS,
 ) -> AsyncIterator[BuiltinStorageProvider]:
     """Run a :class:`BuiltinStorageProvider` for the duration of the block."""
     async with AsyncExitStack() as stack:
         if supervisor is None:
             supervisor = await stack.enter_async_context(open_supervisor())
-        provider = BuiltinStorageProvider(config, supervisor, clock)
+            # Its storage actors' mailboxes; a supervisor given is its owner's to sample.
+            metrics.add_source(supervisor.samples)
+            stack.callback(metrics.remove_source, supervisor.samples)
+        provider = BuiltinStorageProvider(config, supervisor, clock, metrics)
         await provider._check_directory()
         try:
             async with trio.open_nursery() as nursery:
@@ -104,9 +109,14 @@ class BuiltinStorageProvider:
     """
 
     def __init__(
-        self, config: StorageConfig, supervisor: Supervisor, clock: Callable[[], float]
+        self,
+        config: StorageConfig,
+        supervisor: Supervisor,
+        clock: Callable[[], float],
+        metrics: Metrics = NO_METRICS,
     ) -> None:
         self.config = config
+        self._metrics = metrics
         self._supervisor = supervisor
         self._clock = clock
         self._encrypted = config.profile == "encrypted-sqlite"
@@ -267,6 +277,7 @@ class BuiltinStorageProvider:
                     lambda: self._open_backend(namespace),
                     self._clock,
                     blocking=self.config.profile != "memory",
+                    metrics=self._metrics,
                 )
                 ref = await self._supervisor.spawn(actor, f"storage/{namespace}")
                 self._refs[namespace] = ref

@@ -29,6 +29,7 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import cast
 
+from .._core._metrics import NO_METRICS, Metrics
 from .._core._storage_protocol import StorageProvider
 from .._core._supervisor import Supervisor
 from ._builtin import open_builtin_storage
@@ -96,6 +97,7 @@ async def open_storage(
     clock: Callable[[], float] = time.time,
     purge_interval: float = 60.0,
     supervisor: Supervisor | None = None,
+    metrics: Metrics = NO_METRICS,
 ) -> AsyncIterator[StorageProvider]:
     """Open the provider ``config`` names for the duration of the block.
 
@@ -104,13 +106,18 @@ async def open_storage(
     run under ``supervisor`` if given, else under one of their own. On exit
     every handle is closed cleanly (WAL checkpointed). Configuration errors,
     a wrong master key and damaged files are raised here, before the block.
-    These three settings apply to the built-in profiles; a custom provider
-    gets only ``config``.
+    ``metrics`` records commits, their batch sizes and the storage actors'
+    mailboxes (the default records nothing). These four settings apply to
+    the built-in profiles; a custom provider gets only ``config``.
     """
     factory = resolve_provider(config.profile)
     if factory is None:
         factory = functools.partial(
-            open_builtin_storage, clock=clock, purge_interval=purge_interval, supervisor=supervisor
+            open_builtin_storage,
+            clock=clock,
+            purge_interval=purge_interval,
+            supervisor=supervisor,
+            metrics=metrics,
         )
     async with factory(config) as provider:
         yield provider

@@ -32,12 +32,14 @@ connection is used by one thread at a time.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 import trio
 
 from .._core._actor import Actor, Delivery
+from .._core._metrics import NO_METRICS, Metrics
 from ._errors import StorageError, StorageFull, StorageWriteFailed
 from ._ops import (
     Backend,
@@ -87,8 +89,10 @@ class StorageActor(Actor):
         clock: Callable[[], float],
         *,
         blocking: bool,
+        metrics: Metrics = NO_METRICS,
     ) -> None:
         self.namespace = namespace
+        self._metrics = metrics
         self._open_backend = open_backend
         self._clock = clock
         # File backends block on the disk when they commit: run writes in a
@@ -201,12 +205,16 @@ class StorageActor(Actor):
     async def _commit(self, backend: Backend, writes: list[Delivery]) -> None:
         ops = [delivery.message for delivery in writes]
         now = self._clock()
+        metrics = self._metrics
+        started = time.perf_counter() if metrics.enabled else 0.0
         try:
             if self._worker is not None:
                 results = await self._worker.run(backend.write, ops, now)
             else:
                 results = backend.write(ops, now)
         except Exception as exc:
+            if metrics.enabled:
+                metrics.commit(self.namespace, len(ops), time.perf_counter() - started, False)
             detail = f"{type(exc).__name__}: {exc}"
             for delivery in writes:
                 # One error object per caller: each raise gets its own traceback.
@@ -221,6 +229,8 @@ class StorageActor(Actor):
                 error.__cause__ = exc
                 delivery.fail(error)
             return
+        if metrics.enabled:
+            metrics.commit(self.namespace, len(ops), time.perf_counter() - started, True)
         for delivery, result in zip(writes, results, strict=True):
             if isinstance(result, StorageError):
                 delivery.fail(result)

@@ -28,6 +28,7 @@ after a few the link is closed (see ``fame._fabric.sentinel._connection``).
 
 from __future__ import annotations
 
+import collections
 import logging
 from contextlib import suppress
 
@@ -129,6 +130,9 @@ class Router:
         self.overloaded = 0  # requests refused because their target link was full
         self.stalled = 0  # links closed because their peer read nothing
         self.queued_bytes = 0  # bytes waiting in all links' queues
+        # For the metrics (read on scrape): plain counts, so routing pays an increment.
+        self.requests_forwarded = 0  # requests queued for the link of their target's node
+        self.request_errors: collections.Counter[str] = collections.Counter()  # by error kind
         self.stats = AddressStats()  # per-address calls and latencies, for ``fame status``
         # address -> (node id, reason, owner) of its latest bind refusal, for ``fame status``
         self.bind_refusals: dict[str, tuple[str, str, str | None]] = {}
@@ -321,6 +325,7 @@ class Router:
         else:
             try:
                 out.send_nowait(forwarded)
+                self.requests_forwarded += 1
                 return
             except trio.WouldBlock:
                 message = (
@@ -348,6 +353,7 @@ class Router:
         """
         if head.reply_to is None or frame_tag(head.frame) != "req":
             return
+        self.request_errors[kind] += 1
         error = Envelope(0, head.reply_to, 0, Error(kind, message, head.to), None, head.corr)
         self.send(conn, self.codec.encode(error))
 

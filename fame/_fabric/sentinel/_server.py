@@ -29,7 +29,7 @@ from __future__ import annotations
 import logging
 import ssl
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -40,6 +40,7 @@ import trio
 from ..._agents._node import Node, open_node
 from ..._core._address import Address, AddressError, is_valid_label
 from ..._core._errors import FameError
+from ..._core._metrics import NO_METRICS, Metrics, Sample
 from ..._protocol import SentinelPolicy
 from ..._protocol._attach import reserved
 from ..._protocol._authz import Policy
@@ -269,6 +270,18 @@ class Sentinel:
         """Bytes waiting in the outgoing queues of all links now."""
         return self.router.queued_bytes
 
+    def samples(self) -> Iterator[Sample]:
+        """Its links, their queued bytes and its refusals: a metrics source (read on scrape)."""
+        yield ("fame_links", ("attached",), self.attached_connections)
+        yield ("fame_links", ("unattached",), self.unattached_connections)
+        yield ("fame_link_queue_bytes", ("sentinel",), self.queued_bytes)
+        yield ("fame_sentinel_refused_connections", (), self.refused_connections)
+        yield ("fame_sentinel_violations", (), self.violations)
+        yield ("fame_sentinel_stalled_links", (), self.router.stalled)
+        yield ("fame_sentinel_requests", (), self.router.requests_forwarded)
+        for kind, count in list(self.router.request_errors.items()):
+            yield ("fame_sentinel_request_errors", (kind,), count)
+
     def status(self, window: float) -> SentinelStatus:
         """A live snapshot of links, bindings and traffic (``fame status``)."""
         return sentinel_status(self.router, self.policy.clock(), window, self.connections)
@@ -376,6 +389,7 @@ async def open_sentinel(
     clock: Callable[[], float] = time.time,
     limits: LinkLimits | None = None,
     quotas: Quotas | None = None,
+    metrics: Metrics = NO_METRICS,
 ) -> AsyncIterator[Sentinel]:
     """Run a sentinel for the duration of the block; yields the :class:`Sentinel`.
 
@@ -419,6 +433,10 @@ async def open_sentinel(
     ``quotas`` bounds what each principal may use at once (requests in
     flight, open streams, bytes queued, bindings per node, enrolled nodes:
     :class:`Quotas`). Both default to values that protect a two-core machine.
+
+    ``metrics`` records its links, their queued bytes and its refusals
+    (``fame.lowlevel.PrometheusMetrics``; the default records nothing). Its
+    node records into the metrics given to that node's ``open_node``.
     """
     admission = _resolve_credentials(token, credentials, open_admission)
     if max_connections < 1:
@@ -527,9 +545,11 @@ async def open_sentinel(
                     bound_port,
                     path,
                 )
+                metrics.add_source(sentinel.samples)
                 try:
                     yield sentinel
                 finally:
+                    metrics.remove_source(sentinel.samples)
                     tasks.cancel_scope.cancel()
         finally:
             node._set_uplink(None)
