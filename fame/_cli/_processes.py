@@ -52,10 +52,13 @@ class Service:
             "--ready-file", str(self.ready_file),
         ]  # fmt: skip
 
-    def pid(self) -> int | None:
-        """The pid of this service if it is running (and really is this service)."""
+    def pid(self, root: Path = Path()) -> int | None:
+        """The pid of this service if it is running (and really is this service).
+
+        ``root`` is the project directory, the working directory by default.
+        """
         try:
-            pid = int(self.pid_file.read_text().strip())
+            pid = int((root / self.pid_file).read_text().strip())
         except (FileNotFoundError, ValueError):
             return None
         try:

@@ -261,7 +261,9 @@ def sentinel_port(settings: Mapping[str, str]) -> int:
     except ValueError:
         port = -1
     if not 0 <= port <= 65535:
-        raise SettingError(f"FAME_SENTINEL_PORT: expected a port number, got {text[:40]!r}")
+        raise SettingError(
+            f"FAME_SENTINEL_PORT: expected a port number from 0 to 65535, got {text[:40]!r}"
+        )
     return port
 
 
@@ -394,7 +396,7 @@ def sentinel_url(settings: Mapping[str, str]) -> str:
     if url:
         return url
     host = sentinel_host(settings)
-    port = settings.get("FAME_SENTINEL_PORT", "").strip() or str(DEFAULT_PORT)
+    port = sentinel_port(settings)  # a SettingError naming FAME_SENTINEL_PORT if not a port
     if host in ("0.0.0.0", "::"):
         host = DEFAULT_HOST
     tls = any(settings.get(name, "").strip() for name in ("FAME_SENTINEL_TLS_CERT", "FAME_TLS_CA"))
