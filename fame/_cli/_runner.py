@@ -338,9 +338,17 @@ async def _attach(
             if a in {address for _, address in classes}
         }
         if refused:
+            taken = [a for a, why in refused.items() if "already bound" in why]
+            hint = (
+                f": if this node replaces the one that held {taken[0]}, free the address with:"
+                f" fame admin release {taken[0]}"
+                if taken
+                else ""
+            )
             raise StartupError(
                 "the sentinel refused to route "
                 + "; ".join(f"{address} ({why})" for address, why in sorted(refused.items()))
+                + hint
             )
         names = ", ".join(address for _, address in classes) or "no agents"
         line = f"serving {names} via {url} (storage: {_describe_storage(config)})"

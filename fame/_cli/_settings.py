@@ -78,6 +78,7 @@ SECRETS_FILE = CONF_DIR / "secrets.env"
 SENTINEL_CONF = CONF_DIR / "sentinel.env"
 AGENT_CONF = CONF_DIR / "agent.env"
 
+_PROJECT_CONF = ("sentinel.env", "agent.env", "secrets.env")
 MASTER_KEY = "FAME_STORAGE_MASTER_KEY"
 TOKEN = "FAME_ADMISSION_TOKEN"
 
@@ -351,7 +352,10 @@ def read_env_file(path: Path) -> dict[str, str]:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ConfigFileError(f"config file {path} does not exist (run: fame init)") from None
+        # `fame init` writes the project's own files; any other name is the caller's typo.
+        own = path.absolute().parent == CONF_DIR.absolute() and path.name in _PROJECT_CONF
+        hint = " (run: fame init, which writes it)" if own else ": check the name"
+        raise ConfigFileError(f"config file {path} does not exist{hint}") from None
     except OSError as exc:
         raise ConfigFileError(f"cannot read config file {path}: {exc.strerror}") from None
     except UnicodeDecodeError:
