@@ -37,7 +37,7 @@ import msgspec
 import trio
 
 import fame
-from fame.errors import ProtocolMismatch, UntrustedSentinel
+from fame.errors import ProtocolMismatch, UntrustedSentinel, WireError
 
 from ._discover import find_project, find_sentinel
 from ._errors import describe, errors
@@ -363,6 +363,11 @@ def _explain(exc: BaseException, target: _Target, address: str) -> str:
     if isinstance(exc, OSError):
         reason = exc.strerror or str(exc) or type(exc).__name__
         return f"cannot reach the sentinel at {url}: {reason} ({hint})"
+    if isinstance(exc, WireError) and exc.code == "too_large":
+        return (
+            f"{exc}: a value must fit in one message; store a large one in pieces under"
+            " several keys, or keep it in a file and store its path"
+        )
     if isinstance(exc, KeyboardInterrupt):
         return "interrupted"
     known = describe(exc)

@@ -78,7 +78,7 @@ def test_store_reads_the_value_from_stdin_or_a_file(project: Project, tmp_path: 
     huge = tmp_path / "huge.txt"
     huge.write_text("x" * 5_000_000)  # larger than one message: refused in one line
     line = one_error_line(client(project, "store", "huge", "--file", str(huge)), "fame-client")
-    assert "exceeds the limit of" in line, line
+    assert "exceeds the limit of" in line and "a value must fit in one message" in line, line
 
 
 def test_a_new_shell_finds_the_port_the_services_run_on(project: Project) -> None:
