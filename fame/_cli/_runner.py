@@ -24,6 +24,7 @@ import ssl
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, MutableMapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import trio
 
@@ -354,7 +355,34 @@ async def _attach(
         line = f"serving {names} via {url} (storage: {_describe_storage(config)})"
         print(f"fame node: {line}", flush=True)
         ready.set(line)
-        await _until_signal(signals, "node")
+        async with trio.open_nursery() as watching:
+            ours = {address for _, address in classes}
+            watching.start_soon(_keep_ready_true, uplink, ours, ready, line)
+            await _until_signal(signals, "node")
+            watching.cancel_scope.cancel()
+
+
+NOT_SERVING = "NOT serving"
+"""How the ready file starts while an address of the node's agents is refused (``fame status``)."""
+
+
+async def _keep_ready_true(uplink: Any, ours: set[str], ready: _Ready, line: str) -> None:
+    """Rewrite the ready file whenever the sentinel refuses (or grants again) an agent's address.
+
+    After a re-attach the sentinel may refuse an address the node served
+    (another node took it meanwhile): ``fame status`` must not say
+    "serving" then, so the file says what is refused and why.
+    """
+    shown = line
+    while True:
+        await uplink.wait_bindings_moved()
+        refused = {a: why for a, why in uplink.bindings.refused.items() if a in ours}
+        reasons = (f"{a}: the sentinel refused it ({why})" for a, why in sorted(refused.items()))
+        text = f"{NOT_SERVING} " + "; ".join(reasons) if refused else line
+        if text != shown:
+            ready.set(text)
+            print(f"fame node: {text}", flush=True)
+            shown = text
 
 
 def _run(name: str, main: object, *args: object) -> int:

@@ -481,6 +481,8 @@ def status() -> int:
         running += 1
         state = "ready" if service.ready_file.exists() else "starting"
         detail = service.ready_file.read_text().strip() if state == "ready" else ""
+        if detail.startswith("NOT serving"):  # the node's agents lost an address (see _runner)
+            state = "not serving"
         _say(f"{service.name:<9} running (pid {pid}, {state}) {detail}".rstrip())
     return 0 if running == len(SERVICES) else 3
 
