@@ -18,13 +18,14 @@ import shlex
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from .conftest import JUST, REPO, Project, free_port
 from .fame_cli import client, fame
-from .test_storage_example import one_error_line
+from .test_storage_example import one_error_line, wait_exited
 
 pytestmark = pytest.mark.slow
 
@@ -172,3 +173,36 @@ def test_an_address_held_by_another_node_fails_up_at_once(project: Project) -> N
     assert "fame admin release storage@fame.fabric" in line
     status = fame(project, "status")
     assert "serving" not in status.stdout, status.stdout
+
+
+def test_status_does_not_say_serving_for_a_refused_address(project: Project) -> None:
+    """The sentinel comes back with a policy that refuses the agent's address: not serving."""
+    started(project)
+    root = project.root
+    sentinel_pid = int((root / "run" / "sentinel.pid").read_text())
+    os.kill(sentinel_pid, signal.SIGKILL)  # the node stays, and re-attaches when it is back
+    wait_exited(sentinel_pid, 30)
+    (root / "conf" / "deny.toml").write_text("# nothing may be bound or called\n")
+    log = (root / "run" / "sentinel-again.log").open("wb")
+    sentinel = subprocess.Popen(
+        [
+            sys.executable, "-m", "fame._cli.fame", "sentinel",
+            "--config", "conf/sentinel.env", "--config", "conf/secrets.env",
+        ],
+        cwd=root, env={**project.env, "FAME_POLICY_FILE": "conf/deny.toml"},
+        stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        ready = root / "run" / "agent.ready"
+        deadline = time.monotonic() + 60  # the node's reconnect backoff is at most 10 s
+        while not ready.read_text().startswith("NOT serving"):
+            assert time.monotonic() < deadline, ready.read_text()
+            time.sleep(0.05)
+        status = fame(project, "status")
+        agent = next(line for line in status.stdout.splitlines() if line.startswith("agent"))
+        assert "(pid " in agent and ", not serving) NOT serving storage@fame.fabric" in agent
+        assert "the sentinel refused it" in agent
+    finally:
+        sentinel.terminate()
+        sentinel.wait(30)
+        log.close()
