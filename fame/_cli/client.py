@@ -10,14 +10,19 @@ NAME=VALUE...`` calls any agent's operation and prints the result as JSON.
 It attaches to the sentinel as a small ephemeral node and calls
 ``storage@fame.fabric`` by operation name: it needs the agent's wire
 contract (operation names, the record's fields), not its module, so it runs
-wherever fame is installed. The sentinel's URL and the admission token come
-from the project directory's ``conf/`` (``--project DIR``,
-``FAME_PROJECT_DIR`` or the current directory) and the environment; the
+wherever fame is installed. ``store KEY -`` reads the value from standard
+input, ``store KEY --file PATH`` from a file. The sentinel's URL is
+``--url``, else the environment's, else the running sentinel's (recorded by
+``fame up`` in ``run/``), else ``conf/sentinel.env``'s (see
+:mod:`fame._cli._discover`); the admission token comes from the project
+directory's ``conf/`` (``--project DIR``, ``FAME_PROJECT_DIR``, else the
+nearest project at or above the current directory) and the environment; the
 token may also come from ``--token-file PATH`` (``-``: standard input), but
 never from the command line, where ``ps`` would show it: ``--token VALUE``
 is refused. Every failure (sentinel
-unreachable, no agent, admission refused, timeout) is one line on stderr
-and exit status 1; usage errors exit with 2.
+unreachable, no agent, admission refused, no answer within ``--timeout``,
+which bounds the whole command) is one line on stderr and exit status 1;
+usage errors exit with 2.
 """
 
 from __future__ import annotations
