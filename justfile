@@ -87,6 +87,10 @@ lint:
     {{python}} -m mypy
     {{python}} -m mypy --strict examples/typed_client.py
 
+# Build the user guide and the API reference into site/ (mkdocs --strict: a broken reference or link fails)
+docs *args:
+    {{python}} -m mkdocs build --strict --site-dir site {{args}}
+
 # Torture run: kill -9 the storage agent and the sentinel under load for many cycles, print cycles/acknowledged/verified/lost
 [positional-arguments]
 soak *args:

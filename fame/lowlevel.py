@@ -39,6 +39,7 @@ from ._fabric.sentinel._server import (
     serve_sentinel,
 )
 from ._fabric.sentinel._signing import rotate_sentinel_key, sentinel_public_keys
+from ._fabric.sentinel._status import SentinelStatus
 from ._protocol._quotas import QUOTA_SETTINGS, Quotas
 
 __all__ = [
@@ -67,6 +68,7 @@ __all__ = [
     "OutboxEntry",
     "Quotas",
     "Sentinel",
+    "SentinelStatus",
     "Supervisor",
     "client_ssl_context",
     "collapse",

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import fame
 from fame._storage import parse_master_key
-from fame._storage._keys import derive_file_key, file_key
+from fame._storage._keys import MasterKey, derive_file_key, find_file_key
 from fame._storage._namespace import ENCRYPTED_SUFFIX
 
 ENV_SECRETS = {"FAME_STORAGE_MASTER_KEY": "master_key", "FAME_ADMISSION_TOKEN": "token"}
@@ -137,6 +137,7 @@ class Needles:
 def build_needles(master_keys: Iterable[str], tokens: Iterable[str], files: set[Path]) -> Needles:
     needles = Needles()
     masters = sorted(set(master_keys))
+    keys: list[tuple[int, MasterKey]] = []
     for number, text in enumerate(masters):
         needles.add_text(text, f"master key #{number}")
         try:
@@ -144,19 +145,44 @@ def build_needles(master_keys: Iterable[str], tokens: Iterable[str], files: set[
         except fame.FameError:
             continue  # a deliberately bad key: only its text can leak
         needles.add_bytes(key._material, f"master key #{number} (decoded)")
-        for path in sorted(files):
-            name = path.name
-            # The key the file is opened with (salted: read from its header),
-            # and the first, unsalted scheme's, which older files used.
-            needles.add_bytes(file_key(key, path)[:32], f"file key of {name} (master #{number})")
-            v1 = derive_file_key(key, name)
-            needles.add_bytes(v1, f"v1 file key of {name} (master #{number})")
-            needles.counts["derived_keys"] = needles.counts.get("derived_keys", 0) + 1
+        keys.append((number, key))
+    for path in sorted(files):
+        _add_file_keys(needles, path, keys)
     for number, text in enumerate(sorted(set(tokens))):
         needles.add_text(text, f"admission token #{number}")
     needles.counts["master_keys"] = len(masters)
     needles.counts["tokens"] = len(set(tokens))
     return needles
+
+
+def _add_file_keys(needles: Needles, path: Path, keys: list[tuple[int, MasterKey]]) -> None:
+    """The keys ``path`` is opened with: the one of the master key that opens it.
+
+    Each file is encrypted under one master key: pairing every master with
+    every file would make the needles (and the scan) grow with their
+    product. The master whose key authenticates page 1 is found first (the
+    last one found is tried first: a directory's files share theirs); for
+    it, the file's salted key and the first, unsalted scheme's key are
+    searched. A file no master opens (damaged page 1, a foreign key) gets
+    every master's salted and unsalted keys.
+    """
+    candidates = []
+    for number, master in keys:
+        found_key = find_file_key(master, path)
+        if found_key.verified:
+            candidates = [(number, master, found_key)]
+            keys.remove((number, master))
+            keys.insert(0, (number, master))
+            break
+    if not candidates:
+        candidates = [(number, master, find_file_key(master, path)) for number, master in keys]
+    for number, master, found_key in candidates:
+        name = path.name
+        needles.add_bytes(found_key.key[:32], f"file key of {name} (master #{number})")
+        needles.add_bytes(
+            derive_file_key(master, name), f"v1 file key of {name} (master #{number})"
+        )
+        needles.counts["derived_keys"] = needles.counts.get("derived_keys", 0) + 1
 
 
 @dataclass

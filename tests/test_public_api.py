@@ -169,6 +169,7 @@ SUBMODULES = {
             "OutboxEntry",
             "Quotas",
             "Sentinel",
+            "SentinelStatus",
             "Supervisor",
             "client_ssl_context",
             "collapse",

@@ -38,7 +38,7 @@ import fame
 from fame.errors import PermissionDenied
 from fame.storage import MasterKey
 
-from . import _admin
+from . import _admin, _status
 from ._discover import forget_url, record_url, running_url
 from ._errors import errors
 from ._processes import RUN_DIR, SERVICES, Service, alive
@@ -470,8 +470,14 @@ def stop() -> int:
     return 0
 
 
-def status() -> int:
-    """Print each service's state; exit 0 only if all run."""
+def status(watch: bool = False, interval: float = 1.0) -> int:
+    """Print each service's state, then the live sentinel's view (``fame._cli._status``).
+
+    Exit 0 only if all run and every address in FAME_AGENTS is bound;
+    ``watch``: the live view of the traffic, redrawn every ``interval`` s.
+    """
+    if watch:
+        return _status.watch(interval)
     running = 0
     for service in SERVICES:
         pid = service.pid()
@@ -484,7 +490,15 @@ def status() -> int:
         if detail.startswith("NOT serving"):  # the node's agents lost an address (see _runner)
             state = "not serving"
         _say(f"{service.name:<9} running (pid {pid}, {state}) {detail}".rstrip())
-    return 0 if running == len(SERVICES) else 3
+    if SERVICES[0].pid() is None:
+        _say("live view unavailable: the sentinel is not running (start it with: fame up)")
+        return 3
+    try:
+        expected = _agent_addresses()
+    except StartupError:
+        expected = []  # the agent's own start says what is wrong with FAME_AGENTS
+    live = _status.report(expected, _say)
+    return 0 if running == len(SERVICES) and live else 3
 
 
 def logs(lines: int = 40) -> int:

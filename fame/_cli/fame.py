@@ -7,6 +7,7 @@
 ``fame init``                          make the project directory a project
 ``fame up|stop|status|logs``           the project's local services
 ``fame clean [--yes]``                 stop, then delete data/, the secrets, run/ (asks)
+``fame status [--watch]``              the services, live from the sentinel; --watch: traffic
 ``fame inspect DIR``                   list the namespaces of a storage directory
 ``fame dump DIR NAMESPACE``            print a namespace as JSON lines
 ``fame check DIR``                     verify every page and record of a directory
@@ -103,7 +104,7 @@ def _parser() -> argparse.ArgumentParser:
     command("init", help="write what the project lacks: conf/*.env, the secrets, a starter agent")
     command("up", help="start the sentinel and the agents' node in the background")
     command("stop", help="stop the background services gracefully")
-    command("status", help="show whether the services run")
+    _status_command(command)
     logs = command("logs", help="print the end of the services' logs")
     logs.add_argument("-n", type=int, default=40, help="lines per log (default 40)")
     _clean_command(command)
@@ -185,6 +186,20 @@ def _backup_command(args: argparse.Namespace) -> int:
         )
 
     return _admin.run(command, action)
+
+
+def _status_command(command: Callable[[str, str], argparse.ArgumentParser]) -> None:
+    """``fame status [--watch]``: the services, and the live sentinel's view (``_status``)."""
+    status = command("status", "show the services, and what the sentinel has attached and bound")
+    status.add_argument(
+        "--watch", action="store_true",
+        help="redraw the calls per second, latency and queue depth per address until Ctrl-C"
+        " (piped: one line per address per interval)",
+    )  # fmt: skip
+    status.add_argument(
+        "--interval", type=float, default=1.0, metavar="SECONDS",
+        help="seconds between two --watch snapshots (default 1)",
+    )  # fmt: skip
 
 
 def _clean_command(command: Callable[[str, str], argparse.ArgumentParser]) -> None:
@@ -374,6 +389,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         files = args.config or [AGENT_CONF, SECRETS_FILE]
         settings = load_settings(files, optional=not args.config)
         return _salvage.salvage(args.directory, args.namespace, args.out, settings)
+    if command == "status":
+        return _services.status(args.watch, args.interval)
     if command == "logs":
         return _services.logs(args.n)
     if command == "clean":
@@ -382,7 +399,6 @@ def _dispatch(args: argparse.Namespace) -> int:
         "init": _services.init,
         "up": _services.up,
         "stop": _services.stop,
-        "status": _services.status,
     }
     return actions[command]()
 

@@ -201,6 +201,10 @@ class RouteTable(Generic[L]):
     def __len__(self) -> int:
         return len(self._links)
 
+    def links(self) -> dict[str, L]:
+        """Every attached node id and its link, now (a copy)."""
+        return dict(self._links)
+
     def link_of(self, node_id: str) -> L | None:
         """The link ``node_id`` is attached through now, if any."""
         return self._links.get(node_id)

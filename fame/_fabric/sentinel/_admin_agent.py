@@ -22,6 +22,7 @@ from ..._protocol._attach import SentinelPolicy
 from ..._protocol._credentials import Enrollment, format_public_key, parse_public_key
 from ..._protocol._route_table import RouteTable
 from ._registry import RegistryError, Revoked
+from ._status import SentinelStatus
 
 __all__ = ["ADMIN_ADDRESS", "ADMIN_PRINCIPAL", "AdminRefused", "Administered", "SentinelAdmin"]
 
@@ -73,6 +74,8 @@ class Administered(Protocol):
 
     async def rotate_signing_key(self, grace: float) -> list[bytes]: ...
 
+    def status(self, window: float) -> SentinelStatus: ...
+
 
 class SentinelAdmin(BaseAgent):
     """Lists and changes the sentinel's enrolled nodes, pins, bindings and keys, live."""
@@ -106,6 +109,17 @@ class SentinelAdmin(BaseAgent):
     async def bindings(self) -> dict[str, str]:
         _admin_only()
         return dict(sorted(self._sentinel.routes.bindings().items()))
+
+    @operation(errors=_ERRORS)
+    async def status(self, window: float = 1.0) -> SentinelStatus:
+        """Links, bindings, bind refusals and per-address traffic, now (``fame status``).
+
+        Latency percentiles cover the answers of the last ``window`` seconds.
+        """
+        _admin_only()
+        if not 0 < window <= 3600:
+            raise ValueError(f"the window is a number of seconds in (0, 3600], not {window!r}")
+        return self._sentinel.status(window)
 
     @operation(errors=_ERRORS)
     async def enroll(

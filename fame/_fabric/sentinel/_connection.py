@@ -303,6 +303,7 @@ class ConnectionHandler:
         if self.door is not None:
             self.door.attached_link(conn.ws)  # it counts toward max_connections from now
         conn.reply_address = f"{REPLY_NAME}@{event.path}"
+        conn.since = self.policy.clock()
         previous = self.router.routes.link(event.node_id, event.path, conn)
         if previous is not None and previous is not conn:
             log.info("node %s re-attached: closing its old link", event.node_id)
@@ -338,6 +339,7 @@ class ConnectionHandler:
                 case BindDenied(node_id=node_id, address=address, reason=reason, owner=owner):
                     # The node was told why without the owner's id; the log names it.
                     conn.denials += 1
+                    self.router.refused_bind(address, node_id, reason, owner)
                     if conn.denials <= MAX_DENIALS_LOGGED:
                         held = f" (held by node {owner})" if owner else ""
                         log.info("node %s may not bind %s: %s%s", node_id, address, reason, held)

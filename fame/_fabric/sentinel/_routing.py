@@ -38,9 +38,11 @@ from trio_websocket import WebSocketConnection
 from ..._agents._node import REPLY_NAME, Node
 from ..._core._errors import RequestLost, WireError
 from ..._protocol import SentinelLink
+from ..._protocol._address_stats import AddressStats
 from ..._protocol._quotas import Quotas
 from ..._protocol._routing import Deliver, DropAnswer, Forward, Refuse, ReplyError, Routing
 from ..._wire._schema import (
+    FINAL_FRAME_TAGS,
     Cancel,
     Codec,
     Envelope,
@@ -60,6 +62,8 @@ log = logging.getLogger("fame.sentinel")
 
 _CLOSED = (trio.ClosedResourceError, trio.BrokenResourceError)
 
+MAX_BIND_REFUSALS = 256
+
 
 class Conn:
     """One attached (or attaching) websocket."""
@@ -73,6 +77,7 @@ class Conn:
         "out_recv",
         "reply_address",
         "seen",
+        "since",
         "tasks",
         "ws",
     )
@@ -92,6 +97,7 @@ class Conn:
         # The only address this link's requests may ask answers to; set on attach.
         self.reply_address = ""
         self.denials = 0  # bind refusals so far, for a bounded log
+        self.since = 0.0  # when it attached (wall clock), for ``fame status``
 
     def __repr__(self) -> str:
         return f"<link {self.link.node_id or '(attaching)'}>"
@@ -121,7 +127,30 @@ class Router:
         self.overloaded = 0  # requests refused because their target link was full
         self.stalled = 0  # links closed because their peer read nothing
         self.queued_bytes = 0  # bytes waiting in all links' queues
+        self.stats = AddressStats()  # per-address calls and latencies, for ``fame status``
+        # address -> (node id, reason, owner) of its latest bind refusal, for ``fame status``
+        self.bind_refusals: dict[str, tuple[str, str, str | None]] = {}
         self._show = tracing_enabled()
+
+    def refused_bind(self, address: str, node_id: str, reason: str, owner: str | None) -> None:
+        """Remember why ``address`` was refused to ``node_id`` (the latest few hundred)."""
+        self.bind_refusals.pop(address, None)
+        self.bind_refusals[address] = (node_id, reason, owner)
+        if len(self.bind_refusals) > MAX_BIND_REFUSALS:
+            del self.bind_refusals[next(iter(self.bind_refusals))]
+
+    def _count(self, head: RoutingHeader, request: bool) -> None:
+        """Note a forwarded request, or an answer or cancel, in :attr:`stats`."""
+        reply_to, corr = head.reply_to, head.corr
+        if request:
+            key = (reply_to, corr) if reply_to is not None and corr is not None else None
+            self.stats.started(key, head.to, trio.current_time())
+        elif corr is not None:
+            tag = frame_tag(head.frame)
+            if reply_to is None and tag in FINAL_FRAME_TAGS:  # an answer: to its caller
+                self.stats.finished((head.to, corr), trio.current_time(), error=tag == "err")
+            elif tag == "cancel":
+                self.stats.cancelled((reply_to, corr))
 
     def new_conn(self, ws: WebSocketConnection, link: SentinelLink) -> Conn:
         """A connection whose queue has this router's limits, counted in :attr:`queued_bytes`."""
@@ -216,6 +245,8 @@ class Router:
                     except WireError as exc:
                         await self.violation(conn, exc.reason)
                         return
+                with suppress(WireError):  # counted only: decide() checked the frame
+                    self._count(head, stamp)
                 await self._forward(conn, target, owner, head, data, request=stamp)
             case Deliver():
                 try:
@@ -282,6 +313,7 @@ class Router:
         if head.reply_to is not None and head.corr is not None:
             # It never reached the target: it is not in flight, nor counted against the caller.
             self.inflight.finished(target, head.reply_to, head.corr)
+            self.stats.finished((head.reply_to, head.corr), trio.current_time(), error=True)
         self.reply_error(conn, head, kind, message)
 
     def reply_error(self, conn: Conn, head: RoutingHeader, kind: str, message: str) -> None:
@@ -335,7 +367,9 @@ class Router:
         sentinel's own node), and names the address called, not the node
         that served it. Never waiting for room (:meth:`send`).
         """
+        now = trio.current_time()
         for (reply_to, corr), to, caller in unanswered:
+            self.stats.finished((reply_to, corr), now, error=True)
             message = f"no answer from {to}: its node went away before answering; it may have run"
             lost = Error(RequestLost.kind, message, to or None)
             error = Envelope(0, reply_to, 0, lost, None, corr)
@@ -354,5 +388,6 @@ class Router:
         """
         reason = "the caller's link closed"
         for target, to, (reply_to, corr) in abandoned:
+            self.stats.cancelled((reply_to, corr))
             cancel = Envelope(0, to, 0, Cancel(reason), reply_to, corr)
             self.send(target, self.codec.encode(cancel))

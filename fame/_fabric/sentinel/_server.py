@@ -75,6 +75,7 @@ from ._local_uplink import SentinelUplink
 from ._registry import NodeRegistry, RegistryError, Revoked
 from ._routing import Router
 from ._signing import SigningKey, load_or_create_signing_keys, rotate_signing_key
+from ._status import SentinelStatus, sentinel_status
 
 __all__ = ["Sentinel", "SentinelConfigError", "open_sentinel", "serve_sentinel"]
 
@@ -267,6 +268,10 @@ class Sentinel:
     def queued_bytes(self) -> int:
         """Bytes waiting in the outgoing queues of all links now."""
         return self.router.queued_bytes
+
+    def status(self, window: float) -> SentinelStatus:
+        """A live snapshot of links, bindings and traffic (``fame status``)."""
+        return sentinel_status(self.router, self.policy.clock(), window, self.connections)
 
     @property
     def violations(self) -> int:
