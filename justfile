@@ -33,8 +33,9 @@ alias down := stop
 
 # Show whether the sentinel and the storage agent are running
 [no-exit-message]
-status:
-    @{{fame}} status
+[positional-arguments]
+status *args:
+    @{{fame}} status "$@"
 
 # Print the end of the sentinel's and the agent's logs (run/*.log)
 [no-exit-message]
@@ -88,8 +89,9 @@ lint:
     {{python}} -m mypy --strict examples/typed_client.py
 
 # Build the user guide and the API reference into site/ (mkdocs --strict: a broken reference or link fails)
+[positional-arguments]
 docs *args:
-    {{python}} -m mkdocs build --strict --site-dir site {{args}}
+    {{python}} -m mkdocs build --strict --site-dir site "$@"
 
 # Torture run: kill -9 the storage agent and the sentinel under load for many cycles, print cycles/acknowledged/verified/lost
 [positional-arguments]
