@@ -18,6 +18,7 @@ their files after that.
 from __future__ import annotations
 
 import contextvars
+import logging
 import pkgutil
 import signal
 import ssl
@@ -33,9 +34,9 @@ from fame.lowlevel import NodeAdmin
 from fame.security import format_public_key
 from fame.storage import StorageConfig, StorageProvider, open_storage, storage_config_from_env
 
-from ._errors import errors, one_line, shown_path
+from ._errors import describe, errors, one_line, shown_path
 from ._live_admin import node_admin_address
-from ._logs import configure_logging
+from ._logs import configure_logging, say
 from ._rekey import PENDING_KEY, pending_hint
 from ._settings import (
     SettingError,
@@ -66,6 +67,8 @@ from ._trust import (
 
 __all__ = ["AgentSpec", "parse_agent_spec", "run_node", "run_sentinel", "storage_config"]
 
+
+log = logging.getLogger("fame.cli")
 
 SHUTDOWN_GRACE = 2.0
 """Seconds a stopping node or sentinel lets its agents finish what they handle."""
@@ -155,7 +158,7 @@ async def _until_signal(
         if signum == signal.SIGHUP and on_hangup is not None:
             on_hangup()
             continue
-        print(f"fame {name}: {signal.Signals(signum).name} received, stopping", flush=True)
+        say(name, f"{signal.Signals(signum).name} received, stopping")
         _stopping.get().deadline = trio.current_time() + SHUTDOWN_GRACE
         return
 
@@ -184,7 +187,7 @@ async def _sentinel_main(settings: MutableMapping[str, str], ready: _Ready, relo
             failure = await _guarded(_serve, provider, signals, settings, config, ready, reload)
     if failure is not None:
         raise failure
-    print("fame sentinel: stopped, storage closed", flush=True)
+    say("sentinel", "stopped, storage closed")
 
 
 async def _serve(
@@ -234,7 +237,7 @@ async def _serve(
         keys_file = sentinel_keys_file(settings)
         if keys_file.parent.is_dir():
             for key in add_sentinel_keys(keys_file, sentinel.public_keys):
-                print(f"fame sentinel: added its key {format_public_key(key)} to {keys_file}")
+                say("sentinel", f"added its key {format_public_key(key)} to {keys_file}")
 
         def on_hangup() -> None:
             # Credentials and policy from the files again: a rotation takes
@@ -245,15 +248,15 @@ async def _serve(
                     credentials=client_credentials(fresh), policy=authorization_policy(fresh)
                 )
             except (SettingError, fame.errors.SentinelConfigError) as exc:
-                print(f"fame sentinel: SIGHUP: kept the running settings: {exc}", flush=True)
+                say("sentinel", f"SIGHUP: kept the running settings: {exc}")
                 return
-            print("fame sentinel: SIGHUP: reloaded the credentials and the policy", flush=True)
+            say("sentinel", "SIGHUP: reloaded the credentials and the policy")
 
         scheme = "ws" if tls is None else "wss"
         mutual = ", mutual TLS" if client_cafile is not None else ""
         storage = _describe_storage(config)
         line = f"listening on {scheme}://{host}:{port} (storage: {storage}{mutual})"
-        print(f"fame sentinel: {line}", flush=True)
+        say("sentinel", line)
         ready.set(line)
         await _until_signal(signals, "sentinel", on_hangup)
 
@@ -303,7 +306,7 @@ async def _node_main(
             )
     if failure is not None:
         raise failure
-    print("fame node: stopped, storage closed", flush=True)
+    say("node", "stopped, storage closed")
 
 
 async def _attach(
@@ -353,7 +356,7 @@ async def _attach(
             )
         names = ", ".join(address for _, address in classes) or "no agents"
         line = f"serving {names} via {url} (storage: {_describe_storage(config)})"
-        print(f"fame node: {line}", flush=True)
+        say("node", line)
         ready.set(line)
         async with trio.open_nursery() as watching:
             ours = {address for _, address in classes}
@@ -395,7 +398,14 @@ def _run(name: str, main: object, *args: object) -> int:
         return 130
     except BaseException as exc:
         for error in errors(exc):
-            text = str(error) if isinstance(error, StartupError) else one_line(error)
+            if isinstance(error, StartupError):
+                text = str(error)
+            else:
+                text = one_line(error)
+                if describe(error) is None:
+                    # Not one fame phrases: a bug, whose traceback is the way to fix it.
+                    # Logged once, here; a crash the supervisor saw is a FameError by now.
+                    log.error("fame %s stopped by an unexpected error", name, exc_info=error)
             print(f"fame {name}: {text}", file=sys.stderr, flush=True)
         return 1
     return 0

@@ -452,7 +452,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         project = find_project(args.project)
         settings = load_settings([project / SENTINEL_CONF, project / SECRETS_FILE], optional=True)
-        configure_logging(settings, show_envelopes=args.verbose)
+        configure_logging(settings, show_envelopes=args.verbose, default_level="warning")
         if args.command == "store":
             args.value = _store_value(args)
         if args.token_file is not None:

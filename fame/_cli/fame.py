@@ -39,6 +39,7 @@ Every failure is one line on stderr and a non-zero exit.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -48,6 +49,7 @@ from fame.storage import MasterKey, parse_master_key
 from . import _services
 from ._errors import errors, one_line
 from ._hardening import disable_core_dumps
+from ._logs import configure_logging
 from ._project import PROJECT_ENV, enter_project, import_from_project
 from ._settings import (
     AGENT_CONF,
@@ -425,6 +427,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     disable_core_dumps()  # before any secret is read: no core dump, no ptrace, for every command
     args = _parser().parse_args(argv)
     try:
+        configure_logging(os.environ)  # FAME_LOG_*; sentinel and node again with their --config
         return _dispatch(args)
     except KeyboardInterrupt:
         return 130

@@ -102,7 +102,10 @@ class _Cell:
                     await self._loop(actor)
                     return
                 except Exception as exc:
-                    actor = await self._restart(actor, exc)
+                    crash = exc
+                # Restarted outside the handler: a restart that fails again is not
+                # "during handling" of this crash, so its log does not repeat this traceback.
+                actor = await self._restart(actor, crash)
         finally:
             self._close()
             self._fail_queued(NodeClosed(f"{self.address} stopped"))
@@ -161,9 +164,11 @@ class _Cell:
             actor = self._new_actor()
             try:
                 await actor.on_start()
-                return actor
             except Exception as start_exc:
                 exc = start_exc
+            else:
+                log.info("%s restarted (restart %d)", self.address, len(self.restarts))
+                return actor
 
     async def _loop(self, actor: Actor) -> None:
         receive = self.receive

@@ -1,14 +1,16 @@
 """The programs' log output: the library logs, the program decides where it goes.
 
 ``FAME_SHOW_ENVELOPES=1`` turns on the ``fame.trace`` logger, whose records
-the programs write as the same one-line-per-envelope text as before the
-library stopped printing. Each check runs in a fresh interpreter, because
-logging configuration is process-wide.
+the programs write with the same one-line-per-envelope text as before the
+library stopped printing, after the time, level and logger of every
+readable record. Each check runs in a fresh interpreter, because logging
+configuration is process-wide.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 
@@ -31,6 +33,16 @@ logging.getLogger("fame.sentinel").warning("a warning line")
 """
 
 
+RECORD = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z (\w+) ([\w.]+): (.*)$")
+
+
+def records(text: str) -> list[tuple[str, ...]]:
+    """``(level, logger, message)`` of each line, which must all be readable records."""
+    found = [RECORD.match(line) for line in text.splitlines()]
+    assert all(found), text
+    return [m.groups() for m in found if m]
+
+
 def run_child(*settings: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("FAME_")}
     return subprocess.run(
@@ -46,20 +58,26 @@ def run_child(*settings: str) -> subprocess.CompletedProcess[str]:
 def test_show_envelopes_writes_one_plain_line_per_envelope_on_stderr() -> None:
     done = run_child("FAME_SHOW_ENVELOPES=1")
     assert done.stdout == "enabled True\n"
-    assert done.stderr.splitlines() == [
-        "fame send id=7 corr=3 from=- to=echo@fame.fabric Request say 61B",
-        "a warning line",
+    assert records(done.stderr) == [
+        ("DEBUG", "fame.trace", "fame send id=7 corr=3 from=- to=echo@fame.fabric Request say 61B"),
+        ("INFO", "fame.sentinel", "an info line"),
+        ("WARNING", "fame.sentinel", "a warning line"),
     ]
 
 
-@pytest.mark.parametrize("settings", [(), ("FAME_SHOW_ENVELOPES=0",)])
-def test_without_it_only_warnings_reach_stderr(settings: tuple[str, ...]) -> None:
+@pytest.mark.parametrize("settings", [(), ("FAME_SHOW_ENVELOPES=0",), ("FAME_LOG_LEVEL=debug",)])
+def test_without_it_no_envelope_reaches_stderr(settings: tuple[str, ...]) -> None:
     done = run_child(*settings)
     assert done.stdout == "enabled False\n"
-    assert done.stderr.splitlines() == ["a warning line"]
+    assert [r[2] for r in records(done.stderr)] == ["an info line", "a warning line"]
+
+
+def test_the_level_hides_info_lines() -> None:
+    done = run_child("FAME_LOG_LEVEL=warning")
+    assert records(done.stderr) == [("WARNING", "fame.sentinel", "a warning line")]
 
 
 def test_the_client_verbose_option_turns_the_trace_on() -> None:
     done = run_child("VERBOSE=1")
     assert done.stdout == "enabled True\n"
-    assert done.stderr.splitlines()[0].startswith("fame send id=7 corr=3 ")
+    assert records(done.stderr)[0][2].startswith("fame send id=7 corr=3 ")

@@ -33,6 +33,11 @@ def program_env(**settings: str) -> dict[str, str]:
     return env | defaults | settings
 
 
+def messages(text: str) -> list[str]:
+    """The message of every log record in ``text`` (``TIME LEVEL LOGGER: MESSAGE``)."""
+    return [line.split(": ", 1)[1] for line in text.splitlines() if line[:4].isdigit()]
+
+
 def wait_for(path: Path, proc: subprocess.Popen[str]) -> None:
     deadline = time.monotonic() + START_LIMIT
     while not path.exists():
@@ -86,16 +91,16 @@ def test_the_programs_print_the_envelope_lines_and_the_open_admission_warning(
     # Nobody serves storage@fame.fabric: the call fails, one line, after the trace.
     assert client.returncode == 1
     lines = client.stderr.splitlines()
-    sent = [line for line in lines if line.startswith("fame send ")]
-    received = [line for line in lines if line.startswith("fame recv ")]
+    sent = [line for line in messages(client.stderr) if line.startswith("fame send ")]
+    received = [line for line in messages(client.stderr) if line.startswith("fame recv ")]
     assert sent and "to=storage@fame.fabric Request " in sent[0] and sent[0].endswith("B")
     assert received and " Error " in received[0] and "from=-" in received[0]
     assert lines[-1].startswith("fame-client: ")
     # The sentinel: its warning once (logged, no longer also printed), and its routes.
-    warnings = [line for line in err.splitlines() if "OPEN ADMISSION" in line]
+    warnings = [line for line in messages(err) if "OPEN ADMISSION" in line]
     assert warnings == [
         "WARNING: fame sentinel runs with OPEN ADMISSION: any process that can reach"
         f" 127.0.0.1:{port} may attach as a client"
     ]
-    assert [line for line in err.splitlines() if line.startswith("fame route ")], err
+    assert [line for line in messages(err) if line.startswith("fame route ")], err
     assert "listening on" in out

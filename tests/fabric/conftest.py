@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import re
 import secrets
 import socket
 import subprocess
@@ -24,6 +25,8 @@ import pytest
 
 HERE = Path(__file__).parent
 STARTUP_LIMIT = 30.0  # seconds a child may take to print its ready line
+# A readable log record: ``TIME LEVEL LOGGER: MESSAGE`` (fame/_cli/_log_format.py).
+_RECORD = re.compile(r"^\d{4}-\d\d-\d\dT[\d:.]+Z \w+ [\w.]+: (.*)$")
 
 
 def free_port() -> int:
@@ -94,19 +97,24 @@ class Child:
         )
 
     def wait_err(self, prefix: str, contains: str = "") -> str:
-        """Block until the child writes a stderr line starting with ``prefix``.
+        """Block until the child logs a record whose message starts with ``prefix``.
 
-        With ``contains``, the line must also contain that text.
+        With ``contains``, the message must also contain that text. Returns
+        the message, without the ``TIME LEVEL LOGGER: `` of the record.
         """
 
+        def message(line: str) -> str:
+            found = _RECORD.match(line)
+            return found[1] if found else line
+
         def match(line: str) -> bool:
-            return line.startswith(prefix) and contains in line
+            return message(line).startswith(prefix) and contains in line
 
         with self._cond:
             self._cond.wait_for(lambda: any(map(match, self.err)), timeout=STARTUP_LIMIT)
             for line in self.err:
                 if match(line):
-                    return line
+                    return message(line)
         raise AssertionError(
             f"no stderr line starting with {prefix!r} containing {contains!r}: {self.err[-20:]}"
         )
