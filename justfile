@@ -33,23 +33,27 @@ alias down := stop
 
 # Show whether the sentinel and the storage agent are running
 [no-exit-message]
-status:
-    @{{fame}} status
+[positional-arguments]
+status *args:
+    @{{fame}} status "$@"
 
 # Print the end of the sentinel's and the agent's logs (run/*.log)
 [no-exit-message]
-logs:
-    @{{fame}} logs
+[positional-arguments]
+logs *args:
+    @{{fame}} logs "$@"
 
 # Run the client: store, retrieve and list values through the sentinel
 [no-exit-message]
+[positional-arguments]
 run *args:
-    @{{python}} -m fame._cli.client {{args}}
+    @{{python}} -m fame._cli.client "$@"
 
 # Run the client printing every envelope sent and received
 [no-exit-message]
+[positional-arguments]
 run-verbose *args:
-    @{{python}} -m fame._cli.client --verbose {{args}}
+    @{{python}} -m fame._cli.client --verbose "$@"
 
 # Check the install (imports, console scripts) and byte-compile the sources
 [no-exit-message]
@@ -73,8 +77,9 @@ demo:
     {{python}} examples/embedded.py
 
 # Run the whole test suite on every core (real processes, sockets and SQLCipher files)
+[positional-arguments]
 test *args:
-    {{python}} -m pytest -q -n auto {{args}}
+    {{python}} -m pytest -q -n auto "$@"
 
 # Lint: ruff check, ruff format check, mypy, and mypy --strict on the typed user example
 lint:
@@ -84,16 +89,19 @@ lint:
     {{python}} -m mypy --strict examples/typed_client.py
 
 # Build the user guide and the API reference into site/ (mkdocs --strict: a broken reference or link fails)
+[positional-arguments]
 docs *args:
-    {{python}} -m mkdocs build --strict --site-dir site {{args}}
+    {{python}} -m mkdocs build --strict --site-dir site "$@"
 
 # Torture run: kill -9 the storage agent and the sentinel under load for many cycles, print cycles/acknowledged/verified/lost
+[positional-arguments]
 soak *args:
-    {{python}} tests/reliability/soak.py {{args}}
+    {{python}} tests/reliability/soak.py "$@"
 
 # Issue 12's attacks at full size: the legitimate client's idle vs attacked p99, peak RSS per attack
+[positional-arguments]
 attack *args:
-    {{python}} tests/reliability/attack_p99.py {{args}}
+    {{python}} tests/reliability/attack_p99.py "$@"
 
 # Run every benchmark and print figures with their same-run baselines
 bench:

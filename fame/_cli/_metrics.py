@@ -19,6 +19,8 @@ import trio
 
 from fame.lowlevel import Metrics, PrometheusMetrics, serve_metrics
 
+from ._processes import NOT_SERVING
+
 __all__ = ["MetricsPortError", "metrics_server"]
 
 
@@ -33,7 +35,8 @@ async def metrics_server(
     """The metrics to record into, served on ``endpoint`` for the block (``None``: off).
 
     ``serving()`` is the service's ready line once it serves, else ``None``:
-    what ``/healthz`` reports.
+    what ``/healthz`` reports (``503`` also while the line says
+    :data:`NOT_SERVING`: an address of the node's agents is refused).
     """
     if endpoint is None:
         yield Metrics()  # records nothing, costs nothing
@@ -43,7 +46,9 @@ async def metrics_server(
 
     def health() -> tuple[bool, Mapping[str, Any]]:
         line = serving()
-        return line is not None, {"service": service, "state": line or "starting"}
+        # A node whose agent's address the sentinel refuses runs but does not serve it.
+        healthy = line is not None and not line.startswith(NOT_SERVING)
+        return healthy, {"service": service, "state": line or "starting"}
 
     async with trio.open_nursery() as nursery:
         try:

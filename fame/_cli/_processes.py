@@ -17,7 +17,13 @@ import attrs
 
 from ._settings import AGENT_CONF, SECRETS_FILE, SENTINEL_CONF
 
-__all__ = ["RUN_DIR", "SERVICES", "Service", "alive"]
+NOT_SERVING = "NOT serving"
+"""How a node's ready file starts while the sentinel refuses an address of its agents.
+
+``fame status`` then does not say "serving", and ``/healthz`` answers 503.
+"""
+
+__all__ = ["NOT_SERVING", "RUN_DIR", "SERVICES", "Service", "alive"]
 
 RUN_DIR = Path("run")
 
@@ -52,10 +58,13 @@ class Service:
             "--ready-file", str(self.ready_file),
         ]  # fmt: skip
 
-    def pid(self) -> int | None:
-        """The pid of this service if it is running (and really is this service)."""
+    def pid(self, root: Path = Path()) -> int | None:
+        """The pid of this service if it is running (and really is this service).
+
+        ``root`` is the project directory, the working directory by default.
+        """
         try:
-            pid = int(self.pid_file.read_text().strip())
+            pid = int((root / self.pid_file).read_text().strip())
         except (FileNotFoundError, ValueError):
             return None
         try:

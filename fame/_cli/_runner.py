@@ -25,6 +25,7 @@ import ssl
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, MutableMapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import trio
 
@@ -37,6 +38,7 @@ from ._errors import describe, errors, one_line, shown_path
 from ._live_admin import node_admin_address
 from ._logs import configure_logging, say
 from ._metrics import MetricsPortError, metrics_server
+from ._processes import NOT_SERVING
 from ._rekey import PENDING_KEY, pending_hint
 from ._settings import (
     SettingError,
@@ -365,16 +367,47 @@ async def _attach(
             if a in {address for _, address in classes}
         }
         if refused:
+            taken = [a for a, why in refused.items() if "already bound" in why]
+            hint = (
+                f": if this node replaces the one that held {taken[0]}, free the address with:"
+                f" fame admin release {taken[0]}"
+                if taken
+                else ""
+            )
             raise StartupError(
                 "the sentinel refused to route "
                 + "; ".join(f"{address} ({why})" for address, why in sorted(refused.items()))
+                + hint
             )
         names = ", ".join(address for _, address in classes) or "no agents"
         line = f"serving {names} via {url} (storage: {_describe_storage(config)})"
         say("node", line)
         ready.set(line)
-        await _until_signal(signals, "node")
-        ready.line = None  # stopping: /healthz says 503 from now on
+        async with trio.open_nursery() as watching:
+            ours = {address for _, address in classes}
+            watching.start_soon(_keep_ready_true, uplink, ours, ready, line)
+            await _until_signal(signals, "node")
+            ready.line = None  # stopping: /healthz says 503 from now on
+            watching.cancel_scope.cancel()
+
+
+async def _keep_ready_true(uplink: Any, ours: set[str], ready: _Ready, line: str) -> None:
+    """Rewrite the ready file whenever the sentinel refuses (or grants again) an agent's address.
+
+    After a re-attach the sentinel may refuse an address the node served
+    (another node took it meanwhile): ``fame status`` must not say
+    "serving" then, so the file says what is refused and why.
+    """
+    shown = line
+    while True:
+        await uplink.wait_bindings_moved()
+        refused = {a: why for a, why in uplink.bindings.refused.items() if a in ours}
+        reasons = (f"{a}: the sentinel refused it ({why})" for a, why in sorted(refused.items()))
+        text = f"{NOT_SERVING} " + "; ".join(reasons) if refused else line
+        if text != shown:
+            ready.set(text)
+            say("node", text)
+            shown = text
 
 
 def _run(name: str, main: object, *args: object) -> int:

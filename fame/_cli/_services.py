@@ -39,8 +39,9 @@ from fame.errors import PermissionDenied
 from fame.storage import MasterKey
 
 from . import _admin, _status
+from ._discover import forget_url, record_url, running_url
 from ._errors import errors
-from ._processes import RUN_DIR, SERVICES, Service, alive
+from ._processes import NOT_SERVING, RUN_DIR, SERVICES, Service, alive
 from ._project import STARTER_MODULE, project_files
 from ._runner import StartupError, parse_agent_spec
 from ._settings import (
@@ -341,6 +342,18 @@ def _agent_addresses() -> list[str]:
     return [parse_agent_spec(text).address for text in texts]
 
 
+def _port_conflict(wanted: str) -> str | None:
+    """Why ``up`` cannot serve at ``wanted``: the sentinel already runs elsewhere; else None."""
+    pid = SERVICES[0].pid()
+    running = running_url()
+    if pid is None or running is None or running == wanted:
+        return None
+    return (
+        f"the sentinel already runs at {running} (pid {pid}), not at {wanted}: stop it first"
+        " with: fame stop (just stop), then start it again"
+    )
+
+
 def up() -> int:
     """Start whatever is not running, wait until the storage agent answers."""
     for service in SERVICES:
@@ -370,6 +383,15 @@ def up() -> int:
     except SettingError as exc:
         _fail(f"fame up: {SENTINEL_CONF}: {exc}")
         return 1
+    try:
+        wanted = sentinel_url(load_settings([SENTINEL_CONF, SECRETS_FILE], optional=True))
+    except SettingError as exc:
+        _fail(f"fame up: {SENTINEL_CONF}: {exc}")
+        return 1
+    conflict = _port_conflict(wanted)
+    if conflict is not None:
+        _fail(f"fame up: {conflict}")
+        return 1
     started: list[Service] = []
     deadline = time.monotonic() + START_TIMEOUT
     for service in SERVICES:
@@ -385,6 +407,8 @@ def up() -> int:
                 _stop_one(other)
             return 1
         started.append(service)
+        if service is SERVICES[0]:
+            record_url(wanted)  # how clients in other shells find it (fame-client)
         _say(f"fame up: {service.name} started (pid {process.pid}), log in {service.log_file}")
     settings = load_settings([SENTINEL_CONF, SECRETS_FILE], optional=True)
     url = sentinel_url(settings)
@@ -430,6 +454,8 @@ def _stop_one(service: Service) -> bool:
             time.sleep(0.05)
     service.pid_file.unlink(missing_ok=True)
     service.ready_file.unlink(missing_ok=True)
+    if service is SERVICES[0]:
+        forget_url()
     return True
 
 
@@ -461,6 +487,8 @@ def status(watch: bool = False, interval: float = 1.0) -> int:
         running += 1
         state = "ready" if service.ready_file.exists() else "starting"
         detail = service.ready_file.read_text().strip() if state == "ready" else ""
+        if detail.startswith(NOT_SERVING):  # the node's agents lost an address (see _runner)
+            state = "not serving"
         _say(f"{service.name:<9} running (pid {pid}, {state}) {detail}".rstrip())
     if SERVICES[0].pid() is None:
         _say("live view unavailable: the sentinel is not running (start it with: fame up)")

@@ -79,6 +79,7 @@ SECRETS_FILE = CONF_DIR / "secrets.env"
 SENTINEL_CONF = CONF_DIR / "sentinel.env"
 AGENT_CONF = CONF_DIR / "agent.env"
 
+_PROJECT_CONF = ("sentinel.env", "agent.env", "secrets.env")
 MASTER_KEY = "FAME_STORAGE_MASTER_KEY"
 TOKEN = "FAME_ADMISSION_TOKEN"
 
@@ -262,7 +263,9 @@ def sentinel_port(settings: Mapping[str, str]) -> int:
     except ValueError:
         port = -1
     if not 0 <= port <= 65535:
-        raise SettingError(f"FAME_SENTINEL_PORT: expected a port number, got {text[:40]!r}")
+        raise SettingError(
+            f"FAME_SENTINEL_PORT: expected a port number from 0 to 65535, got {text[:40]!r}"
+        )
     return port
 
 
@@ -375,7 +378,10 @@ def read_env_file(path: Path) -> dict[str, str]:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ConfigFileError(f"config file {path} does not exist (run: fame init)") from None
+        # `fame init` writes the project's own files; any other name is the caller's typo.
+        own = path.absolute().parent == CONF_DIR.absolute() and path.name in _PROJECT_CONF
+        hint = " (run: fame init, which writes it)" if own else ": check the name"
+        raise ConfigFileError(f"config file {path} does not exist{hint}") from None
     except OSError as exc:
         raise ConfigFileError(f"cannot read config file {path}: {exc.strerror}") from None
     except UnicodeDecodeError:
@@ -420,7 +426,7 @@ def sentinel_url(settings: Mapping[str, str]) -> str:
     if url:
         return url
     host = sentinel_host(settings)
-    port = settings.get("FAME_SENTINEL_PORT", "").strip() or str(DEFAULT_PORT)
+    port = sentinel_port(settings)  # a SettingError naming FAME_SENTINEL_PORT if not a port
     if host in ("0.0.0.0", "::"):
         host = DEFAULT_HOST
     tls = any(settings.get(name, "").strip() for name in ("FAME_SENTINEL_TLS_CERT", "FAME_TLS_CA"))

@@ -10,14 +10,19 @@ NAME=VALUE...`` calls any agent's operation and prints the result as JSON.
 It attaches to the sentinel as a small ephemeral node and calls
 ``storage@fame.fabric`` by operation name: it needs the agent's wire
 contract (operation names, the record's fields), not its module, so it runs
-wherever fame is installed. The sentinel's URL and the admission token come
-from the project directory's ``conf/`` (``--project DIR``,
-``FAME_PROJECT_DIR`` or the current directory) and the environment; the
+wherever fame is installed. ``store KEY -`` reads the value from standard
+input, ``store KEY --file PATH`` from a file. The sentinel's URL is
+``--url``, else the environment's, else the running sentinel's (recorded by
+``fame up`` in ``run/``), else ``conf/sentinel.env``'s (see
+:mod:`fame._cli._discover`); the admission token comes from the project
+directory's ``conf/`` (``--project DIR``, ``FAME_PROJECT_DIR``, else the
+nearest project at or above the current directory) and the environment; the
 token may also come from ``--token-file PATH`` (``-``: standard input), but
 never from the command line, where ``ps`` would show it: ``--token VALUE``
 is refused. Every failure (sentinel
-unreachable, no agent, admission refused, timeout) is one line on stderr
-and exit status 1; usage errors exit with 2.
+unreachable, no agent, admission refused, no answer within ``--timeout``,
+which bounds the whole command) is one line on stderr and exit status 1;
+usage errors exit with 2.
 """
 
 from __future__ import annotations
@@ -29,25 +34,28 @@ import sys
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
+import attrs
 import msgspec
 import trio
 
 import fame
-from fame.errors import ProtocolMismatch, UntrustedSentinel
+from fame.errors import ProtocolMismatch, UntrustedSentinel, WireError
 
+from ._discover import find_project, find_sentinel
 from ._errors import describe, errors
 from ._hardening import disable_core_dumps
 from ._logs import configure_logging
-from ._project import PROJECT_ENV, resolve_project
+from ._project import PROJECT_ENV
 from ._settings import (
     SECRETS_FILE,
     SENTINEL_CONF,
+    SettingError,
     client_tls,
     load_settings,
     read_token_file,
-    sentinel_url,
 )
 from ._tracing import configure_tracing
 from ._trust import client_token, sentinel_keys
@@ -92,6 +100,17 @@ def _record(data: Any) -> RecordModel | None:
 
 def _pair(data: Any) -> tuple[str, RecordModel]:
     return msgspec.convert(data, tuple[str, RecordModel], strict=False)
+
+
+def _seconds(text: str) -> float:
+    """``--timeout``: a positive number of seconds."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not (value > 0 and value < float("inf")):
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
+    return value
 
 
 def _argument(text: str) -> tuple[str, Any]:
@@ -160,8 +179,9 @@ def _add_options(parser: argparse.ArgumentParser, default: object) -> None:
         "--json", action="store_true", default=pick(False), help="machine-readable output"
     )
     parser.add_argument(
-        "--timeout", type=float, default=pick(10.0), help="seconds per call (default 10)"
-    )
+        "--timeout", type=_seconds, default=pick(10.0),
+        help="seconds for the whole command, connecting included (default 10)",
+    )  # fmt: skip
     parser.add_argument(
         "--project",
         default=pick(None),
@@ -180,9 +200,17 @@ def _parser() -> argparse.ArgumentParser:
     _add_options(common, argparse.SUPPRESS)
     _add_options(parser, None)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-    store = commands.add_parser("store", parents=[common], help="store VALUE under KEY")
+    store = commands.add_parser(
+        "store", parents=[common],
+        help="store VALUE under KEY (- reads it from standard input, --file PATH from a file)",
+    )  # fmt: skip
     store.add_argument("key")
-    store.add_argument("value")
+    store.add_argument(
+        "value", nargs="?", help="the text to store; - for standard input (stored as is)"
+    )
+    store.add_argument(
+        "--file", dest="value_file", metavar="PATH", help="store the content of PATH (UTF-8 text)"
+    )
     get = commands.add_parser("get", parents=[common], help="print the record under KEY")
     get.add_argument("key")
     commands.add_parser("list", parents=[common], help="print every stored key and record")
@@ -215,76 +243,102 @@ async def _call(node: fame.Node, args: argparse.Namespace) -> None:
         print(_json(await call))
 
 
-async def _run(
-    args: argparse.Namespace,
-    url: str,
-    token: str | None,
-    tls: ssl.SSLContext | None,
-    keys: list[bytes],
-) -> int:
-    out = sys.stdout
+@attrs.frozen
+class _Target:
+    """The sentinel to call and how; ``secrets``: where the token was looked for."""
+
+    url: str
+    token: str | None
+    tls: ssl.SSLContext | None
+    keys: list[bytes]
+    secrets: Path
+
+
+async def _run(args: argparse.Namespace, target: _Target) -> int:
+    """Run the command within ``--timeout`` seconds in all, connecting included."""
+    status = 0
+    url = target.url
     try:
-        async with fame.connect(url, token=token, ssl_context=tls, sentinel_keys=keys) as node:
-            agent = node.proxy(STORAGE_AGENT_ADDRESS).with_timeout(args.timeout)
-            if args.command == "call":
-                await _call(node, args)
-            elif args.command is None:
-                key = f"key_{time.time_ns() // 1_000_000}"
-                stored = _record(await agent.store_value(key=key, value="Hello, World!"))
-                assert stored is not None
-                retrieved = _record(await agent.retrieve_value(key=key))
-                pairs = [_pair(item) async for item in agent.retrieve_all_values()]
-                if args.json:
-                    document = {
-                        "key": key,
-                        "stored": record_dict(stored),
-                        "retrieved": None if retrieved is None else record_dict(retrieved),
-                        "all": {k: record_dict(r) for k, r in pairs},
-                        "total": len(pairs),
-                    }
-                    print(json.dumps(document, separators=(",", ":")), file=out)
-                    return 0
-                print(f"Stored value: {record_json(stored)}\n", file=out)
-                print(f"Retrieved value: {record_json(retrieved)}\n", file=out)
-                print("All stored key-values:", file=out)
-                for k, r in pairs:
-                    print(_pair_json(k, r), file=out)
-                print(f"\nTotal stored values: {len(pairs)}", file=out)
-            elif args.command == "store":
-                stored = _record(await agent.store_value(key=args.key, value=args.value))
-                text = record_json(stored)
-                print(text if args.json else f"Stored value: {text}", file=out)
-            elif args.command == "get":
-                retrieved = _record(await agent.retrieve_value(key=args.key))
-                if args.json:
-                    print(record_json(retrieved), file=out)
-                elif retrieved is None:
-                    raise ClientError(f"no record under key {args.key!r}")
-                else:
-                    print(f"Retrieved value: {record_json(retrieved)}", file=out)
-                return 0 if retrieved is not None else 1
-            else:
-                count = 0
-                async for item in agent.retrieve_all_values():
-                    k, r = _pair(item)
-                    count += 1
-                    if args.json:
-                        line = json.dumps({"key": k, **record_dict(r)}, separators=(",", ":"))
-                        print(line, file=out)
-                    else:
-                        print(_pair_json(k, r), file=out)
-                if not args.json:
-                    print(f"\nTotal stored values: {count}", file=out)
+        with trio.move_on_after(args.timeout) as deadline:
+            status = await _work(args, target, sys.stdout)
     except ClientError:
         raise
     except BaseException as exc:
         address = args.address if args.command == "call" else STORAGE_AGENT_ADDRESS
-        lines = (_explain(error, url, address) for error in errors(exc))
+        lines = (_explain(error, target, address) for error in errors(exc))
         raise ClientError("\n".join(lines)) from None
+    if deadline.cancelled_caught:
+        raise ClientError(
+            f"no answer from the sentinel at {url} within {args.timeout:g} s (--timeout): it is"
+            " stopped, overloaded or not a fame sentinel (check: fame status; or raise --timeout)"
+        )
+    return status
+
+
+async def _work(args: argparse.Namespace, target: _Target, out: Any) -> int:
+    """Attach, do the command, return its exit status."""
+    async with fame.connect(
+        target.url,
+        token=target.token,
+        ssl_context=target.tls,
+        sentinel_keys=target.keys,
+        connect_timeout=args.timeout,
+    ) as node:
+        agent = node.proxy(STORAGE_AGENT_ADDRESS).with_timeout(args.timeout)
+        if args.command == "call":
+            await _call(node, args)
+        elif args.command is None:
+            key = f"key_{time.time_ns() // 1_000_000}"
+            stored = _record(await agent.store_value(key=key, value="Hello, World!"))
+            assert stored is not None
+            retrieved = _record(await agent.retrieve_value(key=key))
+            pairs = [_pair(item) async for item in agent.retrieve_all_values()]
+            if args.json:
+                document = {
+                    "key": key,
+                    "stored": record_dict(stored),
+                    "retrieved": None if retrieved is None else record_dict(retrieved),
+                    "all": {k: record_dict(r) for k, r in pairs},
+                    "total": len(pairs),
+                }
+                print(json.dumps(document, separators=(",", ":")), file=out)
+                return 0
+            print(f"Stored value: {record_json(stored)}\n", file=out)
+            print(f"Retrieved value: {record_json(retrieved)}\n", file=out)
+            print("All stored key-values:", file=out)
+            for k, r in pairs:
+                print(_pair_json(k, r), file=out)
+            print(f"\nTotal stored values: {len(pairs)}", file=out)
+        elif args.command == "store":
+            stored = _record(await agent.store_value(key=args.key, value=args.value))
+            text = record_json(stored)
+            print(text if args.json else f"Stored value: {text}", file=out)
+        elif args.command == "get":
+            retrieved = _record(await agent.retrieve_value(key=args.key))
+            if args.json:
+                print(record_json(retrieved), file=out)
+            elif retrieved is None:
+                raise ClientError(f"no record under key {args.key!r}")
+            else:
+                print(f"Retrieved value: {record_json(retrieved)}", file=out)
+            return 0 if retrieved is not None else 1
+        else:
+            count = 0
+            async for item in agent.retrieve_all_values():
+                k, r = _pair(item)
+                count += 1
+                if args.json:
+                    line = json.dumps({"key": k, **record_dict(r)}, separators=(",", ":"))
+                    print(line, file=out)
+                else:
+                    print(_pair_json(k, r), file=out)
+            if not args.json:
+                print(f"\nTotal stored values: {count}", file=out)
     return 0
 
 
-def _explain(exc: BaseException, url: str, address: str) -> str:
+def _explain(exc: BaseException, target: _Target, address: str) -> str:
+    url = target.url
     hint = "is it running? start it with: fame up"
     if isinstance(exc, fame.NoRoute):
         return f"no agent at {address} behind {url}: {exc} ({hint})"
@@ -295,6 +349,12 @@ def _explain(exc: BaseException, url: str, address: str) -> str:
         )
     if isinstance(exc, ProtocolMismatch):
         return f"the sentinel at {url} cannot be used: {exc.reason} (upgrade the older side)"
+    if isinstance(exc, fame.AdmissionRefused) and target.token is None:
+        return (
+            f"the sentinel at {url} wants an admission token and none was found: looked in"
+            f" FAME_ADMISSION_TOKEN(_FILE) and {target.secrets} (run from the project directory,"
+            " or pass --project DIR or --token-file PATH)"
+        )
     if isinstance(exc, fame.AdmissionRefused):
         return (
             f"the sentinel at {url} refused admission: {exc} (check --token-file or"
@@ -309,6 +369,11 @@ def _explain(exc: BaseException, url: str, address: str) -> str:
     if isinstance(exc, OSError):
         reason = exc.strerror or str(exc) or type(exc).__name__
         return f"cannot reach the sentinel at {url}: {reason} ({hint})"
+    if isinstance(exc, WireError) and exc.code == "too_large":
+        return (
+            f"{exc}: a value must fit in one message; store a large one in pieces under"
+            " several keys, or keep it in a file and store its path"
+        )
     if isinstance(exc, KeyboardInterrupt):
         return "interrupted"
     known = describe(exc)
@@ -318,6 +383,45 @@ def _explain(exc: BaseException, url: str, address: str) -> str:
     if "Handshake" in name or "Connection" in name or "Rejected" in name:
         return f"cannot reach the sentinel at {url}: {exc or name} ({hint})"
     return f"{name}: {exc}"
+
+
+def _store_value(args: argparse.Namespace) -> str:
+    """The value ``store`` stores: VALUE, standard input for ``-``, or ``--file PATH``'s content."""
+    if args.value_file is not None and args.value is not None:
+        raise ClientError("store: give VALUE or --file PATH, not both")
+    if args.value_file is not None:
+        path = Path(args.value_file)
+        try:
+            return path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise ClientError(f"store --file: {path} does not exist") from None
+        except IsADirectoryError:
+            raise ClientError(f"store --file: {path} is a directory") from None
+        except OSError as exc:
+            raise ClientError(f"store --file: cannot read {path}: {exc.strerror}") from None
+        except UnicodeDecodeError:
+            raise ClientError(f"store --file: {path} is not UTF-8 text") from None
+    if args.value is None:
+        raise ClientError(
+            "store: give the value to store: store KEY VALUE, store KEY - (standard input)"
+            " or store KEY --file PATH"
+        )
+    if args.value == "-":
+        try:
+            return sys.stdin.buffer.read().decode("utf-8")
+        except UnicodeDecodeError:
+            raise ClientError("store -: standard input is not UTF-8 text") from None
+    return str(args.value)
+
+
+def _not_a_project(project: Path) -> str:
+    """A hint appended to a setup failure when ``project`` is no fame project at all."""
+    if (project / SENTINEL_CONF).is_file():
+        return ""
+    return (
+        f" ({project} is not a fame project, nor any directory above it: run from the project"
+        f" directory, or pass --project DIR)"
+    )
 
 
 def _token_in_argv(argv: Sequence[str]) -> bool:
@@ -345,23 +449,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.token_in_argv:
         print(f"{PROG}: {TOKEN_IN_ARGV}", file=sys.stderr)
         return 2
+    project = Path.cwd()
     try:
-        project = resolve_project(args.project)
+        project = find_project(args.project)
         settings = load_settings([project / SENTINEL_CONF, project / SECRETS_FILE], optional=True)
         configure_logging(settings, show_envelopes=args.verbose, default_level="warning")
         configure_tracing(settings)
+        if args.command == "store":
+            args.value = _store_value(args)
         if args.token_file is not None:
             token: str | None = read_token_file(args.token_file, sys.stdin)
         else:
             token = client_token(settings)
+        url = find_sentinel(args.url, settings, project).url
         tls = client_tls(settings)
-        keys = sentinel_keys(settings, project)
     except Exception as exc:
         print(f"{PROG}: {exc}", file=sys.stderr)
         return 1
-    url = args.url or sentinel_url(settings)
     try:
-        return trio.run(_run, args, url, token, tls, keys)
+        keys = sentinel_keys(settings, project)
+    except SettingError as exc:
+        inline = settings.get("FAME_SENTINEL_KEYS", "").strip()
+        print(f"{PROG}: {exc}{'' if inline else _not_a_project(project)}", file=sys.stderr)
+        return 1
+    target = _Target(url, token, tls, keys, project / SECRETS_FILE)
+    try:
+        return trio.run(_run, args, target)
     except ClientError as exc:
         for line in str(exc).splitlines():  # one line per error
             print(f"{PROG}: {line}", file=sys.stderr)

@@ -37,6 +37,7 @@ __all__ = [
     "DEFAULT_HEARTBEAT",
     "HANDSHAKE_TIMEOUT",
     "RECONNECT_BACKOFF",
+    "SENTINEL_HEADER",
     "SentinelUnreachable",
     "client_ssl_context",
     "open_link",
@@ -143,6 +144,10 @@ async def _check_tls(url: str, ssl_context: ssl.SSLContext, timeout: float) -> N
         raise SentinelUnreachable(f"cannot reach the sentinel at {url}: {exc!r}") from None
 
 
+SENTINEL_HEADER: Final = (b"fame-sentinel", b"1")
+"""The header a sentinel's HTTP refusals carry: a refusal without it came from another server."""
+
+
 def _unreachable_reason(exc: BaseException) -> str:
     """Why opening a link failed, in words: trio-websocket's errors often have none."""
     if type(exc) is HandshakeError:
@@ -152,12 +157,17 @@ def _unreachable_reason(exc: BaseException) -> str:
             return cause.strerror
         return "no websocket handshake"
     if isinstance(exc, ConnectionRejected):
+        if SENTINEL_HEADER not in (exc.headers or []):
+            # A web server or a proxy: its page says nothing about fame; not shown.
+            return f"not a fame sentinel (HTTP status {exc.status_code})"
         # The sentinel's reason (too many connections, wrong path) is in the body.
         body = (exc.body or b"").decode("utf-8", "replace").strip()
         reason = " ".join(body.split())[:200] or "no reason given"
         return f"it refused the connection (HTTP {exc.status_code}): {reason}"
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror
+    if isinstance(exc, ValueError):  # a URL trio-websocket cannot use
+        return f"not a usable websocket URL ({exc})"
     return repr(exc)
 
 

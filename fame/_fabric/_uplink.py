@@ -208,6 +208,14 @@ class FabricUplink:
         self._changed.set()
         self._changed = trio.Event()
 
+    async def wait_bindings_moved(self) -> None:
+        """Return at the next change of the bindings: a ``Bound``, a refusal, a new link.
+
+        Lets a program keep what it says about its addresses true
+        (``fame node``'s ready file) while the node serves.
+        """
+        await self._changed.wait()
+
     async def wait_bound(self) -> None:
         """Wait until attached and every address wanted so far got its ``Bound`` (or refusal).
 

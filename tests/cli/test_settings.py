@@ -136,7 +136,8 @@ def test_port_flag_and_admission_settings() -> None:
     for bad in ("-1", "65536", "http"):
         with pytest.raises(SettingError) as info:
             sentinel_port({"FAME_SENTINEL_PORT": bad})
-        assert str(info.value) == f"FAME_SENTINEL_PORT: expected a port number, got {bad!r}"
+        expected = f"FAME_SENTINEL_PORT: expected a port number from 0 to 65535, got {bad!r}"
+        assert str(info.value) == expected
     for on in ("1", "yes", "TRUE", " on "):
         assert flag_setting({"F": on}, "F") is True
     for off in ("", "0", "no", "False", "off"):

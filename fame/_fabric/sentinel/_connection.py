@@ -38,7 +38,7 @@ from ..._protocol import Admitted, BindDenied, RoutesChanged, SentinelLink, Sent
 from ..._protocol._credentials import ENROLL_PREFIX, encode_enrollment
 from ..._wire._schema import Batch, LinkError, RoutingHeader
 from .._identity import KEYSTORE, ROUTE_STORE, NodeStores
-from .._transport import LINK_ERRORS, is_link_failure, write_batched
+from .._transport import LINK_ERRORS, SENTINEL_HEADER, is_link_failure, write_batched
 from ._routing import Conn, Router
 
 if TYPE_CHECKING:
@@ -125,7 +125,9 @@ class ConnectionHandler:
         if request.path.split("?", 1)[0] != self.url_path:
             # The peer may be gone already; an error here must not reach the server.
             with suppress(*LINK_ERRORS), trio.move_on_after(self.handshake_timeout):
-                await request.reject(404, body=b"not a fame sentinel path")
+                await request.reject(
+                    404, extra_headers=[SENTINEL_HEADER], body=b"not a fame sentinel path"
+                )
             return
         # Only attached links count: those still attaching have the door's own budget.
         if (door.attached if door is not None else self.connections) >= self.max_connections:
@@ -158,7 +160,7 @@ class ConnectionHandler:
             )
         reason = f"too many connections: this sentinel serves at most {self.max_connections}"
         with suppress(*LINK_ERRORS), trio.move_on_after(self.handshake_timeout):
-            await request.reject(503, body=reason.encode())
+            await request.reject(503, extra_headers=[SENTINEL_HEADER], body=reason.encode())
 
     async def _serve(self, request: WebSocketRequest) -> None:
         try:
