@@ -134,6 +134,8 @@ class Needles:
         tests. Bytes are mapped one to one to text (latin-1) because the
         automaton takes text.
         """
+        if not self.words and not self.raw:
+            return set()  # an automaton needs a word
         if self._automaton is None or self._automaton_size != len(self.words) + len(self.raw):
             automaton = ahocorasick.Automaton()
             for needle, what in (*self.words.items(), *self.raw.items()):

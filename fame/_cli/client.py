@@ -258,9 +258,10 @@ async def _run(args: argparse.Namespace, target: _Target) -> int:
     """Run the command within ``--timeout`` seconds in all, connecting included."""
     status = 0
     url = target.url
+    attached = trio.Event()
     try:
         with trio.move_on_after(args.timeout) as deadline:
-            status = await _work(args, target, sys.stdout)
+            status = await _work(args, target, sys.stdout, attached)
     except ClientError:
         raise
     except BaseException as exc:
@@ -268,15 +269,29 @@ async def _run(args: argparse.Namespace, target: _Target) -> int:
         lines = (_explain(error, target, address) for error in errors(exc))
         raise ClientError("\n".join(lines)) from None
     if deadline.cancelled_caught:
+        # With TLS 1.3 the client's handshake ends before the sentinel checks the
+        # client's certificate; one that requires a certificate then drops the
+        # connection silently, so a timeout over wss:// may be that.
+        tls = (
+            "; over TLS, a sentinel that requires a client certificate drops a connection"
+            " that presents none, or none it trusts (check FAME_TLS_CERT and FAME_TLS_KEY)"
+            if url.startswith("wss://")
+            else ""
+        )
+        what = (
+            f"no answer from the sentinel at {url}"
+            if attached.is_set()
+            else f"cannot reach the sentinel at {url}: no answer"
+        )
         raise ClientError(
-            f"no answer from the sentinel at {url} within {args.timeout:g} s (--timeout): it is"
-            " stopped, overloaded or not a fame sentinel (check: fame status; or raise --timeout)"
+            f"{what} within {args.timeout:g} s (--timeout): it is stopped, overloaded or not a"
+            f" fame sentinel{tls} (check: fame status; or raise --timeout)"
         )
     return status
 
 
-async def _work(args: argparse.Namespace, target: _Target, out: Any) -> int:
-    """Attach, do the command, return its exit status."""
+async def _work(args: argparse.Namespace, target: _Target, out: Any, attached: trio.Event) -> int:
+    """Attach (then set ``attached``), do the command, return its exit status."""
     async with fame.connect(
         target.url,
         token=target.token,
@@ -284,6 +299,7 @@ async def _work(args: argparse.Namespace, target: _Target, out: Any) -> int:
         sentinel_keys=target.keys,
         connect_timeout=args.timeout,
     ) as node:
+        attached.set()
         agent = node.proxy(STORAGE_AGENT_ADDRESS).with_timeout(args.timeout)
         if args.command == "call":
             await _call(node, args)

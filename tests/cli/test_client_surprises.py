@@ -142,7 +142,7 @@ def test_timeout_bounds_a_server_that_never_answers(tmp_path: Path) -> None:
             "--timeout", "3", "--url", url, "list", cwd=tmp_path, FAME_SENTINEL_KEYS=A_KEY
         )
     line = one_line(result)
-    assert f"no answer from the sentinel at {url} within 3 s (--timeout)" in line, line
+    assert f"cannot reach the sentinel at {url}: no answer within 3 s (--timeout)" in line, line
 
 
 def test_timeout_must_be_a_positive_number(tmp_path: Path) -> None:

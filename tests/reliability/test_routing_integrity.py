@@ -19,6 +19,7 @@ import logging
 import secrets
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -480,10 +481,11 @@ async def test_a_client_refuses_a_sentinel_of_another_version_and_sends_it_nothi
 
 
 def test_fame_client_says_a_version_mismatch_is_not_a_token_problem() -> None:
-    from fame._cli.client import _explain
+    from fame._cli.client import _explain, _Target
     from fame._protocol._node_handshake import node_version_mismatch
 
-    line = _explain(node_version_mismatch(PROTOCOL_VERSION + 1), "ws://h:1/", "x@y")
+    target = _Target(url="ws://h:1/", token="t", tls=None, keys=[], secrets=Path("conf"))
+    line = _explain(node_version_mismatch(PROTOCOL_VERSION + 1), target, "x@y")
     assert line == (
         f"the sentinel at ws://h:1/ cannot be used: protocol version mismatch: the sentinel"
         f" speaks fame protocol version {PROTOCOL_VERSION + 1}, this node speaks version"
