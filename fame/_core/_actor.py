@@ -25,7 +25,7 @@ from typing import Any, ClassVar
 import trio
 
 from ._errors import ActorCrashed, MailboxFull, NoAnswerInTime, NodeClosed, NotSentInTime
-from ._reply import ReplySlot
+from ._reply import Expired, ReplySlot
 
 __all__ = ["Actor", "ActorRef", "Delivery", "crash_error", "crash_traceback"]
 
@@ -145,8 +145,10 @@ class ActorRef:
             raise NotSentInTime(
                 f"{self.address} had no mailbox room within {timeout} s; nothing was queued"
             ) from None
-        with trio.move_on_at(deadline):
-            return await slot.wait()
+        try:
+            return await slot.wait(deadline)
+        except Expired:
+            pass
         raise NoAnswerInTime(f"{self.address} did not answer within {timeout} s")
 
     async def _put(

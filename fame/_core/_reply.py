@@ -3,7 +3,9 @@
 The slot parks the waiting task with ``trio.lowlevel.wait_task_rescheduled``
 and the replier reschedules it directly. That is the same mechanism trio's
 own channels use, without a channel per call, which keeps a local ask
-close to the cost of a bare memory-channel ping-pong.
+close to the cost of a bare mailbox round trip. A deadline for the wait
+is kept by the run's :class:`~fame._core._deadlines.Deadlines`, not by a
+cancel scope per wait (which would cost as much again).
 
 A slot is answered at most once. Once its waiter gave up (deadline or
 cancellation) any later answer is dropped: a slot belongs to one call, so
@@ -12,12 +14,20 @@ a late reply can never reach another caller.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import outcome
 import trio
+from trio.lowlevel import Abort, current_task, reschedule, wait_task_rescheduled
 
-__all__ = ["ReplySlot"]
+from ._deadlines import deadlines
+
+__all__ = ["Expired", "ReplySlot"]
+
+
+class Expired(Exception):
+    """The deadline of :meth:`ReplySlot.wait` passed before the answer came."""
 
 
 class ReplySlot:
@@ -33,11 +43,24 @@ class ReplySlot:
         """True once answered, or once the waiter stopped waiting."""
         return self._settled
 
+    @property
+    def waiting(self) -> bool:
+        """True while a task is parked on the slot, unanswered."""
+        return self._task is not None
+
     def set(self, value: Any) -> None:
         self._settle(outcome.Value(value))
 
     def fail(self, exc: BaseException) -> None:
         self._settle(outcome.Error(exc))
+
+    def expire(self) -> None:
+        """End the wait with :class:`Expired`: the deadline came first (the waiter gives up)."""
+        task = self._task
+        if task is not None:
+            self._task = None
+            self._settled = True
+            reschedule(task, outcome.Error(Expired()))
 
     def _settle(self, result: outcome.Outcome[Any]) -> None:
         if self._settled:
@@ -46,11 +69,17 @@ class ReplySlot:
         task = self._task
         if task is not None:
             self._task = None
-            trio.lowlevel.reschedule(task, result)
+            reschedule(task, result)
         else:
             self._outcome = result
 
-    async def wait(self) -> Any:
+    def _abort(self, _: Any) -> Abort:
+        self._task = None
+        self._settled = True
+        return Abort.SUCCEEDED
+
+    async def wait(self, deadline: float = math.inf) -> Any:
+        """The answer; :class:`Expired` if ``deadline`` (trio's clock) passes first."""
         if self._outcome is not None:
             # Answered before the waiter came: the answer wins over a pending
             # cancellation, exactly as when it arrives while the waiter is parked
@@ -61,11 +90,13 @@ class ReplySlot:
             return result.unwrap()
         if self._settled:
             raise RuntimeError("reply slot was abandoned")
-        self._task = trio.lowlevel.current_task()
-
-        def abort(_: Any) -> trio.lowlevel.Abort:
-            self._task = None
-            self._settled = True
-            return trio.lowlevel.Abort.SUCCEEDED
-
-        return await trio.lowlevel.wait_task_rescheduled(abort)
+        if deadline != math.inf:
+            try:
+                table = deadlines()
+            except RuntimeError:  # the run is closing: no new system task
+                with trio.move_on_at(deadline):
+                    return await self.wait()
+                raise Expired() from None
+            table.add(deadline, self)
+        self._task = current_task()
+        return await wait_task_rescheduled(self._abort)

@@ -1,0 +1,71 @@
+"""The deadlines of parked waiters: expiry in order, earlier ones first, a bounded heap."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import trio
+
+from fame._core._deadlines import MIN_PRUNE, deadlines
+from fame._core._reply import Expired, ReplySlot
+
+
+async def test_each_wait_expires_at_its_own_deadline(autojump_clock: Any) -> None:
+    """A later wait does not hold up an earlier one: the task wakes for the earliest."""
+    ended: dict[str, float] = {}
+    start = trio.current_time()
+
+    async def wait(name: str, after: float) -> None:
+        with pytest.raises(Expired):
+            await ReplySlot().wait(start + after)
+        ended[name] = trio.current_time() - start
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(wait, "late", 30.0)
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.start_soon(wait, "early", 2.0)
+    assert ended == {"early": pytest.approx(2.0), "late": pytest.approx(30.0)}
+
+
+async def test_an_answer_before_the_deadline_wins_and_nothing_expires_later(
+    autojump_clock: Any,
+) -> None:
+    slot = ReplySlot()
+
+    async def answer() -> None:
+        await trio.sleep(1)
+        slot.set("answer")
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(answer)
+        assert await slot.wait(trio.current_time() + 5) == "answer"
+    await trio.sleep(10)  # the expired entry finds the slot answered: no error anywhere
+    assert slot.settled and not slot.waiting
+
+
+async def test_a_late_answer_after_expiry_is_dropped(autojump_clock: Any) -> None:
+    slot = ReplySlot()
+    with pytest.raises(Expired):
+        await slot.wait(trio.current_time() + 1)
+    slot.set("late")
+    assert slot.settled and not slot.waiting
+
+
+async def test_answered_waits_do_not_grow_the_heap() -> None:
+    """Thousands of answered calls with a long deadline leave a heap of bounded size."""
+    far = trio.current_time() + 3600
+    for i in range(20 * MIN_PRUNE):
+        slot = ReplySlot()
+        slot.set(i)  # answered before the wait: never parked, never in the heap
+        assert await slot.wait(far) == i
+
+        parked = ReplySlot()
+
+        async def answer(slot: ReplySlot = parked, value: int = i) -> None:
+            slot.set(value)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(answer)
+            assert await parked.wait(far) == i
+    assert len(deadlines()._heap) <= 2 * MIN_PRUNE
