@@ -37,7 +37,7 @@ from .._core._errors import (
     RequestLost,
     UnknownOperation,
 )
-from .._core._tracing import span
+from .._core._tracing import span, tracing_on
 from .._wire._schema import Envelope, Reply, Request
 from ._agent import AgentNode, BaseAgent
 from ._agent_scope import AgentScope
@@ -138,13 +138,16 @@ class AgentActor(Actor):
             raise
 
     async def _handle(self, message: Any) -> None:
-        match message:
-            case _Crash(exc=exc):
-                raise exc
-            case Envelope(frame=Request() as request):
-                envelope = message
-            case _:
-                return  # only requests reach an agent's mailbox; stream control goes to the node
+        if type(message) is Envelope and type(message.frame) is Request:
+            envelope, request = message, message.frame
+        else:
+            match message:
+                case _Crash(exc=exc):
+                    raise exc
+                case Envelope(frame=Request() as request):
+                    envelope = message
+                case _:
+                    return  # only requests reach an agent mailbox; stream control: the node
         spec = self.operations.get(request.op)
         try:
             if spec is None or spec.streaming != request.stream:
@@ -215,7 +218,7 @@ class AgentActor(Actor):
         tries again), and one that completes is recorded before its answer.
         """
         token = enter_call(envelope.caller, envelope.reply_to, _request_id(envelope))
-        once = self._once_key(envelope)
+        once = self._once_key(envelope) if self._inbox is not None else None
         began = False
         metrics = self._switchboard.metrics
         # Read the clock only for metrics that record: off, a call pays nothing more.
@@ -242,7 +245,10 @@ class AgentActor(Actor):
                     return
                 self._inbox.begin(once)
                 began = True
-            with _operation_span(self.address, envelope):
+            if tracing_on():
+                with _operation_span(self.address, envelope):
+                    result = spec.convert_result(await spec.function(self.agent, **kwargs))
+            else:
                 result = spec.convert_result(await spec.function(self.agent, **kwargs))
             if once is not None:
                 assert self._inbox is not None

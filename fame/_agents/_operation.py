@@ -28,6 +28,11 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 _MARK = "__fame_operation__"
 
+PLAIN: frozenset[Any] = frozenset({int, str, float, bool, bytes, type(None)})
+"""Types whose exact instances msgspec's ``convert`` returns unchanged (so it may be skipped)."""
+
+_MISSING = object()
+
 
 @attrs.frozen
 class _Mark:
@@ -118,6 +123,8 @@ class OperationSpec:
     result_type: Any
     idempotent: bool = False
     deduplicated: bool = False
+    plain_args: tuple[tuple[str, Any], ...] | None = None
+    """Each parameter with its type, if all are required and of a :data:`PLAIN` type."""
 
     @property
     def retry_safe(self) -> bool:
@@ -152,6 +159,8 @@ class OperationSpec:
         result = hints.get("return", Any)
         if mark.streaming:
             result = _item_type(result)
+        all_plain = required == set(params) and all(param_types[n] in PLAIN for n in params)
+        plain = tuple((name, param_types[name]) for name in params) if all_plain else None
         return cls(
             name=mark.name or attr_name,
             function=func,
@@ -164,6 +173,7 @@ class OperationSpec:
             result_type=result,
             idempotent=mark.idempotent,
             deduplicated=mark.deduplicated,
+            plain_args=plain,
         )
 
     def bind(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -172,6 +182,8 @@ class OperationSpec:
             raise TypeError(
                 f"{self.name}() takes {len(self.params)} arguments but {len(args)} were given"
             )
+        if not args:
+            return kwargs  # a fresh dict of the call's own: nothing to add or check
         bound = dict(zip(self.params, args, strict=False))
         for key, value in kwargs.items():
             if key in bound:
@@ -180,7 +192,19 @@ class OperationSpec:
         return bound
 
     def convert_args(self, args: dict[str, Any]) -> dict[str, Any]:
-        """Validate and convert call arguments; raise :class:`fame.InvalidArguments`."""
+        """Validate and convert call arguments; raise :class:`fame.InvalidArguments`.
+
+        Arguments that are exactly of their parameters' plain types (see
+        :data:`PLAIN`) are already what the conversion would give: they are
+        taken as they are, without building the ``args_type`` struct.
+        """
+        plain = self.plain_args
+        if plain is not None and type(args) is dict and len(args) == len(plain):
+            for name, kind in plain:
+                if type(args.get(name, _MISSING)) is not kind:
+                    break
+            else:
+                return args
         try:
             converted = msgspec.convert(args, self.args_type, strict=False)
         except msgspec.ValidationError:
@@ -189,8 +213,9 @@ class OperationSpec:
 
     def convert_result(self, value: Any) -> Any:
         """Validate a result (or stream item) against the annotation."""
-        if self.result_type is Any:
-            return value
+        result_type = self.result_type
+        if result_type is Any or (type(value) is result_type and result_type in PLAIN):
+            return value  # what the conversion would return
         return msgspec.convert(value, self.result_type, strict=False)
 
     def _explain(self, args: Any) -> str:

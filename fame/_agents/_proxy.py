@@ -25,8 +25,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Gener
 from types import TracebackType
 from typing import Any, Concatenate, Generic, ParamSpec, TypeVar
 
-import msgspec
-
 from .._wire._schema import check_request_id
 from ._agent import BaseAgent
 from ._caller import Caller  # what a proxy needs of a node: keeps the arrows one way
@@ -218,6 +216,8 @@ class Proxy(Generic[AgentT]):
             return _Call(self, name, kwargs, spec)
 
         call.__name__ = call.__qualname__ = name
+        # Kept on the proxy: the next ``proxy.name`` is a plain attribute, not this again.
+        self.__dict__[name] = call
         return call
 
     # --- the node's side --------------------------------------------------------------
@@ -231,8 +231,8 @@ class Proxy(Generic[AgentT]):
             request_id=self._request_id,
             retry_safe=spec is not None and spec.retry_safe,
         )
-        if spec is not None and spec.result_type is not Any:
-            return msgspec.convert(result, spec.result_type, strict=False)
+        if spec is not None:
+            return spec.convert_result(result)
         return result
 
     def _open(self, name: str, args: dict[str, Any], item_type: Any) -> Stream[Any]:

@@ -38,7 +38,6 @@ from __future__ import annotations
 import itertools
 import logging
 import math
-import secrets
 import time
 from contextlib import suppress
 from typing import Any, Protocol
@@ -46,8 +45,10 @@ from typing import Any, Protocol
 import msgspec
 import trio
 
+from .._core._actor import ActorRef
 from .._core._address import REPLY_NAME, Address
 from .._core._backoff import Backoff
+from .._core._entropy import randbits
 from .._core._errors import (
     MailboxFull,
     NoAnswerInTime,
@@ -62,9 +63,9 @@ from .._core._errors import (
     remote_error,
 )
 from .._core._metrics import NO_METRICS, Metrics
-from .._core._reply import ReplySlot
+from .._core._reply import Expired, ReplySlot
 from .._core._supervisor import Supervisor
-from .._core._tracing import current_traceparent, span
+from .._core._tracing import current_traceparent, span, tracing_on
 from .._wire._schema import (
     Cancel,
     Credit,
@@ -110,7 +111,10 @@ waiting for one ("may have run").
 
 def random_corr() -> int:
     """A correlation id nobody can guess: uniform in ``1 .. CORR_LIMIT - 1``."""
-    return 1 + secrets.randbelow(CORR_LIMIT - 1)
+    while True:
+        corr = randbits(63)
+        if corr:
+            return corr
 
 
 def new_request_id() -> str:
@@ -121,7 +125,7 @@ def new_request_id() -> str:
     order (each new one lands at the end of the index: cheap to insert);
     the random part keeps them unguessable and unique.
     """
-    return f"{time.time_ns() // 1_000_000:011x}{secrets.randbits(68):017x}"
+    return f"{time.time_ns() // 1_000_000:011x}{randbits(68):017x}"
 
 
 class _Attempt:
@@ -131,6 +135,19 @@ class _Attempt:
 
     def __init__(self) -> None:
         self.unanswered = False
+
+
+class _Tries:
+    """The attempts of one call so far: how many, the last's answer, whether one may have run."""
+
+    __slots__ = ("attempt", "attempts", "began", "last", "maybe_ran")
+
+    def __init__(self) -> None:
+        self.attempts = 0
+        self.attempt = _Attempt()
+        self.began = 0.0  # when the last attempt was sent
+        self.maybe_ran = False  # an attempt reached the target and its outcome is unknown
+        self.last: RemoteError | None = None
 
 
 _encoder = msgspec.msgpack.Encoder()
@@ -176,6 +193,32 @@ def local_copy(frame: Frame) -> Frame:
                 ) from None
         case _:
             return frame
+
+
+_args_decoder: msgspec.msgpack.Decoder[dict[str, Any]] = msgspec.msgpack.Decoder(dict[str, Any])
+_any_decoder: msgspec.msgpack.Decoder[Any] = msgspec.msgpack.Decoder()
+
+
+def copied_args(args: dict[str, Any]) -> dict[str, Any]:
+    """``args`` copied as :func:`local_copy` copies a request's: encoded and decoded.
+
+    For a request this node builds itself, whose other fields are immutable
+    and valid: only the arguments need the copy.
+    """
+    try:
+        return _args_decoder.decode(_encoder.encode(args))
+    except (TypeError, NotImplementedError, OverflowError, RecursionError) as exc:
+        raise WireError(f"cannot encode Request: {exc}", code="unencodable") from None
+
+
+def copied_answer(frame: Frame) -> Frame:
+    """:func:`local_copy` of an answer, copying only a reply's result (its one mutable part)."""
+    if type(frame) is not Reply:
+        return local_copy(frame)
+    try:
+        return Reply(_any_decoder.decode(_encoder.encode(frame.result)))
+    except (TypeError, NotImplementedError, OverflowError, RecursionError) as exc:
+        raise WireError(f"cannot encode Reply: {exc}", code="unencodable") from None
 
 
 def unsendable(request: Envelope, exc: WireError) -> str:
@@ -257,15 +300,13 @@ class Switchboard:
         once: bool = False,
     ) -> Any:
         """:meth:`_call` in a client span when tracing is on (its requests carry the span)."""
+        if not tracing_on():
+            return await self._call(
+                address, op, args, timeout, request_id=request_id, retry_safe=retry_safe, once=once
+            )
         with span(f"fame.call {op}", kind="CLIENT", attributes={"fame.to": address}):
             return await self._call(
-                address,
-                op,
-                args,
-                timeout,
-                request_id=request_id,
-                retry_safe=retry_safe,
-                once=once,
+                address, op, args, timeout, request_id=request_id, retry_safe=retry_safe, once=once
             )
 
     async def _call(
@@ -293,45 +334,53 @@ class Switchboard:
         deadline: :class:`fame.errors.NotSentInTime` if no attempt can
         have run (:class:`fame.NoRoute` if there was no route all along),
         else :class:`fame.errors.NoAnswerInTime`.
+
+        The first attempt to an agent on this node runs without a cancel
+        scope (:meth:`_call_local`): the common case pays for none. Every
+        other attempt runs in one scope that bounds it, its sending included.
         """
         if request_id is None:
             request_id = new_request_id()
         deadline = trio.current_time() + timeout
-        attempt = _Attempt()
-        attempts = 0
-        maybe_ran = False  # an attempt reached the target and its outcome is unknown
-        last: RemoteError | None = None
-        delays = RETRY_BACKOFF.delays()
-        with trio.move_on_at(deadline):
-            while True:
-                attempts += 1
-                attempt = _Attempt()
-                began = trio.current_time()
-                try:
-                    return await self._call_once(
-                        address, op, args, deadline, request_id, attempt, once
-                    )
-                except Overloaded as exc:
-                    last = exc
-                except NoRoute as exc:
-                    if self.uplink is None:
-                        raise  # nothing here can bring the address back
-                    last = exc
-                except RequestLost as exc:
-                    maybe_ran = True
-                    if not retry_safe:
-                        raise
-                    last = exc
-                # No time left for another attempt to be answered (judged by
-                # this one's round trip): end with its definite answer instead.
-                now, wait = trio.current_time(), next(delays)
-                reserve = max(min(ANSWER_RESERVE, timeout / 4), 2 * (now - began))
-                if deadline - (now + wait) < reserve:
-                    break
-                await trio.sleep(wait)
+        tries = _Tries()
+        expired = False
+        ref = self.supervisor.ref(address) if address != self.reply_address else None
+        if ref is not None:
+            tries.attempts = 1
+            tries.began = trio.current_time()
+            try:
+                return await self._call_local(
+                    ref, address, op, args, deadline, request_id, tries.attempt, once
+                )
+            except (Overloaded, NoRoute, RequestLost) as exc:
+                self._note_retriable(exc, tries, retry_safe)
+            except Expired:
+                expired = True
+        if not expired:
+            delays = RETRY_BACKOFF.delays()
+            with trio.move_on_at(deadline):
+                while True:
+                    if tries.attempts:
+                        # No time left for another attempt to be answered (judged by
+                        # the last one's round trip): end with its definite answer instead.
+                        now, wait = trio.current_time(), next(delays)
+                        reserve = max(min(ANSWER_RESERVE, timeout / 4), 2 * (now - tries.began))
+                        if deadline - (now + wait) < reserve:
+                            break
+                        await trio.sleep(wait)
+                    tries.attempts += 1
+                    tries.attempt = _Attempt()
+                    tries.began = trio.current_time()
+                    try:
+                        return await self._call_once(
+                            address, op, args, deadline, request_id, tries.attempt, once
+                        )
+                    except (Overloaded, NoRoute, RequestLost) as exc:
+                        self._note_retriable(exc, tries, retry_safe)
         # The last answered attempt's error is the cause: what the target (or the
         # sentinel) said before the deadline cut the call off.
-        if maybe_ran or attempt.unanswered:
+        attempts, last = tries.attempts, tries.last
+        if tries.maybe_ran or tries.attempt.unanswered:
             why = f" (last answer: {last})" if last is not None else ""
             raise NoAnswerInTime(
                 f"{address} did not answer {op}() within {timeout} s after {attempts}"
@@ -355,6 +404,65 @@ class Switchboard:
             f" refused before running (last: {last}); nothing ran, retry later or raise"
             " the deadline"
         ) from last
+
+    def _note_retriable(self, exc: RemoteError, tries: _Tries, retry_safe: bool) -> None:
+        """Record an answer that allows another attempt, or raise it if it does not."""
+        if isinstance(exc, NoRoute) and self.uplink is None:
+            raise exc  # nothing here can bring the address back
+        if isinstance(exc, RequestLost):
+            tries.maybe_ran = True
+            if not retry_safe:
+                raise exc
+        tries.last = exc
+
+    async def _call_local(
+        self,
+        ref: ActorRef,
+        address: str,
+        op: str,
+        args: dict[str, Any],
+        deadline: float,
+        request_id: str,
+        attempt: _Attempt,
+        once: bool,
+    ) -> Any:
+        """Send one request to an actor on this node and wait for its answer, scope-free.
+
+        What :meth:`_call_once` and :meth:`route` do for a local actor, the
+        deadline kept by the reply slot instead of a cancel scope. Raises
+        :class:`~fame._core._reply.Expired` when the deadline passed, waiting
+        for mailbox room (nothing was sent) or for the answer.
+        """
+        corr = self.new_corr()
+        slot = ReplySlot()
+        self.pending[corr] = slot
+        remaining = deadline - trio.current_time()
+        try:
+            request = Request(
+                op,
+                copied_args(args),
+                False,
+                0,
+                timeout_ms(remaining),
+                None,
+                request_id,
+                once,
+                current_traceparent(),
+            )
+            envelope = Envelope(0, address, next(self._ids), request, self.reply_address, corr)
+            try:
+                await ref.tell_then_wait(
+                    envelope, timeout=None if math.isinf(remaining) else remaining
+                )
+            except MailboxFull:
+                raise Expired() from None
+            attempt.unanswered = True
+            answer = await slot.wait(deadline, ref.deadlines)
+            attempt.unanswered = False
+            return self._answer(corr, answer)
+        finally:
+            del self.pending[corr]
+            self.crash_causes.pop(corr, None)
 
     async def _call_once(
         self,
@@ -381,21 +489,25 @@ class Switchboard:
             attempt.unanswered = True
             answer = await slot.wait()
             attempt.unanswered = False
-            match answer:
-                case Reply(result=result):
-                    return result
-                case Error(kind, message, actor, exc_type, traceback):
-                    error = remote_error(
-                        kind, message, actor=actor, exc_type=exc_type, traceback=traceback
-                    )
-                    error.__cause__ = self.crash_causes.pop(corr, None)
-                    raise error
-                case frame:
-                    raise ProtocolError(f"unexpected {type(frame).__name__} in reply to a call")
+            return self._answer(corr, answer)
         finally:
             del self.pending[corr]
             self.remote.pop(corr, None)
             self.crash_causes.pop(corr, None)
+
+    def _answer(self, corr: int, answer: Frame) -> Any:
+        """The result of call ``corr`` from its answer, or the error the answer says."""
+        match answer:
+            case Reply(result=result):
+                return result
+            case Error(kind, message, actor, exc_type, traceback):
+                error = remote_error(
+                    kind, message, actor=actor, exc_type=exc_type, traceback=traceback
+                )
+                error.__cause__ = self.crash_causes.pop(corr, None)
+                raise error
+            case frame:
+                raise ProtocolError(f"unexpected {type(frame).__name__} in reply to a call")
 
     async def send_stream_request(
         self, address: str, request: Request, consumer: StreamConsumer, timeout: float
@@ -574,10 +686,15 @@ class Switchboard:
 
     async def reply(self, request: Envelope, frame: Frame) -> None:
         """Send ``frame`` to the caller of ``request`` (dropped if it was a tell)."""
-        if request.reply_to is None or request.corr is None:
+        reply_to, corr = request.reply_to, request.corr
+        if reply_to is None or corr is None:
             return  # a tell, or a request nobody could match an answer to
-        envelope = Envelope(0, request.reply_to, next(self._ids), frame, None, request.corr)
         try:
+            if reply_to == self.reply_address:
+                # A caller on this node: what route() does for it, without an envelope.
+                self._take_answer(corr, copied_answer(frame), via_uplink=False)
+                return
+            envelope = Envelope(0, reply_to, next(self._ids), frame, None, corr)
             await self.route(envelope)
         except (NoRoute, NodeClosed, MailboxFull) as exc:
             log.debug("reply to %s dropped: %s", request.reply_to, exc)
@@ -680,7 +797,10 @@ class Switchboard:
         another way than its request left (``via_uplink``), and one of a
         kind that does not answer what waits (a stream item for a call).
         """
-        corr = envelope.corr
+        self._take_answer(envelope.corr, frame, via_uplink=via_uplink)
+
+    def _take_answer(self, corr: int | None, frame: Frame, *, via_uplink: bool) -> None:
+        """:meth:`_on_reply` for the answer ``frame`` to ``corr``."""
         if corr is not None and (corr in self.remote) == via_uplink:
             match frame:
                 case Reply() | Error() if corr in self.pending:

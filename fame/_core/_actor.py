@@ -3,8 +3,9 @@
 An :class:`Actor` handles one message at a time, so its own state needs no
 locks. Other code talks to it only through an :class:`ActorRef`:
 ``tell`` puts a message in the mailbox, ``ask`` also waits for the answer
-(the value ``handle`` returns). The mailbox is a bounded trio memory
-channel: a sender waits while it is full, so a slow actor slows its
+(the value ``handle`` returns). The mailbox is a bounded queue that
+behaves as a trio memory channel (:mod:`fame._core._mailbox`): a sender
+waits while it is full, so a slow actor slows its
 senders instead of growing memory. A ``tell`` whose deadline passes first
 fails with :class:`fame.MailboxFull` (as does ``tell_nowait`` at once); an
 ``ask`` fails with :class:`fame.DeadlineExceeded`, as for a late answer:
@@ -24,7 +25,9 @@ from typing import Any, ClassVar
 
 import trio
 
+from ._deadlines import Deadlines
 from ._errors import ActorCrashed, MailboxFull, NoAnswerInTime, NodeClosed, NotSentInTime
+from ._mailbox import Mailbox
 from ._reply import Expired, ReplySlot
 
 __all__ = ["Actor", "ActorRef", "Delivery", "crash_error", "crash_traceback"]
@@ -99,11 +102,15 @@ class Actor:
 class ActorRef:
     """The handle other code uses to send messages to an actor."""
 
-    __slots__ = ("_send", "address", "stop_reason")
+    __slots__ = ("_send", "address", "deadlines", "stop_reason")
 
-    def __init__(self, address: str, send: trio.MemorySendChannel[Delivery]) -> None:
+    def __init__(
+        self, address: str, send: Mailbox[Delivery], deadlines: Deadlines | None = None
+    ) -> None:
         self.address = address
         self._send = send
+        self.deadlines = deadlines
+        """What keeps the deadlines of waits for this actor's answers (its supervisor's)."""
         self.stop_reason: str | None = None
         """Why the actor takes no more messages, when that is worth more than "stopped"."""
 
@@ -117,6 +124,14 @@ class ActorRef:
         and :class:`fame.NodeClosed` if the actor no longer takes messages.
         """
         await self._put(Delivery(message, None), timeout)
+
+    async def tell_then_wait(self, message: Any, *, timeout: float | None = None) -> None:
+        """:meth:`tell`, for a caller that parks right after (a call waiting for its answer).
+
+        The same errors and cancel point; it only skips the yield after
+        queueing, since the caller's wait is its schedule point.
+        """
+        await self._put(Delivery(message, None), timeout, then_waits=True)
 
     def tell_nowait(self, message: Any) -> None:
         """Put ``message`` in the mailbox or raise :class:`fame.MailboxFull` at once."""
@@ -146,7 +161,7 @@ class ActorRef:
                 f"{self.address} had no mailbox room within {timeout} s; nothing was queued"
             ) from None
         try:
-            return await slot.wait(deadline)
+            return await slot.wait(deadline, self.deadlines)
         except Expired:
             pass
         raise NoAnswerInTime(f"{self.address} did not answer within {timeout} s")

@@ -5,9 +5,9 @@ builds a cancel status and registers and unregisters its deadline), as
 much as the whole of a bare mailbox round trip. The hot paths of a local
 call (``ActorRef.ask``, a call to an agent on the same node) need a
 deadline for one thing only, the wait for their answer on a
-:class:`~fame._core._reply.ReplySlot`, so they hand it to their run's
-:class:`Deadlines`: a heap of parked slots and one system task that
-expires each slot whose time came. Expiry is a reschedule, as an answer
+:class:`~fame._core._reply.ReplySlot`, so they hand it to the
+:class:`Deadlines` of the actor's supervisor: a heap of parked slots and
+one task that expires each slot whose time came. Expiry is a reschedule, as an answer
 is, so the slot's rule stays: whichever comes first wins.
 
 Answered slots stay in the heap until they are pruned: the heap is
@@ -25,7 +25,7 @@ from typing import Protocol
 
 import trio
 
-__all__ = ["Deadlines", "Expirable", "deadlines"]
+__all__ = ["Deadlines", "Expirable"]
 
 MIN_PRUNE = 64
 """The heap size below which it is never pruned."""
@@ -43,17 +43,40 @@ class Expirable(Protocol):
 
 
 class Deadlines:
-    """One run's parked waiters by deadline, and the task that expires them."""
+    """Parked waiters by deadline, and the task that expires them (in a supervisor's nursery).
 
-    def __init__(self) -> None:
+    The task starts with the first deadline and ends when :meth:`close` is
+    called (the supervisor closed and its actors stopped: nothing can
+    still wait for them) or when its nursery is cancelled. From then on
+    :meth:`add` refuses, and a waiter keeps its deadline with a cancel
+    scope of its own.
+    """
+
+    def __init__(self, nursery: trio.Nursery) -> None:
+        self._nursery = nursery
         self._heap: list[tuple[float, int, Expirable]] = []
-        self._order = itertools.count()  # ties broken by arrival; slots never compare
+        self._order = itertools.count()  # ties broken by arrival; waiters never compare
         self._prune_at = MIN_PRUNE
         self._wake = math.inf  # when the task wakes next (inf: only when told)
         self._scope: trio.CancelScope | None = None
+        self._running = False
+        self._closed = False
 
-    def add(self, deadline: float, waiter: Expirable) -> None:
-        """Expire ``waiter`` at ``deadline`` (trio's clock) unless it is answered first."""
+    def add(self, deadline: float, waiter: Expirable) -> bool:
+        """Expire ``waiter`` at ``deadline`` (trio's clock) unless it is answered first.
+
+        False if this table no longer runs: the waiter must keep its
+        deadline itself.
+        """
+        if not self._running:
+            if self._closed:
+                return False
+            try:
+                self._nursery.start_soon(self._run, name="fame deadlines")
+            except RuntimeError:  # the nursery is closed
+                self._closed = True
+                return False
+            self._running = True
         heap = self._heap
         if len(heap) >= self._prune_at:
             heap[:] = [entry for entry in heap if entry[2].waiting]
@@ -64,32 +87,29 @@ class Deadlines:
             self._wake = deadline
             if self._scope is not None:
                 self._scope.deadline = deadline
+        return True
 
-    async def run(self) -> None:
-        """Expire waiters as their deadlines pass (the run's system task)."""
+    def close(self) -> None:
+        """Stop the task: nothing will wait on this table any more."""
+        self._closed = True
+        if self._scope is not None:
+            self._scope.cancel()
+
+    async def _run(self) -> None:
         heap = self._heap
-        while True:
-            now = trio.current_time()
-            while heap and heap[0][0] <= now:
-                waiter = heapq.heappop(heap)[2]
-                if waiter.waiting:
-                    waiter.expire()
-            self._wake = heap[0][0] if heap else math.inf
-            with trio.CancelScope(deadline=self._wake) as self._scope:
-                await trio.sleep_forever()
+        try:
+            while not self._closed:
+                now = trio.current_time()
+                while heap and heap[0][0] <= now:
+                    waiter = heapq.heappop(heap)[2]
+                    if waiter.waiting:
+                        waiter.expire()
+                self._wake = heap[0][0] if heap else math.inf
+                with trio.CancelScope(deadline=self._wake) as self._scope:
+                    await trio.sleep_forever()
+                self._scope = None
+        finally:
+            self._closed = True
+            self._running = False
             self._scope = None
-
-
-_run_deadlines: trio.lowlevel.RunVar[Deadlines] = trio.lowlevel.RunVar("fame_deadlines")
-
-
-def deadlines() -> Deadlines:
-    """This run's :class:`Deadlines`, its task started on first use."""
-    try:
-        return _run_deadlines.get()
-    except LookupError:
-        pass
-    table = Deadlines()
-    trio.lowlevel.spawn_system_task(table.run, name="fame deadlines")
-    _run_deadlines.set(table)
-    return table
+            self._heap = []

@@ -4,8 +4,8 @@ The slot parks the waiting task with ``trio.lowlevel.wait_task_rescheduled``
 and the replier reschedules it directly. That is the same mechanism trio's
 own channels use, without a channel per call, which keeps a local ask
 close to the cost of a bare mailbox round trip. A deadline for the wait
-is kept by the run's :class:`~fame._core._deadlines.Deadlines`, not by a
-cancel scope per wait (which would cost as much again).
+is kept by the supervisor's :class:`~fame._core._deadlines.Deadlines`, not
+by a cancel scope per wait (which would cost as much again).
 
 A slot is answered at most once. Once its waiter gave up (deadline or
 cancellation) any later answer is dropped: a slot belongs to one call, so
@@ -21,7 +21,7 @@ import outcome
 import trio
 from trio.lowlevel import Abort, current_task, reschedule, wait_task_rescheduled
 
-from ._deadlines import deadlines
+from ._deadlines import Deadlines
 
 __all__ = ["Expired", "ReplySlot"]
 
@@ -78,8 +78,12 @@ class ReplySlot:
         self._settled = True
         return Abort.SUCCEEDED
 
-    async def wait(self, deadline: float = math.inf) -> Any:
-        """The answer; :class:`Expired` if ``deadline`` (trio's clock) passes first."""
+    async def wait(self, deadline: float = math.inf, deadlines: Deadlines | None = None) -> Any:
+        """The answer; :class:`Expired` if ``deadline`` (trio's clock) passes first.
+
+        ``deadlines`` keeps the deadline (a cancel scope does if it is
+        ``None`` or no longer runs).
+        """
         if self._outcome is not None:
             # Answered before the waiter came: the answer wins over a pending
             # cancellation, exactly as when it arrives while the waiter is parked
@@ -90,13 +94,9 @@ class ReplySlot:
             return result.unwrap()
         if self._settled:
             raise RuntimeError("reply slot was abandoned")
-        if deadline != math.inf:
-            try:
-                table = deadlines()
-            except RuntimeError:  # the run is closing: no new system task
-                with trio.move_on_at(deadline):
-                    return await self.wait()
-                raise Expired() from None
-            table.add(deadline, self)
+        if deadline != math.inf and (deadlines is None or not deadlines.add(deadline, self)):
+            with trio.move_on_at(deadline):
+                return await self.wait()
+            raise Expired()
         self._task = current_task()
         return await wait_task_rescheduled(self._abort)

@@ -26,8 +26,10 @@ import trio
 
 from ._actor import DEFAULT_MAILBOX_SIZE, Actor, ActorRef, Delivery, crash_error
 from ._backoff import Backoff
+from ._deadlines import Deadlines
 from ._errors import NodeClosed, SupervisorGaveUp
 from ._groups import unwrap_exception_group
+from ._mailbox import Mailbox
 from ._metrics import Sample
 
 __all__ = ["RestartPolicy", "Supervisor", "open_supervisor"]
@@ -72,13 +74,14 @@ class _Cell:
         mailbox_size: int,
         policy: RestartPolicy,
         stop_timeout: float,
+        deadlines: Deadlines | None = None,
     ) -> None:
         self.address = address
         self.make = make
         self.policy = policy
         self.stop_timeout = stop_timeout
-        self.send, self.receive = trio.open_memory_channel[Delivery](mailbox_size)
-        self.ref = ActorRef(address, self.send)
+        self.mailbox: Mailbox[Delivery] = Mailbox(mailbox_size)
+        self.ref = ActorRef(address, self.mailbox, deadlines)
         self.restarts: collections.deque[float] = collections.deque()
         self.inflight: list[Delivery] = []
         self.stopped = trio.Event()
@@ -172,24 +175,28 @@ class _Cell:
                 return actor
 
     async def _loop(self, actor: Actor) -> None:
-        receive = self.receive
+        mailbox = self.mailbox
+        receive = mailbox.receive
         if actor.max_batch <= 1 and type(actor).handle_batch is Actor.handle_batch:
             handle = actor.handle
-            async for delivery in receive:
+            while True:
+                try:
+                    delivery = await receive()
+                except trio.EndOfChannel:
+                    return
                 self.inflight = [delivery]
                 delivery.reply(await handle(delivery.message))
                 self.inflight = []
-            return
         limit = actor.max_batch
         while True:
             try:
-                first = await receive.receive()
+                first = await receive()
             except trio.EndOfChannel:
                 return
             batch = [first]
             while len(batch) < limit:
                 try:
-                    batch.append(receive.receive_nowait())
+                    batch.append(mailbox.receive_nowait())
                 except (trio.WouldBlock, trio.EndOfChannel):
                     break
             self.inflight = batch
@@ -200,7 +207,7 @@ class _Cell:
             self.inflight = []
 
     def _close(self) -> None:
-        self.send.close()
+        self.mailbox.close_sending()
 
     def _fail_queued(self, error: BaseException) -> None:
         for delivery in self.inflight:
@@ -208,10 +215,10 @@ class _Cell:
         self.inflight = []
         while True:
             try:
-                self.receive.receive_nowait().fail(error)
+                self.mailbox.receive_nowait().fail(error)
             except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
                 break
-        self.receive.close()
+        self.mailbox.close()
 
 
 class Supervisor:
@@ -226,6 +233,8 @@ class Supervisor:
         # the reason, where a vanished address would only say "no such actor".
         self._given_up: dict[str, ActorRef] = {}
         self._closing = False
+        self.deadlines = Deadlines(nursery)
+        """Keeps the deadlines of waits for the answers of these actors."""
 
     def __contains__(self, address: str) -> bool:
         return address in self._cells
@@ -242,7 +251,7 @@ class Supervisor:
     def samples(self) -> Iterator[Sample]:
         """Each actor's mailbox depth and restarts so far: a metrics source (read on scrape)."""
         for address, cell in list(self._cells.items()):
-            depth = cell.send.statistics().current_buffer_used
+            depth = len(cell.mailbox)
             yield ("fame_mailbox_depth", (address,), depth)
             yield ("fame_actor_restarts", (address,), cell.restart_count)
 
@@ -268,7 +277,9 @@ class Supervisor:
         if mailbox_size < 1:
             raise ValueError("mailbox_size must be at least 1")
         make: ActorFactory = (lambda: actor) if isinstance(actor, Actor) else actor
-        cell = _Cell(address, make, mailbox_size, policy or self.policy, self.stop_timeout)
+        cell = _Cell(
+            address, make, mailbox_size, policy or self.policy, self.stop_timeout, self.deadlines
+        )
         self._given_up.pop(address, None)
         self._cells[address] = cell
         try:
@@ -287,6 +298,8 @@ class Supervisor:
                 del self._cells[cell.address]
                 if cell.gave_up:
                     self._given_up[cell.address] = cell.ref
+            if self._closing and not self._cells:
+                self.deadlines.close()  # the last actor stopped: nobody waits for answers
 
     async def stop(self, address: str) -> None:
         """Stop one actor gracefully: it handles what is queued, then ``on_stop`` runs."""
@@ -294,7 +307,7 @@ class Supervisor:
         if cell is None:
             await trio.lowlevel.checkpoint()
             return
-        cell.send.close()
+        cell.mailbox.close_sending()
         with trio.move_on_after(self.stop_timeout):
             await cell.stopped.wait()
             return
@@ -306,7 +319,9 @@ class Supervisor:
         """Stop taking messages everywhere; actors drain their mailboxes and stop."""
         self._closing = True
         for cell in list(self._cells.values()):
-            cell.send.close()
+            cell.mailbox.close_sending()
+        if not self._cells:
+            self.deadlines.close()
 
 
 @asynccontextmanager
