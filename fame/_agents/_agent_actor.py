@@ -124,30 +124,50 @@ class AgentActor(Actor):
 
     async def handle(self, message: Any) -> None:
         try:
-            await self._handle(message)
+            spec = self._plain_call(message)
+            if spec is None:
+                await self._handle(message)
+                return
+            # A plain call of a one-at-a-time agent, the common case: no further dispatch.
+            try:
+                kwargs = spec.convert_args(message.frame.args)
+            except InvalidArguments:
+                await self._handle(message)  # refused there, as any bad request
+            else:
+                await self.call(spec, kwargs, message)
         except Exception as exc:
-            # The agent restarts: its streams and concurrent calls end with it, now.
-            # Cut off mid-run, they may have had their effect: outcome unknown.
-            self._scope.cancel(
-                RequestLost(
-                    f"cancelled: {self.address} restarts after a crash; the call may have run",
-                    actor=self.address,
-                    exc_type=type(exc).__name__,
-                )
-            )
+            self._crashed(exc)
             raise
 
+    def _plain_call(self, message: Any) -> OperationSpec | None:
+        """The spec of a plain call this one-at-a-time agent runs in its own task, else None."""
+        if self.concurrency != 1 or type(message) is not Envelope:
+            return None
+        request = message.frame
+        if type(request) is not Request or request.stream:
+            return None
+        spec = self.operations.get(request.op)
+        return None if spec is None or spec.streaming else spec
+
+    def _crashed(self, exc: Exception) -> None:
+        # The agent restarts: its streams and concurrent calls end with it, now.
+        # Cut off mid-run, they may have had their effect: outcome unknown.
+        self._scope.cancel(
+            RequestLost(
+                f"cancelled: {self.address} restarts after a crash; the call may have run",
+                actor=self.address,
+                exc_type=type(exc).__name__,
+            )
+        )
+
     async def _handle(self, message: Any) -> None:
-        if type(message) is Envelope and type(message.frame) is Request:
-            envelope, request = message, message.frame
-        else:
-            match message:
-                case _Crash(exc=exc):
-                    raise exc
-                case Envelope(frame=Request() as request):
-                    envelope = message
-                case _:
-                    return  # only requests reach an agent mailbox; stream control: the node
+        match message:
+            case _Crash(exc=exc):
+                raise exc
+            case Envelope(frame=Request() as request):
+                envelope = message
+            case _:
+                return  # only requests reach an agent's mailbox; stream control goes to the node
         spec = self.operations.get(request.op)
         try:
             if spec is None or spec.streaming != request.stream:

@@ -125,7 +125,7 @@ def new_request_id() -> str:
     order (each new one lands at the end of the index: cheap to insert);
     the random part keeps them unguessable and unique.
     """
-    return f"{time.time_ns() // 1_000_000:011x}{randbits(68):017x}"
+    return f"{(time.time_ns() // 1_000_000) << 68 | randbits(68):028x}"
 
 
 class _Attempt:
@@ -301,13 +301,9 @@ class Switchboard:
     ) -> Any:
         """:meth:`_call` in a client span when tracing is on (its requests carry the span)."""
         if not tracing_on():
-            return await self._call(
-                address, op, args, timeout, request_id=request_id, retry_safe=retry_safe, once=once
-            )
+            return await self._call(address, op, args, timeout, request_id, retry_safe, once, False)
         with span(f"fame.call {op}", kind="CLIENT", attributes={"fame.to": address}):
-            return await self._call(
-                address, op, args, timeout, request_id=request_id, retry_safe=retry_safe, once=once
-            )
+            return await self._call(address, op, args, timeout, request_id, retry_safe, once, True)
 
     async def _call(
         self,
@@ -315,10 +311,10 @@ class Switchboard:
         op: str,
         args: dict[str, Any],
         timeout: float,
-        *,
-        request_id: str | None = None,
-        retry_safe: bool = False,
-        once: bool = False,
+        request_id: str | None,
+        retry_safe: bool,
+        once: bool,
+        traced: bool,
     ) -> Any:
         """Call plain operation ``op`` of the agent at ``address``; return its result.
 
@@ -338,19 +334,22 @@ class Switchboard:
         The first attempt to an agent on this node runs without a cancel
         scope (:meth:`_call_local`): the common case pays for none. Every
         other attempt runs in one scope that bounds it, its sending included.
+        ``traced``: tracing is on (the requests carry the current span).
         """
         if request_id is None:
             request_id = new_request_id()
-        deadline = trio.current_time() + timeout
+        now = trio.current_time()
+        deadline = now + timeout
         tries = _Tries()
         expired = False
         ref = self.supervisor.ref(address) if address != self.reply_address else None
         if ref is not None:
             tries.attempts = 1
-            tries.began = trio.current_time()
+            tries.began = now
+            trace = current_traceparent() if traced else None
             try:
                 return await self._call_local(
-                    ref, address, op, args, deadline, request_id, tries.attempt, once
+                    ref, address, op, args, now, deadline, request_id, tries.attempt, once, trace
                 )
             except (Overloaded, NoRoute, RequestLost) as exc:
                 self._note_retriable(exc, tries, retry_safe)
@@ -421,10 +420,12 @@ class Switchboard:
         address: str,
         op: str,
         args: dict[str, Any],
+        now: float,
         deadline: float,
         request_id: str,
         attempt: _Attempt,
         once: bool,
+        trace: str | None,
     ) -> Any:
         """Send one request to an actor on this node and wait for its answer, scope-free.
 
@@ -436,24 +437,23 @@ class Switchboard:
         corr = self.new_corr()
         slot = ReplySlot()
         self.pending[corr] = slot
-        remaining = deadline - trio.current_time()
+        remaining = deadline - now
+        finite = not math.isinf(remaining)
         try:
             request = Request(
                 op,
                 copied_args(args),
                 False,
                 0,
-                timeout_ms(remaining),
+                max(0, int(remaining * 1000)) if finite else None,  # timeout_ms()
                 None,
                 request_id,
                 once,
-                current_traceparent(),
+                trace,
             )
             envelope = Envelope(0, address, next(self._ids), request, self.reply_address, corr)
             try:
-                await ref.tell_then_wait(
-                    envelope, timeout=None if math.isinf(remaining) else remaining
-                )
+                await ref.tell_then_wait(envelope, timeout=remaining if finite else None)
             except MailboxFull:
                 raise Expired() from None
             attempt.unanswered = True
