@@ -137,15 +137,21 @@ class _Attempt:
         self.unanswered = False
 
 
+class _NoRoom(Exception):
+    """The deadline of a local call passed while it waited for mailbox room: nothing was sent."""
+
+
 class _Tries:
     """The attempts of one call so far: how many, the last's answer, whether one may have run."""
 
     __slots__ = ("attempt", "attempts", "began", "last", "maybe_ran")
 
-    def __init__(self) -> None:
-        self.attempts = 0
+    def __init__(self, first_began: float | None = None, *, unanswered: bool = False) -> None:
+        """No attempt yet; or one (local, unscoped) sent at ``first_began``."""
+        self.attempts = 0 if first_began is None else 1
         self.attempt = _Attempt()
-        self.began = 0.0  # when the last attempt was sent
+        self.attempt.unanswered = unanswered
+        self.began = first_began or 0.0  # when the last attempt was sent
         self.maybe_ran = False  # an attempt reached the target and its outcome is unknown
         self.last: RemoteError | None = None
 
@@ -340,21 +346,23 @@ class Switchboard:
             request_id = new_request_id()
         now = trio.current_time()
         deadline = now + timeout
-        tries = _Tries()
         expired = False
         ref = self.supervisor.ref(address) if address != self.reply_address else None
-        if ref is not None:
-            tries.attempts = 1
-            tries.began = now
+        if ref is None:
+            tries = _Tries()
+        else:
             trace = current_traceparent() if traced else None
             try:
                 return await self._call_local(
-                    ref, address, op, args, now, deadline, request_id, tries.attempt, once, trace
+                    ref, address, op, args, now, deadline, request_id, once, trace
                 )
             except (Overloaded, NoRoute, RequestLost) as exc:
+                tries = _Tries(now)
                 self._note_retriable(exc, tries, retry_safe)
+            except _NoRoom:
+                tries, expired = _Tries(now), True
             except Expired:
-                expired = True
+                tries, expired = _Tries(now, unanswered=True), True
         if not expired:
             delays = RETRY_BACKOFF.delays()
             with trio.move_on_at(deadline):
@@ -423,16 +431,16 @@ class Switchboard:
         now: float,
         deadline: float,
         request_id: str,
-        attempt: _Attempt,
         once: bool,
         trace: str | None,
     ) -> Any:
         """Send one request to an actor on this node and wait for its answer, scope-free.
 
         What :meth:`_call_once` and :meth:`route` do for a local actor, the
-        deadline kept by the reply slot instead of a cancel scope. Raises
-        :class:`~fame._core._reply.Expired` when the deadline passed, waiting
-        for mailbox room (nothing was sent) or for the answer.
+        deadline kept by the reply slot instead of a cancel scope. When the
+        deadline passes it raises :class:`_NoRoom` if the request waited for
+        mailbox room (nothing was sent), :class:`~fame._core._reply.Expired`
+        if it waited for the answer.
         """
         corr = self.new_corr()
         slot = ReplySlot()
@@ -455,10 +463,8 @@ class Switchboard:
             try:
                 await ref.tell_then_wait(envelope, timeout=remaining if finite else None)
             except MailboxFull:
-                raise Expired() from None
-            attempt.unanswered = True
+                raise _NoRoom() from None
             answer = await slot.wait(deadline, ref.deadlines)
-            attempt.unanswered = False
             return self._answer(corr, answer)
         finally:
             del self.pending[corr]
