@@ -63,7 +63,7 @@ from .._core._errors import (
     remote_error,
 )
 from .._core._metrics import NO_METRICS, Metrics
-from .._core._reply import Expired, ReplySlot
+from .._core._reply import ReplySlot
 from .._core._supervisor import Supervisor
 from .._core._tracing import current_traceparent, span, tracing_on
 from .._wire._schema import (
@@ -361,7 +361,7 @@ class Switchboard:
                 self._note_retriable(exc, tries, retry_safe)
             except _NoRoom:
                 tries, expired = _Tries(now), True
-            except Expired:
+            except trio.TooSlowError:
                 tries, expired = _Tries(now, unanswered=True), True
         if not expired:
             delays = RETRY_BACKOFF.delays()
@@ -439,8 +439,8 @@ class Switchboard:
         What :meth:`_call_once` and :meth:`route` do for a local actor, the
         deadline kept by the reply slot instead of a cancel scope. When the
         deadline passes it raises :class:`_NoRoom` if the request waited for
-        mailbox room (nothing was sent), :class:`~fame._core._reply.Expired`
-        if it waited for the answer.
+        mailbox room (nothing was sent), ``trio.TooSlowError`` if it waited
+        for the answer.
         """
         corr = self.new_corr()
         slot = ReplySlot()

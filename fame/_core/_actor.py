@@ -28,7 +28,7 @@ import trio
 from ._deadlines import Deadlines
 from ._errors import ActorCrashed, MailboxFull, NoAnswerInTime, NodeClosed, NotSentInTime
 from ._mailbox import Mailbox
-from ._reply import Expired, ReplySlot
+from ._reply import ReplySlot
 
 __all__ = ["Actor", "ActorRef", "Delivery", "crash_error", "crash_traceback"]
 
@@ -162,7 +162,7 @@ class ActorRef:
             ) from None
         try:
             return await slot.wait(deadline, self.deadlines)
-        except Expired:
+        except trio.TooSlowError:
             pass
         raise NoAnswerInTime(f"{self.address} did not answer within {timeout} s")
 

@@ -23,11 +23,7 @@ from trio.lowlevel import Abort, current_task, reschedule, wait_task_rescheduled
 
 from ._deadlines import Deadlines
 
-__all__ = ["Expired", "ReplySlot"]
-
-
-class Expired(Exception):
-    """The deadline of :meth:`ReplySlot.wait` passed before the answer came."""
+__all__ = ["ReplySlot"]
 
 
 class ReplySlot:
@@ -55,12 +51,12 @@ class ReplySlot:
         self._settle(outcome.Error(exc))
 
     def expire(self) -> None:
-        """End the wait with :class:`Expired`: the deadline came first (the waiter gives up)."""
+        """End the wait with ``trio.TooSlowError``: the deadline came first (it gives up)."""
         task = self._task
         if task is not None:
             self._task = None
             self._settled = True
-            reschedule(task, outcome.Error(Expired()))
+            reschedule(task, outcome.Error(trio.TooSlowError()))
 
     def _settle(self, result: outcome.Outcome[Any]) -> None:
         if self._settled:
@@ -79,7 +75,7 @@ class ReplySlot:
         return Abort.SUCCEEDED
 
     async def wait(self, deadline: float = math.inf, deadlines: Deadlines | None = None) -> Any:
-        """The answer; :class:`Expired` if ``deadline`` (trio's clock) passes first.
+        """The answer; ``trio.TooSlowError`` if ``deadline`` (trio's clock) passes first.
 
         ``deadlines`` keeps the deadline (a cancel scope does if it is
         ``None`` or no longer runs).
@@ -95,8 +91,7 @@ class ReplySlot:
         if self._settled:
             raise RuntimeError("reply slot was abandoned")
         if deadline != math.inf and (deadlines is None or not deadlines.add(deadline, self)):
-            with trio.move_on_at(deadline):
+            with trio.fail_at(deadline):
                 return await self.wait()
-            raise Expired()
         self._task = current_task()
         return await wait_task_rescheduled(self._abort)
