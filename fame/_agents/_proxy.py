@@ -183,6 +183,12 @@ class Proxy(Generic[AgentT]):
         agent_type = self._agent_type
         if agent_type is None:
             return _spec_from_function(operation)
+        known = _typed_specs.get(agent_type)
+        if known is None:
+            known = _typed_specs[agent_type] = {}
+        spec = known.get(operation)
+        if spec is not None:
+            return spec
         # Found by identity in the class hierarchy, so that a same-named method of
         # another agent is refused and an overridden one is called by its wire name.
         for klass in agent_type.__mro__:
@@ -190,6 +196,7 @@ class Proxy(Generic[AgentT]):
                 if value is operation:
                     spec = agent_type.operations.get(mark.name or attr_name)
                     if spec is not None:
+                        known[operation] = spec  # the search is done once per operation
                         return spec
         raise TypeError(f"{_qualname(operation)} is not an operation of {agent_type.__name__}")
 
@@ -311,6 +318,11 @@ class _Call(Coroutine[Any, Any, R]):
 
 
 _specs: weakref.WeakKeyDictionary[Callable[..., Any], OperationSpec] = weakref.WeakKeyDictionary()
+
+_typed_specs: weakref.WeakKeyDictionary[type, dict[Callable[..., Any], OperationSpec]] = (
+    weakref.WeakKeyDictionary()
+)
+"""What ``proxy.call(Agent.op, ...)`` found for each agent class and function."""
 
 
 def _spec_from_function(operation: Callable[..., Any]) -> OperationSpec:
