@@ -39,6 +39,7 @@ import itertools
 import logging
 import math
 import time
+from collections.abc import Coroutine
 from contextlib import suppress
 from typing import Any, Protocol
 
@@ -294,7 +295,7 @@ class Switchboard:
             if corr not in self.pending and corr not in self.consumers:
                 return corr
 
-    async def call(
+    def call(
         self,
         address: str,
         op: str,
@@ -304,10 +305,26 @@ class Switchboard:
         request_id: str | None = None,
         retry_safe: bool = False,
         once: bool = False,
-    ) -> Any:
-        """:meth:`_call` in a client span when tracing is on (its requests carry the span)."""
+    ) -> Coroutine[Any, Any, Any]:
+        """:meth:`_call` (to await), in a client span when tracing is on (its requests carry it).
+
+        A plain function returning the coroutine: with tracing off, the call
+        is one coroutine frame less.
+        """
         if not tracing_on():
-            return await self._call(address, op, args, timeout, request_id, retry_safe, once, False)
+            return self._call(address, op, args, timeout, request_id, retry_safe, once, False)
+        return self._traced_call(address, op, args, timeout, request_id, retry_safe, once)
+
+    async def _traced_call(
+        self,
+        address: str,
+        op: str,
+        args: dict[str, Any],
+        timeout: float,
+        request_id: str | None,
+        retry_safe: bool,
+        once: bool,
+    ) -> Any:
         with span(f"fame.call {op}", kind="CLIENT", attributes={"fame.to": address}):
             return await self._call(address, op, args, timeout, request_id, retry_safe, once, True)
 
