@@ -238,7 +238,7 @@ class AgentActor(Actor):
         tries again), and one that completes is recorded before its answer.
         """
         token = enter_call(envelope.caller, envelope.reply_to, _request_id(envelope))
-        once = self._once_key(envelope) if self._inbox is not None else None
+        once = self._once_key(envelope)
         began = False
         metrics = self._switchboard.metrics
         # Read the clock only for metrics that record: off, a call pays nothing more.
@@ -292,7 +292,9 @@ class AgentActor(Actor):
             if metrics.enabled:
                 metrics.call(self.address, spec.name, outcome, time.perf_counter() - started)
         if envelope.reply_to is not None:
-            await self._switchboard.reply(envelope, Reply(result))
+            answer = Reply(result)
+            if not self._switchboard.answer_here(envelope, answer):
+                await self._switchboard.reply(envelope, answer)
 
     def _once_key(self, envelope: Envelope) -> str | None:
         """The inbox key of a told message (its scoped request id), else ``None``."""

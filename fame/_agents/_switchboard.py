@@ -707,6 +707,23 @@ class Switchboard:
             # No checkpoint since next() found the queue empty: nothing was added since.
             self._movers.discard(address)
 
+    def answer_here(self, request: Envelope, frame: Frame) -> bool:
+        """:meth:`reply` to a caller on this node, at once; False if it needs :meth:`reply`.
+
+        For an agent answering a call from its own node (no envelope, no
+        routing, no coroutine): False if the caller is elsewhere, or if the
+        answer cannot be copied (then :meth:`reply` says why to the caller).
+        """
+        corr = request.corr
+        if request.reply_to != self.reply_address or corr is None:
+            return False
+        try:
+            copied = copied_answer(frame)
+        except WireError:
+            return False
+        self._take_answer(corr, copied, via_uplink=False)
+        return True
+
     async def reply(self, request: Envelope, frame: Frame) -> None:
         """Send ``frame`` to the caller of ``request`` (dropped if it was a tell)."""
         reply_to, corr = request.reply_to, request.corr

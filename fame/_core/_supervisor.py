@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import collections
 import logging
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager
 
 import attrs
@@ -83,7 +83,7 @@ class _Cell:
         self.mailbox: Mailbox[Delivery] = Mailbox(mailbox_size)
         self.ref = ActorRef(address, self.mailbox, deadlines)
         self.restarts: collections.deque[float] = collections.deque()
-        self.inflight: list[Delivery] = []
+        self.inflight: Sequence[Delivery] = ()
         self.stopped = trio.Event()
         self.restart_count = 0
         self.gave_up = False
@@ -130,7 +130,7 @@ class _Cell:
         error = crash_error(self.address, exc)
         for delivery in self.inflight:
             delivery.fail(error)
-        self.inflight = []
+        self.inflight = ()
         while True:
             now = trio.current_time()
             while self.restarts and self.restarts[0] <= now - self.policy.within:
@@ -184,9 +184,9 @@ class _Cell:
                     delivery = await receive()
                 except trio.EndOfChannel:
                     return
-                self.inflight = [delivery]
+                self.inflight = (delivery,)
                 delivery.reply(await handle(delivery.message))
-                self.inflight = []
+                self.inflight = ()
         limit = actor.max_batch
         while True:
             try:
@@ -204,7 +204,7 @@ class _Cell:
             for delivery in batch:
                 if not delivery.answered:
                     delivery.fail(RuntimeError(f"{self.address} left a message unanswered"))
-            self.inflight = []
+            self.inflight = ()
 
     def _close(self) -> None:
         self.mailbox.close_sending()
@@ -212,7 +212,7 @@ class _Cell:
     def _fail_queued(self, error: BaseException) -> None:
         for delivery in self.inflight:
             delivery.fail(error)
-        self.inflight = []
+        self.inflight = ()
         while True:
             try:
                 self.mailbox.receive_nowait().fail(error)
