@@ -130,11 +130,12 @@ class Mailbox(Generic[T]):
 
     async def receive(self) -> T:
         """The next message, waiting for one (a checkpoint, as a channel's ``receive``)."""
-        await trio.lowlevel.checkpoint_if_cancelled()
         if self._data or self._senders or self._send_closed or self._closed:
+            await trio.lowlevel.checkpoint_if_cancelled()
             message = self.receive_nowait()  # raises once closed
             await trio.lowlevel.cancel_shielded_checkpoint()
             return message
+        # Parking is the cancel point: a pending cancellation aborts it at once.
         self._receiver = current_task()
         return await wait_task_rescheduled(self._abort_receive)
 
