@@ -213,7 +213,7 @@ async def timed(clock: Clock, n: int, call: Callable[[int], Awaitable[Any]]) -> 
 
 
 async def main(quick: bool) -> None:
-    rounds, trips, tells = (5, 2_000, 10_000) if quick else (7, 8_000, 40_000)
+    rounds, trips, tells = (5, 2_000, 10_000) if quick else (9, 10_000, 50_000)
     fame, echo_type, actor_type, sink_type = _fame_paths()
     cpu: dict[str, list[float]] = collections.defaultdict(list)
     wall: dict[str, list[float]] = collections.defaultdict(list)
