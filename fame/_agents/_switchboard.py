@@ -49,7 +49,7 @@ import trio
 from .._core._actor import ActorRef
 from .._core._address import REPLY_NAME, Address
 from .._core._backoff import Backoff
-from .._core._entropy import randbits
+from .._core._entropy import random64
 from .._core._errors import (
     MailboxFull,
     NoAnswerInTime,
@@ -113,7 +113,7 @@ waiting for one ("may have run").
 def random_corr() -> int:
     """A correlation id nobody can guess: uniform in ``1 .. CORR_LIMIT - 1``."""
     while True:
-        corr = randbits(63)
+        corr = random64() >> 1
         if corr:
             return corr
 
@@ -126,7 +126,8 @@ def new_request_id() -> str:
     order (each new one lands at the end of the index: cheap to insert);
     the random part keeps them unguessable and unique.
     """
-    return f"{(time.time_ns() // 1_000_000) << 68 | randbits(68):028x}"
+    random68 = random64() << 4 | random64() & 0xF
+    return format((time.time_ns() // 1_000_000) << 68 | random68, "028x")
 
 
 class _Attempt:

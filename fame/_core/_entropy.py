@@ -2,52 +2,47 @@
 
 ``secrets.randbits`` reads ``os.urandom`` once per number, a system call
 that costs more than the rest of making a call's ids. Every local call
-needs two such numbers (its correlation id and its request id), so this
-module reads ``os.urandom`` in blocks of 4 KiB and hands out slices of
-one: the same kernel randomness, each byte used once.
+needs a correlation id and a request id, so this module reads
+``os.urandom`` in blocks of 4 KiB, turns each block into 512 numbers of
+64 bits in one step, and hands them out one by one: the same kernel
+randomness, each number used once.
 
-Each block hands out its slices through an iterator, whose ``next`` is
-atomic, so two threads never get the same slice. A forked child starts
+The numbers of a block are handed out by an iterator, whose ``next`` is
+atomic, so two threads never get the same number. A forked child starts
 with a fresh block: parent and child never share numbers.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 
-__all__ = ["randbits"]
+__all__ = ["random64"]
 
-SLICE = 9
-"""Bytes per number: up to 72 bits."""
-
-BLOCK = 4096 - 4096 % SLICE
-
-
-class _Block:
-    __slots__ = ("data", "offsets")
-
-    def __init__(self) -> None:
-        self.data = os.urandom(BLOCK)
-        self.offsets = iter(range(0, BLOCK, SLICE))
+BLOCK = 4096
+"""Bytes read from the kernel at once: 512 numbers."""
 
 
-_block = _Block()
+def _block() -> Iterator[int]:
+    return iter(memoryview(os.urandom(BLOCK)).cast("Q").tolist())
 
 
-def randbits(bits: int) -> int:
-    """A uniformly random integer of ``bits`` bits (at most 72), from the kernel's CSPRNG."""
-    global _block
-    block = _block
-    offset = next(block.offsets, None)
-    while offset is None:
-        block = _block = _Block()
-        offset = next(block.offsets, None)
-    return int.from_bytes(block.data[offset : offset + SLICE]) >> (8 * SLICE - bits)
+_numbers = _block()
+
+
+def random64() -> int:
+    """A uniformly random 64-bit integer, from the kernel's CSPRNG."""
+    global _numbers
+    value = next(_numbers, None)
+    while value is None:
+        _numbers = _block()
+        value = next(_numbers, None)
+    return value
 
 
 def _fresh_block() -> None:
-    global _block
-    _block = _Block()
+    global _numbers
+    _numbers = _block()
 
 
 os.register_at_fork(after_in_child=_fresh_block)
