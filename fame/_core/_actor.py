@@ -131,7 +131,10 @@ class ActorRef:
         The same errors and cancel point; it only skips the yield after
         queueing, since the caller's wait is its schedule point.
         """
-        await self._put(Delivery(message, None), timeout, then_waits=True)
+        delivery = Delivery(message, None)
+        await trio.lowlevel.checkpoint_if_cancelled()
+        if not self._offer(delivery):
+            await self._put_slowly(delivery, timeout)
 
     def tell_nowait(self, message: Any) -> None:
         """Put ``message`` in the mailbox or raise :class:`fame.MailboxFull` at once."""
@@ -153,38 +156,47 @@ class ActorRef:
         """
         slot = ReplySlot()
         deadline = trio.current_time() + timeout if timeout is not None else math.inf
+        delivery = Delivery(message, slot)
         # No yield after queueing: waiting for the answer is this call's schedule point.
-        try:
-            await self._put(Delivery(message, slot), timeout, then_waits=True)
-        except MailboxFull:
-            raise NotSentInTime(
-                f"{self.address} had no mailbox room within {timeout} s; nothing was queued"
-            ) from None
+        await trio.lowlevel.checkpoint_if_cancelled()
+        if not self._offer(delivery):
+            try:
+                await self._put_slowly(delivery, timeout)
+            except MailboxFull:
+                raise NotSentInTime(
+                    f"{self.address} had no mailbox room within {timeout} s; nothing was queued"
+                ) from None
         try:
             return await slot.wait(deadline, self.deadlines)
         except trio.TooSlowError:
             pass
         raise NoAnswerInTime(f"{self.address} did not answer within {timeout} s")
 
-    async def _put(
-        self, delivery: Delivery, timeout: float | None, *, then_waits: bool = False
-    ) -> None:
-        # Trio's channel discipline: a cancelled caller raises before the message
-        # is queued (so Cancelled means "not sent"), and one that was not
-        # cancelled still yields to the scheduler after queueing it, unless it
-        # is about to wait (``then_waits``), which yields anyway.
+    # Trio's channel discipline: a cancelled caller raises before the message is
+    # queued (so Cancelled means "not sent"), and one that was not cancelled
+    # still yields to the scheduler after queueing it, unless it is about to
+    # wait (tell_then_wait, ask), which yields anyway.
+
+    async def _put(self, delivery: Delivery, timeout: float | None) -> None:
         await trio.lowlevel.checkpoint_if_cancelled()
+        if self._offer(delivery):
+            await trio.lowlevel.cancel_shielded_checkpoint()
+        else:
+            await self._put_slowly(delivery, timeout)
+
+    def _offer(self, delivery: Delivery) -> bool:
+        """Queue ``delivery`` if that needs no waiting; False if the mailbox is full or closed."""
         try:
             self._send.send_nowait(delivery)
-        except trio.WouldBlock:
-            pass
-        except (trio.ClosedResourceError, trio.BrokenResourceError):
+        except (trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError):
+            return False
+        return True
+
+    async def _put_slowly(self, delivery: Delivery, timeout: float | None) -> None:
+        """What follows a refused :meth:`_offer`: wait for room, or say why not."""
+        if self._send.closed:
             await trio.lowlevel.cancel_shielded_checkpoint()
-            raise self._closed() from None
-        else:
-            if not then_waits:
-                await trio.lowlevel.cancel_shielded_checkpoint()
-            return
+            raise self._closed()
         try:
             with trio.fail_after(math.inf if timeout is None else timeout):
                 await self._send.send(delivery)

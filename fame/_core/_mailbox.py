@@ -49,6 +49,11 @@ class Mailbox(Generic[T]):
         """Messages waiting in the queue."""
         return len(self._data)
 
+    @property
+    def closed(self) -> bool:
+        """Whether a send would fail: either side was closed."""
+        return self._send_closed or self._closed
+
     def statistics(self) -> trio.MemoryChannelStatistics:
         """The figures a trio memory channel reports, for the same state."""
         return trio.MemoryChannelStatistics(
