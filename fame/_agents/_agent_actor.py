@@ -237,8 +237,10 @@ class AgentActor(Actor):
         being applied right now is answered ``overloaded`` (its sender
         tries again), and one that completes is recorded before its answer.
         """
-        token = enter_call(envelope.caller, envelope.reply_to, _request_id(envelope))
-        once = self._once_key(envelope)
+        frame = envelope.frame
+        request_id = frame.request_id if isinstance(frame, Request) else None
+        token = enter_call(envelope.caller, envelope.reply_to, request_id)
+        once = self._once_key(envelope) if self._inbox is not None else None
         began = False
         metrics = self._switchboard.metrics
         # Read the clock only for metrics that record: off, a call pays nothing more.

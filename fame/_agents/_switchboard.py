@@ -483,10 +483,13 @@ class Switchboard:
             except MailboxFull:
                 raise _NoRoom() from None
             answer = await slot.wait(deadline, ref.deadlines)
+            if type(answer) is Reply:
+                return answer.result
             return self._answer(corr, answer)
         finally:
             del self.pending[corr]
-            self.crash_causes.pop(corr, None)
+            if self.crash_causes:
+                self.crash_causes.pop(corr, None)
 
     async def _call_once(
         self,
