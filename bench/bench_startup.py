@@ -109,6 +109,9 @@ def main() -> None:
     cold: list[float] = []
     sentinel: list[float] = []
     agent: list[float] = []
+    # Byte-compiled as an installed package is (pip compiles; `just build` too): a checkout
+    # run with PYTHONDONTWRITEBYTECODE would compile fame's sources in every process.
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(REPO / "fame")], check=True)
     _baseline_round()  # warm the page cache for both sides
     for _ in range(rounds):
         seconds, rss = _baseline_round()
