@@ -31,7 +31,7 @@ GO = b"go\n"
 AFTER_TIMEOUT = 30.0
 """Seconds the node waits for the sentinel's ready file (``fame up`` waits as long)."""
 
-_POLL = 0.02
+_POLL = 0.01
 
 
 class GateClosed(Exception):

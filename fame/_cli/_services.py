@@ -63,6 +63,8 @@ __all__ = ["SERVICES", "clean", "init", "logs", "status", "stop", "up"]
 
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 15.0
+_READY_POLL = 0.01
+"""Seconds between looks at a ready file: a stat each, and at most that much added to up."""
 
 
 def _say(text: str) -> None:
@@ -314,7 +316,7 @@ def _wait_ready(service: Service, process: subprocess.Popen[bytes], deadline: fl
             return None
         if time.monotonic() > deadline:
             return f"not ready after {START_TIMEOUT:.0f} s (see {service.log_file})"
-        time.sleep(0.05)
+        time.sleep(_READY_POLL)
 
 
 PROBE_OPERATION = "fame-up-probe"
