@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -57,8 +58,22 @@ COLD_TARGET = 1.3
 RSS_TARGET_MIB = 8.0
 
 
-def _baseline_round() -> tuple[float, float]:
-    """Wall seconds for INTERPRETERS interpreters started together; their median RSS (MiB)."""
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _process_cpu(root: Path, name: str) -> float:
+    """CPU seconds a running service has used so far (/proc/PID/stat utime + stime)."""
+    pid = int((root / "run" / f"{name}.pid").read_text())
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _baseline_round() -> tuple[float, float, float]:
+    """Wall seconds for INTERPRETERS interpreters started together; their median RSS (MiB);
+    their CPU seconds, summed."""
+    cpu = _children_cpu()
     start = time.perf_counter()
     processes = [
         subprocess.Popen(
@@ -70,7 +85,7 @@ def _baseline_round() -> tuple[float, float]:
     elapsed = time.perf_counter() - start
     if any(p.returncode for p in processes):
         raise SystemExit("a baseline interpreter failed")
-    return elapsed, statistics.median(float(out) for out in outputs)
+    return elapsed, statistics.median(float(out) for out in outputs), _children_cpu() - cpu
 
 
 def _rss_mib(root: Path, name: str) -> float:
@@ -81,13 +96,16 @@ def _rss_mib(root: Path, name: str) -> float:
     raise RuntimeError(f"no VmRSS for pid {pid}")
 
 
-def _fame_round() -> tuple[float, float, float]:
-    """Cold ``fame up`` seconds; idle RSS (MiB) of the sentinel and of the agent node."""
+def _fame_round() -> tuple[float, float, float, float]:
+    """Cold ``fame up`` seconds; idle RSS (MiB) of the sentinel and of the agent node; the
+    CPU seconds of ``fame up`` and both services until then, summed."""
     root, env, _port = new_project("fame-bench-startup-")
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
     try:
+        cpu = _children_cpu()
         cold = fame_cli(root, env, "up")
-        return cold, _rss_mib(root, "sentinel"), _rss_mib(root, "agent")
+        cpu = _children_cpu() - cpu + _process_cpu(root, "sentinel") + _process_cpu(root, "agent")
+        return cold, _rss_mib(root, "sentinel"), _rss_mib(root, "agent"), cpu
     finally:
         fame_cli(root, env, "stop", check=False)
         shutil.rmtree(root, ignore_errors=True)
@@ -109,16 +127,20 @@ def main() -> None:
     cold: list[float] = []
     sentinel: list[float] = []
     agent: list[float] = []
+    base_cpu: list[float] = []
+    fame_cpu: list[float] = []
     # Byte-compiled as an installed package is (pip compiles; `just build` too): a checkout
     # run with PYTHONDONTWRITEBYTECODE would compile fame's sources in every process.
     subprocess.run([sys.executable, "-m", "compileall", "-q", str(REPO / "fame")], check=True)
     _baseline_round()  # warm the page cache for both sides
     for _ in range(rounds):
-        seconds, rss = _baseline_round()
+        seconds, rss, cpu = _baseline_round()
         base_s.append(seconds)
         floor.append(rss)
-        up, s_rss, a_rss = _fame_round()
+        base_cpu.append(cpu)
+        up, s_rss, a_rss, cpu = _fame_round()
         cold.append(up)
+        fame_cpu.append(cpu)
         sentinel.append(s_rss)
         agent.append(a_rss)
 
@@ -130,6 +152,11 @@ def main() -> None:
     print(
         f"  {'cold fame up until storage@fame.fabric answers':<44} {med(cold):7.2f}s"
         f" {med(base_s):8.2f}s {ratio:6.2f}x {'<= 1.3x':>9} {_verdict(ratio <= COLD_TARGET)}"
+    )
+    cpu_ratio = med(fame_cpu) / med(base_cpu)
+    print(
+        f"  {'  CPU of the three processes until then':<44} {med(fame_cpu):7.2f}s"
+        f" {med(base_cpu):8.2f}s {cpu_ratio:6.2f}x {'(info)':>9}"
     )
     for name, values in (("sentinel", sentinel), ("agent node", agent)):
         above = med(values) - med(floor)
