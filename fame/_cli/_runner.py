@@ -355,6 +355,7 @@ async def _attach(
     if after is not None:
         # Started together with the sentinel (see _gate): its storage is open
         # already; the sentinel's keys are in the keys file once it is ready.
+        say("node", f"waiting for the sentinel to be ready ({shown_path(after)})")
         try:
             if not await await_file(after, signals):
                 return
