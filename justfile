@@ -109,6 +109,7 @@ bench:
     {{python}} bench/bench_storage.py
     {{python}} bench/bench_fabric.py
     {{python}} bench/bench_e2e.py
+    {{python}} bench/bench_startup.py
     {{python}} bench/bench_delivery.py
     {{python}} bench/bench_ticks.py
     {{python}} bench/bench_backup.py

@@ -19,6 +19,9 @@ of one error only, :func:`leaves` lists what a group holds). Most programs
 need only :mod:`fame`.
 """
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from ._agents._dead_letters import DeadLetters
 from ._agents._delivery_policy import DeliveryConfig, OutboxEntry
 from ._agents._stream import DEFAULT_IDLE_TIMEOUT, DEFAULT_WINDOW
@@ -29,9 +32,7 @@ from ._core._metrics import Metrics
 from ._core._supervisor import Supervisor, open_supervisor
 from ._fabric._identity import NodeStores, load_or_create_identity, rotate_node_key
 from ._fabric._link_queue import DEFAULT_LINK_BUFFER, DEFAULT_STALL_GRACE, LinkLimits
-from ._fabric._metrics_http import serve_metrics
 from ._fabric._node_admin import NodeAdmin
-from ._fabric._prometheus import PrometheusMetrics
 from ._fabric._trace import TRACE_LOGGER
 from ._fabric._transport import HANDSHAKE_TIMEOUT, client_ssl_context, server_ssl_context
 from ._fabric.sentinel._admin_agent import ADMIN_ADDRESS as SENTINEL_ADMIN_ADDRESS
@@ -47,6 +48,30 @@ from ._fabric.sentinel._server import (
 from ._fabric.sentinel._signing import rotate_sentinel_key, sentinel_public_keys
 from ._fabric.sentinel._status import SentinelStatus
 from ._protocol._quotas import QUOTA_SETTINGS, Quotas
+
+if TYPE_CHECKING:
+    from ._fabric._metrics_http import serve_metrics
+    from ._fabric._prometheus import PrometheusMetrics
+
+_LAZY = {
+    "PrometheusMetrics": "fame._fabric._prometheus",
+    "serve_metrics": "fame._fabric._metrics_http",
+}
+"""Imported on first use: prometheus_client costs a process 2 MiB and 20 ms that
+metrics off (the default) never need."""
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})
+
 
 __all__ = [
     "DEFAULT_HOST",

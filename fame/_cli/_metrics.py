@@ -17,7 +17,7 @@ from typing import Any
 
 import trio
 
-from fame.lowlevel import Metrics, PrometheusMetrics, serve_metrics
+from fame.lowlevel import Metrics
 
 from ._processes import NOT_SERVING
 
@@ -41,6 +41,8 @@ async def metrics_server(
     if endpoint is None:
         yield Metrics()  # records nothing, costs nothing
         return
+    from fame.lowlevel import PrometheusMetrics, serve_metrics  # prometheus_client: only when on
+
     host, port = endpoint
     metrics = PrometheusMetrics()
 

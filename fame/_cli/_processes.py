@@ -48,14 +48,15 @@ class Service:
     def log_file(self) -> Path:
         return RUN_DIR / f"{self.name}.log"
 
-    def command(self) -> list[str]:
+    def command(self, *extra: str) -> list[str]:
+        """The command line that runs this service, with ``extra`` arguments at the end."""
         return [
             # -P: the project's own modules cannot shadow fame; `fame node` adds the
             # project directory to sys.path itself, for the agents only.
             sys.executable, "-P", "-m", "fame._cli.fame", *self.args,
             "--project", str(Path.cwd()),
             "--config", str(self.config), "--config", str(SECRETS_FILE),
-            "--ready-file", str(self.ready_file),
+            "--ready-file", str(self.ready_file), *extra,
         ]  # fmt: skip
 
     def pid(self, root: Path = Path()) -> int | None:

@@ -35,6 +35,7 @@ from fame.security import format_public_key
 from fame.storage import StorageConfig, StorageProvider, open_storage, storage_config_from_env
 
 from ._errors import describe, errors, one_line, shown_path
+from ._gate import GateClosed, await_file, pass_gate
 from ._live_admin import node_admin_address
 from ._logs import configure_logging, say
 from ._metrics import MetricsPortError, metrics_server
@@ -297,7 +298,10 @@ async def _guarded(fn: Callable[..., Awaitable[None]], *args: object) -> Excepti
 
 
 async def _node_main(
-    settings: MutableMapping[str, str], agents: Sequence[AgentSpec], ready: _Ready
+    settings: MutableMapping[str, str],
+    agents: Sequence[AgentSpec],
+    ready: _Ready,
+    after: Path | None = None,
 ) -> None:
     refuse_pending_rekey(settings)
     url = sentinel_url(settings)
@@ -306,7 +310,8 @@ async def _node_main(
     stream_idle_timeout(settings)
     delivery_config(settings)
     tls = client_tls(settings)
-    trusted = sentinel_keys(settings)
+    # Started with the sentinel (`after`), the node reads its keys once it is ready.
+    trusted = sentinel_keys(settings) if after is None else []
     endpoint = metrics_endpoint(settings, "node")
     config = storage_config(settings)
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
@@ -326,6 +331,7 @@ async def _node_main(
                 config,
                 ready,
                 metrics,
+                after,
             )
     if failure is not None:
         raise failure
@@ -343,8 +349,22 @@ async def _attach(
     config: StorageConfig,
     ready: _Ready,
     metrics: Metrics,
+    after: Path | None = None,
 ) -> None:
     token, trusted = credentials
+    if after is not None:
+        # Started together with the sentinel (see _gate): its storage is open
+        # already; the sentinel's keys are in the keys file once it is ready.
+        say("node", f"waiting for the sentinel to be ready ({shown_path(after)})")
+        try:
+            if not await await_file(after, signals):
+                return
+        except TimeoutError as exc:
+            raise StartupError(f"the sentinel did not get ready: {exc}") from None
+        try:
+            trusted = sentinel_keys(settings)
+        except SettingError as exc:
+            raise StartupError(str(exc)) from None
     async with (
         fame.open_node(
             storage_provider=provider,
@@ -433,16 +453,34 @@ def _run(name: str, main: object, *args: object) -> int:
     return 0
 
 
+def _gated(name: str, gate: bool) -> bool:
+    """Wait at ``fame up``'s gate if ``gate`` (see _gate); False if it was closed."""
+    if not gate:
+        return True
+    try:
+        pass_gate()
+    except GateClosed:
+        print(f"fame {name}: fame up did not let it start: not started", file=sys.stderr)
+        return False
+    return True
+
+
 def run_sentinel(
-    settings: MutableMapping[str, str], ready_file: Path | None, reload: Reload | None = None
+    settings: MutableMapping[str, str],
+    ready_file: Path | None,
+    reload: Reload | None = None,
+    gate: bool = False,
 ) -> int:
     """Run the sentinel until SIGTERM or SIGINT; return the exit status.
 
     On SIGHUP it takes the client credentials and the policy from
-    ``reload()`` (the settings read again), without stopping.
+    ``reload()`` (the settings read again), without stopping. ``gate``:
+    first wait until ``fame up`` says go on stdin (see :mod:`._gate`).
     """
     ready = _Ready(ready_file)
     ready.clear()
+    if not _gated("sentinel", gate):
+        return 1
     try:
         configure_logging(settings)
         configure_tracing(settings)
@@ -456,11 +494,21 @@ def run_sentinel(
 
 
 def run_node(
-    settings: MutableMapping[str, str], agents: Sequence[str], ready_file: Path | None
+    settings: MutableMapping[str, str],
+    agents: Sequence[str],
+    ready_file: Path | None,
+    gate: bool = False,
+    after: Path | None = None,
 ) -> int:
-    """Run a node hosting ``agents`` (``module:Class@address``) until a signal."""
+    """Run a node hosting ``agents`` (``module:Class@address``) until a signal.
+
+    ``gate``: first wait until ``fame up`` says go on stdin; ``after``: attach
+    once that file (the sentinel's ready file) exists (see :mod:`._gate`).
+    """
     ready = _Ready(ready_file)
     ready.clear()
+    if not _gated("node", gate):
+        return 1
     try:
         texts = list(agents) or agent_entries(settings)
         specs = [parse_agent_spec(text) for text in texts]
@@ -470,6 +518,6 @@ def run_node(
         print(f"fame node: {exc}", file=sys.stderr, flush=True)
         return 1
     try:
-        return _run("node", _node_main, settings, specs, ready)
+        return _run("node", _node_main, settings, specs, ready, after)
     finally:
         ready.clear()

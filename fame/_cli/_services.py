@@ -41,6 +41,7 @@ from fame.storage import MasterKey
 from . import _admin, _status
 from ._discover import forget_url, record_url, running_url
 from ._errors import errors
+from ._gate import GO
 from ._processes import NOT_SERVING, RUN_DIR, SERVICES, Service, alive
 from ._project import STARTER_MODULE, project_files
 from ._runner import StartupError, parse_agent_spec
@@ -62,6 +63,8 @@ __all__ = ["SERVICES", "clean", "init", "logs", "status", "stop", "up"]
 
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 15.0
+_READY_POLL = 0.01
+"""Seconds between looks at a ready file: a stat each, and at most that much added to up."""
 
 
 def _say(text: str) -> None:
@@ -256,19 +259,51 @@ def _reason(service: Service) -> str:
     return last[len(prefix) :] if last.startswith(prefix) else f"{last} (see {service.log_file})"
 
 
-def _start(service: Service) -> subprocess.Popen[bytes]:
+def _start(service: Service, *extra: str) -> subprocess.Popen[bytes]:
+    """Start ``service`` held at its gate (see :mod:`._gate`): it imports, then waits for go."""
     RUN_DIR.mkdir(exist_ok=True)
     service.ready_file.unlink(missing_ok=True)
     with service.log_file.open("ab") as log:
-        process = subprocess.Popen(
-            service.command(),
-            stdin=subprocess.DEVNULL,
+        return subprocess.Popen(
+            service.command("--gate-stdin", *extra),
+            stdin=subprocess.PIPE,
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+
+
+def _open_gate(service: Service, process: subprocess.Popen[bytes]) -> None:
+    """Let a started service open its storage; its pid file first, so ``fame stop`` finds it."""
     service.pid_file.write_text(f"{process.pid}\n")
-    return process
+    assert process.stdin is not None
+    try:
+        process.stdin.write(GO)
+        process.stdin.close()
+    except BrokenPipeError:
+        pass  # it died already: waiting for it says why
+
+
+def _close_gates(processes: dict[Service, subprocess.Popen[bytes]], made: list[Path]) -> None:
+    """Send the held services away: they exit without opening anything (no pid file yet).
+
+    ``made`` are the paths this ``up`` created for them (``run/``, new logs):
+    removed, so that a refused ``up`` leaves the project as it found it.
+    """
+    for process in processes.values():
+        assert process.stdin is not None
+        process.stdin.close()
+    for process in processes.values():
+        try:
+            process.wait(timeout=STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    for path in reversed(made):  # the logs, then run/ if nothing else is in it
+        if not path.is_dir():
+            path.unlink(missing_ok=True)
+        elif not any(path.iterdir()):
+            path.rmdir()
 
 
 def _wait_ready(service: Service, process: subprocess.Popen[bytes], deadline: float) -> str | None:
@@ -281,7 +316,7 @@ def _wait_ready(service: Service, process: subprocess.Popen[bytes], deadline: fl
             return None
         if time.monotonic() > deadline:
             return f"not ready after {START_TIMEOUT:.0f} s (see {service.log_file})"
-        time.sleep(0.05)
+        time.sleep(_READY_POLL)
 
 
 PROBE_OPERATION = "fame-up-probe"
@@ -371,8 +406,7 @@ def up() -> int:
     _add_admission_token("up")
     _add_admin_credential("up")
     _add_missing_policy()
-    if SERVICES[0].pid() is None and _enroll_agent_quietly():
-        return 1
+    enroll = SERVICES[0].pid() is None
     try:
         addresses = _agent_addresses()
     except StartupError as exc:
@@ -392,19 +426,39 @@ def up() -> int:
     if conflict is not None:
         _fail(f"fame up: {conflict}")
         return 1
-    started: list[Service] = []
-    deadline = time.monotonic() + START_TIMEOUT
+    # Both services start now and import while the agent is enrolled; each
+    # opens its storage once let through its gate, the node attaches once the
+    # sentinel is ready (see _gate).
+    processes: dict[Service, subprocess.Popen[bytes]] = {}
+    made = [p for p in (RUN_DIR, *(s.log_file for s in SERVICES)) if not p.exists()]
     for service in SERVICES:
         pid = service.pid()
         if pid is not None:
             _say(f"fame up: {service.name} already running (pid {pid})")
             continue
-        process = _start(service)
+        extra: tuple[str, ...] = ()
+        if service is SERVICES[1] and SERVICES[0] in processes:
+            extra = ("--after", str(SERVICES[0].ready_file.absolute()))
+        processes[service] = _start(service, *extra)
+    try:
+        refused = enroll and _enroll_agent_quietly()
+    except BaseException:  # a refusal phrased by the caller (a wrong master key, ...)
+        _close_gates(processes, made)
+        raise
+    if refused:
+        _close_gates(processes, made)
+        return 1
+    for service, process in processes.items():
+        _open_gate(service, process)
+    started: list[Service] = []
+    deadline = time.monotonic() + START_TIMEOUT
+    for service, process in processes.items():
         reason = _wait_ready(service, process, deadline)
         if reason is not None:
             _fail(f"fame up: the {service.name} failed to start: {reason}")
-            for other in reversed(started):
-                _stop_one(other)
+            for other in reversed(processes):
+                if other is not service:
+                    _stop_one(other)
             return 1
         started.append(service)
         if service is SERVICES[0]:

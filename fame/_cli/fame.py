@@ -46,7 +46,6 @@ from pathlib import Path
 
 from fame.storage import MasterKey, parse_master_key
 
-from . import _services
 from ._errors import errors, one_line
 from ._hardening import disable_core_dumps
 from ._logs import configure_logging
@@ -84,6 +83,7 @@ def _parser() -> argparse.ArgumentParser:
             help="NAME=value settings file; repeat to merge (the environment overrides)",
         )  # fmt: skip
         sub.add_argument("--ready-file", type=Path, help="written once the node serves")
+        sub.add_argument("--gate-stdin", action="store_true", help=argparse.SUPPRESS)  # fame up
 
     sentinel = command("sentinel", help="run a sentinel in the foreground")
     add_config(sentinel)
@@ -94,6 +94,7 @@ def _parser() -> argparse.ArgumentParser:
         help="agent to spawn, e.g. agents.storage_agent:StorageAgent@storage@fame.fabric"
         " (default: FAME_AGENTS from the config)",
     )  # fmt: skip
+    node.add_argument("--after", type=Path, help=argparse.SUPPRESS)  # fame up: sentinel's ready
     keygen = command(
         "keygen", help="print a new random key, checked (fk1_...): a master key or a token"
     )
@@ -308,7 +309,7 @@ def _admin_commands(command: Callable[[str, str], argparse.ArgumentParser]) -> N
 def _absolute(args: argparse.Namespace) -> None:
     """Make the paths given on the command line absolute before changing directory."""
     for name in (
-        "config", "ready_file", "directory", "directories", "backup_dest", "backup_dir",
+        "config", "ready_file", "after", "directory", "directories", "backup_dest", "backup_dir",
         "export_output", "import_file", "out",
     ):  # fmt: skip
         value = getattr(args, name, None)
@@ -319,21 +320,34 @@ def _absolute(args: argparse.Namespace) -> None:
 
 
 def _dispatch(args: argparse.Namespace) -> int:
-    from . import _inspect, _runner
+    # Each command imports what it needs: `fame sentinel` and `fame node` start
+    # sooner and hold less without the offline commands' modules.
+    from . import _runner
 
     _absolute(args)
     project = enter_project(args.project)
     command = args.command
     if command == "sentinel":
         return _runner.run_sentinel(
-            load_settings(args.config), args.ready_file, lambda: load_settings(args.config)
+            load_settings(args.config),
+            args.ready_file,
+            lambda: load_settings(args.config),
+            gate=args.gate_stdin,
         )
     if command == "node":
         import_from_project(project)  # the agents FAME_AGENTS names are the project's modules
-        return _runner.run_node(load_settings(args.config), args.agent, args.ready_file)
+        return _runner.run_node(
+            load_settings(args.config),
+            args.agent,
+            args.ready_file,
+            gate=args.gate_stdin,
+            after=args.after,
+        )
     if command == "keygen":
         return _keygen(args)
     if command in ("inspect", "dump", "check"):
+        from . import _inspect
+
         files = args.config or [AGENT_CONF, SECRETS_FILE]
         settings = load_settings(files, optional=not args.config)
         if command == "inspect":
@@ -391,6 +405,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         files = args.config or [AGENT_CONF, SECRETS_FILE]
         settings = load_settings(files, optional=not args.config)
         return _salvage.salvage(args.directory, args.namespace, args.out, settings)
+    from . import _services
+
     if command == "status":
         return _services.status(args.watch, args.interval)
     if command == "logs":

@@ -18,7 +18,7 @@ gets here.
 
 from __future__ import annotations
 
-import importlib
+import sys
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any, Final
 
@@ -38,18 +38,21 @@ TRACEPARENT_LENGTH: Final = 55
 _TRACER_NAME: Final = "fame"
 
 _otel: Any = None
-"""``opentelemetry.trace``, once imported; ``False`` if it is not installed."""
+"""``opentelemetry.trace`` once the program imported it."""
 
 
 def _trace_api() -> Any:
-    """``opentelemetry.trace`` or ``None``: imported on first use, so fame runs without it."""
+    """``opentelemetry.trace`` if the program imported it, else ``None`` (tracing is off).
+
+    A tracer provider can only be set through that module, so until the
+    program imports it no span could be recorded: fame never imports
+    OpenTelemetry itself, which keeps it out of the processes that trace
+    nothing (the services by default: no import on their first call).
+    """
     global _otel
     if _otel is None:
-        try:
-            _otel = importlib.import_module("opentelemetry.trace")
-        except ImportError:
-            _otel = False
-    return _otel or None
+        _otel = sys.modules.get("opentelemetry.trace")
+    return _otel
 
 
 _UNKNOWN: Final = object()
