@@ -155,15 +155,15 @@ class Raw:
         self.version = 0
 
     def batched_writes(self, n: int) -> float:
-        """Writes/s, ``BATCH`` upserts per transaction."""
+        """Writes/s, ``BATCH`` upserts per transaction (one per writer)."""
         conn, base = self.batched, self.version
 
         def run() -> None:
-            for start in range(0, n, BATCH):
+            # The keys fame's writers write: writer w's i-th key is w{w}-{i},
+            # and each transaction holds one write of every writer.
+            for i in range(n // BATCH):
                 conn.execute("BEGIN IMMEDIATE")
-                conn.executemany(
-                    UPSERT, ((f"w{i}", ENCODED, base + i) for i in range(start, start + BATCH))
-                )
+                conn.executemany(UPSERT, ((f"w{w}-{i}", ENCODED, base + w) for w in range(BATCH)))
                 conn.execute("COMMIT")
 
         self.version += n
@@ -220,6 +220,11 @@ class Fame:
         self.normal = normal
         self.scan_rows = scan_rows
         self.get_rows = get_rows
+        self.concurrent_store: Any = None
+        self.sequential_store: Any = None
+        self.normal_store: Any = None
+        self.get_store: Any = None
+        self.scan_store: Any = None
 
     @classmethod
     async def open(cls, full: Any, normal: Any, scan_rows: int, get_rows: int) -> Fame:
@@ -294,7 +299,7 @@ async def run(directory: Path, quick: bool) -> dict[str, tuple[list[float], list
             profile="encrypted-sqlite",
             directory=directory / name,
             master_key=parse_master_key(KEY_TEXT),
-            durability=durability,  # type: ignore[arg-type]
+            durability=durability,
         )
 
     out: dict[str, tuple[list[float], list[float]]] = collections.defaultdict(lambda: ([], []))
