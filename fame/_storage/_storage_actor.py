@@ -9,10 +9,11 @@ Every key-value call is a message to it. The runtime hands it up to
    every :data:`INLINE_READS_PER_CHECKPOINT` of them, so a full batch does
    not hold the loop either). Every other read (``count``, ``get_many``, a
    page of ``scan``/``keys``) costs more as the data grows: it runs in
-   bounded steps (see :data:`ReadSteps`), each one a job of its own on the
-   database's worker thread, so the event loop keeps running (and the GIL
-   is free) between two steps. The memory backend never blocks and has no
-   worker: its steps run inline with a checkpoint between two of them;
+   bounded steps (see :data:`ReadSteps`), run on the database's worker
+   thread a few milliseconds' worth per job (see :data:`JOB_SECONDS`), so
+   the event loop keeps running (and the GIL is free) between two jobs.
+   The memory backend never blocks and has no worker: its steps run
+   inline with a checkpoint between two of them;
 2. writes, all of them in one transaction run on the database's worker
    thread (a commit with ``synchronous=FULL`` waits for the disk and must
    not stall the event loop; see ``_worker``). Each writer is answered only
@@ -79,6 +80,17 @@ INLINE_READS_PER_CHECKPOINT = 64
 """Point reads answered inline between two checkpoints (a few ms on cold encrypted pages)."""
 
 
+JOB_SECONDS = 0.004
+"""How long one job on the worker thread runs steps of a bulk read before it hands back.
+
+Each hop to the worker and back costs two thread wake-ups (tens of
+microseconds, far more on a loaded machine), and a step takes about a
+millisecond, so a job runs steps for this long: a 1M-row scan makes a few
+hundred hops instead of thousands. The event loop is not held meanwhile:
+SQLite runs without the GIL and Python hands the GIL over every 5 ms.
+"""
+
+
 def _step(steps: ReadSteps) -> tuple[bool, object]:
     """Run one step of a bulk read: ``(True, answer)`` after the last one."""
     try:
@@ -86,6 +98,15 @@ def _step(steps: ReadSteps) -> tuple[bool, object]:
     except StopIteration as done:
         return True, done.value
     return False, None
+
+
+def _steps(steps: ReadSteps) -> tuple[bool, object]:
+    """Run steps of a bulk read for about :data:`JOB_SECONDS`; as :func:`_step` answers."""
+    until = time.perf_counter() + JOB_SECONDS
+    while True:
+        done, answer = _step(steps)
+        if done or time.perf_counter() >= until:
+            return done, answer
 
 
 class StorageActor(Actor):
@@ -217,7 +238,7 @@ class StorageActor(Actor):
         try:
             while True:
                 if worker is not None:
-                    done, answer = await worker.run(_step, steps)
+                    done, answer = await worker.run(_steps, steps)
                     if done:
                         return answer
                     # The hop let the loop run; a step cannot be abandoned
