@@ -240,6 +240,8 @@ class KeyValueStore(Generic[M]):
         return self._encode(key, value)
 
     async def _ask(self, message: object) -> Any:
+        if not tracing_on():  # no span to name: skip building its name and attributes
+            return await self._ref.ask(message, timeout=None)
         # One span per message to the storage actor, in the caller's trace (ambient context).
         with span(
             f"fame.storage {type(message).__name__}", attributes={"fame.namespace": self.namespace}
