@@ -93,15 +93,37 @@ back (about 80 us measured). Such a commit of up to this many ``set`` or
 (which fsync) stay on the worker.
 """
 
-JOB_SECONDS = 0.004
+JOB_SECONDS = 0.02
 """How long one job on the worker thread runs steps of a bulk read before it hands back.
 
 Each hop to the worker and back costs two thread wake-ups (tens of
 microseconds, far more on a loaded machine), and a step takes about a
-millisecond, so a job runs steps for this long: a 1M-row scan makes a few
-hundred hops instead of thousands. The event loop is not held meanwhile:
-SQLite runs without the GIL and Python hands the GIL over every 5 ms.
+millisecond, so a job runs steps for this long: a page of a scan (4096
+rows at most) is one job. The event loop is not held meanwhile: SQLite runs
+without the GIL and Python hands the GIL over every 5 ms. The actor takes
+no other message until the read ends anyway; this only bounds how long a
+cancelled read runs on.
 """
+
+COMMIT_BYTES = 8 << 20
+"""The most bytes of keys and values one transaction of a batch holds (about).
+
+A batch holds every write queued (up to ``max_batch``), committed together
+to pay one fsync; past this many bytes it is cut into several
+transactions, each answered after its own commit, so a batch of large
+values does not make one huge transaction (and ``-wal``).
+"""
+
+
+def _size(op: object) -> int:
+    """About how many bytes ``op`` adds to a transaction."""
+    if isinstance(op, Put):
+        return len(op.key) + len(op.value)
+    if isinstance(op, PutMany):
+        return sum(len(key) + len(value) for key, value in op.items)
+    if isinstance(op, Rewrite):
+        return sum(len(key) + len(value) for key, _version, value in op.items)
+    return 64
 
 
 def _step(steps: ReadSteps) -> tuple[bool, object]:
@@ -125,7 +147,7 @@ def _steps(steps: ReadSteps) -> tuple[bool, object]:
 class StorageActor(Actor):
     """Owns one :class:`Backend`; see the module docstring for the rules."""
 
-    max_batch = 512
+    max_batch = 1024  # the default mailbox: everything queued, cut by COMMIT_BYTES
 
     def __init__(
         self,
@@ -225,8 +247,14 @@ class StorageActor(Actor):
                     raise StorageError(f"not a storage operation: {message!r}")
             except StorageError as exc:
                 delivery.fail(exc)
-        if writes:
-            await self._commit(backend, writes)
+        start, size = 0, 0
+        for n, delivery in enumerate(writes):
+            size += _size(delivery.message)
+            if size > COMMIT_BYTES and n > start:
+                await self._commit(backend, writes[start:n])
+                start, size = n, _size(delivery.message)
+        if start < len(writes):
+            await self._commit(backend, writes[start:])
 
     @staticmethod
     def _inline(backend: Backend, ops: list[object]) -> bool:

@@ -156,3 +156,28 @@ async def test_point_reads_skip_the_mailbox_only_while_the_connection_is_free(
         assert got == [Entry(0, 1)]
         assert handled == ["Put", "Get"]
     assert overlapping and not any(overlapping)
+
+
+@pytest.mark.parametrize("profile", ["sqlite", "encrypted-sqlite"])
+async def test_a_batch_of_large_writes_is_cut_into_transactions(opener, monkeypatch) -> None:
+    batches: list[int] = []
+    real_write = SqliteBackend.write
+
+    def counting_write(self, ops, now, **kw):  # type: ignore[no-untyped-def]
+        batches.append(len(ops))
+        return real_write(self, ops, now, **kw)
+
+    monkeypatch.setattr(SqliteBackend, "write", counting_write)
+    monkeypatch.setattr("fame._storage._storage_actor.COMMIT_BYTES", 1000)
+    async with opener() as provider:
+        store = await provider.get_kv_store(str, "large")
+        async with trio.open_nursery() as nursery:
+            for w in range(20):
+                nursery.start_soon(store.set, f"k{w:02}", "x" * 300)
+        # Every writer was answered after its own transaction committed.
+        assert await store.get_many([f"k{w:02}" for w in range(20)]) == {
+            f"k{w:02}": "x" * 300 for w in range(20)
+        }
+    # About 300 bytes each: at most three per transaction, none left out.
+    assert sum(batches) == 20
+    assert max(batches) <= 3 and len(batches) >= 7
