@@ -390,7 +390,7 @@ class SqliteBackend:
         wal_checkpoint_bytes: int = WAL_CHECKPOINT_BYTES,
     ) -> None:
         self._conn = conn
-        self._wal = path.with_name(path.name + "-wal")
+        self._wal = str(path.with_name(path.name + "-wal"))  # a str: os.stat is cheaper then
         self.wal_checkpoint_bytes = wal_checkpoint_bytes
         # Monotonic time before which no checkpoint is tried (one met a full disk).
         self._checkpoint_at = -math.inf
@@ -617,7 +617,7 @@ class SqliteBackend:
 
     def _wal_bytes(self) -> int:
         try:
-            return self._wal.stat().st_size
+            return os.stat(self._wal).st_size
         except OSError:
             return 0
 
