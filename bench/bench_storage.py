@@ -30,13 +30,14 @@ from __future__ import annotations
 import argparse
 import collections
 import datetime
+import functools
 import os
 import secrets
 import shutil
 import statistics
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -305,6 +306,19 @@ async def run(directory: Path, quick: bool) -> dict[str, tuple[list[float], list
         )
 
     out: dict[str, tuple[list[float], list[float]]] = collections.defaultdict(lambda: ([], []))
+    # CPU seconds per operation (process_time: every thread), fame and raw, per round.
+    cpu: dict[str, tuple[list[float], list[float]]] = collections.defaultdict(lambda: ([], []))
+
+    def measured(name: str, side: int, ops: int, fn: Callable[[], float]) -> None:
+        start = time.process_time()
+        out[name][side].append(fn())
+        cpu[name][side].append((time.process_time() - start) / ops)
+
+    async def ameasured(name: str, ops: int, fn: Callable[[], Awaitable[float]]) -> None:
+        start = time.process_time()
+        out[name][0].append(await fn())
+        cpu[name][0].append((time.process_time() - start) / ops)
+
     async with (
         open_storage(config("full", "fame")) as full,
         open_storage(config("normal", "fame-normal")) as normal,
@@ -312,24 +326,31 @@ async def run(directory: Path, quick: bool) -> dict[str, tuple[list[float], list
         fame = await Fame.open(full, normal, scan_rows, get_rows)
         for _ in range(rounds):
             n = sizes["concurrent"]
-            out["concurrent"][1].append(raw.batched_writes(n))
-            out["concurrent"][0].append(await fame.concurrent_writes(n))
+            measured("concurrent", 1, n, functools.partial(raw.batched_writes, n))
+            await ameasured("concurrent", n, functools.partial(fame.concurrent_writes, n))
 
             n = sizes["sequential"]
-            out["sequential"][1].append(raw.commit_each(n, raw.each))
-            out["sequential"][0].append(await fame.sequential_writes(n, fame.sequential_store))
+            measured("sequential", 1, n, functools.partial(raw.commit_each, n, raw.each))
+            await ameasured(
+                "sequential", n, functools.partial(fame.sequential_writes, n, fame.sequential_store)
+            )
 
             n = sizes["normal"]
-            out["normal"][1].append(raw.commit_each(n, raw.normal))
-            out["normal"][0].append(await fame.sequential_writes(n, fame.normal_store))
+            measured("normal", 1, n, functools.partial(raw.commit_each, n, raw.normal))
+            normal_writes = functools.partial(fame.sequential_writes, n, fame.normal_store)
+            await ameasured("normal", n, normal_writes)
 
             n = sizes["gets"]
+            start = time.process_time()
             floor = await buffered_mailbox_round_trip(n) + raw.point_get(n)
             out["get"][1].append(floor)
-            out["get"][0].append(await fame.point_get(n))
+            cpu["get"][1].append((time.process_time() - start) / n)
+            await ameasured("get", n, functools.partial(fame.point_get, n))
 
-            out["scan"][1].append(raw.scan())
-            out["scan"][0].append(await fame.scan())
+            measured("scan", 1, scan_rows, raw.scan)
+            await ameasured("scan", scan_rows, fame.scan)
+    for name, (mine, theirs) in cpu.items():
+        out[f"cpu {name}"] = (mine, theirs)
     return out
 
 
@@ -371,6 +392,12 @@ def main() -> None:
             f"{name:<46}{format(mine, fmt):>12}{format(base, fmt):>12}{ratio:>7.2f}x{goal:>9}"
             f"{verdict}"
         )
+    print()
+    print("CPU time per operation (process_time, all threads), medians; ratio = fame / raw")
+    for name, key, _scale, _higher, _target in lines:
+        mine = statistics.median(out[f"cpu {key}"][0]) * 1e6
+        base = statistics.median(out[f"cpu {key}"][1]) * 1e6
+        print(f"{name.split(',')[0]:<46}{mine:>10.1f}µs{base:>10.1f}µs{mine / base:>7.2f}x")
     print(f"load average: {load}")
 
 
