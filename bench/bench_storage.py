@@ -1,41 +1,53 @@
-"""Storage benchmark: fame's key-value store against raw sqlcipher3, in one run.
+"""Storage benchmark: fame's key-value store against raw sqlcipher3, interleaved in one run.
 
 Both sides use the same kind of file and settings: SQLCipher 4 with a raw
-per-file key, WAL, ``synchronous=FULL`` (fame's default), in a temporary
-directory on the same disk. Values are the seed's record (a short string
-and a timestamp) encoded with msgpack; the raw side writes the encoded
-bytes, so it pays no validation or encoding.
+per-file key, WAL, ``synchronous=FULL`` (fame's default; ``NORMAL`` for the
+one ``normal``-durability line), in a temporary directory on the same disk.
+Values are the seed's record (a short string and a timestamp) encoded with
+msgpack (msgspec). fame runs the quick start's defaults: encrypted-sqlite,
+durability full, deduplication on, metrics and tracing off.
 
-(a) 64 concurrent writers through one store  vs raw commit-per-write  (target >= 3x)
-(b) one sequential writer through one store  vs raw commit-per-write  (target >= 0.5x)
-(c) sequential ``get``                       vs raw inline point gets (target >= 0.1x)
-(d) ``scan`` of 100k records, rows/s         vs a raw full-table read
+Every figure is measured in rounds, the raw baseline and fame one after the
+other (raw, fame, raw, fame, ...), and the medians are compared, so both
+sides see the same load. The baselines are what a skilled engineer would
+write by hand:
 
-It also measures the costs behind where the storage actor runs its work:
-a raw point get and a raw commit each wrapped in its own
-``trio.to_thread.run_sync`` hop.
+* 64 concurrent writers: raw batches 64 upserts per transaction
+  (``executemany`` between ``BEGIN IMMEDIATE`` and ``COMMIT``);
+* one sequential writer (full and normal durability): raw commits each write;
+* point get: a buffered-mailbox round trip (a deque and a parked task woken
+  with ``trio.lowlevel.reschedule``, the runtime benchmark's floor for any
+  message to an actor) plus a raw point get on the event loop;
+* scan: raw ``SELECT key, value, version ... ORDER BY key``, every value
+  decoded into the model with a msgspec decoder, as fame's scan does.
 
-Run: ``python bench/bench_storage.py`` (about 30 s).
+Run: ``python bench/bench_storage.py`` (1M-record scan, about a minute) or
+``--quick`` (100k records, fewer rounds).
 """
 
 from __future__ import annotations
 
+import argparse
+import collections
 import datetime
+import functools
 import os
 import secrets
 import shutil
+import statistics
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import msgspec
+import outcome
 import sqlcipher3
 import trio
 
 from fame._storage import StorageConfig, open_storage, parse_master_key
 from fame._storage._keys import file_key
-from fame._storage._worker import Worker
 
 
 class Record(msgspec.Struct):
@@ -46,15 +58,17 @@ class Record(msgspec.Struct):
 RECORD = Record("Hello, World! " * 6, datetime.datetime(2025, 10, 29, 23, 39, 36))
 ENCODED = msgspec.msgpack.encode(RECORD)
 KEY_TEXT = secrets.token_urlsafe(32)
+WRITERS = 64
+BATCH = 64
 
 
-def raw_connection(path: Path) -> sqlcipher3.Connection:
+def raw_connection(path: Path, synchronous: str = "FULL") -> sqlcipher3.Connection:
     conn = sqlcipher3.connect(str(path), isolation_level=None, check_same_thread=False)
     conn.execute("PRAGMA cipher_log_level = NONE")
     key = file_key(parse_master_key(KEY_TEXT), path)
     conn.execute(f"PRAGMA key = \"x'{key.hex()}'\"")
     conn.execute("PRAGMA journal_mode = WAL")
-    conn.execute("PRAGMA synchronous = FULL")
+    conn.execute(f"PRAGMA synchronous = {synchronous}")
     conn.execute(
         "CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY NOT NULL, value BLOB NOT NULL,"
         " version INTEGER NOT NULL, expires_at REAL) WITHOUT ROWID"
@@ -66,107 +80,173 @@ UPSERT = (
     "INSERT INTO kv VALUES (?, ?, ?, NULL) ON CONFLICT (key) DO UPDATE"
     " SET value = excluded.value, version = excluded.version"
 )
+GET = "SELECT value, version FROM kv WHERE key = ? AND (expires_at IS NULL OR expires_at > ?)"
 
 
-def rate(n: int, seconds: float) -> float:
-    return n / seconds
-
-
-def timed(fn: Callable[[], object]) -> float:
+def seconds(fn: Callable[[], object]) -> float:
     start = time.perf_counter()
     fn()
     return time.perf_counter() - start
 
 
-# -- raw baselines ----------------------------------------------------------
+# -- the floor of any message to an actor -------------------------------------
 
 
-def raw_commit_each(directory: Path, n: int) -> float:
-    conn = raw_connection(directory / "raw_commit_encrypted_value.db")
+async def buffered_mailbox_round_trip(
+    n: int, clock: Callable[[], float] = time.perf_counter
+) -> float:
+    """Seconds per round trip through a buffered mailbox with a direct reschedule.
 
-    def run() -> None:
+    A deque as the mailbox, a server task parked when it is empty and woken
+    with ``trio.lowlevel.reschedule``; the client parks the same way for the
+    answer. (The same helper as ``bench_runtime.buffered_mailbox_round_trip``,
+    kept here until both live in one place.)
+    """
+    mailbox: collections.deque[tuple[int, trio.lowlevel.Task]] = collections.deque()
+    parked: list[trio.lowlevel.Task] = []
+
+    def abort(_: Any) -> trio.lowlevel.Abort:
+        return trio.lowlevel.Abort.SUCCEEDED
+
+    async def server() -> None:
+        while True:
+            while not mailbox:
+                parked.append(trio.lowlevel.current_task())
+                await trio.lowlevel.wait_task_rescheduled(abort)
+            value, client = mailbox.popleft()
+            trio.lowlevel.reschedule(client, outcome.Value(value))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(server)
+        await trio.lowlevel.checkpoint()
+        me = trio.lowlevel.current_task()
+        start = clock()
         for i in range(n):
-            conn.execute("BEGIN IMMEDIATE")
-            conn.execute(UPSERT, (f"k{i}", ENCODED, i))
-            conn.execute("COMMIT")
-
-    seconds = timed(run)
-    conn.close()
-    return rate(n, seconds)
-
-
-def raw_point_gets(directory: Path, rows: int, n: int) -> tuple[float, sqlcipher3.Connection]:
-    conn = raw_connection(directory / "raw_get_encrypted_value.db")
-    conn.execute("BEGIN")
-    conn.executemany(UPSERT, ((f"k{i}", ENCODED, i) for i in range(rows)))
-    conn.execute("COMMIT")
-    get = "SELECT value, version FROM kv WHERE key = ? AND (expires_at IS NULL OR expires_at > ?)"
-    now = time.time()
-
-    def run() -> None:
-        for i in range(n):
-            conn.execute(get, (f"k{i % rows}", now)).fetchone()
-
-    return rate(n, timed(run)), conn
+            mailbox.append((i, me))
+            if parked:
+                trio.lowlevel.reschedule(parked.pop())
+            await trio.lowlevel.wait_task_rescheduled(abort)
+        elapsed = clock() - start
+        nursery.cancel_scope.cancel()
+    return elapsed / n
 
 
-def raw_scan(directory: Path, rows: int) -> float:
-    conn = raw_connection(directory / "raw_scan_encrypted_value.db")
-    conn.execute("BEGIN")
-    conn.executemany(UPSERT, ((f"k{i:06}", ENCODED, i) for i in range(rows)))
-    conn.execute("COMMIT")
-    seconds = timed(
-        lambda: conn.execute("SELECT key, value, version FROM kv ORDER BY key").fetchall()
-    )
-    conn.close()
-    return rate(rows, seconds)
+# -- raw baselines ------------------------------------------------------------
 
 
-async def thread_hop_rates(directory: Path, n: int) -> tuple[float, float, float]:
-    """A raw point get and a raw commit, each in its own to_thread hop, and a raw
-    commit handed to a dedicated worker thread (what the storage actor does)."""
-    conn = raw_connection(directory / "raw_hop_encrypted_value.db")
-    conn.execute(UPSERT, ("k", ENCODED, 0))
+class Raw:
+    """Raw sqlcipher3 connections, one file per measure."""
 
-    def get() -> object:
-        return conn.execute("SELECT value FROM kv WHERE key = 'k'").fetchone()
+    def __init__(self, directory: Path, scan_rows: int, get_rows: int) -> None:
+        self.batched = raw_connection(directory / "raw_batched.db")
+        self.each = raw_connection(directory / "raw_each.db")
+        self.normal = raw_connection(directory / "raw_normal.db", "NORMAL")
+        self.gets = raw_connection(directory / "raw_gets.db")
+        self.gets.execute("BEGIN")
+        self.gets.executemany(UPSERT, ((f"k{i}", ENCODED, i) for i in range(get_rows)))
+        self.gets.execute("COMMIT")
+        self.get_rows = get_rows
+        self.scan_conn = raw_connection(directory / "raw_scan.db")
+        for base in range(0, scan_rows, 10_000):
+            self.scan_conn.execute("BEGIN")
+            self.scan_conn.executemany(
+                UPSERT, ((f"k{i:07}", ENCODED, i) for i in range(base, base + 10_000))
+            )
+            self.scan_conn.execute("COMMIT")
+        self.scan_rows = scan_rows
+        self.decoder = msgspec.msgpack.Decoder(Record)
+        self.version = 0
 
-    def commit(i: int) -> None:
-        conn.execute("BEGIN IMMEDIATE")
-        conn.execute(UPSERT, (f"k{i}", ENCODED, i))
-        conn.execute("COMMIT")
+    def batched_writes(self, n: int) -> float:
+        """Writes/s, ``BATCH`` upserts per transaction (one per writer)."""
+        conn, base = self.batched, self.version
 
-    start = time.perf_counter()
-    for _ in range(n):
-        await trio.to_thread.run_sync(get)
-    gets = rate(n, time.perf_counter() - start)
-    start = time.perf_counter()
-    for i in range(n):
-        await trio.to_thread.run_sync(commit, i)
-    commits = rate(n, time.perf_counter() - start)
-    worker = Worker("bench")
-    worker.start()
-    start = time.perf_counter()
-    for i in range(n, 2 * n):
-        await worker.run(commit, i)
-    worker_commits = rate(n, time.perf_counter() - start)
-    worker.stop()
-    conn.close()
-    return gets, commits, worker_commits
+        def run() -> None:
+            # The keys fame's writers write: writer w's i-th key is w{w}-{i},
+            # and each transaction holds one write of every writer.
+            for i in range(n // BATCH):
+                conn.execute("BEGIN IMMEDIATE")
+                conn.executemany(UPSERT, ((f"w{w}-{i}", ENCODED, base + w) for w in range(BATCH)))
+                conn.execute("COMMIT")
+
+        self.version += n
+        return n / seconds(run)
+
+    def commit_each(self, n: int, conn: sqlcipher3.Connection) -> float:
+        base = self.version
+
+        def run() -> None:
+            for i in range(n):
+                conn.execute("BEGIN IMMEDIATE")
+                conn.execute(UPSERT, (f"k{i}", ENCODED, base + i))
+                conn.execute("COMMIT")
+
+        self.version += n
+        return n / seconds(run)
+
+    def point_get(self, n: int) -> float:
+        """Seconds per inline point get (no decoding, like the bytes fame's actor returns)."""
+        conn, rows, now = self.gets, self.get_rows, time.time()
+
+        def run() -> None:
+            for i in range(n):
+                conn.execute(GET, (f"k{i % rows}", now)).fetchone()
+
+        return seconds(run) / n
+
+    def scan(self) -> float:
+        """Rows/s of a full scan in key order, each value decoded into the model."""
+        conn, decode = self.scan_conn, self.decoder.decode
+
+        def run() -> None:
+            now = time.time()
+            cursor = conn.execute(
+                "SELECT key, value, version FROM kv WHERE (expires_at IS NULL OR expires_at > ?)"
+                " ORDER BY key",
+                (now,),
+            )
+            seen = 0
+            for _key, value, _version in cursor:
+                decode(value)
+                seen += 1
+            assert seen == self.scan_rows, seen
+
+        return self.scan_rows / seconds(run)
 
 
 # -- fame ---------------------------------------------------------------------
 
 
-async def fame_side(directory: Path, sizes: dict[str, int]) -> dict[str, float]:
-    config = StorageConfig(
-        profile="encrypted-sqlite", directory=directory, master_key=parse_master_key(KEY_TEXT)
-    )
-    out: dict[str, float] = {}
-    async with open_storage(config) as provider:
-        # (a) concurrent writers
-        store = await provider.get_kv_store(Record, "concurrent")
-        writers, per_writer = 64, sizes["concurrent"] // 64
+class Fame:
+    def __init__(self, full: Any, normal: Any, scan_rows: int, get_rows: int) -> None:
+        self.full = full
+        self.normal = normal
+        self.scan_rows = scan_rows
+        self.get_rows = get_rows
+        self.concurrent_store: Any = None
+        self.sequential_store: Any = None
+        self.normal_store: Any = None
+        self.get_store: Any = None
+        self.scan_store: Any = None
+
+    @classmethod
+    async def open(cls, full: Any, normal: Any, scan_rows: int, get_rows: int) -> Fame:
+        self = cls(full, normal, scan_rows, get_rows)
+        self.concurrent_store = await full.get_kv_store(Record, "concurrent")
+        self.sequential_store = await full.get_kv_store(Record, "sequential")
+        self.normal_store = await normal.get_kv_store(Record, "normal")
+        self.get_store = await full.get_kv_store(Record, "gets")
+        for base in range(0, get_rows, 1000):
+            await self.get_store.set_many(
+                {f"k{i}": RECORD for i in range(base, min(get_rows, base + 1000))}
+            )
+        self.scan_store = await full.get_kv_store(Record, "scan")
+        for base in range(0, scan_rows, 10_000):
+            await self.scan_store.set_many({f"k{i:07}": RECORD for i in range(base, base + 10_000)})
+        return self
+
+    async def concurrent_writes(self, n: int) -> float:
+        store, per_writer = self.concurrent_store, n // WRITERS
 
         async def writer(w: int) -> None:
             for i in range(per_writer):
@@ -174,87 +254,151 @@ async def fame_side(directory: Path, sizes: dict[str, int]) -> dict[str, float]:
 
         start = time.perf_counter()
         async with trio.open_nursery() as nursery:
-            for w in range(writers):
+            for w in range(WRITERS):
                 nursery.start_soon(writer, w)
-        out["concurrent"] = rate(writers * per_writer, time.perf_counter() - start)
+        return WRITERS * per_writer / (time.perf_counter() - start)
 
-        # (b) one sequential writer
-        store = await provider.get_kv_store(Record, "sequential")
-        n = sizes["sequential"]
+    async def sequential_writes(self, n: int, store: Any) -> float:
         start = time.perf_counter()
         for i in range(n):
             await store.set(f"k{i}", RECORD)
-        out["sequential"] = rate(n, time.perf_counter() - start)
+        return n / (time.perf_counter() - start)
 
-        # (c) sequential gets
-        rows, n = sizes["get_rows"], sizes["gets"]
-        store = await provider.get_kv_store(Record, "gets")
-        for base in range(0, rows, 1000):
-            await store.set_many({f"k{i}": RECORD for i in range(base, min(rows, base + 1000))})
+    async def point_get(self, n: int) -> float:
+        """Seconds per ``get`` (decoded into the model)."""
+        store, rows = self.get_store, self.get_rows
         start = time.perf_counter()
         for i in range(n):
             await store.get(f"k{i % rows}")
-        out["get"] = rate(n, time.perf_counter() - start)
+        return (time.perf_counter() - start) / n
 
-        # (d) scan
-        rows = sizes["scan"]
-        store = await provider.get_kv_store(Record, "scan")
-        start = time.perf_counter()
-        for base in range(0, rows, 1000):
-            await store.set_many({f"k{i:06}": RECORD for i in range(base, base + 1000)})
-        out["bulk_insert"] = rate(rows, time.perf_counter() - start)
-        start = time.perf_counter()
+    async def scan(self) -> float:
         seen = 0
-        async for _key, _value in store.scan():
+        start = time.perf_counter()
+        async for _key, _value in self.scan_store.scan():
             seen += 1
-        assert seen == rows, seen
-        out["scan"] = rate(rows, time.perf_counter() - start)
+        elapsed = time.perf_counter() - start
+        assert seen == self.scan_rows, seen
+        return self.scan_rows / elapsed
+
+
+# -- the run ------------------------------------------------------------------
+
+
+async def run(directory: Path, quick: bool) -> dict[str, tuple[list[float], list[float]]]:
+    scan_rows = 100_000 if quick else 1_000_000
+    rounds = 5
+    sizes = {
+        "concurrent": WRITERS * (40 if quick else 60),
+        "sequential": 300 if quick else 500,
+        "normal": 500 if quick else 1000,
+        "gets": 10_000 if quick else 20_000,
+    }
+    get_rows = 10_000
+    raw = Raw(directory, scan_rows, get_rows)
+
+    def config(durability: str, name: str) -> StorageConfig:
+        return StorageConfig(
+            profile="encrypted-sqlite",
+            directory=directory / name,
+            master_key=parse_master_key(KEY_TEXT),
+            durability=durability,
+        )
+
+    out: dict[str, tuple[list[float], list[float]]] = collections.defaultdict(lambda: ([], []))
+    # CPU seconds per operation (process_time: every thread), fame and raw, per round.
+    cpu: dict[str, tuple[list[float], list[float]]] = collections.defaultdict(lambda: ([], []))
+
+    def measured(name: str, side: int, ops: int, fn: Callable[[], float]) -> None:
+        start = time.process_time()
+        out[name][side].append(fn())
+        cpu[name][side].append((time.process_time() - start) / ops)
+
+    async def ameasured(name: str, ops: int, fn: Callable[[], Awaitable[float]]) -> None:
+        start = time.process_time()
+        out[name][0].append(await fn())
+        cpu[name][0].append((time.process_time() - start) / ops)
+
+    async with (
+        open_storage(config("full", "fame")) as full,
+        open_storage(config("normal", "fame-normal")) as normal,
+    ):
+        fame = await Fame.open(full, normal, scan_rows, get_rows)
+        for _ in range(rounds):
+            n = sizes["concurrent"]
+            measured("concurrent", 1, n, functools.partial(raw.batched_writes, n))
+            await ameasured("concurrent", n, functools.partial(fame.concurrent_writes, n))
+
+            n = sizes["sequential"]
+            measured("sequential", 1, n, functools.partial(raw.commit_each, n, raw.each))
+            await ameasured(
+                "sequential", n, functools.partial(fame.sequential_writes, n, fame.sequential_store)
+            )
+
+            n = sizes["normal"]
+            measured("normal", 1, n, functools.partial(raw.commit_each, n, raw.normal))
+            normal_writes = functools.partial(fame.sequential_writes, n, fame.normal_store)
+            await ameasured("normal", n, normal_writes)
+
+            n = sizes["gets"]
+            start = time.process_time()
+            floor = await buffered_mailbox_round_trip(n) + raw.point_get(n)
+            out["get"][1].append(floor)
+            cpu["get"][1].append((time.process_time() - start) / n)
+            await ameasured("get", n, functools.partial(fame.point_get, n))
+
+            measured("scan", 1, scan_rows, raw.scan)
+            await ameasured("scan", scan_rows, fame.scan)
+    for name, (mine, theirs) in cpu.items():
+        out[f"cpu {name}"] = (mine, theirs)
     return out
 
 
 def main() -> None:
-    sizes = {
-        "concurrent": 64 * 100,
-        "sequential": 2000,
-        "gets": 50_000,
-        "get_rows": 10_000,
-        "scan": 100_000,
-    }
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="100k-record scan, smaller rounds")
+    args = parser.parse_args()
     directory = Path(tempfile.mkdtemp(prefix="fame-bench-storage-", dir=os.getcwd()))
     try:
-        raw_commit = raw_commit_each(directory, 2000)
-        raw_get, conn = raw_point_gets(directory, sizes["get_rows"], sizes["gets"])
-        conn.close()
-        raw_rows = raw_scan(directory, sizes["scan"])
-        hop_get, hop_commit, worker_commit = trio.run(thread_hop_rates, directory, 2000)
-        ours = trio.run(fame_side, directory / "fame", sizes)
+        out = trio.run(run, directory, args.quick)
     finally:
         shutil.rmtree(directory)
-
-    print("fame storage benchmark: encrypted-sqlite, WAL, synchronous=FULL, same run")
-    print(f"{'measure':<44}{'fame':>12}{'raw':>12}{'ratio':>8}{'target':>9}")
-    lines = [
-        ("(a) 64 concurrent writers, writes/s", ours["concurrent"], raw_commit, 3.0),
-        ("(b) one sequential writer, writes/s", ours["sequential"], raw_commit, 0.5),
-        ("(c) sequential get, gets/s", ours["get"], raw_get, 0.1),
-        ("(d) scan of 100k records, rows/s", ours["scan"], raw_rows, None),
-        ("    bulk set_many x1000, rows/s", ours["bulk_insert"], None, None),
-    ]
-    for name, mine, raw, target in lines:
-        raw_text = f"{raw:>12,.0f}" if raw else f"{'':>12}"
-        ratio = f"{mine / raw:>7.2f}x" if raw else f"{'':>8}"
-        goal = f"{'>=' + format(target, 'g') + 'x':>9}" if target else ""
-        verdict = "" if not (raw and target) else ("  ok" if mine / raw >= target else "  MISSED")
-        print(f"{name:<44}{mine:>12,.0f}{raw_text}{ratio}{goal}{verdict}")
-    print()
-    print("where the storage actor runs its work (raw sqlcipher3, per operation):")
-    print(f"    point get inline            {raw_get:>10,.0f}/s")
-    print(f"    point get in a to_thread hop {hop_get:>9,.0f}/s  -> reads stay on the event loop")
-    print(f"    commit inline               {raw_commit:>10,.0f}/s")
-    print(f"    commit in a to_thread hop   {hop_commit:>10,.0f}/s")
+    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    scan_name = "100k" if args.quick else "1M"
     print(
-        f"    commit on a dedicated worker {worker_commit:>9,.0f}/s  -> one hop per batch of writes"
+        "fame storage benchmark: encrypted-sqlite, WAL, dedupe on, interleaved rounds"
+        f" (medians of {len(out['scan'][0])})"
     )
+    print(f"{'measure':<46}{'fame':>12}{'raw':>12}{'ratio':>8}{'target':>9}")
+    # (name, key, unit scale, higher is better, target)
+    lines: list[tuple[str, str, float, bool, float | None]] = [
+        ("64 concurrent writers vs raw 64/txn, writes/s", "concurrent", 1, True, 0.7),
+        ("one sequential writer (full), writes/s", "sequential", 1, True, None),
+        ("one sequential writer (normal), writes/s", "normal", 1, True, None),
+        ("point get vs mailbox + raw get, µs", "get", 1e6, False, 1.3),
+        (f"scan of {scan_name} records, decoded, rows/s", "scan", 1, True, 0.8),
+    ]
+    for name, key, scale, higher, target in lines:
+        mine = statistics.median(out[key][0]) * scale
+        base = statistics.median(out[key][1]) * scale
+        ratio = mine / base
+        goal = verdict = ""
+        if target is not None:
+            goal = f"{'>=' if higher else '<='}{target:g}x"
+            ok = ratio >= target if higher else ratio <= target
+            verdict = "  PASS" if ok else "  MISS"
+        fmt = ",.0f" if scale == 1 else ".1f"
+        print(
+            f"{name:<46}{format(mine, fmt):>12}{format(base, fmt):>12}{ratio:>7.2f}x{goal:>9}"
+            f"{verdict}"
+        )
+    print()
+    print("CPU time per operation (process_time, all threads), medians; ratio = fame / raw")
+    for name, key, _scale, _higher, _target in lines:
+        mine = statistics.median(out[f"cpu {key}"][0]) * 1e6
+        base = statistics.median(out[f"cpu {key}"][1]) * 1e6
+        print(f"{name.split(',')[0]:<46}{mine:>10.1f}µs{base:>10.1f}µs{mine / base:>7.2f}x")
+    print(f"load average: {load}")
 
 
 if __name__ == "__main__":

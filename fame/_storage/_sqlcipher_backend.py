@@ -214,6 +214,7 @@ def open_sqlite(
         )
         backend._encrypted = key is not None
         backend._key = key
+        backend.commit_waits_for_disk = durability == "full"
         return backend
     except sqlcipher3.DatabaseError as exc:
         # Switching a new file to WAL and creating the schema write pages.
@@ -389,7 +390,7 @@ class SqliteBackend:
         wal_checkpoint_bytes: int = WAL_CHECKPOINT_BYTES,
     ) -> None:
         self._conn = conn
-        self._wal = path.with_name(path.name + "-wal")
+        self._wal = str(path.with_name(path.name + "-wal"))  # a str: os.stat is cheaper then
         self.wal_checkpoint_bytes = wal_checkpoint_bytes
         # Monotonic time before which no checkpoint is tried (one met a full disk).
         self._checkpoint_at = -math.inf
@@ -422,6 +423,10 @@ class SqliteBackend:
         # Versions up to ``reserved`` may have been handed out before the
         # file was last closed (or crashed): continue above it.
         self._seq = self._reserved = reserved
+        # False with durability ``normal``: a commit then only writes the
+        # ``-wal`` (no fsync), so the storage actor may run it on the event
+        # loop (see ``write(checkpoint=False)``); checkpoints still fsync.
+        self.commit_waits_for_disk = True
 
     def get(self, op: Get, now: float) -> Row | None:
         self._check_open()
@@ -569,7 +574,7 @@ class SqliteBackend:
             low, above = str(rows[-1][0]), "key > ?"
         return rows
 
-    def write(self, ops: Sequence[WriteOp], now: float) -> list[object]:
+    def write(self, ops: Sequence[WriteOp], now: float, *, checkpoint: bool = True) -> list[object]:
         """Apply ``ops`` in one transaction; then checkpoint if the ``-wal`` grew too large.
 
         The ``-wal`` is rewritten from its start after a checkpoint and cut
@@ -577,6 +582,10 @@ class SqliteBackend:
         past that size only when a checkpoint is due. A transaction that
         meets a full disk is tried once more after a checkpoint that
         succeeds: the ``-wal``'s space can then be reused.
+
+        ``checkpoint=False`` does neither (a caller that must not wait for
+        the disk): :class:`StorageFull` is raised at once, and the caller
+        runs :meth:`checkpoint` when :meth:`checkpoint_due` says so.
         """
         self._check_open()
         if self._damage is not None:
@@ -586,19 +595,29 @@ class SqliteBackend:
                 " copy its readable records with fame salvage",
                 pages=self._damage.pages,
             )
+        if not checkpoint:
+            return self._write(ops, now)
         try:
             results = self._write(ops, now)
         except StorageFull:
             if not self._checkpoint():
                 raise
             results = self._write(ops, now)
-        if self._wal_bytes() > self.wal_checkpoint_bytes:
+        if self.checkpoint_due():
             self._checkpoint()
         return results
 
+    def checkpoint_due(self) -> bool:
+        """True once the ``-wal`` is past ``wal_checkpoint_bytes``."""
+        return self._wal_bytes() > self.wal_checkpoint_bytes
+
+    def checkpoint(self) -> None:
+        """Fold the ``-wal`` into the file now (see :meth:`write`); failures are logged."""
+        self._checkpoint()
+
     def _wal_bytes(self) -> int:
         try:
-            return self._wal.stat().st_size
+            return os.stat(self._wal).st_size
         except OSError:
             return 0
 

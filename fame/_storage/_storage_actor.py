@@ -9,17 +9,27 @@ Every key-value call is a message to it. The runtime hands it up to
    every :data:`INLINE_READS_PER_CHECKPOINT` of them, so a full batch does
    not hold the loop either). Every other read (``count``, ``get_many``, a
    page of ``scan``/``keys``) costs more as the data grows: it runs in
-   bounded steps (see :data:`ReadSteps`), each one a job of its own on the
-   database's worker thread, so the event loop keeps running (and the GIL
-   is free) between two steps. The memory backend never blocks and has no
-   worker: its steps run inline with a checkpoint between two of them;
+   bounded steps (see :data:`ReadSteps`), run on the database's worker
+   thread a few milliseconds' worth per job (see :data:`JOB_SECONDS`), so
+   the event loop keeps running (and the GIL is free) between two jobs.
+   The memory backend never blocks and has no worker: its steps run
+   inline with a checkpoint between two of them;
 2. writes, all of them in one transaction run on the database's worker
    thread (a commit with ``synchronous=FULL`` waits for the disk and must
-   not stall the event loop; see ``_worker``). Each writer is answered only
+   not stall the event loop; see ``_worker``). With durability ``normal``
+   a small commit does not wait for the disk and runs inline (see
+   :data:`INLINE_COMMIT_WRITES`). Each writer is answered only
    after the commit. If it fails, every writer of the batch gets
    :class:`StorageWriteFailed` (:class:`StorageFull` when the file reached
    its size limit or the disk is full), the backend rolled back and no
    cached state (the version counter) changed.
+
+A point read may also skip the mailbox: :meth:`StorageActor.read_now`
+answers it in the caller's task while the actor runs no job on its worker
+thread (so the connection is free and holds only committed state), which
+costs a task switch instead of two and a message. That is what the actor
+would answer if it took the message at once; when a job runs, the read is
+a message as above.
 
 Answering the reads of a batch before its writes is linearizable: the
 messages of one batch were all in flight at the same time, and a caller of
@@ -35,6 +45,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Final
 
 import trio
 
@@ -59,13 +70,60 @@ from ._ops import (
 )
 from ._worker import Worker
 
-__all__ = ["INLINE_READS_PER_CHECKPOINT", "StorageActor"]
+__all__ = ["BUSY", "INLINE_READS_PER_CHECKPOINT", "StorageActor"]
+
+BUSY: Final = object()
+"""What :meth:`StorageActor.read_now` returns when the read must be a message."""
 
 _WRITES = (Put, PutMany, Delete, DeleteMany, Purge, Rewrite)
 _BULK_READS = (GetMany, Scan, Count)
+_SINGLE_KEY_WRITES = frozenset((Put, Delete))
 
 INLINE_READS_PER_CHECKPOINT = 64
 """Point reads answered inline between two checkpoints (a few ms on cold encrypted pages)."""
+
+
+INLINE_COMMIT_WRITES = 64
+"""The most single-key writes a commit may hold to run on the event loop.
+
+With durability ``normal`` a commit writes the ``-wal`` without an fsync:
+tens of microseconds per write, less than the hop to the worker thread and
+back (about 80 us measured). Such a commit of up to this many ``set`` or
+``delete`` runs inline; larger ones, ``full`` durability and checkpoints
+(which fsync) stay on the worker.
+"""
+
+JOB_SECONDS = 0.02
+"""How long one job on the worker thread runs steps of a bulk read before it hands back.
+
+Each hop to the worker and back costs two thread wake-ups (tens of
+microseconds, far more on a loaded machine), and a step takes about a
+millisecond, so a job runs steps for this long: a page of a scan (4096
+rows at most) is one job. The event loop is not held meanwhile: SQLite runs
+without the GIL and Python hands the GIL over every 5 ms. The actor takes
+no other message until the read ends anyway; this only bounds how long a
+cancelled read runs on.
+"""
+
+COMMIT_BYTES = 8 << 20
+"""The most bytes of keys and values one transaction of a batch holds (about).
+
+A batch holds every write queued (up to ``max_batch``), committed together
+to pay one fsync; past this many bytes it is cut into several
+transactions, each answered after its own commit, so a batch of large
+values does not make one huge transaction (and ``-wal``).
+"""
+
+
+def _size(op: object) -> int:
+    """About how many bytes ``op`` adds to a transaction."""
+    if isinstance(op, Put):
+        return len(op.key) + len(op.value)
+    if isinstance(op, PutMany):
+        return sum(len(key) + len(value) for key, value in op.items)
+    if isinstance(op, Rewrite):
+        return sum(len(key) + len(value) for key, _version, value in op.items)
+    return 64
 
 
 def _step(steps: ReadSteps) -> tuple[bool, object]:
@@ -77,10 +135,19 @@ def _step(steps: ReadSteps) -> tuple[bool, object]:
     return False, None
 
 
+def _steps(steps: ReadSteps) -> tuple[bool, object]:
+    """Run steps of a bulk read for about :data:`JOB_SECONDS`; as :func:`_step` answers."""
+    until = time.perf_counter() + JOB_SECONDS
+    while True:
+        done, answer = _step(steps)
+        if done or time.perf_counter() >= until:
+            return done, answer
+
+
 class StorageActor(Actor):
     """Owns one :class:`Backend`; see the module docstring for the rules."""
 
-    max_batch = 512
+    max_batch = 1024  # the default mailbox: everything queued, cut by COMMIT_BYTES
 
     def __init__(
         self,
@@ -129,6 +196,28 @@ class StorageActor(Actor):
             if worker is not None:
                 worker.stop()
 
+    def read_now(self, key: str) -> object:
+        """Answer a point read of ``key`` in the caller's task, or :data:`BUSY`.
+
+        ``BUSY`` while the database is not open (starting, stopped) or a job
+        runs on the worker thread (a commit, a step of a bulk read, a
+        backup): the caller then sends a :class:`Get` and the actor answers
+        it after that job. Otherwise nothing else uses the connection, so
+        this is the read the actor would do inline for a ``Get`` taken now.
+        Errors other than :class:`StorageError` also give ``BUSY``: the read
+        is then sent as a message, and what it does to the actor (a crash and
+        a restart) happens as it always did.
+        """
+        backend = self._backend
+        if backend is None or (self._worker is not None and self._worker.busy):
+            return BUSY
+        try:
+            return backend.get(Get(key), self._clock())
+        except StorageError:
+            raise
+        except Exception:
+            return BUSY
+
     async def handle_batch(self, deliveries: list[Delivery]) -> None:
         backend = self._backend
         if backend is None:  # pragma: no cover - on_start always opens it
@@ -158,8 +247,21 @@ class StorageActor(Actor):
                     raise StorageError(f"not a storage operation: {message!r}")
             except StorageError as exc:
                 delivery.fail(exc)
-        if writes:
-            await self._commit(backend, writes)
+        start, size = 0, 0
+        for n, delivery in enumerate(writes):
+            size += _size(delivery.message)
+            if size > COMMIT_BYTES and n > start:
+                await self._commit(backend, writes[start:n])
+                start, size = n, _size(delivery.message)
+        if start < len(writes):
+            await self._commit(backend, writes[start:])
+
+    @staticmethod
+    def _inline(backend: Backend, ops: list[object]) -> bool:
+        """Whether this commit may run on the event loop (see :data:`INLINE_COMMIT_WRITES`)."""
+        if getattr(backend, "commit_waits_for_disk", True) or len(ops) > INLINE_COMMIT_WRITES:
+            return False
+        return all(type(op) in _SINGLE_KEY_WRITES for op in ops)
 
     async def _backup(self, backend: Backend, op: Backup) -> object:
         """Copy the file whole, in one job on the worker thread.
@@ -184,7 +286,7 @@ class StorageActor(Actor):
         try:
             while True:
                 if worker is not None:
-                    done, answer = await worker.run(_step, steps)
+                    done, answer = await worker.run(_steps, steps)
                     if done:
                         return answer
                     # The hop let the loop run; a step cannot be abandoned
@@ -208,10 +310,19 @@ class StorageActor(Actor):
         metrics = self._metrics
         started = time.perf_counter() if metrics.enabled else 0.0
         try:
-            if self._worker is not None:
-                results = await self._worker.run(backend.write, ops, now)
-            else:
+            worker = self._worker
+            if worker is None:
                 results = backend.write(ops, now)
+            elif self._inline(backend, ops):
+                try:
+                    results = backend.write(ops, now, checkpoint=False)  # type: ignore[call-arg]
+                except StorageFull:
+                    # Rolled back: try again on the worker, after a checkpoint.
+                    results = await worker.run(backend.write, ops, now)
+                if backend.checkpoint_due():  # type: ignore[attr-defined]
+                    await worker.run(backend.checkpoint)  # type: ignore[attr-defined]
+            else:
+                results = await worker.run(backend.write, ops, now)
         except Exception as exc:
             if metrics.enabled:
                 metrics.commit(self.namespace, len(ops), time.perf_counter() - started, False)

@@ -147,11 +147,12 @@ async def test_foreign_sqlite_database(tmp_path: Path) -> None:
     assert "not a fame key-value database" in str(exc)
 
 
+@pytest.mark.parametrize("durability", ["full", "normal"])  # normal: commits on the loop
 @pytest.mark.parametrize("profile", ["sqlite", "encrypted-sqlite"])
 async def test_failed_commit_fails_every_writer_and_changes_nothing(
-    tmp_path: Path, profile: str
+    tmp_path: Path, profile: str, durability: str
 ) -> None:
-    config = make_config(profile, tmp_path, KEY, max_file_bytes=64 * 1024)
+    config = make_config(profile, tmp_path, KEY, max_file_bytes=64 * 1024, durability=durability)
     async with open_storage(config) as provider:
         store = await provider.get_kv_store(Doc, "full")
         base = await store.set("base", Doc("b"))

@@ -194,14 +194,16 @@ def test_after_a_full_disk_stop(tmp_path: Path, key_env: dict[str, str]) -> None
         assert out.split()[1:] == ["read", str(len(keys)), "write-full", FILE]
 
 
-def test_checkpoints_keep_the_wal_bounded(tmp_path: Path) -> None:
-
+@pytest.mark.parametrize("durability", ["full", "normal"])
+def test_checkpoints_keep_the_wal_bounded(tmp_path: Path, durability: str) -> None:
+    # With durability normal the commits run on the event loop, the checkpoints on the worker.
     threshold = 65536
     config = StorageConfig(
         profile="encrypted-sqlite",
         directory=tmp_path,
         master_key=MasterKey.generate(),
         wal_checkpoint_bytes=threshold,
+        durability=durability,  # type: ignore[arg-type]
     )
     wal = tmp_path / f"{FILE}-wal"
     sizes = []
