@@ -42,9 +42,9 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
-import outcome
 import sqlcipher3
 import trio
+from bench_runtime import buffered_mailbox_round_trip  # the floor of a message to an actor
 
 from fame._storage import StorageConfig, open_storage, parse_master_key
 from fame._storage._keys import file_key
@@ -87,48 +87,6 @@ def seconds(fn: Callable[[], object]) -> float:
     start = time.perf_counter()
     fn()
     return time.perf_counter() - start
-
-
-# -- the floor of any message to an actor -------------------------------------
-
-
-async def buffered_mailbox_round_trip(
-    n: int, clock: Callable[[], float] = time.perf_counter
-) -> float:
-    """Seconds per round trip through a buffered mailbox with a direct reschedule.
-
-    A deque as the mailbox, a server task parked when it is empty and woken
-    with ``trio.lowlevel.reschedule``; the client parks the same way for the
-    answer. (The same helper as ``bench_runtime.buffered_mailbox_round_trip``,
-    kept here until both live in one place.)
-    """
-    mailbox: collections.deque[tuple[int, trio.lowlevel.Task]] = collections.deque()
-    parked: list[trio.lowlevel.Task] = []
-
-    def abort(_: Any) -> trio.lowlevel.Abort:
-        return trio.lowlevel.Abort.SUCCEEDED
-
-    async def server() -> None:
-        while True:
-            while not mailbox:
-                parked.append(trio.lowlevel.current_task())
-                await trio.lowlevel.wait_task_rescheduled(abort)
-            value, client = mailbox.popleft()
-            trio.lowlevel.reschedule(client, outcome.Value(value))
-
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(server)
-        await trio.lowlevel.checkpoint()
-        me = trio.lowlevel.current_task()
-        start = clock()
-        for i in range(n):
-            mailbox.append((i, me))
-            if parked:
-                trio.lowlevel.reschedule(parked.pop())
-            await trio.lowlevel.wait_task_rescheduled(abort)
-        elapsed = clock() - start
-        nursery.cancel_scope.cancel()
-    return elapsed / n
 
 
 # -- raw baselines ------------------------------------------------------------

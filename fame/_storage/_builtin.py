@@ -45,7 +45,7 @@ from ._ops import Backend, Backup, Purge
 from ._probe import KeyCheck, probe_encrypted, probe_plain
 from ._rekey import migrate_legacy_files
 from ._sqlcipher_backend import open_sqlite
-from ._storage_actor import BUSY, StorageActor
+from ._storage_actor import StorageActor
 
 __all__ = ["BuiltinStorageProvider", "open_builtin_storage"]
 
@@ -122,7 +122,6 @@ class BuiltinStorageProvider:
         self._encrypted = config.profile == "encrypted-sqlite"
         self._directory: Path | None = None
         self._refs: dict[str, ActorRef] = {}
-        self._readers: dict[str, Callable[[str], object]] = {}
         self._memory: dict[str, MemoryBackend] = {}
         self._spawn_lock = trio.Lock()
         self._key_confirmed = False
@@ -135,12 +134,12 @@ class BuiltinStorageProvider:
     async def get_kv_store(self, model: type[M], namespace: str) -> KeyValueStore[M]:
         """A store of ``model`` records in the agent namespace ``namespace``."""
         ref = await self._actor(check_agent_namespace(namespace))
-        return KeyValueStore(model, namespace, ref, self._clock, self._readers.get(namespace))
+        return KeyValueStore(model, namespace, ref, self._clock)
 
     async def get_internal_kv_store(self, model: type[M], namespace: str) -> KeyValueStore[M]:
         """A store in one of the node's reserved ``__`` namespaces."""
         ref = await self._actor(check_internal_namespace(namespace))
-        return KeyValueStore(model, namespace, ref, self._clock, self._readers.get(namespace))
+        return KeyValueStore(model, namespace, ref, self._clock)
 
     async def backup(self, destination: Path) -> BackupManifest:
         """Back up every database file of the directory into the new directory ``destination``.
@@ -282,20 +281,7 @@ class BuiltinStorageProvider:
                 )
                 ref = await self._supervisor.spawn(actor, f"storage/{namespace}")
                 self._refs[namespace] = ref
-                self._readers[namespace] = self._reader(actor)
         return ref
-
-    def _reader(self, actor: StorageActor) -> Callable[[str], object]:
-        """``actor.read_now``, answering :data:`BUSY` once the provider closes.
-
-        A closed provider's stores get :class:`NodeClosed` from their next
-        call, as the message they then send says; reads never outlive it.
-        """
-
-        def read_now(key: str) -> object:
-            return BUSY if self._closed else actor.read_now(key)
-
-        return read_now
 
     # -- background and closing ------------------------------------------
 
@@ -310,6 +296,5 @@ class BuiltinStorageProvider:
         """Stop every storage actor: each drains its mailbox, then closes its file."""
         self._closed = True
         refs, self._refs = self._refs, {}
-        self._readers = {}
         for ref in refs.values():
             await self._supervisor.stop(ref.address)

@@ -38,7 +38,6 @@ from ._dedupe import (
 from ._errors import DamagedDatabase, InvalidKey, RecordInvalid
 from ._model_version import ModelVersion
 from ._ops import Count, Delete, DeleteMany, Get, GetMany, Put, PutMany, Row, Scan
-from ._storage_actor import BUSY
 
 __all__ = ["KeyValueStore", "Versioned"]
 
@@ -152,14 +151,10 @@ class KeyValueStore(Generic[M]):
         namespace: str,
         ref: ActorRef,
         clock: Callable[[], float],
-        read_now: Callable[[str], object] | None = None,
     ) -> None:
         self.model = model
         self.namespace = namespace
         self._ref = ref
-        # The storage actor's ``read_now`` (see ``_storage_actor``): a point
-        # read answered in this task while the actor's connection is free.
-        self._read_now = read_now
         self._clock = clock
         self._model_name = getattr(model, "__qualname__", repr(model))
         self._encoder = msgspec.msgpack.Encoder()
@@ -312,25 +307,9 @@ class KeyValueStore(Generic[M]):
         version, data = await self._put(key, value, ttl, if_version, request_id)
         return Versioned(self._decode(key, data), version)
 
-    async def _get(self, key: str) -> Row | None:
-        """One point read: in this task if the actor's connection is free, else a message.
-
-        Either way it is a checkpoint first (a cancelled caller reads
-        nothing), as ``ask`` is. Traced reads are always messages, so each
-        gets its span.
-        """
-        read_now = self._read_now
-        if read_now is not None and not tracing_on():
-            await trio.lowlevel.checkpoint()
-            row = read_now(key)
-            if row is not BUSY:
-                return row  # type: ignore[return-value]
-        found: Row | None = await self._ask(Get(key))
-        return found
-
     async def get(self, key: str) -> M | None:
         """The value under ``key``, or ``None`` if it is missing or expired."""
-        row = await self._get(check_key(key))
+        row: Row | None = await self._ask(Get(check_key(key)))
         return None if row is None else self._decode(key, row[0])
 
     async def delete(self, key: str, *, request_id: str | None = None) -> bool:
@@ -363,7 +342,7 @@ class KeyValueStore(Generic[M]):
     # -- beyond the seed ------------------------------------------------
 
     async def get_versioned(self, key: str) -> Versioned[M] | None:
-        row = await self._get(check_key(key))
+        row: Row | None = await self._ask(Get(check_key(key)))
         return None if row is None else Versioned(self._decode(key, row[0]), row[1])
 
     async def set_many(

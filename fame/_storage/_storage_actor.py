@@ -24,13 +24,6 @@ Every key-value call is a message to it. The runtime hands it up to
    its size limit or the disk is full), the backend rolled back and no
    cached state (the version counter) changed.
 
-A point read may also skip the mailbox: :meth:`StorageActor.read_now`
-answers it in the caller's task while the actor runs no job on its worker
-thread (so the connection is free and holds only committed state), which
-costs a task switch instead of two and a message. That is what the actor
-would answer if it took the message at once; when a job runs, the read is
-a message as above.
-
 Answering the reads of a batch before its writes is linearizable: the
 messages of one batch were all in flight at the same time, and a caller of
 ``ask`` has one message in flight at most. Every write acknowledged before
@@ -45,7 +38,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Final
 
 import trio
 
@@ -70,10 +62,7 @@ from ._ops import (
 )
 from ._worker import Worker
 
-__all__ = ["BUSY", "INLINE_READS_PER_CHECKPOINT", "StorageActor"]
-
-BUSY: Final = object()
-"""What :meth:`StorageActor.read_now` returns when the read must be a message."""
+__all__ = ["INLINE_READS_PER_CHECKPOINT", "StorageActor"]
 
 _WRITES = (Put, PutMany, Delete, DeleteMany, Purge, Rewrite)
 _BULK_READS = (GetMany, Scan, Count)
@@ -195,28 +184,6 @@ class StorageActor(Actor):
         finally:
             if worker is not None:
                 worker.stop()
-
-    def read_now(self, key: str) -> object:
-        """Answer a point read of ``key`` in the caller's task, or :data:`BUSY`.
-
-        ``BUSY`` while the database is not open (starting, stopped) or a job
-        runs on the worker thread (a commit, a step of a bulk read, a
-        backup): the caller then sends a :class:`Get` and the actor answers
-        it after that job. Otherwise nothing else uses the connection, so
-        this is the read the actor would do inline for a ``Get`` taken now.
-        Errors other than :class:`StorageError` also give ``BUSY``: the read
-        is then sent as a message, and what it does to the actor (a crash and
-        a restart) happens as it always did.
-        """
-        backend = self._backend
-        if backend is None or (self._worker is not None and self._worker.busy):
-            return BUSY
-        try:
-            return backend.get(Get(key), self._clock())
-        except StorageError:
-            raise
-        except Exception:
-            return BUSY
 
     async def handle_batch(self, deliveries: list[Delivery]) -> None:
         backend = self._backend

@@ -40,7 +40,6 @@ class Worker:
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._token: trio.lowlevel.TrioToken | None = None
         self._thread: threading.Thread | None = None
-        self._running = 0  # jobs queued whose caller does not have the outcome yet
 
     def start(self) -> None:
         self._token = trio.lowlevel.current_trio_token()
@@ -52,24 +51,9 @@ class Worker:
         if self._thread is None:
             raise RuntimeError(f"worker {self._name} is not running")
         task = trio.lowlevel.current_task()
-        self._running += 1
-        try:
-            self._jobs.put((lambda: fn(*args), task))
-            result: T = await trio.lowlevel.wait_task_rescheduled(
-                lambda _: trio.lowlevel.Abort.FAILED
-            )
-        finally:
-            self._running -= 1
+        self._jobs.put((lambda: fn(*args), task))
+        result: T = await trio.lowlevel.wait_task_rescheduled(lambda _: trio.lowlevel.Abort.FAILED)
         return result
-
-    @property
-    def busy(self) -> bool:
-        """True from when a job is queued until its caller has its outcome.
-
-        Read on the Trio thread: while it is False, no job of this worker
-        runs, so what the jobs use (a connection) is free for the event loop.
-        """
-        return self._running > 0
 
     def stop(self) -> None:
         """Let the thread finish once the jobs already queued are done."""

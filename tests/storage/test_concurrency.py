@@ -101,11 +101,12 @@ async def test_concurrent_writes_share_a_transaction(opener, monkeypatch) -> Non
     assert len(batches) < 64 and max(batches) > 1
 
 
-async def test_point_reads_skip_the_mailbox_only_while_the_connection_is_free(
+async def test_point_reads_are_messages_and_wait_for_a_commit_in_progress(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A get is answered in the caller's task when the actor's connection is free,
-    and waits for a commit in progress (as a message) otherwise."""
+    """Every get is a message to the storage actor, which owns the connection:
+    a get sent while a commit runs waits for it and never touches the connection
+    meanwhile."""
     writing, release = threading.Event(), threading.Event()
     overlapping: list[bool] = []
     handled: list[str] = []
@@ -138,7 +139,8 @@ async def test_point_reads_skip_the_mailbox_only_while_the_connection_is_free(
         await store.set("k", Entry(0, 0))
         handled.clear()
         assert await store.get("k") == Entry(0, 0)
-        assert handled == []  # answered without a message
+        assert handled == ["Get"]  # a message to the actor, even when it is idle
+        handled.clear()
 
         monkeypatch.setattr(SqliteBackend, "write", held_write)
         got: list[Entry | None] = []
