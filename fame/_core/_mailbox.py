@@ -50,6 +50,11 @@ class Mailbox(Generic[T]):
         return len(self._data)
 
     @property
+    def ready(self) -> bool:
+        """Whether :meth:`receive_nowait` would return a message now (without raising)."""
+        return not self._closed and bool(self._data or self._senders)
+
+    @property
     def closed(self) -> bool:
         """Whether a send would fail: either side was closed."""
         return self._send_closed or self._closed

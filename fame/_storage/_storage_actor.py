@@ -189,6 +189,15 @@ class StorageActor(Actor):
         backend = self._backend
         if backend is None:  # pragma: no cover - on_start always opens it
             raise StorageError(f"storage actor of {self.namespace!r} has no open database")
+        if len(deliveries) == 1 and type(deliveries[0].message) is Get:
+            # The common case of a lone point read, without the sorting below.
+            delivery = deliveries[0]
+            if delivery.wants_reply:
+                try:
+                    delivery.reply(backend.get(delivery.message, self._clock()))
+                except StorageError as exc:
+                    delivery.fail(exc)
+            return
         writes: list[Delivery] = []
         now = self._clock()
         inline = 0
