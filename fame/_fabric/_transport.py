@@ -171,7 +171,7 @@ def _unreachable_reason(exc: BaseException) -> str:
     return repr(exc)
 
 
-BATCH_LIMIT = 128
+BATCH_LIMIT = 512
 """Most messages a writer puts in one :class:`fame._wire._schema.Batch`."""
 
 
@@ -200,21 +200,28 @@ async def write_batched(
                 return
         else:
             data, held = held, None
-        # One scheduling round lets the tasks that are producing right now (a
-        # stream, many callers) queue more, so they share this websocket frame.
-        await trio.lowlevel.checkpoint()
         batch = [data]
         size = len(data)
-        while len(batch) < BATCH_LIMIT:
-            try:
-                more = out.receive_nowait()
-            except (trio.WouldBlock, trio.EndOfChannel):
+        # Scheduling rounds let the tasks that are producing right now (a
+        # stream, many callers) queue more, so they share this websocket frame:
+        # one round always, more while each round brought more (a producer
+        # sends about one message per round), up to the batch's limits. A lone
+        # message waits one round; a websocket message costs far more than a round.
+        while held is None and len(batch) < BATCH_LIMIT:
+            await trio.lowlevel.checkpoint()
+            before = len(batch)
+            while len(batch) < BATCH_LIMIT:
+                try:
+                    more = out.receive_nowait()
+                except (trio.WouldBlock, trio.EndOfChannel):
+                    break
+                if size + len(more) > budget:
+                    held = more
+                    break
+                batch.append(more)
+                size += len(more)
+            if len(batch) == before:
                 break
-            if size + len(more) > budget:
-                held = more
-                break
-            batch.append(more)
-            size += len(more)
         markers = batch.count(b"")
         if markers:
             batch = [m for m in batch if m]
