@@ -58,7 +58,7 @@ class StorageAgent(fame.BaseAgent):
     the file, so several calls may run at once.
     """
 
-    max_concurrency: ClassVar[int] = 512
+    max_concurrency: ClassVar[int] = 16
 
     _store: Any = None
 
