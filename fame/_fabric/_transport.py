@@ -204,10 +204,13 @@ async def write_batched(
         size = len(data)
         # Scheduling rounds let the tasks that are producing right now (a
         # stream, many callers) queue more, so they share this websocket frame:
-        # one round always, more while each round brought more (a producer
-        # sends about one message per round), up to the batch's limits. A lone
-        # message waits one round; a websocket message costs far more than a round.
-        while held is None and len(batch) < BATCH_LIMIT:
+        # rounds go on while they bring more (a producer sends about one
+        # message per round), up to the batch's limits, and end after two
+        # rounds that brought nothing (trio shuffles each round's order: in one
+        # round in two this writer runs before the producer). A lone message
+        # waits two rounds; a websocket message costs far more than a round.
+        idle = 0
+        while held is None and len(batch) < BATCH_LIMIT and idle < 2:
             await trio.lowlevel.checkpoint()
             before = len(batch)
             while len(batch) < BATCH_LIMIT:
@@ -220,8 +223,7 @@ async def write_batched(
                     break
                 batch.append(more)
                 size += len(more)
-            if len(batch) == before:
-                break
+            idle = idle + 1 if len(batch) == before else 0
         markers = batch.count(b"")
         if markers:
             batch = [m for m in batch if m]
