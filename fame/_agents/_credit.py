@@ -22,13 +22,19 @@ from typing import Any
 import trio
 
 from .._core._errors import NoAnswerInTime, NodeClosed, ProtocolError, remote_error
-from .._protocol._credit import DEFAULT_WINDOW, DEFAULT_WINDOW_BYTES, CreditWindow
+from .._protocol._credit import (
+    DEFAULT_WINDOW,
+    DEFAULT_WINDOW_BYTES,
+    MAX_ADAPTIVE_WINDOW,
+    CreditWindow,
+)
 from .._wire._schema import Cancel, Credit, Error, Frame, StreamEnd, StreamItem
 
 __all__ = [
     "DEFAULT_IDLE_TIMEOUT",
     "DEFAULT_WINDOW",
     "DEFAULT_WINDOW_BYTES",
+    "MAX_ADAPTIVE_WINDOW",
     "CreditBalance",
     "StreamConsumer",
     "StreamProducer",
@@ -114,15 +120,24 @@ class StreamProducer:
 
 
 class StreamConsumer:
-    """The receiving end of one stream: a bounded queue fed by the node."""
+    """The receiving end of one stream: a bounded queue fed by the node.
+
+    ``max_window`` above ``window`` lets the window grow while the reader
+    keeps up (see :class:`~fame._protocol._credit.CreditWindow`).
+    """
 
     def __init__(
-        self, address: str, window: int, window_bytes: int | None = DEFAULT_WINDOW_BYTES
+        self,
+        address: str,
+        window: int,
+        window_bytes: int | None = DEFAULT_WINDOW_BYTES,
+        max_window: int | None = None,
     ) -> None:
         self.address = address
-        self.window = CreditWindow(window, window_bytes)
-        # +1 for the closing frame, which needs no credit.
-        self._send, self._receive = trio.open_memory_channel[Frame](window + 1)
+        self.window = CreditWindow(window, window_bytes, max_window)
+        # +1 for the closing frame, which needs no credit. The credit check in
+        # push() is the real bound: the channel only has to hold the largest window.
+        self._send, self._receive = trio.open_memory_channel[Frame](self.window.max_window + 1)
         self.finished = False
         self._error: BaseException | None = None
 
@@ -152,6 +167,7 @@ class StreamConsumer:
             await trio.lowlevel.checkpoint_if_cancelled()
             frame = self._receive.receive_nowait()
         except trio.WouldBlock:
+            self.window.starved = True  # the reader keeps up: the window may grow
             frame = await self._wait(timeout)
         except (trio.EndOfChannel, trio.ClosedResourceError):
             self.finished = True

@@ -3,7 +3,9 @@
 Flow control is credit based (see ``fame._agents._credit``): the stream
 grants its producer a window of items (64) and of bytes (4 MiB) and
 returns credit as it consumes them, so a caller that stops reading stalls
-its producer after at most one window.
+its producer after at most one window. The default item window grows
+(doubling, up to 4,096 items) while the caller keeps up, i.e. finds no
+item waiting when it asks for the next; the byte window stays as it is.
 
 A producer whose consumer grants no credit for the *idle timeout* (300 s,
 or ``open_node(stream_idle_timeout=...)``) gives up: its generator is
@@ -37,6 +39,7 @@ from ._credit import (
     DEFAULT_IDLE_TIMEOUT,
     DEFAULT_WINDOW,
     DEFAULT_WINDOW_BYTES,
+    MAX_ADAPTIVE_WINDOW,
     StreamConsumer,
     timeout_ms,
 )
@@ -72,7 +75,10 @@ class Stream(Generic[T]):
         self._args = args
         self._timeout = timeout
         self._item_type = item_type
-        self._consumer = StreamConsumer(address, window, window_bytes)
+        # The default window adapts (grows while this reader keeps up); one the
+        # caller chose stays as chosen.
+        self._max_window = MAX_ADAPTIVE_WINDOW if window == DEFAULT_WINDOW else window
+        self._consumer = StreamConsumer(address, window, window_bytes, self._max_window)
         self._corr: int | None = None
         # Captured now, on the loop: __del__ may run anywhere, even after the run.
         self._token = trio.lowlevel.current_trio_token()
@@ -144,7 +150,9 @@ class Stream(Generic[T]):
                         " later or raise the deadline"
                     ) from exc
             # A fresh consumer for the next attempt: the refused one is finished.
-            self._consumer = StreamConsumer(self._address, window.window, window.window_bytes)
+            self._consumer = StreamConsumer(
+                self._address, window.window, window.window_bytes, self._max_window
+            )
             await trio.sleep(wait)
 
     async def _next(self) -> tuple[Any, tuple[int, int]]:

@@ -87,6 +87,7 @@ class LinkQueue:
         self._closed = False
         self._readable = trio.Event()
         self._room = trio.Event()
+        self._senders_waiting = 0  # senders in send() waiting for room
         self._over = trio.Event()
         self._account: Callable[[int], None] | None = None
 
@@ -139,7 +140,11 @@ class LinkQueue:
                 await trio.lowlevel.cancel_shielded_checkpoint()
                 return
             room = self._room
-            await room.wait()
+            self._senders_waiting += 1
+            try:
+                await room.wait()
+            finally:
+                self._senders_waiting -= 1
 
     def push(self, data: bytes) -> bool:
         """Queue ``data`` beyond the budget, up to the hard cap; False if it would pass that.
@@ -194,8 +199,11 @@ class LinkQueue:
         if not self._items:
             self._readable = trio.Event()
         # Wake the waiting senders; those that still find no room wait again.
-        self._room.set()
-        self._room = trio.Event()
+        # Only when someone waits: a new Event per message is the writer's
+        # most frequent allocation, and almost always nobody is waiting.
+        if self._senders_waiting:
+            self._room.set()
+            self._room = trio.Event()
         return data
 
     async def receive(self) -> bytes:

@@ -171,7 +171,7 @@ def _unreachable_reason(exc: BaseException) -> str:
     return repr(exc)
 
 
-BATCH_LIMIT = 128
+BATCH_LIMIT = 512
 """Most messages a writer puts in one :class:`fame._wire._schema.Batch`."""
 
 
@@ -200,21 +200,30 @@ async def write_batched(
                 return
         else:
             data, held = held, None
-        # One scheduling round lets the tasks that are producing right now (a
-        # stream, many callers) queue more, so they share this websocket frame.
-        await trio.lowlevel.checkpoint()
         batch = [data]
         size = len(data)
-        while len(batch) < BATCH_LIMIT:
-            try:
-                more = out.receive_nowait()
-            except (trio.WouldBlock, trio.EndOfChannel):
-                break
-            if size + len(more) > budget:
-                held = more
-                break
-            batch.append(more)
-            size += len(more)
+        # Scheduling rounds let the tasks that are producing right now (a
+        # stream, many callers) queue more, so they share this websocket frame:
+        # rounds go on while they bring more (a producer sends about one
+        # message per round), up to the batch's limits, and end after two
+        # rounds that brought nothing (trio shuffles each round's order: in one
+        # round in two this writer runs before the producer). A lone message
+        # waits two rounds; a websocket message costs far more than a round.
+        idle = 0
+        while held is None and len(batch) < BATCH_LIMIT and idle < 2:
+            await trio.lowlevel.checkpoint()
+            before = len(batch)
+            while len(batch) < BATCH_LIMIT:
+                try:
+                    more = out.receive_nowait()
+                except (trio.WouldBlock, trio.EndOfChannel):
+                    break
+                if size + len(more) > budget:
+                    held = more
+                    break
+                batch.append(more)
+                size += len(more)
+            idle = idle + 1 if len(batch) == before else 0
         markers = batch.count(b"")
         if markers:
             batch = [m for m in batch if m]

@@ -6,7 +6,7 @@ from typing import Any
 
 import trio
 
-from fame._agents._stream import DEFAULT_WINDOW
+from fame._agents._stream import DEFAULT_WINDOW, DEFAULT_WINDOW_BYTES
 from fame._fabric._client import connect
 
 from .conftest import Fabric
@@ -67,12 +67,16 @@ async def test_slow_consumer_stalls_producer_with_bounded_memory(fabric: Fabric)
                 consumed += 1
                 if consumed == 500:
                     break
+            # The window grew while the reader kept up (adaptive credit), but never
+            # past what the consumer granted: the item window in force, and the bytes.
+            window = consumer.window.window
         # Leaving the block cancels the stream: the agent's generator is closed.
         with trio.fail_after(GUARD):
             while (await echo.stats())["closed"] < 1:  # noqa: ASYNC110 (polls another process)
                 await trio.sleep(0.01)
         stats = await echo.stats()
-        assert stats["produced"] <= 500 + DEFAULT_WINDOW
+        assert stats["produced"] <= 500 + window
+        assert (stats["produced"] - 500) * ITEM_SIZE <= DEFAULT_WINDOW_BYTES + ITEM_SIZE
 
 
 async def test_dropping_a_stream_with_the_client_closes_the_generator(fabric: Fabric) -> None:

@@ -292,3 +292,45 @@ async def test_cancelling_the_node_mid_stream_and_mid_call_leaves_nothing() -> N
     assert sorted(agent.log) == ["call cancelled", "generator closed", "stop"]
     assert agent.log[-1] == "stop"
     assert_no_new_tasks(before)
+
+
+@settings(max_examples=200)
+@given(
+    st.integers(min_value=1, max_value=20),
+    st.lists(st.sampled_from(["send", "read", "starve"]), max_size=400),
+)
+def test_an_adaptive_window_grows_only_within_its_bounds(window: int, steps: list[str]) -> None:
+    """The window grows while the reader runs dry, never past ``max_window``, never overrun."""
+    consumer = CreditWindow(window, None, max_window=window * 8)
+    producer = CreditBalance(window)
+    in_flight = 0
+    for step in steps:
+        if step == "send" and producer.available > 0:
+            producer.available -= 1
+            consumer.on_item()
+            in_flight += 1
+        elif step == "starve":
+            consumer.starved = True
+        elif step == "read" and in_flight > 0:
+            in_flight -= 1
+            producer.grant(*consumer.on_consumed())
+        assert window <= consumer.window <= window * 8
+        assert producer.available + in_flight <= consumer.window
+
+
+def test_an_adaptive_window_doubles_while_the_reader_keeps_up() -> None:
+    consumer = CreditWindow(4, None, max_window=16)
+    producer = CreditBalance(4)
+    seen = []
+    in_flight = 0
+    for _ in range(40):
+        while producer.try_take():
+            consumer.on_item()
+            in_flight += 1
+        consumer.starved = True  # the reader found nothing waiting: it keeps up
+        while in_flight:
+            in_flight -= 1
+            producer.grant(*consumer.on_consumed())
+        seen.append(consumer.window)
+    assert seen[-1] == 16
+    assert sorted(seen) == seen  # only ever grows while the reader keeps up
