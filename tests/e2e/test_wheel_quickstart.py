@@ -93,11 +93,15 @@ def venv(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     ).stdout.strip()
     deps = {sysconfig.get_path("purelib"), sysconfig.get_path("platlib")}
     (Path(purelib) / "_running_env_deps.pth").write_text("\n".join(sorted(deps)) + "\n")
+    # Without PYTHONPATH: a checkout on it makes pip see fame-actors as installed
+    # already (its .egg-info) and install nothing.
+    env = {name: value for name, value in os.environ.items() if name != "PYTHONPATH"}
     subprocess.run(
         [sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps",
          "--no-index", "--quiet", str(wheel)],
         check=True,
         timeout=120,
+        env=env,
     )  # fmt: skip
     return path
 
