@@ -147,7 +147,8 @@ class Mailbox(Generic[T]):
             return message
         # Parking is the cancel point: a pending cancellation aborts it at once.
         self._receiver = current_task()
-        return await wait_task_rescheduled(self._abort_receive)
+        received: T = await wait_task_rescheduled(self._abort_receive)
+        return received
 
     def _abort_receive(self, _: Any) -> Abort:
         self._receiver = None
