@@ -16,6 +16,7 @@ interval (for a log or ``grep``). Ctrl-C ends it with status 0.
 
 from __future__ import annotations
 
+import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -211,6 +212,27 @@ def _table(status: SentinelStatus, rates: dict[str, float | None], frame: int, n
 
 
 async def _watch(interval: float, draw: Callable[[SentinelStatus | None, str], None]) -> None:
+    """Run :func:`_poll` until Ctrl-C (SIGINT), then return.
+
+    SIGINT is taken as an event, not as trio's KeyboardInterrupt: raised
+    in whichever task runs when it comes, a KeyboardInterrupt that lands in
+    the client connection's own tasks ends the connection instead, and the
+    loop below took that for a dropped sentinel and reconnected: Ctrl-C was
+    lost.
+    """
+    with trio.open_signal_receiver(signal.SIGINT) as interrupts:
+        async with trio.open_nursery() as nursery:
+
+            async def until_interrupted() -> None:
+                async for _ in interrupts:
+                    nursery.cancel_scope.cancel()
+                    return
+
+            nursery.start_soon(until_interrupted)
+            await _poll(interval, draw)
+
+
+async def _poll(interval: float, draw: Callable[[SentinelStatus | None, str], None]) -> None:
     """Ask the sentinel every ``interval`` s over one connection; reconnect when it drops."""
     settings = load_settings([SENTINEL_CONF, SECRETS_FILE], optional=True)
     token = settings.get("FAME_ADMIN_TOKEN", "").strip()

@@ -219,6 +219,20 @@ def drain(fd: int) -> None:
             return
 
 
+def wait_for_exit(pid: int) -> int:
+    """The wait status of child ``pid`` once it exits (bounded: it is killed past WAIT)."""
+    deadline = time.monotonic() + WAIT
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return status
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            raise AssertionError(f"fame status --watch did not end within {WAIT} s of Ctrl-C")
+        time.sleep(0.05)
+
+
 def test_watch_redraws_in_a_terminal_and_ends_on_ctrl_c(running: Running) -> None:
     running.client("store", "k", "v")
     env = dict(running.env, COLUMNS="160", LINES="40", TERM="xterm")
@@ -233,7 +247,7 @@ def test_watch_redraws_in_a_terminal_and_ends_on_ctrl_c(running: Running) -> Non
         assert b"#1" in seen
         os.write(fd, b"\x03")  # Ctrl-C, as typed
         drain(fd)
-        _, status = os.waitpid(pid, 0)
+        status = wait_for_exit(pid)
         pid = 0
         assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, status
     finally:
