@@ -26,18 +26,15 @@ import trio
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench_project import client_credentials, fame_cli, new_project  # noqa: E402
+from bench_project import (  # noqa: E402
+    client_credentials,
+    fame_cli,
+    new_project,
+    service_rss_mib,
+)
 
 import fame  # noqa: E402
 from agents.storage_agent import STORAGE_AGENT_ADDRESS, StorageAgent  # noqa: E402
-
-
-def _rss_mib(root: Path, name: str) -> float:
-    pid = int((root / "run" / f"{name}.pid").read_text())
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no VmRSS for pid {pid}")
 
 
 async def _load(
@@ -73,14 +70,14 @@ def main() -> None:
     root, env, port = new_project("fame-bench-e2e-")
     try:
         cold = fame_cli(root, env, "up")
-        idle = {name: _rss_mib(root, name) for name in ("sentinel", "agent")}
+        idle = {name: service_rss_mib(root, name) for name in ("sentinel", "agent")}
         token, keys = client_credentials(root)
         url = f"ws://127.0.0.1:{port}"
         store_s, stream_s, count = trio.run(_load, url, token, keys, args.records, args.callers)
-        loaded = {name: _rss_mib(root, name) for name in ("sentinel", "agent")}
+        loaded = {name: service_rss_mib(root, name) for name in ("sentinel", "agent")}
         stop = fame_cli(root, env, "stop")
         warm = fame_cli(root, env, "up")
-        after_restart = {name: _rss_mib(root, name) for name in ("sentinel", "agent")}
+        after_restart = {name: service_rss_mib(root, name) for name in ("sentinel", "agent")}
         fame_cli(root, env, "stop")
         size = sum(p.stat().st_size for p in (root / "data").rglob("*") if p.is_file())
     finally:

@@ -64,6 +64,15 @@ def fame_cli(root: Path, env: dict[str, str], *args: str, check: bool = True) ->
     return elapsed
 
 
+def service_rss_mib(root: Path, name: str) -> float:
+    """Resident memory (VmRSS, MiB) of the service ``name`` of the project at ``root``."""
+    pid = int((root / "run" / f"{name}.pid").read_text())
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmRSS for pid {pid}")
+
+
 def client_credentials(root: Path) -> tuple[str, list[bytes]]:
     """The admission token and the sentinel's public keys of the project at ``root``."""
     token = next(

@@ -34,7 +34,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench_project import fame_cli, new_project  # noqa: E402
+from bench_project import fame_cli, new_project, service_rss_mib  # noqa: E402
 
 LIBRARIES = (
     # What the sentinel and the node import from outside the standard library
@@ -88,14 +88,6 @@ def _baseline_round() -> tuple[float, float, float]:
     return elapsed, statistics.median(float(out) for out in outputs), _children_cpu() - cpu
 
 
-def _rss_mib(root: Path, name: str) -> float:
-    pid = int((root / "run" / f"{name}.pid").read_text())
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no VmRSS for pid {pid}")
-
-
 def _fame_round() -> tuple[float, float, float, float]:
     """Cold ``fame up`` seconds; idle RSS (MiB) of the sentinel and of the agent node; the
     CPU seconds of ``fame up`` and both services until then, summed."""
@@ -105,7 +97,7 @@ def _fame_round() -> tuple[float, float, float, float]:
         cpu = _children_cpu()
         cold = fame_cli(root, env, "up")
         cpu = _children_cpu() - cpu + _process_cpu(root, "sentinel") + _process_cpu(root, "agent")
-        return cold, _rss_mib(root, "sentinel"), _rss_mib(root, "agent"), cpu
+        return cold, service_rss_mib(root, "sentinel"), service_rss_mib(root, "agent"), cpu
     finally:
         fame_cli(root, env, "stop", check=False)
         shutil.rmtree(root, ignore_errors=True)
