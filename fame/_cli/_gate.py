@@ -24,6 +24,8 @@ from pathlib import Path
 
 import trio
 
+from ._interrupt import cancel_on_signal
+
 __all__ = ["AFTER_TIMEOUT", "GO", "GateClosed", "await_file", "pass_gate"]
 
 GO = b"go\n"
@@ -52,13 +54,7 @@ async def await_file(path: Path, signals: AsyncIterator[int]) -> bool:
     found = False
     with trio.move_on_after(AFTER_TIMEOUT) as waiting:
         async with trio.open_nursery() as nursery:
-
-            async def until_signal() -> None:
-                async for _ in signals:
-                    nursery.cancel_scope.cancel()
-                    return
-
-            nursery.start_soon(until_signal)
+            nursery.start_soon(cancel_on_signal, signals, nursery.cancel_scope)
             waited = trio.Path(path)
             while True:  # polled: the sentinel is another process
                 if await waited.exists():

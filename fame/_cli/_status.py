@@ -28,6 +28,7 @@ import trio
 import fame
 from fame.lowlevel import SENTINEL_ADMIN_ADDRESS, SentinelStatus
 
+from ._interrupt import cancel_on_signal
 from ._live_admin import LiveAdminError, call_waiting
 from ._settings import SECRETS_FILE, SENTINEL_CONF, client_tls, load_settings, sentinel_url
 from ._trust import sentinel_keys
@@ -214,21 +215,13 @@ def _table(status: SentinelStatus, rates: dict[str, float | None], frame: int, n
 async def _watch(interval: float, draw: Callable[[SentinelStatus | None, str], None]) -> None:
     """Run :func:`_poll` until Ctrl-C (SIGINT), then return.
 
-    SIGINT is taken as an event, not as trio's KeyboardInterrupt: raised
-    in whichever task runs when it comes, a KeyboardInterrupt that lands in
-    the client connection's own tasks ends the connection instead, and the
-    loop below took that for a dropped sentinel and reconnected: Ctrl-C was
-    lost.
+    SIGINT is an event here (see ``_interrupt``): as trio's KeyboardInterrupt
+    it could end the client connection instead, and :func:`_poll` took that
+    for a dropped sentinel and reconnected, so Ctrl-C was lost.
     """
     with trio.open_signal_receiver(signal.SIGINT) as interrupts:
         async with trio.open_nursery() as nursery:
-
-            async def until_interrupted() -> None:
-                async for _ in interrupts:
-                    nursery.cancel_scope.cancel()
-                    return
-
-            nursery.start_soon(until_interrupted)
+            nursery.start_soon(cancel_on_signal, interrupts, nursery.cancel_scope)
             await _poll(interval, draw)
 
 
