@@ -2,12 +2,14 @@
 
 A streaming request carries an initial ``credit``: how many items the
 consumer can buffer, and ``credit_bytes``: how many bytes of them. The
-producer sends one :class:`StreamItem` per credit while its byte credit is
-positive (an item larger than the byte window still goes, alone) and then
-waits; the consumer returns credit (a :class:`Credit` frame) after it has
-*consumed* half of its window, in items or bytes. So a consumer that stops
-reading stalls the producer after at most one window, and neither side,
-nor any router in between, holds more than a window per stream.
+producer sends an item per credit while its byte credit is positive (an
+item larger than the byte window still goes, alone) and then waits; the
+items go one per :class:`StreamItem`, or, to a consumer that asked for them
+(``Request.batch``), several per :class:`StreamItems` frame. The consumer
+returns credit (a :class:`Credit` frame) after it has *consumed* half of
+its window, in items or bytes. So a consumer that stops reading stalls
+the producer after at most one window, and neither side, nor any router
+in between, holds more than a window per stream.
 
 :class:`StreamConsumer` is the consumer's side (its arithmetic is the
 sans-IO :class:`~fame._protocol._credit.CreditWindow`), :class:`CreditBalance`
@@ -28,7 +30,7 @@ from .._protocol._credit import (
     MAX_ADAPTIVE_WINDOW,
     CreditWindow,
 )
-from .._wire._schema import Cancel, Credit, Error, Frame, StreamEnd, StreamItem
+from .._wire._schema import Cancel, Credit, Error, Frame, StreamEnd, StreamItem, StreamItems
 
 __all__ = [
     "DEFAULT_IDLE_TIMEOUT",
@@ -123,7 +125,11 @@ class StreamConsumer:
     """The receiving end of one stream: a bounded queue fed by the node.
 
     ``max_window`` above ``window`` lets the window grow while the reader
-    keeps up (see :class:`~fame._protocol._credit.CreditWindow`).
+    keeps up (see :class:`~fame._protocol._credit.CreditWindow`). The items
+    of a :class:`StreamItems` frame are handed over one by one, still
+    encoded (``msgspec.Raw``: the reader decodes them to its item type), and
+    each one's credit is returned as it is consumed, as for a
+    :class:`StreamItem`.
     """
 
     def __init__(
@@ -140,12 +146,16 @@ class StreamConsumer:
         self._send, self._receive = trio.open_memory_channel[Frame](self.window.max_window + 1)
         self.finished = False
         self._error: BaseException | None = None
+        self._batch: list[Any] = []  # the current StreamItems frame's items
+        self._at = 0  # the next of them to hand over
 
     def push(self, frame: Frame) -> None:
         """Called by the node for each frame of this stream (never blocks)."""
         try:
             if isinstance(frame, StreamItem):
                 self.window.on_item()
+            elif isinstance(frame, StreamItems):
+                self.window.on_items(len(frame.items))
             self._send.send_nowait(frame)
         except (trio.WouldBlock, ProtocolError):
             self.fail(ProtocolError(f"stream from {self.address} overran its credit"))
@@ -159,33 +169,46 @@ class StreamConsumer:
     async def next(self, timeout: float | None) -> tuple[Any, tuple[int, int]]:
         """The next item and the credit to grant, ``(items, bytes)``.
 
-        Raises StopAsyncIteration at the end.
+        Raises StopAsyncIteration at the end. An item of a :class:`StreamItems`
+        frame comes as ``msgspec.Raw``, still encoded.
         """
-        try:
-            # Items usually wait in the buffer already: take one without paying for
-            # a cancel scope. The periodic credit sends keep the reader cooperative.
+        if self._at < len(self._batch):
             await trio.lowlevel.checkpoint_if_cancelled()
-            frame = self._receive.receive_nowait()
-        except trio.WouldBlock:
-            self.window.starved = True  # the reader keeps up: the window may grow
-            frame = await self._wait(timeout)
-        except (trio.EndOfChannel, trio.ClosedResourceError):
-            self.finished = True
-            raise self._error or NodeClosed("stream closed") from None
-        match frame:
-            case StreamItem(item=item, size=size):
-                return item, self.window.on_consumed(size)
-            case StreamEnd():
+            raw = self._batch[self._at]
+            self._at += 1
+            return raw, self.window.on_consumed(len(raw))
+        while True:
+            try:
+                # Items usually wait in the buffer already: take one without paying for
+                # a cancel scope. The periodic credit sends keep the reader cooperative.
+                await trio.lowlevel.checkpoint_if_cancelled()
+                frame = self._receive.receive_nowait()
+            except trio.WouldBlock:
+                self.window.starved = True  # the reader keeps up: the window may grow
+                frame = await self._wait(timeout)
+            except (trio.EndOfChannel, trio.ClosedResourceError):
                 self.finished = True
-                raise StopAsyncIteration
-            case Error(kind, message, actor, exc_type, traceback):
-                self.finished = True
-                raise remote_error(
-                    kind, message, actor=actor, exc_type=exc_type, traceback=traceback
-                )
-            case _:
-                self.finished = True
-                raise ProtocolError(f"unexpected {type(frame).__name__} in a stream")
+                raise self._error or NodeClosed("stream closed") from None
+            match frame:
+                case StreamItem(item=item, size=size):
+                    return item, self.window.on_consumed(size)
+                case StreamItems(items=items):
+                    if not items:
+                        continue  # nothing in it (no producer of fame sends one)
+                    self._batch, self._at = items, 1
+                    raw = items[0]
+                    return raw, self.window.on_consumed(len(raw))
+                case StreamEnd():
+                    self.finished = True
+                    raise StopAsyncIteration
+                case Error(kind, message, actor, exc_type, traceback):
+                    self.finished = True
+                    raise remote_error(
+                        kind, message, actor=actor, exc_type=exc_type, traceback=traceback
+                    )
+                case _:
+                    self.finished = True
+                    raise ProtocolError(f"unexpected {type(frame).__name__} in a stream")
 
     async def _wait(self, timeout: float | None) -> Frame:
         deadline = math.inf if timeout is None else trio.current_time() + timeout

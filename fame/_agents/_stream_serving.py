@@ -26,6 +26,7 @@ closes the generator too.
 
 from __future__ import annotations
 
+import enum
 import logging
 import math
 import time
@@ -37,7 +38,8 @@ import msgspec
 import trio
 
 from .._core._errors import OperationFailed, ProtocolError, RemoteError, WireError
-from .._wire._schema import Envelope, Request, StreamEnd, StreamItem
+from .._protocol._credit import FRAME_BYTES, FRAME_ITEMS
+from .._wire._schema import Envelope, Request, StreamEnd, StreamItem, StreamItems
 from ._credit import CreditBalance, StreamProducer
 from ._operation import OperationSpec
 from ._switchboard import Switchboard, unsendable
@@ -154,6 +156,14 @@ def _first_wait(request: Envelope) -> float:
     return math.inf if timeout_ms is None else timeout_ms / 1000
 
 
+class _Ended(enum.Enum):
+    """How the pulling of a stream's items ended, when nothing failed."""
+
+    END = "end"  # the generator finished: StreamEnd
+    IDLE = "idle"  # no credit for the idle timeout: an error saying so
+    UNANSWERED = "unanswered"  # no slot before the caller's deadline: nothing
+
+
 async def _serve(
     switchboard: Switchboard,
     owner: StreamOwner,
@@ -163,7 +173,65 @@ async def _serve(
     credit: CreditBalance,
     slots: _Slots,
 ) -> None:
-    """Send the generator's items as credit allows, then the end of the stream."""
+    """Send the generator's items as credit allows, then the end of the stream.
+
+    To a consumer that takes batches, a sender task (:class:`_Batches`)
+    sends what the generator produced while it was busy as one
+    :class:`StreamItems` frame. It lives in a nursery of this function: the
+    last frame (end, error, or a crash's answer, sent by the caller) always
+    goes after every item produced before it.
+    """
+    frame = request.frame
+    batch = frame.batch if isinstance(frame, Request) else 0
+    if batch <= 1:
+        ended = await _pull(switchboard, owner, spec, kwargs, request, credit, slots, None)
+    else:
+        sender = _Batches(switchboard, request, min(batch, FRAME_ITEMS))
+        failure: Exception | None = None
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(sender.run, nursery.cancel_scope)
+            try:
+                ended = await _pull(
+                    switchboard, owner, spec, kwargs, request, credit, slots, sender
+                )
+            except Exception as exc:
+                # Not raised here: that would cancel the sender and lose the items
+                # produced before the failure. Raised once they were sent.
+                failure = exc
+            finally:
+                sender.close()
+        if sender.unsendable is not None:
+            ended = sender.unsendable  # an item too big for the wire ended the stream
+        elif failure is not None:
+            try:
+                raise failure
+            finally:
+                failure = None
+    match ended:
+        case _Ended.END:
+            await switchboard.reply(request, StreamEnd())
+        case _Ended.IDLE:
+            await _give_up_idle_stream(switchboard, owner, spec, request)
+        case _Ended.UNANSWERED:
+            pass
+        case WireError() as too_big:
+            # An item too big for the wire ends the stream with a clear
+            # error; the agent did nothing wrong: no restart.
+            message = unsendable(request, too_big)
+            await switchboard.reply_error(request, ProtocolError.kind, message, actor=owner.address)
+
+
+async def _pull(
+    switchboard: Switchboard,
+    owner: StreamOwner,
+    spec: OperationSpec,
+    kwargs: dict[str, Any],
+    request: Envelope,
+    credit: CreditBalance,
+    slots: _Slots,
+    batches: _Batches | None,
+) -> _Ended | WireError:
+    """Pull the generator's items as credit allows and send them (``batches``: hand them over)."""
     first_slot_by = trio.current_time() + _first_wait(request)
     async with aclosing(spec.function(owner.agent, **kwargs)) as items:
         while True:
@@ -177,31 +245,101 @@ async def _serve(
                 with trio.move_on_after(switchboard.stream_idle_timeout) as idle:
                     await credit.take()
                 if idle.cancelled_caught:
-                    await _give_up_idle_stream(switchboard, owner, spec, request)
-                    return
+                    return _Ended.IDLE
             if not slots.held:
                 with trio.move_on_at(first_slot_by):
                     await slots.take()
                 if not slots.held:
-                    return  # no slot before the caller's deadline: nobody waits now
+                    return _Ended.UNANSWERED  # nobody waits now
                 first_slot_by = math.inf
             try:
                 item = await items.__anext__()
             except StopAsyncIteration:
-                break
+                return _Ended.END
             try:
                 raw = encode_item(spec.convert_result(item))
-                await switchboard.reply(request, StreamItem(raw, len(raw)))
+                if batches is None:
+                    await switchboard.reply(request, StreamItem(raw, len(raw)))
             except WireError as exc:
-                # An item too big for the wire ends the stream with a clear
-                # error; the agent did nothing wrong: no restart.
-                message = unsendable(request, exc)
-                await switchboard.reply_error(
-                    request, ProtocolError.kind, message, actor=owner.address
-                )
-                return
+                return exc
             credit.spend_bytes(len(raw))
-    await switchboard.reply(request, StreamEnd())
+            if batches is not None:
+                await batches.put(raw)
+
+
+class _Batches:
+    """The items of one stream on their way, several per frame: a buffer and its sender.
+
+    :meth:`put` adds an item; :meth:`run` (a task) sends whatever the
+    buffer holds as one frame whenever it gets to run, that is whenever the
+    producing task waits (for its generator, for credit, for room): an item
+    is never held back to wait for more. A full buffer (``limit`` items, or
+    :data:`FRAME_BYTES`) makes :meth:`put` wait for the sender, so a
+    generator that never awaits still lets the event loop run once per
+    frame.
+    """
+
+    def __init__(self, switchboard: Switchboard, request: Envelope, limit: int) -> None:
+        self._switchboard = switchboard
+        self._request = request
+        self._limit = limit
+        self._items: list[msgspec.Raw] = []
+        self._bytes = 0
+        self._closed = False
+        self._wanted = trio.Event()  # set when the sender may have something to do
+        self._taken = trio.Event()  # set when the sender took the buffer
+        self.unsendable: WireError | None = None
+
+    async def put(self, raw: msgspec.Raw) -> None:
+        """Add an item to the next frame, first waiting for room if the buffer is full."""
+        while self._items and (
+            len(self._items) >= self._limit or self._bytes + len(raw) > FRAME_BYTES
+        ):
+            self._taken = trio.Event()
+            await self._taken.wait()
+        self._items.append(raw)
+        self._bytes += len(raw)
+        self._wanted.set()
+
+    def close(self) -> None:
+        """No more items will come: the sender sends what is left, then returns."""
+        self._closed = True
+        self._wanted.set()
+
+    async def run(self, scope: trio.CancelScope) -> None:
+        """Send the buffer as frames until it is closed and empty.
+
+        An item too big for the wire stops the stream (``scope``: the
+        producer's, so its generator is closed) and is kept in
+        :attr:`unsendable`, for the stream's last frame.
+        """
+        while True:
+            if not self._items:
+                if self._closed:
+                    return
+                self._wanted = trio.Event()
+                await self._wanted.wait()
+                continue
+            items, self._items, self._bytes = self._items, [], 0
+            self._taken.set()
+            try:
+                await self._send(items)
+            except WireError as exc:
+                self.unsendable = exc
+                scope.cancel()
+                return
+
+    async def _send(self, items: list[msgspec.Raw]) -> None:
+        """Send ``items`` as one frame; one by one if that frame is too big for the wire."""
+        switchboard, request = self._switchboard, self._request
+        if len(items) > 1:
+            try:
+                await switchboard.reply(request, StreamItems(items))
+                return
+            except WireError:
+                pass  # a smaller limit on the wire than FRAME_BYTES: one item per frame
+        for raw in items:
+            await switchboard.reply(request, StreamItem(raw, len(raw)))
 
 
 async def _give_up_idle_stream(

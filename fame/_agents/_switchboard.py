@@ -77,6 +77,7 @@ from .._wire._schema import (
     Request,
     StreamEnd,
     StreamItem,
+    StreamItems,
 )
 from ._credit import DEFAULT_IDLE_TIMEOUT, StreamConsumer, StreamProducer, timeout_ms
 from ._waiting_room import Waiting, WaitingRoom
@@ -850,7 +851,7 @@ class Switchboard:
                 case Reply() | Error() if corr in self.pending:
                     self.pending[corr].set(frame)
                     return
-                case StreamItem() | StreamEnd() | Error() if corr in self.consumers:
+                case StreamItem() | StreamItems() | StreamEnd() | Error() if corr in self.consumers:
                     self.consumers[corr].push(frame)
                     return
         self.dropped_answers += 1

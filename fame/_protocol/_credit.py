@@ -21,7 +21,14 @@ from __future__ import annotations
 
 from .._core._errors import ProtocolError
 
-__all__ = ["DEFAULT_WINDOW", "DEFAULT_WINDOW_BYTES", "MAX_ADAPTIVE_WINDOW", "CreditWindow"]
+__all__ = [
+    "DEFAULT_WINDOW",
+    "DEFAULT_WINDOW_BYTES",
+    "FRAME_BYTES",
+    "FRAME_ITEMS",
+    "MAX_ADAPTIVE_WINDOW",
+    "CreditWindow",
+]
 
 DEFAULT_WINDOW = 64
 """Items a stream consumer buffers unless it asks for another window."""
@@ -31,6 +38,18 @@ DEFAULT_WINDOW_BYTES = 4 * 1024 * 1024
 
 MAX_ADAPTIVE_WINDOW = 4096
 """Items the default window grows to while its consumer keeps up (the byte window still holds)."""
+
+FRAME_ITEMS = 256
+"""Most items a consumer takes in one ``StreamItems`` frame (``Request.batch``).
+
+Enough that the per-frame cost (an envelope, a routing decision at the
+sentinel, a decode at each end) is a small part of each item's; few enough
+that a generator that never awaits yields the event loop every few hundred
+items."""
+
+FRAME_BYTES = 256 * 1024
+"""Most bytes of items a producer puts in one ``StreamItems`` frame: a quarter of the
+wire's default message limit, so a frame never comes near it (a larger item goes alone)."""
 
 
 class CreditWindow:
@@ -69,6 +88,12 @@ class CreditWindow:
         if self.outstanding <= 0:
             raise ProtocolError("stream producer sent an item without credit")
         self.outstanding -= 1
+
+    def on_items(self, n: int) -> None:
+        """``n`` items arrived in one frame; :class:`fame.ProtocolError` if they had no credit."""
+        if n > self.outstanding:
+            raise ProtocolError("stream producer sent items without credit")
+        self.outstanding -= n
 
     def on_consumed(self, size: int = 0) -> tuple[int, int]:
         """An item of ``size`` bytes was handed to the reader.

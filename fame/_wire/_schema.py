@@ -59,6 +59,7 @@ __all__ = [
     "RoutingHeader",
     "StreamEnd",
     "StreamItem",
+    "StreamItems",
     "TraceParent",
     "Unbind",
     "Welcome",
@@ -148,6 +149,10 @@ class Request(_Msg, tag="req", frozen=True):
     (:data:`TraceParent`) when the caller traces with OpenTelemetry, so the
     callee's spans join the caller's trace; ``None`` (tracing off, or an
     older caller): one ``nil`` byte. Anything else is a malformed request.
+
+    ``batch`` (a stream): the most items the consumer takes in one
+    :class:`StreamItems` frame; 0 or 1 (an older caller): one
+    :class:`StreamItem` per item.
     """
 
     op: str
@@ -159,6 +164,7 @@ class Request(_Msg, tag="req", frozen=True):
     request_id: RequestId | None = None
     once: bool = False
     trace: TraceParent | None = None
+    batch: int = 0
 
 
 class Reply(_Msg, tag="rep", frozen=True):
@@ -177,6 +183,19 @@ class StreamItem(_Msg, tag="item", frozen=True):
 
     item: Any
     size: int = 0
+
+
+class StreamItems(_Msg, tag="items", frozen=True):
+    """Several items of a streaming operation, each consuming one credit, in order.
+
+    Only for a consumer that asked for them (``Request.batch``). Each item
+    is its encoded bytes as the producer counted them against its byte
+    credit: the consumer decodes it when it hands it over and grants its
+    length back once it is consumed. A producer puts in one frame the items
+    that are ready when it sends, never waiting for more.
+    """
+
+    items: list[msgspec.Raw]
 
 
 class StreamEnd(_Msg, tag="end", frozen=True):
@@ -210,7 +229,7 @@ class Error(_Msg, tag="err", frozen=True):
     traceback: str | None = None
 
 
-Frame = Request | Reply | StreamItem | StreamEnd | Credit | Cancel | Error
+Frame = Request | Reply | StreamItem | StreamItems | StreamEnd | Credit | Cancel | Error
 
 
 class Envelope(_Msg, tag="e", frozen=True):
@@ -260,7 +279,7 @@ _frame_tag_decoder = msgspec.msgpack.Decoder(_FrameTag)
 FINAL_FRAME_TAGS: Final = frozenset({"rep", "end", "err"})
 """Tags of the frames that end a request: after one, nothing more answers it."""
 
-ANSWER_FRAME_TAGS: Final = frozenset({"rep", "item", "end", "err"})
+ANSWER_FRAME_TAGS: Final = frozenset({"rep", "item", "items", "end", "err"})
 """Tags of the frames that answer a request (they travel back to its caller)."""
 
 REPLY_FRAME_TAGS: Final = frozenset({"req", "credit", "cancel"})
