@@ -146,16 +146,19 @@ class StreamConsumer:
         self._send, self._receive = trio.open_memory_channel[Frame](self.window.max_window + 1)
         self.finished = False
         self._error: BaseException | None = None
-        self._batch: list[Any] = []  # the current StreamItems frame's items
-        self._at = 0  # the next of them to hand over
 
     def push(self, frame: Frame) -> None:
         """Called by the node for each frame of this stream (never blocks)."""
         try:
+            if isinstance(frame, StreamItems):
+                # Its items queue one by one, each as the StreamItem it stands for:
+                # the queue holds items, whatever frames brought them.
+                self.window.on_items(len(frame.items))
+                for raw in frame.items:
+                    self._send.send_nowait(StreamItem(raw, len(raw)))
+                return
             if isinstance(frame, StreamItem):
                 self.window.on_item()
-            elif isinstance(frame, StreamItems):
-                self.window.on_items(len(frame.items))
             self._send.send_nowait(frame)
         except (trio.WouldBlock, ProtocolError):
             self.fail(ProtocolError(f"stream from {self.address} overran its credit"))
@@ -172,43 +175,31 @@ class StreamConsumer:
         Raises StopAsyncIteration at the end. An item of a :class:`StreamItems`
         frame comes as ``msgspec.Raw``, still encoded.
         """
-        if self._at < len(self._batch):
+        try:
+            # Items usually wait in the buffer already: take one without paying for
+            # a cancel scope. The periodic credit sends keep the reader cooperative.
             await trio.lowlevel.checkpoint_if_cancelled()
-            raw = self._batch[self._at]
-            self._at += 1
-            return raw, self.window.on_consumed(len(raw))
-        while True:
-            try:
-                # Items usually wait in the buffer already: take one without paying for
-                # a cancel scope. The periodic credit sends keep the reader cooperative.
-                await trio.lowlevel.checkpoint_if_cancelled()
-                frame = self._receive.receive_nowait()
-            except trio.WouldBlock:
-                self.window.starved = True  # the reader keeps up: the window may grow
-                frame = await self._wait(timeout)
-            except (trio.EndOfChannel, trio.ClosedResourceError):
+            frame = self._receive.receive_nowait()
+        except trio.WouldBlock:
+            self.window.starved = True  # the reader keeps up: the window may grow
+            frame = await self._wait(timeout)
+        except (trio.EndOfChannel, trio.ClosedResourceError):
+            self.finished = True
+            raise self._error or NodeClosed("stream closed") from None
+        match frame:
+            case StreamItem(item=item, size=size):
+                return item, self.window.on_consumed(size)
+            case StreamEnd():
                 self.finished = True
-                raise self._error or NodeClosed("stream closed") from None
-            match frame:
-                case StreamItem(item=item, size=size):
-                    return item, self.window.on_consumed(size)
-                case StreamItems(items=items):
-                    if not items:
-                        continue  # nothing in it (no producer of fame sends one)
-                    self._batch, self._at = items, 1
-                    raw = items[0]
-                    return raw, self.window.on_consumed(len(raw))
-                case StreamEnd():
-                    self.finished = True
-                    raise StopAsyncIteration
-                case Error(kind, message, actor, exc_type, traceback):
-                    self.finished = True
-                    raise remote_error(
-                        kind, message, actor=actor, exc_type=exc_type, traceback=traceback
-                    )
-                case _:
-                    self.finished = True
-                    raise ProtocolError(f"unexpected {type(frame).__name__} in a stream")
+                raise StopAsyncIteration
+            case Error(kind, message, actor, exc_type, traceback):
+                self.finished = True
+                raise remote_error(
+                    kind, message, actor=actor, exc_type=exc_type, traceback=traceback
+                )
+            case _:
+                self.finished = True
+                raise ProtocolError(f"unexpected {type(frame).__name__} in a stream")
 
     async def _wait(self, timeout: float | None) -> Frame:
         deadline = math.inf if timeout is None else trio.current_time() + timeout
