@@ -188,18 +188,27 @@ async def _serve(
     else:
         sender = _Batches(switchboard, request, min(batch, FRAME_ITEMS))
         failure: Exception | None = None
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(sender.run, nursery.cancel_scope)
-            try:
-                ended = await _pull(
-                    switchboard, owner, spec, kwargs, request, credit, slots, sender
-                )
-            except Exception as exc:
-                # Not raised here: that would cancel the sender and lose the items
-                # produced before the failure. Raised once they were sent.
-                failure = exc
-            finally:
-                sender.close()
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(sender.run, nursery.cancel_scope)
+                try:
+                    ended = await _pull(
+                        switchboard, owner, spec, kwargs, request, credit, slots, sender
+                    )
+                except Exception as exc:
+                    # Not raised here: that would cancel the sender and lose the items
+                    # produced before the failure. Raised once they were sent.
+                    failure = exc
+                finally:
+                    sender.close()
+        except BaseExceptionGroup as group:
+            # Cancelled from outside (the consumer, a stopping agent): both tasks
+            # were, and the nursery grouped them. The caller tells cancellation
+            # from a crash by the bare exception, as without the sender.
+            cancelled = _only_cancelled(group)
+            if cancelled is None:
+                raise
+            raise cancelled from None
         if sender.unsendable is not None:
             ended = sender.unsendable  # an item too big for the wire ended the stream
         elif failure is not None:
@@ -265,6 +274,18 @@ async def _pull(
             credit.spend_bytes(len(raw))
             if batches is not None:
                 await batches.put(raw)
+
+
+def _only_cancelled(group: BaseExceptionGroup[BaseException]) -> trio.Cancelled | None:
+    """One of the ``Cancelled`` of ``group`` if that is all it holds, else None."""
+    matched, rest = group.split(trio.Cancelled)
+    if matched is None or rest is not None:
+        return None
+    first: BaseException = matched
+    while isinstance(first, BaseExceptionGroup):
+        first = first.exceptions[0]
+    assert isinstance(first, trio.Cancelled)
+    return first
 
 
 class _Batches:

@@ -313,3 +313,42 @@ async def test_a_frame_beyond_the_credit_fails_the_stream() -> None:
     consumer.push(StreamItems(raws))
     with trio.fail_after(GUARD), pytest.raises(ProtocolError):
         await consumer.next(None)
+
+
+class Stoppable(Batched):
+    def __init__(self) -> None:
+        super().__init__()
+        self.log: list[str] = []
+
+    async def stop(self) -> None:
+        self.log.append("stop")
+
+    @fame.operation(streaming=True)
+    async def logged(self) -> AsyncIterator[int]:
+        try:
+            for i in itertools.count():
+                self.pulled += 1
+                yield i
+        finally:
+            self.log.append("generator closed")
+
+
+async def test_stopping_the_agent_ends_a_batched_stream_before_stop_agent_returns() -> None:
+    agent = Stoppable()
+    peer = Peer(1000)
+    async with fame.open_node(storage_provider=PROVIDER) as node:
+        await node.spawn(agent, "batched@local")
+        node._switchboard.uplink = peer
+        await node._switchboard.deliver(request("logged", {}, credit=1000))
+        await peer.wait_for(lambda: len(peer.items()) >= 1)
+        await node.stop_agent("batched@local")
+        # The stream, its sender task with it, ended before the agent's stop().
+        assert agent.log == ["generator closed", "stop"]
+        frames = len(peer.frames)
+        await trio.testing.wait_all_tasks_blocked()
+        assert len(peer.frames) == frames  # nothing after the stop
+    error = peer.last()
+    assert isinstance(error, Error)
+    assert error.kind == "request_lost"
+    got = peer.items()
+    assert got == list(range(len(got)))
