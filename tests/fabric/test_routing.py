@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import msgspec
+
 from fame._protocol._routing import Deliver, DropAnswer, Forward, Refuse, ReplyError, Routing
 from fame._wire._schema import (
     MAX_HOPS,
@@ -15,6 +17,7 @@ from fame._wire._schema import (
     RoutingHeader,
     StreamEnd,
     StreamItem,
+    StreamItems,
 )
 
 CODEC = Codec()
@@ -77,6 +80,22 @@ def test_a_stream_item_keeps_the_request_open_until_its_final_frame() -> None:
     item = answer("_reply@ncaller", 3, StreamItem(1))
     assert routing.decide(server, "_reply@nserver", item) == Forward(caller, None)
     assert routing.inflight.link_of("_reply@ncaller", 3) is server
+
+
+def test_a_frame_of_stream_items_is_routed_like_an_item() -> None:
+    routing, caller, server = setup()
+    attacker = Link("attacker")
+    routing.routes.link("nattacker", "nattacker", attacker)
+    routing.decide(caller, "_reply@ncaller", request("svc@fame.fabric", "_reply@ncaller", 5))
+    items = answer("_reply@ncaller", 5, StreamItems([msgspec.Raw(b"\x01"), msgspec.Raw(b"\x02")]))
+    assert routing.decide(server, "_reply@nserver", items) == Forward(caller, None)
+    assert routing.inflight.link_of("_reply@ncaller", 5) is server  # not a final frame
+    assert routing.decide(attacker, "_reply@nattacker", items) == DropAnswer()
+    forged = envelope("_reply@ncaller", StreamItems([]), "_reply@nserver", 5)
+    assert isinstance(routing.decide(server, "_reply@nserver", forged), Refuse)
+    end = answer("_reply@ncaller", 5, StreamEnd())
+    assert routing.decide(server, "_reply@nserver", end) == Forward(caller, None)
+    assert routing.decide(server, "_reply@nserver", items) == DropAnswer()  # late
 
 
 def test_an_answer_from_another_link_is_dropped_not_forwarded() -> None:
