@@ -12,36 +12,36 @@ exception), :mod:`fame.storage` (the storage API) and :mod:`fame.lowlevel`
 names start with an underscore are private.
 """
 
-from . import errors as errors
-from . import lowlevel as lowlevel
-from . import security as security
-from . import storage as storage
-from ._agents._agent import BaseAgent
-from ._agents._node import Node, open_node
-from ._agents._node import set_default_storage as _set_default_storage
-from ._agents._operation import operation
-from ._agents._proxy import Proxy
-from ._agents._stream import Stream
-from ._core._errors import (
-    ActorCrashed,
-    AdmissionRefused,
-    DeadlineExceeded,
-    FameError,
-    InvalidArguments,
-    NoRoute,
-    OperationFailed,
-    RemoteError,
-    UnknownOperation,
-)
-from ._core._supervisor import RestartPolicy
-from ._fabric._client import connect
-from ._fabric._transport import SentinelUnreachable
-from ._fabric._uplink import attach
-from ._fabric.sentinel._server import open_sentinel
+from typing import TYPE_CHECKING, Any
 
-# The composition root: the agents layer cannot import storage, so the public
-# package tells open_node() what to open when it is given no provider.
-_set_default_storage(lambda: storage.open_storage(storage.StorageConfig()))
+from ._lazy import exports
+
+if TYPE_CHECKING:
+    from . import errors as errors
+    from . import lowlevel as lowlevel
+    from . import security as security
+    from . import storage as storage
+    from ._agents._agent import BaseAgent
+    from ._agents._node import Node, open_node
+    from ._agents._operation import operation
+    from ._agents._proxy import Proxy
+    from ._agents._stream import Stream
+    from ._core._errors import (
+        ActorCrashed,
+        AdmissionRefused,
+        DeadlineExceeded,
+        FameError,
+        InvalidArguments,
+        NoRoute,
+        OperationFailed,
+        RemoteError,
+        UnknownOperation,
+    )
+    from ._core._supervisor import RestartPolicy
+    from ._fabric._client import connect
+    from ._fabric._transport import SentinelUnreachable
+    from ._fabric._uplink import attach
+    from ._fabric.sentinel._server import open_sentinel
 
 __version__ = "0.1.0"
 
@@ -67,3 +67,57 @@ __all__ = [
     "open_sentinel",
     "operation",
 ]
+
+_NAMES = {
+    "errors": "fame.errors:",
+    "lowlevel": "fame.lowlevel:",
+    "security": "fame.security:",
+    "storage": "fame.storage:",
+    "BaseAgent": "fame._agents._agent",
+    "Node": "fame._agents._node",
+    "open_node": "fame._agents._node",
+    "operation": "fame._agents._operation",
+    "Proxy": "fame._agents._proxy",
+    "Stream": "fame._agents._stream",
+    "ActorCrashed": "fame._core._errors",
+    "AdmissionRefused": "fame._core._errors",
+    "DeadlineExceeded": "fame._core._errors",
+    "FameError": "fame._core._errors",
+    "InvalidArguments": "fame._core._errors",
+    "NoRoute": "fame._core._errors",
+    "OperationFailed": "fame._core._errors",
+    "RemoteError": "fame._core._errors",
+    "UnknownOperation": "fame._core._errors",
+    "RestartPolicy": "fame._core._supervisor",
+    "connect": "fame._fabric._client",
+    "SentinelUnreachable": "fame._fabric._transport",
+    "attach": "fame._fabric._uplink",
+    "open_sentinel": "fame._fabric.sentinel._server",
+}
+"""Where each name lives: imported on first use (see :mod:`fame._lazy`)."""
+
+
+def _compose() -> None:
+    """The composition root: tell ``open_node()`` what to open when given no provider.
+
+    The agents layer cannot import storage, so the public package does, once
+    :func:`open_node` is first looked up here (the only way to it).
+    """
+    from ._agents._node import set_default_storage
+
+    def open_default() -> Any:
+        from . import storage
+
+        return storage.open_storage(storage.StorageConfig())
+
+    set_default_storage(open_default)
+
+
+if not TYPE_CHECKING:
+    _resolve, __dir__ = exports(__name__, _NAMES)
+
+    def __getattr__(name: str) -> Any:
+        value = _resolve(name)
+        if name == "open_node":
+            _compose()
+        return value

@@ -6,60 +6,65 @@ errors from :class:`StorageError`. The most common ones are also exported
 by :mod:`fame` itself.
 """
 
-from ._agents._state import StateConflict
-from ._core._address import AddressError
-from ._core._errors import (
-    ActorCrashed,
-    AdmissionRefused,
-    AgentNotStarted,
-    DeadLetterNotFound,
-    DeadlineExceeded,
-    FameError,
-    InvalidArguments,
-    MailboxFull,
-    NoAnswerInTime,
-    NodeClosed,
-    NoRoute,
-    NotApplied,
-    NotSentInTime,
-    OperationFailed,
-    OutboxFull,
-    OutcomeUnknown,
-    Overloaded,
-    PermissionDenied,
-    ProtocolError,
-    ProtocolMismatch,
-    QuotaExceeded,
-    RemoteError,
-    RequestLost,
-    SupervisorGaveUp,
-    UnknownOperation,
-    UntrustedSentinel,
-    WireError,
-)
-from ._fabric._transport import SentinelUnreachable
-from ._fabric.sentinel._admin_agent import AdminRefused
-from ._fabric.sentinel._registry import RegistryError
-from ._fabric.sentinel._server import SentinelConfigError
-from ._protocol._authz import PolicyError
-from ._storage import (
-    BackupInvalid,
-    BackupRefused,
-    DamagedDatabase,
-    DatabaseInUse,
-    EncryptionMismatch,
-    InvalidKey,
-    InvalidNamespace,
-    KeyMissing,
-    RecordInvalid,
-    RecordTooNew,
-    StorageConfigError,
-    StorageError,
-    StorageFull,
-    StorageWriteFailed,
-    VersionConflict,
-    WrongMasterKey,
-)
+from typing import TYPE_CHECKING
+
+from ._lazy import exports
+
+if TYPE_CHECKING:
+    from ._agents._state import StateConflict
+    from ._core._address import AddressError
+    from ._core._errors import (
+        ActorCrashed,
+        AdmissionRefused,
+        AgentNotStarted,
+        DeadLetterNotFound,
+        DeadlineExceeded,
+        FameError,
+        InvalidArguments,
+        MailboxFull,
+        NoAnswerInTime,
+        NodeClosed,
+        NoRoute,
+        NotApplied,
+        NotSentInTime,
+        OperationFailed,
+        OutboxFull,
+        OutcomeUnknown,
+        Overloaded,
+        PermissionDenied,
+        ProtocolError,
+        ProtocolMismatch,
+        QuotaExceeded,
+        RemoteError,
+        RequestLost,
+        SupervisorGaveUp,
+        UnknownOperation,
+        UntrustedSentinel,
+        WireError,
+    )
+    from ._fabric._transport import SentinelUnreachable
+    from ._fabric.sentinel._admin_agent import AdminRefused
+    from ._fabric.sentinel._registry import RegistryError
+    from ._fabric.sentinel._server import SentinelConfigError
+    from ._protocol._authz import PolicyError
+    from ._storage import (
+        BackupInvalid,
+        BackupRefused,
+        DamagedDatabase,
+        DatabaseInUse,
+        EncryptionMismatch,
+        InvalidKey,
+        InvalidNamespace,
+        KeyMissing,
+        RecordInvalid,
+        RecordTooNew,
+        StorageConfigError,
+        StorageError,
+        StorageFull,
+        StorageWriteFailed,
+        VersionConflict,
+        WrongMasterKey,
+    )
 
 __all__ = [
     "ActorCrashed",
@@ -113,3 +118,60 @@ __all__ = [
     "WireError",
     "WrongMasterKey",
 ]
+
+_NAMES = {
+    "StateConflict": "fame._agents._state",
+    "AddressError": "fame._core._address",
+    "ActorCrashed": "fame._core._errors",
+    "AdmissionRefused": "fame._core._errors",
+    "AgentNotStarted": "fame._core._errors",
+    "DeadLetterNotFound": "fame._core._errors",
+    "DeadlineExceeded": "fame._core._errors",
+    "FameError": "fame._core._errors",
+    "InvalidArguments": "fame._core._errors",
+    "MailboxFull": "fame._core._errors",
+    "NoAnswerInTime": "fame._core._errors",
+    "NodeClosed": "fame._core._errors",
+    "NoRoute": "fame._core._errors",
+    "NotApplied": "fame._core._errors",
+    "NotSentInTime": "fame._core._errors",
+    "OperationFailed": "fame._core._errors",
+    "OutboxFull": "fame._core._errors",
+    "OutcomeUnknown": "fame._core._errors",
+    "Overloaded": "fame._core._errors",
+    "PermissionDenied": "fame._core._errors",
+    "ProtocolError": "fame._core._errors",
+    "ProtocolMismatch": "fame._core._errors",
+    "QuotaExceeded": "fame._core._errors",
+    "RemoteError": "fame._core._errors",
+    "RequestLost": "fame._core._errors",
+    "SupervisorGaveUp": "fame._core._errors",
+    "UnknownOperation": "fame._core._errors",
+    "UntrustedSentinel": "fame._core._errors",
+    "WireError": "fame._core._errors",
+    "SentinelUnreachable": "fame._fabric._transport",
+    "AdminRefused": "fame._fabric.sentinel._admin_agent",
+    "RegistryError": "fame._fabric.sentinel._registry",
+    "SentinelConfigError": "fame._fabric.sentinel._server",
+    "PolicyError": "fame._protocol._authz",
+    "BackupInvalid": "fame._storage",
+    "BackupRefused": "fame._storage",
+    "DamagedDatabase": "fame._storage",
+    "DatabaseInUse": "fame._storage",
+    "EncryptionMismatch": "fame._storage",
+    "InvalidKey": "fame._storage",
+    "InvalidNamespace": "fame._storage",
+    "KeyMissing": "fame._storage",
+    "RecordInvalid": "fame._storage",
+    "RecordTooNew": "fame._storage",
+    "StorageConfigError": "fame._storage",
+    "StorageError": "fame._storage",
+    "StorageFull": "fame._storage",
+    "StorageWriteFailed": "fame._storage",
+    "VersionConflict": "fame._storage",
+    "WrongMasterKey": "fame._storage",
+}
+"""Where each name lives: imported on first use (see :mod:`fame._lazy`)."""
+
+if not TYPE_CHECKING:
+    __getattr__, __dir__ = exports(__name__, _NAMES)

@@ -18,9 +18,14 @@
 test shows it.
 """
 
-from ._agents._call_context import CallerIdentity, current_caller, request_key
-from ._protocol._authz import Policy, PolicyError, Principal, default_policy_text
-from ._protocol._credentials import ClientCredential, format_public_key, parse_public_key
+from typing import TYPE_CHECKING
+
+from ._lazy import exports
+
+if TYPE_CHECKING:
+    from ._agents._call_context import CallerIdentity, current_caller, request_key
+    from ._protocol._authz import Policy, PolicyError, Principal, default_policy_text
+    from ._protocol._credentials import ClientCredential, format_public_key, parse_public_key
 
 __all__ = [
     "CallerIdentity",
@@ -34,3 +39,20 @@ __all__ = [
     "parse_public_key",
     "request_key",
 ]
+
+_NAMES = {
+    "CallerIdentity": "fame._agents._call_context",
+    "current_caller": "fame._agents._call_context",
+    "request_key": "fame._agents._call_context",
+    "Policy": "fame._protocol._authz",
+    "PolicyError": "fame._protocol._authz",
+    "Principal": "fame._protocol._authz",
+    "default_policy_text": "fame._protocol._authz",
+    "ClientCredential": "fame._protocol._credentials",
+    "format_public_key": "fame._protocol._credentials",
+    "parse_public_key": "fame._protocol._credentials",
+}
+"""Where each name lives: imported on first use (see :mod:`fame._lazy`)."""
+
+if not TYPE_CHECKING:
+    __getattr__, __dir__ = exports(__name__, _NAMES)

@@ -30,7 +30,7 @@ from collections.abc import Mapping
 
 import attrs
 
-from fame.lowlevel import TRACE_LOGGER
+from fame import lowlevel
 
 from ._log_format import JsonFormatter, TextFormatter
 from ._settings import SettingError, flag_setting
@@ -127,7 +127,7 @@ def configure_logging(
     for name, _ in _current.levels:
         logging.getLogger(name).setLevel(logging.NOTSET)
     trace = logging.DEBUG if wanted.show_envelopes else max(wanted.level, logging.INFO)
-    logging.getLogger(TRACE_LOGGER).setLevel(trace)
+    logging.getLogger(lowlevel.TRACE_LOGGER).setLevel(trace)
     for name, level in wanted.levels:
         logging.getLogger(name).setLevel(level)
     _current = wanted

@@ -17,7 +17,7 @@ import os
 import sys
 from pathlib import Path
 
-from fame.security import default_policy_text
+from fame import security
 
 __all__ = [
     "PROJECT_ENV",
@@ -82,6 +82,6 @@ def project_files() -> dict[Path, str]:
     return {
         Path("conf/sentinel.env"): _SENTINEL_ENV,
         Path("conf/agent.env"): _AGENT_ENV,
-        Path("conf/policy.toml"): default_policy_text(),
+        Path("conf/policy.toml"): security.default_policy_text(),
         STARTER_MODULE: starter.read_text(encoding="utf-8"),
     }

@@ -70,7 +70,7 @@ from ._trust import (
     trust_on_first_use,
 )
 
-__all__ = ["AgentSpec", "parse_agent_spec", "run_node", "run_sentinel", "storage_config"]
+__all__ = ["AgentSpec", "hold", "parse_agent_spec", "run_node", "run_sentinel", "storage_config"]
 
 
 log = logging.getLogger("fame.cli")
@@ -451,6 +451,19 @@ def _run(name: str, main: object, *args: object) -> int:
             print(f"fame {name}: {text}", file=sys.stderr, flush=True)
         return 1
     return 0
+
+
+def hold(name: str) -> bool:
+    """Import what the service ``name`` runs, then wait at ``fame up``'s gate (see _gate).
+
+    False if the gate was closed. The public modules import their names on
+    first use (:mod:`fame._lazy`): looked up here, the sentinel's server or
+    the node's uplink load while ``fame up`` enrolls, not after the gate.
+    The caller reads the settings once through the gate: ``fame up`` may
+    have written ``conf/secrets.env`` meanwhile.
+    """
+    _ = fame.open_node, (fame.open_sentinel if name == "sentinel" else fame.attach)
+    return _gated(name, True)
 
 
 def _gated(name: str, gate: bool) -> bool:

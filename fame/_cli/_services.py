@@ -42,7 +42,9 @@ from . import _admin, _status
 from ._discover import forget_url, record_url, running_url
 from ._errors import errors
 from ._gate import GO
-from ._processes import NOT_SERVING, RUN_DIR, SERVICES, Service, alive
+from ._launch import Launch, launch
+from ._logs import configure_logging
+from ._processes import NOT_SERVING, SERVICES, Service, alive
 from ._project import STARTER_MODULE, project_files
 from ._runner import StartupError, parse_agent_spec
 from ._settings import (
@@ -259,20 +261,6 @@ def _reason(service: Service) -> str:
     return last[len(prefix) :] if last.startswith(prefix) else f"{last} (see {service.log_file})"
 
 
-def _start(service: Service, *extra: str) -> subprocess.Popen[bytes]:
-    """Start ``service`` held at its gate (see :mod:`._gate`): it imports, then waits for go."""
-    RUN_DIR.mkdir(exist_ok=True)
-    service.ready_file.unlink(missing_ok=True)
-    with service.log_file.open("ab") as log:
-        return subprocess.Popen(
-            service.command("--gate-stdin", *extra),
-            stdin=subprocess.PIPE,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-
 def _open_gate(service: Service, process: subprocess.Popen[bytes]) -> None:
     """Let a started service open its storage; its pid file first, so ``fame stop`` finds it."""
     service.pid_file.write_text(f"{process.pid}\n")
@@ -389,65 +377,75 @@ def _port_conflict(wanted: str) -> str | None:
     )
 
 
-def up() -> int:
-    """Start whatever is not running, wait until the storage agent answers."""
+def _checks() -> tuple[list[str], ssl.SSLContext | None, str] | None:
+    """Make the project ready to start, or say why not (None).
+
+    The secrets (written if missing), the agents' addresses, the probe's TLS,
+    the sentinel's URL, and that no sentinel of this project runs elsewhere.
+    """
     for service in SERVICES:
         if not service.config.exists():
             _fail(
                 f"fame up: {service.config} is missing: {Path.cwd()} is not a fame project"
                 " (make it one with: fame init, or pass --project DIR)"
             )
-            return 1
+            return None
     if not SECRETS_FILE.exists():
         if _init_secrets("up") != 0:
-            return 1
+            return None
     elif _lacks_master_key("up"):
-        return 1
+        return None
     _add_admission_token("up")
     _add_admin_credential("up")
     _add_missing_policy()
-    enroll = SERVICES[0].pid() is None
     try:
         addresses = _agent_addresses()
     except StartupError as exc:
         _fail(f"fame up: {AGENT_CONF}: {exc}")
-        return 1
+        return None
     try:  # how the probe checks the sentinel (wss://): the settings a client reads
         tls = client_tls(load_settings([SENTINEL_CONF, SECRETS_FILE], optional=True))
     except SettingError as exc:
         _fail(f"fame up: {SENTINEL_CONF}: {exc}")
-        return 1
+        return None
     try:
         wanted = sentinel_url(load_settings([SENTINEL_CONF, SECRETS_FILE], optional=True))
     except SettingError as exc:
         _fail(f"fame up: {SENTINEL_CONF}: {exc}")
-        return 1
+        return None
     conflict = _port_conflict(wanted)
     if conflict is not None:
         _fail(f"fame up: {conflict}")
-        return 1
-    # Both services start now and import while the agent is enrolled; each
-    # opens its storage once let through its gate, the node attaches once the
-    # sentinel is ready (see _gate).
-    processes: dict[Service, subprocess.Popen[bytes]] = {}
-    made = [p for p in (RUN_DIR, *(s.log_file for s in SERVICES)) if not p.exists()]
-    for service in SERVICES:
-        pid = service.pid()
-        if pid is not None:
-            _say(f"fame up: {service.name} already running (pid {pid})")
-            continue
-        extra: tuple[str, ...] = ()
-        if service is SERVICES[1] and SERVICES[0] in processes:
-            extra = ("--after", str(SERVICES[0].ready_file.absolute()))
-        processes[service] = _start(service, *extra)
+        return None
+    return addresses, tls, wanted
+
+
+def up(launched: Launch | None = None) -> int:
+    """Start whatever is not running, wait until the storage agent answers.
+
+    ``launched``: what :func:`._launch.launch` started already, held at the
+    gates (``fame up`` does that first, see :mod:`._launch`); started here
+    otherwise. Both services import while this process checks the project
+    and enrolls the agent; each opens its storage once let through its
+    gate, the node attaches once the sentinel is ready (see _gate).
+    """
+    if launched is None:
+        launched = launch()
+    processes, made = launched.processes, launched.made
+    enroll = SERVICES[0] not in launched.running
     try:
-        refused = enroll and _enroll_agent_quietly()
+        configure_logging(os.environ)  # FAME_LOG_*: fame's main leaves it to up, for speed
+        checked = _checks()
+        for service, pid in launched.running.items() if checked is not None else ():
+            _say(f"fame up: {service.name} already running (pid {pid})")
+        refused = checked is None or (enroll and _enroll_agent_quietly())
     except BaseException:  # a refusal phrased by the caller (a wrong master key, ...)
         _close_gates(processes, made)
         raise
-    if refused:
+    if refused or checked is None:
         _close_gates(processes, made)
         return 1
+    addresses, tls, wanted = checked
     for service, process in processes.items():
         _open_gate(service, process)
     started: list[Service] = []

@@ -20,33 +20,19 @@ import io
 import math
 import os
 import re
-import ssl
 from collections.abc import Callable, Iterable, Mapping, MutableMapping
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
-from dotenv.parser import parse_stream
+from fame import lowlevel
 
-from fame.lowlevel import (
-    DEFAULT_HOST,
-    DEFAULT_IDLE_TIMEOUT,
-    DEFAULT_LINK_BUFFER,
-    DEFAULT_MAX_CONNECTIONS,
-    DEFAULT_PORT,
-    DEFAULT_STALL_GRACE,
-    HANDSHAKE_TIMEOUT,
-    QUOTA_SETTINGS,
-    DeliveryConfig,
-    DoorLimits,
-    LinkLimits,
-    Quotas,
-    client_ssl_context,
-)
+if TYPE_CHECKING:
+    import ssl
+
+    from fame.lowlevel import DeliveryConfig, DoorLimits, LinkLimits, Quotas
 
 __all__ = [
     "CONF_DIR",
-    "DEFAULT_HOST",
-    "DEFAULT_PORT",
     "SECRETS_FILE",
     "ConfigFileError",
     "SettingError",
@@ -132,7 +118,9 @@ def flag_setting(settings: Mapping[str, str], name: str) -> bool:
 
 def stream_idle_timeout(settings: Mapping[str, str]) -> float:
     """Seconds a stream producer waits for credit: ``FAME_STREAM_IDLE_TIMEOUT``, else 300."""
-    return positive_setting(settings, "FAME_STREAM_IDLE_TIMEOUT", DEFAULT_IDLE_TIMEOUT, float)
+    return positive_setting(
+        settings, "FAME_STREAM_IDLE_TIMEOUT", lowlevel.DEFAULT_IDLE_TIMEOUT, float
+    )
 
 
 def delivery_config(settings: Mapping[str, str]) -> DeliveryConfig:
@@ -142,8 +130,8 @@ def delivery_config(settings: Mapping[str, str]) -> DeliveryConfig:
     ``FAME_DELIVERY_OUTBOX_MAX_MESSAGES``, ``FAME_DELIVERY_OUTBOX_MAX_BYTES``
     and ``FAME_DELIVERY_INBOX_WINDOW`` (seconds).
     """
-    default = DeliveryConfig()
-    return DeliveryConfig(
+    default = lowlevel.DeliveryConfig()
+    return lowlevel.DeliveryConfig(
         max_attempts=positive_setting(
             settings, "FAME_DELIVERY_MAX_ATTEMPTS", default.max_attempts, int
         ),
@@ -162,8 +150,12 @@ def delivery_config(settings: Mapping[str, str]) -> DeliveryConfig:
 def sentinel_limits(settings: Mapping[str, str]) -> tuple[int, float]:
     """The sentinel's connection limit and handshake timeout."""
     return (
-        positive_setting(settings, "FAME_SENTINEL_MAX_CONNECTIONS", DEFAULT_MAX_CONNECTIONS, int),
-        positive_setting(settings, "FAME_SENTINEL_HANDSHAKE_TIMEOUT", HANDSHAKE_TIMEOUT, float),
+        positive_setting(
+            settings, "FAME_SENTINEL_MAX_CONNECTIONS", lowlevel.DEFAULT_MAX_CONNECTIONS, int
+        ),
+        positive_setting(
+            settings, "FAME_SENTINEL_HANDSHAKE_TIMEOUT", lowlevel.HANDSHAKE_TIMEOUT, float
+        ),
     )
 
 
@@ -177,9 +169,9 @@ def sentinel_door_limits(settings: Mapping[str, str]) -> DoorLimits:
     attached ones more from ``FAME_SENTINEL_PARTIAL_FRAME_BUDGET`` (33554432
     bytes in all), for ``FAME_SENTINEL_PARTIAL_FRAME_DEADLINE`` (10) seconds.
     """
-    d = DoorLimits()
+    d = lowlevel.DoorLimits()
     prefix = "FAME_SENTINEL_"
-    return DoorLimits(
+    return lowlevel.DoorLimits(
         max_unattached=positive_setting(settings, prefix + "MAX_UNATTACHED", d.max_unattached, int),
         max_unattached_per_address=positive_setting(
             settings, prefix + "MAX_UNATTACHED_PER_ADDRESS", d.max_unattached_per_address, int
@@ -227,10 +219,10 @@ def sentinel_link_limits(settings: Mapping[str, str]) -> LinkLimits:
     ``FAME_SENTINEL_LINK_BUFFER`` (bytes, default 4 MiB) and
     ``FAME_SENTINEL_STALL_GRACE`` (seconds, default 5).
     """
-    return LinkLimits(
-        buffer=byte_setting(settings, "FAME_SENTINEL_LINK_BUFFER", DEFAULT_LINK_BUFFER),
+    return lowlevel.LinkLimits(
+        buffer=byte_setting(settings, "FAME_SENTINEL_LINK_BUFFER", lowlevel.DEFAULT_LINK_BUFFER),
         stall_grace=positive_setting(
-            settings, "FAME_SENTINEL_STALL_GRACE", DEFAULT_STALL_GRACE, float
+            settings, "FAME_SENTINEL_STALL_GRACE", lowlevel.DEFAULT_STALL_GRACE, float
         ),
     )
 
@@ -239,25 +231,25 @@ def sentinel_quotas(settings: Mapping[str, str]) -> Quotas:
     """The per-principal quotas: ``FAME_QUOTA_REQUESTS_IN_FLIGHT``, ``FAME_QUOTA_STREAMS``,
     ``FAME_QUOTA_BINDINGS``, ``FAME_QUOTA_ENROLLED_NODES`` (counts) and
     ``FAME_QUOTA_BYTES_QUEUED`` (bytes); each unset one keeps its default."""
-    defaults = Quotas()
+    defaults = lowlevel.Quotas()
     values: dict[str, int] = {}
-    for field, name in QUOTA_SETTINGS.items():
+    for field, name in lowlevel.QUOTA_SETTINGS.items():
         default = getattr(defaults, field)
         if field == "bytes_queued":
             values[field] = byte_setting(settings, name, default)
         else:
             values[field] = positive_setting(settings, name, default, int)
-    return Quotas(**values)
+    return lowlevel.Quotas(**values)
 
 
 def sentinel_host(settings: Mapping[str, str]) -> str:
     """The interface the sentinel listens on: ``FAME_SENTINEL_HOST``, else 127.0.0.1."""
-    return settings.get("FAME_SENTINEL_HOST", "").strip() or DEFAULT_HOST
+    return settings.get("FAME_SENTINEL_HOST", "").strip() or lowlevel.DEFAULT_HOST
 
 
 def sentinel_port(settings: Mapping[str, str]) -> int:
     """The sentinel's TCP port: ``FAME_SENTINEL_PORT``, else 8000 (0 picks a free one)."""
-    text = settings.get("FAME_SENTINEL_PORT", "").strip() or str(DEFAULT_PORT)
+    text = settings.get("FAME_SENTINEL_PORT", "").strip() or str(lowlevel.DEFAULT_PORT)
     try:
         port = int(text)
     except ValueError:
@@ -387,6 +379,8 @@ def read_env_file(path: Path) -> dict[str, str]:
     except UnicodeDecodeError:
         raise ConfigFileError(f"config file {path} is not UTF-8 text") from None
     values: dict[str, str] = {}
+    from dotenv.parser import parse_stream  # on first use: it is not needed to start up
+
     for binding in parse_stream(io.StringIO(text)):
         key, value = binding.key, binding.value
         if key is None and not binding.error:
@@ -428,7 +422,7 @@ def sentinel_url(settings: Mapping[str, str]) -> str:
     host = sentinel_host(settings)
     port = sentinel_port(settings)  # a SettingError naming FAME_SENTINEL_PORT if not a port
     if host in ("0.0.0.0", "::"):
-        host = DEFAULT_HOST
+        host = lowlevel.DEFAULT_HOST
     tls = any(settings.get(name, "").strip() for name in ("FAME_SENTINEL_TLS_CERT", "FAME_TLS_CA"))
     return f"{'wss' if tls else 'ws'}://{host}:{port}"
 
@@ -484,8 +478,10 @@ def client_tls(settings: Mapping[str, str]) -> ssl.SSLContext | None:
         return None
     if key is not None and cert is None:
         raise SettingError("FAME_TLS_CERT is not set: FAME_TLS_KEY is the key of that certificate")
+    import ssl  # here: a start without TLS does without it
+
     try:
-        return client_ssl_context(ca, cert, key)
+        return lowlevel.client_ssl_context(ca, cert, key)
     except (OSError, ssl.SSLError) as exc:
         names = "FAME_TLS_CA" if cert is None else "FAME_TLS_CA, FAME_TLS_CERT or FAME_TLS_KEY"
         reason = getattr(exc, "reason", None) or getattr(exc, "strerror", None) or exc

@@ -44,9 +44,6 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from fame.storage import MasterKey, parse_master_key
-
-from ._errors import errors, one_line
 from ._hardening import disable_core_dumps
 from ._logs import configure_logging
 from ._project import PROJECT_ENV, enter_project, import_from_project
@@ -320,28 +317,30 @@ def _absolute(args: argparse.Namespace) -> None:
 
 
 def _dispatch(args: argparse.Namespace) -> int:
+    _absolute(args)
+    project = enter_project(args.project)
+    command = args.command
+    if command == "up":
+        from . import _launch
+
+        launched = _launch.launch()  # first: the services import while this process does
+        from . import _services
+
+        return _services.up(launched)
     # Each command imports what it needs: `fame sentinel` and `fame node` start
     # sooner and hold less without the offline commands' modules.
     from . import _runner
 
-    _absolute(args)
-    project = enter_project(args.project)
-    command = args.command
+    if command in ("sentinel", "node") and args.gate_stdin and not _runner.hold(command):
+        return 1  # held by `fame up`, which gave up: nothing was opened
     if command == "sentinel":
         return _runner.run_sentinel(
-            load_settings(args.config),
-            args.ready_file,
-            lambda: load_settings(args.config),
-            gate=args.gate_stdin,
+            load_settings(args.config), args.ready_file, lambda: load_settings(args.config)
         )
     if command == "node":
         import_from_project(project)  # the agents FAME_AGENTS names are the project's modules
         return _runner.run_node(
-            load_settings(args.config),
-            args.agent,
-            args.ready_file,
-            gate=args.gate_stdin,
-            after=args.after,
+            load_settings(args.config), args.agent, args.ready_file, after=args.after
         )
     if command == "keygen":
         return _keygen(args)
@@ -415,7 +414,6 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _services.clean(args.yes)
     actions = {
         "init": _services.init,
-        "up": _services.up,
         "stop": _services.stop,
     }
     return actions[command]()
@@ -423,6 +421,8 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 def _keygen(args: argparse.Namespace) -> int:
     """Print a new key, or with ``--convert`` the current master key in the checked form."""
+    from fame.storage import MasterKey, parse_master_key
+
     if not args.convert:
         print(MasterKey.generate().export())
         return 0
@@ -443,7 +443,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     disable_core_dumps()  # before any secret is read: no core dump, no ptrace, for every command
     args = _parser().parse_args(argv)
     try:
-        configure_logging(os.environ)  # FAME_LOG_*; sentinel and node again with their --config
+        if args.command != "up":  # up: once it has started the services (see _launch)
+            configure_logging(os.environ)  # FAME_LOG_*; sentinel and node again with their --config
         return _dispatch(args)
     except KeyboardInterrupt:
         return 130
@@ -451,6 +452,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"fame {args.command}: {exc}", file=sys.stderr)
         return 1
     except Exception as exc:
+        from ._errors import errors, one_line
+
         for error in errors(exc):
             print(f"fame {args.command}: {one_line(error)}", file=sys.stderr)
         return 1
