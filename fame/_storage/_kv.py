@@ -37,7 +37,7 @@ from ._dedupe import (
 )
 from ._errors import DamagedDatabase, InvalidKey, RecordInvalid
 from ._model_version import ModelVersion
-from ._ops import Count, Delete, DeleteMany, Get, GetMany, Put, PutMany, Row, Scan
+from ._ops import Count, Delete, DeleteMany, Get, GetMany, Put, PutMany, Row, Scan, ScanPage
 
 __all__ = ["KeyValueStore", "Versioned"]
 
@@ -193,23 +193,17 @@ class KeyValueStore(Generic[M]):
                 self.namespace, key, self._model_name, str(exc), stored=True
             ) from None
 
-    def _decode_page(self, rows: Sequence[Any]) -> list[M] | None:
-        """The values of a page of ``(key, value, version)`` rows, all decoded in one
-        tight loop; ``None`` if one of them needs :meth:`_decode` (a version header,
-        an upgrade, a record that does not fit): the caller then decodes row by row,
-        so every error names its key and the rows before it are delivered first.
+    def _page_decoder(self) -> Callable[[bytes], M] | None:
+        """What decodes a stored value where a scan reads it (see ``Scan.decode``), or
+        ``None`` if values need :meth:`_decode` (a model with a version beyond 1).
 
         A value without a header is the model's msgpack as it is (version 1, or
-        no version): the loop is what a hand-written scan would do.
+        no version); a header starts with 0xc1, which msgpack never uses, so
+        such a value fails to decode there and is decoded here instead.
         """
         if self._versions.version not in (None, 1):
             return None
-        decode = self._decoder.decode
-        try:
-            # A header starts with 0xc1, which msgpack never uses: it fails here too.
-            return [decode(data) for _key, data, _version in rows]
-        except (msgspec.ValidationError, msgspec.DecodeError, TypeError):
-            return None
+        return self._decoder.decode
 
     def _expires_at(self, ttl: float | None) -> float | None:
         if ttl is None:
@@ -402,7 +396,7 @@ class KeyValueStore(Generic[M]):
         last = damage.after_key
         if last is None or (scan.after is not None and last <= scan.after):
             return []
-        rows: Sequence[Any] = await self._ask(attrs.evolve(scan, upto=last))
+        rows: Sequence[Any] = await self._ask(attrs.evolve(scan, upto=last, decode=None))
         return rows
 
     async def keys(self, prefix: str = "") -> AsyncIterator[str]:
@@ -447,25 +441,31 @@ class KeyValueStore(Generic[M]):
             raise ValueError(f"limit must be >= 0, got {limit!r}")
         left = math.inf if limit is None else limit
         sizes = _PageSizes()
+        decode = self._page_decoder()
         while left > 0:
             page = int(min(sizes.next(), left))
-            scan = Scan(prefix, after, page, values=True)
+            scan = Scan(prefix, after, page, values=True, decode=decode)
             try:
-                rows = await self._ask(scan)
+                answer: ScanPage | Sequence[Any] = await self._ask(scan)
             except DamagedDatabase as exc:
                 rows = await self._rows_before(exc, scan)
                 for key, data, _version in rows:
                     yield key, self._decode(key, data)
                 raise _stopped_at(exc, rows[-1][0] if rows else after) from None
             sizes.arrived()
-            values = self._decode_page(rows)
-            if values is not None:
-                for row, value in zip(rows, values, strict=True):
-                    yield row[0], value
+            if isinstance(answer, ScanPage):
+                keys, values, decoded = answer.keys, answer.values, answer.decoded
+                if decoded == len(keys):
+                    for pair in zip(keys, values, strict=True):
+                        yield pair
+                else:
+                    for n, (key, value) in enumerate(zip(keys, values, strict=True)):
+                        yield key, value if n < decoded else self._decode(key, value)
             else:
-                for key, data, _version in rows:
+                keys = [row[0] for row in answer]
+                for key, data, _version in answer:
                     yield key, self._decode(key, data)
-            left -= len(rows)
-            if len(rows) < page:
+            left -= len(keys)
+            if len(keys) < page:
                 return
-            after = rows[-1][0]
+            after = keys[-1]

@@ -23,6 +23,7 @@ from ._ops import (
     Scan,
     WriteOp,
     apply_writes,
+    scan_page,
 )
 
 __all__ = ["MemoryBackend"]
@@ -74,7 +75,10 @@ class MemoryBackend:
                         found[key] = (entry[0], entry[1])
             return found
         if isinstance(op, Scan):
-            return (yield from self._scan(op, now))
+            rows = yield from self._scan(op, now)
+            if op.values and op.decode is not None:
+                return scan_page(rows, op.decode)  # type: ignore[arg-type]
+            return rows
         if isinstance(op, Count):
             keys = self._sorted
             total = 0
