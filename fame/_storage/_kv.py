@@ -115,6 +115,8 @@ def check_prefix(prefix: object, what: str = "prefix") -> str:
 
 
 def check_key(key: object) -> str:
+    if type(key) is str and key.isascii() and 0 < len(key) <= MAX_KEY_LENGTH and "\x00" not in key:
+        return key  # the common case, without encoding it: ASCII is always UTF-8
     key = check_prefix(key, "key")
     if not 0 < len(key) <= MAX_KEY_LENGTH or "\x00" in key:
         raise InvalidKey(
@@ -160,6 +162,9 @@ class KeyValueStore(Generic[M]):
         self._encoder = msgspec.msgpack.Encoder()
         self._decoder: msgspec.msgpack.Decoder[M] = msgspec.msgpack.Decoder(model)
         self._versions = ModelVersion(model, namespace, self._model_name)
+        # Stored values are the model's msgpack as they are, unless they carry a
+        # version header (which no msgpack value starts with: see _page_decoder).
+        self._plain = self._versions.version in (None, 1)
 
     def __repr__(self) -> str:
         return f"<KeyValueStore[{self._model_name}] {self.namespace!r}>"
@@ -201,9 +206,7 @@ class KeyValueStore(Generic[M]):
         no version); a header starts with 0xc1, which msgpack never uses, so
         such a value fails to decode there and is decoded here instead.
         """
-        if self._versions.version not in (None, 1):
-            return None
-        return self._decoder.decode
+        return self._decoder.decode if self._plain else None
 
     def _expires_at(self, ttl: float | None) -> float | None:
         if ttl is None:
@@ -304,7 +307,14 @@ class KeyValueStore(Generic[M]):
     async def get(self, key: str) -> M | None:
         """The value under ``key``, or ``None`` if it is missing or expired."""
         row: Row | None = await self._ask(Get(check_key(key)))
-        return None if row is None else self._decode(key, row[0])
+        if row is None:
+            return None
+        if self._plain:
+            try:
+                return self._decoder.decode(row[0])
+            except (msgspec.ValidationError, msgspec.DecodeError):
+                pass  # a header, or a record that does not fit: _decode says which
+        return self._decode(key, row[0])
 
     async def delete(self, key: str, *, request_id: str | None = None) -> bool:
         """Remove ``key``; idempotent. True if a live key was removed.
