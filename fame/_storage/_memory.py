@@ -162,6 +162,10 @@ class MemoryBackend:
     def put(self, key: str, value: bytes, version: int, expires_at: float | None) -> None:
         self._set_entry(key, (value, version, expires_at))
 
+    def put_many(self, rows: Sequence[tuple[str, bytes, int, float | None]]) -> None:
+        for key, value, version, expires_at in rows:
+            self._set_entry(key, (value, version, expires_at))
+
     def remove(self, key: str) -> None:
         self._set_entry(key, None)
 

@@ -779,6 +779,9 @@ class SqliteBackend:
     def put(self, key: str, value: bytes, version: int, expires_at: float | None) -> None:
         self._conn.execute(_PUT, (key, value, version, expires_at))
 
+    def put_many(self, rows: Sequence[tuple[str, bytes, int, float | None]]) -> None:
+        self._conn.executemany(_PUT, rows)
+
     def remove(self, key: str) -> None:
         self._conn.execute(_DELETE, (key,))
 
