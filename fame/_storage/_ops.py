@@ -345,12 +345,16 @@ def apply_writes(
     # than a call per put (64 writers' batch is all plain puts).
     plain: list[tuple[str, bytes, int, float | None]] = []
     for op in ops:
-        if type(op) is Put and op.request_id is None and op.if_version is None:
-            if not op.must_exist:
-                seq += 1
-                plain.append((op.key, op.value, seq, op.expires_at))
-                results.append(seq)
-                continue
+        if (
+            type(op) is Put
+            and op.request_id is None
+            and op.if_version is None
+            and not op.must_exist
+        ):
+            seq += 1
+            plain.append((op.key, op.value, seq, op.expires_at))
+            results.append(seq)
+            continue
         if plain:
             txn.put_many(plain)
             plain = []
