@@ -44,18 +44,21 @@ __all__ = ["KeyValueStore", "Versioned"]
 M = TypeVar("M")
 
 MAX_KEY_LENGTH = 1024
-PAGE_SIZE = 4096
+PAGE_SIZE = 16384
 """The most rows fetched per message by ``keys``, ``scan`` and ``list``.
 
-Large enough that a read to its end pays a message per few thousand rows;
-a page of the seed's records is about 0.5 MB."""
+Large enough that a read to its end pays a message (and two thread hops)
+per ten thousand rows or more: 4096 cost a 100k-row scan about 6% more CPU
+(A/B in one process, docs/benchmarks.md). A page of the seed's records is
+about 2 MB stored, a few MB decoded; only a reader that keeps up gets one
+(see :data:`FIRST_PAGE_SIZE`)."""
 FIRST_PAGE_SIZE = 16
 """Rows of the first page of a paging read. Each next page is twice as large, up to
 :data:`PAGE_SIZE`, while the reader keeps up: a page it took longer than
 :data:`SLOW_PAGE` seconds to consume makes the next one :data:`FIRST_PAGE_SIZE` again.
 So a read consumed slowly (a stream whose reader grants little credit) never holds
 hundreds of records it cannot send yet, and one read to its end quickly pays a few
-more messages at its start (16 + 32 + ... + 2048 = 4080 rows in 8 of them)."""
+more messages at its start (16 + 32 + ... + 8192 = 16368 rows in 11 of them)."""
 SLOW_PAGE = 0.1
 """Seconds to consume one page past which the reader counts as slow (see above)."""
 
