@@ -37,25 +37,28 @@ from ._dedupe import (
 )
 from ._errors import DamagedDatabase, InvalidKey, RecordInvalid
 from ._model_version import ModelVersion
-from ._ops import Count, Delete, DeleteMany, Get, GetMany, Put, PutMany, Row, Scan
+from ._ops import Count, Delete, DeleteMany, Get, GetMany, Put, PutMany, Row, Scan, ScanPage
 
 __all__ = ["KeyValueStore", "Versioned"]
 
 M = TypeVar("M")
 
 MAX_KEY_LENGTH = 1024
-PAGE_SIZE = 4096
+PAGE_SIZE = 16384
 """The most rows fetched per message by ``keys``, ``scan`` and ``list``.
 
-Large enough that a read to its end pays a message per few thousand rows;
-a page of the seed's records is about 0.5 MB."""
+Large enough that a read to its end pays a message (and two thread hops)
+per ten thousand rows or more: 4096 cost a 100k-row scan about 6% more CPU
+(A/B in one process, docs/benchmarks.md). A page of the seed's records is
+about 2 MB stored, a few MB decoded; only a reader that keeps up gets one
+(see :data:`FIRST_PAGE_SIZE`)."""
 FIRST_PAGE_SIZE = 16
 """Rows of the first page of a paging read. Each next page is twice as large, up to
 :data:`PAGE_SIZE`, while the reader keeps up: a page it took longer than
 :data:`SLOW_PAGE` seconds to consume makes the next one :data:`FIRST_PAGE_SIZE` again.
 So a read consumed slowly (a stream whose reader grants little credit) never holds
 hundreds of records it cannot send yet, and one read to its end quickly pays a few
-more messages at its start (16 + 32 + ... + 2048 = 4080 rows in 8 of them)."""
+more messages at its start (16 + 32 + ... + 8192 = 16368 rows in 11 of them)."""
 SLOW_PAGE = 0.1
 """Seconds to consume one page past which the reader counts as slow (see above)."""
 
@@ -115,6 +118,8 @@ def check_prefix(prefix: object, what: str = "prefix") -> str:
 
 
 def check_key(key: object) -> str:
+    if type(key) is str and key.isascii() and 0 < len(key) <= MAX_KEY_LENGTH and "\x00" not in key:
+        return key  # the common case, without encoding it: ASCII is always UTF-8
     key = check_prefix(key, "key")
     if not 0 < len(key) <= MAX_KEY_LENGTH or "\x00" in key:
         raise InvalidKey(
@@ -160,6 +165,9 @@ class KeyValueStore(Generic[M]):
         self._encoder = msgspec.msgpack.Encoder()
         self._decoder: msgspec.msgpack.Decoder[M] = msgspec.msgpack.Decoder(model)
         self._versions = ModelVersion(model, namespace, self._model_name)
+        # Stored values are the model's msgpack as they are, unless they carry a
+        # version header (which no msgpack value starts with: see _page_decoder).
+        self._plain = self._versions.version in (None, 1)
 
     def __repr__(self) -> str:
         return f"<KeyValueStore[{self._model_name}] {self.namespace!r}>"
@@ -193,23 +201,15 @@ class KeyValueStore(Generic[M]):
                 self.namespace, key, self._model_name, str(exc), stored=True
             ) from None
 
-    def _decode_page(self, rows: Sequence[Any]) -> list[M] | None:
-        """The values of a page of ``(key, value, version)`` rows, all decoded in one
-        tight loop; ``None`` if one of them needs :meth:`_decode` (a version header,
-        an upgrade, a record that does not fit): the caller then decodes row by row,
-        so every error names its key and the rows before it are delivered first.
+    def _page_decoder(self) -> Callable[[bytes], M] | None:
+        """What decodes a stored value where a scan reads it (see ``Scan.decode``), or
+        ``None`` if values need :meth:`_decode` (a model with a version beyond 1).
 
         A value without a header is the model's msgpack as it is (version 1, or
-        no version): the loop is what a hand-written scan would do.
+        no version); a header starts with 0xc1, which msgpack never uses, so
+        such a value fails to decode there and is decoded here instead.
         """
-        if self._versions.version not in (None, 1):
-            return None
-        decode = self._decoder.decode
-        try:
-            # A header starts with 0xc1, which msgpack never uses: it fails here too.
-            return [decode(data) for _key, data, _version in rows]
-        except (msgspec.ValidationError, msgspec.DecodeError, TypeError):
-            return None
+        return self._decoder.decode if self._plain else None
 
     def _expires_at(self, ttl: float | None) -> float | None:
         if ttl is None:
@@ -310,7 +310,14 @@ class KeyValueStore(Generic[M]):
     async def get(self, key: str) -> M | None:
         """The value under ``key``, or ``None`` if it is missing or expired."""
         row: Row | None = await self._ask(Get(check_key(key)))
-        return None if row is None else self._decode(key, row[0])
+        if row is None:
+            return None
+        if self._plain:
+            try:
+                return self._decoder.decode(row[0])
+            except (msgspec.ValidationError, msgspec.DecodeError):
+                pass  # a header, or a record that does not fit: _decode says which
+        return self._decode(key, row[0])
 
     async def delete(self, key: str, *, request_id: str | None = None) -> bool:
         """Remove ``key``; idempotent. True if a live key was removed.
@@ -402,7 +409,7 @@ class KeyValueStore(Generic[M]):
         last = damage.after_key
         if last is None or (scan.after is not None and last <= scan.after):
             return []
-        rows: Sequence[Any] = await self._ask(attrs.evolve(scan, upto=last))
+        rows: Sequence[Any] = await self._ask(attrs.evolve(scan, upto=last, decode=None))
         return rows
 
     async def keys(self, prefix: str = "") -> AsyncIterator[str]:
@@ -447,25 +454,31 @@ class KeyValueStore(Generic[M]):
             raise ValueError(f"limit must be >= 0, got {limit!r}")
         left = math.inf if limit is None else limit
         sizes = _PageSizes()
+        decode = self._page_decoder()
         while left > 0:
             page = int(min(sizes.next(), left))
-            scan = Scan(prefix, after, page, values=True)
+            scan = Scan(prefix, after, page, values=True, decode=decode)
             try:
-                rows = await self._ask(scan)
+                answer: ScanPage | Sequence[Any] = await self._ask(scan)
             except DamagedDatabase as exc:
                 rows = await self._rows_before(exc, scan)
                 for key, data, _version in rows:
                     yield key, self._decode(key, data)
                 raise _stopped_at(exc, rows[-1][0] if rows else after) from None
             sizes.arrived()
-            values = self._decode_page(rows)
-            if values is not None:
-                for row, value in zip(rows, values, strict=True):
-                    yield row[0], value
+            if isinstance(answer, ScanPage):
+                keys, values, decoded = answer.keys, answer.values, answer.decoded
+                if decoded == len(keys):
+                    for pair in zip(keys, values, strict=True):
+                        yield pair
+                else:
+                    for n, (key, value) in enumerate(zip(keys, values, strict=True)):
+                        yield key, value if n < decoded else self._decode(key, value)
             else:
-                for key, data, _version in rows:
+                keys = [row[0] for row in answer]
+                for key, data, _version in answer:
                     yield key, self._decode(key, data)
-            left -= len(rows)
-            if len(rows) < page:
+            left -= len(keys)
+            if len(keys) < page:
                 return
-            after = rows[-1][0]
+            after = keys[-1]

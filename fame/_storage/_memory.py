@@ -23,6 +23,7 @@ from ._ops import (
     Scan,
     WriteOp,
     apply_writes,
+    scan_page,
 )
 
 __all__ = ["MemoryBackend"]
@@ -74,7 +75,10 @@ class MemoryBackend:
                         found[key] = (entry[0], entry[1])
             return found
         if isinstance(op, Scan):
-            return (yield from self._scan(op, now))
+            rows = yield from self._scan(op, now)
+            if op.values and op.decode is not None:
+                return scan_page(rows, op.decode)  # type: ignore[arg-type]
+            return rows
         if isinstance(op, Count):
             keys = self._sorted
             total = 0
@@ -157,6 +161,10 @@ class MemoryBackend:
 
     def put(self, key: str, value: bytes, version: int, expires_at: float | None) -> None:
         self._set_entry(key, (value, version, expires_at))
+
+    def put_many(self, rows: Sequence[tuple[str, bytes, int, float | None]]) -> None:
+        for key, value, version, expires_at in rows:
+            self._set_entry(key, (value, version, expires_at))
 
     def remove(self, key: str) -> None:
         self._set_entry(key, None)

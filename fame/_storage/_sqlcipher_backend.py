@@ -71,8 +71,10 @@ from ._ops import (
     ReadSteps,
     Row,
     Scan,
+    ScanPage,
     WriteOp,
     apply_writes,
+    decode_into,
     prefix_upper_bound,
 )
 from ._probe import PAGE_SIZE
@@ -390,6 +392,7 @@ class SqliteBackend:
         wal_checkpoint_bytes: int = WAL_CHECKPOINT_BYTES,
     ) -> None:
         self._conn = conn
+        self._get_cursor: sqlcipher3.Cursor | None = None  # see get()
         self._wal = str(path.with_name(path.name + "-wal"))  # a str: os.stat is cheaper then
         self.wal_checkpoint_bytes = wal_checkpoint_bytes
         # Monotonic time before which no checkpoint is tried (one met a full disk).
@@ -430,8 +433,13 @@ class SqliteBackend:
 
     def get(self, op: Get, now: float) -> Row | None:
         self._check_open()
+        cursor = self._get_cursor
         try:
-            row: Row | None = self._conn.execute(_GET, (op.key, now)).fetchone()
+            if cursor is None or cursor.connection is not self._conn:
+                # One cursor for every point read (a new one per read costs
+                # about a microsecond); a new one after a reconnect.
+                cursor = self._get_cursor = self._conn.cursor()
+            row: Row | None = cursor.execute(_GET, (op.key, now)).fetchone()
         except sqlcipher3.DatabaseError as exc:
             raise self._read_error(exc, key=op.key) from None
         return row
@@ -534,12 +542,16 @@ class SqliteBackend:
                     found[key] = row
         return found
 
-    def _scan(self, op: Scan, now: float) -> Generator[None, None, list[tuple[object, ...]]]:
+    def _scan(
+        self, op: Scan, now: float
+    ) -> Generator[None, None, list[tuple[object, ...]] | ScanPage]:
         """Up to ``op.limit`` rows in key order, :data:`READ_CHUNK` rows per step.
 
         Each step is a statement of its own that starts after the last key of
         the step before, so no cursor stays open between steps.
         """
+        if op.values and op.decode is not None:
+            return (yield from self._scan_decoded(op, now, op.decode))
         columns = "key, value, version" if op.values else "key"
         upper = prefix_upper_bound(op.prefix)
         below = ""
@@ -573,6 +585,62 @@ class SqliteBackend:
                 break
             low, above = str(rows[-1][0]), "key > ?"
         return rows
+
+    def _scan_decoded(
+        self, op: Scan, now: float, decode: Callable[[bytes], object]
+    ) -> Generator[None, None, ScanPage]:
+        """:meth:`_scan` as a :class:`ScanPage`: each step decodes the values it read.
+
+        Keys and values go to two lists as they are read, so no row tuple
+        outlives its row (a page of young tuples would cost the garbage
+        collector more than the decoding).
+        """
+        low, above, (below, bounds) = self._scan_bounds(op)
+        select = "SELECT key, value FROM kv WHERE {}" + f"{below} AND {_LIVE} ORDER BY key LIMIT ?"
+        sql, after_sql = select.format(above), select.format("key > ?")
+        keys: list[str] = []
+        values: list[object] = []
+        decoded: int | None = None  # how many values decoded, once one failed to
+        while (limit := min(READ_CHUNK, op.limit - len(keys))) > 0:
+            if keys:
+                yield
+            datas: list[bytes] = []
+            try:
+                # Row by row: if a page is damaged, the rows before it are known.
+                for key, data in self._conn.execute(sql, (low, *bounds, now, limit)):
+                    keys.append(key)
+                    datas.append(data)
+            except sqlcipher3.DatabaseError as exc:
+                if not is_damage(exc):
+                    raise
+                last = keys[-1] if keys else op.after
+                raise self._damaged(exc, "scan failed", after_key=last) from None
+            start = len(values)
+            if decoded is None and not decode_into(decode, datas, values):
+                decoded = len(values)
+            values += datas[len(values) - start :]  # the ones not decoded, as stored
+            if len(datas) < limit:
+                break
+            low, sql = keys[-1], after_sql
+        return ScanPage(keys, values, len(values) if decoded is None else decoded)
+
+    @staticmethod
+    def _scan_bounds(op: Scan) -> tuple[str, str, tuple[str, list[object]]]:
+        """Where ``op`` starts (the bound and its condition) and its upper bounds."""
+        if op.after is not None and op.after >= op.prefix:
+            low, above = op.after, "key > ?"
+        else:
+            low, above = op.prefix, "key >= ?"
+        below = ""
+        bounds: list[object] = []
+        upper = prefix_upper_bound(op.prefix)
+        if upper is not None:
+            below += " AND key < ?"
+            bounds.append(upper)
+        if op.upto is not None:
+            below += " AND key <= ?"
+            bounds.append(op.upto)
+        return low, above, (below, bounds)
 
     def write(self, ops: Sequence[WriteOp], now: float, *, checkpoint: bool = True) -> list[object]:
         """Apply ``ops`` in one transaction; then checkpoint if the ``-wal`` grew too large.
@@ -710,6 +778,9 @@ class SqliteBackend:
 
     def put(self, key: str, value: bytes, version: int, expires_at: float | None) -> None:
         self._conn.execute(_PUT, (key, value, version, expires_at))
+
+    def put_many(self, rows: Sequence[tuple[str, bytes, int, float | None]]) -> None:
+        self._conn.executemany(_PUT, rows)
 
     def remove(self, key: str) -> None:
         self._conn.execute(_DELETE, (key,))

@@ -96,6 +96,24 @@ async def test_record_that_no_longer_fits_the_model(provider, tmp_path: Path) ->
     assert await old.get("rec-1") == AttrsRecord("a", 1)  # still there, unchanged
 
 
+async def test_a_scan_delivers_the_records_before_one_that_does_not_fit(provider) -> None:
+    # Values are decoded where the rows are read; one that does not decode
+    # there is decoded again in the caller's task, which names its key.
+    old = await provider.get_kv_store(AttrsRecord, "mixed")
+    await old.set_many({f"k{i:03}": AttrsRecord(str(i), i) for i in range(40)})
+    await old.set("k020", AttrsRecord("bad", 20))
+    other = await provider.get_kv_store(DataRecord, "mixed")
+    await other.set("k020", DataRecord("bad", ["x"]))
+    seen: list[str] = []
+    with pytest.raises(RecordInvalid) as info:
+        async for key, value in old.scan():
+            assert value == AttrsRecord(str(int(key[1:])), int(key[1:]))
+            seen.append(key)
+    assert seen == [f"k{i:03}" for i in range(20)]
+    assert (info.value.namespace, info.value.key) == ("mixed", "k020")
+    assert [key async for key, _ in old.scan(after="k020")] == [f"k{i:03}" for i in range(21, 40)]
+
+
 async def test_keys_are_checked(provider) -> None:
     store = await provider.get_kv_store(Record, "ns")
     for bad in ("", "a\x00b", "x" * 1025, "\ud800"):

@@ -81,4 +81,4 @@ async def test_keys_pages_grow_too(provider: StorageProvider, scans: list[int]) 
     await store.set_many({f"k{i:04}": RecordModel("v") for i in range(600)})
     keys = [key async for key in store.keys()]  # noqa: SIM118 (an async generator)
     assert len(keys) == 600
-    assert scans == [16, 32, 64, 128, 256, 512]  # doubling, below PAGE_SIZE (4096)
+    assert scans == [16, 32, 64, 128, 256, 512]  # doubling, below PAGE_SIZE (16384)
