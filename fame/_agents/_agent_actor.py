@@ -41,7 +41,7 @@ from .._core._tracing import span, tracing_on
 from .._wire._schema import Envelope, Reply, Request
 from ._agent import AgentNode, BaseAgent
 from ._agent_scope import AgentScope
-from ._call_context import enter_call, leave_call, request_key
+from ._call_context import CALL, enter_call, request_key
 from ._credit import StreamProducer
 from ._inbox import Inbox
 from ._operation import OperationSpec
@@ -81,6 +81,7 @@ class AgentActor(Actor):
         self._scope = scope
         self.operations = type(agent).operations
         self.concurrency = type(agent).max_concurrency
+        self._one_at_a_time = self.concurrency == 1
         self.max_streams_per_caller = type(agent).max_streams_per_caller
         self._limiter = trio.CapacityLimiter(self.concurrency)
         # Streams take at most all slots but one (one stream beside the calls of a
@@ -124,30 +125,24 @@ class AgentActor(Actor):
 
     async def handle(self, message: Any) -> None:
         try:
-            spec = self._plain_call(message)
-            if spec is None:
-                await self._handle(message)
-                return
-            # A plain call of a one-at-a-time agent, the common case: no further dispatch.
-            try:
-                kwargs = spec.convert_args(message.frame.args)
-            except InvalidArguments:
-                await self._handle(message)  # refused there, as any bad request
-            else:
-                await self.call(spec, kwargs, message)
+            # A plain call of a one-at-a-time agent, the common case: it runs here, in
+            # the actor's own task, with no further dispatch (_handle does the rest).
+            if self._one_at_a_time and type(message) is Envelope:
+                request = message.frame
+                if type(request) is Request and not request.stream:
+                    spec = self.operations.get(request.op)
+                    if spec is not None and not spec.streaming:
+                        try:
+                            kwargs = spec.convert_args(request.args)
+                        except InvalidArguments:
+                            await self._handle(message)  # refused there, as any bad request
+                        else:
+                            await self.call(spec, kwargs, message)
+                        return
+            await self._handle(message)
         except Exception as exc:
             self._crashed(exc)
             raise
-
-    def _plain_call(self, message: Any) -> OperationSpec | None:
-        """The spec of a plain call this one-at-a-time agent runs in its own task, else None."""
-        if self.concurrency != 1 or type(message) is not Envelope:
-            return None
-        request = message.frame
-        if type(request) is not Request or request.stream:
-            return None
-        spec = self.operations.get(request.op)
-        return None if spec is None or spec.streaming else spec
 
     def _crashed(self, exc: Exception) -> None:
         # The agent restarts: its streams and concurrent calls end with it, now.
@@ -238,9 +233,16 @@ class AgentActor(Actor):
         tries again), and one that completes is recorded before its answer.
         """
         frame = envelope.frame
-        request_id = frame.request_id if isinstance(frame, Request) else None
-        token = enter_call(envelope.caller, envelope.reply_to, request_id)
-        once = self._once_key(envelope) if self._inbox is not None else None
+        request = frame if isinstance(frame, Request) else None
+        request_id = None if request is None else request.request_id
+        caller = envelope.caller
+        if caller is None:  # a call from this node: enter_call(), written out
+            token = CALL.set((None, request_id))
+        else:
+            token = enter_call(caller, envelope.reply_to, request_id)
+        inbox = self._inbox
+        # The inbox key of a told message (its scoped request id), else None.
+        once = request_key() if inbox is not None and request is not None and request.once else None
         began = False
         metrics = self._switchboard.metrics
         # Read the clock only for metrics that record: off, a call pays nothing more.
@@ -248,13 +250,13 @@ class AgentActor(Actor):
         outcome = "cancelled"
         try:
             if once is not None:
-                assert self._inbox is not None
-                if await self._inbox.applied(once, time.time()):
+                assert inbox is not None
+                if await inbox.applied(once, time.time()):
                     outcome = "ok"
                     if envelope.reply_to is not None:
                         await self._switchboard.reply(envelope, Reply(None))
                     return
-                if self._inbox.running(once):
+                if inbox.running(once):
                     busy = Overloaded(
                         f"{self.address} is applying this message now; nothing ran twice:"
                         " send it again later",
@@ -265,7 +267,7 @@ class AgentActor(Actor):
                         envelope, busy.kind, busy.message, actor=self.address
                     )
                     return
-                self._inbox.begin(once)
+                inbox.begin(once)
                 began = True
             if tracing_on():
                 with _operation_span(self.address, envelope):
@@ -273,8 +275,8 @@ class AgentActor(Actor):
             else:
                 result = spec.convert_result(await spec.function(self.agent, **kwargs))
             if once is not None:
-                assert self._inbox is not None
-                await self._inbox.record(once, time.time())
+                assert inbox is not None
+                await inbox.record(once, time.time())
             outcome = "ok"
         except spec.errors as exc:
             error = OperationFailed(str(exc), actor=self.address, exc_type=type(exc).__name__)
@@ -288,22 +290,14 @@ class AgentActor(Actor):
             await self.reply_crash(envelope, exc)
             raise
         finally:
-            if began and once is not None and self._inbox is not None:
-                self._inbox.end(once)
-            leave_call(token)
+            if began:
+                assert once is not None and inbox is not None
+                inbox.end(once)
+            CALL.reset(token)  # leave_call(), written out
             if metrics.enabled:
                 metrics.call(self.address, spec.name, outcome, time.perf_counter() - started)
-        if envelope.reply_to is not None:
-            answer = Reply(result)
-            if not self._switchboard.answer_here(envelope, answer):
-                await self._switchboard.reply(envelope, answer)
-
-    def _once_key(self, envelope: Envelope) -> str | None:
-        """The inbox key of a told message (its scoped request id), else ``None``."""
-        frame = envelope.frame
-        if self._inbox is None or not isinstance(frame, Request) or not frame.once:
-            return None
-        return request_key()
+        if envelope.reply_to is not None and not self._switchboard.reply_here(envelope, result):
+            await self._switchboard.reply(envelope, Reply(result))
 
     async def _call_concurrently(
         self, spec: OperationSpec, kwargs: dict[str, Any], envelope: Envelope, token: object

@@ -66,9 +66,13 @@ def tracing_on() -> bool:
     tracing-off cost). A provider the API would build from ``OTEL_PYTHON_TRACER_PROVIDER``
     counts from the first ``get_tracer_provider()`` call on.
     """
-    api = _trace_api()
+    global _otel
+    api = _otel
     if api is None:
-        return False
+        # _trace_api(), written out: asked on every call, mostly to answer no.
+        api = _otel = sys.modules.get("opentelemetry.trace")
+        if api is None:
+            return False
     provider = getattr(api, "_TRACER_PROVIDER", _UNKNOWN)
     if provider is None:
         return False
