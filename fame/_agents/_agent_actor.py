@@ -22,7 +22,9 @@ more is refused with ``quota_exceeded``.
 from __future__ import annotations
 
 import contextlib
+import sys
 import time
+from collections.abc import Coroutine
 from typing import Any
 
 import trio
@@ -37,7 +39,7 @@ from .._core._errors import (
     RequestLost,
     UnknownOperation,
 )
-from .._core._tracing import span, tracing_on
+from .._core._tracing import OTEL_TRACE, span, tracing_on
 from .._wire._schema import Envelope, Reply, Request
 from ._agent import AgentNode, BaseAgent
 from ._agent_scope import AgentScope
@@ -123,10 +125,16 @@ class AgentActor(Actor):
         await self._scope.close(self._scope.reason)
         await self.agent.stop()
 
-    async def handle(self, message: Any) -> None:
+    def handle(self, message: Any) -> Coroutine[Any, Any, None]:
+        """The coroutine that handles ``message`` (the actor's loop awaits it).
+
+        A plain call of a one-at-a-time agent, the common case, is the
+        coroutine of :meth:`call` itself, in the actor's own task: no
+        dispatch and no frame between the loop and the call.
+        :meth:`_handle` does the rest. A crash cancels the agent's other
+        tasks (:meth:`_crashed`) and goes on to the supervisor.
+        """
         try:
-            # A plain call of a one-at-a-time agent, the common case: it runs here, in
-            # the actor's own task, with no further dispatch (_handle does the rest).
             if self._one_at_a_time and type(message) is Envelope:
                 request = message.frame
                 if type(request) is Request and not request.stream:
@@ -135,10 +143,16 @@ class AgentActor(Actor):
                         try:
                             kwargs = spec.convert_args(request.args)
                         except InvalidArguments:
-                            await self._handle(message)  # refused there, as any bad request
+                            pass  # refused by _handle, as any bad request
                         else:
-                            await self.call(spec, kwargs, message)
-                        return
+                            return self.call(spec, kwargs, message, own_task=True)
+        except Exception as exc:
+            self._crashed(exc)
+            raise
+        return self._handle_guarded(message)
+
+    async def _handle_guarded(self, message: Any) -> None:
+        try:
             await self._handle(message)
         except Exception as exc:
             self._crashed(exc)
@@ -224,80 +238,98 @@ class AgentActor(Actor):
             f"{type(self.agent).__name__} has no operation {request.op!r} (it has: {names})"
         )
 
-    async def call(self, spec: OperationSpec, kwargs: dict[str, Any], envelope: Envelope) -> None:
+    async def call(
+        self,
+        spec: OperationSpec,
+        kwargs: dict[str, Any],
+        envelope: Envelope,
+        *,
+        own_task: bool = False,
+    ) -> None:
         """Run one plain operation and reply; a crash is answered, then re-raised.
 
         A told message (``Request.once``) goes through the node's inbox:
         one already applied is acknowledged (``None``) without running, one
         being applied right now is answered ``overloaded`` (its sender
         tries again), and one that completes is recorded before its answer.
+        ``own_task``: it runs in the actor's own task, straight from
+        :meth:`handle`, so a crash also cancels the agent's other tasks here.
         """
-        frame = envelope.frame
-        request = frame if isinstance(frame, Request) else None
-        request_id = None if request is None else request.request_id
-        caller = envelope.caller
-        if caller is None:  # a call from this node: enter_call(), written out
-            token = CALL.set((None, request_id))
-        else:
-            token = enter_call(caller, envelope.reply_to, request_id)
-        inbox = self._inbox
-        # The inbox key of a told message (its scoped request id), else None.
-        once = request_key() if inbox is not None and request is not None and request.once else None
-        began = False
-        metrics = self._switchboard.metrics
-        # Read the clock only for metrics that record: off, a call pays nothing more.
-        started = time.perf_counter() if metrics.enabled else 0.0
-        outcome = "cancelled"
         try:
-            if once is not None:
-                assert inbox is not None
-                if await inbox.applied(once, time.time()):
-                    outcome = "ok"
-                    if envelope.reply_to is not None:
-                        await self._switchboard.reply(envelope, Reply(None))
-                    return
-                if inbox.running(once):
-                    busy = Overloaded(
-                        f"{self.address} is applying this message now; nothing ran twice:"
-                        " send it again later",
-                        actor=self.address,
-                    )
-                    outcome = busy.kind
-                    await self._switchboard.reply_error(
-                        envelope, busy.kind, busy.message, actor=self.address
-                    )
-                    return
-                inbox.begin(once)
-                began = True
-            if tracing_on():
-                with _operation_span(self.address, envelope):
-                    result = spec.convert_result(await spec.function(self.agent, **kwargs))
+            frame = envelope.frame
+            request = frame if isinstance(frame, Request) else None
+            request_id = None if request is None else request.request_id
+            caller = envelope.caller
+            if caller is None:  # a call from this node: enter_call(), written out
+                token = CALL.set((None, request_id))
             else:
-                result = spec.convert_result(await spec.function(self.agent, **kwargs))
-            if once is not None:
-                assert inbox is not None
-                await inbox.record(once, time.time())
-            outcome = "ok"
-        except spec.errors as exc:
-            error = OperationFailed(str(exc), actor=self.address, exc_type=type(exc).__name__)
-            outcome = error.kind
-            await self._switchboard.reply_error(
-                envelope, error.kind, error.message, actor=self.address, exc_type=error.exc_type
+                token = enter_call(caller, envelope.reply_to, request_id)
+            inbox = self._inbox
+            # The inbox key of a told message (its scoped request id), else None.
+            once = (
+                request_key()
+                if inbox is not None and request is not None and request.once
+                else None
             )
-            return
+            began = False
+            metrics = self._switchboard.metrics
+            # Read the clock only for metrics that record: off, a call pays nothing more.
+            started = time.perf_counter() if metrics.enabled else 0.0
+            outcome = "cancelled"
+            try:
+                if once is not None:
+                    assert inbox is not None
+                    if await inbox.applied(once, time.time()):
+                        outcome = "ok"
+                        if envelope.reply_to is not None:
+                            await self._switchboard.reply(envelope, Reply(None))
+                        return
+                    if inbox.running(once):
+                        busy = Overloaded(
+                            f"{self.address} is applying this message now; nothing ran twice:"
+                            " send it again later",
+                            actor=self.address,
+                        )
+                        outcome = busy.kind
+                        await self._switchboard.reply_error(
+                            envelope, busy.kind, busy.message, actor=self.address
+                        )
+                        return
+                    inbox.begin(once)
+                    began = True
+                if OTEL_TRACE in sys.modules and tracing_on():
+                    with _operation_span(self.address, envelope):
+                        result = spec.convert_result(await spec.function(self.agent, **kwargs))
+                else:
+                    result = spec.convert_result(await spec.function(self.agent, **kwargs))
+                if once is not None:
+                    assert inbox is not None
+                    await inbox.record(once, time.time())
+                outcome = "ok"
+            except spec.errors as exc:
+                error = OperationFailed(str(exc), actor=self.address, exc_type=type(exc).__name__)
+                outcome = error.kind
+                await self._switchboard.reply_error(
+                    envelope, error.kind, error.message, actor=self.address, exc_type=error.exc_type
+                )
+                return
+            except Exception as exc:
+                outcome = "actor_crashed"
+                await self.reply_crash(envelope, exc)
+                raise
+            finally:
+                if began:
+                    assert once is not None and inbox is not None
+                    inbox.end(once)
+                CALL.reset(token)  # leave_call(), written out
+                if metrics.enabled:
+                    metrics.call(self.address, spec.name, outcome, time.perf_counter() - started)
+            if envelope.reply_to is not None and not self._switchboard.reply_here(envelope, result):
+                await self._switchboard.reply(envelope, Reply(result))
         except Exception as exc:
-            outcome = "actor_crashed"
-            await self.reply_crash(envelope, exc)
+            if own_task:
+                self._crashed(exc)
             raise
-        finally:
-            if began:
-                assert once is not None and inbox is not None
-                inbox.end(once)
-            CALL.reset(token)  # leave_call(), written out
-            if metrics.enabled:
-                metrics.call(self.address, spec.name, outcome, time.perf_counter() - started)
-        if envelope.reply_to is not None and not self._switchboard.reply_here(envelope, result):
-            await self._switchboard.reply(envelope, Reply(result))
 
     async def _call_concurrently(
         self, spec: OperationSpec, kwargs: dict[str, Any], envelope: Envelope, token: object

@@ -38,6 +38,7 @@ from __future__ import annotations
 import itertools
 import logging
 import math
+import sys
 import time
 from collections.abc import Callable, Coroutine
 from contextlib import suppress
@@ -67,7 +68,7 @@ from .._core._errors import (
 from .._core._metrics import NO_METRICS, Metrics
 from .._core._reply import ReplySlot
 from .._core._supervisor import Supervisor
-from .._core._tracing import current_traceparent, span, tracing_on
+from .._core._tracing import OTEL_TRACE, current_traceparent, span, tracing_on
 from .._wire._schema import (
     Cancel,
     Credit,
@@ -127,9 +128,15 @@ def new_request_id() -> str:
     order (each new one lands at the end of the index: cheap to insert);
     the random part keeps them unguessable and unique.
     """
-    numbers = _entropy.numbers
-    random68 = next(numbers) << 4 | next(numbers) & 0xF
-    return format((time.time_ns() // 1_000_000) << 68 | random68, "028x")
+    global _id_ms, _id_prefix
+    ms = time.time_ns() // 1_000_000
+    if ms != _id_ms:  # formatted once per millisecond
+        _id_ms, _id_prefix = ms, f"{ms:011x}"
+    return _id_prefix + next(_entropy.hex68)
+
+
+_id_ms = -1
+_id_prefix = ""
 
 
 class _Attempt:
@@ -322,7 +329,7 @@ class Switchboard:
         :meth:`_call_local`, no frame between it and its caller. ``convert``
         is applied to the result (a typed proxy's conversion).
         """
-        if not tracing_on():
+        if OTEL_TRACE not in sys.modules or not tracing_on():
             if address != self.reply_address:
                 ref = self.supervisor.ref(address)
                 if ref is not None:

@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import itertools
 import os
+import re
 from collections.abc import Iterator
 
-__all__ = ["numbers", "random64"]
+__all__ = ["hex68", "numbers", "random64"]
 
 BLOCK = 4096
 """Bytes read from the kernel at once: 512 numbers."""
@@ -39,14 +40,35 @@ numbers = _numbers()
 """Uniformly random 64-bit integers from the kernel's CSPRNG, without end."""
 
 
+_HEX17 = re.compile("[0-9a-f]{17}")
+
+
+def _hex_block(size: int) -> list[str]:
+    # One regex pass cuts the block's digits: several times cheaper than slicing.
+    return _HEX17.findall(os.urandom(size).hex())
+
+
+def _hex68() -> Iterator[str]:
+    return itertools.chain.from_iterable(map(_hex_block, itertools.repeat(BLOCK)))
+
+
+hex68 = _hex68()
+"""Strings of 17 random hex digits (68 bits) from the kernel's CSPRNG, without end.
+
+The random part of a request id, ready to print: a 68-bit number made and
+formatted per id costs several times more (big-integer arithmetic).
+"""
+
+
 def random64() -> int:
     """A uniformly random 64-bit integer, from the kernel's CSPRNG."""
     return next(numbers)
 
 
 def _fresh_numbers() -> None:
-    global numbers
+    global numbers, hex68
     numbers = _numbers()
+    hex68 = _hex68()
 
 
 os.register_at_fork(after_in_child=_fresh_numbers)
