@@ -22,7 +22,9 @@ more is refused with ``quota_exceeded``.
 from __future__ import annotations
 
 import contextlib
+import sys
 import time
+from collections.abc import Coroutine
 from typing import Any
 
 import trio
@@ -37,11 +39,11 @@ from .._core._errors import (
     RequestLost,
     UnknownOperation,
 )
-from .._core._tracing import span, tracing_on
+from .._core._tracing import OTEL_TRACE, span, tracing_on
 from .._wire._schema import Envelope, Reply, Request
 from ._agent import AgentNode, BaseAgent
 from ._agent_scope import AgentScope
-from ._call_context import enter_call, leave_call, request_key
+from ._call_context import CALL, enter_call, request_key
 from ._credit import StreamProducer
 from ._inbox import Inbox
 from ._operation import OperationSpec
@@ -81,6 +83,7 @@ class AgentActor(Actor):
         self._scope = scope
         self.operations = type(agent).operations
         self.concurrency = type(agent).max_concurrency
+        self._one_at_a_time = self.concurrency == 1
         self.max_streams_per_caller = type(agent).max_streams_per_caller
         self._limiter = trio.CapacityLimiter(self.concurrency)
         # Streams take at most all slots but one (one stream beside the calls of a
@@ -122,32 +125,38 @@ class AgentActor(Actor):
         await self._scope.close(self._scope.reason)
         await self.agent.stop()
 
-    async def handle(self, message: Any) -> None:
+    def handle(self, message: Any) -> Coroutine[Any, Any, None]:
+        """The coroutine that handles ``message`` (the actor's loop awaits it).
+
+        A plain call of a one-at-a-time agent, the common case, is the
+        coroutine of :meth:`call` itself, in the actor's own task: no
+        dispatch and no frame between the loop and the call.
+        :meth:`_handle` does the rest. A crash cancels the agent's other
+        tasks (:meth:`_crashed`) and goes on to the supervisor.
+        """
         try:
-            spec = self._plain_call(message)
-            if spec is None:
-                await self._handle(message)
-                return
-            # A plain call of a one-at-a-time agent, the common case: no further dispatch.
-            try:
-                kwargs = spec.convert_args(message.frame.args)
-            except InvalidArguments:
-                await self._handle(message)  # refused there, as any bad request
-            else:
-                await self.call(spec, kwargs, message)
+            if self._one_at_a_time and type(message) is Envelope:
+                request = message.frame
+                if type(request) is Request and not request.stream:
+                    spec = self.operations.get(request.op)
+                    if spec is not None and not spec.streaming:
+                        try:
+                            kwargs = spec.convert_args(request.args)
+                        except InvalidArguments:
+                            pass  # refused by _handle, as any bad request
+                        else:
+                            return self.call(spec, kwargs, message, own_task=True)
         except Exception as exc:
             self._crashed(exc)
             raise
+        return self._handle_guarded(message)
 
-    def _plain_call(self, message: Any) -> OperationSpec | None:
-        """The spec of a plain call this one-at-a-time agent runs in its own task, else None."""
-        if self.concurrency != 1 or type(message) is not Envelope:
-            return None
-        request = message.frame
-        if type(request) is not Request or request.stream:
-            return None
-        spec = self.operations.get(request.op)
-        return None if spec is None or spec.streaming else spec
+    async def _handle_guarded(self, message: Any) -> None:
+        try:
+            await self._handle(message)
+        except Exception as exc:
+            self._crashed(exc)
+            raise
 
     def _crashed(self, exc: Exception) -> None:
         # The agent restarts: its streams and concurrent calls end with it, now.
@@ -229,81 +238,98 @@ class AgentActor(Actor):
             f"{type(self.agent).__name__} has no operation {request.op!r} (it has: {names})"
         )
 
-    async def call(self, spec: OperationSpec, kwargs: dict[str, Any], envelope: Envelope) -> None:
+    async def call(
+        self,
+        spec: OperationSpec,
+        kwargs: dict[str, Any],
+        envelope: Envelope,
+        *,
+        own_task: bool = False,
+    ) -> None:
         """Run one plain operation and reply; a crash is answered, then re-raised.
 
         A told message (``Request.once``) goes through the node's inbox:
         one already applied is acknowledged (``None``) without running, one
         being applied right now is answered ``overloaded`` (its sender
         tries again), and one that completes is recorded before its answer.
+        ``own_task``: it runs in the actor's own task, straight from
+        :meth:`handle`, so a crash also cancels the agent's other tasks here.
         """
-        frame = envelope.frame
-        request_id = frame.request_id if isinstance(frame, Request) else None
-        token = enter_call(envelope.caller, envelope.reply_to, request_id)
-        once = self._once_key(envelope) if self._inbox is not None else None
-        began = False
-        metrics = self._switchboard.metrics
-        # Read the clock only for metrics that record: off, a call pays nothing more.
-        started = time.perf_counter() if metrics.enabled else 0.0
-        outcome = "cancelled"
         try:
-            if once is not None:
-                assert self._inbox is not None
-                if await self._inbox.applied(once, time.time()):
-                    outcome = "ok"
-                    if envelope.reply_to is not None:
-                        await self._switchboard.reply(envelope, Reply(None))
-                    return
-                if self._inbox.running(once):
-                    busy = Overloaded(
-                        f"{self.address} is applying this message now; nothing ran twice:"
-                        " send it again later",
-                        actor=self.address,
-                    )
-                    outcome = busy.kind
-                    await self._switchboard.reply_error(
-                        envelope, busy.kind, busy.message, actor=self.address
-                    )
-                    return
-                self._inbox.begin(once)
-                began = True
-            if tracing_on():
-                with _operation_span(self.address, envelope):
-                    result = spec.convert_result(await spec.function(self.agent, **kwargs))
+            frame = envelope.frame
+            request = frame if isinstance(frame, Request) else None
+            request_id = None if request is None else request.request_id
+            caller = envelope.caller
+            if caller is None:  # a call from this node: enter_call(), written out
+                token = CALL.set((None, request_id))
             else:
-                result = spec.convert_result(await spec.function(self.agent, **kwargs))
-            if once is not None:
-                assert self._inbox is not None
-                await self._inbox.record(once, time.time())
-            outcome = "ok"
-        except spec.errors as exc:
-            error = OperationFailed(str(exc), actor=self.address, exc_type=type(exc).__name__)
-            outcome = error.kind
-            await self._switchboard.reply_error(
-                envelope, error.kind, error.message, actor=self.address, exc_type=error.exc_type
+                token = enter_call(caller, envelope.reply_to, request_id)
+            inbox = self._inbox
+            # The inbox key of a told message (its scoped request id), else None.
+            once = (
+                request_key()
+                if inbox is not None and request is not None and request.once
+                else None
             )
-            return
+            began = False
+            metrics = self._switchboard.metrics
+            # Read the clock only for metrics that record: off, a call pays nothing more.
+            started = time.perf_counter() if metrics.enabled else 0.0
+            outcome = "cancelled"
+            try:
+                if once is not None:
+                    assert inbox is not None
+                    if await inbox.applied(once, time.time()):
+                        outcome = "ok"
+                        if envelope.reply_to is not None:
+                            await self._switchboard.reply(envelope, Reply(None))
+                        return
+                    if inbox.running(once):
+                        busy = Overloaded(
+                            f"{self.address} is applying this message now; nothing ran twice:"
+                            " send it again later",
+                            actor=self.address,
+                        )
+                        outcome = busy.kind
+                        await self._switchboard.reply_error(
+                            envelope, busy.kind, busy.message, actor=self.address
+                        )
+                        return
+                    inbox.begin(once)
+                    began = True
+                if OTEL_TRACE in sys.modules and tracing_on():
+                    with _operation_span(self.address, envelope):
+                        result = spec.convert_result(await spec.function(self.agent, **kwargs))
+                else:
+                    result = spec.convert_result(await spec.function(self.agent, **kwargs))
+                if once is not None:
+                    assert inbox is not None
+                    await inbox.record(once, time.time())
+                outcome = "ok"
+            except spec.errors as exc:
+                error = OperationFailed(str(exc), actor=self.address, exc_type=type(exc).__name__)
+                outcome = error.kind
+                await self._switchboard.reply_error(
+                    envelope, error.kind, error.message, actor=self.address, exc_type=error.exc_type
+                )
+                return
+            except Exception as exc:
+                outcome = "actor_crashed"
+                await self.reply_crash(envelope, exc)
+                raise
+            finally:
+                if began:
+                    assert once is not None and inbox is not None
+                    inbox.end(once)
+                CALL.reset(token)  # leave_call(), written out
+                if metrics.enabled:
+                    metrics.call(self.address, spec.name, outcome, time.perf_counter() - started)
+            if envelope.reply_to is not None and not self._switchboard.reply_here(envelope, result):
+                await self._switchboard.reply(envelope, Reply(result))
         except Exception as exc:
-            outcome = "actor_crashed"
-            await self.reply_crash(envelope, exc)
+            if own_task:
+                self._crashed(exc)
             raise
-        finally:
-            if began and once is not None and self._inbox is not None:
-                self._inbox.end(once)
-            leave_call(token)
-            if metrics.enabled:
-                metrics.call(self.address, spec.name, outcome, time.perf_counter() - started)
-        if envelope.reply_to is not None:
-            answer = Reply(result)
-            if not self._switchboard.answer_here(envelope, answer):
-                await self._switchboard.reply(envelope, answer)
-
-    def _once_key(self, envelope: Envelope) -> str | None:
-        """The inbox key of a told message (its scoped request id), else ``None``."""
-        frame = envelope.frame
-        if self._inbox is None or not isinstance(frame, Request) or not frame.once:
-            return None
-        return request_key()
 
     async def _call_concurrently(
         self, spec: OperationSpec, kwargs: dict[str, Any], envelope: Envelope, token: object

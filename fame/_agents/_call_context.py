@@ -19,7 +19,7 @@ import attrs
 
 from .._core._address import REPLY_NAME
 
-__all__ = ["CallerIdentity", "current_caller", "enter_call", "leave_call", "request_key"]
+__all__ = ["CALL", "CallerIdentity", "current_caller", "enter_call", "leave_call", "request_key"]
 
 LOCAL_PRINCIPAL = "local"
 """The scope of request ids of calls from inside the node (no verified remote caller)."""
@@ -49,14 +49,19 @@ class CallerIdentity:
         return self.principal.partition(":")[2]
 
 
-_current: ContextVar[tuple[CallerIdentity | None, str | None]] = ContextVar(
+CALL: ContextVar[tuple[CallerIdentity | None, str | None]] = ContextVar(
     "fame_caller", default=(None, None)
 )
+"""The running call's verified caller and request id; ``(None, request id)`` for a local call.
+
+Set and reset through it directly by the agent's hot path; elsewhere
+through :func:`enter_call` and :func:`leave_call`.
+"""
 
 
 def current_caller() -> CallerIdentity | None:
     """The verified caller of the operation running in this task; None for a local call."""
-    return _current.get()[0]
+    return CALL.get()[0]
 
 
 def request_key() -> str | None:
@@ -71,7 +76,7 @@ def request_key() -> str | None:
     can never match another's: no client can block or replay another's
     writes by guessing or reusing its ids.
     """
-    identity, request_id = _current.get()
+    identity, request_id = CALL.get()
     if request_id is None:
         return None
     principal = LOCAL_PRINCIPAL if identity is None else identity.principal
@@ -88,8 +93,8 @@ def enter_call(
         if reply_to is not None and reply_to.startswith(REPLY_NAME + "@"):
             node_id = reply_to.partition("@")[2] or None
         identity = CallerIdentity(caller, node_id)
-    return _current.set((identity, request_id))
+    return CALL.set((identity, request_id))
 
 
 def leave_call(token: Token[tuple[CallerIdentity | None, str | None]]) -> None:
-    _current.reset(token)
+    CALL.reset(token)

@@ -21,7 +21,7 @@ underscore methods at the end of :class:`Node`.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from typing import Any, overload
 
@@ -286,6 +286,32 @@ class Node:
             check_request_id(request_id)
         return await self._switchboard.call(
             address, op, args, timeout, request_id=request_id, retry_safe=retry_safe
+        )
+
+    def _call_converted(
+        self,
+        address: str,
+        op: str,
+        args: dict[str, Any],
+        timeout: float | None,
+        request_id: str | None,
+        retry_safe: bool = False,
+        convert: Callable[[Any], Any] | None = None,
+        /,
+    ) -> Coroutine[Any, Any, Any]:
+        """:meth:`call` as a coroutine, its result converted by ``convert``: what a proxy awaits.
+
+        A plain function: the proxy awaits the switchboard's coroutine itself,
+        one frame less on every call. ``request_id`` was checked by the proxy.
+        """
+        return self._switchboard.call(
+            address,
+            op,
+            args,
+            self.default_timeout if timeout is None else timeout,
+            request_id=request_id,
+            retry_safe=retry_safe,
+            convert=convert,
         )
 
     async def tell(

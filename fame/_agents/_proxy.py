@@ -23,7 +23,7 @@ from __future__ import annotations
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Generator
 from types import TracebackType
-from typing import Any, Concatenate, Generic, ParamSpec, TypeVar
+from typing import Any, Concatenate, Generic, ParamSpec, Protocol, TypeVar
 
 from .._wire._schema import check_request_id
 from ._agent import BaseAgent
@@ -68,6 +68,9 @@ class Proxy(Generic[AgentT]):
         self._agent_type = None if agent_type is BaseAgent else agent_type
         self._timeout = timeout
         self._request_id = None if request_id is None else check_request_id(request_id)
+        # A node's own entry for proxies (a call returning its coroutine, the result
+        # converted inside it): one coroutine frame less than awaiting node.call.
+        self._call_converted: _CallConverted | None = getattr(node, "_call_converted", None)
 
     @property
     def address(self) -> str:
@@ -214,12 +217,12 @@ class Proxy(Generic[AgentT]):
                 )
 
         def call(*args: Any, **kwargs: Any) -> _Call[Any]:
-            if spec is not None:
+            if args:  # keywords alone need no binding: they are checked by the agent
+                if spec is None:
+                    raise TypeError(
+                        f"{name}(): pass keyword arguments (this proxy does not know the signature)"
+                    )
                 kwargs = spec.bind(args, kwargs)
-            elif args:
-                raise TypeError(
-                    f"{name}(): pass keyword arguments (this proxy does not know the signature)"
-                )
             return _Call(self, name, kwargs, spec)
 
         call.__name__ = call.__qualname__ = name
@@ -228,6 +231,25 @@ class Proxy(Generic[AgentT]):
         return call
 
     # --- the node's side --------------------------------------------------------------
+
+    def _start(
+        self, name: str, args: dict[str, Any], spec: OperationSpec | None
+    ) -> Coroutine[Any, Any, Any]:
+        """The coroutine of one call: the node's entry for proxies if it has one, else _result."""
+        call_converted = self._call_converted
+        if call_converted is None:
+            return self._result(name, args, spec)
+        if spec is None:
+            return call_converted(self._address, name, args, self._timeout, self._request_id)
+        return call_converted(
+            self._address,
+            name,
+            args,
+            self._timeout,
+            self._request_id,
+            spec.idempotent or spec.deduplicated,  # spec.retry_safe
+            spec.convert_result,
+        )
 
     async def _result(self, name: str, args: dict[str, Any], spec: OperationSpec | None) -> Any:
         result = await self._node.call(
@@ -275,12 +297,16 @@ class _Call(Coroutine[Any, Any, R]):
         return f"<call {self._name}() to {self._proxy.address}>"
 
     def _started(self) -> Coroutine[Any, Any, R]:
-        if self._coro is None:
-            self._coro = self._proxy._result(self._name, self._args, self._spec)
-        return self._coro
+        coro = self._coro
+        if coro is None:
+            coro = self._coro = self._proxy._start(self._name, self._args, self._spec)
+        return coro
 
     def __await__(self) -> Generator[Any, None, R]:
-        return self._started().__await__()
+        coro = self._coro  # _started(), written out: every awaited call comes here
+        if coro is None:
+            coro = self._coro = self._proxy._start(self._name, self._args, self._spec)
+        return coro.__await__()
 
     def send(self, value: Any, /) -> Any:
         return self._started().send(value)
@@ -315,6 +341,22 @@ class _Call(Coroutine[Any, Any, R]):
     async def __aexit__(self, *exc_info: object) -> None:
         if self._stream is not None:
             await self._stream.aclose()
+
+
+class _CallConverted(Protocol):
+    """``Node._call_converted``: :meth:`Caller.call` as a coroutine, its result converted."""
+
+    def __call__(
+        self,
+        address: str,
+        op: str,
+        args: dict[str, Any],
+        timeout: float | None,
+        request_id: str | None,
+        retry_safe: bool = False,
+        convert: Callable[[Any], Any] | None = None,
+        /,
+    ) -> Coroutine[Any, Any, Any]: ...
 
 
 _specs: weakref.WeakKeyDictionary[Callable[..., Any], OperationSpec] = weakref.WeakKeyDictionary()

@@ -38,18 +38,20 @@ from __future__ import annotations
 import itertools
 import logging
 import math
+import sys
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from contextlib import suppress
+from math import isinf
 from typing import Any, Protocol
 
 import msgspec
 import trio
 
+from .._core import _entropy
 from .._core._actor import ActorRef
 from .._core._address import REPLY_NAME, Address
 from .._core._backoff import Backoff
-from .._core._entropy import random64
 from .._core._errors import (
     MailboxFull,
     NoAnswerInTime,
@@ -66,7 +68,7 @@ from .._core._errors import (
 from .._core._metrics import NO_METRICS, Metrics
 from .._core._reply import ReplySlot
 from .._core._supervisor import Supervisor
-from .._core._tracing import current_traceparent, span, tracing_on
+from .._core._tracing import OTEL_TRACE, current_traceparent, span, tracing_on
 from .._wire._schema import (
     Cancel,
     Credit,
@@ -114,7 +116,7 @@ waiting for one ("may have run").
 def random_corr() -> int:
     """A correlation id nobody can guess: uniform in ``1 .. CORR_LIMIT - 1``."""
     while True:
-        corr = random64() >> 1
+        corr = next(_entropy.numbers) >> 1
         if corr:
             return corr
 
@@ -127,8 +129,15 @@ def new_request_id() -> str:
     order (each new one lands at the end of the index: cheap to insert);
     the random part keeps them unguessable and unique.
     """
-    random68 = random64() << 4 | random64() & 0xF
-    return format((time.time_ns() // 1_000_000) << 68 | random68, "028x")
+    global _id_ms, _id_prefix
+    ms = time.time_ns() // 1_000_000
+    if ms != _id_ms:  # formatted once per millisecond
+        _id_ms, _id_prefix = ms, f"{ms:011x}"
+    return _id_prefix + next(_entropy.hex68)
+
+
+_id_ms = -1
+_id_prefix = ""
 
 
 class _Attempt:
@@ -230,6 +239,11 @@ def copied_answer(frame: Frame) -> Frame:
         raise WireError(f"cannot encode Reply: {exc}", code="unencodable") from None
 
 
+async def _converted(call: Coroutine[Any, Any, Any], convert: Callable[[Any], Any]) -> Any:
+    """The result of ``call``, converted (a typed proxy's call that is not local)."""
+    return convert(await call)
+
+
 def unsendable(request: Envelope, exc: WireError) -> str:
     """Why the answer to ``request`` (a result or a stream item) cannot go on the wire."""
     match request.frame:
@@ -307,15 +321,26 @@ class Switchboard:
         request_id: str | None = None,
         retry_safe: bool = False,
         once: bool = False,
+        convert: Callable[[Any], Any] | None = None,
     ) -> Coroutine[Any, Any, Any]:
         """:meth:`_call` (to await), in a client span when tracing is on (its requests carry it).
 
-        A plain function returning the coroutine: with tracing off, the call
-        is one coroutine frame less.
+        A plain function returning the coroutine: with tracing off, a call
+        to an agent on this node is the one coroutine of
+        :meth:`_call_local`, no frame between it and its caller. ``convert``
+        is applied to the result (a typed proxy's conversion).
         """
-        if not tracing_on():
-            return self._call(address, op, args, timeout, request_id, retry_safe, once, False)
-        return self._traced_call(address, op, args, timeout, request_id, retry_safe, once)
+        if OTEL_TRACE not in sys.modules or not tracing_on():
+            if address != self.reply_address:
+                ref = self.supervisor.ref(address)
+                if ref is not None:
+                    return self._call_local(
+                        ref, address, op, args, timeout, request_id, retry_safe, once, None, convert
+                    )
+            coro = self._call(address, op, args, timeout, request_id, retry_safe, once, False)
+        else:
+            coro = self._traced_call(address, op, args, timeout, request_id, retry_safe, once)
+        return coro if convert is None else _converted(coro, convert)
 
     async def _traced_call(
         self,
@@ -358,30 +383,41 @@ class Switchboard:
 
         The first attempt to an agent on this node runs without a cancel
         scope (:meth:`_call_local`): the common case pays for none. Every
-        other attempt runs in one scope that bounds it, its sending included.
+        other attempt runs in one scope that bounds it, its sending included
+        (:meth:`_retry`).
         ``traced``: tracing is on (the requests carry the current span).
         """
+        ref = self.supervisor.ref(address) if address != self.reply_address else None
+        if ref is not None:
+            trace = current_traceparent() if traced else None
+            return await self._call_local(
+                ref, address, op, args, timeout, request_id, retry_safe, once, trace, None
+            )
         if request_id is None:
             request_id = new_request_id()
-        now = trio.current_time()
-        deadline = now + timeout
-        expired = False
-        ref = self.supervisor.ref(address) if address != self.reply_address else None
-        if ref is None:
-            tries = _Tries()
-        else:
-            trace = current_traceparent() if traced else None
-            try:
-                return await self._call_local(
-                    ref, address, op, args, now, deadline, request_id, once, trace
-                )
-            except (Overloaded, NoRoute, RequestLost) as exc:
-                tries = _Tries(now)
-                self._note_retriable(exc, tries, retry_safe)
-            except _NoRoom:
-                tries, expired = _Tries(now), True
-            except trio.TooSlowError:
-                tries, expired = _Tries(now, unanswered=True), True
+        deadline = trio.current_time() + timeout
+        return await self._retry(
+            address, op, args, timeout, deadline, request_id, retry_safe, once, _Tries(), False
+        )
+
+    async def _retry(
+        self,
+        address: str,
+        op: str,
+        args: dict[str, Any],
+        timeout: float,
+        deadline: float,
+        request_id: str,
+        retry_safe: bool,
+        once: bool,
+        tries: _Tries,
+        expired: bool,
+    ) -> Any:
+        """The attempts of a call after ``tries``, until ``deadline``; its error if none succeeds.
+
+        ``expired``: the deadline already passed (the last attempt waited
+        it out): no attempt more, only the error.
+        """
         if not expired:
             delays = RETRY_BACKOFF.delays()
             with trio.move_on_at(deadline):
@@ -447,50 +483,76 @@ class Switchboard:
         address: str,
         op: str,
         args: dict[str, Any],
-        now: float,
-        deadline: float,
-        request_id: str,
+        timeout: float,
+        request_id: str | None,
+        retry_safe: bool,
         once: bool,
         trace: str | None,
+        convert: Callable[[Any], Any] | None,
     ) -> Any:
-        """Send one request to an actor on this node and wait for its answer, scope-free.
+        """:meth:`_call` to an actor on this node: its first attempt, scope-free, then retries.
 
         What :meth:`_call_once` and :meth:`route` do for a local actor, the
-        deadline kept by the reply slot instead of a cancel scope. When the
-        deadline passes it raises :class:`_NoRoom` if the request waited for
-        mailbox room (nothing was sent), ``trio.TooSlowError`` if it waited
-        for the answer.
+        deadline kept by the reply slot instead of a cancel scope, written
+        out in one frame (the hot path of every local call). An answer that
+        allows another attempt, or a deadline that passed, goes on in
+        :meth:`_retry` (in a cancel scope), as :meth:`_call` says.
         """
-        corr = self.new_corr()
-        slot = ReplySlot()
-        self.pending[corr] = slot
-        remaining = deadline - now
-        finite = not math.isinf(remaining)
+        if request_id is None:
+            request_id = new_request_id()
+        now = trio.current_time()
+        deadline = now + timeout
         try:
-            request = Request(
-                op,
-                copied_args(args),
-                False,
-                0,
-                max(0, int(remaining * 1000)) if finite else None,  # timeout_ms()
-                None,
-                request_id,
-                once,
-                trace,
-            )
-            envelope = Envelope(0, address, next(self._ids), request, self.reply_address, corr)
+            pending = self.pending
+            corr = random_corr()  # new_corr(), written out
+            while corr in pending or corr in self.consumers:
+                corr = random_corr()
+            slot = pending[corr] = ReplySlot()
             try:
-                await ref.tell_then_wait(envelope, timeout=remaining if finite else None)
-            except MailboxFull:
-                raise _NoRoom() from None
-            answer = await slot.wait(deadline, ref.deadlines)
-            if type(answer) is Reply:
-                return answer.result
-            return self._answer(corr, answer)
-        finally:
-            del self.pending[corr]
-            if self.crash_causes:
-                self.crash_causes.pop(corr, None)
+                try:  # copied_args(), written out
+                    copied = _args_decoder.decode(_encoder.encode(args))
+                except (TypeError, NotImplementedError, OverflowError, RecursionError) as exc:
+                    raise WireError(f"cannot encode Request: {exc}", code="unencodable") from None
+                finite = not isinf(timeout)
+                request = Request(
+                    op,
+                    copied,
+                    False,
+                    0,
+                    max(0, int(timeout * 1000)) if finite else None,  # timeout_ms()
+                    None,
+                    request_id,
+                    once,
+                    trace,
+                )
+                envelope = Envelope(0, address, next(self._ids), request, self.reply_address, corr)
+                # A cancelled caller sends nothing; one with room in the mailbox queues
+                # its request without yielding: its wait for the answer is the yield.
+                await trio.lowlevel.checkpoint_if_cancelled()
+                if not ref.offer(envelope):
+                    try:
+                        await ref.tell(envelope, timeout=timeout if finite else None)
+                    except MailboxFull:
+                        raise _NoRoom() from None
+                answer = await slot.wait(deadline, ref.deadlines)
+                result = answer.result if type(answer) is Reply else self._answer(corr, answer)
+            finally:
+                del pending[corr]
+                if self.crash_causes:
+                    self.crash_causes.pop(corr, None)
+            return result if convert is None else convert(result)
+        except (Overloaded, NoRoute, RequestLost) as exc:
+            tries, expired = _Tries(now), False
+            self._note_retriable(exc, tries, retry_safe)
+        except _NoRoom:
+            # The deadline passed while the request waited for mailbox room: nothing was sent.
+            tries, expired = _Tries(now), True
+        except trio.TooSlowError:
+            tries, expired = _Tries(now, unanswered=True), True
+        result = await self._retry(
+            address, op, args, timeout, deadline, request_id, retry_safe, once, tries, expired
+        )
+        return result if convert is None else convert(result)
 
     async def _call_once(
         self,
@@ -712,21 +774,25 @@ class Switchboard:
             # No checkpoint since next() found the queue empty: nothing was added since.
             self._movers.discard(address)
 
-    def answer_here(self, request: Envelope, frame: Frame) -> bool:
-        """:meth:`reply` to a caller on this node, at once; False if it needs :meth:`reply`.
+    def reply_here(self, request: Envelope, result: Any) -> bool:
+        """:meth:`reply` ``Reply(result)`` to a caller on this node, at once; False if it cannot.
 
         For an agent answering a call from its own node (no envelope, no
         routing, no coroutine): False if the caller is elsewhere, or if the
-        answer cannot be copied (then :meth:`reply` says why to the caller).
+        result cannot be copied (then :meth:`reply` says why to the caller).
         """
         corr = request.corr
         if request.reply_to != self.reply_address or corr is None:
             return False
-        try:
-            copied = copied_answer(frame)
-        except WireError:
+        try:  # copied_answer(), written out
+            answer = Reply(_any_decoder.decode(_encoder.encode(result)))
+        except (TypeError, NotImplementedError, OverflowError, RecursionError):
             return False
-        self._take_answer(corr, copied, via_uplink=False)
+        slot = self.pending.get(corr)
+        if slot is not None and corr not in self.remote:
+            slot.set(answer)  # what _take_answer does for it, written out
+        else:
+            self._take_answer(corr, answer, via_uplink=False)
         return True
 
     async def reply(self, request: Envelope, frame: Frame) -> None:

@@ -40,30 +40,31 @@ MAX_TRACEBACK_LENGTH = 8192
 class Delivery:
     """One message taken from a mailbox, with the means to answer it."""
 
-    __slots__ = ("_slot", "message")
+    __slots__ = ("message", "slot")
 
     def __init__(self, message: Any, slot: ReplySlot | None) -> None:
         self.message = message
-        self._slot = slot
+        self.slot = slot
+        """Where the answer of an ``ask`` goes; ``None`` for a ``tell``."""
 
     @property
     def wants_reply(self) -> bool:
         """True if the sender asked and still waits for the answer."""
-        return self._slot is not None and not self._slot.settled
+        return self.slot is not None and not self.slot.settled
 
     @property
     def answered(self) -> bool:
-        return self._slot is None or self._slot.settled
+        return self.slot is None or self.slot.settled
 
     def reply(self, value: Any) -> None:
         """Answer an ``ask``; does nothing for a ``tell`` or an abandoned ask."""
-        if self._slot is not None:
-            self._slot.set(value)
+        if self.slot is not None:
+            self.slot.set(value)
 
     def fail(self, exc: BaseException) -> None:
         """Make the sender's ``ask`` raise ``exc``."""
-        if self._slot is not None:
-            self._slot.fail(exc)
+        if self.slot is not None:
+            self.slot.fail(exc)
 
 
 class Actor:
@@ -135,6 +136,19 @@ class ActorRef:
         await trio.lowlevel.checkpoint_if_cancelled()
         if not self._offer(delivery):
             await self._put_slowly(delivery, timeout)
+
+    def offer(self, message: Any) -> bool:
+        """Put ``message`` in the mailbox if that needs no waiting; False if full or closed.
+
+        No checkpoint: for a caller that checked for cancellation itself
+        and parks right after (a local call waiting for its answer); on
+        False it falls back to :meth:`tell`, which waits or says why not.
+        """
+        try:
+            self._send.send_nowait(Delivery(message, None))
+        except (trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError):
+            return False
+        return True
 
     def tell_nowait(self, message: Any) -> None:
         """Put ``message`` in the mailbox or raise :class:`fame.MailboxFull` at once."""

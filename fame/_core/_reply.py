@@ -15,6 +15,7 @@ a late reply can never reach another caller.
 from __future__ import annotations
 
 import math
+from collections.abc import Awaitable
 from typing import Any
 
 import outcome
@@ -45,7 +46,16 @@ class ReplySlot:
         return self._task is not None
 
     def set(self, value: Any) -> None:
-        self._settle(outcome.Value(value))
+        # _settle written out: this runs once per local call.
+        if self._settled:
+            return
+        self._settled = True
+        task = self._task
+        if task is not None:
+            self._task = None
+            reschedule(task, outcome.Value(value))
+        else:
+            self._outcome = outcome.Value(value)
 
     def fail(self, exc: BaseException) -> None:
         self._settle(outcome.Error(exc))
@@ -74,24 +84,36 @@ class ReplySlot:
         self._settled = True
         return Abort.SUCCEEDED
 
-    async def wait(self, deadline: float = math.inf, deadlines: Deadlines | None = None) -> Any:
-        """The answer; ``trio.TooSlowError`` if ``deadline`` (trio's clock) passes first.
+    def wait(
+        self, deadline: float = math.inf, deadlines: Deadlines | None = None
+    ) -> Awaitable[Any]:
+        """The answer (await it); ``trio.TooSlowError`` if ``deadline`` (trio's clock) passes first.
 
         ``deadlines`` keeps the deadline (a cancel scope does if it is
-        ``None`` or no longer runs).
+        ``None`` or no longer runs). A plain function returning what to
+        await: a waiter that parks awaits trio's own wait directly, one
+        coroutine frame less on every local call. Await it at once: the
+        slot counts its task as parked from this call on.
         """
         if self._outcome is not None:
-            # Answered before the waiter came: the answer wins over a pending
-            # cancellation, exactly as when it arrives while the waiter is parked
-            # (reschedule beats abort). The call already passed its cancel point
-            # when it sent its message; here it only yields.
-            result, self._outcome = self._outcome, None
-            await trio.lowlevel.cancel_shielded_checkpoint()
-            return result.unwrap()
+            return self._answered()
         if self._settled:
             raise RuntimeError("reply slot was abandoned")
         if deadline != math.inf and (deadlines is None or not deadlines.add(deadline, self)):
-            with trio.fail_at(deadline):
-                return await self.wait()
+            return self._wait_scoped(deadline)
         self._task = current_task()
-        return await wait_task_rescheduled(self._abort)
+        return wait_task_rescheduled(self._abort)  # noqa: ASYNC105 (the caller awaits it)
+
+    async def _answered(self) -> Any:
+        # Answered before the waiter came: the answer wins over a pending
+        # cancellation, exactly as when it arrives while the waiter is parked
+        # (reschedule beats abort). The call already passed its cancel point
+        # when it sent its message; here it only yields.
+        result, self._outcome = self._outcome, None
+        await trio.lowlevel.cancel_shielded_checkpoint()
+        assert result is not None
+        return result.unwrap()
+
+    async def _wait_scoped(self, deadline: float) -> Any:
+        with trio.fail_at(deadline):
+            return await self.wait()

@@ -185,7 +185,10 @@ class _Cell:
                 except trio.EndOfChannel:
                     return
                 self.inflight = (delivery,)
-                delivery.reply(await handle(delivery.message))
+                result = await handle(delivery.message)
+                slot = delivery.slot  # Delivery.reply, written out: once per message
+                if slot is not None:
+                    slot.set(result)
                 self.inflight = ()
         limit = actor.max_batch
         while True:

@@ -23,6 +23,7 @@ from contextlib import AbstractContextManager, nullcontext
 from typing import Any, Final
 
 __all__ = [
+    "OTEL_TRACE",
     "TRACEPARENT_LENGTH",
     "TRACEPARENT_PATTERN",
     "current_traceparent",
@@ -36,6 +37,13 @@ TRACEPARENT_PATTERN: Final = r"^00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$"
 TRACEPARENT_LENGTH: Final = 55
 
 _TRACER_NAME: Final = "fame"
+
+OTEL_TRACE: Final = "opentelemetry.trace"
+"""The module a program imports to trace: until it is in ``sys.modules`` tracing is off.
+
+A hot path asks ``OTEL_TRACE in sys.modules and tracing_on()``: a dict
+lookup instead of a function call when the program traces nothing.
+"""
 
 _otel: Any = None
 """``opentelemetry.trace`` once the program imported it."""
@@ -51,7 +59,7 @@ def _trace_api() -> Any:
     """
     global _otel
     if _otel is None:
-        _otel = sys.modules.get("opentelemetry.trace")
+        _otel = sys.modules.get(OTEL_TRACE)
     return _otel
 
 
@@ -66,9 +74,13 @@ def tracing_on() -> bool:
     tracing-off cost). A provider the API would build from ``OTEL_PYTHON_TRACER_PROVIDER``
     counts from the first ``get_tracer_provider()`` call on.
     """
-    api = _trace_api()
+    global _otel
+    api = _otel
     if api is None:
-        return False
+        # _trace_api(), written out: asked on every call, mostly to answer no.
+        api = _otel = sys.modules.get(OTEL_TRACE)
+        if api is None:
+            return False
     provider = getattr(api, "_TRACER_PROVIDER", _UNKNOWN)
     if provider is None:
         return False
