@@ -152,8 +152,10 @@ class PostgresServer:
             conn.execute(f"CREATE SCHEMA {schema}")
         return self.dsn(options=f"'-c search_path={schema}'")
 
-    def sql(self, query: str, dsn: str | None = None) -> list[tuple[object, ...]]:
+    def sql(
+        self, query: str, dsn: str | None = None, params: tuple[object, ...] = ()
+    ) -> list[tuple[object, ...]]:
         """Run one statement as the superuser; its rows (for the tests' own checks)."""
         with psycopg.connect(dsn or self.dsn(), autocommit=True, connect_timeout=10) as conn:
-            cursor = conn.execute(query)
+            cursor = conn.execute(query, params or None)  # type: ignore[arg-type]
             return cursor.fetchall() if cursor.description else []
