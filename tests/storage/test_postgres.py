@@ -227,7 +227,9 @@ async def test_two_providers_share_one_store(postgres_dsn: str) -> None:
         for round_ in range(5):
             outcomes: list[object] = []
 
-            async def attempt(n: int, base: int = version, r: int = round_) -> None:
+            async def attempt(
+                n: int, base: int = version, r: int = round_, outcomes: list[object] = outcomes
+            ) -> None:
                 try:
                     won = await stores[n % 2].set("k", Item(f"{r}", n), if_version=base)
                     outcomes.append(won)
