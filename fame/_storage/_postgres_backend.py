@@ -111,10 +111,10 @@ _DELETE = "DELETE FROM fame_kv WHERE ns = %s AND key_hash = %s"
 _REPLACE = "UPDATE fame_kv SET value = %s, version = %s WHERE ns = %s AND key_hash = %s"
 _PURGE = (
     "DELETE FROM fame_kv WHERE ns = %s AND key_hash IN (SELECT key_hash FROM fame_kv"
-    " WHERE ns = %s AND expires_at IS NOT NULL AND expires_at <= %s LIMIT %s)"
+    " WHERE ns = %s AND expires_at IS NOT NULL AND expires_at <= %s LIMIT %s) RETURNING key_hash"
 )
 _COUNT = f"SELECT count(*) FROM fame_kv WHERE ns = %s AND {_LIVE}"
-_LOCK_NS = "SELECT seq, requests FROM fame_ns WHERE ns = %s FOR UPDATE"
+_LOCK_NS = "SELECT seq, requests, gen FROM fame_ns WHERE ns = %s FOR UPDATE"
 _STORE_NS = "UPDATE fame_ns SET seq = %s, requests = %s, gen = gen + 1 WHERE ns = %s"
 _FIND_REQUESTS = "SELECT id_hash, at, answer FROM fame_requests WHERE ns = %s AND id_hash = ANY(%s)"
 _RECORD_REQUEST = (
@@ -401,14 +401,43 @@ class PostgresBackend:
                 state = conn.execute(_LOCK_NS, (self._ns,)).fetchone()
                 if state is None:  # the row was removed on the server: start it again
                     conn.execute("INSERT INTO fame_ns (ns) VALUES (%s)", (self._ns,))
-                    state = (0, 0)
+                    state = (0, 0, 0)
                 txn = _Transaction(conn, self, int(state[1]))
                 results, seq = apply_writes(
                     txn, self.namespace, ops, int(state[0]), now, self.dedupe
                 )
                 txn.flush()
                 conn.execute(_STORE_NS, (seq, txn.requests, self._ns))
+            self._follow(int(state[2]), txn)
             return results
+
+    def _follow(self, gen: int, txn: _Transaction) -> None:
+        """Bring the scans' key index to this commit, if it was current when it began.
+
+        The commit moved the namespace from ``gen`` to ``gen + 1``; an index
+        read at ``gen`` plus this commit's own changes is the index at
+        ``gen + 1``, so a node's own writes do not make its next scan read
+        every key again. An index older than ``gen`` is left to be found
+        stale (another node wrote since).
+        """
+        index = self._index
+        if index is None or index.gen != gen:
+            return
+        keys, info = index.keys, index.info
+        purged = set(txn.purged)
+        if purged:
+            for key in [key for key, (key_hash, _) in info.items() if key_hash in purged]:
+                del info[key]
+                del keys[bisect.bisect_left(keys, key)]
+        for key, entry in txn.changes:
+            if entry is None:
+                if info.pop(key, None) is not None:
+                    del keys[bisect.bisect_left(keys, key)]
+            else:
+                if key not in info:
+                    bisect.insort(keys, key)
+                info[key] = entry
+        index.gen = gen + 1
 
     def close(self) -> None:
         """Nothing to release: the pool is the provider's."""
@@ -447,6 +476,10 @@ class _Transaction:
         self._ns = backend._ns
         self.requests = requests
         self._pending: list[tuple[str, tuple[object, ...]]] = []
+        self.changes: list[tuple[str, tuple[bytes, float | None] | None]] = []
+        """Keys written ``(key, (hash, expires_at))`` or removed ``(key, None)``, in order."""
+        self.purged: list[bytes] = []
+        """Hashes of the keys purged."""
 
     def flush(self) -> None:
         pending, self._pending = self._pending, []
@@ -478,9 +511,11 @@ class _Transaction:
                 ),
             )
         )
+        self.changes.append((key, (key_hash, expires_at)))
 
     def remove(self, key: str) -> None:
         self._pending.append((_DELETE, (self._ns, self._seal.hash_key(key))))
+        self.changes.append((key, None))
 
     def replace(self, key: str, value: bytes, version: int) -> None:
         sealed = self._seal.seal_value(key, version, value)
@@ -488,7 +523,9 @@ class _Transaction:
 
     def purge(self, now: float, limit: int) -> int:
         self.flush()
-        return int(self._conn.execute(_PURGE, (self._ns, self._ns, now, limit)).rowcount)
+        rows = self._conn.execute(_PURGE, (self._ns, self._ns, now, limit)).fetchall()
+        self.purged += [bytes(row[0]) for row in rows]
+        return len(rows)
 
     def find_requests(self, request_ids: Sequence[str]) -> dict[str, tuple[float, bytes]]:
         hashes = {self._seal.hash_request(rid): rid for rid in request_ids}
