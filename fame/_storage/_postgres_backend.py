@@ -8,6 +8,11 @@ Every namespace of every node using one database lives in four tables
     fame_kv(ns, key_hash, key_sealed, value, version, expires_at)  -- PK (ns, key_hash)
     fame_requests(ns, id_hash, n, at, answer)  -- PK (ns, id_hash); deduplicated writes
 
+Statements send their parameters (``%b``) and read their rows
+(``binary=True`` cursors) in PostgreSQL's binary format: hashes and
+sealed blobs then travel as they are, where the text format would escape
+every byte (about 15 us per element of a ``key_hash = ANY(...)`` array).
+
 ``ns`` and ``key_hash`` are keyed hashes, ``key_sealed``, ``value`` and
 ``answer`` sealed by fame (see ``_sealed_records``): the server sees no
 name, key, value nor request id.
@@ -97,33 +102,33 @@ _SCHEMA = (
     " PRIMARY KEY (ns, id_hash))",
     "CREATE INDEX IF NOT EXISTS fame_requests_order ON fame_requests (ns, n)",
 )
-_LIVE = "(expires_at IS NULL OR expires_at > %s)"
+_LIVE = "(expires_at IS NULL OR expires_at > %b)"
 _GET_MANY = (
-    f"SELECT key_hash, value, version FROM fame_kv WHERE ns = %s AND key_hash = ANY(%s) AND {_LIVE}"
+    f"SELECT key_hash, value, version FROM fame_kv WHERE ns = %b AND key_hash = ANY(%b) AND {_LIVE}"
 )
-_VERSION = f"SELECT version FROM fame_kv WHERE ns = %s AND key_hash = %s AND {_LIVE}"
+_VERSION = f"SELECT version FROM fame_kv WHERE ns = %b AND key_hash = %b AND {_LIVE}"
 _PUT = (
     "INSERT INTO fame_kv (ns, key_hash, key_sealed, value, version, expires_at)"
-    " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (ns, key_hash) DO UPDATE"
+    " VALUES (%b, %b, %b, %b, %b, %b) ON CONFLICT (ns, key_hash) DO UPDATE"
     " SET value = excluded.value, version = excluded.version, expires_at = excluded.expires_at"
 )
-_DELETE = "DELETE FROM fame_kv WHERE ns = %s AND key_hash = %s"
-_REPLACE = "UPDATE fame_kv SET value = %s, version = %s WHERE ns = %s AND key_hash = %s"
+_DELETE = "DELETE FROM fame_kv WHERE ns = %b AND key_hash = %b"
+_REPLACE = "UPDATE fame_kv SET value = %b, version = %b WHERE ns = %b AND key_hash = %b"
 _PURGE = (
-    "DELETE FROM fame_kv WHERE ns = %s AND key_hash IN (SELECT key_hash FROM fame_kv"
-    " WHERE ns = %s AND expires_at IS NOT NULL AND expires_at <= %s LIMIT %s) RETURNING key_hash"
+    "DELETE FROM fame_kv WHERE ns = %b AND key_hash IN (SELECT key_hash FROM fame_kv"
+    " WHERE ns = %b AND expires_at IS NOT NULL AND expires_at <= %b LIMIT %b) RETURNING key_hash"
 )
-_COUNT = f"SELECT count(*) FROM fame_kv WHERE ns = %s AND {_LIVE}"
-_LOCK_NS = "SELECT seq, requests, gen FROM fame_ns WHERE ns = %s FOR UPDATE"
-_STORE_NS = "UPDATE fame_ns SET seq = %s, requests = %s, gen = gen + 1 WHERE ns = %s"
-_FIND_REQUESTS = "SELECT id_hash, at, answer FROM fame_requests WHERE ns = %s AND id_hash = ANY(%s)"
+_COUNT = f"SELECT count(*) FROM fame_kv WHERE ns = %b AND {_LIVE}"
+_LOCK_NS = "SELECT seq, requests, gen FROM fame_ns WHERE ns = %b FOR UPDATE"
+_STORE_NS = "UPDATE fame_ns SET seq = %b, requests = %b, gen = gen + 1 WHERE ns = %b"
+_FIND_REQUESTS = "SELECT id_hash, at, answer FROM fame_requests WHERE ns = %b AND id_hash = ANY(%b)"
 _RECORD_REQUEST = (
-    "INSERT INTO fame_requests (ns, id_hash, at, answer) VALUES (%s, %s, %s, %s)"
+    "INSERT INTO fame_requests (ns, id_hash, at, answer) VALUES (%b, %b, %b, %b)"
     " ON CONFLICT (ns, id_hash) DO UPDATE SET at = excluded.at, answer = excluded.answer,"
     " n = DEFAULT"
 )
-_OLDEST_REQUESTS = "SELECT n, at FROM fame_requests WHERE ns = %s ORDER BY n LIMIT %s"
-_FORGET_REQUESTS = "DELETE FROM fame_requests WHERE ns = %s AND n = ANY(%s)"
+_OLDEST_REQUESTS = "SELECT n, at FROM fame_requests WHERE ns = %b ORDER BY n LIMIT %b"
+_FORGET_REQUESTS = "DELETE FROM fame_requests WHERE ns = %b AND n = ANY(%b)"
 
 
 class WrongMasterKeyForDatabase(WrongMasterKey):
@@ -302,7 +307,7 @@ class PostgresBackend:
         """Point reads of ``keys`` in one statement: each key's row, ``None``, or its error."""
         hashes = {self._seal.hash_key(key): key for key in keys}
         with _server_errors(self.where, "a read"), self._pool.connection() as conn:
-            rows = conn.execute(_GET_MANY, (self._ns, list(hashes), now)).fetchall()
+            rows = conn.execute(_GET_MANY, (self._ns, list(hashes), now), binary=True).fetchall()
         found: dict[str, Row | StorageError | None] = dict.fromkeys(keys)
         for key_hash, value, version in rows:
             key = hashes[bytes(key_hash)]
@@ -347,7 +352,7 @@ class PostgresBackend:
             conn.transaction(),
         ):
             conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-            state = conn.execute("SELECT gen FROM fame_ns WHERE ns = %s", (self._ns,)).fetchone()
+            state = conn.execute("SELECT gen FROM fame_ns WHERE ns = %b", (self._ns,)).fetchone()
             gen = -1 if state is None else int(state[0])
             index = self._index
             if index is None or index.gen != gen:
@@ -364,7 +369,7 @@ class PostgresBackend:
                 got = {
                     bytes(key_hash): (bytes(value), int(version))
                     for key_hash, value, version in conn.execute(
-                        _GET_MANY, (self._ns, hashes, now)
+                        _GET_MANY, (self._ns, hashes, now), binary=True
                     ).fetchall()
                 }
                 for key, key_hash in zip(chunk, hashes, strict=True):
@@ -379,7 +384,9 @@ class PostgresBackend:
         """Every key of the namespace, decrypted and sorted: the scan's index at ``gen``."""
         info: dict[str, tuple[bytes, float | None]] = {}
         cursor = conn.execute(
-            "SELECT key_hash, key_sealed, expires_at FROM fame_kv WHERE ns = %s", (self._ns,)
+            "SELECT key_hash, key_sealed, expires_at FROM fame_kv WHERE ns = %b",
+            (self._ns,),
+            binary=True,
         )
         while batch := cursor.fetchmany(READ_CHUNK * 4):
             for key_hash, sealed, expires_at in batch:
@@ -523,7 +530,7 @@ class _Transaction:
 
     def purge(self, now: float, limit: int) -> int:
         self.flush()
-        rows = self._conn.execute(_PURGE, (self._ns, self._ns, now, limit)).fetchall()
+        rows = self._conn.execute(_PURGE, (self._ns, self._ns, now, limit), binary=True).fetchall()
         self.purged += [bytes(row[0]) for row in rows]
         return len(rows)
 
@@ -531,7 +538,7 @@ class _Transaction:
         hashes = {self._seal.hash_request(rid): rid for rid in request_ids}
         found: dict[str, tuple[float, bytes]] = {}
         for id_hash, at, answer in self._conn.execute(
-            _FIND_REQUESTS, (self._ns, list(hashes))
+            _FIND_REQUESTS, (self._ns, list(hashes)), binary=True
         ).fetchall():
             request_id = hashes[bytes(id_hash)]
             try:

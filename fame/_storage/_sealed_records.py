@@ -60,19 +60,23 @@ def _derive(master: MasterKey, salt: bytes, info: str) -> bytes:
     return hkdf.derive(master._material)
 
 
+_LENGTH = struct.Struct(">I").pack
+
+
 def _bound(*parts: bytes) -> bytes:
     """Associated data: the parts, each length-prefixed so no two lists give the same bytes."""
-    return b"".join(struct.pack(">I", len(part)) + part for part in parts)
+    return b"".join(_LENGTH(len(part)) + part for part in parts)
 
 
 class NamespaceSeal:
     """The keys of one namespace, and the sealing and hashing of its records."""
 
-    __slots__ = ("_aead", "_hash_key", "_name", "ns_id")
+    __slots__ = ("_aead", "_hash_key", "_name", "_value_ad", "ns_id")
 
     def __init__(self, master: MasterKey, salt: bytes, namespace: str) -> None:
         name = namespace.encode("utf-8")
         self._name = name
+        self._value_ad = _bound(b"value", name)  # the start of every value's associated data
         id_key = _derive(master, salt, INFO_PREFIX + "namespace-id")
         self.ns_id = hmac.new(id_key, name, hashlib.sha256).digest()
         self._aead = ChaCha20Poly1305(_derive(master, salt, INFO_PREFIX + "seal/" + namespace))
@@ -100,18 +104,21 @@ class NamespaceSeal:
         return self._seal(key.encode("utf-8"), _bound(b"key", self._name, key_hash))
 
     def open_key(self, sealed: bytes, key_hash: bytes) -> str:
-        key = self._open(sealed, _bound(b"key", self._name, key_hash)).decode("utf-8")
-        if not hmac.compare_digest(self.hash_key(key), key_hash):
-            raise Unsealable  # a sealed key moved to another row
-        return key
+        """The key sealed in the row of ``key_hash``: bound to that hash, so moved it fails."""
+        return self._open(sealed, _bound(b"key", self._name, key_hash)).decode("utf-8")
+
+    def _value_bound(self, key: str, version: int) -> bytes:
+        # _bound(b"value", name, key, version), its constant start computed once.
+        encoded, number = key.encode("utf-8"), b"%d" % version
+        return b"".join(
+            (self._value_ad, _LENGTH(len(encoded)), encoded, _LENGTH(len(number)), number)
+        )
 
     def seal_value(self, key: str, version: int, value: bytes) -> bytes:
-        return self._seal(value, _bound(b"value", self._name, key.encode("utf-8"), b"%d" % version))
+        return self._seal(value, self._value_bound(key, version))
 
     def open_value(self, key: str, version: int, sealed: bytes) -> bytes:
-        return self._open(
-            sealed, _bound(b"value", self._name, key.encode("utf-8"), b"%d" % version)
-        )
+        return self._open(sealed, self._value_bound(key, version))
 
     def seal_answer(self, request_id: str, answer: bytes) -> bytes:
         return self._seal(answer, _bound(b"answer", self._name, request_id.encode("utf-8")))

@@ -74,7 +74,9 @@ def _free_port() -> int:
 class PostgresServer:
     """One server in its own temporary directory; :meth:`stop` removes everything."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, durable: bool = False) -> None:
+        self.durable = durable
+        """``fsync`` and ``synchronous_commit`` on (the benchmark), not off (the tests)."""
         self.bindir = find_bindir()
         self.root = Path(tempfile.mkdtemp(prefix="fame-pg-"))
         self.data = self.root / "data"
@@ -113,9 +115,10 @@ class PostgresServer:
             "--no-instructions",
         )
         options = (
-            f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off"
-            " -c synchronous_commit=off -c full_page_writes=off -c max_connections=100"
+            f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c max_connections=100"
         )
+        if not self.durable:
+            options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
         self._run(
             "pg_ctl",
             "start",
