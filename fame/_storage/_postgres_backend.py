@@ -281,12 +281,15 @@ class PostgresBackend:
         self._ns = seal.ns_id
         self._index: _KeyIndex | None = None
 
-    def _damaged(self, detail: str, key: str | None = None) -> DamagedDatabase:
+    def _damaged(
+        self, detail: str, key: str | None = None, after_key: str | None = None
+    ) -> DamagedDatabase:
         return DamagedDatabase(
             self.where,
             f"namespace {self.namespace!r}: {detail} (changed on the server, or sealed"
             " under another master key)",
             key=key,
+            after_key=after_key,
         )
 
     def _open_value(self, key: str, version: int, sealed: bytes) -> bytes:
@@ -374,8 +377,15 @@ class PostgresBackend:
                 }
                 for key, key_hash in zip(chunk, hashes, strict=True):
                     row = got.get(key_hash)
-                    if row is not None:
-                        rows.append((key, self._open_value(key, row[1], row[0]), row[1]))
+                    if row is None:
+                        continue
+                    try:
+                        value = self._seal.open_value(key, row[1], row[0])
+                    except Unsealable:
+                        # As a damaged page on SQLite: the store delivers the rows before it.
+                        last = str(rows[-1][0]) if rows else op.after
+                        raise self._damaged("a record does not open", key, last) from None
+                    rows.append((key, value, row[1]))
             return rows
 
     def _read_keys(

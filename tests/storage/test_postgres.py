@@ -163,6 +163,12 @@ async def test_a_record_moved_on_the_server_does_not_open(
         with pytest.raises(DamagedDatabase) as info:
             await store.get("a")
         assert info.value.key == "a"
+        await store.set("0", Item("before both"))
+        delivered = []
+        with pytest.raises(DamagedDatabase) as info:
+            async for key, _value in store.scan():
+                delivered.append(key)
+        assert delivered == ["0"] and info.value.after_key == "0"
 
 
 async def test_ttl_and_purge(postgres_dsn: str) -> None:
