@@ -308,3 +308,21 @@ async def test_two_providers_share_one_store(postgres_dsn: str) -> None:
             *(f"v/0/{i}" for i in range(1, 10)),
             "v/0/x",
         ]
+
+
+async def test_dedupe_limits(postgres_dsn: str) -> None:
+    """The oldest request ids beyond the entries limit, and those past the window, are forgotten."""
+    clock = FakeClock()
+    config = pg_config(postgres_dsn, dedupe_entries=3, dedupe_window=100.0)
+    async with open_storage(config, clock=clock) as provider:
+        store = await provider.get_kv_store(Item, "items")
+        first = [await store.set(f"k{n}", Item("v", n), request_id=f"r{n}") for n in range(5)]
+        # r3 and r4 are remembered: their retries write nothing.
+        assert await store.set("k3", Item("again"), request_id="r3") == first[3]
+        assert await store.get("k3") == Item("v", 3)
+        # r0 was forgotten (only 3 kept): its retry is applied again.
+        assert await store.set("k0", Item("again"), request_id="r0") > first[4]
+        assert await store.get("k0") == Item("again")
+        clock.advance(200)  # past the window: every id is forgotten
+        assert await store.set("k4", Item("late"), request_id="r4") > first[4]
+        assert await store.get("k4") == Item("late")
