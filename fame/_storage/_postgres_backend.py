@@ -73,12 +73,12 @@ from ._ops import (
 from ._sealed_records import (
     SALT_BYTES,
     NamespaceSeal,
-    Unsealable,
+    _Unsealable,
     key_check,
     opens_key_check,
 )
 
-__all__ = ["PostgresBackend", "PostgresDatabase", "WrongMasterKeyForDatabase"]
+__all__ = ["PostgresBackend", "PostgresDatabase"]
 
 log = logging.getLogger("fame.storage")
 
@@ -129,20 +129,6 @@ _RECORD_REQUEST = (
 )
 _OLDEST_REQUESTS = "SELECT n, at FROM fame_requests WHERE ns = %b ORDER BY n LIMIT %b"
 _FORGET_REQUESTS = "DELETE FROM fame_requests WHERE ns = %b AND n = ANY(%b)"
-
-
-class WrongMasterKeyForDatabase(WrongMasterKey):
-    """The master key does not open the database's key check: it was set up with another."""
-
-    def __init__(self, where: str) -> None:
-        StorageError.__init__(
-            self,
-            f"wrong master key for the encrypted storage in {where}: its key check (table"
-            " fame_meta) does not open with it (FAME_STORAGE_MASTER_KEY must be the key the"
-            " database was set up with); nothing was changed",
-        )
-        self.directory = where
-        self.file = "fame_meta"
 
 
 def _where(dsn: str) -> str:
@@ -235,7 +221,7 @@ class PostgresDatabase:
                     "INSERT INTO fame_meta VALUES ('check', %s)", (key_check(self._master, salt),)
                 )
             elif not opens_key_check(self._master, salt, check):
-                raise WrongMasterKeyForDatabase(self.where)
+                raise WrongMasterKey(self.where, "its key check (table fame_meta)")
         self.salt = salt
 
     def backend(self, namespace: str) -> PostgresBackend:
@@ -295,7 +281,7 @@ class PostgresBackend:
     def _open_value(self, key: str, version: int, sealed: bytes) -> bytes:
         try:
             return self._seal.open_value(key, version, sealed)
-        except Unsealable:
+        except _Unsealable:
             raise self._damaged("a record does not open", key) from None
 
     # -- reads --------------------------------------------------------------
@@ -381,7 +367,7 @@ class PostgresBackend:
                         continue
                     try:
                         value = self._seal.open_value(key, row[1], row[0])
-                    except Unsealable:
+                    except _Unsealable:
                         # As a damaged page on SQLite: the store delivers the rows before it.
                         last = str(rows[-1][0]) if rows else op.after
                         raise self._damaged("a record does not open", key, last) from None
@@ -403,7 +389,7 @@ class PostgresBackend:
                 key_hash = bytes(key_hash)
                 try:
                     key = self._seal.open_key(bytes(sealed), key_hash)
-                except Unsealable:
+                except _Unsealable:
                     raise self._damaged("a record's key does not open") from None
                 info[key] = (key_hash, expires_at)
             yield
@@ -553,7 +539,7 @@ class _Transaction:
             request_id = hashes[bytes(id_hash)]
             try:
                 opened = self._seal.open_answer(request_id, bytes(answer))
-            except Unsealable:
+            except _Unsealable:
                 opened = b""  # apply_writes reports a damaged answer, and writes nothing
             found[request_id] = (float(at), opened)
         return found

@@ -43,7 +43,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from ._keys import MasterKey
 
-__all__ = ["SALT_BYTES", "NamespaceSeal", "Unsealable", "key_check", "opens_key_check"]
+__all__ = ["SALT_BYTES", "NamespaceSeal", "key_check", "opens_key_check"]
 
 INFO_PREFIX = "fame/kv-pg/v1/"
 SALT_BYTES = 16
@@ -51,7 +51,7 @@ NONCE_BYTES = 12
 _CHECK = b"fame/kv-pg/v1 key check"
 
 
-class Unsealable(Exception):
+class _Unsealable(Exception):
     """A sealed blob that does not open: another key, or bytes changed on the server."""
 
 
@@ -98,7 +98,7 @@ class NamespaceSeal:
         try:
             return self._aead.decrypt(sealed[:NONCE_BYTES], sealed[NONCE_BYTES:], bound)
         except (InvalidTag, ValueError):
-            raise Unsealable from None
+            raise _Unsealable from None
 
     def seal_key(self, key: str, key_hash: bytes) -> bytes:
         return self._seal(key.encode("utf-8"), _bound(b"key", self._name, key_hash))
