@@ -1,4 +1,4 @@
-"""``fame node`` on the postgres profile, as real processes: a client's records land in the database.
+"""``fame node`` on the postgres profile, as real processes: records land in the database.
 
 The node reads ``FAME_STORAGE_PROFILE=postgres`` and the DSN from its
 ``conf/agent.env`` like any setting. The record a client stores through the node's
@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from reliability.fame_services import STORAGE_AGENT, FameServices, run_cli
+
 from .postgres_server import PostgresServer
 
 
