@@ -23,9 +23,9 @@ on SQLite) starts by locking its namespace's ``fame_ns`` row (``SELECT ...
 FOR UPDATE``): writers of one namespace take turns, across nodes, and each
 reads the version counter ``seq``, the records it checks (``if_version``,
 ``update``) and the dedupe table after the previous writer committed. It
-stores the counter back, bumps ``gen`` (every write transaction does, so
-``gen`` names the namespace's committed state) and keeps ``requests``, the
-count of dedupe records, exact. Versions are therefore unique and
+stores the counter back, bumps ``gen`` if it wrote or removed keys (so
+``gen`` names the namespace's committed keys; a purge that found nothing
+leaves it) and keeps ``requests``, the count of dedupe records, exact. Versions are therefore unique and
 increasing per namespace whatever node wrote them.
 
 Keys are hashed, so the server can neither order them nor match a prefix:
@@ -120,7 +120,7 @@ _PURGE = (
 )
 _COUNT = f"SELECT count(*) FROM fame_kv WHERE ns = %b AND {_LIVE}"
 _LOCK_NS = "SELECT seq, requests, gen FROM fame_ns WHERE ns = %b FOR UPDATE"
-_STORE_NS = "UPDATE fame_ns SET seq = %b, requests = %b, gen = gen + 1 WHERE ns = %b"
+_STORE_NS = "UPDATE fame_ns SET seq = %b, requests = %b, gen = gen + %b WHERE ns = %b"
 _FIND_REQUESTS = "SELECT id_hash, at, answer FROM fame_requests WHERE ns = %b AND id_hash = ANY(%b)"
 _RECORD_REQUEST = (
     "INSERT INTO fame_requests (ns, id_hash, at, answer) VALUES (%b, %b, %b, %b)"
@@ -410,14 +410,20 @@ class PostgresBackend:
                     txn, self.namespace, ops, int(state[0]), now, self.dedupe
                 )
                 txn.flush()
-                conn.execute(_STORE_NS, (seq, txn.requests, self._ns))
-            self._follow(int(state[2]), txn)
+                # gen moves when keys or expiry times did (what a scan's index
+                # holds), so a purge that found nothing leaves other nodes' indexes.
+                moved = 1 if txn.changes or txn.purged else 0
+                if moved or seq != state[0] or txn.requests != state[1]:
+                    conn.execute(_STORE_NS, (seq, txn.requests, moved, self._ns))
+            if moved:
+                self._follow(int(state[2]), txn)
             return results
 
     def _follow(self, gen: int, txn: _Transaction) -> None:
         """Bring the scans' key index to this commit, if it was current when it began.
 
-        The commit moved the namespace from ``gen`` to ``gen + 1``; an index
+        The commit moved the namespace from ``gen`` to ``gen + 1`` (it wrote
+        or removed keys); an index
         read at ``gen`` plus this commit's own changes is the index at
         ``gen + 1``, so a node's own writes do not make its next scan read
         every key again. An index older than ``gen`` is left to be found
