@@ -25,8 +25,9 @@ reads the version counter ``seq``, the records it checks (``if_version``,
 ``update``) and the dedupe table after the previous writer committed. It
 stores the counter back, bumps ``gen`` if it wrote or removed keys (so
 ``gen`` names the namespace's committed keys; a purge that found nothing
-leaves it) and keeps ``requests``, the count of dedupe records, exact. Versions are therefore unique and
-increasing per namespace whatever node wrote them.
+leaves it) and keeps ``requests``, the count of dedupe records, exact.
+Versions are therefore unique and increasing per namespace whatever node
+wrote them.
 
 Keys are hashed, so the server can neither order them nor match a prefix:
 a scan decrypts the namespace's keys and sorts them here. The sorted keys
