@@ -228,6 +228,15 @@ def test_only_the_storage_backend_imports_sqlcipher() -> None:
     assert all(name.startswith(SQLCIPHER_PREFIX) for name in importers), sorted(importers)
 
 
+def test_only_the_postgres_backend_imports_psycopg() -> None:
+    importers = {
+        found.source
+        for found in IMPORTS
+        if found.target.split(".")[0] in ("psycopg", "psycopg_pool")
+    }
+    assert importers == {"fame._storage._postgres_backend"}, sorted(importers)
+
+
 def test_the_library_never_imports_the_example_agents() -> None:
     example = [str(found) for found in IMPORTS if found.target.split(".")[0] == "agents"]
     assert not example, "imports of the example:\n" + "\n".join(example)

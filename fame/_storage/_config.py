@@ -25,6 +25,9 @@ mapping (``os.environ``, or its merged config files) to
 ``FAME_STORAGE_WAL_CHECKPOINT_BYTES``  a commit that leaves a file's
                                ``-wal`` larger than this checkpoints it
                                (default 4194304, at least 65536)
+``FAME_STORAGE_POSTGRES_DSN``  the PostgreSQL database of the ``postgres``
+                               profile (a libpq connection string or URL);
+                               required by it, with the master key
 =============================  ===========================================
 
 Every problem is reported as one :class:`StorageConfigError` line naming the
@@ -47,13 +50,14 @@ from ._keys import MasterKey, parse_master_key
 
 __all__ = ["BUILTIN_PROFILES", "Durability", "StorageConfig", "storage_config_from_env"]
 
-BUILTIN_PROFILES = ("memory", "sqlite", "encrypted-sqlite")
+BUILTIN_PROFILES = ("memory", "sqlite", "encrypted-sqlite", "postgres")
 Durability = str  # "full" | "normal"
 _DURABILITIES = ("full", "normal")
 MASTER_KEY_VARIABLE = "FAME_STORAGE_MASTER_KEY"
 DEDUPE_WINDOW_VARIABLE = "FAME_STORAGE_DEDUPE_WINDOW"
 DEDUPE_ENTRIES_VARIABLE = "FAME_STORAGE_DEDUPE_ENTRIES"
 WAL_CHECKPOINT_VARIABLE = "FAME_STORAGE_WAL_CHECKPOINT_BYTES"
+POSTGRES_DSN_VARIABLE = "FAME_STORAGE_POSTGRES_DSN"
 DEFAULT_WAL_CHECKPOINT_BYTES = 4 * 1024 * 1024
 MIN_WAL_CHECKPOINT_BYTES = 65536
 
@@ -82,6 +86,11 @@ class StorageConfig:
     this checkpoints it into the file; the ``-wal`` is then reused from its
     start (see
     ``docs/storage.md``, "Offline tools and checkpoints").
+
+    ``postgres_dsn`` is the database of the ``postgres`` profile (see
+    ``docs/storage.md``, "PostgreSQL profile"); it may hold a password, so
+    it shows in no repr, and :func:`storage_config_from_env` leaves it out
+    of ``env`` like the master key.
     """
 
     profile: str = "memory"
@@ -92,6 +101,7 @@ class StorageConfig:
     dedupe_window: float = DEFAULT_WINDOW
     dedupe_entries: int = DEFAULT_ENTRIES
     wal_checkpoint_bytes: int = DEFAULT_WAL_CHECKPOINT_BYTES
+    postgres_dsn: str | None = attrs.field(default=None, repr=False)
     env: Mapping[str, str] = attrs.field(factory=dict, repr=False)
 
     @property
@@ -134,6 +144,19 @@ class StorageConfig:
             raise StorageConfigError(
                 "FAME_STORAGE_MASTER_KEY", "is required by the encrypted-sqlite profile"
             )
+        if self.profile == "postgres":
+            if not self.postgres_dsn:
+                raise StorageConfigError(
+                    POSTGRES_DSN_VARIABLE,
+                    "is required by the postgres profile: the database's connection string"
+                    " (host=... dbname=... user=..., or postgresql://...)",
+                )
+            if self.master_key is None:
+                raise StorageConfigError(
+                    MASTER_KEY_VARIABLE,
+                    "is required by the postgres profile: records are sealed with it"
+                    " before the server sees them",
+                )
 
 
 def storage_config_from_env(env: Mapping[str, str]) -> StorageConfig:
@@ -148,7 +171,12 @@ def storage_config_from_env(env: Mapping[str, str]) -> StorageConfig:
     logged on ``fame.storage``.
     """
     master_key = _master_key(env.get(MASTER_KEY_VARIABLE, ""))
-    env = {name: value for name, value in env.items() if name != MASTER_KEY_VARIABLE}
+    postgres_dsn = env.get(POSTGRES_DSN_VARIABLE, "").strip() or None
+    env = {
+        name: value
+        for name, value in env.items()
+        if name not in (MASTER_KEY_VARIABLE, POSTGRES_DSN_VARIABLE)
+    }
     profile = env.get("FAME_STORAGE_PROFILE", "").strip() or "memory"
     directory_text = env.get("FAME_STORAGE_DB_DIRECTORY", "").strip()
     durability = env.get("FAME_STORAGE_DURABILITY", "").strip().lower() or "full"
@@ -169,6 +197,7 @@ def storage_config_from_env(env: Mapping[str, str]) -> StorageConfig:
         dedupe_window=_dedupe_window(env.get(DEDUPE_WINDOW_VARIABLE, "").strip()),
         dedupe_entries=_dedupe_entries(env.get(DEDUPE_ENTRIES_VARIABLE, "").strip()),
         wal_checkpoint_bytes=_wal_checkpoint_bytes(env.get(WAL_CHECKPOINT_VARIABLE, "").strip()),
+        postgres_dsn=postgres_dsn,
         env=env,
     )
 

@@ -9,6 +9,8 @@ one, from its configuration, with :func:`open_storage`::
 ``FAME_STORAGE_PROFILE`` picks the provider:
 
 * ``memory``, ``sqlite``, ``encrypted-sqlite``: the built-in provider;
+* ``postgres``: the PostgreSQL provider (``_postgres_provider``), imported
+  only when chosen, as it needs ``psycopg``;
 * a name registered in the ``fame.storage_providers`` entry point group;
 * ``package.module:Class``.
 
@@ -111,6 +113,16 @@ async def open_storage(
     the built-in profiles; a custom provider gets only ``config``.
     """
     factory = resolve_provider(config.profile)
+    if factory is None and config.profile == "postgres":
+        from ._postgres_provider import open_postgres_storage
+
+        factory = functools.partial(
+            open_postgres_storage,
+            clock=clock,
+            purge_interval=purge_interval,
+            supervisor=supervisor,
+            metrics=metrics,
+        )
     if factory is None:
         factory = functools.partial(
             open_builtin_storage,

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 
 import pytest
 
 from fame._storage import StorageConfig, StorageProvider, open_storage, parse_master_key
+
+from .postgres_server import PostgresServer
 
 PROFILES = ("memory", "sqlite", "encrypted-sqlite")
 
@@ -85,3 +87,23 @@ async def provider(
 def sizes(directory: Path) -> dict[str, int]:
     """Size of every file in ``directory``, by name."""
     return {p.name: p.stat().st_size for p in sorted(directory.iterdir()) if p.is_file()}
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """A real PostgreSQL server for the session (see ``postgres_server``); fails if missing."""
+    try:
+        server = PostgresServer()
+    except RuntimeError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def postgres_dsn(postgres_server: PostgresServer) -> str:
+    """A DSN of the session's server whose tables live in a new schema of this test's own."""
+    return postgres_server.new_dsn()

@@ -139,8 +139,8 @@ def test_config_errors(env: dict[str, str], variable: str, expected: str) -> Non
 
 
 async def test_unknown_profile() -> None:
-    with pytest.raises(StorageConfigError, match="unknown storage profile 'postgres'") as info:
-        async with open_storage_from_env({"FAME_STORAGE_PROFILE": "postgres"}):
+    with pytest.raises(StorageConfigError, match="unknown storage profile 'mysql'") as info:
+        async with open_storage_from_env({"FAME_STORAGE_PROFILE": "mysql"}):
             pass
     assert info.value.variable == "FAME_STORAGE_PROFILE"
     assert "fame.storage_providers" in str(info.value)
