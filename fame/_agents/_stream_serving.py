@@ -8,9 +8,9 @@ one :class:`StreamItem` per item, or, to a consumer that asked for batches
 :class:`StreamItems` frame (see :class:`_Batches`). It waits for credit
 *before* it asks the generator for the next item: a stream nobody reads
 pulls nothing, so a generator paging through a store reads nothing beyond
-what was granted. Each item is
-encoded once, here (it travels as ``msgspec.Raw``, which the wire copies
-verbatim); its encoded size is what the byte credit is charged.
+what was granted. Each item is encoded once, here (it travels as
+``msgspec.Raw``, which the wire copies verbatim); its encoded size is what
+the byte credit is charged.
 
 How it ends tells the caller what happened:
 
