@@ -2,12 +2,15 @@
 
 An agent's actor starts :func:`serve_stream` as one of the agent's tasks
 for each streaming request it accepts. It runs the agent's generator and
-sends one :class:`StreamItem` per credit the consumer granted, then a
-:class:`StreamEnd`. It waits for credit *before* it asks the generator for
-the next item: a stream nobody reads pulls nothing, so a generator paging
-through a store reads nothing beyond what was granted. Each item is
-encoded once, here (it travels as ``msgspec.Raw``, which the wire copies
-verbatim); its encoded size is what the byte credit is charged.
+sends one item per credit the consumer granted, then a :class:`StreamEnd`:
+one :class:`StreamItem` per item, or, to a consumer that asked for batches
+(``Request.batch``), the items that are ready together in one
+:class:`StreamItems` frame (see :class:`_Batches`). It waits for credit
+*before* it asks the generator for the next item: a stream nobody reads
+pulls nothing, so a generator paging through a store reads nothing beyond
+what was granted. Each item is encoded once, here (it travels as
+``msgspec.Raw``, which the wire copies verbatim); its encoded size is what
+the byte credit is charged.
 
 How it ends tells the caller what happened:
 
