@@ -329,12 +329,16 @@ class PostgresBackend:
             for _attempt in range(POOL_SIZE):
                 with self._pool.connection() as conn:
                     try:
-                        return conn.execute(sql, params, binary=True).fetchall()
+                        rows: list[tuple[Any, ...]] = conn.execute(
+                            sql, params, binary=True
+                        ).fetchall()
+                        return rows
                     except psycopg.OperationalError:
                         if not conn.broken:
                             raise
             with self._pool.connection() as conn:
-                return conn.execute(sql, params, binary=True).fetchall()
+                rows = conn.execute(sql, params, binary=True).fetchall()
+                return rows
 
     def _get_many(self, op: GetMany, now: float) -> ReadSteps:
         found: dict[str, Row] = {}
