@@ -356,3 +356,21 @@ async def test_a_server_restart_fails_only_the_operations_it_meets(
         assert failures <= 8
         assert await store.count() == 21
         assert await store.get("k7") == Item("kept", 7)
+
+
+async def test_without_psycopg_the_profile_says_what_to_install(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import sys
+
+    for name in list(sys.modules):
+        if name.split(".")[0] in ("psycopg", "psycopg_pool") or name.startswith(
+            "fame._storage._postgres"
+        ):
+            monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "psycopg", None)  # an import of it fails
+    with pytest.raises(StorageConfigError) as info:
+        async with open_storage(pg_config("host=127.0.0.1")):
+            pass
+    assert info.value.variable == "FAME_STORAGE_PROFILE"
+    assert "fame-actors[postgres]" in str(info.value)
