@@ -296,8 +296,8 @@ class PostgresBackend:
     def get_rows(self, keys: Sequence[str], now: float) -> dict[str, Row | StorageError | None]:
         """Point reads of ``keys`` in one statement: each key's row, ``None``, or its error."""
         hashes = {self._seal.hash_key(key): key for key in keys}
-        with _server_errors(self.where, "a read"), self._pool.connection() as conn:
-            rows = conn.execute(_GET_MANY, (self._ns, list(hashes), now), binary=True).fetchall()
+        params = (self._ns, list(hashes), now)
+        rows = self._query("a read", _GET_MANY, params)
         found: dict[str, Row | StorageError | None] = dict.fromkeys(keys)
         for key_hash, value, version in rows:
             key = hashes[bytes(key_hash)]
@@ -317,10 +317,28 @@ class PostgresBackend:
         raise StorageError(f"not a read operation: {op!r}")
 
     def _count(self, now: float) -> ReadSteps:
-        with _server_errors(self.where, "count"), self._pool.connection() as conn:
-            row = conn.execute(_COUNT, (self._ns, now)).fetchone()
+        rows = self._query("count", _COUNT, (self._ns, now))
         yield
-        return 0 if row is None else int(row[0])
+        return int(rows[0][0]) if rows else 0
+
+    def _query(self, doing: str, sql: str, params: tuple[object, ...]) -> list[tuple[Any, ...]]:
+        """The rows of one read statement, tried again on another connection if the
+        pooled one was found broken (the server restarted, or dropped it): a read
+        can be repeated, and the pool replaces such connections by itself."""
+        with _server_errors(self.where, doing):
+            for _attempt in range(POOL_SIZE):
+                with self._pool.connection() as conn:
+                    try:
+                        rows: list[tuple[Any, ...]] = conn.execute(
+                            sql, params, binary=True
+                        ).fetchall()
+                        return rows
+                    except psycopg.OperationalError:
+                        if not conn.broken:
+                            raise
+            with self._pool.connection() as conn:
+                rows = conn.execute(sql, params, binary=True).fetchall()
+                return rows
 
     def _get_many(self, op: GetMany, now: float) -> ReadSteps:
         found: dict[str, Row] = {}

@@ -114,7 +114,14 @@ async def open_storage(
     """
     factory = resolve_provider(config.profile)
     if factory is None and config.profile == "postgres":
-        from ._postgres_provider import open_postgres_storage
+        try:
+            from ._postgres_provider import open_postgres_storage
+        except ImportError as exc:
+            raise StorageConfigError(
+                "FAME_STORAGE_PROFILE",
+                f"the postgres profile needs psycopg 3 and psycopg-pool ({exc}):"
+                " pip install 'fame-actors[postgres]'",
+            ) from None
 
         factory = functools.partial(
             open_postgres_storage,

@@ -331,10 +331,18 @@ async def test_dedupe_limits(postgres_dsn: str) -> None:
 async def test_a_server_restart_fails_only_the_operations_it_meets(
     postgres_server: PostgresServer, postgres_dsn: str
 ) -> None:
-    """Acknowledged writes survive a crash of the server; the provider reconnects by itself."""
+    """Acknowledged writes survive a crash of the server; the provider reconnects by itself.
+
+    A read that meets a connection the restart broke is tried again; a write
+    fails (its commit may or may not have happened) and the next one works.
+    """
     async with open_storage(pg_config(postgres_dsn)) as provider:
         store = await provider.get_kv_store(Item, "items")
         await store.set_many({f"k{n}": Item("kept", n) for n in range(20)})
+        assert await store.get("k1") == Item("kept", 1)
+        postgres_server.restart()
+        # Reads are tried again on a fresh connection: the first one after the restart works.
+        assert await store.get("k3") == Item("kept", 3)
         postgres_server.restart()
         failures = 0
         for n in range(20):  # each pooled connection is found broken once, at most
@@ -348,3 +356,21 @@ async def test_a_server_restart_fails_only_the_operations_it_meets(
         assert failures <= 8
         assert await store.count() == 21
         assert await store.get("k7") == Item("kept", 7)
+
+
+async def test_without_psycopg_the_profile_says_what_to_install(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import sys
+
+    for name in list(sys.modules):
+        if name.split(".")[0] in ("psycopg", "psycopg_pool") or name.startswith(
+            "fame._storage._postgres"
+        ):
+            monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "psycopg", None)  # an import of it fails
+    with pytest.raises(StorageConfigError) as info:
+        async with open_storage(pg_config("host=127.0.0.1")):
+            pass
+    assert info.value.variable == "FAME_STORAGE_PROFILE"
+    assert "fame-actors[postgres]" in str(info.value)
