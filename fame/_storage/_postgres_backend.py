@@ -70,6 +70,7 @@ from ._ops import (
     Scan,
     WriteOp,
     apply_writes,
+    scan_page,
 )
 from ._sealed_records import (
     SALT_BYTES,
@@ -391,7 +392,8 @@ class PostgresBackend:
                         last = str(rows[-1][0]) if rows else op.after
                         raise self._damaged("a record does not open", key, last) from None
                     rows.append((key, value, row[1]))
-            return rows
+            # Decoded here, on the worker thread, as the SQLite backend does.
+            return rows if op.decode is None else scan_page(rows, op.decode)
 
     def _read_keys(
         self, conn: psycopg.Connection[Any], gen: int
@@ -540,6 +542,11 @@ class _Transaction:
             )
         )
         self.changes.append((key, (key_hash, expires_at)))
+
+    def put_many(self, rows: Sequence[tuple[str, bytes, int, float | None]]) -> None:
+        # Queued like single puts: the pipeline already sends them in one round trip.
+        for key, value, version, expires_at in rows:
+            self.put(key, value, version, expires_at)
 
     def remove(self, key: str) -> None:
         self._pending.append((_DELETE, (self._ns, self._seal.hash_key(key))))
