@@ -17,7 +17,6 @@ from fame.errors import WrongMasterKey
 from fame.lowlevel import collapse, leaves
 
 from ._settings import SECRETS_FILE, ConfigFileError
-from ._stored_data import DATA_DIR, is_own
 
 __all__ = ["describe", "errors", "one_line", "shown_path", "wrong_master_key_hint"]
 
@@ -49,6 +48,8 @@ def wrong_master_key_hint(exc: WrongMasterKey) -> str:
     elsewhere no ``fame`` command deletes, so the hint never sends its owner
     to ``fame clean``, which would remove the project's data and key instead.
     """
+    from ._stored_data import DATA_DIR, is_own  # here: only a wrong key needs them
+
     shown = shown_path(exc.directory)
     found = (
         f"the master key does not match the databases in {shown} ({exc.file} cannot be"

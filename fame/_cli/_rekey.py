@@ -43,6 +43,7 @@ from ._processes import SERVICES
 from ._settings import (
     AGENT_CONF,
     MASTER_KEY,
+    PENDING_KEY,
     SECRETS_FILE,
     SENTINEL_CONF,
     ConfigFileError,
@@ -51,8 +52,6 @@ from ._settings import (
 
 __all__ = ["PENDING_KEY", "RekeyRefused", "pending_hint", "rekey"]
 
-PENDING_KEY = "FAME_STORAGE_MASTER_KEY_NEXT"
-"""The new master key while a rotation is under way (``conf/secrets.env``)."""
 _MB = 1024 * 1024
 
 

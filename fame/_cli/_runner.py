@@ -25,12 +25,12 @@ import ssl
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, MutableMapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
 
 import fame
-from fame.lowlevel import Metrics, NodeAdmin
+from fame import lowlevel
 from fame.security import format_public_key
 from fame.storage import StorageConfig, StorageProvider, open_storage, storage_config_from_env
 
@@ -40,8 +40,8 @@ from ._live_admin import node_admin_address
 from ._logs import configure_logging, say
 from ._metrics import MetricsPortError, metrics_server
 from ._processes import NOT_SERVING
-from ._rekey import PENDING_KEY, pending_hint
 from ._settings import (
+    PENDING_KEY,
     SettingError,
     admission,
     agent_entries,
@@ -69,6 +69,9 @@ from ._trust import (
     sentinel_keys_file,
     trust_on_first_use,
 )
+
+if TYPE_CHECKING:
+    from fame.lowlevel import Metrics
 
 __all__ = ["AgentSpec", "hold", "parse_agent_spec", "run_node", "run_sentinel", "storage_config"]
 
@@ -132,6 +135,8 @@ def storage_config(settings: MutableMapping[str, str]) -> StorageConfig:
 def refuse_pending_rekey(settings: Mapping[str, str]) -> None:
     """Refuse to start while ``fame rekey`` has not finished: some files have the new key."""
     if settings.get(PENDING_KEY, "").strip():
+        from ._rekey import pending_hint
+
         raise StartupError(pending_hint())
 
 
@@ -378,7 +383,7 @@ async def _attach(
             await node.spawn(cls, address)
         # Its live storage administration (fame backup), for the admin only;
         # a policy that does not let it bind leaves the node serving as before.
-        await node.spawn(lambda: NodeAdmin(provider), node_admin_address(settings))
+        await node.spawn(lambda: lowlevel.NodeAdmin(provider), node_admin_address(settings))
         # Ready means reachable: the sentinel confirmed every agent's address.
         await uplink.wait_bound()
         refused = {
@@ -462,7 +467,11 @@ def hold(name: str) -> bool:
     The caller reads the settings once through the gate: ``fame up`` may
     have written ``conf/secrets.env`` meanwhile.
     """
-    _ = fame.open_node, (fame.open_sentinel if name == "sentinel" else fame.attach)
+    fame.open_node  # noqa: B018 (looked up to be imported)
+    if name == "sentinel":
+        fame.open_sentinel  # noqa: B018
+    else:  # and the sentinel's default address, for its URL (fame.lowlevel.DEFAULT_PORT)
+        fame.attach, lowlevel.NodeAdmin, lowlevel.DEFAULT_PORT  # noqa: B018
     return _gated(name, True)
 
 

@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CONF_DIR",
+    "PENDING_KEY",
     "SECRETS_FILE",
     "ConfigFileError",
     "SettingError",
@@ -64,6 +65,8 @@ CONF_DIR = Path("conf")
 SECRETS_FILE = CONF_DIR / "secrets.env"
 SENTINEL_CONF = CONF_DIR / "sentinel.env"
 AGENT_CONF = CONF_DIR / "agent.env"
+PENDING_KEY = "FAME_STORAGE_MASTER_KEY_NEXT"
+"""The new master key while a rotation is under way (``conf/secrets.env``, ``fame rekey``)."""
 
 _PROJECT_CONF = ("sentinel.env", "agent.env", "secrets.env")
 MASTER_KEY = "FAME_STORAGE_MASTER_KEY"
