@@ -5,10 +5,11 @@ Agents get a typed :class:`KeyValueStore` per namespace from the node's
 :class:`StorageActor`. See ``docs/storage.md``.
 """
 
-from ._backup import BackupInvalid, BackupRefused
 from ._builtin import BuiltinStorageProvider
 from ._config import StorageConfig, storage_config_from_env
 from ._errors import (
+    BackupInvalid,
+    BackupRefused,
     DamagedDatabase,
     DatabaseInUse,
     EncryptionMismatch,

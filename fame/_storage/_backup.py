@@ -34,7 +34,7 @@ from ._backup_manifest import (
     write_manifest,
 )
 from ._config import StorageConfig
-from ._errors import DatabaseInUse, StorageError, WrongMasterKey
+from ._errors import BackupInvalid, BackupRefused, DatabaseInUse, StorageError, WrongMasterKey
 from ._file_lock import files_in_use
 from ._integrity import check_files
 from ._keys import MasterKey
@@ -49,19 +49,6 @@ __all__ = [
     "restore_backup",
     "verify_backup",
 ]
-
-
-class BackupRefused(StorageError):
-    """A backup was not made: its destination is taken. Nothing was written."""
-
-
-class BackupInvalid(StorageError):
-    """A directory is not a complete, unchanged backup; nothing was restored."""
-
-    def __init__(self, directory: str, detail: str) -> None:
-        super().__init__(f"{directory} is not a usable backup: {detail}")
-        self.directory = directory
-        self.detail = detail
 
 
 def _partial(destination: Path) -> Path:

@@ -18,7 +18,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import trio
 
@@ -26,8 +26,6 @@ from .._core._actor import ActorRef
 from .._core._errors import NodeClosed
 from .._core._metrics import NO_METRICS, Metrics
 from .._core._supervisor import Supervisor, open_supervisor
-from ._backup import begin_backup, finish_backup
-from ._backup_manifest import BackupManifest
 from ._config import StorageConfig, prepare_directory
 from ._errors import DamagedDatabase, StorageError, WrongMasterKey
 from ._keys import file_key
@@ -46,6 +44,9 @@ from ._probe import KeyCheck, probe_encrypted, probe_plain
 from ._rekey import migrate_legacy_files
 from ._sqlcipher_backend import open_sqlite
 from ._storage_actor import StorageActor
+
+if TYPE_CHECKING:
+    from ._backup_manifest import BackupManifest
 
 __all__ = ["BuiltinStorageProvider", "open_builtin_storage"]
 
@@ -149,6 +150,11 @@ class BuiltinStorageProvider:
         manifest is written last (see ``_backup``). Raises
         :class:`BackupRefused` if ``destination`` exists and is not empty.
         """
+        # Imported here: a backup is an operator's rare request, and the
+        # manifest and integrity code it needs would cost every service memory.
+        from ._backup import begin_backup, finish_backup
+        from ._backup_manifest import BackupManifest
+
         directory = self._directory
         if directory is None:
             raise StorageError("the memory profile keeps no files to back up")

@@ -14,6 +14,8 @@ import os
 from .._core._errors import FameError, quoted
 
 __all__ = [
+    "BackupInvalid",
+    "BackupRefused",
     "DamagedDatabase",
     "DatabaseInUse",
     "EncryptionMismatch",
@@ -232,3 +234,16 @@ class RecordTooNew(StorageError):
         self.key = key
         self.version = version
         self.model_version = model_version
+
+
+class BackupRefused(StorageError):
+    """A backup was not made: its destination is taken. Nothing was written."""
+
+
+class BackupInvalid(StorageError):
+    """A directory is not a complete, unchanged backup; nothing was restored."""
+
+    def __init__(self, directory: str, detail: str) -> None:
+        super().__init__(f"{directory} is not a usable backup: {detail}")
+        self.directory = directory
+        self.detail = detail
