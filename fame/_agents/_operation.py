@@ -125,6 +125,8 @@ class OperationSpec:
     deduplicated: bool = False
     plain_args: tuple[tuple[str, Any], ...] | None = None
     """Each parameter with its type, if all are required and of a :data:`PLAIN` type."""
+    plain_result: Any = None
+    """The result type if it is a :data:`PLAIN` one: a result exactly of it needs no conversion."""
 
     @property
     def retry_safe(self) -> bool:
@@ -174,6 +176,7 @@ class OperationSpec:
             idempotent=mark.idempotent,
             deduplicated=mark.deduplicated,
             plain_args=plain,
+            plain_result=result if result in PLAIN else None,
         )
 
     def bind(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
