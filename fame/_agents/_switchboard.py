@@ -131,7 +131,8 @@ def new_request_id() -> str:
     global _id_ms, _id_prefix
     ms = time.time_ns() // 1_000_000
     if ms != _id_ms:  # formatted once per millisecond
-        _id_ms, _id_prefix = ms, f"{ms:011x}"
+        _id_prefix = f"{ms:011x}"
+        _id_ms = ms  # set last: whoever sees this millisecond sees its prefix
     return _id_prefix + next(_entropy.hex68)
 
 
