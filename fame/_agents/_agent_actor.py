@@ -301,7 +301,9 @@ class AgentActor(Actor):
                     with _operation_span(self.address, envelope):
                         result = spec.convert_result(await spec.function(self.agent, **kwargs))
                 else:
-                    result = spec.convert_result(await spec.function(self.agent, **kwargs))
+                    result = await spec.function(self.agent, **kwargs)
+                    if type(result) is not spec.plain_result:  # else convert_result() keeps it
+                        result = spec.convert_result(result)
                 if once is not None:
                     assert inbox is not None
                     await inbox.record(once, time.time())

@@ -131,6 +131,8 @@ class OperationSpec:
     """Each parameter with its type, if all are required and of a :data:`PLAIN` type."""
     result_box: type[msgspec.Struct] | None = None
     """A one-field struct of ``result_type`` (see :meth:`convert_result`), or None."""
+    plain_result: Any = None
+    """The result type if it is a :data:`PLAIN` one: a result exactly of it needs no conversion."""
 
     @property
     def retry_safe(self) -> bool:
@@ -186,6 +188,7 @@ class OperationSpec:
             deduplicated=mark.deduplicated,
             plain_args=plain,
             result_box=box,
+            plain_result=result if result in PLAIN else None,
         )
 
     def bind(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:

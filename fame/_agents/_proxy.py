@@ -71,6 +71,9 @@ class Proxy(Generic[AgentT]):
         # A node's own entry for proxies (a call returning its coroutine, the result
         # converted inside it): one coroutine frame less than awaiting node.call.
         self._call_converted: _CallConverted | None = getattr(node, "_call_converted", None)
+        # The specs of the operations this proxy called (plain dict: the class-level
+        # cache is weakly keyed, a lookup there costs a weakref and two calls).
+        self._seen: dict[Callable[..., Any], OperationSpec] = {}
 
     @property
     def address(self) -> str:
@@ -124,12 +127,12 @@ class Proxy(Generic[AgentT]):
         :class:`TypeError` at once if ``operation`` is not a plain
         operation of this proxy's agent, or the arguments do not bind.
         """
-        spec = self._spec_of(operation)
+        spec = self._seen.get(operation) or self._spec_of(operation)
         if spec.streaming:
             raise TypeError(
                 f"{spec.name} is a streaming operation: use proxy.stream({_qualname(operation)})"
             )
-        return _Call(self, spec.name, spec.bind(args, kwargs), spec)
+        return _Call(self, spec.name, spec.bind(args, kwargs) if args else kwargs, spec)
 
     async def tell(
         self,
@@ -185,12 +188,14 @@ class Proxy(Generic[AgentT]):
             )
         agent_type = self._agent_type
         if agent_type is None:
-            return _spec_from_function(operation)
+            found = self._seen[operation] = _spec_from_function(operation)
+            return found
         known = _typed_specs.get(agent_type)
         if known is None:
             known = _typed_specs[agent_type] = {}
         spec = known.get(operation)
         if spec is not None:
+            self._seen[operation] = spec
             return spec
         # Found by identity in the class hierarchy, so that a same-named method of
         # another agent is refused and an overridden one is called by its wire name.
@@ -200,6 +205,7 @@ class Proxy(Generic[AgentT]):
                     spec = agent_type.operations.get(mark.name or attr_name)
                     if spec is not None:
                         known[operation] = spec  # the search is done once per operation
+                        self._seen[operation] = spec
                         return spec
         raise TypeError(f"{_qualname(operation)} is not an operation of {agent_type.__name__}")
 
@@ -231,25 +237,6 @@ class Proxy(Generic[AgentT]):
         return call
 
     # --- the node's side --------------------------------------------------------------
-
-    def _start(
-        self, name: str, args: dict[str, Any], spec: OperationSpec | None
-    ) -> Coroutine[Any, Any, Any]:
-        """The coroutine of one call: the node's entry for proxies if it has one, else _result."""
-        call_converted = self._call_converted
-        if call_converted is None:
-            return self._result(name, args, spec)
-        if spec is None:
-            return call_converted(self._address, name, args, self._timeout, self._request_id)
-        return call_converted(
-            self._address,
-            name,
-            args,
-            self._timeout,
-            self._request_id,
-            spec.idempotent or spec.deduplicated,  # spec.retry_safe
-            spec.convert_result,
-        )
 
     async def _result(self, name: str, args: dict[str, Any], spec: OperationSpec | None) -> Any:
         result = await self._node.call(
@@ -297,16 +284,33 @@ class _Call(Coroutine[Any, Any, R]):
         return f"<call {self._name}() to {self._proxy.address}>"
 
     def _started(self) -> Coroutine[Any, Any, R]:
+        """The call's coroutine, made on first use: the node's entry for proxies if it has one."""
         coro = self._coro
-        if coro is None:
-            coro = self._coro = self._proxy._start(self._name, self._args, self._spec)
+        if coro is not None:
+            return coro
+        proxy, spec = self._proxy, self._spec
+        call_converted = proxy._call_converted
+        if call_converted is None:
+            coro = proxy._result(self._name, self._args, spec)
+        elif spec is None:
+            coro = call_converted(
+                proxy._address, self._name, self._args, proxy._timeout, proxy._request_id
+            )
+        else:
+            coro = call_converted(
+                proxy._address,
+                self._name,
+                self._args,
+                proxy._timeout,
+                proxy._request_id,
+                spec.idempotent or spec.deduplicated,  # spec.retry_safe
+                spec.convert_result,
+            )
+        self._coro = coro
         return coro
 
     def __await__(self) -> Generator[Any, None, R]:
-        coro = self._coro  # _started(), written out: every awaited call comes here
-        if coro is None:
-            coro = self._coro = self._proxy._start(self._name, self._args, self._spec)
-        return coro.__await__()
+        return (self._coro or self._started()).__await__()
 
     def send(self, value: Any, /) -> Any:
         return self._started().send(value)

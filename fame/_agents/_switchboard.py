@@ -132,7 +132,8 @@ def new_request_id() -> str:
     global _id_ms, _id_prefix
     ms = time.time_ns() // 1_000_000
     if ms != _id_ms:  # formatted once per millisecond
-        _id_ms, _id_prefix = ms, f"{ms:011x}"
+        _id_prefix = f"{ms:011x}"
+        _id_ms = ms  # set last: whoever sees this millisecond sees its prefix
     return _id_prefix + next(_entropy.hex68)
 
 
@@ -288,6 +289,12 @@ class Switchboard:
         # the caller's ActorCrashed gets it as __cause__ (frames carry only text).
         self.crash_causes: dict[int, BaseException] = {}
         self.set_path(path)
+        # trio.current_time() is three calls deep; the run's clock, asked directly,
+        # is one (a local call reads it once).
+        try:
+            self._now: Callable[[], float] = trio.lowlevel.current_clock().current_time
+        except RuntimeError:  # made outside trio.run
+            self._now = trio.current_time
 
     def set_path(self, path: str) -> None:
         """Set the node's own path (the sentinel assigns one on attach)."""
@@ -500,7 +507,7 @@ class Switchboard:
         """
         if request_id is None:
             request_id = new_request_id()
-        now = trio.current_time()
+        now = self._now()
         deadline = now + timeout
         try:
             pending = self.pending

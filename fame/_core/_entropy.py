@@ -19,13 +19,15 @@ from __future__ import annotations
 
 import itertools
 import os
-import re
 from collections.abc import Iterator
 
 __all__ = ["hex68", "numbers", "random64"]
 
 BLOCK = 4096
 """Bytes read from the kernel at once: 512 numbers."""
+
+HEX_BLOCK = 9 * 512
+"""Bytes read at once for :data:`hex68`: 512 strings."""
 
 
 def _block(size: int) -> list[int]:
@@ -40,16 +42,14 @@ numbers = _numbers()
 """Uniformly random 64-bit integers from the kernel's CSPRNG, without end."""
 
 
-_HEX17 = re.compile("[0-9a-f]{17}")
-
-
 def _hex_block(size: int) -> list[str]:
-    # One regex pass cuts the block's digits: several times cheaper than slicing.
-    return _HEX17.findall(os.urandom(size).hex())
+    # Groups of 9 bytes (18 digits), split in C; the first digit of each dropped.
+    # Several times cheaper than formatting numbers or cutting one string.
+    return [group[1:] for group in os.urandom(size).hex(" ", 9).split()]
 
 
 def _hex68() -> Iterator[str]:
-    return itertools.chain.from_iterable(map(_hex_block, itertools.repeat(BLOCK)))
+    return itertools.chain.from_iterable(map(_hex_block, itertools.repeat(HEX_BLOCK)))
 
 
 hex68 = _hex68()

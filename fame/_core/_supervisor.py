@@ -36,6 +36,8 @@ __all__ = ["RestartPolicy", "Supervisor", "open_supervisor"]
 
 log = logging.getLogger("fame.supervisor")
 
+_HANDLE_BATCH = Actor.handle_batch
+
 ActorFactory = Callable[[], Actor]
 
 
@@ -89,36 +91,65 @@ class _Cell:
         self.gave_up = False
         self.scope = trio.CancelScope()
 
-    async def run(self, task_status: trio.TaskStatus[ActorRef]) -> None:
-        actor = self._new_actor()
+    async def run(
+        self, ended: Callable[[_Cell], None], *, task_status: trio.TaskStatus[ActorRef]
+    ) -> None:
+        """Run the actor in the cell's scope until it stops; then ``ended(cell)``, always.
+
+        One frame holds the cell's scope, its restarts and the message loop
+        of an actor that handles one message at a time: the actor's task
+        resumes and parks through every frame around the loop, once for
+        each message, so the loop has none around it.
+        """
         try:
-            await actor.on_start()
-        except BaseException:
-            # Never started, so nothing to stop: on_stop only undoes a completed on_start.
-            self._close()
-            self._fail_queued(NodeClosed(f"{self.address} failed to start"))
-            self.stopped.set()
-            raise
-        try:
-            task_status.started(self.ref)
-            while True:
+            with self.scope:
+                actor = self._new_actor()
                 try:
-                    await self._loop(actor)
-                    return
-                except Exception as exc:
-                    crash = exc
-                # Restarted outside the handler: a restart that fails again is not
-                # "during handling" of this crash, so its log does not repeat this traceback.
-                actor = await self._restart(actor, crash)
+                    await actor.on_start()
+                except BaseException:
+                    # Never started, so nothing to stop: on_stop only undoes a completed
+                    # on_start.
+                    self._close()
+                    self._fail_queued(NodeClosed(f"{self.address} failed to start"))
+                    self.stopped.set()
+                    raise
+                try:
+                    task_status.started(self.ref)
+                    receive = self.mailbox.receive
+                    while True:
+                        try:
+                            if actor.max_batch > 1 or type(actor).handle_batch is not _HANDLE_BATCH:
+                                await self._batch_loop(actor)
+                                return
+                            handle = actor.handle
+                            while True:
+                                try:
+                                    delivery = await receive()
+                                except trio.EndOfChannel:
+                                    return
+                                self.inflight = (delivery,)
+                                result = await handle(delivery.message)
+                                slot = delivery.slot  # Delivery.reply, written out
+                                if slot is not None:
+                                    slot.set(result)
+                                self.inflight = ()
+                        except Exception as exc:
+                            crash = exc
+                        # Restarted outside the handler: a restart that fails again is not
+                        # "during handling" of this crash, so its log does not repeat this
+                        # traceback.
+                        actor = await self._restart(actor, crash)
+                finally:
+                    self._close()
+                    self._fail_queued(NodeClosed(f"{self.address} stopped"))
+                    with trio.CancelScope(shield=True), trio.move_on_after(self.stop_timeout):
+                        try:
+                            await actor.on_stop()
+                        except Exception:
+                            log.exception("on_stop of %s failed", self.address)
+                    self.stopped.set()
         finally:
-            self._close()
-            self._fail_queued(NodeClosed(f"{self.address} stopped"))
-            with trio.CancelScope(shield=True), trio.move_on_after(self.stop_timeout):
-                try:
-                    await actor.on_stop()
-                except Exception:
-                    log.exception("on_stop of %s failed", self.address)
-            self.stopped.set()
+            ended(self)
 
     def _new_actor(self) -> Actor:
         actor = self.make()
@@ -174,22 +205,10 @@ class _Cell:
                 log.info("%s restarted (restart %d)", self.address, len(self.restarts))
                 return actor
 
-    async def _loop(self, actor: Actor) -> None:
+    async def _batch_loop(self, actor: Actor) -> None:
+        """The message loop of an actor that handles batches (``max_batch``, ``handle_batch``)."""
         mailbox = self.mailbox
         receive = mailbox.receive
-        if actor.max_batch <= 1 and type(actor).handle_batch is Actor.handle_batch:
-            handle = actor.handle
-            while True:
-                try:
-                    delivery = await receive()
-                except trio.EndOfChannel:
-                    return
-                self.inflight = (delivery,)
-                result = await handle(delivery.message)
-                slot = delivery.slot  # Delivery.reply, written out: once per message
-                if slot is not None:
-                    slot.set(result)
-                self.inflight = ()
         limit = actor.max_batch
         while True:
             try:
@@ -285,23 +304,20 @@ class Supervisor:
         self._given_up.pop(address, None)
         self._cells[address] = cell
         try:
-            ref: ActorRef = await self._nursery.start(self._run_cell, cell)
+            ref: ActorRef = await self._nursery.start(cell.run, self._cell_ended)
         except BaseException:
             self._cells.pop(address, None)
             raise
         return ref
 
-    async def _run_cell(self, cell: _Cell, *, task_status: trio.TaskStatus[ActorRef]) -> None:
-        try:
-            with cell.scope:
-                await cell.run(task_status)
-        finally:
-            if self._cells.get(cell.address) is cell:
-                del self._cells[cell.address]
-                if cell.gave_up:
-                    self._given_up[cell.address] = cell.ref
-            if self._closing and not self._cells:
-                self.deadlines.close()  # the last actor stopped: nobody waits for answers
+    def _cell_ended(self, cell: _Cell) -> None:
+        """Forget a cell whose actor stopped (keep its ref if the supervisor gave up on it)."""
+        if self._cells.get(cell.address) is cell:
+            del self._cells[cell.address]
+            if cell.gave_up:
+                self._given_up[cell.address] = cell.ref
+        if self._closing and not self._cells:
+            self.deadlines.close()  # the last actor stopped: nobody waits for answers
 
     async def stop(self, address: str) -> None:
         """Stop one actor gracefully: it handles what is queued, then ``on_stop`` runs."""
