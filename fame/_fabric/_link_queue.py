@@ -209,14 +209,18 @@ class LinkQueue:
     async def receive(self) -> bytes:
         """The oldest message, waiting for one."""
         await trio.lowlevel.checkpoint_if_cancelled()
+        waited = False
         while True:
             try:
                 data = self.receive_nowait()
             except trio.WouldBlock:
                 await self._readable.wait()
+                waited = True
                 continue
-            # Cancelled only ever means "not taken": the message is ours now.
-            await trio.lowlevel.cancel_shielded_checkpoint()
+            if not waited:
+                # Cancelled only ever means "not taken": the message is ours now.
+                # (After a wait this task yielded already: no second round.)
+                await trio.lowlevel.cancel_shielded_checkpoint()
             return data
 
     async def wait_over_budget(self) -> None:
