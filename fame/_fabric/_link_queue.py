@@ -175,7 +175,8 @@ class LinkQueue:
         if not delta:
             return
         self.bytes += delta
-        self.peak = max(self.peak, self.bytes)
+        if self.bytes > self.peak:
+            self.peak = self.bytes
         if self._account is not None:
             self._account(delta)
         if self.bytes > self.budget:

@@ -394,6 +394,7 @@ class FabricUplink:
 
     async def _reader(self, ws: Any, state: dict[str, float]) -> None:
         codec = self._codec
+        deliver = self.node._deliver
         while True:
             try:
                 data = await ws.get_message()
@@ -405,7 +406,9 @@ class FabricUplink:
             except WireError as exc:
                 log.warning("bad frame from the sentinel: %s", exc.reason)
                 continue
-            if isinstance(message, Batch):
+            if type(message) is Envelope and not self._show:
+                await deliver(message, len(data))  # the common case, without the match
+            elif isinstance(message, Batch):
                 for item in message.messages:
                     try:
                         inner = codec.decode(item)
