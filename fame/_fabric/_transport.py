@@ -201,23 +201,20 @@ async def write_batched(
     held: bytes | None = None
     while True:
         idle = 0
-        if held is None:
+        if held is not None:
+            data, held = held, None
+        elif _queued(out):
+            data = out.receive_nowait()
+        else:
             try:
-                data = out.receive_nowait()
-            except trio.WouldBlock:
-                try:
-                    data = await out.receive()
-                except trio.EndOfChannel:
-                    return
-                if not _queued(out):
-                    # The link was idle and this message came alone: nobody is
-                    # producing a run of them, so it goes at once (a call's
-                    # latency pays no batching rounds).
-                    idle = 2
+                data = await out.receive()
             except trio.EndOfChannel:
                 return
-        else:
-            data, held = held, None
+            if not _queued(out):
+                # The link was idle and this message came alone: nobody is
+                # producing a run of them, so it goes at once (a call's
+                # latency pays no batching rounds).
+                idle = 2
         batch = [data]
         size = len(data)
         # Scheduling rounds let the tasks that are producing right now (a
