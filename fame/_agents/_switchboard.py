@@ -811,7 +811,11 @@ class Switchboard:
                 self._take_answer(corr, copied_answer(frame), via_uplink=False)
                 return
             envelope = Envelope(0, reply_to, next(self._ids), frame, None, corr)
-            await self.route(envelope)
+            uplink = self.uplink
+            if uplink is not None and self.supervisor.ref(reply_to) is None:
+                await uplink.send(envelope)  # what route() does with an answer for another node
+            else:
+                await self.route(envelope)
         except (NoRoute, NodeClosed, MailboxFull) as exc:
             log.debug("reply to %s dropped: %s", request.reply_to, exc)
         except WireError as exc:
