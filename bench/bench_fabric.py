@@ -463,13 +463,16 @@ async def measure(quick: bool, only: str | None = None) -> None:
                     keep(f"fame_conc_{name}_cpu", cpu)
 
             mem_n = 20_000 if quick else 100_000
-            start = time.perf_counter()
-            count = 0
-            async for _ in echo.records(n=mem_n):
-                count += 1
-            keep("mem_stream", count / (time.perf_counter() - start))
-
             lengths = [min(100_000, records)] + ([records] if records > 100_000 else [])
+            if only == "calls":
+                mem_n, lengths = 0, []
+            if mem_n:
+                start = time.perf_counter()
+                count = 0
+                async for _ in echo.records(n=mem_n):
+                    count += 1
+                keep("mem_stream", count / (time.perf_counter() - start))
+
             # --only streams: the streams alone, measured over the rounds (medians).
             for length in lengths * (rounds if only == "streams" else 1):
                 cpu = fame_meter.read()
@@ -561,7 +564,8 @@ def print_streams(med: dict[str, float], lengths: list[int], mem_n: int) -> None
             f" {med[f'stream_{length}_client_cpu'] * us:.1f} in the client)"
             f" target >= 100,000/s {verdict(rate >= 100_000)}"
         )
-    print(f"      in-memory stream, {mem_n:,} records: {med['mem_stream']:,.0f} records/s")
+    if mem_n:
+        print(f"      in-memory stream, {mem_n:,} records: {med['mem_stream']:,.0f} records/s")
 
 
 def main() -> None:
@@ -581,7 +585,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer calls, 30k records")
     parser.add_argument(
-        "--only", choices=["streams"], help="only the streams (e), each length over the rounds"
+        "--only",
+        choices=["calls", "streams"],
+        help="only the calls (a) to (d), or only the streams (e), each length over the rounds",
     )
     options = parser.parse_args()
     trio.run(measure, options.quick, options.only)

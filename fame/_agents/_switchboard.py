@@ -52,6 +52,7 @@ from .._core import _entropy
 from .._core._actor import ActorRef
 from .._core._address import REPLY_NAME, Address
 from .._core._backoff import Backoff
+from .._core._deadlines import Deadlines
 from .._core._errors import (
     MailboxFull,
     NoAnswerInTime,
@@ -154,6 +155,10 @@ class _NoRoom(Exception):
     """The deadline of a local call passed while it waited for mailbox room: nothing was sent."""
 
 
+class _LinkBusy(Exception):
+    """The uplink had no room for a call's first attempt at once: nothing was sent."""
+
+
 class _Tries:
     """The attempts of one call so far: how many, the last's answer, whether one may have run."""
 
@@ -184,6 +189,11 @@ class Uplink(Protocol):
 
     def send_nowait(self, envelope: Envelope) -> None:
         """Send an envelope if it fits at once; drop it silently otherwise (best effort)."""
+
+    # An uplink may also have ``offer(envelope) -> bool``: queue the envelope if
+    # that needs no waiting (False: nothing queued), raising as ``send`` does.
+    # The first attempt of a remote call then needs no cancel scope (see
+    # Switchboard._call_remote); without it every attempt goes through ``send``.
 
     def bind(self, address: str, *, pool: bool = False) -> None:
         """Ask the sentinel to route ``address`` to this node (asynchronously).
@@ -275,6 +285,9 @@ class Switchboard:
         # Where the tasks that move waiting requests into mailboxes run; without
         # one (a bare switchboard in a test) a full mailbox is answered at once.
         self._tasks = tasks
+        # The deadlines of first attempts of remote calls (Switchboard._call_remote),
+        # in the node's nursery: the supervisor's table stops with its last actor.
+        self._remote_deadlines = Deadlines(tasks) if tasks is not None else None
         self._movers: set[str] = set()
         self.uplink: Uplink | None = None
         self._ids = itertools.count(1)
@@ -402,9 +415,25 @@ class Switchboard:
             )
         if request_id is None:
             request_id = new_request_id()
-        deadline = trio.current_time() + timeout
+        now = trio.current_time()
+        deadline = now + timeout
+        tries, expired = _Tries(), False
+        offer = getattr(self.uplink, "offer", None)
+        if offer is not None and address != self.reply_address:
+            trace = current_traceparent() if traced else None
+            try:
+                return await self._call_remote(
+                    offer, address, op, args, now, deadline, request_id, once, trace
+                )
+            except _LinkBusy:
+                pass  # nothing was sent: the first attempt waits for room in _retry
+            except (Overloaded, NoRoute, RequestLost) as exc:
+                tries = _Tries(now)
+                self._note_retriable(exc, tries, retry_safe)
+            except trio.TooSlowError:
+                tries, expired = _Tries(now, unanswered=True), True
         return await self._retry(
-            address, op, args, timeout, deadline, request_id, retry_safe, once, _Tries(), False
+            address, op, args, timeout, deadline, request_id, retry_safe, once, tries, expired
         )
 
     async def _retry(
@@ -560,6 +589,51 @@ class Switchboard:
             address, op, args, timeout, deadline, request_id, retry_safe, once, tries, expired
         )
         return result if convert is None else convert(result)
+
+    async def _call_remote(
+        self,
+        offer: Any,
+        address: str,
+        op: str,
+        args: dict[str, Any],
+        now: float,
+        deadline: float,
+        request_id: str,
+        once: bool,
+        trace: str | None,
+    ) -> Any:
+        """The first attempt of a call through the uplink, scope-free.
+
+        What :meth:`_call_once` does, for the common case: the uplink
+        queues the request at once (``offer``), and the deadline of the wait
+        for its answer is kept by a :class:`Deadlines` table instead of a
+        cancel scope. Raises :class:`_LinkBusy` if the uplink has no room
+        now (nothing was sent) and ``trio.TooSlowError`` if the deadline
+        passes while it waits for the answer.
+        """
+        corr = self.new_corr()
+        slot = ReplySlot()
+        self.pending[corr] = slot
+        request = Request(
+            op, args, False, 0, timeout_ms(deadline - now), None, request_id, once, trace
+        )
+        envelope = Envelope(0, address, next(self._ids), request, self.reply_address, corr)
+        try:
+            await trio.lowlevel.checkpoint_if_cancelled()
+            # Marked before it leaves: its answers come through the uplink, and only
+            # through it (see _on_reply); link_lost() fails it.
+            self.remote[corr] = address
+            if not offer(envelope):
+                raise _LinkBusy
+            answer = await slot.wait(deadline, self._remote_deadlines)
+            if type(answer) is Reply:
+                return answer.result
+            return self._answer(corr, answer)
+        finally:
+            del self.pending[corr]
+            self.remote.pop(corr, None)
+            if self.crash_causes:
+                self.crash_causes.pop(corr, None)
 
     async def _call_once(
         self,
@@ -813,7 +887,11 @@ class Switchboard:
                 self._take_answer(corr, copied_answer(frame), via_uplink=False)
                 return
             envelope = Envelope(0, reply_to, next(self._ids), frame, None, corr)
-            await self.route(envelope)
+            uplink = self.uplink
+            if uplink is not None and self.supervisor.ref(reply_to) is None:
+                await uplink.send(envelope)  # what route() does with an answer for another node
+            else:
+                await self.route(envelope)
         except (NoRoute, NodeClosed, MailboxFull) as exc:
             log.debug("reply to %s dropped: %s", request.reply_to, exc)
         except WireError as exc:

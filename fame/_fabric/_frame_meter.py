@@ -45,6 +45,8 @@ class FrameMeter:
 
     def feed(self, data: bytes | bytearray) -> int:
         """Follow ``data``, the next bytes the peer sent; returns :attr:`held`."""
+        if not (self.held or self._remaining or self._header or self._in_head) and _whole(data):
+            return 0  # whole frames, each ending its message: nothing held, nothing to follow
         start = 0
         if self._in_head:
             seen = self._tail + data
@@ -98,6 +100,31 @@ class FrameMeter:
     def _frame_done(self) -> None:
         if not self._control and self._fin:
             self.held = 0
+
+
+def _whole(data: bytes | bytearray) -> bool:
+    """Whether ``data`` is whole frames, none of them a data frame without FIN.
+
+    The common read (one or a few complete messages), checked without
+    touching the meter's state: :meth:`FrameMeter.feed` of such data at a
+    frame boundary with nothing held changes nothing.
+    """
+    i, size = 0, len(data)
+    while i < size:
+        if size - i < 2:
+            return False
+        first, second = data[i], data[i + 1]
+        if not first & 0x80 and first & 0x0F < 8:
+            return False  # a fragment: the message goes on
+        code = second & 0x7F
+        if code == 126:
+            length, i = int.from_bytes(data[i + 2 : i + 4], "big"), i + 4
+        elif code == 127:
+            length, i = int.from_bytes(data[i + 2 : i + 10], "big"), i + 10
+        else:
+            length, i = code, i + 2
+        i += length + (4 if second & 0x80 else 0)
+    return i == size
 
 
 def _header_size(second: int) -> int:

@@ -85,7 +85,9 @@ class LinkQueue:
         self.over_since: float | None = None
         self._items: deque[bytes] = deque()
         self._closed = False
-        self._readable = trio.Event()
+        # The writer parked in receive(), woken by a direct reschedule (no Event
+        # to make again each time the queue runs dry).
+        self._reader: trio.lowlevel.Task | None = None
         self._room = trio.Event()
         self._senders_waiting = 0  # senders in send() waiting for room
         self._over = trio.Event()
@@ -163,19 +165,26 @@ class LinkQueue:
     def close(self) -> None:
         """No more sends; the writer still drains what is queued."""
         self._closed = True
-        self._readable.set()
+        self._wake_reader()
         self._room.set()
 
     def _append(self, data: bytes) -> None:
         self._items.append(data)
         self._change(len(data))
-        self._readable.set()
+        if self._reader is not None:
+            self._wake_reader()
+
+    def _wake_reader(self) -> None:
+        task, self._reader = self._reader, None
+        if task is not None:
+            trio.lowlevel.reschedule(task)
 
     def _change(self, delta: int) -> None:
         if not delta:
             return
         self.bytes += delta
-        self.peak = max(self.peak, self.bytes)
+        if self.bytes > self.peak:
+            self.peak = self.bytes
         if self._account is not None:
             self._account(delta)
         if self.bytes > self.budget:
@@ -196,8 +205,6 @@ class LinkQueue:
             raise trio.WouldBlock
         data = self._items.popleft()
         self._change(-len(data))
-        if not self._items:
-            self._readable = trio.Event()
         # Wake the waiting senders; those that still find no room wait again.
         # Only when someone waits: a new Event per message is the writer's
         # most frequent allocation, and almost always nobody is waiting.
@@ -207,17 +214,24 @@ class LinkQueue:
         return data
 
     async def receive(self) -> bytes:
-        """The oldest message, waiting for one."""
+        """The oldest message, waiting for one (one task at a time)."""
         await trio.lowlevel.checkpoint_if_cancelled()
-        while True:
-            try:
-                data = self.receive_nowait()
-            except trio.WouldBlock:
-                await self._readable.wait()
-                continue
+        if self._items or self._closed:
+            data = self.receive_nowait()
             # Cancelled only ever means "not taken": the message is ours now.
             await trio.lowlevel.cancel_shielded_checkpoint()
             return data
+        if self._reader is not None:
+            raise trio.BusyResourceError("another task is receiving from this queue")
+        while not (self._items or self._closed):
+            self._reader = trio.lowlevel.current_task()
+            await trio.lowlevel.wait_task_rescheduled(self._abort_receive)
+        # This task yielded while it waited: no second round.
+        return self.receive_nowait()
+
+    def _abort_receive(self, _: object) -> trio.lowlevel.Abort:
+        self._reader = None
+        return trio.lowlevel.Abort.SUCCEEDED
 
     async def wait_over_budget(self) -> None:
         """Return once the queue is over its budget (at once if it is now)."""

@@ -171,6 +171,13 @@ def _unreachable_reason(exc: BaseException) -> str:
     return repr(exc)
 
 
+def _queued(out: trio.MemoryReceiveChannel[bytes] | LinkQueue) -> int:
+    """How many messages wait in ``out``."""
+    if isinstance(out, LinkQueue):
+        return len(out)
+    return out.statistics().current_buffer_used
+
+
 BATCH_LIMIT = 512
 """Most messages a writer puts in one :class:`fame._wire._schema.Batch`."""
 
@@ -193,13 +200,21 @@ async def write_batched(
     budget = codec.max_size // 2
     held: bytes | None = None
     while True:
-        if held is None:
+        idle = 0
+        if held is not None:
+            data, held = held, None
+        elif _queued(out):
+            data = out.receive_nowait()
+        else:
             try:
                 data = await out.receive()
             except trio.EndOfChannel:
                 return
-        else:
-            data, held = held, None
+            if not _queued(out):
+                # The link was idle and this message came alone: nobody is
+                # producing a run of them, so it goes at once (a call's
+                # latency pays no batching rounds).
+                idle = 2
         batch = [data]
         size = len(data)
         # Scheduling rounds let the tasks that are producing right now (a
@@ -207,9 +222,9 @@ async def write_batched(
         # rounds go on while they bring more (a producer sends about one
         # message per round), up to the batch's limits, and end after two
         # rounds that brought nothing (trio shuffles each round's order: in one
-        # round in two this writer runs before the producer). A lone message
+        # round in two this writer runs before the producer). A message that
+        # was already waiting when the writer came back (the link is busy)
         # waits two rounds; a websocket message costs far more than a round.
-        idle = 0
         while held is None and len(batch) < BATCH_LIMIT and idle < 2:
             await trio.lowlevel.checkpoint()
             before = len(batch)

@@ -165,6 +165,32 @@ class FabricUplink:
                 f"no route to {envelope.to}: the link to {self.url} was lost", actor=envelope.to
             ) from None
 
+    def offer(self, envelope: Envelope) -> bool:
+        """Queue ``envelope`` if there is room now; False (nothing queued) if ``send`` would wait.
+
+        Raises as :meth:`send` does (:class:`fame.NoRoute` without a link,
+        :class:`fame.WireError` for what cannot be encoded). Not a
+        checkpoint: the caller has one (see ``Switchboard._call_remote``).
+        """
+        out = self._out
+        if out is None:
+            raise NoRoute(
+                f"no route to {envelope.to}: this node is not attached to {self.url}",
+                actor=envelope.to,
+            )
+        data = self._codec.encode(envelope)
+        try:
+            out.send_nowait(data)
+        except trio.WouldBlock:
+            return False
+        except (trio.ClosedResourceError, trio.BrokenResourceError):
+            raise NoRoute(
+                f"no route to {envelope.to}: the link to {self.url} was lost", actor=envelope.to
+            ) from None
+        if self._show:
+            show_envelope("send", envelope, len(data))
+        return True
+
     def send_nowait(self, envelope: Envelope) -> None:
         out = self._out
         if out is None:
@@ -368,6 +394,7 @@ class FabricUplink:
 
     async def _reader(self, ws: Any, state: dict[str, float]) -> None:
         codec = self._codec
+        deliver = self.node._deliver
         while True:
             try:
                 data = await ws.get_message()
@@ -379,7 +406,9 @@ class FabricUplink:
             except WireError as exc:
                 log.warning("bad frame from the sentinel: %s", exc.reason)
                 continue
-            if isinstance(message, Batch):
+            if type(message) is Envelope and not self._show:
+                await deliver(message, len(data))  # the common case, without the match
+            elif isinstance(message, Batch):
                 for item in message.messages:
                     try:
                         inner = codec.decode(item)

@@ -62,6 +62,9 @@ MAX_POLICY_BYTES: Final = 1024 * 1024
 MAX_POLICY_RULES: Final = 10_000
 """The most rules (``[[bind]]`` and ``[[call]]`` together) a policy may hold."""
 
+MAX_REMEMBERED_CALLS: Final = 4096
+"""The most answers of :meth:`Policy.may_call` a policy remembers (then it starts over)."""
+
 PRINCIPAL_KINDS: Final = ("node", "client", "sentinel")
 """What a principal can be: an enrolled node, a client credential's holder, the sentinel."""
 
@@ -91,6 +94,8 @@ class Principal:
     kind: str = attrs.field()
     name: str
     node_id: str
+    # Made once: the sentinel asks for them on every request it routes.
+    _names: tuple[str, ...] = attrs.field(init=False, eq=False, repr=False)
 
     @kind.validator
     def _check_kind(self, _attribute: object, value: str) -> None:
@@ -99,12 +104,16 @@ class Principal:
                 f"a principal's kind is one of {', '.join(PRINCIPAL_KINDS)}, not {quoted(value)}"
             )
 
+    def __attrs_post_init__(self) -> None:
+        names = (f"{self.kind}:{self.name}", f"role:{self.kind}", "*")
+        object.__setattr__(self, "_names", names)
+
     def names(self) -> tuple[str, ...]:
         """What a rule's ``who`` may say to match this principal, most specific first."""
-        return (f"{self.kind}:{self.name}", f"role:{self.kind}", "*")
+        return self._names
 
     def __str__(self) -> str:
-        return f"{self.kind}:{self.name}"
+        return self._names[0]
 
 
 class _Globs:
@@ -191,10 +200,13 @@ class Policy:
     allows_everything: bool = False
     _bind_index: dict[str, tuple[Rule, ...]] = attrs.field(init=False, eq=False, repr=False)
     _call_index: dict[str, tuple[Rule, ...]] = attrs.field(init=False, eq=False, repr=False)
+    # may_call's answers (the policy never changes): the same few calls repeat.
+    _calls: dict[tuple[str, str, str], bool] = attrs.field(init=False, eq=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
         object.__setattr__(self, "_bind_index", _index(self.bind_rules))
         object.__setattr__(self, "_call_index", _index(self.call_rules))
+        object.__setattr__(self, "_calls", {})
 
     @classmethod
     def allow_all(cls) -> Policy:
@@ -227,11 +239,19 @@ class Policy:
         """Whether ``principal`` may call ``operation`` of the actor at ``address``."""
         if self.allows_everything or principal.kind == "sentinel":
             return True
-        return any(
-            rule.allows(address, operation)
-            for who in principal.names()
-            for rule in self._call_index.get(who, ())
-        )
+        key = (principal._names[0], address, operation)
+        allowed = self._calls.get(key)
+        if allowed is None:
+            allowed = any(
+                rule.allows(address, operation)
+                for who in principal.names()
+                for rule in self._call_index.get(who, ())
+            )
+            calls = self._calls
+            if len(calls) >= MAX_REMEMBERED_CALLS:
+                calls.clear()  # bounded, whatever names peers try
+            calls[key] = allowed
+        return allowed
 
     def describe(self) -> str:
         """A few lines summing up the rules, for the sentinel's start log."""

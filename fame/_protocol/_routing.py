@@ -84,6 +84,8 @@ class Forward(Generic[L]):
     link: L
     owner: str | None
     stamp: bool = False
+    tag: str = attrs.field(default="", eq=False)
+    """The frame's tag, as :meth:`Routing.decide` read it (for the router's counts)."""
 
 
 RouteAction = Refuse | DropAnswer | Deliver | ReplyError | Forward[L]
@@ -237,7 +239,7 @@ class Routing(Generic[L]):
                 )
             else:
                 self.inflight.forwarded(target, reply_to, corr, caller=source, to=to)
-        return Forward(target, owner, stamp=tag == "req")
+        return Forward(target, owner, tag == "req", tag)
 
     def _answer(self, source: L, head: RoutingHeader, tag: str) -> RouteAction[L]:
         """An answer (reply, stream item or end, error) travelling back to its caller."""
@@ -263,4 +265,4 @@ class Routing(Generic[L]):
             return DropAnswer()
         # Back to the link the request came from, never to whatever the route
         # table says about ``to`` now.
-        return Forward(caller, None)
+        return Forward(caller, None, False, tag)

@@ -369,6 +369,8 @@ class Door:
         """Meter ``data`` from ``stream``; False if the door closed it for holding too much."""
         held = stream.meter.feed(data)
         idle = self.budget.borrowed == 0
+        if idle and held <= self.budget.allowance:
+            return True  # within the free allowance, and nobody has a loan to change
         # Strangers may borrow only the first half of the budget: the rest is for
         # attached peers (a large message of theirs must not fail for a flood's).
         ceiling = None if stream.attached else self.budget.budget // 2
