@@ -14,6 +14,7 @@ names start with an underscore are private.
 
 from typing import TYPE_CHECKING, Any
 
+from ._core._default_storage import set_default_storage
 from ._lazy import exports
 
 if TYPE_CHECKING:
@@ -97,27 +98,19 @@ _NAMES = {
 """Where each name lives: imported on first use (see :mod:`fame._lazy`)."""
 
 
-def _compose() -> None:
-    """The composition root: tell ``open_node()`` what to open when given no provider.
+def _open_default_storage() -> Any:
+    """The in-memory provider, for a node given none (imported only then)."""
+    from . import storage
 
-    The agents layer cannot import storage, so the public package does, once
-    :func:`open_node` is first looked up here (the only way to it).
-    """
-    from ._agents._node import set_default_storage
+    return storage.open_storage(storage.StorageConfig())
 
-    def open_default() -> Any:
-        from . import storage
 
-        return storage.open_storage(storage.StorageConfig())
-
-    set_default_storage(open_default)
+# The composition root: the agents layer cannot import storage, so the public
+# package tells open_node() what to open when given no provider. Registered at
+# import (the hook's module imports nothing), so it holds however a node is
+# reached; the storage layer itself is imported only when a node needs it.
+set_default_storage(_open_default_storage)
 
 
 if not TYPE_CHECKING:
-    _resolve, __dir__ = exports(__name__, _NAMES)
-
-    def __getattr__(name: str) -> Any:
-        value = _resolve(name)
-        if name == "open_node":
-            _compose()
-        return value
+    __getattr__, __dir__ = exports(__name__, _NAMES)

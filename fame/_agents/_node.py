@@ -22,13 +22,14 @@ underscore methods at the end of :class:`Node`.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Coroutine
-from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any, overload
 
 import trio
 
 from .._core._actor import DEFAULT_MAILBOX_SIZE, Actor, ActorRef
 from .._core._address import Address
+from .._core._default_storage import StorageOpener, default_storage, set_default_storage
 from .._core._errors import NoRoute
 from .._core._groups import unwrap_exception_group
 from .._core._metrics import NO_METRICS, Metrics
@@ -59,22 +60,6 @@ __all__ = [
 ]
 
 DEFAULT_TIMEOUT = 30.0
-
-StorageOpener = Callable[[], AbstractAsyncContextManager[StorageProvider]]
-"""Opens a storage provider for the duration of an ``async with`` block."""
-
-_default_storage: StorageOpener | None = None
-
-
-def set_default_storage(opener: StorageOpener) -> None:
-    """Set what :func:`open_node` opens when it is given no provider.
-
-    The agents layer cannot import the storage layer (they are side by
-    side), so the public package wires them: ``import fame`` sets the
-    in-memory provider here. No environment is read either way.
-    """
-    global _default_storage
-    _default_storage = opener
 
 
 class Node:
@@ -464,9 +449,10 @@ async def open_node(
     waiting_room = WaitingRoom(waiting_room_requests, waiting_room_bytes)
     async with AsyncExitStack() as stack:
         if storage_provider is None:
-            if _default_storage is None:
+            opener = default_storage()
+            if opener is None:
                 raise RuntimeError("open_node() needs a storage_provider: no default is set")
-            storage_provider = await stack.enter_async_context(_default_storage())
+            storage_provider = await stack.enter_async_context(opener())
         async with unwrap_exception_group(), trio.open_nursery() as tasks:
             node: Node | None = None
             try:

@@ -5,9 +5,10 @@ A sentinel routes envelopes without decoding their frames
 ``trace`` (:func:`request_trace`) to open its route span in the caller's
 trace, and writes its own span into the request it forwards
 (:func:`retrace`) so the callee's span is the route span's child. A
-``traceparent`` has a fixed length and is the request's last element, so
-the rewrite replaces its last 55 bytes in place: the frame is not
-re-encoded and the envelope keeps its size.
+``traceparent`` has a fixed length and is the request's last element but
+``batch`` (which a request of an older caller lacks), so the rewrite
+replaces its 55 bytes in place: the frame is not re-encoded and the
+envelope keeps its size.
 """
 
 from __future__ import annotations
@@ -35,13 +36,17 @@ class _TracedRequest(msgspec.Struct, array_like=True, frozen=True, tag="req"):
     request_id: Any = None
     once: Any = False
     trace: TraceParent | None = None
+    batch: Any = 0
 
 
 _decoder = msgspec.msgpack.Decoder(_TracedRequest)
 _encoder = msgspec.msgpack.Encoder()
 
-_REQUEST_ARRAY: Final = 0x9A
-"""msgpack fixarray of 10: the tag and the nine fields, ``trace`` last."""
+_REQUEST_ARRAY: Final = 0x9B
+"""msgpack fixarray of 11: the tag and the ten fields, ``trace`` then ``batch``."""
+
+_OLDER_REQUEST_ARRAY: Final = 0x9A
+"""msgpack fixarray of 10 (a caller from before ``batch``): ``trace`` last."""
 
 _ENCODED_LENGTH: Final = 2 + TRACEPARENT_LENGTH
 """A traceparent encodes as a msgpack str8: ``0xd9``, the length, the characters."""
@@ -74,13 +79,22 @@ def retrace(data: bytes, head: RoutingHeader, traceparent: str) -> bytes:
     start = len(prefix)
     end = start + len(frame)
     new = _encoder.encode(traceparent)
+    tail = b""  # what follows the trace in the frame: the encoded batch
+    if frame[:1] == bytes((_REQUEST_ARRAY,)):
+        try:
+            tail = _encoder.encode(_decoder.decode(frame).batch)
+        except (msgspec.DecodeError, UnicodeDecodeError, RecursionError, TypeError):
+            return data
+    elif frame[:1] != bytes((_OLDER_REQUEST_ARRAY,)):
+        return data
+    trace_end = end - len(tail)
     if (
         len(new) != _ENCODED_LENGTH
-        or len(frame) < _ENCODED_LENGTH
-        or frame[0] != _REQUEST_ARRAY
+        or len(frame) < _ENCODED_LENGTH + len(tail)
         or not data.startswith(prefix)
         or data[start:end] != frame
-        or frame[-_ENCODED_LENGTH:-TRACEPARENT_LENGTH] != new[:2]
+        or not frame.endswith(tail)
+        or data[trace_end - _ENCODED_LENGTH : trace_end - TRACEPARENT_LENGTH] != new[:2]
     ):
         return data
-    return b"".join((data[: end - _ENCODED_LENGTH], new, data[end:]))
+    return b"".join((data[: trace_end - _ENCODED_LENGTH], new, data[trace_end:]))

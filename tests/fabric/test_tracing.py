@@ -191,9 +191,11 @@ async def test_with_tracing_off_requests_carry_no_trace(
     store = [r for r in sent_requests if r.op == "store_value"]
     assert len(store) == 2  # client -> sentinel, sentinel -> node
     assert all(r.trace is None for r in sent_requests)
-    # ... and the absent field costs one nil byte, the last of the request.
+    # ... and the absent field costs one nil byte, the last of the request but its
+    # batch (0 for a call that is not a stream: one byte).
     encoded = msgspec.msgpack.encode(store[0])
-    assert encoded.endswith(b"\xc0")
+    assert store[0].batch == 0
+    assert encoded.endswith(b"\xc0\x00")
 
 
 @pytest.mark.parametrize(
@@ -250,9 +252,12 @@ async def test_the_sentinel_refuses_a_malformed_trace_before_the_callee_sees_it(
             assert sentinel.router.violations == 1
 
 
-def test_retrace_rewrites_only_the_trace_in_place() -> None:
+@pytest.mark.parametrize("batch", [0, 5, 256, 70_000])
+def test_retrace_rewrites_only_the_trace_in_place(batch: int) -> None:
     codec = Codec()
-    request = Request("op", {"a": [1, 2]}, False, 0, 500, None, "rid", False, TRACEPARENT)
+    request = Request(
+        "op", {"a": [1, 2]}, batch > 0, 0, 500, None, "rid", False, TRACEPARENT, batch
+    )
     envelope = Envelope(3, ADDRESS, 2**40, request, "client@x", 2**62)
     data = codec.encode(envelope)
     head = codec.decode_header(data)
@@ -269,6 +274,28 @@ def test_retrace_rewrites_only_the_trace_in_place() -> None:
     assert codec.decode(_schema.stamp_caller(rewritten, "client:default")).caller == (
         "client:default"
     )
+
+
+def test_retrace_rewrites_the_trace_of_an_older_callers_request() -> None:
+    """A request from before ``batch`` ends with its trace: rewritten in place too."""
+    codec = Codec()
+    request = Request("op", {}, False, 0, 500, None, "rid", False, TRACEPARENT)
+    data = codec.encode(Envelope(3, ADDRESS, 7, request, "client@x", 9))
+    # Drop the batch: the request array of an older caller (ten elements).
+    frame = msgspec.msgpack.encode(request)
+    assert frame[0] == 0x9B and frame.endswith(b"\x00")
+    older = bytes((0x9A,)) + frame[1:-1]
+    data = data.replace(frame, older)
+    head = codec.decode_header(data)
+    assert isinstance(head, RoutingHeader)
+    ours = "00-0af7651916cd43dd8448eb211c80319c-00f067aa0ba902b7-01"
+    rewritten = retrace(data, head, ours)
+    assert len(rewritten) == len(data)
+    assert rewritten != data
+    decoded = codec.decode(rewritten)
+    assert isinstance(decoded.frame, Request)
+    assert decoded.frame.trace == ours
+    assert decoded.frame.batch == 0
 
 
 def test_fame_runs_without_opentelemetry() -> None:
