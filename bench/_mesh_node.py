@@ -223,7 +223,10 @@ def subject_of(url: str) -> str:
 
 
 class Sentinel:
-    def __init__(self, port: int, engine: PgEngine | NatsEngine, data: str) -> None:
+    def __init__(
+        self, port: int, engine: PgEngine | NatsEngine, data: str, peers: list[str]
+    ) -> None:
+        self.configured_peers = peers
         self.url = f"ws://127.0.0.1:{port}"
         self.port = port
         self.engine = engine
@@ -281,29 +284,46 @@ class Sentinel:
             assert isinstance(self.engine, NatsEngine)
             self.engine.publish(subject_of(url), ENCODER.encode(env))
             return
+        try:
+            self.peer(url).send_nowait(env)
+        except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
+            self.no_route(env)
+
+    def peer(self, url: str, dial_until_up: bool = False) -> trio.MemorySendChannel[Env]:
+        """The outbound link to the sentinel at ``url``, opened if there is none."""
         peer = self.peers.get(url)
         if peer is None:
             send, receive = trio.open_memory_channel[Env](10_000)
             self.peers[url] = peer = send
             assert self.nursery is not None
-            self.nursery.start_soon(self.peer_link, url, send, receive)
-        try:
-            peer.send_nowait(env)
-        except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
-            self.no_route(env)
+            self.nursery.start_soon(self.peer_link, url, send, receive, dial_until_up)
+        return peer
 
     async def peer_link(
-        self, url: str, send: trio.MemorySendChannel[Env], receive: trio.MemoryReceiveChannel[Env]
+        self,
+        url: str,
+        send: trio.MemorySendChannel[Env],
+        receive: trio.MemoryReceiveChannel[Env],
+        dial_until_up: bool,
     ) -> None:
-        """The outbound link to another sentinel; answers ``x`` for what it cannot send."""
+        """The outbound link to another sentinel; answers ``x`` for what it cannot send.
+
+        The links to the configured peers are dialled at start (until the peer
+        is up), as a full mesh would keep them: a failover then pays for no
+        handshake. A link that drops is dialled again on its next use.
+        """
         env: Env | None = None
-        try:
-            async with open_websocket_url(url) as ws:
-                async for env in receive:
-                    await ws.send_message(ENCODER.encode(env))
-                    env = None
-        except (OSError, HandshakeError, ConnectionClosed, trio.BrokenResourceError):
-            pass
+        while True:
+            try:
+                async with open_websocket_url(url) as ws:
+                    async for env in receive:
+                        await ws.send_message(ENCODER.encode(env))
+                        env = None
+            except (OSError, HandshakeError, ConnectionClosed, trio.BrokenResourceError):
+                if dial_until_up and env is None:
+                    await trio.sleep(0.05)
+                    continue
+            break
         if self.peers.get(url) is send:
             del self.peers[url]
         send.close()
@@ -379,6 +399,9 @@ class Sentinel:
                     task_status=task_status,
                 )
             )
+            if self.data == "ws":
+                for url in self.configured_peers:
+                    self.peer(url, dial_until_up=True)
             print("READY", flush=True)
 
 
@@ -414,6 +437,7 @@ def main() -> None:
     parser.add_argument("--data", choices=["ws", "nats"], default="ws")
     parser.add_argument("--dsn")
     parser.add_argument("--nats")
+    parser.add_argument("--peers", default="", help="the other sentinels' URLs")
     parser.add_argument("--attach")
     parser.add_argument("--address")
     args = parser.parse_args()
@@ -424,7 +448,8 @@ def main() -> None:
     engine: PgEngine | NatsEngine = (
         PgEngine(args.dsn, aio) if args.engine == "pg" else NatsEngine(args.nats, aio)
     )
-    trio.run(Sentinel(args.port, engine, args.data).run)
+    peers = [url for url in args.peers.split(",") if url]
+    trio.run(Sentinel(args.port, engine, args.data, peers).run)
 
 
 if __name__ == "__main__":
