@@ -1,4 +1,4 @@
-"""One process of the several-sentinels study (``study_sentinel_mesh.py``): a sentinel or an echo service.
+"""One process of the sentinel-mesh study (``study_sentinel_mesh.py``): a sentinel or a service.
 
 A *mesh sentinel* is a minimal stand-in for fame's sentinel, only as much
 as the engine decision needs: it serves trio-websocket links, keeps
@@ -31,10 +31,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import itertools
-import sys
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 import msgspec
@@ -42,7 +42,6 @@ import trio
 from trio_websocket import (
     ConnectionClosed,
     HandshakeError,
-    WebSocketConnection,
     WebSocketRequest,
     open_websocket_url,
     serve_websocket,
@@ -90,6 +89,18 @@ class Env(msgspec.Struct, tag="e", frozen=True):
 Msg = Hello | Bind | Bound | Watch | Routed | Env
 ENCODER = msgspec.msgpack.Encoder()
 DECODER = msgspec.msgpack.Decoder(Msg)
+TASKS: set[asyncio.Task[None]] = set()  # the engine clients' background tasks, kept alive
+
+
+def decode(raw: str | bytes) -> Msg:
+    """One message (the links carry binary websocket messages only)."""
+    assert isinstance(raw, bytes)
+    return DECODER.decode(raw)
+
+
+def background(coro: Coroutine[Any, Any, None]) -> None:
+    task = asyncio.ensure_future(coro)
+    TASKS.add(task)
 
 
 class AsyncioThread:
@@ -140,7 +151,7 @@ class PgEngine:
                 token.run_sync_soon(on_route, address, url)
 
         async def open_and_load() -> list[tuple[str, str]]:
-            asyncio.ensure_future(listen())
+            background(listen())
             await listening.wait()  # before the load: no change falls in between
             self._write = await psycopg.AsyncConnection.connect(self.dsn, autocommit=True)
             cursor = await self._write.execute("SELECT address, sentinel FROM routes")
@@ -190,7 +201,7 @@ class NatsEngine:
             self.nc = await nats.connect(self.server, max_reconnect_attempts=-1)
             js = self.nc.jetstream()
             self.kv = await js.key_value("routes")
-            asyncio.ensure_future(watch())
+            background(watch())
             await loaded.wait()
 
         await self.aio.run(open_and_watch())
@@ -246,10 +257,11 @@ class Sentinel:
 
     @staticmethod
     def _send(link: trio.MemorySendChannel[bytes], data: bytes) -> None:
-        try:
+        # A study: a full or gone link drops it; the caller's deadline answers.
+        with contextlib.suppress(
+            trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError
+        ):
             link.send_nowait(data)
-        except (trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError):
-            pass  # a study: a full or gone link drops, the caller's deadline answers
 
     def no_route(self, env: Env) -> None:
         if env.kind == "q" and env.reply_to is not None:
@@ -352,8 +364,8 @@ class Sentinel:
                 await ws.send_message(ENCODER.encode(Hello(f"{self.url}#{link_id}")))
                 while True:
                     raw = await ws.get_message()
+                    msg = decode(raw)
                     assert isinstance(raw, bytes)
-                    msg = DECODER.decode(raw)
                     if isinstance(msg, Env):
                         self.route(msg, raw)
                     elif isinstance(msg, Bind):
@@ -417,7 +429,7 @@ async def service(urls: list[str], address: str) -> None:
             async with open_websocket_url(url) as ws:
                 await ws.send_message(ENCODER.encode(Bind(address)))
                 while True:
-                    msg = DECODER.decode(await ws.get_message())
+                    msg = decode(await ws.get_message())
                     if isinstance(msg, Bound) and not ready:
                         ready = True
                         print("READY", flush=True)
@@ -453,4 +465,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -26,9 +26,9 @@ over the rounds. Per round:
 - route propagation: a watch on sentinel 1, then a bind on sentinel 2; the
   time from sending the bind until sentinel 1 reports it can route;
 - failover: a new call to ``echo.remote`` every 2 ms, each in a task of
-  its own (so calls lost in flight hold up nothing), sentinel 2 is SIGKILLed, its service re-attaches
-  to sentinel 3 and binds again; the time from the kill until a call sent
-  after it is answered;
+  its own (so calls lost in flight hold up nothing); sentinel 2 is
+  SIGKILLed, its service re-attaches to sentinel 3 and binds again; the
+  time from the kill until a call sent after it is answered;
 - memory: PSS (shared pages counted once) of the three sentinels and of
   the engine's processes, and how many processes the engine adds.
 """
@@ -54,7 +54,7 @@ from trio_websocket import WebSocketConnection, open_websocket_url
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _mesh_node import DECODER, ENCODER, Bind, Bound, Env, Hello, Routed, Watch  # noqa: E402
+from _mesh_node import ENCODER, Bind, Bound, Env, Hello, Routed, Watch, decode
 
 NODE = str(Path(__file__).resolve().parent / "_mesh_node.py")
 CANDIDATES = ["pg", "nats-ws", "nats"]
@@ -173,7 +173,7 @@ class Nats:
                 try:
                     nc = await nats.connect(self.url, connect_timeout=1, max_reconnect_attempts=0)
                     break
-                except Exception:  # noqa: BLE001 - not listening yet
+                except Exception:  # not listening yet
                     await asyncio.sleep(0.05)
             else:
                 raise SystemExit("nats-server did not start")
@@ -215,12 +215,12 @@ class Client:
         self.control, self.control_in = trio.open_memory_channel[Any](100)
 
     async def reader(self, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-        hello = DECODER.decode(await self.ws.get_message())
+        hello = decode(await self.ws.get_message())
         assert isinstance(hello, Hello)
         self.reply_to = hello.reply_to
         task_status.started()
         while True:
-            msg = DECODER.decode(await self.ws.get_message())
+            msg = decode(await self.ws.get_message())
             if isinstance(msg, Env):
                 waiter = self.waiting.pop(msg.corr, None)
                 if waiter is not None:
@@ -270,14 +270,14 @@ async def propagation(s1: str, s2: str, address: str) -> float:
     """Seconds from sending a bind to sentinel 2 until sentinel 1 says it can route it."""
     async with open_websocket_url(s1) as w1, open_websocket_url(s2) as w2:
         for ws in (w1, w2):
-            assert isinstance(DECODER.decode(await ws.get_message()), Hello)
+            assert isinstance(decode(await ws.get_message()), Hello)
         await w1.send_message(ENCODER.encode(Watch(address)))
-        pending = DECODER.decode(await w1.get_message())
+        pending = decode(await w1.get_message())
         assert isinstance(pending, Bound), pending  # not known yet
         t0 = time.perf_counter()
         await w2.send_message(ENCODER.encode(Bind(address)))
         with trio.fail_after(10):
-            routed = DECODER.decode(await w1.get_message())
+            routed = decode(await w1.get_message())
         assert isinstance(routed, Routed)
         return time.perf_counter() - t0
 
@@ -326,7 +326,7 @@ class Process:
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()  # bounded: every node prints READY or dies
         if line.strip() != "READY":
-            raise RuntimeError(f"{self.proc.args} did not start: {line!r}")
+            raise RuntimeError(f"{self.proc.args!r} did not start: {line!r}")
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -373,7 +373,7 @@ async def one_round(
             await nursery.start(client.reader)
             # Wait until sentinel 1 routes echo.remote (its bind may still be in flight).
             with trio.fail_after(READY_WAIT):
-                while not await client.call("echo.remote", 1.0):
+                while not await client.call("echo.remote", 1.0):  # noqa: ASYNC110 - a call, not a flag
                     await trio.sleep(0.01)
             await latency(client, "echo.remote", 50)  # warm-up, both paths
             await latency(client, "echo.local", 50)
@@ -427,10 +427,10 @@ def main() -> None:
     rounds = args.rounds or (1 if args.quick else 5)
     n_lat, n_tput = (300, 1600) if args.quick else (1000, 6400)
 
+    from importlib.metadata import version
+
     import nats
     import psycopg
-
-    from importlib.metadata import version
 
     print(
         f"python {sys.version.split()[0]}, psycopg {psycopg.__version__},"
@@ -490,7 +490,9 @@ def report(results: dict[str, list[dict[str, float]]], seconds: float) -> None:
         cells = [fmt.format(statistics.median(r[key] for r in results[c])) for c in CANDIDATES]
         print(f"{label:40}" + "".join(f"{cell:>12}" for cell in cells))
     native = statistics.median(r["native_p50"] for r in results["nats"])
-    print(f"reference: NATS request/reply on nats-py's asyncio loop, no bridge: p50 {native:.2f} ms")
+    print(
+        f"reference: NATS request/reply on nats-py's asyncio loop, no bridge: p50 {native:.2f} ms"
+    )
     print("load average: " + " ".join(f"{x:.2f}" for x in os.getloadavg()))
 
 
