@@ -79,6 +79,18 @@ def pss_kib(pid: int) -> int:
     return 0
 
 
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU the processes have used so far (from /proc)."""
+    ticks = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 def tree(pid: int) -> list[int]:
     """``pid`` and all its descendants (from /proc)."""
     children: dict[int, list[int]] = {}
@@ -380,7 +392,11 @@ async def one_round(
             out["local_p50"], out["local_p99"] = await latency(client, "echo.local", n_lat)
             out["remote_p50"], out["remote_p99"] = await latency(client, "echo.remote", n_lat)
             out["local_tput"] = await throughput(client, "echo.local", n_tput)
+            # CPU per cross-sentinel call: the sentinels, the services and the engine.
+            fabric = [p.proc.pid for p in procs] + tree(engine.pid)
+            cpu0 = cpu_seconds(fabric)
             out["remote_tput"] = await throughput(client, "echo.remote", n_tput)
+            out["remote_cpu_us"] = (cpu_seconds(fabric) - cpu0) / n_tput * 1e6
             props = [
                 await propagation(urls[0], urls[1], f"probe.r{round_no}.{k}") for k in range(5)
             ]
@@ -471,6 +487,7 @@ ROWS = [
     ("cross / same p50", "ratio_p50", "{:.2f}x"),
     (f"same-sentinel, {CALLERS} callers (calls/s)", "local_tput", "{:.0f}"),
     (f"cross-sentinel, {CALLERS} callers (calls/s)", "remote_tput", "{:.0f}"),
+    ("CPU per cross call, fabric (us)", "remote_cpu_us", "{:.0f}"),
     ("route propagation (ms)", "propagation_ms", "{:.1f}"),
     ("failover, kill to first answer (ms)", "failover_ms", "{:.0f}"),
     ("calls answered no-route in failover", "failover_failed_calls", "{:.0f}"),
@@ -490,9 +507,7 @@ def report(results: dict[str, list[dict[str, float]]], seconds: float) -> None:
         cells = [fmt.format(statistics.median(r[key] for r in results[c])) for c in CANDIDATES]
         print(f"{label:40}" + "".join(f"{cell:>12}" for cell in cells))
     native = statistics.median(r["native_p50"] for r in results["nats"])
-    print(
-        f"reference: NATS request/reply on nats-py's asyncio loop, no bridge: p50 {native:.2f} ms"
-    )
+    print(f"reference: NATS request/reply on nats-py's own loop, no bridge: p50 {native:.2f} ms")
     print("load average: " + " ".join(f"{x:.2f}" for x in os.getloadavg()))
 
 
