@@ -9,6 +9,7 @@ forwards msgspec envelopes. The shared state lives in the engine:
   CONFLICT`` that also runs ``pg_notify``; every sentinel ``LISTEN``\\ s and
   applies the notifications. Envelopes cross sentinels over direct
   sentinel-to-sentinel websockets.
+  With ``--pg-async-commit`` the route writes do not wait for the WAL flush.
 - ``nats-ws``: routes in a JetStream KV bucket, applied from a KV watch;
   envelopes over the same direct websockets (so the route engine is the only
   difference from ``pg``).
@@ -131,8 +132,9 @@ class AsyncioThread:
 class PgEngine:
     """Routes in a PostgreSQL table; changes pushed with LISTEN/NOTIFY."""
 
-    def __init__(self, dsn: str, aio: AsyncioThread) -> None:
+    def __init__(self, dsn: str, aio: AsyncioThread, async_commit: bool) -> None:
         self.dsn = dsn
+        self.async_commit = async_commit
         self.aio = aio
         self._write: Any = None
 
@@ -154,6 +156,8 @@ class PgEngine:
             background(listen())
             await listening.wait()  # before the load: no change falls in between
             self._write = await psycopg.AsyncConnection.connect(self.dsn, autocommit=True)
+            if self.async_commit:  # the commit does not wait for the WAL flush
+                await self._write.execute("SET synchronous_commit = off")
             cursor = await self._write.execute("SELECT address, sentinel FROM routes")
             return [(str(a), str(s)) for a, s in await cursor.fetchall()]
 
@@ -448,6 +452,7 @@ def main() -> None:
     parser.add_argument("--engine", choices=["pg", "nats"])
     parser.add_argument("--data", choices=["ws", "nats"], default="ws")
     parser.add_argument("--dsn")
+    parser.add_argument("--pg-async-commit", action="store_true")
     parser.add_argument("--nats")
     parser.add_argument("--peers", default="", help="the other sentinels' URLs")
     parser.add_argument("--attach")
@@ -458,7 +463,9 @@ def main() -> None:
         return
     aio = AsyncioThread()
     engine: PgEngine | NatsEngine = (
-        PgEngine(args.dsn, aio) if args.engine == "pg" else NatsEngine(args.nats, aio)
+        PgEngine(args.dsn, aio, args.pg_async_commit)
+        if args.engine == "pg"
+        else NatsEngine(args.nats, aio)
     )
     peers = [url for url in args.peers.split(",") if url]
     trio.run(Sentinel(args.port, engine, args.data, peers).run)

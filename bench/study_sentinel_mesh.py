@@ -8,6 +8,9 @@ service), for each candidate:
 
 - ``pg``: routes in a PostgreSQL table, pushed with LISTEN/NOTIFY;
   envelopes over direct sentinel-to-sentinel trio-websocket links.
+- ``pg-async``: the same, the route writes with ``synchronous_commit = off``
+  (a route is re-created when its node re-attaches: it need not wait for
+  the WAL flush; JetStream, by default, does not fsync each write either).
 - ``nats-ws``: routes in a NATS JetStream KV bucket (watched); envelopes over
   the same direct links.
 - ``nats``: routes as ``nats-ws``; envelopes as NATS core messages on the
@@ -57,7 +60,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _mesh_node import ENCODER, Bind, Bound, Env, Hello, Routed, Watch, decode
 
 NODE = str(Path(__file__).resolve().parent / "_mesh_node.py")
-CANDIDATES = ["pg", "nats-ws", "nats"]
+CANDIDATES = ["pg", "pg-async", "nats-ws", "nats"]
 CALLERS = 32
 READY_WAIT = 30.0
 
@@ -358,9 +361,11 @@ async def one_round(
     engine.clear()
     ports = [free_port() for _ in range(3)]
     urls = [f"ws://127.0.0.1:{p}" for p in ports]
-    if candidate == "pg":
+    if candidate.startswith("pg"):
         assert isinstance(engine, Postgres)
         extra = ["--engine", "pg", "--dsn", engine.dsn]
+        if candidate == "pg-async":
+            extra.append("--pg-async-commit")
     else:
         assert isinstance(engine, Nats)
         data = "nats" if candidate == "nats" else "ws"
@@ -466,9 +471,9 @@ def main() -> None:
         results: dict[str, list[dict[str, float]]] = {c: [] for c in CANDIDATES}
         started = time.perf_counter()
         for r in range(rounds):
-            order = CANDIDATES[r % 3 :] + CANDIDATES[: r % 3]
+            order = CANDIDATES[r % len(CANDIDATES) :] + CANDIDATES[: r % len(CANDIDATES)]
             for candidate in order:
-                engine: Postgres | Nats = pg if candidate == "pg" else nt
+                engine: Postgres | Nats = pg if candidate.startswith("pg") else nt
                 figures = trio.run(one_round, candidate, engine, n_lat, n_tput, r)
                 if candidate == "nats":
                     figures["native_p50"] = nats_native_p50(nt.url, n_lat)
