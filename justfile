@@ -103,6 +103,11 @@ soak *args:
 attack *args:
     {{python}} tests/reliability/attack_p99.py "$@"
 
+# Issue 17's study: PostgreSQL vs NATS for the shared state of several sentinels
+[positional-arguments]
+study-mesh *args:
+    {{python}} bench/study_sentinel_mesh.py "$@"
+
 # Run every benchmark and print figures with their same-run baselines
 bench:
     {{python}} bench/bench_runtime.py
