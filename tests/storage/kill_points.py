@@ -7,7 +7,10 @@ counted from the moment the tool says it has started its work (its
 ``ready`` line on stdout or stderr), so the points fall inside the work,
 not inside the interpreter's start-up. The delays are spread over the time
 the work took in reference runs made just before, under the same load, so
-a busy machine stretches both alike. After each kill the caller's
+a busy machine stretches both alike; a point that finds the tool finished
+gives the time its work took, and the next delays follow the last few of
+those, so a machine that got quieter since the reference runs does not
+make the points miss the work. After each kill the caller's
 ``check`` looks at the directory (every file readable, nothing lost) and
 usually runs the tool again to see that it finishes.
 
@@ -143,7 +146,9 @@ def kill_at_random_points(
         shutil.copytree(template, copy)
         proc, lines = _start(argv(copy), environment, copy)
         seen = []
+        began = time.monotonic()
         if _wait_ready(proc, lines, ready, seen):
+            began = time.monotonic()
             try:
                 proc.wait(timeout=rng.uniform(0, span))
             except subprocess.TimeoutExpired:
@@ -153,6 +158,11 @@ def kill_at_random_points(
             killed += 1
         else:
             finished += 1
+            # The load changed since the reference runs (a shared machine): the
+            # work now takes this long, so the next delays follow it and still
+            # fall inside the work.
+            durations.append(time.monotonic() - began)
+            span = max(statistics.median(durations[-5:]), 0.01) * 1.2
             while (line := lines.get(timeout=30)) is not None:
                 seen.append(line)
             output = "".join(seen)
