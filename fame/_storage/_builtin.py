@@ -22,8 +22,6 @@ from typing import TYPE_CHECKING, TypeVar
 
 import trio
 
-from .._core._actor import ActorRef
-from .._core._errors import NodeClosed
 from .._core._metrics import NO_METRICS, Metrics
 from .._core._supervisor import Supervisor, open_supervisor
 from ._config import StorageConfig, prepare_directory
@@ -39,7 +37,8 @@ from ._namespace import (
     database_path,
     namespace_files,
 )
-from ._ops import Backend, Backup, Purge
+from ._namespace_actors import NamespaceActors
+from ._ops import Backend, Backup
 from ._probe import KeyCheck, probe_encrypted, probe_plain
 from ._rekey import migrate_legacy_files
 from ._sqlcipher_backend import open_sqlite
@@ -73,7 +72,7 @@ async def open_builtin_storage(
         await provider._check_directory()
         try:
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(provider._purge_loop, purge_interval)
+                nursery.start_soon(provider._actors.purge_loop, purge_interval)
                 try:
                     yield provider
                 finally:
@@ -82,7 +81,7 @@ async def open_builtin_storage(
             # Outside the cancelled purge nursery, so closing neither raises
             # Cancelled over the block's own exception nor stops half-way.
             with trio.CancelScope(shield=True):
-                await provider._aclose()
+                await provider._actors.close()
 
 
 def _create_private(path: Path) -> None:
@@ -117,16 +116,21 @@ class BuiltinStorageProvider:
         metrics: Metrics = NO_METRICS,
     ) -> None:
         self.config = config
-        self._metrics = metrics
-        self._supervisor = supervisor
         self._clock = clock
         self._encrypted = config.profile == "encrypted-sqlite"
         self._directory: Path | None = None
-        self._refs: dict[str, ActorRef] = {}
         self._memory: dict[str, MemoryBackend] = {}
-        self._spawn_lock = trio.Lock()
         self._key_confirmed = False
-        self._closed = False
+        self._actors = NamespaceActors(
+            supervisor,
+            lambda namespace: StorageActor(
+                namespace,
+                lambda: self._open_backend(namespace),
+                self._clock,
+                blocking=config.profile != "memory",
+                metrics=metrics,
+            ),
+        )
 
     def __repr__(self) -> str:
         where = f" {self._directory}" if self._directory else ""
@@ -134,12 +138,12 @@ class BuiltinStorageProvider:
 
     async def get_kv_store(self, model: type[M], namespace: str) -> KeyValueStore[M]:
         """A store of ``model`` records in the agent namespace ``namespace``."""
-        ref = await self._actor(check_agent_namespace(namespace))
+        ref = await self._actors.ref(check_agent_namespace(namespace))
         return KeyValueStore(model, namespace, ref, self._clock)
 
     async def get_internal_kv_store(self, model: type[M], namespace: str) -> KeyValueStore[M]:
         """A store in one of the node's reserved ``__`` namespaces."""
-        ref = await self._actor(check_internal_namespace(namespace))
+        ref = await self._actors.ref(check_internal_namespace(namespace))
         return KeyValueStore(model, namespace, ref, self._clock)
 
     async def backup(self, destination: Path) -> BackupManifest:
@@ -164,7 +168,7 @@ class BuiltinStorageProvider:
         )
         copies = []
         for namespace, _path in found:
-            ref = await self._actor(namespace)
+            ref = await self._actors.ref(namespace)
             copies.append(await ref.ask(Backup(str(partial)), timeout=None))
         manifest = BackupManifest(self._clock(), self.config.profile, tuple(copies))
         await trio.to_thread.run_sync(finish_backup, partial, destination, manifest)
@@ -172,10 +176,7 @@ class BuiltinStorageProvider:
 
     async def purge_expired(self) -> int:
         """Remove expired records from every open namespace now; return how many."""
-        total = 0
-        for ref in list(self._refs.values()):
-            total += await ref.ask(Purge(), timeout=None)
-        return total
+        return await self._actors.purge_expired()
 
     # -- opening ----------------------------------------------------------
 
@@ -268,39 +269,3 @@ class BuiltinStorageProvider:
             dedupe=self.config.dedupe,
             wal_checkpoint_bytes=self.config.wal_checkpoint_bytes,
         )
-
-    async def _actor(self, namespace: str) -> ActorRef:
-        if self._closed:
-            raise NodeClosed("the storage provider is closed")
-        ref = self._refs.get(namespace)
-        if ref is not None:
-            return ref
-        async with self._spawn_lock:
-            ref = self._refs.get(namespace)
-            if ref is None:
-                actor = StorageActor(
-                    namespace,
-                    lambda: self._open_backend(namespace),
-                    self._clock,
-                    blocking=self.config.profile != "memory",
-                    metrics=self._metrics,
-                )
-                ref = await self._supervisor.spawn(actor, f"storage/{namespace}")
-                self._refs[namespace] = ref
-        return ref
-
-    # -- background and closing ------------------------------------------
-
-    async def _purge_loop(self, interval: float) -> None:
-        while True:
-            await trio.sleep(interval)
-            for ref in list(self._refs.values()):
-                with contextlib.suppress(NodeClosed):
-                    await ref.tell(Purge())
-
-    async def _aclose(self) -> None:
-        """Stop every storage actor: each drains its mailbox, then closes its file."""
-        self._closed = True
-        refs, self._refs = self._refs, {}
-        for ref in refs.values():
-            await self._supervisor.stop(ref.address)

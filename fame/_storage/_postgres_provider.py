@@ -11,7 +11,6 @@ unreachable server stops the node at start. See ``docs/storage.md``,
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -20,8 +19,6 @@ from typing import TypeVar
 
 import trio
 
-from .._core._actor import ActorRef
-from .._core._errors import NodeClosed
 from .._core._metrics import NO_METRICS, Metrics
 from .._core._supervisor import Supervisor, open_supervisor
 from ._backup_manifest import BackupManifest
@@ -29,7 +26,7 @@ from ._config import StorageConfig
 from ._errors import StorageError
 from ._kv import KeyValueStore
 from ._namespace import check_agent_namespace, check_internal_namespace
-from ._ops import Purge
+from ._namespace_actors import NamespaceActors
 from ._postgres_actor import PostgresStorageActor
 from ._postgres_backend import PostgresDatabase
 
@@ -60,14 +57,14 @@ async def open_postgres_storage(
             provider = PostgresStorageProvider(config, database, supervisor, clock, metrics)
             try:
                 async with trio.open_nursery() as nursery:
-                    nursery.start_soon(provider._purge_loop, purge_interval)
+                    nursery.start_soon(provider._actors.purge_loop, purge_interval)
                     try:
                         yield provider
                     finally:
                         nursery.cancel_scope.cancel()
             finally:
                 with trio.CancelScope(shield=True):
-                    await provider._aclose()
+                    await provider._actors.close()
     finally:
         with trio.CancelScope(shield=True):
             await trio.to_thread.run_sync(database.close)
@@ -86,24 +83,29 @@ class PostgresStorageProvider:
     ) -> None:
         self.config = config
         self._database = database
-        self._supervisor = supervisor
         self._clock = clock
-        self._metrics = metrics
-        self._refs: dict[str, ActorRef] = {}
-        self._spawn_lock = trio.Lock()
-        self._closed = False
+        self._actors = NamespaceActors(
+            supervisor,
+            lambda namespace: PostgresStorageActor(
+                namespace,
+                lambda: database.backend(namespace),
+                clock,
+                blocking=True,
+                metrics=metrics,
+            ),
+        )
 
     def __repr__(self) -> str:
         return f"<PostgresStorageProvider {self._database.where}>"
 
     async def get_kv_store(self, model: type[M], namespace: str) -> KeyValueStore[M]:
         """A store of ``model`` records in the agent namespace ``namespace``."""
-        ref = await self._actor(check_agent_namespace(namespace))
+        ref = await self._actors.ref(check_agent_namespace(namespace))
         return KeyValueStore(model, namespace, ref, self._clock)
 
     async def get_internal_kv_store(self, model: type[M], namespace: str) -> KeyValueStore[M]:
         """A store in one of the node's reserved ``__`` namespaces."""
-        ref = await self._actor(check_internal_namespace(namespace))
+        ref = await self._actors.ref(check_internal_namespace(namespace))
         return KeyValueStore(model, namespace, ref, self._clock)
 
     async def backup(self, destination: Path) -> BackupManifest:
@@ -116,41 +118,4 @@ class PostgresStorageProvider:
 
     async def purge_expired(self) -> int:
         """Remove expired records from every open namespace now; return how many."""
-        total = 0
-        for ref in list(self._refs.values()):
-            total += await ref.ask(Purge(), timeout=None)
-        return total
-
-    async def _actor(self, namespace: str) -> ActorRef:
-        if self._closed:
-            raise NodeClosed("the storage provider is closed")
-        ref = self._refs.get(namespace)
-        if ref is not None:
-            return ref
-        async with self._spawn_lock:
-            ref = self._refs.get(namespace)
-            if ref is None:
-                actor = PostgresStorageActor(
-                    namespace,
-                    lambda: self._database.backend(namespace),
-                    self._clock,
-                    blocking=True,
-                    metrics=self._metrics,
-                )
-                ref = await self._supervisor.spawn(actor, f"storage/{namespace}")
-                self._refs[namespace] = ref
-        return ref
-
-    async def _purge_loop(self, interval: float) -> None:
-        while True:
-            await trio.sleep(interval)
-            for ref in list(self._refs.values()):
-                with contextlib.suppress(NodeClosed):
-                    await ref.tell(Purge())
-
-    async def _aclose(self) -> None:
-        """Stop every storage actor: each drains its mailbox first."""
-        self._closed = True
-        refs, self._refs = self._refs, {}
-        for ref in refs.values():
-            await self._supervisor.stop(ref.address)
+        return await self._actors.purge_expired()
